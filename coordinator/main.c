@@ -1,0 +1,32 @@
+/* The hyla command: dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "bench/bench.h"
+
+static void usage(FILE *out) {
+    fputs("usage: hyla <command> [options]\n"
+          "commands:\n"
+          "  bench kernels [--format table|json]   time the CPU ops at tiny-model shapes\n"
+          "  version                               print the version\n",
+          out);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        puts("hyla 0.1.0");
+        return 0;
+    }
+    if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "bench")) return bench_main(argc - 1, argv + 1);
+    fprintf(stderr, "hyla: error: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

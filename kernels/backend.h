@@ -1,0 +1,38 @@
+/* The backend interface: one table of functions per backend (cpu, later cuda). The
+ * model is written once against this table. Memory functions move bytes; every op
+ * takes raw pointers in the backend's memory and explicit shapes (kernels/ops/ops_<family>.h). */
+#ifndef HYLA_BACKEND_H
+#define HYLA_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops/op_shapes.h"
+
+struct hyla_backend {
+    const char *name;
+
+    void *(*alloc)(size_t bytes);                       /* never NULL; dies on failure */
+    void (*free)(void *ptr);
+    void (*to_device)(void *dst, const void *src_host, size_t bytes);
+    void (*to_host)(void *dst_host, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+    void (*zero)(void *ptr, size_t bytes);
+    void (*synchronize)(void);
+
+    /* Row-major C[m,n] = alpha op(A) op(B) + beta C. */
+    void (*gemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
+
+    /* One entry per op of kernels/ops/all_ops.h, in fp32. */
+#define REAL float
+#define HYLA_OP(ret, name, args) ret(*name) args;
+#include "ops/all_ops.h"
+#undef HYLA_OP
+#undef REAL
+};
+
+/* The fp32 CPU backend (OpenMP + OpenBLAS). */
+const struct hyla_backend *hyla_backend_cpu(void);
+
+#endif

@@ -1,0 +1,65 @@
+/* Dense building blocks: embedding, norms, linear layers, SwiGLU, cross-entropy, AdamW. */
+
+/* out[i,:] = table[tokens[i],:] for i < n. Tokens are checked by the data loader. */
+HYLA_OP(void, embedding_fwd, (REAL *out, const int32_t *tokens, const REAL *table, int n, int dim))
+/* dtable[tokens[i],:] += dout[i,:]; rows equal to padding_idx get nothing (-1: none). */
+HYLA_OP(void, embedding_bwd, (REAL *dtable, const REAL *dout, const int32_t *tokens, int n, int dim,
+                              int padding_idx))
+
+/* y = x / sqrt(mean(x^2) + eps) * weight, row by row; rstd[i] = 1/sqrt(mean + eps) saved. */
+HYLA_OP(void, rmsnorm_fwd, (REAL *y, REAL *rstd, const REAL *x, const REAL *weight, int n, int dim, REAL eps))
+HYLA_OP(void, rmsnorm_bwd, (REAL *dx, REAL *dweight, const REAL *dy, const REAL *x, const REAL *weight,
+                            const REAL *rstd, int n, int dim))
+
+/* Fused residual add + RMSNorm: sum = x + residual; y = rmsnorm(sum). */
+HYLA_OP(void, add_rmsnorm_fwd, (REAL *sum, REAL *y, REAL *rstd, const REAL *x, const REAL *residual,
+                                const REAL *weight, int n, int dim, REAL eps))
+/* dx = dresidual = dsum + rmsnorm_bwd(dy) (dsum: gradient arriving at `sum` from later
+ * uses, NULL for none). dx may alias dsum. */
+HYLA_OP(void, add_rmsnorm_bwd, (REAL *dx, REAL *dweight, const REAL *dy, const REAL *dsum, const REAL *sum,
+                                const REAL *weight, const REAL *rstd, int n, int dim))
+
+/* y[n,out] = x[n,in] W^T + b, W is [out,in] (nn.Linear); bias may be NULL. */
+HYLA_OP(void, linear_fwd, (REAL *y, const REAL *x, const REAL *weight, const REAL *bias, int n, int in, int out))
+/* dx = dy W (dx may be NULL to skip); dW += dy^T x; db += column sums of dy (NULL: no bias). */
+HYLA_OP(void, linear_bwd, (REAL *dx, REAL *dweight, REAL *dbias, const REAL *dy, const REAL *x,
+                           const REAL *weight, int n, int in, int out))
+/* As linear_bwd but dx += dy W: for inputs that feed several projections. */
+HYLA_OP(void, linear_bwd_accumulate, (REAL *dx, REAL *dweight, REAL *dbias, const REAL *dy, const REAL *x,
+                                      const REAL *weight, int n, int in, int out))
+
+/* z = silu(gate) * up, elementwise over count values. */
+HYLA_OP(void, swiglu_fwd, (REAL *z, const REAL *gate, const REAL *up, size_t count))
+HYLA_OP(void, swiglu_bwd, (REAL *dgate, REAL *dup, const REAL *dz, const REAL *gate, const REAL *up, size_t count))
+
+/* SwiGLU MLP: y = W_down (silu(x W_gate^T) * (x W_up^T)). acts [n, 3*inter] saves gate,
+ * up and z (in that order) for the backward pass. */
+HYLA_OP(void, mlp_fwd, (REAL *y, REAL *acts, const REAL *x, const REAL *w_gate, const REAL *w_up,
+                        const REAL *w_down, int n, int dim, int inter))
+/* scratch [n, 2*inter]. dx written; weight gradients accumulated. */
+HYLA_OP(void, mlp_bwd, (REAL *dx, REAL *dw_gate, REAL *dw_up, REAL *dw_down, const REAL *dy, const REAL *x,
+                        const REAL *acts, const REAL *w_gate, const REAL *w_up, const REAL *w_down,
+                        REAL *scratch, int n, int dim, int inter))
+
+/* Cross-entropy of logits [n, vocab] against targets; positions whose target equals
+ * ignore_index count for nothing. losses[i] is the per-position loss (0 when ignored);
+ * returns the mean over valid positions (0 when none) and writes their number. */
+HYLA_OP(REAL, cross_entropy_fwd, (REAL *losses, const REAL *logits, const int32_t *targets, int n, int vocab,
+                                  int ignore_index, int *valid_count))
+/* dlogits = dloss * (softmax(logits) - onehot(target)) / valid_count on valid rows, 0 on
+ * ignored rows. dlogits may alias logits. */
+HYLA_OP(void, cross_entropy_bwd, (REAL *dlogits, const REAL *logits, const int32_t *targets, int n, int vocab,
+                                  int ignore_index, int valid_count, REAL dloss))
+
+/* Sum of squares, reduced in a fixed order (deterministic for a fixed thread count). */
+HYLA_OP(double, sum_squares, (const REAL *x, size_t count))
+/* y += alpha * x */
+HYLA_OP(void, axpy, (REAL *y, const REAL *x, REAL alpha, size_t count))
+
+/* AdamW (torch semantics, decoupled weight decay, bias correction), in place:
+ *   g = grad * grad_scale;  p -= lr * weight_decay * p
+ *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+ *   p -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps)
+ * step is 1-based. grad_scale carries gradient clipping and accumulation scaling. */
+HYLA_OP(void, adamw_step, (REAL *param, const REAL *grad, REAL *m, REAL *v, size_t count, REAL lr, REAL beta1,
+                           REAL beta2, REAL eps, REAL weight_decay, REAL grad_scale, int step))

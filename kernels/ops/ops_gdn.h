@@ -1,0 +1,55 @@
+/* Gated DeltaNet pieces (MODEL.md §3): short convolution, L2 norm, gates, the gated
+ * delta rule (recurrent reference and chunkwise), gated RMSNorm. */
+
+/* Causal depthwise convolution of width kw with zero left padding, then SiLU:
+ *   y[b,t,c] = silu( sum_{i<kw} w[c,i] * x[b,t-kw+1+i,c] ),  x[b,<0,c] = 0.
+ * x, y: [B, L, C]; w: [C, kw] (the reference's [C,1,kw]). The tap i = kw-1 multiplies token t. */
+HYLA_OP(void, shortconv_silu_fwd, (REAL *y, const REAL *x, const REAL *w, int B, int L, int C, int kw))
+/* Recomputes the pre-activation. dx written, dw accumulated. */
+HYLA_OP(void, shortconv_silu_bwd, (REAL *dx, REAL *dw, const REAL *dy, const REAL *x, const REAL *w, int B, int L,
+                                   int C, int kw))
+
+/* Row-wise L2 normalisation: y = x / sqrt(|x|^2 + eps), rstd = 1/sqrt(|x|^2 + eps). */
+HYLA_OP(void, l2norm_fwd, (REAL *y, REAL *rstd, const REAL *x, int rows, int dim, REAL eps))
+/* dx = rstd * (dy - <dy, y> y). */
+HYLA_OP(void, l2norm_bwd, (REAL *dx, const REAL *dy, const REAL *y, const REAL *rstd, int rows, int dim))
+
+/* Gates per token and head, rows = B*L, [rows, H] layouts:
+ *   beta = sigmoid(b_logit);  g = -exp(A_log[h]) * softplus(a_logit + dt_bias[h]). */
+HYLA_OP(void, gdn_gates_fwd, (REAL *beta, REAL *g, const REAL *b_logits, const REAL *a_logits, const REAL *A_log,
+                              const REAL *dt_bias, int rows, int H))
+/* db_logits, da_logits written; dA_log, ddt_bias accumulated. */
+HYLA_OP(void, gdn_gates_bwd, (REAL *db_logits, REAL *da_logits, REAL *dA_log, REAL *ddt_bias, const REAL *dbeta,
+                              const REAL *dg, const REAL *b_logits, const REAL *a_logits, const REAL *A_log,
+                              const REAL *dt_bias, int rows, int H))
+
+/* Gated delta rule (MODEL.md §3.2 step 5), state S [dim_k, dim_v] per (b, h):
+ *   S_t = exp(g_t) S_{t-1} + k_t delta_t^T,  delta_t = beta_t (v_t - exp(g_t) S_{t-1}^T k_t),
+ *   o_t = scale * S_t^T q_t.
+ * q, k: [B,L,H,dim_k] (already L2-normalised by the caller); v, o: [B,L,H,dim_v];
+ * beta, g: [B,L,H]; states: [B,H,dim_k,dim_v]. initial_state NULL = zeros; final_state may be NULL. */
+HYLA_OP(void, gdr_recurrent_fwd, (REAL *o, REAL *final_state, const REAL *q, const REAL *k, const REAL *v,
+                                  const REAL *beta, const REAL *g, const REAL *initial_state, REAL scale, int B,
+                                  int L, int H, int dim_k, int dim_v))
+/* All gradients written. dfinal_state NULL = zero; dinitial_state may be NULL.
+ * Reference only: keeps every state (memory B*H*L*dim_k*dim_v). */
+HYLA_OP(void, gdr_recurrent_bwd, (REAL *dq, REAL *dk, REAL *dv, REAL *dbeta, REAL *dg, REAL *dinitial_state,
+                                  const REAL *dout, const REAL *dfinal_state, const REAL *q, const REAL *k,
+                                  const REAL *v, const REAL *beta, const REAL *g, const REAL *initial_state,
+                                  REAL scale, int B, int L, int H, int dim_k, int dim_v))
+/* The same function computed chunkwise (chunk 64, MODEL.md §3.4-3.5), same arguments. */
+HYLA_OP(void, gdr_chunk_fwd, (REAL *o, REAL *final_state, const REAL *q, const REAL *k, const REAL *v,
+                              const REAL *beta, const REAL *g, const REAL *initial_state, REAL scale, int B, int L,
+                              int H, int dim_k, int dim_v))
+HYLA_OP(void, gdr_chunk_bwd, (REAL *dq, REAL *dk, REAL *dv, REAL *dbeta, REAL *dg, REAL *dinitial_state,
+                              const REAL *dout, const REAL *dfinal_state, const REAL *q, const REAL *k, const REAL *v,
+                              const REAL *beta, const REAL *g, const REAL *initial_state, REAL scale, int B, int L,
+                              int H, int dim_k, int dim_v))
+
+/* Gated RMSNorm per row (rows = B*L*H, dim = dim_v, weight [dim_v] shared by the heads):
+ *   y = x * rstd * weight * silu(gate),  rstd = 1/sqrt(mean(x^2) + eps). */
+HYLA_OP(void, gated_rmsnorm_fwd, (REAL *y, REAL *rstd, const REAL *x, const REAL *gate, const REAL *weight,
+                                  int rows, int dim, REAL eps))
+/* dx, dgate written; dweight accumulated. */
+HYLA_OP(void, gated_rmsnorm_bwd, (REAL *dx, REAL *dgate, REAL *dweight, const REAL *dy, const REAL *x,
+                                  const REAL *gate, const REAL *weight, const REAL *rstd, int rows, int dim))

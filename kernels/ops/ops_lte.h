@@ -1,0 +1,37 @@
+/* Learnable token eviction (MODEL.md §5): the router CNN, selection, the straight-through
+ * estimator and the L1 term. The attention itself is attention_fwd with `selected`. */
+
+/* Router CNN, one independent CNN per kv head (grouped Conv2d in the reference).
+ * Input per head h at position j: [k_j^(h); v_j^(h)] (2d channels, raw projections, no RoPE).
+ * k, v: [B, L, H*d]. score: [B, L, H] = sigmoid(z) - 0.5.
+ * params: the flat concatenation, in state-dict order, of convs.0.weight [c1*H, c0, 1, k0],
+ * convs.0.bias [c1*H], convs.1..., proj.weight [H, c_last, 1, 1], proj.bias [H]
+ * (lte_router_param_count / lte_router_offsets in op_shapes.h).
+ * acts: saved activations, lte_router_acts_size(shape, B, L) values.
+ * Dropout (keep prob 1 - p, scale 1/(1-p)) on the input of every conv; the mask of element
+ * e of conv layer l is hyla_rng_uniform(hyla_rng_subkey(dropout_key, l), e) >= p, so the
+ * backward pass regenerates it. p = 0 disables dropout (evaluation). */
+HYLA_OP(void, lte_router_fwd, (REAL *score, REAL *acts, const REAL *k, const REAL *v, const REAL *params,
+                               const struct hyla_lte_router_shape *shape, int B, int L, REAL dropout_p,
+                               uint64_t dropout_key))
+/* dk, dv written (the router's contribution only); dparams accumulated. */
+HYLA_OP(void, lte_router_bwd, (REAL *dk, REAL *dv, REAL *dparams, const REAL *dscore, const REAL *k, const REAL *v,
+                               const REAL *params, const REAL *acts, const struct hyla_lte_router_shape *shape, int B,
+                               int L, REAL dropout_p, uint64_t dropout_key))
+
+/* selected[b,j,h] = score > 0 or j < sinks. */
+HYLA_OP(void, lte_select, (uint8_t *selected, const REAL *score, int B, int L, int H, int sinks))
+
+/* Straight-through estimator backward (forward is v' = v):
+ *   dscore[b,j,h] = sum_c dv_attn[b,j,h,c] * v[b,j,h,c]   (written). */
+HYLA_OP(void, lte_ste_bwd, (REAL *dscore, const REAL *dv_attn, const REAL *v, int B, int L, int H, int d))
+
+/* L1 term of one LTE layer over positions j < L - margin (margin = 6 in the reference):
+ *   returns coef * sum_{b, j, h} lambda[h] * relu(score[b,j,h]);
+ *   kept_fraction[h] = mean_{b, j < L-margin} 1[score > 0]  (may be NULL).
+ * The caller folds 1/(B L' n_layers H) and the accumulation scaling into coef. */
+HYLA_OP(REAL, lte_l1_fwd, (REAL *kept_fraction, const REAL *score, const REAL *lambda, REAL coef, int B, int L,
+                           int H, int margin))
+/* dscore[b,j,h] += coef * lambda[h] * 1[score > 0] for j < L - margin. */
+HYLA_OP(void, lte_l1_bwd, (REAL *dscore, const REAL *score, const REAL *lambda, REAL coef, int B, int L, int H,
+                           int margin))
