@@ -3,6 +3,9 @@
 #include <string.h>
 
 #include "bench/bench.h"
+#ifdef HYLA_WITH_CUDA
+#include "kernels/cuda/cuda_device.h"
+#endif
 
 static void usage(FILE *out) {
     fputs("usage: hyla <command> [options]\n"
@@ -19,6 +22,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
         puts("hyla 0.1.0");
+#ifdef HYLA_WITH_CUDA
+        printf("CUDA backend: built, %d device(s) visible\n", hyla_cuda_device_count());
+#else
+        puts("CUDA backend: not built");
+#endif
         return 0;
     }
     if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

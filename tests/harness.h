@@ -7,6 +7,7 @@
 #ifndef HYLA_TEST_HARNESS_H
 #define HYLA_TEST_HARNESS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 

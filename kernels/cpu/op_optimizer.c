@@ -1,0 +1,49 @@
+/* AdamW and the reductions the optimizer step needs (grad norm). */
+#include "hyla_error.h"
+
+#include "cpu_ops.h"
+#include "real.h"
+
+/* Fixed-size blocks summed in order: the result depends only on the data, not on the
+ * number of threads or their timing. */
+enum { SUM_BLOCK = 4096 };
+
+double K(sum_squares)(const REAL *x, size_t count) {
+    size_t blocks = (count + SUM_BLOCK - 1) / SUM_BLOCK;
+    double total = 0;
+    if (blocks == 0) return 0;
+    double *partial = hyla_malloc(blocks * sizeof(double));
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < blocks; b++) {
+        size_t end = (b + 1) * SUM_BLOCK < count ? (b + 1) * SUM_BLOCK : count;
+        double s = 0;
+        for (size_t i = b * SUM_BLOCK; i < end; i++) s += (double)x[i] * (double)x[i];
+        partial[b] = s;
+    }
+    for (size_t b = 0; b < blocks; b++) total += partial[b];
+    free(partial);
+    return total;
+}
+
+void K(axpy)(REAL *y, const REAL *x, REAL alpha, size_t count) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) y[i] += alpha * x[i];
+}
+
+void K(adamw_step)(REAL *param, const REAL *grad, REAL *m, REAL *v, size_t count, REAL lr, REAL beta1, REAL beta2,
+                   REAL eps, REAL weight_decay, REAL grad_scale, int step) {
+    REAL bias1 = (REAL)1 - pow(beta1, (REAL)step);
+    REAL bias2 = (REAL)1 - pow(beta2, (REAL)step);
+    REAL bias2_sqrt = sqrt(bias2);
+    REAL step_size = lr / bias1;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < count; i++) {
+        REAL g = grad[i] * grad_scale;
+        param[i] *= (REAL)1 - lr * weight_decay;
+        m[i] = beta1 * m[i] + ((REAL)1 - beta1) * g;
+        v[i] = beta2 * v[i] + ((REAL)1 - beta2) * g * g;
+        /* torch: denom = sqrt(v) / sqrt(bias2) + eps; p -= (lr / bias1) * m / denom */
+        REAL denom = sqrt(v[i]) / bias2_sqrt + eps;
+        param[i] -= step_size * m[i] / denom;
+    }
+}

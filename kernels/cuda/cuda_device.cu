@@ -1,0 +1,21 @@
+// CUDA device discovery. The CUDA backend's ops land in this folder (issue: CUDA backend);
+// this file lets the rest of hyla ask whether a usable GPU is present.
+#include <cuda_runtime.h>
+
+#include "cuda_device.h"
+
+extern "C" int hyla_cuda_device_count(void) {
+    int count = 0;
+    // No driver or no device both mean "no GPU here": the caller falls back to the CPU.
+    if (cudaGetDeviceCount(&count) != cudaSuccess) return 0;
+    return count;
+}
+
+extern "C" int hyla_cuda_device_name(int device, char *name, int capacity) {
+    cudaDeviceProp prop;
+    if (capacity <= 0 || cudaGetDeviceProperties(&prop, device) != cudaSuccess) return -1;
+    int i = 0;
+    for (; i < capacity - 1 && prop.name[i]; i++) name[i] = prop.name[i];
+    name[i] = '\0';
+    return 0;
+}
