@@ -1,0 +1,109 @@
+/* Gated DeltaNet token mixer (MODEL.md §3.2): projections, short convolutions, L2 norm,
+ * gates, the chunked gated delta rule, gated RMSNorm and the output projection. */
+#include <math.h>
+
+#include "common/hyla_error.h"
+#include "mixers.h"
+
+struct gdn_acts {
+    float *qbar, *kbar, *vbar;        /* projections before the convolution */
+    float *qn, *kn, *rq, *rk;         /* L2-normalised q, k and their 1/norm */
+    float *v;                         /* v after the convolution */
+    float *blog, *alog, *beta, *g;    /* gate logits and gates [N, H] */
+    float *o, *z, *on, *ro;           /* delta-rule output, gate input, gated-norm output, its rstd */
+};
+
+void gdn_alloc(struct hyla_model *m, int layer) {
+    const struct hyla_model_layout *lay = &m->lay;
+    const size_t N = (size_t)m->B * m->T, KD = (size_t)lay->gdn_heads * lay->gdn_dk;
+    const size_t VD = (size_t)lay->gdn_heads * lay->gdn_dv, H = (size_t)lay->gdn_heads;
+    struct gdn_acts *a = hyla_calloc(1, sizeof *a);
+    a->qbar = model_alloc_floats(m, N * KD), a->kbar = model_alloc_floats(m, N * KD);
+    a->vbar = model_alloc_floats(m, N * VD);
+    a->qn = model_alloc_floats(m, N * KD), a->kn = model_alloc_floats(m, N * KD);
+    a->rq = model_alloc_floats(m, N * H), a->rk = model_alloc_floats(m, N * H);
+    a->v = model_alloc_floats(m, N * VD);
+    a->blog = model_alloc_floats(m, N * H), a->alog = model_alloc_floats(m, N * H);
+    a->beta = model_alloc_floats(m, N * H), a->g = model_alloc_floats(m, N * H);
+    a->o = model_alloc_floats(m, N * VD), a->z = model_alloc_floats(m, N * VD);
+    a->on = model_alloc_floats(m, N * VD), a->ro = model_alloc_floats(m, N * H);
+    m->acts[layer].mixer = a;
+}
+
+void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const struct hyla_layer_layout *L = &lay->layers[layer];
+    struct gdn_acts *a = m->acts[layer].mixer;
+    const int N = m->B * m->T, D = lay->dim, H = lay->gdn_heads, dk = lay->gdn_dk, dv = lay->gdn_dv;
+    const int KD = H * dk, VD = H * dv, kw = m->cfg.conv_size;
+    float *tmp = m->scratch[7];
+
+    be->linear_fwd(a->qbar, h, layer_param(m, layer, L->q_proj), NULL, N, D, KD);
+    be->linear_fwd(a->kbar, h, layer_param(m, layer, L->k_proj), NULL, N, D, KD);
+    be->linear_fwd(a->vbar, h, layer_param(m, layer, L->v_proj), NULL, N, D, VD);
+    be->shortconv_silu_fwd(tmp, a->qbar, layer_param(m, layer, L->q_conv), m->B, m->T, KD, kw);
+    be->l2norm_fwd(a->qn, a->rq, tmp, N * H, dk, 1e-6f);
+    be->shortconv_silu_fwd(tmp, a->kbar, layer_param(m, layer, L->k_conv), m->B, m->T, KD, kw);
+    be->l2norm_fwd(a->kn, a->rk, tmp, N * H, dk, 1e-6f);
+    be->shortconv_silu_fwd(a->v, a->vbar, layer_param(m, layer, L->v_conv), m->B, m->T, VD, kw);
+
+    be->linear_fwd(a->blog, h, layer_param(m, layer, L->b_proj), NULL, N, D, H);
+    be->linear_fwd(a->alog, h, layer_param(m, layer, L->a_proj), NULL, N, D, H);
+    be->gdn_gates_fwd(a->beta, a->g, a->blog, a->alog, layer_param(m, layer, L->A_log),
+                      layer_param(m, layer, L->dt_bias), N, H);
+
+    be->gdr_chunk_fwd(a->o, NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL, 1.0f / sqrtf((float)dk), m->B, m->T, H,
+                      dk, dv);
+    be->linear_fwd(a->z, h, layer_param(m, layer, L->g_proj), NULL, N, D, VD);
+    be->gated_rmsnorm_fwd(a->on, a->ro, a->o, a->z, layer_param(m, layer, L->o_norm), N * H, dv,
+                          (float)m->cfg.norm_eps);
+    be->linear_fwd(y, a->on, layer_param(m, layer, L->o_proj), NULL, N, VD, D);
+}
+
+void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const struct hyla_layer_layout *L = &lay->layers[layer];
+    struct gdn_acts *a = m->acts[layer].mixer;
+    const float *h = m->acts[layer].h;
+    const int N = m->B * m->T, D = lay->dim, H = lay->gdn_heads, dk = lay->gdn_dk, dv = lay->gdn_dv;
+    const int KD = H * dk, VD = H * dv, kw = m->cfg.conv_size;
+    float **S = m->scratch;
+
+    /* output projection, gated norm, gate projection */
+    be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->on, layer_param(m, layer, L->o_proj), N, VD, D);
+    be->gated_rmsnorm_bwd(S[2], S[3], layer_grad(m, layer, L->o_norm), S[1], a->o, a->z,
+                          layer_param(m, layer, L->o_norm), a->ro, N * H, dv);
+    be->linear_bwd(dh, layer_grad(m, layer, L->g_proj), NULL, S[3], h, layer_param(m, layer, L->g_proj), N, D, VD);
+
+    /* the delta rule: S1 = dqn, S3 = dkn, S4 = dv, S5 = dbeta, S6 = dg */
+    be->gdr_chunk_bwd(S[1], S[3], S[4], S[5], S[6], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
+                      1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv);
+
+    /* gates: S2 = d b-logits, S7 = d a-logits */
+    be->gdn_gates_bwd(S[2], S[7], layer_grad(m, layer, L->A_log), layer_grad(m, layer, L->dt_bias), S[5], S[6],
+                      a->blog, a->alog, layer_param(m, layer, L->A_log), layer_param(m, layer, L->dt_bias), N, H);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->b_proj), NULL, S[2], h, layer_param(m, layer, L->b_proj),
+                              N, D, H);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->a_proj), NULL, S[7], h, layer_param(m, layer, L->a_proj),
+                              N, D, H);
+
+    /* q: L2 norm, convolution, projection */
+    be->l2norm_bwd(S[2], S[1], a->qn, a->rq, N * H, dk);
+    be->shortconv_silu_bwd(S[1], layer_grad(m, layer, L->q_conv), S[2], a->qbar, layer_param(m, layer, L->q_conv),
+                           m->B, m->T, KD, kw);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->q_proj), NULL, S[1], h, layer_param(m, layer, L->q_proj),
+                              N, D, KD);
+    /* k */
+    be->l2norm_bwd(S[2], S[3], a->kn, a->rk, N * H, dk);
+    be->shortconv_silu_bwd(S[1], layer_grad(m, layer, L->k_conv), S[2], a->kbar, layer_param(m, layer, L->k_conv),
+                           m->B, m->T, KD, kw);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, S[1], h, layer_param(m, layer, L->k_proj),
+                              N, D, KD);
+    /* v */
+    be->shortconv_silu_bwd(S[1], layer_grad(m, layer, L->v_conv), S[4], a->vbar, layer_param(m, layer, L->v_conv),
+                           m->B, m->T, VD, kw);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->v_proj), NULL, S[1], h, layer_param(m, layer, L->v_proj),
+                              N, D, VD);
+}

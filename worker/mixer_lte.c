@@ -1,0 +1,124 @@
+/* LTE attention mixer (MODEL.md §5.4-5.6): projections, the router CNN on raw k and v,
+ * selection (score > 0, plus sinks), RoPE, sliding-window attention over the window plus
+ * the selected keys, the straight-through estimator and the L1 term on relu(score). */
+#include <math.h>
+#include <string.h>
+
+#include "common/hyla_error.h"
+#include "lte_budget.h"
+#include "mixers.h"
+
+struct lte_acts {
+    float *q, *k_raw, *k, *v, *o, *lse;  /* q, k after RoPE; k_raw before (the router's input) */
+    float *score, *router_acts;
+    uint8_t *selected;
+    float *lambda, *kept_fraction;      /* this layer's λ_h (backend copy) and kept share */
+    double l1_coef;                     /* 1 / (B L' n_lte H) of the last forward */
+};
+
+void lte_alloc(struct hyla_model *m, int layer) {
+    const struct hyla_model_layout *lay = &m->lay;
+    const size_t N = (size_t)m->B * m->T, H = (size_t)lay->att_kv_heads;
+    const size_t QD = (size_t)lay->att_q_heads * lay->att_dim, KVD = H * lay->att_dim;
+    struct lte_acts *a = hyla_calloc(1, sizeof *a);
+    a->q = model_alloc_floats(m, N * QD), a->o = model_alloc_floats(m, N * QD);
+    a->k_raw = model_alloc_floats(m, N * KVD), a->k = model_alloc_floats(m, N * KVD);
+    a->v = model_alloc_floats(m, N * KVD), a->lse = model_alloc_floats(m, N * lay->att_q_heads);
+    a->score = model_alloc_floats(m, N * H);
+    a->router_acts = model_alloc_floats(m, lte_router_acts_size(&lay->router, m->B, m->T));
+    a->selected = m->be->alloc(N * H);
+    a->lambda = model_alloc_floats(m, H), a->kept_fraction = model_alloc_floats(m, H);
+    m->acts[layer].mixer = a;
+}
+
+/* The last rf/2 positions are left out of the L1 term and the statistics (MODEL.md §5.6). */
+static int lte_margin(const struct hyla_model *m) { return lte_router_receptive_field(&m->lay.router) / 2; }
+
+static float lte_dropout(const struct hyla_model *m) { return m->training ? (float)m->cfg.attn.dropout_prob : 0.0f; }
+
+static uint64_t lte_dropout_key(const struct hyla_model *m, int layer) {
+    return m->dropout_key ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(layer + 1));
+}
+
+/* Evaluation applies the hard budget on the host copy of the selection. */
+static void lte_apply_budget(struct hyla_model *m, struct lte_acts *a) {
+    const int H = m->lay.att_kv_heads;
+    const size_t n = (size_t)m->B * m->T * H;
+    uint8_t *sel = hyla_malloc(n);
+    float *score = hyla_malloc(n * sizeof(float));
+    m->be->to_host(sel, a->selected, n);
+    m->be->to_host(score, a->score, n * sizeof(float));
+    if (lte_enforce_budget(sel, score, m->B, m->T, H, m->cfg.attn.window_size, m->cfg.attn.buffer_size,
+                           m->cfg.attn.sink_size))
+        m->be->to_device(a->selected, sel, n);
+    free(sel);
+    free(score);
+}
+
+void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const struct hyla_layer_layout *L = &lay->layers[layer];
+    struct lte_acts *a = m->acts[layer].mixer;
+    const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, H = lay->att_kv_heads, d = lay->att_dim;
+    const float theta = (float)model_rope_theta(m);
+    const int margin = lte_margin(m), kept_len = m->T - margin;
+
+    be->linear_fwd(a->q, h, layer_param(m, layer, L->q_proj), NULL, N, D, Hq * d);
+    be->linear_fwd(a->k_raw, h, layer_param(m, layer, L->k_proj), NULL, N, D, H * d);
+    be->linear_fwd(a->v, h, layer_param(m, layer, L->v_proj), NULL, N, D, H * d);
+    be->lte_router_fwd(a->score, a->router_acts, a->k_raw, a->v, layer_param(m, layer, L->router), &lay->router, m->B,
+                       m->T, lte_dropout(m), lte_dropout_key(m, layer));
+    if (!m->hold_discrete) {
+        be->lte_select(a->selected, a->score, m->B, m->T, H, m->cfg.attn.sink_size);
+        if (!m->training) lte_apply_budget(m, a);
+    }
+    be->rope_fwd(a->q, a->q, m->B, m->T, Hq, d, theta, 0);
+    be->rope_fwd(a->k, a->k_raw, m->B, m->T, H, d, theta, 0);
+    be->attention_fwd(a->o, a->lse, a->q, a->k, a->v, a->selected, m->B, m->T, Hq, H, d, L->window_left,
+                      1.0f / sqrtf((float)d));
+    be->linear_fwd(y, a->o, layer_param(m, layer, L->o_proj), NULL, N, Hq * d, D);
+
+    /* L1 term and kept-token statistics */
+    be->to_device(a->lambda, m->l1_lambda + (size_t)L->lte_index * H, sizeof(float) * (size_t)H);
+    a->l1_coef = kept_len > 0 ? 1.0 / ((double)m->B * kept_len * lay->n_lte_layers * H) : 0.0;
+    m->l1_last += be->lte_l1_fwd(a->kept_fraction, a->score, a->lambda, (float)a->l1_coef, m->B, m->T, H, margin);
+    float kept[HYLA_MAX_LTE_HEADS];
+    HYLA_ASSERT(H <= HYLA_MAX_LTE_HEADS);
+    be->to_host(kept, a->kept_fraction, sizeof(float) * (size_t)H);
+    for (int hh = 0; hh < H; hh++) m->kept_sum[(size_t)L->lte_index * H + hh] += (double)kept_len * kept[hh];
+}
+
+void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const struct hyla_layer_layout *L = &lay->layers[layer];
+    struct lte_acts *a = m->acts[layer].mixer;
+    const float *h = m->acts[layer].h;
+    const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, H = lay->att_kv_heads, d = lay->att_dim;
+    const float theta = (float)model_rope_theta(m);
+    float **S = m->scratch;
+
+    be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->o, layer_param(m, layer, L->o_proj), N,
+                   Hq * d, D);
+    be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, a->selected, m->B, m->T, Hq, H, d,
+                      L->window_left, 1.0f / sqrtf((float)d));
+    /* The score's gradient: the straight-through term from v' = v plus the L1 term. */
+    if (m->straight_through) be->lte_ste_bwd(S[5], S[4], a->v, m->B, m->T, H, d);
+    else be->zero(S[5], sizeof(float) * (size_t)N * H);
+    be->lte_l1_bwd(S[5], a->score, a->lambda, (float)(a->l1_coef * m->dloss), m->B, m->T, H, lte_margin(m));
+    be->rope_bwd(S[2], S[2], m->B, m->T, Hq, d, theta, 0);
+    be->rope_bwd(S[3], S[3], m->B, m->T, H, d, theta, 0);
+    be->lte_router_bwd(S[6], S[7], layer_grad(m, layer, L->router), S[5], a->k_raw, a->v,
+                       layer_param(m, layer, L->router), a->router_acts, &lay->router, m->B, m->T, lte_dropout(m),
+                       lte_dropout_key(m, layer));
+    if (m->cfg.attn.routing_grad) { /* the router's gradient reaches k and v (routing_grad: true) */
+        be->axpy(S[3], S[6], 1.0f, (size_t)N * H * d);
+        be->axpy(S[4], S[7], 1.0f, (size_t)N * H * d);
+    }
+    be->linear_bwd(dh, layer_grad(m, layer, L->q_proj), NULL, S[2], h, layer_param(m, layer, L->q_proj), N, D, Hq * d);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, S[3], h, layer_param(m, layer, L->k_proj),
+                              N, D, H * d);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->v_proj), NULL, S[4], h, layer_param(m, layer, L->v_proj),
+                              N, D, H * d);
+}

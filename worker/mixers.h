@@ -1,0 +1,37 @@
+/* Token mixers of a block: GDN, standard attention (full or sliding window), LTE
+ * attention and NSA. Each has alloc / forward / backward; forward reads the block's
+ * normalised input h [N, D] and writes y [N, D]; backward reads dy and WRITES dh,
+ * adding the weight gradients into the layer's unit. Backward temporaries come from
+ * m->scratch[1..7]; scratch[0] belongs to the caller. */
+#ifndef HYLA_MIXERS_H
+#define HYLA_MIXERS_H
+
+#include "model.h"
+
+void gdn_alloc(struct hyla_model *m, int layer);
+void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y);
+void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh);
+
+void attention_alloc(struct hyla_model *m, int layer);
+void attention_forward(struct hyla_model *m, int layer, const float *h, float *y);
+void attention_backward(struct hyla_model *m, int layer, const float *dy, float *dh);
+
+void lte_alloc(struct hyla_model *m, int layer);
+void lte_forward(struct hyla_model *m, int layer, const float *h, float *y);
+void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh);
+
+void nsa_alloc(struct hyla_model *m, int layer);
+void nsa_forward(struct hyla_model *m, int layer, const float *h, float *y);
+void nsa_backward(struct hyla_model *m, int layer, const float *dy, float *dh);
+
+/* Shared helpers. */
+double model_rope_theta(const struct hyla_model *m); /* RoPE base of the attention layers */
+float *model_alloc_floats(struct hyla_model *m, size_t count);
+static inline float *layer_param(struct hyla_model *m, int layer, size_t offset) {
+    return m->params[m->lay.layers[layer].unit] + offset;
+}
+static inline float *layer_grad(struct hyla_model *m, int layer, size_t offset) {
+    return m->grads[m->lay.layers[layer].unit] + offset;
+}
+
+#endif

@@ -1,0 +1,226 @@
+/* The model's forward and backward passes: embedding, blocks (norm, mixer, fused add +
+ * norm, MLP), final norm, LM head and cross-entropy (MODEL.md §1.1). */
+#include "model.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common/hyla_error.h"
+#include "mixers.h"
+
+float *model_alloc_floats(struct hyla_model *m, size_t count) {
+    float *p = m->be->alloc(count * sizeof(float));
+    m->be->zero(p, count * sizeof(float));
+    return p;
+}
+
+double model_rope_theta(const struct hyla_model *m) {
+    if (m->cfg.model_type == HYLA_MODEL_TRANSFORMER || m->cfg.model_type == HYLA_MODEL_NSA) return m->cfg.rope_theta;
+    return m->cfg.attn.rope_theta;
+}
+
+size_t model_param_count(const struct hyla_model_layout *lay) { return lay->table.total; }
+
+/* Widest per-token row any backward temporary needs. */
+static size_t scratch_width(const struct hyla_model_layout *lay) {
+    size_t w = (size_t)lay->dim;
+    size_t cand[] = {(size_t)lay->gdn_heads * lay->gdn_dk, (size_t)lay->gdn_heads * lay->gdn_dv,
+                     (size_t)lay->att_q_heads * lay->att_dim, 3 * (size_t)lay->att_q_heads, 2 * (size_t)lay->inter,
+                     (size_t)lay->vocab};
+    for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) w = cand[i] > w ? cand[i] : w;
+    return w;
+}
+
+static void alloc_activations(struct hyla_model *m) {
+    const struct hyla_model_layout *lay = &m->lay;
+    const size_t N = (size_t)m->B * m->T, D = (size_t)lay->dim;
+    m->inputs = m->be->alloc(N * sizeof(int32_t));
+    m->targets = m->be->alloc(N * sizeof(int32_t));
+    m->x = model_alloc_floats(m, N * D);
+    m->dx = model_alloc_floats(m, N * D);
+    m->h_final = model_alloc_floats(m, N * D);
+    m->rstd_final = model_alloc_floats(m, N);
+    m->logits = model_alloc_floats(m, N * (size_t)lay->vocab);
+    for (int l = 0; l < lay->n_layers; l++) {
+        struct layer_acts *a = &m->acts[l];
+        a->x_in = model_alloc_floats(m, N * D), a->h = model_alloc_floats(m, N * D);
+        a->rstd_attn = model_alloc_floats(m, N), a->mix_out = model_alloc_floats(m, N * D);
+        a->sum = model_alloc_floats(m, N * D), a->h2 = model_alloc_floats(m, N * D);
+        a->rstd_mlp = model_alloc_floats(m, N), a->mlp_out = model_alloc_floats(m, N * D);
+        a->mlp_acts = model_alloc_floats(m, 3 * N * (size_t)lay->inter);
+        switch (lay->layers[l].mixer) {
+        case HYLA_MIXER_GDN: gdn_alloc(m, l); break;
+        case HYLA_MIXER_ATTENTION: attention_alloc(m, l); break;
+        case HYLA_MIXER_LTE: lte_alloc(m, l); break;
+        case HYLA_MIXER_NSA: nsa_alloc(m, l); break;
+        }
+    }
+    m->scratch_floats = N * scratch_width(lay);
+    for (int i = 0; i < 8; i++) m->scratch[i] = model_alloc_floats(m, m->scratch_floats);
+}
+
+void model_create(struct hyla_model *m, const struct hyla_backend *be, const struct hyla_model_config *cfg, int B,
+                  int T, uint64_t seed) {
+    memset(m, 0, sizeof *m);
+    m->be = be;
+    m->cfg = *cfg;
+    m->B = B;
+    m->T = T;
+    m->dloss = 1.0;
+    m->straight_through = 1;
+    model_layout_build(&m->lay, cfg);
+    const struct hyla_param_table *t = &m->lay.table;
+    m->params = hyla_calloc((size_t)t->n_units, sizeof(float *));
+    m->grads = hyla_calloc((size_t)t->n_units, sizeof(float *));
+    for (int u = 0; u < t->n_units; u++) {
+        size_t bytes = t->units[u].size * sizeof(float);
+        float *host = hyla_malloc(bytes);
+        param_table_init_unit(t, u, host, seed);
+        m->params[u] = be->alloc(bytes);
+        be->to_device(m->params[u], host, bytes);
+        free(host);
+        m->grads[u] = model_alloc_floats(m, t->units[u].size);
+    }
+    /* LTE state at step 0 (MODEL.md §5.7): λ = 0, num_kept = seq_len. */
+    const size_t lte = (size_t)m->lay.n_lte_layers * m->lay.att_kv_heads;
+    m->l1_lambda = hyla_calloc(lte ? lte : 1, sizeof(float));
+    m->num_kept = hyla_calloc(lte ? lte : 1, sizeof(float));
+    m->kept_sum = hyla_calloc(lte ? lte : 1, sizeof(double));
+    for (size_t i = 0; i < lte; i++) m->num_kept[i] = (float)T;
+    alloc_activations(m);
+}
+
+void model_free(struct hyla_model *m) {
+    /* Activations are freed with the process: a model lives for the whole run. The unit
+     * buffers are freed here because checkpoint loading may replace a model. */
+    for (int u = 0; u < m->lay.table.n_units; u++) {
+        m->be->free(m->params[u]);
+        m->be->free(m->grads[u]);
+    }
+    free(m->params);
+    free(m->grads);
+    free(m->l1_lambda);
+    free(m->num_kept);
+    free(m->kept_sum);
+    model_layout_free(&m->lay);
+}
+
+void model_zero_grads(struct hyla_model *m) {
+    for (int u = 0; u < m->lay.table.n_units; u++)
+        m->be->zero(m->grads[u], m->lay.table.units[u].size * sizeof(float));
+}
+
+static void mixer_forward(struct hyla_model *m, int l, const float *h, float *y) {
+    switch (m->lay.layers[l].mixer) {
+    case HYLA_MIXER_GDN: gdn_forward(m, l, h, y); break;
+    case HYLA_MIXER_ATTENTION: attention_forward(m, l, h, y); break;
+    case HYLA_MIXER_LTE: lte_forward(m, l, h, y); break;
+    case HYLA_MIXER_NSA: nsa_forward(m, l, h, y); break;
+    }
+}
+
+static void mixer_backward(struct hyla_model *m, int l, const float *dy, float *dh) {
+    switch (m->lay.layers[l].mixer) {
+    case HYLA_MIXER_GDN: gdn_backward(m, l, dy, dh); break;
+    case HYLA_MIXER_ATTENTION: attention_backward(m, l, dy, dh); break;
+    case HYLA_MIXER_LTE: lte_backward(m, l, dy, dh); break;
+    case HYLA_MIXER_NSA: nsa_backward(m, l, dy, dh); break;
+    }
+}
+
+/* x_out = x_in + mixer(norm(x_in)) + mlp(norm(sum)). */
+static void block_forward(struct hyla_model *m, int l, float *x_out) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_layer_layout *L = &m->lay.layers[l];
+    struct layer_acts *a = &m->acts[l];
+    const int N = m->B * m->T, D = m->lay.dim;
+    const float eps = (float)m->cfg.norm_eps;
+    be->rmsnorm_fwd(a->h, a->rstd_attn, a->x_in, layer_param(m, l, L->attn_norm), N, D, eps);
+    mixer_forward(m, l, a->h, a->mix_out);
+    be->add_rmsnorm_fwd(a->sum, a->h2, a->rstd_mlp, a->mix_out, a->x_in, layer_param(m, l, L->mlp_norm), N, D, eps);
+    be->mlp_fwd(a->mlp_out, a->mlp_acts, a->h2, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
+                layer_param(m, l, L->down_proj), N, D, m->lay.inter);
+    be->copy(x_out, a->sum, (size_t)N * D * sizeof(float));
+    be->axpy(x_out, a->mlp_out, 1.0f, (size_t)N * D);
+}
+
+/* m->dx: gradient at the block's output on entry, at its input on exit. */
+static void block_backward(struct hyla_model *m, int l) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_layer_layout *L = &m->lay.layers[l];
+    struct layer_acts *a = &m->acts[l];
+    const int N = m->B * m->T, D = m->lay.dim;
+    float **S = m->scratch;
+    be->mlp_bwd(S[0], layer_grad(m, l, L->gate_proj), layer_grad(m, l, L->up_proj), layer_grad(m, l, L->down_proj),
+                m->dx, a->h2, a->mlp_acts, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
+                layer_param(m, l, L->down_proj), S[1], N, D, m->lay.inter);
+    /* dsum = dx_out + norm backward; the residual and the mixer both receive it */
+    be->add_rmsnorm_bwd(m->dx, layer_grad(m, l, L->mlp_norm), S[0], m->dx, a->sum, layer_param(m, l, L->mlp_norm),
+                        a->rstd_mlp, N, D);
+    mixer_backward(m, l, m->dx, S[0]);
+    be->rmsnorm_bwd(S[1], layer_grad(m, l, L->attn_norm), S[0], a->x_in, layer_param(m, l, L->attn_norm),
+                    a->rstd_attn, N, D);
+    be->axpy(m->dx, S[1], 1.0f, (size_t)N * D);
+}
+
+static const float *lm_head_weight(const struct hyla_model *m) {
+    return m->lay.tied ? m->params[m->lay.embed_unit] + m->lay.embed : m->params[m->lay.final_unit] + m->lay.lm_head;
+}
+
+static float *lm_head_grad(struct hyla_model *m) {
+    return m->lay.tied ? m->grads[m->lay.embed_unit] + m->lay.embed : m->grads[m->lay.final_unit] + m->lay.lm_head;
+}
+
+double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets, struct forward_stats *st) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const int N = m->B * m->T, D = lay->dim, V = lay->vocab;
+    be->to_device(m->inputs, inputs, (size_t)N * sizeof(int32_t));
+    be->to_device(m->targets, targets, (size_t)N * sizeof(int32_t));
+    m->l1_last = 0;
+
+    be->embedding_fwd(lay->n_layers ? m->acts[0].x_in : m->x, m->inputs, m->params[lay->embed_unit] + lay->embed, N, D);
+    for (int l = 0; l < lay->n_layers; l++) block_forward(m, l, l + 1 < lay->n_layers ? m->acts[l + 1].x_in : m->x);
+    if (lay->n_lte_layers) m->kept_micro_batches++;
+
+    be->rmsnorm_fwd(m->h_final, m->rstd_final, m->x, m->params[lay->final_unit] + lay->final_norm, N, D,
+                    (float)m->cfg.norm_eps);
+    be->linear_fwd(m->logits, m->h_final, lm_head_weight(m), NULL, N, D, V);
+    float *losses = m->scratch[0];
+    int valid = 0;
+    double ce = be->cross_entropy_fwd(losses, m->logits, m->targets, N, V, -100, &valid);
+    if (st) {
+        st->ce_loss = ce;
+        st->l1_loss = m->l1_last;
+        st->valid_tokens = valid;
+    }
+    m->valid_last = valid;
+    return ce + m->l1_last;
+}
+
+void model_backward(struct hyla_model *m) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const int N = m->B * m->T, D = lay->dim, V = lay->vocab;
+    /* dlogits overwrite the logits: they are not needed again */
+    be->cross_entropy_bwd(m->logits, m->logits, m->targets, N, V, -100, m->valid_last, (float)m->dloss);
+    be->linear_bwd(m->scratch[0], lm_head_grad(m), NULL, m->logits, m->h_final, lm_head_weight(m), N, D, V);
+    be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, m->scratch[0], m->x,
+                    m->params[lay->final_unit] + lay->final_norm, m->rstd_final, N, D);
+    for (int l = lay->n_layers - 1; l >= 0; l--) block_backward(m, l);
+    be->embedding_bwd(m->grads[lay->embed_unit] + lay->embed, m->dx, m->inputs, N, D, lay->padding_idx);
+}
+
+void model_argmax(const struct hyla_model *m, int32_t *out) {
+    const int N = m->B * m->T, V = m->lay.vocab;
+    float *host = hyla_malloc((size_t)N * V * sizeof(float));
+    m->be->to_host(host, m->logits, (size_t)N * V * sizeof(float));
+    for (int i = 0; i < N; i++) {
+        const float *row = host + (size_t)i * V;
+        int best = 0;
+        for (int j = 1; j < V; j++)
+            if (row[j] > row[best]) best = j;
+        out[i] = best;
+    }
+    free(host);
+}

@@ -1,0 +1,73 @@
+/* The model: its layout, its full (gathered) parameters and gradients per unit, the
+ * activations saved for the backward pass, and the LTE state (λ_h, kept-token EMA).
+ * Written once against the backend table; the CPU backend runs it today. */
+#ifndef HYLA_MODEL_H
+#define HYLA_MODEL_H
+
+#include <stdint.h>
+
+#include "common/run_config.h"
+#include "kernels/backend.h"
+#include "model_layout.h"
+
+#define HYLA_MAX_LTE_HEADS 256
+
+struct layer_acts {
+    float *x_in, *h, *rstd_attn, *mix_out, *sum, *h2, *rstd_mlp, *mlp_acts, *mlp_out;
+    void *mixer;                      /* the mixer's own saved tensors (mixer_*.c) */
+};
+
+/* Statistics of the last forward pass. */
+struct forward_stats {
+    double ce_loss;                   /* mean over valid positions */
+    double l1_loss;                   /* LTE L1 term (already weighted by λ) */
+    int valid_tokens;
+};
+
+struct hyla_model {
+    const struct hyla_backend *be;
+    struct hyla_model_config cfg;
+    struct hyla_model_layout lay;
+    float **params;                   /* [n_units] full unit values (backend memory) */
+    float **grads;                    /* [n_units] full unit gradients */
+    /* activations for micro-batches of B x T */
+    int B, T;
+    int32_t *inputs, *targets;        /* backend memory */
+    float *x, *dx, *h_final, *rstd_final, *logits;
+    struct layer_acts acts[HYLA_MAX_LAYERS];
+    float *scratch[8];                /* backward temporaries, scratch_floats each */
+    size_t scratch_floats;
+    /* LTE: host arrays [n_lte_layers * kv_heads] */
+    float *l1_lambda, *num_kept;
+    double *kept_sum;                 /* kept tokens summed over this step's micro-batches */
+    int kept_micro_batches;
+    int training;                     /* dropout on, no hard LTE budget */
+    int hold_discrete;                /* reuse the last forward's LTE selection and NSA blocks (gradient
+                                         checks: discrete choices carry no gradient) */
+    int straight_through;             /* LTE: the STE surrogate gradient into the router (1 = train as the
+                                         reference; 0 leaves only true derivatives, for gradient checks) */
+    uint64_t dropout_key;             /* set per micro-batch by the trainer */
+    double dloss;                     /* scale of this micro-batch's loss in the step (1/accum) */
+    double l1_last;                   /* the L1 term of the last forward */
+    int valid_last;                   /* valid target positions of the last forward */
+};
+
+/* Build the model for micro-batches of B x T tokens and initialise its parameters. */
+void model_create(struct hyla_model *m, const struct hyla_backend *be, const struct hyla_model_config *cfg, int B,
+                  int T, uint64_t seed);
+void model_free(struct hyla_model *m);
+
+/* Forward pass on host tokens [B*T] (targets -100 = no loss). Saves what the backward
+ * pass needs; returns CE + L1. */
+double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets, struct forward_stats *st);
+/* Backward pass of the last forward; gradients are ADDED into m->grads (scaled by m->dloss). */
+void model_backward(struct hyla_model *m);
+/* Zero all gradients. */
+void model_zero_grads(struct hyla_model *m);
+/* argmax of the last forward's logits, host [B*T]. */
+void model_argmax(const struct hyla_model *m, int32_t *out);
+
+/* Total number of parameters (a tied matrix counted once). */
+size_t model_param_count(const struct hyla_model_layout *lay);
+
+#endif
