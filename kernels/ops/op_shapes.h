@@ -41,6 +41,19 @@ struct hyla_nsa_shape {
     double scale;     /* softmax scale, 1/sqrt(d) */
 };
 
-size_t nsa_saved_size(const struct hyla_nsa_shape *s, int B, int L);
+/* NSA's saved tensor (what nsa_bwd needs from nsa_fwd), offsets in values, in this order;
+ * NB = ceil(L / block_size) blocks (the last may be partial), branch x = 0 cmp, 1 slc, 2 swa
+ * (the gate channel order):
+ *   kbar, vbar  [B, NB, Hkv, d]  mean-pooled post-RoPE keys and values
+ *   o[x]        [B, L, Hq, d]    each branch's attention output (before gating)
+ *   lse[x]      [B, L, Hq]       its natural log-sum-exp of the scaled scores (0: no key)
+ *   gate        [B, L, 3 Hq]     sigmoid(gate_logits) */
+struct hyla_nsa_saved_offsets {
+    size_t kbar, vbar, o[3], lse[3], gate;
+    size_t total;
+};
+
+struct hyla_nsa_saved_offsets nsa_saved_offsets(const struct hyla_nsa_shape *s, int B, int L);
+size_t nsa_saved_size(const struct hyla_nsa_shape *s, int B, int L); /* = offsets.total */
 
 #endif

@@ -37,7 +37,9 @@ HYLA_OP(void, gdr_recurrent_bwd, (REAL *dq, REAL *dk, REAL *dv, REAL *dbeta, REA
                                   const REAL *dout, const REAL *dfinal_state, const REAL *q, const REAL *k,
                                   const REAL *v, const REAL *beta, const REAL *g, const REAL *initial_state,
                                   REAL scale, int B, int L, int H, int dim_k, int dim_v))
-/* The same function computed chunkwise (chunk 64, MODEL.md §3.4-3.5), same arguments. */
+/* The same function computed chunkwise (chunk 64, MODEL.md §3.4-3.5), same arguments.
+ * Allocates per-thread scratch on each call: the forward 64*(13 dim_k + 9 dim_v + 392) + 3 dim_k dim_v
+ * values; the backward that plus, per 64-token chunk, dim_k dim_v + 64*(65 + dim_k + 2 dim_v). */
 HYLA_OP(void, gdr_chunk_fwd, (REAL *o, REAL *final_state, const REAL *q, const REAL *k, const REAL *v,
                               const REAL *beta, const REAL *g, const REAL *initial_state, REAL scale, int B, int L,
                               int H, int dim_k, int dim_v))
