@@ -36,4 +36,10 @@ static const struct hyla_backend cpu_backend = {
 #undef HYLA_OP
 };
 
-const struct hyla_backend *hyla_backend_cpu(void) { return &cpu_backend; }
+/* The ops parallelise with OpenMP and call BLAS from inside their threads; a threaded
+ * OpenBLAS underneath would oversubscribe the cores (measured: 100x slower on one shape)
+ * and make timing-dependent work splits. One BLAS thread per OpenMP thread. */
+const struct hyla_backend *hyla_backend_cpu(void) {
+    openblas_set_num_threads(1);
+    return &cpu_backend;
+}
