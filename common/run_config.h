@@ -28,14 +28,16 @@ struct hyla_attn_config {
     enum hyla_attn_type attn_type;
     int layers[HYLA_MAX_LAYERS];       /* layer indices that use attention */
     int n_layers;
-    int num_heads, num_kv_heads;
+    int num_heads;
+    int num_kv_heads;                  /* 0 = num_heads */
     int head_dim;                      /* 0 = hidden_size / num_heads */
     int window_size;                   /* -1 = null (full causal); convention per attn_type, MODEL.md §10.3 */
     double rope_theta;
     /* LTE */
     int conv_size[HYLA_MAX_CONVS];     /* router CNN kernel sizes */
     int conv_dilation[HYLA_MAX_CONVS];
-    int n_convs;
+    int n_convs;                       /* entries of conv_size */
+    int n_conv_dilation;               /* entries of conv_dilation (validated equal to n_convs) */
     double dropout_prob;
     int buffer_size;                   /* R: target kept tokens per head */
     int sink_size;
@@ -54,7 +56,7 @@ struct hyla_model_config {
     int num_hidden_layers;
     int num_heads;                     /* GDN heads (GDN models) or attention heads (transformer, nsa) */
     int num_kv_heads;                  /* transformer / nsa; 0 = num_heads */
-    int head_dim;                      /* GDN d_k (GDN models); attention d (transformer/nsa, 0 = D/H) */
+    int head_dim;                      /* GDN d_k (GDN models); attention d (transformer/nsa); 0 = D/H */
     int expand_v;
     int conv_size;                     /* GDN short convolution width */
     int use_short_conv, use_gate;
