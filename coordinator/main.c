@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "bench/bench.h"
+#include "commands.h"
 #ifdef HYLA_WITH_CUDA
 #include "kernels/cuda/cuda_device.h"
 #endif
@@ -10,6 +11,9 @@
 static void usage(FILE *out) {
     fputs("usage: hyla <command> [options]\n"
           "commands:\n"
+          "  train CONFIG [--set k=v]... [--out DIR]  train one run in this process\n"
+          "  eval --weights W --task T [...]       held-out accuracy or loss of trained weights\n"
+          "  data pack TEXT... -o DIR              byte-level token shards from text files\n"
           "  bench kernels [--format table|json]   time the CPU ops at tiny-model shapes\n"
           "  version                               print the version\n",
           out);
@@ -34,6 +38,9 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(argv[1], "bench")) return bench_main(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "data")) return cmd_data(argc - 1, argv + 1);
     fprintf(stderr, "hyla: error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

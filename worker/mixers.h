@@ -26,7 +26,6 @@ void nsa_backward(struct hyla_model *m, int layer, const float *dy, float *dh);
 
 /* Shared helpers. */
 double model_rope_theta(const struct hyla_model *m); /* RoPE base of the attention layers */
-float *model_alloc_floats(struct hyla_model *m, size_t count);
 static inline float *layer_param(struct hyla_model *m, int layer, size_t offset) {
     return m->params[m->lay.layers[layer].unit] + offset;
 }

@@ -67,6 +67,9 @@ void model_zero_grads(struct hyla_model *m);
 /* argmax of the last forward's logits, host [B*T]. */
 void model_argmax(const struct hyla_model *m, int32_t *out);
 
+/* count floats of zeroed backend memory. */
+float *model_alloc_floats(struct hyla_model *m, size_t count);
+
 /* Total number of parameters (a tied matrix counted once). */
 size_t model_param_count(const struct hyla_model_layout *lay);
 

@@ -1,0 +1,37 @@
+#include "cli_args.h"
+
+#include <string.h>
+
+static int add_override(struct cli_overrides *o, const char *text) {
+    if (!strchr(text, '=') || text[0] == '=') {
+        fprintf(stderr, "hyla: error: --set needs key=value (e.g. --set train.lr=1e-3), got '%s'\n", text);
+        return -1;
+    }
+    if (o->count == HYLA_MAX_OVERRIDES) {
+        fprintf(stderr, "hyla: error: more than %d --set overrides\n", HYLA_MAX_OVERRIDES);
+        return -1;
+    }
+    o->items[o->count++] = text;
+    return 1;
+}
+
+int cli_take_override(int argc, char **argv, int *i, struct cli_overrides *o) {
+    const char *arg = argv[*i];
+    if (!strncmp(arg, "--set=", 6)) return add_override(o, arg + 6);
+    if (strcmp(arg, "--set") != 0) return 0;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "hyla: error: --set needs key=value (e.g. --set train.lr=1e-3)\n");
+        return -1;
+    }
+    *i += 1;
+    return add_override(o, argv[*i]);
+}
+
+const char *cli_option_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "hyla: error: option %s needs a value\n", argv[*i]);
+        return NULL;
+    }
+    *i += 1;
+    return argv[*i];
+}

@@ -1,0 +1,22 @@
+/* Small helpers shared by the subcommands' argument parsing. */
+#ifndef HYLA_CLI_ARGS_H
+#define HYLA_CLI_ARGS_H
+
+#include <stdio.h>
+
+#define HYLA_MAX_OVERRIDES 256
+
+/* Collected --set key=value overrides. */
+struct cli_overrides {
+    const char *items[HYLA_MAX_OVERRIDES];
+    int count;
+};
+
+/* If argv[*i] is "--set" (followed by key=value) or "--set=key=value", record it, advance
+ * *i past it and return 1; return -1 (with a message) on a malformed one; 0 otherwise. */
+int cli_take_override(int argc, char **argv, int *i, struct cli_overrides *o);
+
+/* The value of option argv[*i] (which needs one), advancing *i; NULL with a message when missing. */
+const char *cli_option_value(int argc, char **argv, int *i);
+
+#endif

@@ -1,0 +1,186 @@
+#include "train.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common/hyla_error.h"
+#include "common/rng.h"
+#include "common/timer.h"
+#include "worker/lr_schedule.h"
+
+static struct lte_controller controller_from_config(const struct hyla_run_config *cfg) {
+    const struct hyla_attn_config *a = &cfg->model.attn;
+    return (struct lte_controller){.update_steps = a->l1_lambda_update_steps > 0 ? a->l1_lambda_update_steps : 32,
+                                   .initial_steps = a->l1_lambda_initial_steps,
+                                   .warmup_steps = a->l1_warmup_steps,
+                                   .seq_len = cfg->train.seq_len,
+                                   .budget = a->buffer_size,
+                                   .lambda_init = a->l1_lambda_init,
+                                   .lambda_min = a->l1_lambda_min,
+                                   .lambda_max = a->l1_lambda_max,
+                                   .alpha = a->l1_alpha,
+                                   .alpha_neg = a->l1_alpha_neg,
+                                   .tol_lo = a->l1_lambda_tolerate[0],
+                                   .tol_hi = a->l1_lambda_tolerate[1]};
+}
+
+int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const struct hyla_backend *be, FILE *progress,
+                 struct hyla_data_error *err) {
+    memset(t, 0, sizeof *t);
+    t->cfg = *cfg;
+    t->be = be;
+    t->progress = progress;
+    if (hyla_data_loader_open(&t->train_data, cfg, HYLA_DATA_TRAIN, 0, 1, err)) return 1;
+    model_create(&t->model, be, &cfg->model, cfg->train.micro_batch, cfg->train.seq_len, cfg->train.seed);
+    t->model.training = 1;
+    const struct hyla_param_table *tab = &t->model.lay.table;
+    t->adam_m = hyla_calloc((size_t)tab->n_units, sizeof(float *));
+    t->adam_v = hyla_calloc((size_t)tab->n_units, sizeof(float *));
+    for (int u = 0; u < tab->n_units; u++) {
+        t->adam_m[u] = model_alloc_floats(&t->model, tab->units[u].size);
+        t->adam_v[u] = model_alloc_floats(&t->model, tab->units[u].size);
+    }
+    t->lte = controller_from_config(cfg);
+    const size_t n = (size_t)cfg->train.micro_batch * cfg->train.seq_len;
+    t->inputs = hyla_malloc(n * sizeof(int32_t));
+    t->targets = hyla_malloc(n * sizeof(int32_t));
+    t->started = hyla_now_seconds();
+    return 0;
+}
+
+void trainer_free(struct trainer *t) {
+    for (int u = 0; u < t->model.lay.table.n_units; u++) {
+        t->be->free(t->adam_m[u]);
+        t->be->free(t->adam_v[u]);
+    }
+    free(t->adam_m);
+    free(t->adam_v);
+    free(t->inputs);
+    free(t->targets);
+    model_free(&t->model);
+    hyla_data_loader_close(&t->train_data);
+}
+
+double trainer_mean_kept(const struct hyla_model *m, int lte_layer) {
+    const int H = m->lay.att_kv_heads;
+    double s = 0;
+    for (int h = 0; h < H; h++) s += m->num_kept[(size_t)lte_layer * H + h];
+    return H ? s / H : 0;
+}
+
+static double grad_norm(struct trainer *t) {
+    double ss = 0;
+    for (int u = 0; u < t->model.lay.table.n_units; u++)
+        ss += t->be->sum_squares(t->model.grads[u], t->model.lay.table.units[u].size);
+    return sqrt(ss);
+}
+
+static void lte_update(struct trainer *t, struct step_report *r) {
+    struct hyla_model *m = &t->model;
+    const int n = m->lay.n_lte_layers * m->lay.att_kv_heads;
+    if (!n) return;
+    double kept[HYLA_MAX_LAYERS * HYLA_MAX_LTE_HEADS / 8];
+    HYLA_ASSERT((size_t)n <= sizeof kept / sizeof kept[0]);
+    for (int i = 0; i < n; i++) kept[i] = m->kept_sum[i] / (m->kept_micro_batches ? m->kept_micro_batches : 1);
+    r->lambda_action = lte_controller_step(&t->lte, t->step, kept, m->num_kept, m->l1_lambda, n, NULL, NULL);
+    memset(m->kept_sum, 0, sizeof(double) * (size_t)n);
+    m->kept_micro_batches = 0;
+}
+
+static void print_progress(const struct trainer *t, const struct step_report *r) {
+    const struct hyla_model *m = &t->model;
+    double elapsed = hyla_now_seconds() - t->started;
+    double eta = t->step ? elapsed / t->step * (t->cfg.train.steps - t->step) : 0;
+    fprintf(t->progress, "step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %6.0f tok/s", r->step, t->cfg.train.steps,
+            r->loss, r->lr, r->grad_norm, r->tokens_per_s);
+    if (m->lay.n_lte_layers) {
+        fputs(" | kept", t->progress);
+        for (int n = 0; n < m->lay.n_lte_layers; n++) fprintf(t->progress, " %.1f", trainer_mean_kept(m, n));
+    }
+    if (t->skipped_steps) fprintf(t->progress, " | skipped %d", t->skipped_steps);
+    fprintf(t->progress, " | ETA %dm%02ds\n", (int)(eta / 60), (int)eta % 60);
+    fflush(t->progress);
+}
+
+int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_error *err) {
+    const struct hyla_train_config *tc = &t->cfg.train;
+    struct hyla_model *m = &t->model;
+    const double start = hyla_now_seconds();
+    memset(r, 0, sizeof *r);
+    t->step++;
+    r->step = t->step;
+    model_zero_grads(m);
+    m->dloss = 1.0 / tc->grad_accum;
+    for (int micro = 0; micro < tc->grad_accum; micro++) {
+        if (hyla_data_loader_next(&t->train_data, tc->micro_batch, t->inputs, t->targets, err)) return 1;
+        m->dropout_key = hyla_rng_subkey(hyla_rng_key(tc->seed, HYLA_RNG_DROPOUT, (uint64_t)t->step, 0),
+                                         (uint64_t)micro);
+        struct forward_stats st;
+        model_forward(m, t->inputs, t->targets, &st);
+        model_backward(m);
+        r->ce += st.ce_loss / tc->grad_accum;
+        r->l1 += st.l1_loss / tc->grad_accum;
+    }
+    r->loss = r->ce + r->l1;
+    lte_update(t, r);
+
+    r->grad_norm = grad_norm(t);
+    r->lr = tc->lr * lr_multiplier(t->step - 1, tc->warmup_steps, tc->steps, tc->lr_min_ratio);
+    if (!isfinite(r->grad_norm)) {
+        /* skip_nan_inf: no optimizer step; the schedule still advances (MODEL.md §8) */
+        r->skipped = 1;
+        t->skipped_steps++;
+        t->bad_in_row++;
+    } else {
+        t->bad_in_row = 0;
+        /* torch clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1 */
+        double clip = tc->max_norm > 0 ? tc->max_norm / (r->grad_norm + 1e-6) : 1.0;
+        if (clip > 1.0) clip = 1.0;
+        for (int u = 0; u < m->lay.table.n_units; u++)
+            t->be->adamw_step(m->params[u], m->grads[u], t->adam_m[u], t->adam_v[u], m->lay.table.units[u].size,
+                              (float)r->lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps,
+                              (float)tc->weight_decay, (float)clip, t->step - t->skipped_steps);
+    }
+    r->tokens_per_s = (double)tc->grad_accum * tc->micro_batch * tc->seq_len / (hyla_now_seconds() - start);
+    if (t->progress && (t->step % tc->log_every == 0 || t->step == 1 || t->step == tc->steps)) print_progress(t, r);
+    return 0;
+}
+
+int evaluate_model(struct hyla_model *m, const struct hyla_run_config *cfg, int samples, struct eval_result *res,
+                   struct hyla_data_error *err) {
+    struct hyla_data_loader eval;
+    if (hyla_data_loader_open(&eval, cfg, HYLA_DATA_EVAL, 0, 1, err)) return 1;
+    const int B = m->B, T = m->T;
+    int32_t *in = hyla_malloc(sizeof(int32_t) * (size_t)B * T), *tg = hyla_malloc(sizeof(int32_t) * (size_t)B * T);
+    int32_t *pred = hyla_malloc(sizeof(int32_t) * (size_t)B * T);
+    const int was_training = m->training;
+    m->training = 0;
+    memset(res, 0, sizeof *res);
+    size_t correct = 0, total = 0;
+    double loss_sum = 0;
+    int batches = (samples + B - 1) / B, rc = 0;
+    for (int i = 0; i < batches; i++) {
+        if (hyla_data_loader_next(&eval, B, in, tg, err)) {
+            rc = 1;
+            break;
+        }
+        struct forward_stats st;
+        model_forward(m, in, tg, &st);
+        model_argmax(m, pred);
+        size_t c = 0, n = 0;
+        hyla_answer_accuracy(pred, tg, (size_t)B * T, &c, &n);
+        correct += c, total += n;
+        loss_sum += st.ce_loss;
+        res->samples += B;
+    }
+    m->training = was_training;
+    /* The eval forward passes must not feed the λ controller's statistics. */
+    memset(m->kept_sum, 0, sizeof(double) * (size_t)m->lay.n_lte_layers * m->lay.att_kv_heads);
+    m->kept_micro_batches = 0;
+    res->answers = total;
+    res->accuracy = total ? (double)correct / total : 0;
+    res->loss = batches ? loss_sum / batches : 0;
+    free(in), free(tg), free(pred);
+    hyla_data_loader_close(&eval);
+    return rc;
+}
