@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/hyla_error.h"
+#include "common/rng.h"
 #include "lte_budget.h"
 #include "mixers.h"
 
@@ -25,7 +26,7 @@ void lte_alloc(struct hyla_model *m, int layer) {
     a->k_raw = model_alloc_floats(m, N * KVD), a->k = model_alloc_floats(m, N * KVD);
     a->v = model_alloc_floats(m, N * KVD), a->lse = model_alloc_floats(m, N * lay->att_q_heads);
     a->score = model_alloc_floats(m, N * H);
-    a->router_acts = model_alloc_floats(m, lte_router_acts_size(&lay->router, m->B, m->T));
+    a->router_acts = model_alloc_floats(m, (size_t)m->B * lte_router_acts_size(&lay->router, 1, m->T));
     a->selected = m->be->alloc(N * H);
     a->lambda = model_alloc_floats(m, H), a->kept_fraction = model_alloc_floats(m, H);
     m->acts[layer].mixer = a;
@@ -36,8 +37,34 @@ static int lte_margin(const struct hyla_model *m) { return lte_router_receptive_
 
 static float lte_dropout(const struct hyla_model *m) { return m->training ? (float)m->cfg.attn.dropout_prob : 0.0f; }
 
-static uint64_t lte_dropout_key(const struct hyla_model *m, int layer) {
-    return m->dropout_key ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(layer + 1));
+static uint64_t lte_dropout_key(const struct hyla_model *m, int layer, int row) {
+    return hyla_rng_subkey(m->row_keys[row], (uint64_t)layer);
+}
+
+/* The router runs one sequence at a time so that each sequence's dropout mask comes from its
+ * own key (the trainer derives it from the sequence's global index): masks then do not depend
+ * on the micro-batch size or the number of ranks. acts holds one router workspace per row. */
+static void router_forward(struct hyla_model *m, int layer, struct lte_acts *a) {
+    const struct hyla_model_layout *lay = &m->lay;
+    const int T = m->T, H = lay->att_kv_heads, d = lay->att_dim;
+    const size_t row_acts = lte_router_acts_size(&lay->router, 1, T), row = (size_t)T * H * d;
+    const float *params = layer_param(m, layer, lay->layers[layer].router);
+    for (int b = 0; b < m->B; b++)
+        m->be->lte_router_fwd(a->score + (size_t)b * T * H, a->router_acts + b * row_acts, a->k_raw + b * row,
+                              a->v + b * row, params, &lay->router, 1, T, lte_dropout(m), lte_dropout_key(m, layer, b));
+}
+
+static void router_backward(struct hyla_model *m, int layer, struct lte_acts *a, const float *dscore, float *dk,
+                            float *dv) {
+    const struct hyla_model_layout *lay = &m->lay;
+    const int T = m->T, H = lay->att_kv_heads, d = lay->att_dim;
+    const size_t row_acts = lte_router_acts_size(&lay->router, 1, T), row = (size_t)T * H * d;
+    const size_t router = lay->layers[layer].router;
+    for (int b = 0; b < m->B; b++)
+        m->be->lte_router_bwd(dk + b * row, dv + b * row, layer_grad(m, layer, router), dscore + (size_t)b * T * H,
+                              a->k_raw + b * row, a->v + b * row, layer_param(m, layer, router),
+                              a->router_acts + b * row_acts, &lay->router, 1, T, lte_dropout(m),
+                              lte_dropout_key(m, layer, b));
 }
 
 /* Evaluation applies the hard budget on the host copy of the selection. */
@@ -67,8 +94,7 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     be->linear_fwd(a->q, h, layer_param(m, layer, L->q_proj), NULL, N, D, Hq * d);
     be->linear_fwd(a->k_raw, h, layer_param(m, layer, L->k_proj), NULL, N, D, H * d);
     be->linear_fwd(a->v, h, layer_param(m, layer, L->v_proj), NULL, N, D, H * d);
-    be->lte_router_fwd(a->score, a->router_acts, a->k_raw, a->v, layer_param(m, layer, L->router), &lay->router, m->B,
-                       m->T, lte_dropout(m), lte_dropout_key(m, layer));
+    router_forward(m, layer, a);
     if (!m->hold_discrete) {
         be->lte_select(a->selected, a->score, m->B, m->T, H, m->cfg.attn.sink_size);
         if (!m->training) lte_apply_budget(m, a);
@@ -109,9 +135,7 @@ void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
     be->lte_l1_bwd(S[5], a->score, a->lambda, (float)(a->l1_coef * m->dloss), m->B, m->T, H, lte_margin(m));
     be->rope_bwd(S[2], S[2], m->B, m->T, Hq, d, theta, 0);
     be->rope_bwd(S[3], S[3], m->B, m->T, H, d, theta, 0);
-    be->lte_router_bwd(S[6], S[7], layer_grad(m, layer, L->router), S[5], a->k_raw, a->v,
-                       layer_param(m, layer, L->router), a->router_acts, &lay->router, m->B, m->T, lte_dropout(m),
-                       lte_dropout_key(m, layer));
+    router_backward(m, layer, a, S[5], S[6], S[7]);
     if (m->cfg.attn.routing_grad) { /* the router's gradient reaches k and v (routing_grad: true) */
         be->axpy(S[3], S[6], 1.0f, (size_t)N * H * d);
         be->axpy(S[4], S[7], 1.0f, (size_t)N * H * d);

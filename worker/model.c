@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/hyla_error.h"
+#include "common/rng.h"
 #include "mixers.h"
 
 float *model_alloc_floats(struct hyla_model *m, size_t count) {
@@ -21,6 +22,10 @@ double model_rope_theta(const struct hyla_model *m) {
 
 size_t model_param_count(const struct hyla_model_layout *lay) { return lay->table.total; }
 
+void model_set_dropout_keys(struct hyla_model *m, uint64_t key) {
+    for (int b = 0; b < m->B; b++) m->row_keys[b] = hyla_rng_subkey(key, (uint64_t)b);
+}
+
 /* Widest per-token row any backward temporary needs. */
 static size_t scratch_width(const struct hyla_model_layout *lay) {
     size_t w = (size_t)lay->dim;
@@ -34,6 +39,7 @@ static size_t scratch_width(const struct hyla_model_layout *lay) {
 static void alloc_activations(struct hyla_model *m) {
     const struct hyla_model_layout *lay = &m->lay;
     const size_t N = (size_t)m->B * m->T, D = (size_t)lay->dim;
+    m->row_keys = hyla_calloc((size_t)m->B, sizeof(uint64_t));
     m->inputs = m->be->alloc(N * sizeof(int32_t));
     m->targets = m->be->alloc(N * sizeof(int32_t));
     m->x = model_alloc_floats(m, N * D);
@@ -102,6 +108,7 @@ void model_free(struct hyla_model *m) {
     free(m->l1_lambda);
     free(m->num_kept);
     free(m->kept_sum);
+    free(m->row_keys);
     model_layout_free(&m->lay);
 }
 

@@ -46,7 +46,9 @@ struct hyla_model {
                                          checks: discrete choices carry no gradient) */
     int straight_through;             /* LTE: the STE surrogate gradient into the router (1 = train as the
                                          reference; 0 leaves only true derivatives, for gradient checks) */
-    uint64_t dropout_key;             /* set per micro-batch by the trainer */
+    uint64_t *row_keys;               /* [B] dropout key of each sequence of the micro-batch, set by the
+                                         trainer from the step and the sequence's global index, so
+                                         that masks do not depend on how the batch is split */
     double dloss;                     /* scale of this micro-batch's loss in the step (1/accum) */
     double l1_last;                   /* the L1 term of the last forward */
     int valid_last;                   /* valid target positions of the last forward */
@@ -66,6 +68,9 @@ void model_backward(struct hyla_model *m);
 void model_zero_grads(struct hyla_model *m);
 /* argmax of the last forward's logits, host [B*T]. */
 void model_argmax(const struct hyla_model *m, int32_t *out);
+
+/* Dropout keys of every row derived from one key (tests, evaluation). */
+void model_set_dropout_keys(struct hyla_model *m, uint64_t key);
 
 /* count floats of zeroed backend memory. */
 float *model_alloc_floats(struct hyla_model *m, size_t count);

@@ -112,9 +112,12 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
     model_zero_grads(m);
     m->dloss = 1.0 / tc->grad_accum;
     for (int micro = 0; micro < tc->grad_accum; micro++) {
+        const uint64_t cursor = t->train_data.cursor;
         if (hyla_data_loader_next(&t->train_data, tc->micro_batch, t->inputs, t->targets, err)) return 1;
-        m->dropout_key = hyla_rng_subkey(hyla_rng_key(tc->seed, HYLA_RNG_DROPOUT, (uint64_t)t->step, 0),
-                                         (uint64_t)micro);
+        /* dropout of a sequence: keyed by (seed, step, its global index) */
+        const uint64_t step_key = hyla_rng_key(tc->seed, HYLA_RNG_DROPOUT, (uint64_t)t->step, 0);
+        for (int b = 0; b < tc->micro_batch; b++)
+            m->row_keys[b] = hyla_rng_subkey(step_key, hyla_data_global_index(&t->train_data, cursor, b));
         struct forward_stats st;
         model_forward(m, t->inputs, t->targets, &st);
         model_backward(m);

@@ -59,7 +59,7 @@ static void check_model(enum tiny_kind kind) {
     struct hyla_model m;
     model_create(&m, hyla_backend_cpu(), &cfg, B, T, 1234);
     m.training = 1;
-    m.dropout_key = 77;
+    model_set_dropout_keys(&m, 77);
     m.straight_through = 0; /* the STE is a surrogate, not a derivative: checked in test_lte_attention */
     for (int i = 0; i < m.lay.n_lte_layers * m.lay.att_kv_heads; i++) m.l1_lambda[i] = 0.5f;
     int32_t in[B * T], tg[B * T];

@@ -65,7 +65,7 @@ static void test_overfit(enum tiny_kind kind) {
     double first = 0, last = 0;
     for (int s = 1; s <= STEPS; s++) {
         model_zero_grads(&m);
-        m.dropout_key = (uint64_t)s;
+        model_set_dropout_keys(&m, (uint64_t)s);
         struct forward_stats st;
         model_forward(&m, in, tg, &st);
         model_backward(&m);
