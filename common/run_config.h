@@ -80,6 +80,7 @@ struct hyla_train_config {
     int steps;                         /* optimizer steps */
     int micro_batch;                   /* sequences per micro-batch per worker */
     int grad_accum;                    /* micro-batches per optimizer step */
+    int global_batch;                  /* sequences per step over the run's workers; 0 = derived */
     int seq_len;
     double lr, lr_min_ratio;           /* peak lr; cosine floor = lr_min_ratio * lr */
     int warmup_steps;

@@ -1,51 +1,34 @@
-/* `hyla train CONFIG [--set key=value]... [--out DIR] [--quiet]`: one run in one process. */
-#include <errno.h>
-#include <math.h>
+/* `hyla train CONFIG [--set key=value]... [--out DIR] [--quiet]`: one run.
+ * Alone: this process trains. Under `mpirun -np 1+W`: rank 0 coordinates and prints, ranks
+ * 1..W train the run FSDP-sharded (dist.workers_per_run must be 0 or W: several runs are
+ * `hyla run`'s job). */
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "cli_args.h"
 #include "commands.h"
-#include "experiments/config_dump.h"
 #include "experiments/config_schema.h"
-#include "worker/model_io.h"
-#include "worker/train.h"
+#include "roles.h"
 
 static int usage(void) {
     fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--quiet]\n"
-          "  trains one run; --out DIR writes DIR/model.safetensors and DIR/config.yaml\n",
+          "       mpirun -np 1+W hyla train CONFIG.yaml ...   (W workers, FSDP-sharded)\n"
+          "  --out DIR writes DIR/model.safetensors and DIR/config.yaml\n",
           stderr);
     return 2;
 }
 
-static int make_dir(const char *dir) {
-    if (mkdir(dir, 0755) == 0 || errno == EEXIST) return 0;
-    fprintf(stderr, "hyla: error: cannot create output folder %s: %s\n", dir, strerror(errno));
-    return 1;
+static void print_outcome(const struct hyla_run_config *cfg, const struct run_outcome *o, const char *out_dir) {
+    if (o->failed) {
+        fprintf(stderr, "hyla: error: %s\n", o->error);
+        return;
+    }
+    if (o->evaluated)
+        printf("held-out %s: accuracy %.4f on %zu answers, loss %.4f\n", hyla_data_task_name(cfg->data.task),
+               o->eval.accuracy, o->eval.answers, o->eval.loss);
+    if (out_dir) printf("wrote %s/model.safetensors and %s/config.yaml\n", out_dir, out_dir);
 }
 
-static int write_outputs(const struct trainer *t, const char *out_dir) {
-    if (make_dir(out_dir)) return 1;
-    char path[HYLA_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
-    struct hyla_st_error serr;
-    const struct hyla_st_meta meta[] = {{"format", "pt"}, {"producer", "hyla"}};
-    if (model_save_safetensors(&t->model, path, HYLA_ST_F32, meta, 2, &serr)) {
-        fprintf(stderr, "hyla: error: %s\n", serr.message);
-        return 1;
-    }
-    snprintf(path, sizeof path, "%s/config.yaml", out_dir);
-    struct hyla_config_error cerr;
-    if (hyla_config_write_yaml(&t->cfg, path, &cerr)) {
-        fprintf(stderr, "hyla: error: %s\n", cerr.message);
-        return 1;
-    }
-    printf("wrote %s/model.safetensors and %s/config.yaml\n", out_dir, out_dir);
-    return 0;
-}
-
-/* Parse, load the config, train, evaluate, write. */
 int cmd_train(int argc, char **argv) {
     const char *config_path = NULL, *out_dir = NULL;
     struct cli_overrides ov = {0};
@@ -70,49 +53,52 @@ int cmd_train(int argc, char **argv) {
     }
     if (!config_path) return usage();
 
+    int world_rank, world_size;
+    hyla_mpi_start(&argc, &argv, &world_rank, &world_size);
     struct hyla_run_config cfg;
     struct hyla_config_error cerr;
     if (hyla_config_load(&cfg, config_path, ov.items, ov.count, &cerr)) {
-        fprintf(stderr, "hyla: error: %s\n", cerr.message);
+        if (world_rank == 0) fprintf(stderr, "hyla: error: %s\n", cerr.message);
+        hyla_mpi_stop();
         return 1;
     }
-    struct trainer t;
-    struct hyla_data_error derr;
-    if (trainer_init(&t, &cfg, hyla_backend_cpu(), quiet ? NULL : stdout, &derr)) {
-        fprintf(stderr, "hyla: error: %s\n", derr.message);
+    const int workers = world_size > 1 ? world_size - 1 : 1;
+    if (cfg.dist.workers_per_run != 0 && cfg.dist.workers_per_run != workers) {
+        if (world_rank == 0)
+            fprintf(stderr, "hyla: error: dist.workers_per_run = %d, but this job has %d worker(s); hyla train runs "
+                            "one run on all workers: set dist.workers_per_run to 0 or %d, or use `hyla run` to "
+                            "train several runs side by side\n", cfg.dist.workers_per_run, workers, workers);
+        hyla_mpi_stop();
         return 1;
     }
-    if (!quiet)
-        printf("hyla train: %s | %s | %zu parameters | %d x %d tokens x %d accumulation per step | %d steps\n",
-               cfg.name, hyla_model_type_name(cfg.model.model_type), model_param_count(&t.model.lay),
-               cfg.train.micro_batch, cfg.train.seq_len, cfg.train.grad_accum, cfg.train.steps);
-    int rc = 0;
-    for (int s = 0; s < cfg.train.steps; s++) {
-        struct step_report r;
-        if (trainer_step(&t, &r, &derr)) {
-            fprintf(stderr, "hyla: error: %s\n", derr.message);
-            rc = 1;
-            break;
-        }
-        if (t.bad_in_row >= cfg.train.max_bad_steps) {
-            fprintf(stderr, "hyla: error: the run diverged: %d steps in a row had a non-finite gradient norm "
-                            "(train.max_bad_steps = %d); lower train.lr or raise train.warmup_steps\n",
-                    t.bad_in_row, cfg.train.max_bad_steps);
-            rc = 1;
-            break;
-        }
+    /* Check the global batch before anything starts, the same way on every rank. */
+    char why[512];
+    if (!trainer_accumulation(&cfg.train, workers, why, sizeof why)) {
+        if (world_rank == 0) fprintf(stderr, "hyla: error: %s\n", why);
+        hyla_mpi_stop();
+        return 1;
     }
-    if (!rc && cfg.data.task != HYLA_DATA_TOKENS) {
-        struct eval_result ev;
-        if (evaluate_model(&t.model, &cfg, cfg.data.eval_samples, &ev, &derr)) {
-            fprintf(stderr, "hyla: error: %s\n", derr.message);
-            rc = 1;
+
+    struct run_outcome outcome;
+    FILE *out = quiet ? NULL : stdout;
+    if (world_size == 1) {
+        struct run_reporter rep = {.send = 0, .out = out, .log_every = cfg.train.log_every};
+        worker_run(&cfg, NULL, &rep, out_dir, &outcome);
+    } else {
+        MPI_Comm group;
+        MPI_Comm_split(MPI_COMM_WORLD, world_rank == 0 ? MPI_UNDEFINED : 0, world_rank, &group);
+        if (world_rank == 0) {
+            coordinator_follow_run(MPI_COMM_WORLD, 1, out ? out : stderr, cfg.train.log_every, &outcome);
         } else {
-            printf("held-out %s: accuracy %.4f on %zu answers (%d samples), loss %.4f\n",
-                   hyla_data_task_name(cfg.data.task), ev.accuracy, ev.answers, ev.samples, ev.loss);
+            struct hyla_comm *comm = hyla_comm_create_mpi(group);
+            struct run_reporter rep = {.send = 1, .comm = MPI_COMM_WORLD, .dest = 0, .run_id = 0, .out = NULL,
+                                       .log_every = cfg.train.log_every};
+            worker_run(&cfg, comm, &rep, out_dir, &outcome);
+            hyla_comm_destroy(comm);
+            MPI_Comm_free(&group);
         }
     }
-    if (!rc && out_dir) rc = write_outputs(&t, out_dir);
-    trainer_free(&t);
-    return rc;
+    if (world_rank == 0 && (out || outcome.failed)) print_outcome(&cfg, &outcome, outcome.failed ? NULL : out_dir);
+    hyla_mpi_stop();
+    return outcome.failed ? 1 : 0;
 }

@@ -99,9 +99,9 @@ void model_create(struct hyla_model *m, const struct hyla_backend *be, const str
 void model_free(struct hyla_model *m) {
     /* Activations are freed with the process: a model lives for the whole run. The unit
      * buffers are freed here because checkpoint loading may replace a model. */
-    for (int u = 0; u < m->lay.table.n_units; u++) {
-        m->be->free(m->params[u]);
-        m->be->free(m->grads[u]);
+    for (int u = 0; u < m->lay.table.n_units; u++) { /* NULL while FSDP holds them */
+        if (m->params[u]) m->be->free(m->params[u]);
+        if (m->grads[u]) m->be->free(m->grads[u]);
     }
     free(m->params);
     free(m->grads);
@@ -114,7 +114,11 @@ void model_free(struct hyla_model *m) {
 
 void model_zero_grads(struct hyla_model *m) {
     for (int u = 0; u < m->lay.table.n_units; u++)
-        m->be->zero(m->grads[u], m->lay.table.units[u].size * sizeof(float));
+        if (m->grads[u]) m->be->zero(m->grads[u], m->lay.table.units[u].size * sizeof(float));
+}
+
+static void unit_event(struct hyla_model *m, int unit, enum unit_event ev) {
+    if (m->hooks.fn) m->hooks.fn(m->hooks.ctx, unit, ev);
 }
 
 static void mixer_forward(struct hyla_model *m, int l, const float *h, float *y) {
@@ -186,9 +190,16 @@ double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t 
     be->to_device(m->targets, targets, (size_t)N * sizeof(int32_t));
     m->l1_last = 0;
 
+    unit_event(m, lay->embed_unit, UNIT_FORWARD_BEGIN);
     be->embedding_fwd(lay->n_layers ? m->acts[0].x_in : m->x, m->inputs, m->params[lay->embed_unit] + lay->embed, N, D);
-    for (int l = 0; l < lay->n_layers; l++) block_forward(m, l, l + 1 < lay->n_layers ? m->acts[l + 1].x_in : m->x);
+    unit_event(m, lay->embed_unit, UNIT_FORWARD_END);
+    for (int l = 0; l < lay->n_layers; l++) {
+        unit_event(m, lay->layers[l].unit, UNIT_FORWARD_BEGIN);
+        block_forward(m, l, l + 1 < lay->n_layers ? m->acts[l + 1].x_in : m->x);
+        unit_event(m, lay->layers[l].unit, UNIT_FORWARD_END);
+    }
     if (lay->n_lte_layers) m->kept_micro_batches++;
+    unit_event(m, lay->final_unit, UNIT_FORWARD_BEGIN);
 
     be->rmsnorm_fwd(m->h_final, m->rstd_final, m->x, m->params[lay->final_unit] + lay->final_norm, N, D,
                     (float)m->cfg.norm_eps);
@@ -202,6 +213,7 @@ double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t 
         st->valid_tokens = valid;
     }
     m->valid_last = valid;
+    unit_event(m, lay->final_unit, UNIT_FORWARD_END);
     return ce + m->l1_last;
 }
 
@@ -209,13 +221,21 @@ void model_backward(struct hyla_model *m) {
     const struct hyla_backend *be = m->be;
     const struct hyla_model_layout *lay = &m->lay;
     const int N = m->B * m->T, D = lay->dim, V = lay->vocab;
+    unit_event(m, lay->final_unit, UNIT_BACKWARD_BEGIN);
     /* dlogits overwrite the logits: they are not needed again */
     be->cross_entropy_bwd(m->logits, m->logits, m->targets, N, V, -100, m->valid_last, (float)m->dloss);
     be->linear_bwd(m->scratch[0], lm_head_grad(m), NULL, m->logits, m->h_final, lm_head_weight(m), N, D, V);
     be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, m->scratch[0], m->x,
                     m->params[lay->final_unit] + lay->final_norm, m->rstd_final, N, D);
-    for (int l = lay->n_layers - 1; l >= 0; l--) block_backward(m, l);
+    unit_event(m, lay->final_unit, UNIT_BACKWARD_END);
+    for (int l = lay->n_layers - 1; l >= 0; l--) {
+        unit_event(m, lay->layers[l].unit, UNIT_BACKWARD_BEGIN);
+        block_backward(m, l);
+        unit_event(m, lay->layers[l].unit, UNIT_BACKWARD_END);
+    }
+    unit_event(m, lay->embed_unit, UNIT_BACKWARD_BEGIN);
     be->embedding_bwd(m->grads[lay->embed_unit] + lay->embed, m->dx, m->inputs, N, D, lay->padding_idx);
+    unit_event(m, lay->embed_unit, UNIT_BACKWARD_END);
 }
 
 void model_argmax(const struct hyla_model *m, int32_t *out) {

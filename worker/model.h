@@ -17,6 +17,14 @@ struct layer_acts {
     void *mixer;                      /* the mixer's own saved tensors (mixer_*.c) */
 };
 
+/* Notifications around each unit's use, in execution order: FSDP gathers, releases and
+ * reduce-scatters on them. Forward: embeddings, layers, final; backward in reverse. */
+enum unit_event { UNIT_FORWARD_BEGIN, UNIT_FORWARD_END, UNIT_BACKWARD_BEGIN, UNIT_BACKWARD_END };
+struct unit_hooks {
+    void (*fn)(void *ctx, int unit, enum unit_event event); /* NULL: no hooks */
+    void *ctx;
+};
+
 /* Statistics of the last forward pass. */
 struct forward_stats {
     double ce_loss;                   /* mean over valid positions */
@@ -28,6 +36,7 @@ struct hyla_model {
     const struct hyla_backend *be;
     struct hyla_model_config cfg;
     struct hyla_model_layout lay;
+    struct unit_hooks hooks;
     float **params;                   /* [n_units] full unit values (backend memory) */
     float **grads;                    /* [n_units] full unit gradients */
     /* activations for micro-batches of B x T */

@@ -24,22 +24,35 @@ static struct lte_controller controller_from_config(const struct hyla_run_config
                                    .tol_hi = a->l1_lambda_tolerate[1]};
 }
 
-int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const struct hyla_backend *be, FILE *progress,
-                 struct hyla_data_error *err) {
+int trainer_accumulation(const struct hyla_train_config *tc, int group_size, char *why, size_t why_size) {
+    if (tc->global_batch <= 0) return tc->grad_accum;
+    const long per_step = (long)group_size * tc->micro_batch;
+    if (tc->global_batch % per_step != 0) {
+        snprintf(why, why_size,
+                 "train.global_batch = %d sequences cannot be split over %d workers x train.micro_batch = %d "
+                 "(it must be a multiple of %ld); change train.global_batch, train.micro_batch or the number "
+                 "of workers",
+                 tc->global_batch, group_size, tc->micro_batch, per_step);
+        return 0;
+    }
+    return (int)(tc->global_batch / per_step);
+}
+
+int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const struct hyla_backend *be,
+                 struct hyla_comm *comm, struct hyla_data_error *err) {
     memset(t, 0, sizeof *t);
     t->cfg = *cfg;
     t->be = be;
-    t->progress = progress;
-    if (hyla_data_loader_open(&t->train_data, cfg, HYLA_DATA_TRAIN, 0, 1, err)) return 1;
+    t->comm = comm;
+    t->group_size = comm ? hyla_comm_size(comm) : 1;
+    t->rank = comm ? hyla_comm_rank(comm) : 0;
+    char why[512];
+    t->grad_accum = trainer_accumulation(&cfg->train, t->group_size, why, sizeof why);
+    if (!t->grad_accum) return hyla_data_fail(err, HYLA_DATA_ECONFIG, "%s", why), 1;
+    if (hyla_data_loader_open(&t->train_data, cfg, HYLA_DATA_TRAIN, t->rank, t->group_size, err)) return 1;
     model_create(&t->model, be, &cfg->model, cfg->train.micro_batch, cfg->train.seq_len, cfg->train.seed);
     t->model.training = 1;
-    const struct hyla_param_table *tab = &t->model.lay.table;
-    t->adam_m = hyla_calloc((size_t)tab->n_units, sizeof(float *));
-    t->adam_v = hyla_calloc((size_t)tab->n_units, sizeof(float *));
-    for (int u = 0; u < tab->n_units; u++) {
-        t->adam_m[u] = model_alloc_floats(&t->model, tab->units[u].size);
-        t->adam_v[u] = model_alloc_floats(&t->model, tab->units[u].size);
-    }
+    fsdp_init(&t->fsdp, &t->model, comm);
     t->lte = controller_from_config(cfg);
     const size_t n = (size_t)cfg->train.micro_batch * cfg->train.seq_len;
     t->inputs = hyla_malloc(n * sizeof(int32_t));
@@ -49,12 +62,7 @@ int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const str
 }
 
 void trainer_free(struct trainer *t) {
-    for (int u = 0; u < t->model.lay.table.n_units; u++) {
-        t->be->free(t->adam_m[u]);
-        t->be->free(t->adam_v[u]);
-    }
-    free(t->adam_m);
-    free(t->adam_v);
+    fsdp_free(&t->fsdp);
     free(t->inputs);
     free(t->targets);
     model_free(&t->model);
@@ -68,38 +76,37 @@ double trainer_mean_kept(const struct hyla_model *m, int lte_layer) {
     return H ? s / H : 0;
 }
 
-static double grad_norm(struct trainer *t) {
-    double ss = 0;
-    for (int u = 0; u < t->model.lay.table.n_units; u++)
-        ss += t->be->sum_squares(t->model.grads[u], t->model.lay.table.units[u].size);
-    return sqrt(ss);
+/* The controller's resynchronisation: num_kept averaged over the group (update steps). */
+static void average_over_group(float *values, int n, void *ctx) {
+    struct hyla_comm *comm = ctx;
+    if (comm) hyla_comm_all_reduce_f32(comm, values, values, (size_t)n, HYLA_REDUCE_MEAN);
 }
 
 static void lte_update(struct trainer *t, struct step_report *r) {
     struct hyla_model *m = &t->model;
     const int n = m->lay.n_lte_layers * m->lay.att_kv_heads;
     if (!n) return;
-    double kept[HYLA_MAX_LAYERS * HYLA_MAX_LTE_HEADS / 8];
-    HYLA_ASSERT((size_t)n <= sizeof kept / sizeof kept[0]);
+    double *kept = hyla_malloc(sizeof(double) * (size_t)n);
     for (int i = 0; i < n; i++) kept[i] = m->kept_sum[i] / (m->kept_micro_batches ? m->kept_micro_batches : 1);
-    r->lambda_action = lte_controller_step(&t->lte, t->step, kept, m->num_kept, m->l1_lambda, n, NULL, NULL);
+    r->lambda_action = lte_controller_step(&t->lte, t->step, kept, m->num_kept, m->l1_lambda, n, average_over_group,
+                                           t->comm);
+    free(kept);
     memset(m->kept_sum, 0, sizeof(double) * (size_t)n);
     m->kept_micro_batches = 0;
+    r->n_lte = m->lay.n_lte_layers < HYLA_MAX_LTE_LAYERS ? m->lay.n_lte_layers : HYLA_MAX_LTE_LAYERS;
+    for (int l = 0; l < r->n_lte; l++) r->kept[l] = trainer_mean_kept(m, l);
 }
 
-static void print_progress(const struct trainer *t, const struct step_report *r) {
-    const struct hyla_model *m = &t->model;
-    double elapsed = hyla_now_seconds() - t->started;
-    double eta = t->step ? elapsed / t->step * (t->cfg.train.steps - t->step) : 0;
-    fprintf(t->progress, "step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %6.0f tok/s", r->step, t->cfg.train.steps,
-            r->loss, r->lr, r->grad_norm, r->tokens_per_s);
-    if (m->lay.n_lte_layers) {
-        fputs(" | kept", t->progress);
-        for (int n = 0; n < m->lay.n_lte_layers; n++) fprintf(t->progress, " %.1f", trainer_mean_kept(m, n));
+void format_progress(const struct step_report *r, char *line, size_t size) {
+    double eta = r->step ? r->elapsed_s / r->step * (r->steps - r->step) : 0;
+    size_t at = (size_t)snprintf(line, size, "step %5d/%d | loss %.4f | lr %.2e | gnorm %.3f | %6.0f tok/s", r->step,
+                                 r->steps, r->loss, r->lr, r->grad_norm, r->tokens_per_s);
+    if (r->n_lte && at < size) {
+        at += (size_t)snprintf(line + at, size - at, " | kept");
+        for (int n = 0; n < r->n_lte && at < size; n++) at += (size_t)snprintf(line + at, size - at, " %.1f", r->kept[n]);
     }
-    if (t->skipped_steps) fprintf(t->progress, " | skipped %d", t->skipped_steps);
-    fprintf(t->progress, " | ETA %dm%02ds\n", (int)(eta / 60), (int)eta % 60);
-    fflush(t->progress);
+    if (r->skipped_total && at < size) at += (size_t)snprintf(line + at, size - at, " | skipped %d", r->skipped_total);
+    if (at < size) snprintf(line + at, size - at, " | ETA %dm%02ds", (int)(eta / 60), (int)eta % 60);
 }
 
 int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_error *err) {
@@ -109,9 +116,11 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
     memset(r, 0, sizeof *r);
     t->step++;
     r->step = t->step;
-    model_zero_grads(m);
-    m->dloss = 1.0 / tc->grad_accum;
-    for (int micro = 0; micro < tc->grad_accum; micro++) {
+    r->steps = tc->steps;
+    fsdp_zero_grads(&t->fsdp);
+    m->dloss = 1.0 / t->grad_accum;
+    double local[2] = {0, 0}; /* CE, L1 */
+    for (int micro = 0; micro < t->grad_accum; micro++) {
         const uint64_t cursor = t->train_data.cursor;
         if (hyla_data_loader_next(&t->train_data, tc->micro_batch, t->inputs, t->targets, err)) return 1;
         /* dropout of a sequence: keyed by (seed, step, its global index) */
@@ -121,13 +130,14 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
         struct forward_stats st;
         model_forward(m, t->inputs, t->targets, &st);
         model_backward(m);
-        r->ce += st.ce_loss / tc->grad_accum;
-        r->l1 += st.l1_loss / tc->grad_accum;
+        local[0] += st.ce_loss / t->grad_accum;
+        local[1] += st.l1_loss / t->grad_accum;
     }
-    r->loss = r->ce + r->l1;
+    if (t->comm) hyla_comm_all_reduce_f64(t->comm, local, local, 2, HYLA_REDUCE_MEAN);
+    r->ce = local[0], r->l1 = local[1], r->loss = local[0] + local[1];
     lte_update(t, r);
 
-    r->grad_norm = grad_norm(t);
+    r->grad_norm = fsdp_grad_norm(&t->fsdp); /* identical on every rank */
     r->lr = tc->lr * lr_multiplier(t->step - 1, tc->warmup_steps, tc->steps, tc->lr_min_ratio);
     if (!isfinite(r->grad_norm)) {
         /* skip_nan_inf: no optimizer step; the schedule still advances (MODEL.md §8) */
@@ -139,13 +149,13 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
         /* torch clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1 */
         double clip = tc->max_norm > 0 ? tc->max_norm / (r->grad_norm + 1e-6) : 1.0;
         if (clip > 1.0) clip = 1.0;
-        for (int u = 0; u < m->lay.table.n_units; u++)
-            t->be->adamw_step(m->params[u], m->grads[u], t->adam_m[u], t->adam_v[u], m->lay.table.units[u].size,
-                              (float)r->lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps,
-                              (float)tc->weight_decay, (float)clip, t->step - t->skipped_steps);
+        fsdp_adamw(&t->fsdp, (float)r->lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps, (float)tc->weight_decay,
+                   (float)clip, t->step - t->skipped_steps);
     }
-    r->tokens_per_s = (double)tc->grad_accum * tc->micro_batch * tc->seq_len / (hyla_now_seconds() - start);
-    if (t->progress && (t->step % tc->log_every == 0 || t->step == 1 || t->step == tc->steps)) print_progress(t, r);
+    r->skipped_total = t->skipped_steps;
+    const double now = hyla_now_seconds();
+    r->tokens_per_s = (double)t->group_size * t->grad_accum * tc->micro_batch * tc->seq_len / (now - start);
+    r->elapsed_s = now - t->started;
     return 0;
 }
 

@@ -1,0 +1,123 @@
+/* A worker's side of one run: train, report, evaluate, write outputs. */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/hyla_error.h"
+#include "experiments/config_dump.h"
+#include "protocol.h"
+#include "roles.h"
+#include "worker/model_io.h"
+
+static void report_step(struct run_reporter *rep, const struct step_report *r) {
+    if (!rep->send) {
+        if (rep->out) print_step(rep->out, r, rep->log_every);
+        return;
+    }
+    double v[HYLA_STEP_FIXED + HYLA_MAX_LTE_LAYERS];
+    v[HYLA_STEP_LOSS] = r->loss, v[HYLA_STEP_CE] = r->ce, v[HYLA_STEP_L1] = r->l1, v[HYLA_STEP_LR] = r->lr;
+    v[HYLA_STEP_GRAD_NORM] = r->grad_norm, v[HYLA_STEP_TOKENS_PER_S] = r->tokens_per_s;
+    v[HYLA_STEP_ELAPSED] = r->elapsed_s, v[HYLA_STEP_SKIPPED] = r->skipped;
+    v[HYLA_STEP_SKIPPED_TOTAL] = r->skipped_total, v[HYLA_STEP_LAMBDA_ACTION] = r->lambda_action;
+    v[HYLA_STEP_STEPS] = r->steps, v[HYLA_STEP_N_LTE] = r->n_lte;
+    for (int l = 0; l < r->n_lte; l++) v[HYLA_STEP_FIXED + l] = r->kept[l];
+    hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_STEP, rep->run_id, r->step, v, (uint32_t)(HYLA_STEP_FIXED + r->n_lte),
+                  NULL);
+}
+
+static void report_memory(struct run_reporter *rep, const struct trainer *t) {
+    const struct fsdp_memory *mem = &t->fsdp.memory;
+    if (!rep->send) {
+        if (rep->out) print_memory(rep->out, t->group_size, (double)mem->sharded_bytes, (double)mem->unsharded_bytes,
+                                   (double)mem->gathered_peak_bytes);
+        return;
+    }
+    double v[4] = {(double)mem->sharded_bytes, (double)mem->unsharded_bytes, (double)mem->gathered_peak_bytes,
+                   t->group_size};
+    hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_MEMORY, rep->run_id, t->step, v, 4, NULL);
+}
+
+static int write_outputs(struct trainer *t, const char *out_dir, char *error, size_t size) {
+    if (mkdir(out_dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(error, size, "cannot create output folder %s: %s", out_dir, strerror(errno));
+        return 1;
+    }
+    char path[HYLA_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    struct hyla_st_error serr;
+    const struct hyla_st_meta meta[] = {{"format", "pt"}, {"producer", "hyla"}};
+    if (model_save_safetensors(&t->model, path, HYLA_ST_F32, meta, 2, &serr)) {
+        snprintf(error, size, "%s", serr.message);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/config.yaml", out_dir);
+    struct hyla_config_error cerr;
+    if (hyla_config_write_yaml(&t->cfg, path, &cerr)) {
+        snprintf(error, size, "%s", cerr.message);
+        return 1;
+    }
+    return 0;
+}
+
+/* Evaluation and export need every parameter: gather all units (collective), then the
+ * group's rank 0 does the work alone. */
+static void finish_run(struct trainer *t, const char *out_dir, struct run_outcome *o) {
+    fsdp_gather_all(&t->fsdp);
+    if (t->rank == 0 && !o->failed && t->cfg.data.task != HYLA_DATA_TOKENS) {
+        struct hyla_data_error derr;
+        if (evaluate_model(&t->model, &t->cfg, t->cfg.data.eval_samples, &o->eval, &derr)) {
+            o->failed = 1;
+            snprintf(o->error, sizeof o->error, "%s", derr.message);
+        } else {
+            o->evaluated = 1;
+        }
+    }
+    if (t->rank == 0 && !o->failed && out_dir) o->failed = write_outputs(t, out_dir, o->error, sizeof o->error);
+    fsdp_release_all(&t->fsdp);
+}
+
+void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, struct run_reporter *rep,
+                const char *out_dir, struct run_outcome *o) {
+    memset(o, 0, sizeof *o);
+    struct trainer t;
+    struct hyla_data_error derr;
+    const int leader = !group || hyla_comm_rank(group) == 0;
+    if (!leader) rep->send = 0, rep->out = NULL; /* only the leader reports */
+    if (trainer_init(&t, cfg, hyla_backend_cpu(), group, &derr)) {
+        /* the same config and data on every rank: every rank fails alike */
+        o->failed = 1;
+        snprintf(o->error, sizeof o->error, "%s", derr.message);
+    } else {
+        if (rep->send) {
+            double v[6] = {t.group_size, (double)model_param_count(&t.model.lay), cfg->train.steps,
+                           cfg->train.seq_len, cfg->train.micro_batch, t.grad_accum};
+            hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_RUN_START, rep->run_id, 0, v, 6, cfg->name);
+        } else if (rep->out) {
+            fprintf(rep->out, "hyla train: %s | %zu parameters | %d worker(s) x %d x %d tokens x %d accumulation per "
+                              "step | %d steps\n", cfg->name, model_param_count(&t.model.lay), t.group_size,
+                    cfg->train.micro_batch, cfg->train.seq_len, t.grad_accum, cfg->train.steps);
+        }
+        for (int s = 0; s < cfg->train.steps && !o->failed; s++) {
+            struct step_report r;
+            if (trainer_step(&t, &r, &derr)) {
+                o->failed = 1;
+                snprintf(o->error, sizeof o->error, "%s", derr.message);
+                break;
+            }
+            if (s == 0) report_memory(rep, &t);
+            report_step(rep, &r);
+            if (t.bad_in_row >= cfg->train.max_bad_steps) {
+                o->failed = 1;
+                snprintf(o->error, sizeof o->error,
+                         "the run diverged: %d steps in a row had a non-finite gradient norm (train.max_bad_steps = "
+                         "%d); lower train.lr or raise train.warmup_steps", t.bad_in_row, cfg->train.max_bad_steps);
+            }
+        }
+        finish_run(&t, out_dir, o);
+        trainer_free(&t);
+    }
+    if (rep->send) {
+        double v[4] = {o->failed, o->eval.accuracy, o->eval.loss, (double)o->eval.answers};
+        hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_RUN_END, rep->run_id, 0, v, 4, o->failed ? o->error : "");
+    }
+}

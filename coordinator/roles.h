@@ -1,0 +1,50 @@
+/* The processes of a job (DESIGN.md §1). Under mpirun, rank 0 is the coordinator and ranks
+ * 1..W are workers, split into groups; a group trains one run at a time, FSDP-sharded, and
+ * its leader reports to the coordinator. A process started without mpirun is both. */
+#ifndef HYLA_ROLES_H
+#define HYLA_ROLES_H
+
+#include <mpi.h>
+#include <stdio.h>
+
+#include "common/run_config.h"
+#include "sharding/collectives.h"
+#include "worker/train.h"
+
+/* 1 when this process was started by mpirun/srun (so MPI_Init must be called). */
+int hyla_mpi_launched(void);
+/* MPI_Init when launched; world rank and size (0 and 1 when not). */
+void hyla_mpi_start(int *argc, char ***argv, int *world_rank, int *world_size);
+void hyla_mpi_stop(void);
+
+/* Where a run's progress goes: printed here, or sent to the coordinator. */
+struct run_reporter {
+    int send;                 /* 1: this rank is a group leader that reports to `dest` */
+    MPI_Comm comm;
+    int dest, run_id;
+    FILE *out;                /* printing: progress lines (NULL = quiet) */
+    int log_every;
+};
+
+struct run_outcome {
+    int failed;               /* 0 finished, 1 failed */
+    char error[1024];
+    int evaluated;
+    struct eval_result eval;
+};
+
+/* Train one run on this rank of `group` (NULL = alone), report as `rep` says (only the
+ * group's rank 0 reports), evaluate and write --out on rank 0. Collective over the group. */
+void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, struct run_reporter *rep,
+                const char *out_dir, struct run_outcome *outcome);
+
+/* Coordinator side of one run: receive the leader's messages and print progress until the
+ * run ends; the outcome comes from its HYLA_MSG_RUN_END. */
+void coordinator_follow_run(MPI_Comm world, int leader, FILE *out, int log_every, struct run_outcome *outcome);
+
+/* Print one progress line when the step is due (every log_every, the first and the last). */
+void print_step(FILE *out, const struct step_report *r, int log_every);
+/* The memory report line. */
+void print_memory(FILE *out, int group_size, double sharded, double unsharded, double gathered_peak);
+
+#endif

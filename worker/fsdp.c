@@ -1,0 +1,182 @@
+#include "fsdp.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "common/hyla_error.h"
+
+static size_t unit_bytes(const struct fsdp_unit *u) { return u->layout.padded_count * sizeof(float); }
+
+static float *alloc_zero(const struct hyla_backend *be, size_t count) {
+    float *p = be->alloc(count * sizeof(float));
+    be->zero(p, count * sizeof(float));
+    return p;
+}
+
+static void track(struct fsdp *f, long delta) {
+    f->memory.gathered_bytes = (size_t)((long)f->memory.gathered_bytes + delta);
+    if (f->memory.gathered_bytes > f->memory.gathered_peak_bytes)
+        f->memory.gathered_peak_bytes = f->memory.gathered_bytes;
+}
+
+static void gather_start(struct fsdp *f, int u) {
+    struct fsdp_unit *unit = &f->units[u];
+    if (unit->full || u < 0 || u >= f->n_units) return;
+    unit->full = f->be->alloc(unit_bytes(unit));
+    track(f, (long)unit_bytes(unit));
+    if (f->comm) unit->gathering = fsdp_unit_gather_start(&unit->layout, f->comm, unit->param, unit->full);
+    else f->be->copy(unit->full, unit->param, unit->layout.unit_count * sizeof(float));
+}
+
+static void gather_finish(struct fsdp *f, int u) {
+    struct fsdp_unit *unit = &f->units[u];
+    if (!unit->full) gather_start(f, u);
+    if (unit->gathering) {
+        hyla_comm_wait(unit->gathering);
+        unit->gathering = NULL;
+    }
+    f->model->params[u] = unit->full;
+}
+
+static void release(struct fsdp *f, int u) {
+    struct fsdp_unit *unit = &f->units[u];
+    if (!unit->full) return;
+    if (unit->gathering) hyla_comm_wait(unit->gathering), unit->gathering = NULL;
+    f->be->free(unit->full);
+    track(f, -(long)unit_bytes(unit));
+    unit->full = NULL;
+    f->model->params[u] = NULL;
+}
+
+static void grad_begin(struct fsdp *f, int u) {
+    struct fsdp_unit *unit = &f->units[u];
+    if (unit->full_grad) return;
+    unit->full_grad = alloc_zero(f->be, unit->layout.padded_count);
+    track(f, (long)unit_bytes(unit));
+    f->model->grads[u] = unit->full_grad;
+}
+
+/* Reduce-scatter the unit's full gradient (mean over the group) and add it to the shard:
+ * gradients of several micro-batches accumulate in the shard, not in full buffers. */
+static void grad_end(struct fsdp *f, int u) {
+    struct fsdp_unit *unit = &f->units[u];
+    const size_t S = unit->layout.shard_count;
+    if (f->comm) {
+        fsdp_grad_reduce_scatter(&unit->layout, f->comm, unit->full_grad, f->scatter_tmp);
+        f->be->axpy(unit->grad, f->scatter_tmp, 1.0f, S);
+    } else {
+        f->be->axpy(unit->grad, unit->full_grad, 1.0f, unit->layout.unit_count);
+    }
+    f->be->free(unit->full_grad);
+    track(f, -(long)unit_bytes(unit));
+    unit->full_grad = NULL;
+    f->model->grads[u] = NULL;
+}
+
+/* The model's unit hooks. Units run in index order forward (embeddings, layers, final)
+ * and in reverse backward; tied embeddings also serve the LM head inside `final`. */
+static void on_unit(void *ctx, int u, enum unit_event ev) {
+    struct fsdp *f = ctx;
+    const struct hyla_model_layout *lay = &f->model->lay;
+    const int embed = lay->embed_unit, final = lay->final_unit, tied = lay->tied;
+    switch (ev) {
+    case UNIT_FORWARD_BEGIN:
+        gather_finish(f, u);
+        if (u + 1 < f->n_units) gather_start(f, u + 1); /* prefetch: overlaps this unit's compute */
+        if (u == final && tied) gather_finish(f, embed);
+        break;
+    case UNIT_FORWARD_END:
+        /* final stays for the backward pass; tied embeddings stay for the LM head */
+        if (u != final && !(u == embed && tied)) release(f, u);
+        break;
+    case UNIT_BACKWARD_BEGIN:
+        gather_finish(f, u);
+        if (u - 1 >= 0) gather_start(f, u - 1);
+        grad_begin(f, u);
+        if (u == final && tied) grad_begin(f, embed);
+        break;
+    case UNIT_BACKWARD_END:
+        /* with tied embeddings, the embedding's gradient (begun with final's) keeps growing
+         * until the embedding's own backward ends */
+        grad_end(f, u);
+        release(f, u);
+        break;
+    }
+}
+
+void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm) {
+    memset(f, 0, sizeof *f);
+    f->be = m->be;
+    f->comm = comm;
+    f->group_size = comm ? hyla_comm_size(comm) : 1;
+    f->rank = comm ? hyla_comm_rank(comm) : 0;
+    f->model = m;
+    f->n_units = m->lay.table.n_units;
+    f->units = hyla_calloc((size_t)f->n_units, sizeof *f->units);
+    size_t largest_shard = 0;
+    for (int u = 0; u < f->n_units; u++) {
+        struct fsdp_unit *unit = &f->units[u];
+        unit->layout = fsdp_layout_make(m->lay.table.units[u].size, f->group_size, f->rank);
+        const size_t S = unit->layout.shard_count;
+        unit->param = alloc_zero(f->be, S), unit->grad = alloc_zero(f->be, S);
+        unit->adam_m = alloc_zero(f->be, S), unit->adam_v = alloc_zero(f->be, S);
+        fsdp_shard_copy_out(&unit->layout, f->be, m->params[u], unit->param);
+        /* the model's own full buffers are replaced by gathered ones from now on */
+        f->be->free(m->params[u]);
+        f->be->free(m->grads[u]);
+        m->params[u] = m->grads[u] = NULL;
+        largest_shard = S > largest_shard ? S : largest_shard;
+        f->memory.sharded_bytes += 4 * S * sizeof(float);
+        f->memory.unsharded_bytes += 4 * unit->layout.unit_count * sizeof(float);
+    }
+    f->scatter_tmp = alloc_zero(f->be, largest_shard);
+    m->hooks.fn = on_unit;
+    m->hooks.ctx = f;
+}
+
+void fsdp_free(struct fsdp *f) {
+    fsdp_release_all(f);
+    for (int u = 0; u < f->n_units; u++) {
+        struct fsdp_unit *unit = &f->units[u];
+        if (unit->full_grad) f->be->free(unit->full_grad), f->model->grads[u] = NULL;
+        f->be->free(unit->param), f->be->free(unit->grad), f->be->free(unit->adam_m), f->be->free(unit->adam_v);
+    }
+    f->be->free(f->scatter_tmp);
+    free(f->units);
+    f->model->hooks.fn = NULL;
+    f->model->hooks.ctx = NULL;
+}
+
+void fsdp_zero_grads(struct fsdp *f) {
+    for (int u = 0; u < f->n_units; u++)
+        f->be->zero(f->units[u].grad, f->units[u].layout.shard_count * sizeof(float));
+}
+
+double fsdp_grad_norm(struct fsdp *f) {
+    double local = 0;
+    for (int u = 0; u < f->n_units; u++) local += fsdp_shard_sum_squares(&f->units[u].layout, f->be, f->units[u].grad);
+    double total = f->comm ? fsdp_global_sum_squares(f->comm, local) : local;
+    return sqrt(total);
+}
+
+void fsdp_adamw(struct fsdp *f, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                int step) {
+    for (int u = 0; u < f->n_units; u++) {
+        struct fsdp_unit *unit = &f->units[u];
+        /* the padding of a shard is 0 with gradient 0, and AdamW keeps it 0 */
+        f->be->adamw_step(unit->param, unit->grad, unit->adam_m, unit->adam_v, unit->layout.shard_count, lr, beta1,
+                          beta2, eps, weight_decay, grad_scale, step);
+    }
+}
+
+void fsdp_gather_all(struct fsdp *f) {
+    for (int u = 0; u < f->n_units; u++) gather_start(f, u);
+    for (int u = 0; u < f->n_units; u++) gather_finish(f, u);
+    f->model->hooks.fn = NULL; /* everything is in place: no hooks until released */
+}
+
+void fsdp_release_all(struct fsdp *f) {
+    for (int u = 0; u < f->n_units; u++) release(f, u);
+    f->model->hooks.fn = on_unit;
+    f->model->hooks.ctx = f;
+}

@@ -1,0 +1,58 @@
+/* Fully sharded data parallelism for one model (DESIGN.md §3, "FSDP step"): every rank of
+ * the run's group owns a padded 1/G slice of every unit (fp32 params, grads, Adam m, v).
+ * The model calls unit hooks; on them the unit is all-gathered just before it runs (the
+ * next unit's gather already started) and released after, and in the backward pass its
+ * full gradient is reduce-scattered (mean) into the shard. With no communicator (one
+ * process), G = 1 and the collectives are copies. */
+#ifndef HYLA_FSDP_H
+#define HYLA_FSDP_H
+
+#include <stddef.h>
+
+#include "sharding/collectives.h"
+#include "sharding/fsdp_shard.h"
+#include "worker/model.h"
+
+struct fsdp_unit {
+    struct fsdp_layout layout;
+    float *param, *grad, *adam_m, *adam_v;   /* the shard: layout.shard_count values each */
+    float *full;                             /* gathered parameters, NULL when released */
+    float *full_grad;                        /* full gradient during its backward, NULL otherwise */
+    struct hyla_comm_request *gathering;     /* a gather in flight into `full` */
+};
+
+struct fsdp_memory {
+    size_t sharded_bytes;                    /* params + grads + m + v shards */
+    size_t gathered_peak_bytes;              /* largest sum of gathered params + full grads at once */
+    size_t gathered_bytes, unsharded_bytes;  /* now; and what G = 1 would hold sharded */
+};
+
+struct fsdp {
+    const struct hyla_backend *be;
+    struct hyla_comm *comm;                  /* NULL: one process */
+    int group_size, rank;
+    struct hyla_model *model;
+    struct fsdp_unit *units;
+    int n_units;
+    float *scatter_tmp;                      /* one shard of the largest unit */
+    struct fsdp_memory memory;
+};
+
+/* Shard the model's freshly initialised units (identical on every rank: the init is a pure
+ * function of the seed) and take over its parameter and gradient buffers. */
+void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm);
+void fsdp_free(struct fsdp *f);
+
+/* Zero the shard gradients (start of an optimizer step). */
+void fsdp_zero_grads(struct fsdp *f);
+/* Global L2 norm of the gradient over all shards of the group. */
+double fsdp_grad_norm(struct fsdp *f);
+/* AdamW on every shard. */
+void fsdp_adamw(struct fsdp *f, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                int step);
+
+/* Gather every unit and keep it (evaluation, export); release them again. */
+void fsdp_gather_all(struct fsdp *f);
+void fsdp_release_all(struct fsdp *f);
+
+#endif
