@@ -6,5 +6,6 @@
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_data(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 #endif

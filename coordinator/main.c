@@ -14,6 +14,7 @@ static void usage(FILE *out) {
           "  train CONFIG [--set k=v]... [--out DIR]  train one run in this process\n"
           "  eval --weights W --task T [...]       held-out accuracy or loss of trained weights\n"
           "  data pack TEXT... -o DIR              byte-level token shards from text files\n"
+          "  demo [--json]                         forgetfulness demo: tiny GDN vs laLTE on MQAR\n"
           "  bench kernels [--format table|json]   time the CPU ops at tiny-model shapes\n"
           "  version                               print the version\n",
           out);
@@ -41,6 +42,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "data")) return cmd_data(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "demo")) return cmd_demo(argc - 1, argv + 1);
     fprintf(stderr, "hyla: error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -61,7 +61,20 @@ static int write_outputs(struct trainer *t, const char *out_dir, char *error, si
 
 /* Evaluation and export need every parameter: gather all units (collective), then the
  * group's rank 0 does the work alone. */
+static void keep_lte_state(const struct trainer *t, struct run_outcome *o) {
+    const struct hyla_model *m = &t->model;
+    o->parameters = model_param_count(&m->lay);
+    const int n = m->lay.n_lte_layers * m->lay.att_kv_heads;
+    if (!n || n > HYLA_MAX_LTE_STATS || m->lay.n_lte_layers > HYLA_MAX_LTE_LAYERS) return;
+    o->n_lte = m->lay.n_lte_layers, o->lte_heads = m->lay.att_kv_heads;
+    for (int l = 0; l < m->lay.n_layers; l++)
+        if (m->lay.layers[l].lte_index >= 0) o->lte_layers[m->lay.layers[l].lte_index] = l;
+    memcpy(o->lambda, m->l1_lambda, sizeof(float) * (size_t)n);
+    memcpy(o->kept, m->num_kept, sizeof(float) * (size_t)n);
+}
+
 static void finish_run(struct trainer *t, const char *out_dir, struct run_outcome *o) {
+    keep_lte_state(t, o);
     fsdp_gather_all(&t->fsdp);
     if (t->rank == 0 && !o->failed && t->cfg.data.task != HYLA_DATA_TOKENS) {
         struct hyla_data_error derr;

@@ -26,11 +26,18 @@ struct run_reporter {
     int log_every;
 };
 
+#define HYLA_MAX_LTE_STATS 1024
+
 struct run_outcome {
     int failed;               /* 0 finished, 1 failed */
     char error[1024];
     int evaluated;
     struct eval_result eval;
+    size_t parameters;
+    /* LTE controller state at the end (rank 0 of the group): [n_lte * heads] */
+    int n_lte, lte_heads;
+    int lte_layers[HYLA_MAX_LTE_LAYERS];       /* model layer index of each LTE layer */
+    float lambda[HYLA_MAX_LTE_STATS], kept[HYLA_MAX_LTE_STATS];
 };
 
 /* Train one run on this rank of `group` (NULL = alone), report as `rep` says (only the
