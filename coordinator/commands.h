@@ -7,5 +7,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_ledger(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

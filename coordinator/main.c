@@ -15,7 +15,9 @@ static void usage(FILE *out) {
           "  eval --weights W --task T [...]       held-out accuracy or loss of trained weights\n"
           "  data pack TEXT... -o DIR              byte-level token shards from text files\n"
           "  demo [--json]                         forgetfulness demo: tiny GDN vs laLTE on MQAR\n"
-          "  bench kernels [--format table|json]   time the CPU ops at tiny-model shapes\n"
+          "  ledger runs|show|metrics|heads|compare|events|sql ...   query the experiment ledger\n"
+          "  report [--batch B] -o report.html     an HTML report of the ledger's runs\n"
+          "  bench kernels|ledger [--format table|json]   benchmarks\n"
           "  version                               print the version\n",
           out);
 }
@@ -43,6 +45,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "data")) return cmd_data(argc - 1, argv + 1);
     if (!strcmp(argv[1], "demo")) return cmd_demo(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ledger")) return cmd_ledger(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "report")) return cmd_report(argc - 1, argv + 1);
     fprintf(stderr, "hyla: error: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -11,6 +11,8 @@ packages=(
   libsqlite3-dev sqlite3                  # experiment ledger
   libxxhash-dev                           # checkpoint checksums
   libjansson-dev                          # JSON (safetensors headers, --format json)
+  zlib1g-dev                              # PNG decoding in the report's rendering test
+  chromium                                # headless rendering test of hyla report
 )
 
 missing=()
