@@ -111,7 +111,9 @@ int cmd_demo(int argc, char **argv) {
     }
     for (int i = 0; i < n && !rc; i++) {
         fprintf(stderr, "== training %s (%s)\n", cfgs[i].name, configs[i]);
-        struct run_reporter rep = {.send = 0, .out = stderr, .log_every = cfgs[i].train.log_every};
+        struct run_outcome seen;
+        struct run_follower follower = {.out = stderr, .log_every = cfgs[i].train.log_every, .outcome = &seen};
+        struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower};
         worker_run(&cfgs[i], NULL, &rep, NULL, &outs[i]);
         if (outs[i].failed) {
             fprintf(stderr, "hyla: error: %s: %s\n", cfgs[i].name, outs[i].error);

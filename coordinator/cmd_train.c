@@ -81,18 +81,22 @@ int cmd_train(int argc, char **argv) {
 
     struct run_outcome outcome;
     FILE *out = quiet ? NULL : stdout;
+    memset(&outcome, 0, sizeof outcome);
+    struct run_follower follower = {.out = out, .log_every = cfg.train.log_every, .outcome = &outcome};
     if (world_size == 1) {
-        struct run_reporter rep = {.send = 0, .out = out, .log_every = cfg.train.log_every};
-        worker_run(&cfg, NULL, &rep, out_dir, &outcome);
+        struct run_outcome local;
+        struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower};
+        worker_run(&cfg, NULL, &rep, out_dir, &local);
+        outcome = local; /* the worker's outcome also carries what messages do not */
     } else {
         MPI_Comm group;
         MPI_Comm_split(MPI_COMM_WORLD, world_rank == 0 ? MPI_UNDEFINED : 0, world_rank, &group);
         if (world_rank == 0) {
-            coordinator_follow_run(MPI_COMM_WORLD, 1, out ? out : stderr, cfg.train.log_every, &outcome);
+            coordinator_follow_run(MPI_COMM_WORLD, 1, &follower);
         } else {
             struct hyla_comm *comm = hyla_comm_create_mpi(group);
-            struct run_reporter rep = {.send = 1, .comm = MPI_COMM_WORLD, .dest = 0, .run_id = 0, .out = NULL,
-                                       .log_every = cfg.train.log_every};
+            struct mpi_sink sink = {.comm = MPI_COMM_WORLD, .dest = 0};
+            struct run_reporter rep = {.emit = mpi_sink_emit, .ctx = &sink};
             worker_run(&cfg, comm, &rep, out_dir, &outcome);
             hyla_comm_destroy(comm);
             MPI_Comm_free(&group);

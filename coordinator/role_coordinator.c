@@ -33,36 +33,53 @@ static void step_from_message(const struct hyla_msg *m, struct step_report *r) {
     for (int l = 0; l < r->n_lte; l++) r->kept[l] = v[HYLA_STEP_FIXED + l];
 }
 
-void coordinator_follow_run(MPI_Comm world, int leader, FILE *out, int log_every, struct run_outcome *o) {
-    memset(o, 0, sizeof *o);
-    for (;;) {
+void run_follower_handle(struct run_follower *f, const struct hyla_msg *m) {
+    const double *v = m->values;
+    switch (m->header.type) {
+    case HYLA_MSG_RUN_START:
+        if (f->out)
+            fprintf(f->out, "hyla train: %s | %.0f parameters | %.0f worker(s) x %.0f x %.0f tokens x %.0f "
+                            "accumulation per step | %.0f steps\n", m->text, v[1], v[0], v[4], v[3], v[5], v[2]);
+        break;
+    case HYLA_MSG_MEMORY:
+        if (f->out) print_memory(f->out, (int)v[3], v[0], v[1], v[2]);
+        break;
+    case HYLA_MSG_STEP: {
+        struct step_report r;
+        step_from_message(m, &r);
+        if (f->out) print_step(f->out, &r, f->log_every);
+        break;
+    }
+    case HYLA_MSG_RUN_END: {
+        struct run_outcome *o = f->outcome;
+        o->failed = (int)v[0];
+        o->eval.accuracy = v[1], o->eval.loss = v[2], o->eval.answers = (size_t)v[3];
+        o->evaluated = !o->failed && o->eval.answers > 0;
+        if (o->failed) snprintf(o->error, sizeof o->error, "%s", m->text);
+        f->ended = 1;
+        break;
+    }
+    default:
+        break;
+    }
+    if (f->record) f->record(f->record_ctx, m);
+}
+
+void local_follower_emit(void *ctx, int type, int run_id, int step, const double *values, uint32_t n_values,
+                         const char *text) {
+    struct hyla_msg m = {.header = {.magic = HYLA_PROTOCOL_MAGIC, .version = HYLA_PROTOCOL_VERSION,
+                                    .type = (uint16_t)type, .run_id = run_id, .step = step, .n_values = n_values,
+                                    .text_bytes = text ? (uint32_t)strlen(text) : 0},
+                         .source = 0, .values = (double *)values, .text = (char *)(text ? text : "")};
+    run_follower_handle(ctx, &m);
+}
+
+void coordinator_follow_run(MPI_Comm world, int leader, struct run_follower *f) {
+    f->ended = 0;
+    while (!f->ended) {
         struct hyla_msg m;
         hyla_msg_wait(world, leader, &m);
-        const double *v = m.values;
-        switch (m.header.type) {
-        case HYLA_MSG_RUN_START:
-            fprintf(out, "hyla train: %s | %.0f parameters | %.0f worker(s) x %.0f x %.0f tokens x %.0f accumulation "
-                         "per step | %.0f steps\n", m.text, v[1], v[0], v[4], v[3], v[5], v[2]);
-            break;
-        case HYLA_MSG_MEMORY:
-            print_memory(out, (int)v[3], v[0], v[1], v[2]);
-            break;
-        case HYLA_MSG_STEP: {
-            struct step_report r;
-            step_from_message(&m, &r);
-            print_step(out, &r, log_every);
-            break;
-        }
-        case HYLA_MSG_RUN_END:
-            o->failed = (int)v[0];
-            o->eval.accuracy = v[1], o->eval.loss = v[2], o->eval.answers = (size_t)v[3];
-            o->evaluated = !o->failed && o->eval.answers > 0;
-            snprintf(o->error, sizeof o->error, "%s", m.text);
-            hyla_msg_free(&m);
-            return;
-        default:
-            break;
-        }
+        run_follower_handle(f, &m);
         hyla_msg_free(&m);
     }
 }

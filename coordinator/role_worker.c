@@ -9,11 +9,17 @@
 #include "roles.h"
 #include "worker/model_io.h"
 
+static void emit(struct run_reporter *rep, int type, int step, const double *v, uint32_t n, const char *text) {
+    if (rep->emit) rep->emit(rep->ctx, type, rep->run_id, step, v, n, text);
+}
+
+void mpi_sink_emit(void *ctx, int type, int run_id, int step, const double *values, uint32_t n_values,
+                   const char *text) {
+    const struct mpi_sink *sink = ctx;
+    hyla_msg_send(sink->comm, sink->dest, (enum hyla_msg_type)type, run_id, step, values, n_values, text);
+}
+
 static void report_step(struct run_reporter *rep, const struct step_report *r) {
-    if (!rep->send) {
-        if (rep->out) print_step(rep->out, r, rep->log_every);
-        return;
-    }
     double v[HYLA_STEP_FIXED + HYLA_MAX_LTE_LAYERS];
     v[HYLA_STEP_LOSS] = r->loss, v[HYLA_STEP_CE] = r->ce, v[HYLA_STEP_L1] = r->l1, v[HYLA_STEP_LR] = r->lr;
     v[HYLA_STEP_GRAD_NORM] = r->grad_norm, v[HYLA_STEP_TOKENS_PER_S] = r->tokens_per_s;
@@ -21,20 +27,31 @@ static void report_step(struct run_reporter *rep, const struct step_report *r) {
     v[HYLA_STEP_SKIPPED_TOTAL] = r->skipped_total, v[HYLA_STEP_LAMBDA_ACTION] = r->lambda_action;
     v[HYLA_STEP_STEPS] = r->steps, v[HYLA_STEP_N_LTE] = r->n_lte;
     for (int l = 0; l < r->n_lte; l++) v[HYLA_STEP_FIXED + l] = r->kept[l];
-    hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_STEP, rep->run_id, r->step, v, (uint32_t)(HYLA_STEP_FIXED + r->n_lte),
-                  NULL);
+    emit(rep, HYLA_MSG_STEP, r->step, v, (uint32_t)(HYLA_STEP_FIXED + r->n_lte), NULL);
+    if (r->skipped) emit(rep, HYLA_MSG_EVENT, r->step, (double[]){HYLA_EVENT_NAN_SKIP}, 1,
+                         "non-finite gradient norm: step skipped");
+    if (r->lambda_action) emit(rep, HYLA_MSG_EVENT, r->step, (double[]){HYLA_EVENT_LAMBDA_UPDATE}, 1,
+                               r->lambda_action == 1 ? "first lambda update" : "lambda update");
+}
+
+/* Per-head LTE statistics: kept-token EMA and λ of every (LTE layer, kv head). */
+static void report_heads(struct run_reporter *rep, const struct trainer *t) {
+    const struct hyla_model *m = &t->model;
+    const int n_lte = m->lay.n_lte_layers, H = m->lay.att_kv_heads;
+    if (!n_lte || !rep->head_stats_every || t->step % rep->head_stats_every != 0) return;
+    const int margin = lte_router_receptive_field(&m->lay.router) / 2;
+    double *v = hyla_malloc(sizeof(double) * (3 + 2 * (size_t)n_lte * H));
+    v[0] = n_lte, v[1] = H, v[2] = t->cfg.train.seq_len - margin;
+    for (int i = 0; i < n_lte * H; i++) v[3 + 2 * i] = m->num_kept[i], v[4 + 2 * i] = m->l1_lambda[i];
+    emit(rep, HYLA_MSG_HEAD_STATS, t->step, v, (uint32_t)(3 + 2 * n_lte * H), NULL);
+    free(v);
 }
 
 static void report_memory(struct run_reporter *rep, const struct trainer *t) {
     const struct fsdp_memory *mem = &t->fsdp.memory;
-    if (!rep->send) {
-        if (rep->out) print_memory(rep->out, t->group_size, (double)mem->sharded_bytes, (double)mem->unsharded_bytes,
-                                   (double)mem->gathered_peak_bytes);
-        return;
-    }
     double v[4] = {(double)mem->sharded_bytes, (double)mem->unsharded_bytes, (double)mem->gathered_peak_bytes,
                    t->group_size};
-    hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_MEMORY, rep->run_id, t->step, v, 4, NULL);
+    emit(rep, HYLA_MSG_MEMORY, t->step, v, 4, NULL);
 }
 
 static int write_outputs(struct trainer *t, const char *out_dir, char *error, size_t size) {
@@ -95,21 +112,16 @@ void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, stru
     struct trainer t;
     struct hyla_data_error derr;
     const int leader = !group || hyla_comm_rank(group) == 0;
-    if (!leader) rep->send = 0, rep->out = NULL; /* only the leader reports */
+    struct run_reporter quiet = {0};
+    if (!leader) rep = &quiet; /* only the leader reports */
     if (trainer_init(&t, cfg, hyla_backend_cpu(), group, &derr)) {
         /* the same config and data on every rank: every rank fails alike */
         o->failed = 1;
         snprintf(o->error, sizeof o->error, "%s", derr.message);
     } else {
-        if (rep->send) {
-            double v[6] = {t.group_size, (double)model_param_count(&t.model.lay), cfg->train.steps,
-                           cfg->train.seq_len, cfg->train.micro_batch, t.grad_accum};
-            hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_RUN_START, rep->run_id, 0, v, 6, cfg->name);
-        } else if (rep->out) {
-            fprintf(rep->out, "hyla train: %s | %zu parameters | %d worker(s) x %d x %d tokens x %d accumulation per "
-                              "step | %d steps\n", cfg->name, model_param_count(&t.model.lay), t.group_size,
-                    cfg->train.micro_batch, cfg->train.seq_len, t.grad_accum, cfg->train.steps);
-        }
+        double v[6] = {t.group_size, (double)model_param_count(&t.model.lay), cfg->train.steps, cfg->train.seq_len,
+                       cfg->train.micro_batch, t.grad_accum};
+        emit(rep, HYLA_MSG_RUN_START, 0, v, 6, cfg->name);
         for (int s = 0; s < cfg->train.steps && !o->failed; s++) {
             struct step_report r;
             if (trainer_step(&t, &r, &derr)) {
@@ -119,6 +131,7 @@ void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, stru
             }
             if (s == 0) report_memory(rep, &t);
             report_step(rep, &r);
+            report_heads(rep, &t);
             if (t.bad_in_row >= cfg->train.max_bad_steps) {
                 o->failed = 1;
                 snprintf(o->error, sizeof o->error,
@@ -129,8 +142,6 @@ void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, stru
         finish_run(&t, out_dir, o);
         trainer_free(&t);
     }
-    if (rep->send) {
-        double v[4] = {o->failed, o->eval.accuracy, o->eval.loss, (double)o->eval.answers};
-        hyla_msg_send(rep->comm, rep->dest, HYLA_MSG_RUN_END, rep->run_id, 0, v, 4, o->failed ? o->error : "");
-    }
+    double v[4] = {o->failed, o->eval.accuracy, o->eval.loss, (double)o->evaluated ? (double)o->eval.answers : 0};
+    emit(rep, HYLA_MSG_RUN_END, 0, v, 4, o->failed ? o->error : "");
 }

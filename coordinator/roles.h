@@ -8,6 +8,7 @@
 #include <stdio.h>
 
 #include "common/run_config.h"
+#include "protocol.h"
 #include "sharding/collectives.h"
 #include "worker/train.h"
 
@@ -16,15 +17,6 @@ int hyla_mpi_launched(void);
 /* MPI_Init when launched; world rank and size (0 and 1 when not). */
 void hyla_mpi_start(int *argc, char ***argv, int *world_rank, int *world_size);
 void hyla_mpi_stop(void);
-
-/* Where a run's progress goes: printed here, or sent to the coordinator. */
-struct run_reporter {
-    int send;                 /* 1: this rank is a group leader that reports to `dest` */
-    MPI_Comm comm;
-    int dest, run_id;
-    FILE *out;                /* printing: progress lines (NULL = quiet) */
-    int log_every;
-};
 
 #define HYLA_MAX_LTE_STATS 1024
 
@@ -40,14 +32,48 @@ struct run_outcome {
     float lambda[HYLA_MAX_LTE_STATS], kept[HYLA_MAX_LTE_STATS];
 };
 
+/* Where a run's reports go: every report is a protocol message (protocol.h). A group
+ * leader under mpirun sends it to the coordinator; a process that is both roles hands it
+ * to its own coordinator logic directly. Non-leaders report nothing. */
+struct run_reporter {
+    void (*emit)(void *ctx, int type, int run_id, int step, const double *values, uint32_t n_values,
+                 const char *text);
+    void *ctx;
+    int run_id;
+    int head_stats_every;     /* HEAD_STATS every this many steps (0 = never) */
+};
+
+/* A reporter that sends to rank `dest` of `comm` (ctx must stay valid: a struct mpi_sink). */
+struct mpi_sink {
+    MPI_Comm comm;
+    int dest;
+};
+void mpi_sink_emit(void *ctx, int type, int run_id, int step, const double *values, uint32_t n_values,
+                   const char *text);
+
+/* The coordinator's view of one run, built from its messages. */
+struct run_follower {
+    FILE *out;                /* progress lines (NULL = quiet) */
+    int log_every;
+    int ended;
+    struct run_outcome *outcome;
+    /* optional recording (the ledger), called for every message after printing */
+    void (*record)(void *ctx, const struct hyla_msg *msg);
+    void *record_ctx;
+};
+/* Handle one message of a run: print, record, and on RUN_END fill the outcome. */
+void run_follower_handle(struct run_follower *f, const struct hyla_msg *msg);
+/* A reporter emit that feeds a run_follower in this process (ctx = the follower). */
+void local_follower_emit(void *ctx, int type, int run_id, int step, const double *values, uint32_t n_values,
+                         const char *text);
+
 /* Train one run on this rank of `group` (NULL = alone), report as `rep` says (only the
  * group's rank 0 reports), evaluate and write --out on rank 0. Collective over the group. */
 void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, struct run_reporter *rep,
                 const char *out_dir, struct run_outcome *outcome);
 
-/* Coordinator side of one run: receive the leader's messages and print progress until the
- * run ends; the outcome comes from its HYLA_MSG_RUN_END. */
-void coordinator_follow_run(MPI_Comm world, int leader, FILE *out, int log_every, struct run_outcome *outcome);
+/* Coordinator side of one run: receive the leader's messages until the run ends. */
+void coordinator_follow_run(MPI_Comm world, int leader, struct run_follower *f);
 
 /* Print one progress line when the step is due (every log_every, the first and the last). */
 void print_step(FILE *out, const struct step_report *r, int log_every);

@@ -90,8 +90,8 @@ static void test_nonfinite_step_skipped(void) {
     if (trainer_init(&t, &cfg, hyla_backend_cpu(), NULL, &err)) hyla_die("%s", err.message);
     /* A NaN in a weight makes the gradient norm NaN: the step must be skipped and the
      * weights (other than the poisoned one) left as they were. */
-    float *w = t.model.params[1];
-    size_t n = t.model.lay.table.units[1].size;
+    float *w = t.fsdp.units[1].param; /* unit 1's shard: with one process, the whole unit */
+    size_t n = t.fsdp.units[1].layout.unit_count;
     float *before = malloc(n * sizeof(float));
     w[0] = NAN;
     memcpy(before, w, n * sizeof(float));
