@@ -14,8 +14,11 @@ struct lte_acts {
     float *score, *router_acts;
     uint8_t *selected;
     float *lambda, *kept_fraction;      /* this layer's λ_h (backend copy) and kept share */
+    float *frozen_dparams;              /* where router gradients go while the router is frozen */
     double l1_coef;                     /* 1 / (B L' n_lte H) of the last forward */
 };
+
+static void lte_select_all(struct hyla_model *m, struct lte_acts *a);
 
 void lte_alloc(struct hyla_model *m, int layer) {
     const struct hyla_model_layout *lay = &m->lay;
@@ -29,6 +32,7 @@ void lte_alloc(struct hyla_model *m, int layer) {
     a->router_acts = model_alloc_floats(m, (size_t)m->B * lte_router_acts_size(&lay->router, 1, m->T));
     a->selected = m->be->alloc(N * H);
     a->lambda = model_alloc_floats(m, H), a->kept_fraction = model_alloc_floats(m, H);
+    a->frozen_dparams = model_alloc_floats(m, lte_router_param_count(&lay->router));
     m->acts[layer].mixer = a;
 }
 
@@ -60,8 +64,10 @@ static void router_backward(struct hyla_model *m, int layer, struct lte_acts *a,
     const int T = m->T, H = lay->att_kv_heads, d = lay->att_dim;
     const size_t row_acts = lte_router_acts_size(&lay->router, 1, T), row = (size_t)T * H * d;
     const size_t router = lay->layers[layer].router;
+    /* frozen (routing_freeze_steps): k and v still receive the router's gradient; its weights not */
+    float *dparams = m->router_frozen ? a->frozen_dparams : layer_grad(m, layer, router);
     for (int b = 0; b < m->B; b++)
-        m->be->lte_router_bwd(dk + b * row, dv + b * row, layer_grad(m, layer, router), dscore + (size_t)b * T * H,
+        m->be->lte_router_bwd(dk + b * row, dv + b * row, dparams, dscore + (size_t)b * T * H,
                               a->k_raw + b * row, a->v + b * row, layer_param(m, layer, router),
                               a->router_acts + b * row_acts, &lay->router, 1, T, lte_dropout(m),
                               lte_dropout_key(m, layer, b));
@@ -94,8 +100,12 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     be->linear_fwd(a->q, h, layer_param(m, layer, L->q_proj), NULL, N, D, Hq * d);
     be->linear_fwd(a->k_raw, h, layer_param(m, layer, L->k_proj), NULL, N, D, H * d);
     be->linear_fwd(a->v, h, layer_param(m, layer, L->v_proj), NULL, N, D, H * d);
-    router_forward(m, layer, a);
-    if (!m->hold_discrete) {
+    if (m->router_disabled) { /* warm-up: every token selected, no router, no L1, no statistics */
+        lte_select_all(m, a);
+    } else {
+        router_forward(m, layer, a);
+    }
+    if (!m->hold_discrete && !m->router_disabled) {
         be->lte_select(a->selected, a->score, m->B, m->T, H, m->cfg.attn.sink_size);
         if (!m->training) lte_apply_budget(m, a);
     }
@@ -105,6 +115,7 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
                       1.0f / sqrtf((float)d));
     be->linear_fwd(y, a->o, layer_param(m, layer, L->o_proj), NULL, N, Hq * d, D);
 
+    if (m->router_disabled) return;
     /* L1 term and kept-token statistics */
     be->to_device(a->lambda, m->l1_lambda + (size_t)L->lte_index * H, sizeof(float) * (size_t)H);
     a->l1_coef = kept_len > 0 ? 1.0 / ((double)m->B * kept_len * lay->n_lte_layers * H) : 0.0;
@@ -113,6 +124,31 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     HYLA_ASSERT(H <= HYLA_MAX_LTE_HEADS);
     be->to_host(kept, a->kept_fraction, sizeof(float) * (size_t)H);
     for (int hh = 0; hh < H; hh++) m->kept_sum[(size_t)L->lte_index * H + hh] += (double)kept_len * kept[hh];
+}
+
+/* The score's gradient — the straight-through term from v' = v plus the L1 term — through
+ * the router; with routing_grad the router's gradient is added to dk and dv. */
+static void score_backward(struct hyla_model *m, int layer, struct lte_acts *a, float *dk, float *dv) {
+    const struct hyla_backend *be = m->be;
+    const int N = m->B * m->T, H = m->lay.att_kv_heads, d = m->lay.att_dim;
+    float *dscore = m->scratch[5], *dk_router = m->scratch[6], *dv_router = m->scratch[7];
+    if (m->straight_through) be->lte_ste_bwd(dscore, dv, a->v, m->B, m->T, H, d);
+    else be->zero(dscore, sizeof(float) * (size_t)N * H);
+    be->lte_l1_bwd(dscore, a->score, a->lambda, (float)(a->l1_coef * m->dloss), m->B, m->T, H, lte_margin(m));
+    router_backward(m, layer, a, dscore, dk_router, dv_router);
+    if (m->cfg.attn.routing_grad) {
+        be->axpy(dk, dk_router, 1.0f, (size_t)N * H * d);
+        be->axpy(dv, dv_router, 1.0f, (size_t)N * H * d);
+    }
+}
+
+/* Warm-up: the router is off and every token is selected. */
+static void lte_select_all(struct hyla_model *m, struct lte_acts *a) {
+    const size_t n = (size_t)m->B * m->T * m->lay.att_kv_heads;
+    uint8_t *ones = hyla_malloc(n);
+    memset(ones, 1, n);
+    m->be->to_device(a->selected, ones, n);
+    free(ones);
 }
 
 void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
@@ -129,17 +165,9 @@ void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
                    Hq * d, D);
     be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, a->selected, m->B, m->T, Hq, H, d,
                       L->window_left, 1.0f / sqrtf((float)d));
-    /* The score's gradient: the straight-through term from v' = v plus the L1 term. */
-    if (m->straight_through) be->lte_ste_bwd(S[5], S[4], a->v, m->B, m->T, H, d);
-    else be->zero(S[5], sizeof(float) * (size_t)N * H);
-    be->lte_l1_bwd(S[5], a->score, a->lambda, (float)(a->l1_coef * m->dloss), m->B, m->T, H, lte_margin(m));
     be->rope_bwd(S[2], S[2], m->B, m->T, Hq, d, theta, 0);
     be->rope_bwd(S[3], S[3], m->B, m->T, H, d, theta, 0);
-    router_backward(m, layer, a, S[5], S[6], S[7]);
-    if (m->cfg.attn.routing_grad) { /* the router's gradient reaches k and v (routing_grad: true) */
-        be->axpy(S[3], S[6], 1.0f, (size_t)N * H * d);
-        be->axpy(S[4], S[7], 1.0f, (size_t)N * H * d);
-    }
+    if (!m->router_disabled) score_backward(m, layer, a, S[3], S[4]);
     be->linear_bwd(dh, layer_grad(m, layer, L->q_proj), NULL, S[2], h, layer_param(m, layer, L->q_proj), N, D, Hq * d);
     be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, S[3], h, layer_param(m, layer, L->k_proj),
                               N, D, H * d);

@@ -53,6 +53,8 @@ struct hyla_model {
     int training;                     /* dropout on, no hard LTE budget */
     int hold_discrete;                /* reuse the last forward's LTE selection and NSA blocks (gradient
                                          checks: discrete choices carry no gradient) */
+    int router_disabled;              /* LTE warm-up (l1_warmup_steps): every token selected, no router */
+    int router_frozen;                /* routing_freeze_steps: router weights get no gradient */
     int straight_through;             /* LTE: the STE surrogate gradient into the router (1 = train as the
                                          reference; 0 leaves only true derivatives, for gradient checks) */
     uint64_t *row_keys;               /* [B] dropout key of each sequence of the micro-batch, set by the

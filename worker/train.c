@@ -119,6 +119,10 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
     r->steps = tc->steps;
     fsdp_zero_grads(&t->fsdp);
     m->dloss = 1.0 / t->grad_accum;
+    /* LTE schedule (MODEL.md §8): router off during the L1 warm-up, weights frozen until
+     * routing_freeze_steps; both 0 in the reference configs */
+    m->router_disabled = t->step <= t->cfg.model.attn.l1_warmup_steps;
+    m->router_frozen = t->step <= t->cfg.model.attn.routing_freeze_steps;
     double local[2] = {0, 0}; /* CE, L1 */
     for (int micro = 0; micro < t->grad_accum; micro++) {
         const uint64_t cursor = t->train_data.cursor;
