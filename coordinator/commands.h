@@ -9,5 +9,6 @@ int cmd_data(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_ledger(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif

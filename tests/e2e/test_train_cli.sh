@@ -22,6 +22,13 @@ json=$("$HYLA" eval --weights "$TMP/out" --task mqar --samples 32 --format json 
 grep -q '"task": *"mqar"' <<<"$json" && grep -q '"accuracy"' <<<"$json" && grep -q '"samples": *32' <<<"$json" \
   && pass "hyla eval --format json: task, samples, accuracy" || fail "eval json: $json"
 
+"$HYLA" export --weights "$TMP/out/model.safetensors" --config "$TMP/out/config.yaml" -o "$TMP/b1.safetensors" \
+  --dtype bf16 >/dev/null && "$HYLA" export --weights "$TMP/b1.safetensors" --config "$TMP/out/config.yaml" \
+  -o "$TMP/b2.safetensors" --dtype bf16 >/dev/null && cmp -s "$TMP/b1.safetensors" "$TMP/b2.safetensors" \
+  && pass "hyla export: a BF16 file imported and exported again is bit-identical" || fail "export bf16 round trip"
+expect_fail "export with an unknown dtype" "choose f32 or bf16" \
+  "$HYLA" export --weights "$TMP/b1.safetensors" --config "$TMP/out/config.yaml" -o "$TMP/x" --dtype f8
+
 expect_fail "global batch that 2 workers cannot split" "cannot be split over 2 workers" \
   mpirun --oversubscribe -np 3 "$HYLA" train "$cfg" "${common[@]}" --set train.global_batch=6
 expect_fail "unknown config key names the key and the valid ones" "valid keys" \
