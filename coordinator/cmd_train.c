@@ -2,6 +2,7 @@
  * Alone: this process trains. Under `mpirun -np 1+W`: rank 0 coordinates and prints, ranks
  * 1..W train the run FSDP-sharded (dist.workers_per_run must be 0 or W: several runs are
  * `hyla run`'s job). */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,9 +12,10 @@
 #include "roles.h"
 
 static int usage(void) {
-    fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--quiet]\n"
+    fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--metrics FILE] [--quiet]\n"
           "       mpirun -np 1+W hyla train CONFIG.yaml ...   (W workers, FSDP-sharded)\n"
-          "  --out DIR writes DIR/model.safetensors and DIR/config.yaml\n",
+          "  --out DIR writes DIR/model.safetensors and DIR/config.yaml\n"
+          "  --metrics FILE appends every step's loss in full precision (\"step loss\" lines)\n",
           stderr);
     return 2;
 }
@@ -30,7 +32,7 @@ static void print_outcome(const struct hyla_run_config *cfg, const struct run_ou
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *config_path = NULL, *out_dir = NULL;
+    const char *config_path = NULL, *out_dir = NULL, *metrics_path = NULL;
     struct cli_overrides ov = {0};
     int quiet = 0;
     for (int i = 1; i < argc; i++) {
@@ -39,6 +41,8 @@ int cmd_train(int argc, char **argv) {
         if (taken) continue;
         if (!strcmp(argv[i], "--out")) {
             if (!(out_dir = cli_option_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "--metrics")) {
+            if (!(metrics_path = cli_option_value(argc, argv, &i))) return 2;
         } else if (!strcmp(argv[i], "--quiet")) {
             quiet = 1;
         } else if (argv[i][0] == '-') {
@@ -83,6 +87,11 @@ int cmd_train(int argc, char **argv) {
     FILE *out = quiet ? NULL : stdout;
     memset(&outcome, 0, sizeof outcome);
     struct run_follower follower = {.out = out, .log_every = cfg.train.log_every, .outcome = &outcome};
+    if (metrics_path && world_rank == 0 && !(follower.metrics = fopen(metrics_path, "a"))) {
+        fprintf(stderr, "hyla: error: cannot open --metrics file %s: %s\n", metrics_path, strerror(errno));
+        hyla_mpi_stop();
+        return 1;
+    }
     if (world_size == 1) {
         struct run_outcome local;
         struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower};
@@ -103,6 +112,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (world_rank == 0 && (out || outcome.failed)) print_outcome(&cfg, &outcome, outcome.failed ? NULL : out_dir);
+    if (follower.metrics) fclose(follower.metrics);
     hyla_mpi_stop();
     return outcome.failed ? 1 : 0;
 }

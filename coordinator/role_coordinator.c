@@ -48,6 +48,7 @@ void run_follower_handle(struct run_follower *f, const struct hyla_msg *m) {
         struct step_report r;
         step_from_message(m, &r);
         if (f->out) print_step(f->out, &r, f->log_every);
+        if (f->metrics) fprintf(f->metrics, "%d %.17g\n", r.step, r.loss), fflush(f->metrics);
         break;
     }
     case HYLA_MSG_RUN_END: {

@@ -54,6 +54,7 @@ void mpi_sink_emit(void *ctx, int type, int run_id, int step, const double *valu
 /* The coordinator's view of one run, built from its messages. */
 struct run_follower {
     FILE *out;                /* progress lines (NULL = quiet) */
+    FILE *metrics;            /* every step's loss in full precision, "step loss" (NULL = none) */
     int log_every;
     int ended;
     struct run_outcome *outcome;
