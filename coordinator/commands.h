@@ -10,5 +10,6 @@ int cmd_demo(int argc, char **argv);
 int cmd_ledger(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif
