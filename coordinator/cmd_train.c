@@ -12,9 +12,10 @@
 #include "roles.h"
 
 static int usage(void) {
-    fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--metrics FILE] [--quiet]\n"
+    fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--metrics FILE] [--resume] [--quiet]\n"
           "       mpirun -np 1+W hyla train CONFIG.yaml ...   (W workers, FSDP-sharded)\n"
           "  --out DIR writes DIR/model.safetensors and DIR/config.yaml\n"
+          "  --resume continues from the newest valid checkpoint in checkpoint.dir\n"
           "  --metrics FILE appends every step's loss in full precision (\"step loss\" lines)\n",
           stderr);
     return 2;
@@ -34,7 +35,7 @@ static void print_outcome(const struct hyla_run_config *cfg, const struct run_ou
 int cmd_train(int argc, char **argv) {
     const char *config_path = NULL, *out_dir = NULL, *metrics_path = NULL;
     struct cli_overrides ov = {0};
-    int quiet = 0;
+    int quiet = 0, resume = 0;
     for (int i = 1; i < argc; i++) {
         int taken = cli_take_override(argc, argv, &i, &ov);
         if (taken < 0) return 2;
@@ -43,6 +44,8 @@ int cmd_train(int argc, char **argv) {
             if (!(out_dir = cli_option_value(argc, argv, &i))) return 2;
         } else if (!strcmp(argv[i], "--metrics")) {
             if (!(metrics_path = cli_option_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "--resume")) {
+            resume = 1;
         } else if (!strcmp(argv[i], "--quiet")) {
             quiet = 1;
         } else if (argv[i][0] == '-') {
@@ -95,7 +98,7 @@ int cmd_train(int argc, char **argv) {
     if (world_size == 1) {
         struct run_outcome local;
         struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower};
-        worker_run(&cfg, NULL, &rep, out_dir, &local);
+        worker_run(&cfg, NULL, &rep, out_dir, resume, &local);
         outcome = local; /* the worker's outcome also carries what messages do not */
     } else {
         MPI_Comm group;
@@ -106,7 +109,7 @@ int cmd_train(int argc, char **argv) {
             struct hyla_comm *comm = hyla_comm_create_mpi(group);
             struct mpi_sink sink = {.comm = MPI_COMM_WORLD, .dest = 0};
             struct run_reporter rep = {.emit = mpi_sink_emit, .ctx = &sink};
-            worker_run(&cfg, comm, &rep, out_dir, &outcome);
+            worker_run(&cfg, comm, &rep, out_dir, resume, &outcome);
             hyla_comm_destroy(comm);
             MPI_Comm_free(&group);
         }

@@ -11,5 +11,6 @@ int cmd_ledger(int argc, char **argv);
 int cmd_report(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_ckpt(int argc, char **argv);
 
 #endif

@@ -13,6 +13,7 @@ static void usage(FILE *out) {
           "commands:\n"
           "  train CONFIG [--set k=v]... [--out DIR]  train one run in this process\n"
           "  run BATCH [--dry-run] [--set k=v]...  a batch of runs (sweeps), recorded in the ledger\n"
+          "  ckpt ls|verify|inspect DIR            sharded checkpoints\n"
           "  eval --weights W --task T [...]       held-out accuracy or loss of trained weights\n"
           "  export --weights W --config C -o OUT [--dtype f32|bf16]   weights as safetensors\n"
           "  data pack TEXT... -o DIR              byte-level token shards from text files\n"
@@ -45,6 +46,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "bench")) return bench_main(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "run")) return cmd_run(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ckpt")) return cmd_ckpt(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "export")) return cmd_export(argc - 1, argv + 1);
     if (!strcmp(argv[1], "data")) return cmd_data(argc - 1, argv + 1);

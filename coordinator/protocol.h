@@ -28,7 +28,11 @@ enum {
     HYLA_STEP_N_LTE, HYLA_STEP_FIXED /* kept[n_lte] follow */
 };
 
-enum hyla_event_kind { HYLA_EVENT_NAN_SKIP = 1, HYLA_EVENT_LAMBDA_UPDATE = 2, HYLA_EVENT_DIVERGED = 3 };
+/* EVENT kinds. CHECKPOINT's values are [kind, bytes] and its text the folder. */
+enum hyla_event_kind {
+    HYLA_EVENT_NAN_SKIP = 1, HYLA_EVENT_LAMBDA_UPDATE = 2, HYLA_EVENT_DIVERGED = 3, HYLA_EVENT_CHECKPOINT = 4,
+    HYLA_EVENT_CHECKPOINT_FAILED = 5, HYLA_EVENT_RESUMED = 6
+};
 
 struct hyla_msg_header {
     uint32_t magic;

@@ -51,6 +51,10 @@ void run_follower_handle(struct run_follower *f, const struct hyla_msg *m) {
         if (f->metrics) fprintf(f->metrics, "%d %.17g\n", r.step, r.loss), fflush(f->metrics);
         break;
     }
+    case HYLA_MSG_EVENT:
+        if (f->out && (int)v[0] >= HYLA_EVENT_CHECKPOINT)
+            fprintf(f->out, "%s %s\n", (int)v[0] == HYLA_EVENT_CHECKPOINT ? "checkpoint" : "note:", m->text), fflush(f->out);
+        break;
     case HYLA_MSG_RUN_END: {
         struct run_outcome *o = f->outcome;
         o->failed = (int)v[0];

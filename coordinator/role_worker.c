@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "common/hyla_error.h"
+#include "checkpoint/checkpoint.h"
 #include "experiments/config_dump.h"
 #include "protocol.h"
 #include "roles.h"
@@ -106,8 +107,41 @@ static void finish_run(struct trainer *t, const char *out_dir, struct run_outcom
     fsdp_release_all(&t->fsdp);
 }
 
+/* Save a checkpoint (collective); a failure is an event, not the end of the run. */
+static void save_checkpoint(struct trainer *t, struct run_reporter *rep) {
+    const struct hyla_checkpoint_config *c = &t->cfg.checkpoint;
+    char hash[17], error[1024];
+    hyla_config_hash_hex(&t->cfg, hash);
+    double bytes = 0;
+    if (trainer_save_checkpoint(t, c->dir, hash, &bytes, error, sizeof error)) {
+        emit(rep, HYLA_MSG_EVENT, t->step, (double[]){HYLA_EVENT_CHECKPOINT_FAILED}, 1, error);
+        return;
+    }
+    char dir[HYLA_PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/step_%08d", c->dir, t->step);
+    emit(rep, HYLA_MSG_EVENT, t->step, (double[]){HYLA_EVENT_CHECKPOINT, bytes}, 2, dir);
+    if (t->rank == 0) {
+        struct ckpt_error cerr;
+        ckpt_apply_retention(c->dir, c->keep_last, c->keep_every, &cerr);
+    }
+}
+
+static int resume_run(struct trainer *t, struct run_reporter *rep, struct run_outcome *o) {
+    char error[900];
+    int rc = trainer_resume(t, t->cfg.checkpoint.dir, t->rank == 0 ? stderr : NULL, error, sizeof error);
+    if (rc < 0) {
+        o->failed = 1;
+        snprintf(o->error, sizeof o->error, "cannot resume: %s", error);
+    } else if (rc > 0) {
+        char text[64];
+        snprintf(text, sizeof text, "resumed from step %d", t->step);
+        emit(rep, HYLA_MSG_EVENT, t->step, (double[]){HYLA_EVENT_RESUMED}, 1, text);
+    }
+    return rc < 0;
+}
+
 void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, struct run_reporter *rep,
-                const char *out_dir, struct run_outcome *o) {
+                const char *out_dir, int resume, struct run_outcome *o) {
     memset(o, 0, sizeof *o);
     struct trainer t;
     struct hyla_data_error derr;
@@ -122,7 +156,10 @@ void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, stru
         double v[6] = {t.group_size, (double)model_param_count(&t.model.lay), cfg->train.steps, cfg->train.seq_len,
                        cfg->train.micro_batch, t.grad_accum};
         emit(rep, HYLA_MSG_RUN_START, 0, v, 6, cfg->name);
-        for (int s = 0; s < cfg->train.steps && !o->failed; s++) {
+        const int checkpoints = cfg->checkpoint.dir[0] != '\0';
+        if (checkpoints && resume) resume_run(&t, rep, o);
+        int saved_at = t.step;
+        for (int s = t.step; s < cfg->train.steps && !o->failed; s++) {
             struct step_report r;
             if (trainer_step(&t, &r, &derr)) {
                 o->failed = 1;
@@ -132,6 +169,8 @@ void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, stru
             if (s == 0) report_memory(rep, &t);
             report_step(rep, &r);
             report_heads(rep, &t);
+            if (checkpoints && cfg->checkpoint.interval > 0 && t.step % cfg->checkpoint.interval == 0)
+                save_checkpoint(&t, rep), saved_at = t.step;
             if (t.bad_in_row >= cfg->train.max_bad_steps) {
                 o->failed = 1;
                 snprintf(o->error, sizeof o->error,
@@ -139,6 +178,7 @@ void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, stru
                          "%d); lower train.lr or raise train.warmup_steps", t.bad_in_row, cfg->train.max_bad_steps);
             }
         }
+        if (checkpoints && !o->failed && saved_at != t.step) save_checkpoint(&t, rep);
         finish_run(&t, out_dir, o);
         trainer_free(&t);
     }

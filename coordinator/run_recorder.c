@@ -45,6 +45,9 @@ static const char *event_kind(int kind) {
     case HYLA_EVENT_NAN_SKIP: return "nan_skip";
     case HYLA_EVENT_LAMBDA_UPDATE: return "lambda_update";
     case HYLA_EVENT_DIVERGED: return "diverged";
+    case HYLA_EVENT_CHECKPOINT: return "checkpoint";
+    case HYLA_EVENT_CHECKPOINT_FAILED: return "checkpoint_failed";
+    case HYLA_EVENT_RESUMED: return "resumed";
     default: return "event";
     }
 }
@@ -63,6 +66,9 @@ void run_recorder_record(void *ctx, const struct hyla_msg *m) {
         record_heads(r, m);
         break;
     case HYLA_MSG_EVENT:
+        if ((int)m->values[0] == HYLA_EVENT_CHECKPOINT && m->header.n_values >= 2)
+            check(r, hyla_ledger_add_checkpoint(r->ledger, r->run_id, m->header.step, m->text, (int64_t)m->values[1],
+                                                &err), &err);
         check(r, hyla_ledger_add_event(r->ledger, r->run_id, m->header.step, event_kind((int)m->values[0]), m->text,
                                        &err), &err);
         break;

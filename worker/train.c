@@ -6,6 +6,7 @@
 #include "common/hyla_error.h"
 #include "common/rng.h"
 #include "common/timer.h"
+#include "checkpoint/checkpoint.h"
 #include "worker/lr_schedule.h"
 
 static struct lte_controller controller_from_config(const struct hyla_run_config *cfg) {
@@ -200,4 +201,68 @@ int evaluate_model(struct hyla_model *m, const struct hyla_run_config *cfg, int 
     free(in), free(tg), free(pred);
     hyla_data_loader_close(&eval);
     return rc;
+}
+
+/* The trainer's state as a checkpoint sees it: the shards and the counters. */
+static void checkpoint_view(struct trainer *t, struct ckpt_rank_data *d, struct ckpt_unit *units) {
+    struct fsdp *f = &t->fsdp;
+    memset(d, 0, sizeof *d);
+    d->rank = t->rank, d->world_size = t->group_size, d->n_units = f->n_units, d->units = units;
+    d->param = hyla_calloc((size_t)f->n_units, sizeof(float *));
+    d->adam_m = hyla_calloc((size_t)f->n_units, sizeof(float *));
+    d->adam_v = hyla_calloc((size_t)f->n_units, sizeof(float *));
+    for (int u = 0; u < f->n_units; u++) {
+        units[u] = (struct ckpt_unit){.name = t->model.lay.table.units[u].name, .unit_count = f->units[u].layout.unit_count};
+        d->param[u] = f->units[u].param, d->adam_m[u] = f->units[u].adam_m, d->adam_v[u] = f->units[u].adam_v;
+    }
+    d->data_cursor = t->train_data.cursor;
+    d->step = t->step, d->skipped_steps = t->skipped_steps, d->bad_in_row = t->bad_in_row;
+    d->n_lte = t->model.lay.n_lte_layers * t->model.lay.att_kv_heads;
+    d->lte_lambda = t->model.l1_lambda, d->lte_num_kept = t->model.num_kept;
+}
+
+static void checkpoint_view_free(struct ckpt_rank_data *d) {
+    free(d->param), free(d->adam_m), free(d->adam_v);
+}
+
+int trainer_save_checkpoint(struct trainer *t, const char *root, const char *config_hash, double *bytes,
+                            char *error, size_t error_size) {
+    struct ckpt_unit *units = hyla_calloc((size_t)t->fsdp.n_units, sizeof *units);
+    struct ckpt_rank_data d;
+    checkpoint_view(t, &d, units);
+    snprintf(d.config_hash, sizeof d.config_hash, "%s", config_hash ? config_hash : "");
+    struct ckpt_error err;
+    int rc = ckpt_save(root, &d, t->comm, bytes, &err);
+    if (rc) snprintf(error, error_size, "%s", err.message);
+    checkpoint_view_free(&d);
+    free(units);
+    return rc;
+}
+
+int trainer_resume(struct trainer *t, const char *root, FILE *log, char *error, size_t error_size) {
+    char dir[4096];
+    int64_t step;
+    if (!ckpt_find_latest(root, dir, sizeof dir, &step, log)) return 0;
+    struct ckpt_unit *units = hyla_calloc((size_t)t->fsdp.n_units, sizeof *units);
+    struct ckpt_rank_data d;
+    checkpoint_view(t, &d, units);
+    struct ckpt_error err;
+    int rc = ckpt_load(dir, &d, &err);
+    if (rc) {
+        snprintf(error, error_size, "%s", err.message);
+    } else {
+        struct hyla_data_error derr;
+        uint64_t cursor = d.data_cursor;
+        if (d.saved_world_size != t->group_size &&
+            hyla_data_cursor_reshard(d.data_cursor, d.saved_world_size, t->group_size, &cursor, &derr)) {
+            snprintf(error, error_size, "%s", derr.message);
+            rc = -1;
+        } else {
+            t->step = (int)d.step, t->skipped_steps = d.skipped_steps, t->bad_in_row = d.bad_in_row;
+            t->train_data.cursor = cursor;
+        }
+    }
+    checkpoint_view_free(&d);
+    free(units);
+    return rc ? -1 : 1;
 }

@@ -53,6 +53,13 @@ void trainer_free(struct trainer *t);
 /* One optimizer step (collective over the group). Returns 0, or 1 on a data error. */
 int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_error *err);
 
+/* Save a checkpoint of the run's state under root (collective over the group). */
+int trainer_save_checkpoint(struct trainer *t, const char *root, const char *config_hash, double *bytes,
+                            char *error, size_t error_size);
+/* Resume from the newest valid checkpoint under root (collective): 1 resumed, 0 none found,
+ * -1 error. Skipped (invalid) checkpoints are described on `log`. */
+int trainer_resume(struct trainer *t, const char *root, FILE *log, char *error, size_t error_size);
+
 /* Micro-batches per rank and step for a global batch over G ranks; 0 with a message when
  * the global batch cannot be split. */
 int trainer_accumulation(const struct hyla_train_config *tc, int group_size, char *why, size_t why_size);
