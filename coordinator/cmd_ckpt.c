@@ -50,7 +50,7 @@ static long long folder_bytes(const char *dir) {
     char path[4200];
     struct stat st;
     while (d && (e = readdir(d))) {
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path) continue;
         if (e->d_name[0] != '.' && stat(path, &st) == 0) total += st.st_size;
     }
     if (d) closedir(d);
@@ -68,7 +68,7 @@ static int ls_or_verify(const char *root, int verbose_ok) {
     else printf("%-22s %12s  %s\n", "checkpoint", "bytes", "status");
     for (int i = 0; i < n; i++) {
         char dir[4200];
-        snprintf(dir, sizeof dir, "%s/%s", root, names[i]);
+        if (snprintf(dir, sizeof dir, "%s/%s", root, names[i]) >= (int)sizeof dir) continue;
         struct ckpt_error err;
         const int partial = strstr(names[i], ".tmp") != NULL;
         const int ok = !partial && ckpt_verify(dir, &err) == 0;
