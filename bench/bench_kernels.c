@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_checkpoint.h"
 #include "bench_ledger.h"
 #include "common/hyla_error.h"
 #include "common/rng.h"
@@ -220,8 +221,9 @@ int bench_main(int argc, char **argv) {
     int json = 0;
     double min_seconds = 0.2;
     if (argc >= 2 && !strcmp(argv[1], "ledger")) return bench_ledger_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "checkpoint")) return bench_checkpoint_main(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "kernels") != 0) {
-        fprintf(stderr, "hyla: error: usage: hyla bench kernels|ledger [--format table|json]\n");
+        fprintf(stderr, "hyla: error: usage: hyla bench kernels|ledger|checkpoint [--format table|json]\n");
         return 2;
     }
     for (int i = 2; i < argc; i++) {

@@ -114,29 +114,45 @@ int ckpt_find_latest(const char *root, char *dir_out, size_t cap, int64_t *step,
     return found;
 }
 
-/* The shards of this rank's new layout, cut out of the old ranks' files. */
-static int reshard(const struct ckpt_rank_data *d, int old_G, unsigned char **files, const size_t *sizes,
-                   float **param, float **m, float **v, struct ckpt_error *err) {
+/* Offset of unit u's three shards in an old rank's file (header, then param, m, v per unit). */
+static size_t unit_offset(const struct ckpt_rank_data *d, int old_G, int u) {
+    size_t off = sizeof(struct ckpt_file_header);
+    for (int k = 0; k < u; k++) off += 3 * fsdp_layout_make(d->units[k].unit_count, old_G, 0).shard_count * 4;
+    return off;
+}
+
+/* Every piece of this rank's new shards lies inside its old file. */
+static int reshard_check(const struct ckpt_rank_data *d, int old_G, const size_t *sizes, struct ckpt_error *err) {
     for (int u = 0; u < d->n_units; u++) {
-        const size_t n = d->units[u].unit_count;
         struct fsdp_reshard_piece pieces[4096];
-        size_t np = fsdp_reshard_pieces(n, old_G, d->world_size, d->rank, pieces, 4096);
+        size_t np = fsdp_reshard_pieces(d->units[u].unit_count, old_G, d->world_size, d->rank, pieces, 4096);
         if (np > 4096) return ckpt_fail(err, "too many reshard pieces for unit %s", d->units[u].name);
+        const size_t S_old = fsdp_layout_make(d->units[u].unit_count, old_G, 0).shard_count;
+        for (size_t p = 0; p < np; p++)
+            if (unit_offset(d, old_G, u) + (2 * S_old + pieces[p].old_offset + pieces[p].count) * 4 >
+                sizes[pieces[p].old_rank])
+                return ckpt_fail(err, "rank %d's file is too short for unit %s", pieces[p].old_rank, d->units[u].name);
+    }
+    return 0;
+}
+
+/* The shards of this rank's new layout, cut out of the old ranks' files. */
+static void reshard(const struct ckpt_rank_data *d, int old_G, unsigned char **files, float **param, float **m,
+                    float **v) {
+    for (int u = 0; u < d->n_units; u++) {
+        struct fsdp_reshard_piece pieces[4096];
+        size_t np = fsdp_reshard_pieces(d->units[u].unit_count, old_G, d->world_size, d->rank, pieces, 4096);
+        const size_t S_old = fsdp_layout_make(d->units[u].unit_count, old_G, 0).shard_count;
+        const size_t S_new = fsdp_layout_make(d->units[u].unit_count, d->world_size, d->rank).shard_count;
+        memset(param[u], 0, S_new * 4), memset(m[u], 0, S_new * 4), memset(v[u], 0, S_new * 4); /* padding */
         for (size_t p = 0; p < np; p++) {
             const struct fsdp_reshard_piece *pc = &pieces[p];
-            /* offset of unit u in the old rank's file: header + 3 shards per earlier unit */
-            size_t off = sizeof(struct ckpt_file_header);
-            for (int k = 0; k < u; k++) off += 3 * fsdp_layout_make(d->units[k].unit_count, old_G, 0).shard_count * 4;
-            const size_t S_old = fsdp_layout_make(n, old_G, 0).shard_count;
-            const size_t need = off + (2 * S_old + pc->old_offset + pc->count) * 4;
-            if (need > sizes[pc->old_rank]) return ckpt_fail(err, "rank %d's file is too short", pc->old_rank);
-            const float *base = (const float *)(files[pc->old_rank] + off);
+            const float *base = (const float *)(files[pc->old_rank] + unit_offset(d, old_G, u));
             memcpy(param[u] + pc->new_offset, base + pc->old_offset, pc->count * 4);
             memcpy(m[u] + pc->new_offset, base + S_old + pc->old_offset, pc->count * 4);
             memcpy(v[u] + pc->new_offset, base + 2 * S_old + pc->old_offset, pc->count * 4);
         }
     }
-    return 0;
 }
 
 static int check_units(const char *dir, const json_t *m, const struct ckpt_rank_data *d, struct ckpt_error *err) {
@@ -176,22 +192,15 @@ int ckpt_load(const char *dir, struct ckpt_rank_data *d, struct ckpt_error *err)
     }
     for (int r = 0; r < old_G && !rc; r++)
         if (needed[r]) rc = read_rank(dir, m, r, &files[r], &sizes[r], err);
-    /* into temporaries first: the caller's buffers change only on success */
-    float **tp = calloc((size_t)d->n_units, sizeof(float *)), **tm = calloc((size_t)d->n_units, sizeof(float *));
-    float **tv = calloc((size_t)d->n_units, sizeof(float *));
-    for (int u = 0; u < d->n_units; u++) {
-        const size_t S = fsdp_layout_make(d->units[u].unit_count, d->world_size, d->rank).shard_count;
-        tp[u] = calloc(S, 4), tm[u] = calloc(S, 4), tv[u] = calloc(S, 4);
-    }
-    if (!rc) rc = reshard(d, old_G, files, sizes, tp, tm, tv, err);
+    /* every file this rank needs has matched the manifest (size, hash, header) and the
+     * reshard ranges are checked against the file sizes before the first copy, so the
+     * caller's buffers change only when the whole load succeeds */
+    if (!rc) rc = reshard_check(d, old_G, sizes, err);
     if (!rc) {
+        reshard(d, old_G, files, d->param, d->adam_m, d->adam_v);
         struct ckpt_file_header h;
         memcpy(&h, files[0], sizeof h);
         const size_t lte_at = sizes[0] - 2 * sizeof(float) * (size_t)d->n_lte;
-        for (int u = 0; u < d->n_units; u++) {
-            const size_t S = fsdp_layout_make(d->units[u].unit_count, d->world_size, d->rank).shard_count;
-            memcpy(d->param[u], tp[u], S * 4), memcpy(d->adam_m[u], tm[u], S * 4), memcpy(d->adam_v[u], tv[u], S * 4);
-        }
         if (d->n_lte) {
             memcpy(d->lte_lambda, files[0] + lte_at, sizeof(float) * (size_t)d->n_lte);
             memcpy(d->lte_num_kept, files[0] + lte_at + sizeof(float) * (size_t)d->n_lte,
@@ -202,8 +211,6 @@ int ckpt_load(const char *dir, struct ckpt_rank_data *d, struct ckpt_error *err)
         d->saved_world_size = old_G;
         snprintf(d->config_hash, sizeof d->config_hash, "%s", json_string_value(json_object_get(m, "config_hash")));
     }
-    for (int u = 0; u < d->n_units; u++) free(tp[u]), free(tm[u]), free(tv[u]);
-    free(tp), free(tm), free(tv);
     for (int r = 0; r < old_G; r++) free(files[r]);
     free(files), free(sizes), free(needed);
     json_decref(m);
