@@ -1,6 +1,7 @@
 /* `hyla bench checkpoint [--mb N] [--dir DIR] [--format table|json]`: checkpoint save and
  * load throughput against a plain sequential write (+ fsync) and read of the same number of
  * bytes in the same folder, measured in one run. */
+#define _DEFAULT_SOURCE /* sync() */
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -14,6 +15,15 @@
 #include "common/timer.h"
 
 enum { UNITS = 8 };
+
+/* --cold: empty the page cache before each read so that reads come from the disk (root only). */
+static int drop_page_cache(void) {
+    sync();
+    FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
+    if (!f) return 0;
+    int ok = fputs("3", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
 
 static double plain_write(const char *path, const char *data, size_t bytes) {
     double t0 = hyla_now_seconds();
@@ -45,11 +55,13 @@ static double plain_read(const char *path, char *data, size_t bytes) {
 int bench_checkpoint_main(int argc, char **argv) {
     size_t mb = 256;
     const char *dir = "/tmp", *format = "table";
-    for (int i = 1; i + 1 < argc; i += 2) {
+    int cold = 0;
+    for (int i = 1; i < argc && !strcmp(argv[i], "--cold"); i++) cold = 1, argv[i] = argv[0];
+    for (int i = 1 + cold; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--mb")) mb = (size_t)atol(argv[i + 1]);
         else if (!strcmp(argv[i], "--dir")) dir = argv[i + 1];
         else if (!strcmp(argv[i], "--format")) format = argv[i + 1];
-        else return fprintf(stderr, "hyla: error: usage: hyla bench checkpoint [--mb N] [--dir DIR] [--format table|json]\n"), 2;
+        else return fprintf(stderr, "hyla: error: usage: hyla bench checkpoint [--cold] [--mb N] [--dir DIR] [--format table|json]\n"), 2;
     }
     if (mb == 0) return fprintf(stderr, "hyla: error: --mb needs a positive size\n"), 2;
     /* params, m and v of UNITS units: mb megabytes in all */
@@ -76,8 +88,10 @@ int bench_checkpoint_main(int argc, char **argv) {
     double written = 0, t0 = hyla_now_seconds();
     if (ckpt_save(root, &d, NULL, &written, &err)) hyla_die("%s", err.message);
     double t_save = hyla_now_seconds() - t0;
+    if (cold && !drop_page_cache()) return fprintf(stderr, "hyla: error: --cold needs root (/proc/sys/vm/drop_caches)\n"), 1;
     double t_plain_r = plain_read(plain, buf, bytes);
     snprintf(step_dir, sizeof step_dir, "%s/step_00000001", root);
+    if (cold) drop_page_cache();
     t0 = hyla_now_seconds();
     if (ckpt_load(step_dir, &d, &err)) hyla_die("%s", err.message);
     double t_load = hyla_now_seconds() - t0;
@@ -90,7 +104,7 @@ int bench_checkpoint_main(int argc, char **argv) {
         free(text);
         json_decref(o);
     } else {
-        printf("%.0f MB of shards in %s\n", MB, dir);
+        printf("%.0f MB of shards in %s%s\n", MB, dir, cold ? " (page cache emptied before each read)" : "");
         printf("  save  %8.1f MB/s   plain write+fsync %8.1f MB/s   ratio %5.1f%%\n", MB / t_save, MB / t_plain_w,
                100 * t_plain_w / t_save);
         printf("  load  %8.1f MB/s   plain read        %8.1f MB/s   ratio %5.1f%%\n", MB / t_load, MB / t_plain_r,
