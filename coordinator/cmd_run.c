@@ -268,6 +268,23 @@ int cmd_run(int argc, char **argv) {
         return 1;
     }
     batch.workers_per_run = G;
+    /* each run checkpoints into its own folder: checkpoint.dir/<run name, '/' -> '_'> */
+    for (int i = 0; i < batch.n_runs; i++) {
+        struct hyla_checkpoint_config *c = &batch.runs[i].cfg.checkpoint;
+        if (!c->dir[0]) continue;
+        char sub[HYLA_BATCH_NAME_MAX];
+        snprintf(sub, sizeof sub, "%s", batch.runs[i].name);
+        for (char *p = sub; *p; p++) *p = *p == '/' ? '_' : *p;
+        char dir[HYLA_PATH_MAX + HYLA_BATCH_NAME_MAX + 2];
+        snprintf(dir, sizeof dir, "%s/%s", c->dir, sub);
+        if (strlen(dir) >= sizeof c->dir) {
+            if (world_rank == 0) fprintf(stderr, "hyla: error: checkpoint folder %s is too long\n", dir);
+            hyla_batch_free(&batch);
+            hyla_mpi_stop();
+            return 1;
+        }
+        memcpy(c->dir, dir, strlen(dir) + 1);
+    }
     for (int i = 0; i < batch.n_runs; i++) {
         char why[512];
         if (!trainer_accumulation(&batch.runs[i].cfg.train, G, why, sizeof why)) {
