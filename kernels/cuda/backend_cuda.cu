@@ -1,0 +1,388 @@
+// The CUDA backend, fp32: memory, cuBLAS matrix products and the dense ops of ops_basic.h,
+// with the CPU twin's semantics (backward writes activation gradients, adds parameter
+// gradients). Reductions whose result must be reproducible use a fixed order: a block
+// reduces its row with a fixed tree, and column sums loop over rows in order — no float
+// atomics. Ops not written for the GPU yet stay NULL (hyla_backend_cuda_missing).
+#include <string.h>
+
+#include "backend_cuda.h"
+#include "cuda_check.h"
+
+static cublasHandle_t cublas(void) {
+    static cublasHandle_t handle;
+    if (!handle) CUBLAS_CHECK(cublasCreate(&handle)); // one handle for the process, default stream
+    return handle;
+}
+
+// ---- memory ---------------------------------------------------------------------------
+static void *cuda_alloc(size_t bytes) {
+    void *p = NULL;
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    return p;
+}
+static void cuda_free(void *p) { CUDA_CHECK(cudaFree(p)); }
+static void cuda_to_device(void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+static void cuda_to_host(void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+static void cuda_copy(void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+static void cuda_zero(void *p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0, bytes)); }
+static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
+
+// Row-major C = alpha op(A) op(B) + beta C as column-major C^T = op(B)^T op(A)^T.
+static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *b, int ldb, float beta, float *c, int ldc) {
+    CUBLAS_CHECK(cublasSgemm(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+                             k, &alpha, b, ldb, a, lda, &beta, c, ldc));
+}
+
+// ---- block reductions (fixed tree: deterministic) ---------------------------------------
+enum { ROW_THREADS = 256 };
+
+__device__ float block_sum(float v, float *shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s /= 2) {
+        if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = shared[0];
+    __syncthreads();
+    return r;
+}
+
+__device__ float block_max(float v, float *shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s /= 2) {
+        if (threadIdx.x < s) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + s]);
+        __syncthreads();
+    }
+    float r = shared[0];
+    __syncthreads();
+    return r;
+}
+
+// ---- embedding --------------------------------------------------------------------------
+__global__ void embedding_fwd_kernel(float *out, const int32_t *tokens, const float *table, int n, int dim) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= (size_t)n * dim) return;
+    size_t row = i / dim, c = i % dim;
+    out[i] = table[(size_t)tokens[row] * dim + c];
+}
+static void cuda_embedding_fwd(float *out, const int32_t *tokens, const float *table, int n, int dim) {
+    embedding_fwd_kernel<<<blocks_for((size_t)n * dim, 256), 256>>>(out, tokens, table, n, dim);
+    CUDA_LAUNCH_CHECK();
+}
+
+// One thread per column visits the tokens in order: repeated tokens add in a fixed order.
+__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const int32_t *tokens, int n, int dim,
+                                     int padding_idx) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= dim) return;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] != padding_idx) dtable[(size_t)tokens[i] * dim + c] += dout[(size_t)i * dim + c];
+}
+static void cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, int n, int dim,
+                               int padding_idx) {
+    embedding_bwd_kernel<<<blocks_for(dim, 128), 128>>>(dtable, dout, tokens, n, dim, padding_idx);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- RMSNorm and the fused add + RMSNorm ---------------------------------------------------
+// One block per row. sum (optional): x + residual written first, then normalised.
+__global__ void rmsnorm_fwd_kernel(float *sum, float *y, float *rstd, const float *x, const float *residual,
+                                   const float *w, int dim, float eps) {
+    __shared__ float shared[ROW_THREADS];
+    const size_t off = (size_t)blockIdx.x * dim;
+    float ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = residual ? x[off + i] + residual[off + i] : x[off + i];
+        if (sum) sum[off + i] = v;
+        ss += v * v;
+    }
+    const float r = rsqrtf(block_sum(ss, shared) / dim + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float v = residual ? x[off + i] + residual[off + i] : x[off + i];
+        y[off + i] = v * r * w[i];
+    }
+}
+static void cuda_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int n, int dim, float eps) {
+    rmsnorm_fwd_kernel<<<n, ROW_THREADS>>>(NULL, y, rstd, x, NULL, w, dim, eps);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_add_rmsnorm_fwd(float *sum, float *y, float *rstd, const float *x, const float *residual,
+                                 const float *w, int n, int dim, float eps) {
+    rmsnorm_fwd_kernel<<<n, ROW_THREADS>>>(sum, y, rstd, x, residual, w, dim, eps);
+    CUDA_LAUNCH_CHECK();
+}
+
+// dx = r (dy w - xh mean(dy w xh)) (+ dsum); one block per row.
+__global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
+                                  const float *dsum, int dim) {
+    __shared__ float shared[ROW_THREADS];
+    const size_t off = (size_t)blockIdx.x * dim;
+    const float r = rstd[blockIdx.x];
+    float c = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) c += dy[off + i] * w[i] * x[off + i] * r;
+    c = block_sum(c, shared) / dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float g = r * (dy[off + i] * w[i] - x[off + i] * r * c);
+        dx[off + i] = dsum ? dsum[off + i] + g : g;
+    }
+}
+
+// dweight[i] += sum over rows of dy x r, rows in order.
+__global__ void rmsnorm_dw_kernel(float *dw, const float *dy, const float *x, const float *rstd, int n, int dim) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= dim) return;
+    float acc = 0;
+    for (int row = 0; row < n; row++) acc += dy[(size_t)row * dim + i] * x[(size_t)row * dim + i] * rstd[row];
+    dw[i] += acc;
+}
+
+static void cuda_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                             int n, int dim) {
+    rmsnorm_dx_kernel<<<n, ROW_THREADS>>>(dx, dy, x, w, rstd, NULL, dim);
+    CUDA_LAUNCH_CHECK();
+    rmsnorm_dw_kernel<<<blocks_for(dim, 128), 128>>>(dw, dy, x, rstd, n, dim);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_add_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *dsum, const float *sum,
+                                 const float *w, const float *rstd, int n, int dim) {
+    rmsnorm_dw_kernel<<<blocks_for(dim, 128), 128>>>(dw, dy, sum, rstd, n, dim); // before dx: dx may alias dsum
+    CUDA_LAUNCH_CHECK();
+    rmsnorm_dx_kernel<<<n, ROW_THREADS>>>(dx, dy, sum, w, rstd, dsum, dim);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- linear -------------------------------------------------------------------------------
+__global__ void add_bias_kernel(float *y, const float *b, int n, int out) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < (size_t)n * out) y[i] += b[i % out];
+}
+__global__ void column_sum_kernel(float *db, const float *dy, int n, int out) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= out) return;
+    float acc = 0;
+    for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + j];
+    db[j] += acc;
+}
+static void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in, int out) {
+    cuda_gemm(0, 1, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
+    if (!b) return;
+    add_bias_kernel<<<blocks_for((size_t)n * out, 256), 256>>>(y, b, n, out);
+    CUDA_LAUNCH_CHECK();
+}
+static void linear_param_grads(float *dw, float *db, const float *dy, const float *x, int n, int in, int out) {
+    cuda_gemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    if (!db) return;
+    column_sum_kernel<<<blocks_for(out, 128), 128>>>(db, dy, n, out);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int n,
+                            int in, int out) {
+    if (dx) cuda_gemm(0, 0, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
+    linear_param_grads(dw, db, dy, x, n, in, out);
+}
+static void cuda_linear_bwd_accumulate(float *dx, float *dw, float *db, const float *dy, const float *x,
+                                       const float *w, int n, int in, int out) {
+    cuda_gemm(0, 0, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
+    linear_param_grads(dw, db, dy, x, n, in, out);
+}
+
+// ---- SwiGLU and the MLP ---------------------------------------------------------------------
+__device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__global__ void swiglu_fwd_kernel(float *z, const float *gate, const float *up, size_t count) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < count) z[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
+}
+__global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dz, const float *gate, const float *up,
+                                  size_t count) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float d = dz[i], g = gate[i], s = sigmoidf_(g);
+    dup[i] = d * g * s;
+    dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
+}
+static void cuda_swiglu_fwd(float *z, const float *gate, const float *up, size_t count) {
+    swiglu_fwd_kernel<<<blocks_for(count, 256), 256>>>(z, gate, up, count);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_swiglu_bwd(float *dgate, float *dup, const float *dz, const float *gate, const float *up,
+                            size_t count) {
+    swiglu_bwd_kernel<<<blocks_for(count, 256), 256>>>(dgate, dup, dz, gate, up, count);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_mlp_fwd(float *y, float *acts, const float *x, const float *wg, const float *wu, const float *wd,
+                         int n, int dim, int inter) {
+    size_t size = (size_t)n * inter;
+    cuda_linear_fwd(acts, x, wg, NULL, n, dim, inter);
+    cuda_linear_fwd(acts + size, x, wu, NULL, n, dim, inter);
+    cuda_swiglu_fwd(acts + 2 * size, acts, acts + size, size);
+    cuda_linear_fwd(y, acts + 2 * size, wd, NULL, n, inter, dim);
+}
+static void cuda_mlp_bwd(float *dx, float *dwg, float *dwu, float *dwd, const float *dy, const float *x,
+                         const float *acts, const float *wg, const float *wu, const float *wd, float *scratch, int n,
+                         int dim, int inter) {
+    size_t size = (size_t)n * inter;
+    float *dz = scratch, *dup = scratch + size;
+    cuda_linear_bwd(dz, dwd, NULL, dy, acts + 2 * size, wd, n, inter, dim);
+    cuda_swiglu_bwd(dz, dup, dz, acts, acts + size, size);
+    cuda_linear_bwd(dx, dwg, NULL, dz, x, wg, n, dim, inter);
+    cuda_linear_bwd_accumulate(dx, dwu, NULL, dup, x, wu, n, dim, inter);
+}
+
+// ---- cross-entropy ---------------------------------------------------------------------------
+__device__ float row_lse(const float *row, int vocab, float *shared) {
+    float m = -INFINITY;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) m = fmaxf(m, row[j]);
+    m = block_max(m, shared);
+    float s = 0;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) s += expf(row[j] - m);
+    return m + logf(block_sum(s, shared));
+}
+__global__ void ce_fwd_kernel(float *losses, const float *logits, const int32_t *targets, int vocab, int ignore) {
+    __shared__ float shared[ROW_THREADS];
+    const float *row = logits + (size_t)blockIdx.x * vocab;
+    const int t = targets[blockIdx.x];
+    if (t == ignore) { // the whole block leaves together: no barrier is skipped
+        if (threadIdx.x == 0) losses[blockIdx.x] = 0;
+        return;
+    }
+    float lse = row_lse(row, vocab, shared);
+    if (threadIdx.x == 0) losses[blockIdx.x] = lse - row[t];
+}
+__global__ void ce_bwd_kernel(float *dlogits, const float *logits, const int32_t *targets, int vocab, int ignore,
+                              float scale) {
+    __shared__ float shared[ROW_THREADS];
+    const float *row = logits + (size_t)blockIdx.x * vocab;
+    float *drow = dlogits + (size_t)blockIdx.x * vocab;
+    const int t = targets[blockIdx.x];
+    if (t == ignore) {
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) drow[j] = 0;
+        return;
+    }
+    float lse = row_lse(row, vocab, shared); // every thread has read the row before anyone writes it
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) drow[j] = scale * expf(row[j] - lse) - (j == t ? scale : 0);
+}
+// The mean needs the valid count and an ordered sum: losses come back to the host (a sync).
+static float cuda_cross_entropy_fwd(float *losses, const float *logits, const int32_t *targets, int n, int vocab,
+                                    int ignore, int *valid_count) {
+    ce_fwd_kernel<<<n, ROW_THREADS>>>(losses, logits, targets, vocab, ignore);
+    CUDA_LAUNCH_CHECK();
+    float *host_l = (float *)malloc(sizeof(float) * (size_t)n);
+    int32_t *host_t = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
+    if (!host_l || !host_t) exit(1);
+    cuda_to_host(host_l, losses, sizeof(float) * (size_t)n);
+    cuda_to_host(host_t, targets, sizeof(int32_t) * (size_t)n);
+    double total = 0;
+    int valid = 0;
+    for (int i = 0; i < n; i++)
+        if (host_t[i] != ignore) total += host_l[i], valid++;
+    free(host_l), free(host_t);
+    *valid_count = valid;
+    return valid ? (float)(total / valid) : 0.0f;
+}
+static void cuda_cross_entropy_bwd(float *dlogits, const float *logits, const int32_t *targets, int n, int vocab,
+                                   int ignore, int valid_count, float dloss) {
+    ce_bwd_kernel<<<n, ROW_THREADS>>>(dlogits, logits, targets, vocab, ignore, valid_count ? dloss / valid_count : 0);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- reductions and the optimizer ----------------------------------------------------------------
+enum { SUM_BLOCK = 4096 }; // the CPU twin's block: the same partition of the sum
+__global__ void sum_squares_kernel(double *partial, const float *x, size_t count) {
+    __shared__ double shared[ROW_THREADS];
+    size_t begin = (size_t)blockIdx.x * SUM_BLOCK, end = begin + SUM_BLOCK < count ? begin + SUM_BLOCK : count;
+    double s = 0;
+    for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x) s += (double)x[i] * x[i];
+    shared[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k /= 2) {
+        if (threadIdx.x < k) shared[threadIdx.x] += shared[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
+}
+static double cuda_sum_squares(const float *x, size_t count) {
+    size_t blocks = (count + SUM_BLOCK - 1) / SUM_BLOCK;
+    if (!blocks) return 0;
+    double *partial = (double *)cuda_alloc(blocks * sizeof(double));
+    sum_squares_kernel<<<(unsigned)blocks, ROW_THREADS>>>(partial, x, count);
+    CUDA_LAUNCH_CHECK();
+    double *host = (double *)malloc(blocks * sizeof(double));
+    if (!host) exit(1);
+    cuda_to_host(host, partial, blocks * sizeof(double)); // the scalar result needs a sync
+    double total = 0;
+    for (size_t b = 0; b < blocks; b++) total += host[b];
+    free(host);
+    cuda_free(partial);
+    return total;
+}
+__global__ void axpy_kernel(float *y, const float *x, float alpha, size_t count) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < count) y[i] += alpha * x[i];
+}
+static void cuda_axpy(float *y, const float *x, float alpha, size_t count) {
+    axpy_kernel<<<blocks_for(count, 256), 256>>>(y, x, alpha, count);
+    CUDA_LAUNCH_CHECK();
+}
+__global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t count, float lr, float b1, float b2,
+                             float eps, float wd, float scale, float bias2_sqrt, float step_size) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    float gi = g[i] * scale;
+    p[i] *= 1.0f - lr * wd;
+    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+    p[i] -= step_size * m[i] / (sqrtf(v[i]) / bias2_sqrt + eps);
+}
+static void cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t count, float lr, float b1, float b2,
+                            float eps, float wd, float scale, int step) {
+    float bias1 = 1.0f - powf(b1, (float)step), bias2 = 1.0f - powf(b2, (float)step);
+    adamw_kernel<<<blocks_for(count, 256), 256>>>(p, g, m, v, count, lr, b1, b2, eps, wd, scale, sqrtf(bias2),
+                                                  lr / bias1);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- the table ------------------------------------------------------------------------------------
+static struct hyla_backend table;
+
+extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
+    if (table.name) return &table;
+    table.name = "cuda";
+    table.alloc = cuda_alloc, table.free = cuda_free, table.to_device = cuda_to_device, table.to_host = cuda_to_host;
+    table.copy = cuda_copy, table.zero = cuda_zero, table.synchronize = cuda_synchronize, table.gemm = cuda_gemm;
+    table.embedding_fwd = cuda_embedding_fwd, table.embedding_bwd = cuda_embedding_bwd;
+    table.rmsnorm_fwd = cuda_rmsnorm_fwd, table.rmsnorm_bwd = cuda_rmsnorm_bwd;
+    table.add_rmsnorm_fwd = cuda_add_rmsnorm_fwd, table.add_rmsnorm_bwd = cuda_add_rmsnorm_bwd;
+    table.linear_fwd = cuda_linear_fwd, table.linear_bwd = cuda_linear_bwd;
+    table.linear_bwd_accumulate = cuda_linear_bwd_accumulate;
+    table.swiglu_fwd = cuda_swiglu_fwd, table.swiglu_bwd = cuda_swiglu_bwd;
+    table.mlp_fwd = cuda_mlp_fwd, table.mlp_bwd = cuda_mlp_bwd;
+    table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
+    table.sum_squares = cuda_sum_squares, table.axpy = cuda_axpy, table.adamw_step = cuda_adamw_step;
+    return &table;
+}
+
+extern "C" int hyla_backend_cuda_missing(const char **names, int capacity) {
+    const struct hyla_backend *t = hyla_backend_cuda();
+    int n = 0;
+#define REAL float
+#define HYLA_OP(ret, name, args)                                                                                   \
+    if (!t->name) {                                                                                                \
+        if (n < capacity) names[n] = #name;                                                                        \
+        n++;                                                                                                       \
+    }
+#include "../ops/all_ops.h"
+#undef HYLA_OP
+#undef REAL
+    return n;
+}

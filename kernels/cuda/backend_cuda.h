@@ -1,0 +1,20 @@
+/* The CUDA backend (fp32 for now): the same table as the CPU backend, device pointers. */
+#ifndef HYLA_BACKEND_CUDA_H
+#define HYLA_BACKEND_CUDA_H
+
+#include "../backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The table; ops not yet implemented on the GPU are NULL (hyla_backend_cuda_missing). */
+const struct hyla_backend *hyla_backend_cuda(void);
+/* Names of the table's ops that are still NULL; returns how many (writes at most capacity). */
+int hyla_backend_cuda_missing(const char **names, int capacity);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
