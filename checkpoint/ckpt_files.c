@@ -1,3 +1,4 @@
+#define _DEFAULT_SOURCE /* MAP_POPULATE, madvise */
 #include "ckpt_files.h"
 
 #include <dirent.h>
@@ -7,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -74,6 +76,28 @@ int ckpt_read_file(const char *path, unsigned char **data, size_t *size, uint64_
     close(fd);
     *hash = XXH64(*data, *size, 0);
     return 0;
+}
+
+int ckpt_map_file(const char *path, unsigned char **data, size_t *size, uint64_t *hash, struct ckpt_error *err) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return ckpt_fail(err, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st)) {
+        close(fd);
+        return ckpt_fail(err, "cannot stat %s: %s", path, strerror(errno));
+    }
+    *size = (size_t)st.st_size;
+    void *p = *size ? mmap(NULL, *size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0) : NULL;
+    close(fd);
+    if (*size && p == MAP_FAILED) return ckpt_fail(err, "cannot map %s: %s", path, strerror(errno));
+    if (*size) madvise(p, *size, MADV_SEQUENTIAL);
+    *data = p;
+    *hash = XXH64(p, *size, 0);
+    return 0;
+}
+
+void ckpt_unmap_file(unsigned char *data, size_t size) {
+    if (data && size) munmap(data, size);
 }
 
 int ckpt_manifest_read(const char *dir, json_t **manifest, struct ckpt_error *err) {

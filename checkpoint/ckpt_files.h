@@ -25,6 +25,9 @@ int ckpt_fsync_dir(const char *dir, struct ckpt_error *err);
 int ckpt_remove_tree(const char *dir);
 /* Read a whole file; its size and XXH64. */
 int ckpt_read_file(const char *path, unsigned char **data, size_t *size, uint64_t *hash, struct ckpt_error *err);
+/* The same through mmap (no copy): release with ckpt_unmap_file. */
+int ckpt_map_file(const char *path, unsigned char **data, size_t *size, uint64_t *hash, struct ckpt_error *err);
+void ckpt_unmap_file(unsigned char *data, size_t size);
 /* The manifest of a step folder (checked for the fields every reader needs). */
 int ckpt_manifest_read(const char *dir, json_t **manifest, struct ckpt_error *err);
 

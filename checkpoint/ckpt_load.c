@@ -23,7 +23,7 @@ static int read_rank(const char *dir, const json_t *manifest, int r, unsigned ch
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     uint64_t hash;
-    if (ckpt_read_file(path, data, size, &hash, err)) return -1;
+    if (ckpt_map_file(path, data, size, &hash, err)) return -1;
     char got[17];
     snprintf(got, sizeof got, "%016llx", (unsigned long long)hash);
     const long long want_bytes = json_integer_value(json_object_get(f, "bytes"));
@@ -33,7 +33,7 @@ static int read_rank(const char *dir, const json_t *manifest, int r, unsigned ch
                           ? "it is not a hyla checkpoint file"
                           : NULL;
     if (why) {
-        free(*data);
+        ckpt_unmap_file(*data, *size);
         return ckpt_fail(err, "%s: %s", path, why);
     }
     return 0;
@@ -51,7 +51,7 @@ int ckpt_verify(const char *dir, struct ckpt_error *err) {
         unsigned char *data;
         size_t size;
         rc = read_rank(dir, m, r, &data, &size, err);
-        if (!rc) free(data);
+        if (!rc) ckpt_unmap_file(data, size);
     }
     json_decref(m);
     return rc;
@@ -211,7 +211,7 @@ int ckpt_load(const char *dir, struct ckpt_rank_data *d, struct ckpt_error *err)
         d->saved_world_size = old_G;
         snprintf(d->config_hash, sizeof d->config_hash, "%s", json_string_value(json_object_get(m, "config_hash")));
     }
-    for (int r = 0; r < old_G; r++) free(files[r]);
+    for (int r = 0; r < old_G; r++) ckpt_unmap_file(files[r], sizes[r]);
     free(files), free(sizes), free(needed);
     json_decref(m);
     return rc;
