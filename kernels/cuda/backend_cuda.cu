@@ -354,6 +354,7 @@ static void cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t
 
 // ---- the table ------------------------------------------------------------------------------------
 static struct hyla_backend table;
+extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_parts.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -369,6 +370,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.mlp_fwd = cuda_mlp_fwd, table.mlp_bwd = cuda_mlp_bwd;
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
     table.sum_squares = cuda_sum_squares, table.axpy = cuda_axpy, table.adamw_step = cuda_adamw_step;
+    cuda_register_gdn_parts(&table);
     return &table;
 }
 

@@ -162,6 +162,98 @@ static void test_optimizer(size_t count) {
     gpu->free(P), gpu->free(G), gpu->free(M), gpu->free(V);
 }
 
+/* Upload n random values in [lo, hi): the host copy and the device copy. */
+struct pair { float *h, *d; size_t n; };
+static struct pair rand_pair(size_t n, float lo, float hi) {
+    struct pair p = {host_rand(n, lo, hi), NULL, n};
+    p.d = dev_copy(p.h, n);
+    return p;
+}
+static struct pair zero_pair(size_t n) {
+    struct pair p = {alloc_f32(n), gpu->alloc(n * sizeof(float)), n};
+    gpu->zero(p.d, n * sizeof(float));
+    return p;
+}
+static void check_pair(const char *what, struct pair p) { compare(what, p.d, p.h, p.n); }
+static void free_pairs(struct pair *ps, int n) {
+    for (int i = 0; i < n; i++) free(ps[i].h), gpu->free(ps[i].d);
+}
+
+static void test_gdn_parts(void) {
+    enum { B = 2, L = 37, C = 70, KW = 4, ROWS = 37, H = 5, DIM = 130 };
+    const size_t n = (size_t)B * L * C;
+    struct pair x = rand_pair(n, -2, 2), w = rand_pair((size_t)C * KW, -1, 1), dy = rand_pair(n, -1, 1);
+    struct pair y = zero_pair(n), dx = zero_pair(n), dw = rand_pair((size_t)C * KW, -1, 1);
+    cpu_f32_shortconv_silu_fwd(y.h, x.h, w.h, B, L, C, KW);
+    gpu->shortconv_silu_fwd(y.d, x.d, w.d, B, L, C, KW);
+    check_pair("shortconv_silu_fwd B=2 L=37 C=70 kw=4", y);
+    cpu_f32_shortconv_silu_bwd(dx.h, dw.h, dy.h, x.h, w.h, B, L, C, KW);
+    gpu->shortconv_silu_bwd(dx.d, dw.d, dy.d, x.d, w.d, B, L, C, KW);
+    check_pair("shortconv_silu_bwd dx", dx);
+    check_pair("shortconv_silu_bwd dw (accumulated)", dw);
+    struct pair conv[] = {x, w, dy, y, dx, dw};
+    free_pairs(conv, 6);
+
+    struct pair lx = rand_pair((size_t)ROWS * DIM, -2, 2), ly = zero_pair((size_t)ROWS * DIM), lr = zero_pair(ROWS);
+    struct pair ldy = rand_pair((size_t)ROWS * DIM, -1, 1), ldx = zero_pair((size_t)ROWS * DIM);
+    cpu_f32_l2norm_fwd(ly.h, lr.h, lx.h, ROWS, DIM, 1e-6f);
+    gpu->l2norm_fwd(ly.d, lr.d, lx.d, ROWS, DIM, 1e-6f);
+    check_pair("l2norm_fwd rows=37 dim=130: y", ly);
+    check_pair("l2norm_fwd rstd", lr);
+    cpu_f32_l2norm_bwd(ldx.h, ldy.h, ly.h, lr.h, ROWS, DIM);
+    gpu->l2norm_bwd(ldx.d, ldy.d, ly.d, lr.d, ROWS, DIM);
+    check_pair("l2norm_bwd dx", ldx);
+    struct pair l2[] = {lx, ly, lr, ldy, ldx};
+    free_pairs(l2, 5);
+
+    /* a-logits up to 30: the softplus's linear branch above 20 is exercised */
+    struct pair bl = rand_pair((size_t)ROWS * H, -4, 4), al = rand_pair((size_t)ROWS * H, -10, 30);
+    struct pair A = rand_pair(H, -1, 2), dt = rand_pair(H, -3, 0), beta = zero_pair((size_t)ROWS * H);
+    struct pair g = zero_pair((size_t)ROWS * H), dbeta = rand_pair((size_t)ROWS * H, -1, 1);
+    struct pair dg = rand_pair((size_t)ROWS * H, -1, 1), dbl = zero_pair((size_t)ROWS * H);
+    struct pair dal = zero_pair((size_t)ROWS * H), dA = rand_pair(H, -1, 1), ddt = rand_pair(H, -1, 1);
+    cpu_f32_gdn_gates_fwd(beta.h, g.h, bl.h, al.h, A.h, dt.h, ROWS, H);
+    gpu->gdn_gates_fwd(beta.d, g.d, bl.d, al.d, A.d, dt.d, ROWS, H);
+    check_pair("gdn_gates_fwd beta", beta);
+    check_pair("gdn_gates_fwd g (softplus both branches)", g);
+    cpu_f32_gdn_gates_bwd(dbl.h, dal.h, dA.h, ddt.h, dbeta.h, dg.h, bl.h, al.h, A.h, dt.h, ROWS, H);
+    gpu->gdn_gates_bwd(dbl.d, dal.d, dA.d, ddt.d, dbeta.d, dg.d, bl.d, al.d, A.d, dt.d, ROWS, H);
+    check_pair("gdn_gates_bwd db_logits", dbl);
+    check_pair("gdn_gates_bwd da_logits", dal);
+    check_pair("gdn_gates_bwd dA_log (accumulated)", dA);
+    check_pair("gdn_gates_bwd ddt_bias (accumulated)", ddt);
+    struct pair gates[] = {bl, al, A, dt, beta, g, dbeta, dg, dbl, dal, dA, ddt};
+    free_pairs(gates, 12);
+
+    struct pair gx = rand_pair((size_t)ROWS * 13, -2, 2), gz = rand_pair((size_t)ROWS * 13, -3, 3);
+    struct pair gw = rand_pair(13, 0.5f, 1.5f), gy = zero_pair((size_t)ROWS * 13), gr = zero_pair(ROWS);
+    struct pair gdy = rand_pair((size_t)ROWS * 13, -1, 1), gdx = zero_pair((size_t)ROWS * 13);
+    struct pair gdz = zero_pair((size_t)ROWS * 13), gdw = rand_pair(13, -1, 1);
+    cpu_f32_gated_rmsnorm_fwd(gy.h, gr.h, gx.h, gz.h, gw.h, ROWS, 13, 1e-6f);
+    gpu->gated_rmsnorm_fwd(gy.d, gr.d, gx.d, gz.d, gw.d, ROWS, 13, 1e-6f);
+    check_pair("gated_rmsnorm_fwd rows=37 dim=13: y", gy);
+    cpu_f32_gated_rmsnorm_bwd(gdx.h, gdz.h, gdw.h, gdy.h, gx.h, gz.h, gw.h, gr.h, ROWS, 13);
+    gpu->gated_rmsnorm_bwd(gdx.d, gdz.d, gdw.d, gdy.d, gx.d, gz.d, gw.d, gr.d, ROWS, 13);
+    check_pair("gated_rmsnorm_bwd dx", gdx);
+    check_pair("gated_rmsnorm_bwd dgate", gdz);
+    check_pair("gated_rmsnorm_bwd dweight (accumulated)", gdw);
+    struct pair gn[] = {gx, gz, gw, gy, gr, gdy, gdx, gdz, gdw};
+    free_pairs(gn, 9);
+
+    const size_t rn = (size_t)2 * 37 * 3 * 16;
+    struct pair rx = rand_pair(rn, -1, 1), ry = zero_pair(rn), rdx = zero_pair(rn);
+    cpu_f32_rope_fwd(ry.h, rx.h, 2, 37, 3, 16, 10000.0f, 5);
+    gpu->rope_fwd(ry.d, rx.d, 2, 37, 3, 16, 10000.0f, 5);
+    check_pair("rope_fwd B=2 L=37 H=3 d=16 pos0=5", ry);
+    cpu_f32_rope_bwd(rdx.h, ry.h, 2, 37, 3, 16, 10000.0f, 5);
+    gpu->rope_bwd(rdx.d, ry.d, 2, 37, 3, 16, 10000.0f, 5);
+    check_pair("rope_bwd", rdx);
+    gpu->rope_fwd(rx.d, rx.d, 2, 37, 3, 16, 10000.0f, 5);
+    compare("rope_fwd in place", rx.d, ry.h, rn);
+    struct pair rp[] = {rx, ry, rdx};
+    free_pairs(rp, 3);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -194,6 +286,7 @@ int main(void) {
     test_linear_mlp(37, 127, 301);
     test_embedding_ce(129, 96, 1000);
     test_optimizer(100003);
+    test_gdn_parts();
     test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);

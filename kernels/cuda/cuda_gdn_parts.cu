@@ -1,0 +1,251 @@
+// CUDA: the Gated DeltaNet's pieces around the delta rule (short convolution + SiLU, L2
+// norm, gates, gated RMSNorm) and RoPE, with the CPU twins' semantics. Per-parameter sums
+// (conv weights, gate parameters, norm weights) loop over rows in order: deterministic.
+#include "backend_cuda.h"
+#include "cuda_check.h"
+
+enum { THREADS = 256 };
+
+__device__ static float sigmoid_(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ static float silu_(float x) { return x * sigmoid_(x); }
+__device__ static float silu_grad_(float x) {
+    float s = sigmoid_(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+__device__ static float softplus_(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+__device__ static float row_sum(float v, float *shared) {
+    shared[threadIdx.x] = v;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s /= 2) {
+        if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
+        __syncthreads();
+    }
+    float r = shared[0];
+    __syncthreads();
+    return r;
+}
+
+// ---- short convolution + SiLU ---------------------------------------------------------
+__device__ static float conv_pre(const float *x, const float *w, size_t b_off, int t, int c, int C, int kw) {
+    float acc = 0;
+    for (int i = 0; i < kw; i++) {
+        int ts = t - kw + 1 + i;
+        if (ts >= 0) acc += w[(size_t)c * kw + i] * x[b_off + (size_t)ts * C + c];
+    }
+    return acc;
+}
+__global__ void shortconv_fwd_kernel(float *y, const float *x, const float *w, int B, int L, int C, int kw) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)B * L * C) return;
+    int c = (int)(e % C), t = (int)((e / C) % L);
+    size_t b_off = (e / ((size_t)L * C)) * (size_t)L * C;
+    y[e] = silu_(conv_pre(x, w, b_off, t, c, C, kw));
+}
+__global__ void shortconv_dpre_kernel(float *dpre, const float *dy, const float *x, const float *w, int B, int L,
+                                      int C, int kw) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)B * L * C) return;
+    int c = (int)(e % C), t = (int)((e / C) % L);
+    size_t b_off = (e / ((size_t)L * C)) * (size_t)L * C;
+    dpre[e] = dy[e] * silu_grad_(conv_pre(x, w, b_off, t, c, C, kw));
+}
+// dx[t] = sum_i w[c,i] dpre[t + kw - 1 - i]
+__global__ void shortconv_dx_kernel(float *dx, const float *dpre, const float *w, int B, int L, int C, int kw) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)B * L * C) return;
+    int c = (int)(e % C), t = (int)((e / C) % L);
+    size_t b_off = (e / ((size_t)L * C)) * (size_t)L * C;
+    float acc = 0;
+    for (int i = 0; i < kw; i++) {
+        int to = t + kw - 1 - i;
+        if (to < L) acc += w[(size_t)c * kw + i] * dpre[b_off + (size_t)to * C + c];
+    }
+    dx[e] = acc;
+}
+// dw[c,i] += sum over (b, t) in order of dpre[t] x[t - kw + 1 + i]
+__global__ void shortconv_dw_kernel(float *dw, const float *dpre, const float *x, int B, int L, int C, int kw) {
+    int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= C * kw) return;
+    int c = k / kw, i = k % kw;
+    float acc = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < L; t++) {
+            int ts = t - kw + 1 + i;
+            if (ts >= 0) acc += dpre[((size_t)b * L + t) * C + c] * x[((size_t)b * L + ts) * C + c];
+        }
+    dw[k] += acc;
+}
+static void cuda_shortconv_silu_fwd(float *y, const float *x, const float *w, int B, int L, int C, int kw) {
+    shortconv_fwd_kernel<<<blocks_for((size_t)B * L * C, THREADS), THREADS>>>(y, x, w, B, L, C, kw);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, int B, int L,
+                                    int C, int kw) {
+    const size_t n = (size_t)B * L * C;
+    float *dpre = NULL; // stream-ordered scratch: no device-wide synchronisation
+    CUDA_CHECK(cudaMallocAsync((void **)&dpre, n * sizeof(float), 0));
+    shortconv_dpre_kernel<<<blocks_for(n, THREADS), THREADS>>>(dpre, dy, x, w, B, L, C, kw);
+    CUDA_LAUNCH_CHECK();
+    shortconv_dx_kernel<<<blocks_for(n, THREADS), THREADS>>>(dx, dpre, w, B, L, C, kw);
+    CUDA_LAUNCH_CHECK();
+    shortconv_dw_kernel<<<blocks_for((size_t)C * kw, 128), 128>>>(dw, dpre, x, B, L, C, kw);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(dpre, 0));
+}
+
+// ---- L2 norm ------------------------------------------------------------------------------
+__global__ void l2norm_fwd_kernel(float *y, float *rstd, const float *x, int dim, float eps) {
+    __shared__ float shared[THREADS];
+    const size_t off = (size_t)blockIdx.x * dim;
+    float ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[off + i] * x[off + i];
+    const float r = rsqrtf(row_sum(ss, shared) + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) y[off + i] = x[off + i] * r;
+}
+__global__ void l2norm_bwd_kernel(float *dx, const float *dy, const float *y, const float *rstd, int dim) {
+    __shared__ float shared[THREADS];
+    const size_t off = (size_t)blockIdx.x * dim;
+    float dot = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dot += dy[off + i] * y[off + i];
+    dot = row_sum(dot, shared);
+    const float r = rstd[blockIdx.x];
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dx[off + i] = r * (dy[off + i] - dot * y[off + i]);
+}
+static void cuda_l2norm_fwd(float *y, float *rstd, const float *x, int rows, int dim, float eps) {
+    l2norm_fwd_kernel<<<rows, THREADS>>>(y, rstd, x, dim, eps);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim) {
+    l2norm_bwd_kernel<<<rows, THREADS>>>(dx, dy, y, rstd, dim);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- gates --------------------------------------------------------------------------------
+__global__ void gates_fwd_kernel(float *beta, float *g, const float *bl, const float *al, const float *A_log,
+                                 const float *dt_bias, int rows, int H) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)rows * H) return;
+    int h = (int)(e % H);
+    beta[e] = sigmoid_(bl[e]);
+    g[e] = -expf(A_log[h]) * softplus_(al[e] + dt_bias[h]);
+}
+__global__ void gates_bwd_kernel(float *dbl, float *dal, const float *dbeta, const float *dg, const float *bl,
+                                 const float *al, const float *A_log, const float *dt_bias, int rows, int H) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)rows * H) return;
+    int h = (int)(e % H);
+    float s = sigmoid_(bl[e]), z = al[e] + dt_bias[h];
+    dbl[e] = dbeta[e] * s * (1.0f - s);
+    dal[e] = -dg[e] * expf(A_log[h]) * (z > 20.0f ? 1.0f : sigmoid_(z));
+}
+// per head, rows in order: ddt_bias += sum da; dA_log += sum dg * g
+__global__ void gates_param_kernel(float *dA_log, float *ddt_bias, const float *dal, const float *dg, const float *al,
+                                   const float *A_log, const float *dt_bias, int rows, int H) {
+    int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h >= H) return;
+    float sa = 0, sg = 0;
+    for (int r = 0; r < rows; r++) {
+        size_t e = (size_t)r * H + h;
+        sa += dal[e];
+        sg += dg[e] * (-expf(A_log[h]) * softplus_(al[e] + dt_bias[h]));
+    }
+    ddt_bias[h] += sa;
+    dA_log[h] += sg;
+}
+static void cuda_gdn_gates_fwd(float *beta, float *g, const float *bl, const float *al, const float *A_log,
+                               const float *dt_bias, int rows, int H) {
+    gates_fwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(beta, g, bl, al, A_log, dt_bias, rows, H);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_gdn_gates_bwd(float *dbl, float *dal, float *dA_log, float *ddt_bias, const float *dbeta,
+                               const float *dg, const float *bl, const float *al, const float *A_log,
+                               const float *dt_bias, int rows, int H) {
+    gates_bwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(dbl, dal, dbeta, dg, bl, al, A_log, dt_bias,
+                                                                         rows, H);
+    CUDA_LAUNCH_CHECK();
+    gates_param_kernel<<<blocks_for(H, 32), 32>>>(dA_log, ddt_bias, dal, dg, al, A_log, dt_bias, rows, H);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- gated RMSNorm ------------------------------------------------------------------------
+__global__ void gated_rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *gate, const float *w,
+                                         int dim, float eps) {
+    __shared__ float shared[THREADS];
+    const size_t off = (size_t)blockIdx.x * dim;
+    float ss = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[off + i] * x[off + i];
+    const float r = rsqrtf(row_sum(ss, shared) / dim + eps);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) y[off + i] = x[off + i] * r * w[i] * silu_(gate[off + i]);
+}
+__global__ void gated_rmsnorm_bwd_kernel(float *dx, float *dgate, const float *dy, const float *x, const float *gate,
+                                         const float *w, const float *rstd, int dim) {
+    __shared__ float shared[THREADS];
+    const size_t off = (size_t)blockIdx.x * dim;
+    const float r = rstd[blockIdx.x];
+    float c = 0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) c += dy[off + i] * w[i] * silu_(gate[off + i]) * x[off + i] * r;
+    c = row_sum(c, shared) / dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float n = x[off + i] * r, dn = dy[off + i] * w[i] * silu_(gate[off + i]);
+        dx[off + i] = r * (dn - n * c);
+        dgate[off + i] = dy[off + i] * w[i] * n * silu_grad_(gate[off + i]);
+    }
+}
+__global__ void gated_rmsnorm_dw_kernel(float *dw, const float *dy, const float *x, const float *gate,
+                                        const float *rstd, int rows, int dim) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= dim) return;
+    float acc = 0;
+    for (int r = 0; r < rows; r++) {
+        size_t e = (size_t)r * dim + i;
+        acc += dy[e] * x[e] * rstd[r] * silu_(gate[e]);
+    }
+    dw[i] += acc;
+}
+static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
+                                   int dim, float eps) {
+    gated_rmsnorm_fwd_kernel<<<rows, THREADS>>>(y, rstd, x, gate, w, dim, eps);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const float *dy, const float *x,
+                                   const float *gate, const float *w, const float *rstd, int rows, int dim) {
+    gated_rmsnorm_dw_kernel<<<blocks_for(dim, 64), 64>>>(dw, dy, x, gate, rstd, rows, dim);
+    CUDA_LAUNCH_CHECK();
+    gated_rmsnorm_bwd_kernel<<<rows, THREADS>>>(dx, dgate, dy, x, gate, w, rstd, dim);
+    CUDA_LAUNCH_CHECK();
+}
+
+// ---- RoPE (rotate-half); sign -1 is the backward pass ---------------------------------------
+__global__ void rope_kernel(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0, float sign) {
+    const int half = d / 2;
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; // one (b, t, h, i < d/2) pair
+    if (e >= (size_t)B * L * H * half) return;
+    int i = (int)(e % half);
+    size_t row = e / half; // (b, t, h)
+    int t = (int)((row / H) % L);
+    float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)d);
+    float angle = (float)(pos0 + t) * inv_freq, c = cosf(angle), s = sign * sinf(angle);
+    size_t lo = row * d + i, hi = lo + half;
+    float a = x[lo], b = x[hi]; // read both first: y may alias x
+    y[lo] = a * c - b * s;
+    y[hi] = b * c + a * s;
+}
+static void cuda_rope_fwd(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0) {
+    rope_kernel<<<blocks_for((size_t)B * L * H * (d / 2), THREADS), THREADS>>>(y, x, B, L, H, d, theta, pos0, 1.0f);
+    CUDA_LAUNCH_CHECK();
+}
+static void cuda_rope_bwd(float *dx, const float *dy, int B, int L, int H, int d, float theta, int pos0) {
+    rope_kernel<<<blocks_for((size_t)B * L * H * (d / 2), THREADS), THREADS>>>(dx, dy, B, L, H, d, theta, pos0, -1.0f);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_register_gdn_parts(struct hyla_backend *t) {
+    t->shortconv_silu_fwd = cuda_shortconv_silu_fwd, t->shortconv_silu_bwd = cuda_shortconv_silu_bwd;
+    t->l2norm_fwd = cuda_l2norm_fwd, t->l2norm_bwd = cuda_l2norm_bwd;
+    t->gdn_gates_fwd = cuda_gdn_gates_fwd, t->gdn_gates_bwd = cuda_gdn_gates_bwd;
+    t->gated_rmsnorm_fwd = cuda_gated_rmsnorm_fwd, t->gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd;
+    t->rope_fwd = cuda_rope_fwd, t->rope_bwd = cuda_rope_bwd;
+}
