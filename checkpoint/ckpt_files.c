@@ -48,36 +48,6 @@ int ckpt_remove_tree(const char *dir) {
     return rmdir(dir);
 }
 
-int ckpt_read_file(const char *path, unsigned char **data, size_t *size, uint64_t *hash, struct ckpt_error *err) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return ckpt_fail(err, "cannot open %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st)) {
-        close(fd);
-        return ckpt_fail(err, "cannot stat %s: %s", path, strerror(errno));
-    }
-    *size = (size_t)st.st_size;
-    *data = malloc(*size ? *size : 1);
-    if (!*data) {
-        close(fd);
-        return ckpt_fail(err, "out of memory reading %s (%zu bytes)", path, *size);
-    }
-    size_t done = 0;
-    while (done < *size) {
-        ssize_t n = read(fd, *data + done, *size - done);
-        if (n <= 0) {
-            int saved = errno;
-            close(fd);
-            free(*data);
-            return ckpt_fail(err, "cannot read %s: %s", path, n == 0 ? "unexpected end of file" : strerror(saved));
-        }
-        done += (size_t)n;
-    }
-    close(fd);
-    *hash = XXH64(*data, *size, 0);
-    return 0;
-}
-
 int ckpt_map_file(const char *path, unsigned char **data, size_t *size, uint64_t *hash, struct ckpt_error *err) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return ckpt_fail(err, "cannot open %s: %s", path, strerror(errno));

@@ -23,9 +23,7 @@ int ckpt_fail(struct ckpt_error *err, const char *fmt, ...) __attribute__((forma
 void ckpt_step_dir(char *out, size_t cap, const char *root, int64_t step, int tmp);
 int ckpt_fsync_dir(const char *dir, struct ckpt_error *err);
 int ckpt_remove_tree(const char *dir);
-/* Read a whole file; its size and XXH64. */
-int ckpt_read_file(const char *path, unsigned char **data, size_t *size, uint64_t *hash, struct ckpt_error *err);
-/* The same through mmap (no copy): release with ckpt_unmap_file. */
+/* Map a whole file (no copy); its size and XXH64. Release with ckpt_unmap_file. */
 int ckpt_map_file(const char *path, unsigned char **data, size_t *size, uint64_t *hash, struct ckpt_error *err);
 void ckpt_unmap_file(unsigned char *data, size_t size);
 /* The manifest of a step folder (checked for the fields every reader needs). */

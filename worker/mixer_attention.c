@@ -28,13 +28,8 @@ void attention_forward(struct hyla_model *m, int layer, const float *h, float *y
     const struct hyla_layer_layout *L = &lay->layers[layer];
     struct attention_acts *a = m->acts[layer].mixer;
     const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
-    const float theta = (float)model_rope_theta(m);
 
-    be->linear_fwd(a->q, h, layer_param(m, layer, L->q_proj), NULL, N, D, Hq * d);
-    be->linear_fwd(a->k, h, layer_param(m, layer, L->k_proj), NULL, N, D, Hkv * d);
-    be->linear_fwd(a->v, h, layer_param(m, layer, L->v_proj), NULL, N, D, Hkv * d);
-    be->rope_fwd(a->q, a->q, m->B, m->T, Hq, d, theta, 0);
-    be->rope_fwd(a->k, a->k, m->B, m->T, Hkv, d, theta, 0);
+    qkv_forward(m, layer, h, a->q, a->k, a->k, a->v);
     be->attention_fwd(a->o, a->lse, a->q, a->k, a->v, NULL, m->B, m->T, Hq, Hkv, d, L->window_left,
                       1.0f / sqrtf((float)d));
     be->linear_fwd(y, a->o, layer_param(m, layer, L->o_proj), NULL, N, Hq * d, D);
@@ -45,20 +40,13 @@ void attention_backward(struct hyla_model *m, int layer, const float *dy, float 
     const struct hyla_model_layout *lay = &m->lay;
     const struct hyla_layer_layout *L = &lay->layers[layer];
     struct attention_acts *a = m->acts[layer].mixer;
-    const float *h = m->acts[layer].h;
     const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
-    const float theta = (float)model_rope_theta(m);
     float **S = m->scratch;
 
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->o, layer_param(m, layer, L->o_proj), N,
                    Hq * d, D);
     be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, NULL, m->B, m->T, Hq, Hkv, d,
                       L->window_left, 1.0f / sqrtf((float)d));
-    be->rope_bwd(S[2], S[2], m->B, m->T, Hq, d, theta, 0);
-    be->rope_bwd(S[3], S[3], m->B, m->T, Hkv, d, theta, 0);
-    be->linear_bwd(dh, layer_grad(m, layer, L->q_proj), NULL, S[2], h, layer_param(m, layer, L->q_proj), N, D, Hq * d);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, S[3], h, layer_param(m, layer, L->k_proj),
-                              N, D, Hkv * d);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->v_proj), NULL, S[4], h, layer_param(m, layer, L->v_proj),
-                              N, D, Hkv * d);
+    qkv_rope_backward(m, S[2], S[3]);
+    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);
 }

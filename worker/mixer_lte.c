@@ -94,12 +94,9 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     const struct hyla_layer_layout *L = &lay->layers[layer];
     struct lte_acts *a = m->acts[layer].mixer;
     const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, H = lay->att_kv_heads, d = lay->att_dim;
-    const float theta = (float)model_rope_theta(m);
     const int margin = lte_margin(m), kept_len = m->T - margin;
 
-    be->linear_fwd(a->q, h, layer_param(m, layer, L->q_proj), NULL, N, D, Hq * d);
-    be->linear_fwd(a->k_raw, h, layer_param(m, layer, L->k_proj), NULL, N, D, H * d);
-    be->linear_fwd(a->v, h, layer_param(m, layer, L->v_proj), NULL, N, D, H * d);
+    qkv_forward(m, layer, h, a->q, a->k_raw, a->k, a->v); /* the router reads k_raw (no RoPE) */
     if (m->router_disabled) { /* warm-up: every token selected, no router, no L1, no statistics */
         lte_select_all(m, a);
     } else {
@@ -109,8 +106,6 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
         be->lte_select(a->selected, a->score, m->B, m->T, H, m->cfg.attn.sink_size);
         if (!m->training) lte_apply_budget(m, a);
     }
-    be->rope_fwd(a->q, a->q, m->B, m->T, Hq, d, theta, 0);
-    be->rope_fwd(a->k, a->k_raw, m->B, m->T, H, d, theta, 0);
     be->attention_fwd(a->o, a->lse, a->q, a->k, a->v, a->selected, m->B, m->T, Hq, H, d, L->window_left,
                       1.0f / sqrtf((float)d));
     be->linear_fwd(y, a->o, layer_param(m, layer, L->o_proj), NULL, N, Hq * d, D);
@@ -156,21 +151,14 @@ void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
     const struct hyla_model_layout *lay = &m->lay;
     const struct hyla_layer_layout *L = &lay->layers[layer];
     struct lte_acts *a = m->acts[layer].mixer;
-    const float *h = m->acts[layer].h;
     const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, H = lay->att_kv_heads, d = lay->att_dim;
-    const float theta = (float)model_rope_theta(m);
     float **S = m->scratch;
 
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->o, layer_param(m, layer, L->o_proj), N,
                    Hq * d, D);
     be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, a->selected, m->B, m->T, Hq, H, d,
                       L->window_left, 1.0f / sqrtf((float)d));
-    be->rope_bwd(S[2], S[2], m->B, m->T, Hq, d, theta, 0);
-    be->rope_bwd(S[3], S[3], m->B, m->T, H, d, theta, 0);
+    qkv_rope_backward(m, S[2], S[3]);
     if (!m->router_disabled) score_backward(m, layer, a, S[3], S[4]);
-    be->linear_bwd(dh, layer_grad(m, layer, L->q_proj), NULL, S[2], h, layer_param(m, layer, L->q_proj), N, D, Hq * d);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, S[3], h, layer_param(m, layer, L->k_proj),
-                              N, D, H * d);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->v_proj), NULL, S[4], h, layer_param(m, layer, L->v_proj),
-                              N, D, H * d);
+    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);
 }

@@ -24,6 +24,14 @@ void nsa_alloc(struct hyla_model *m, int layer);
 void nsa_forward(struct hyla_model *m, int layer, const float *h, float *y);
 void nsa_backward(struct hyla_model *m, int layer, const float *dy, float *dh);
 
+/* The attention-type mixers' q, k, v (mixer_qkv.c): projections and RoPE (k = RoPE(k_raw);
+ * k_raw may equal k); the inverse rotation of dq, dk in place; the projections' backward
+ * (dh written). */
+void qkv_forward(struct hyla_model *m, int layer, const float *h, float *q, float *k_raw, float *k, float *v);
+void qkv_rope_backward(struct hyla_model *m, float *dq, float *dk);
+void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, const float *dk, const float *dv,
+                             float *dh);
+
 /* Shared helpers. */
 double model_rope_theta(const struct hyla_model *m); /* RoPE base of the attention layers */
 static inline float *layer_param(struct hyla_model *m, int layer, size_t offset) {

@@ -7,6 +7,7 @@
 
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_reduce.cuh"
 
 static cublasHandle_t cublas(void) {
     static cublasHandle_t handle;
@@ -42,30 +43,6 @@ static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha
 
 // ---- block reductions (fixed tree: deterministic) ---------------------------------------
 enum { ROW_THREADS = 256 };
-
-__device__ float block_sum(float v, float *shared) {
-    shared[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s /= 2) {
-        if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = shared[0];
-    __syncthreads();
-    return r;
-}
-
-__device__ float block_max(float v, float *shared) {
-    shared[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s /= 2) {
-        if (threadIdx.x < s) shared[threadIdx.x] = fmaxf(shared[threadIdx.x], shared[threadIdx.x + s]);
-        __syncthreads();
-    }
-    float r = shared[0];
-    __syncthreads();
-    return r;
-}
 
 // ---- embedding --------------------------------------------------------------------------
 __global__ void embedding_fwd_kernel(float *out, const int32_t *tokens, const float *table, int n, int dim) {

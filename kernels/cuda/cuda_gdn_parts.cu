@@ -3,6 +3,7 @@
 // (conv weights, gate parameters, norm weights) loop over rows in order: deterministic.
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_reduce.cuh"
 
 enum { THREADS = 256 };
 
@@ -13,18 +14,6 @@ __device__ static float silu_grad_(float x) {
     return s * (1.0f + x * (1.0f - s));
 }
 __device__ static float softplus_(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
-
-__device__ static float row_sum(float v, float *shared) {
-    shared[threadIdx.x] = v;
-    __syncthreads();
-    for (int s = blockDim.x / 2; s > 0; s /= 2) {
-        if (threadIdx.x < s) shared[threadIdx.x] += shared[threadIdx.x + s];
-        __syncthreads();
-    }
-    float r = shared[0];
-    __syncthreads();
-    return r;
-}
 
 // ---- short convolution + SiLU ---------------------------------------------------------
 __device__ static float conv_pre(const float *x, const float *w, size_t b_off, int t, int c, int C, int kw) {
@@ -100,7 +89,7 @@ __global__ void l2norm_fwd_kernel(float *y, float *rstd, const float *x, int dim
     const size_t off = (size_t)blockIdx.x * dim;
     float ss = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[off + i] * x[off + i];
-    const float r = rsqrtf(row_sum(ss, shared) + eps);
+    const float r = rsqrtf(block_sum(ss, shared) + eps);
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) y[off + i] = x[off + i] * r;
 }
@@ -109,7 +98,7 @@ __global__ void l2norm_bwd_kernel(float *dx, const float *dy, const float *y, co
     const size_t off = (size_t)blockIdx.x * dim;
     float dot = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dot += dy[off + i] * y[off + i];
-    dot = row_sum(dot, shared);
+    dot = block_sum(dot, shared);
     const float r = rstd[blockIdx.x];
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dx[off + i] = r * (dy[off + i] - dot * y[off + i]);
 }
@@ -176,7 +165,7 @@ __global__ void gated_rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, 
     const size_t off = (size_t)blockIdx.x * dim;
     float ss = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[off + i] * x[off + i];
-    const float r = rsqrtf(row_sum(ss, shared) / dim + eps);
+    const float r = rsqrtf(block_sum(ss, shared) / dim + eps);
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) y[off + i] = x[off + i] * r * w[i] * silu_(gate[off + i]);
 }
@@ -187,7 +176,7 @@ __global__ void gated_rmsnorm_bwd_kernel(float *dx, float *dgate, const float *d
     const float r = rstd[blockIdx.x];
     float c = 0;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) c += dy[off + i] * w[i] * silu_(gate[off + i]) * x[off + i] * r;
-    c = row_sum(c, shared) / dim;
+    c = block_sum(c, shared) / dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float n = x[off + i] * r, dn = dy[off + i] * w[i] * silu_(gate[off + i]);
         dx[off + i] = r * (dn - n * c);

@@ -1,0 +1,39 @@
+/* What the attention-type mixers (standard, LTE, NSA) share: the q, k, v projections with
+ * RoPE, and their backward pass from dq, dk (both before the inverse rotation) and dv. */
+#include <math.h>
+
+#include "mixers.h"
+
+void qkv_forward(struct hyla_model *m, int layer, const float *h, float *q, float *k_raw, float *k, float *v) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const struct hyla_layer_layout *L = &lay->layers[layer];
+    const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
+    const float theta = (float)model_rope_theta(m);
+    be->linear_fwd(q, h, layer_param(m, layer, L->q_proj), NULL, N, D, Hq * d);
+    be->linear_fwd(k_raw, h, layer_param(m, layer, L->k_proj), NULL, N, D, Hkv * d);
+    be->linear_fwd(v, h, layer_param(m, layer, L->v_proj), NULL, N, D, Hkv * d);
+    be->rope_fwd(q, q, m->B, m->T, Hq, d, theta, 0);
+    be->rope_fwd(k, k_raw, m->B, m->T, Hkv, d, theta, 0);
+}
+
+void qkv_rope_backward(struct hyla_model *m, float *dq, float *dk) {
+    const struct hyla_model_layout *lay = &m->lay;
+    const float theta = (float)model_rope_theta(m);
+    m->be->rope_bwd(dq, dq, m->B, m->T, lay->att_q_heads, lay->att_dim, theta, 0);
+    m->be->rope_bwd(dk, dk, m->B, m->T, lay->att_kv_heads, lay->att_dim, theta, 0);
+}
+
+void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, const float *dk, const float *dv,
+                             float *dh) {
+    const struct hyla_backend *be = m->be;
+    const struct hyla_model_layout *lay = &m->lay;
+    const struct hyla_layer_layout *L = &lay->layers[layer];
+    const float *h = m->acts[layer].h;
+    const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
+    be->linear_bwd(dh, layer_grad(m, layer, L->q_proj), NULL, dq, h, layer_param(m, layer, L->q_proj), N, D, Hq * d);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, dk, h, layer_param(m, layer, L->k_proj), N,
+                              D, Hkv * d);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->v_proj), NULL, dv, h, layer_param(m, layer, L->v_proj), N,
+                              D, Hkv * d);
+}
