@@ -332,6 +332,7 @@ static void cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t
 // ---- the table ------------------------------------------------------------------------------------
 static struct hyla_backend table;
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_parts.cu
+extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attention.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -348,6 +349,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
     table.sum_squares = cuda_sum_squares, table.axpy = cuda_axpy, table.adamw_step = cuda_adamw_step;
     cuda_register_gdn_parts(&table);
+    cuda_register_attention(&table);
     return &table;
 }
 

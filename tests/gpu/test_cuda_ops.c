@@ -254,6 +254,61 @@ static void test_gdn_parts(void) {
     free_pairs(rp, 3);
 }
 
+/* attention with window_left wl (and LTE's selection when lte), GQA ratio Hq/Hkv */
+static void test_attention(int L, int Hq, int Hkv, int d, int wl, int lte) {
+    enum { B = 2 };
+    const size_t nq = (size_t)B * L * Hq * d, nk = (size_t)B * L * Hkv * d, nl = (size_t)B * L * Hq;
+    struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nk, -1, 1), v = rand_pair(nk, -1, 1), dO = rand_pair(nq, -1, 1);
+    struct pair o = zero_pair(nq), lse = zero_pair(nl), dq = zero_pair(nq), dk = zero_pair(nk), dv = zero_pair(nk);
+    const size_t ns = (size_t)B * L * Hkv;
+    struct pair score = rand_pair(ns, -0.5f, 0.5f);
+    uint8_t *sel = NULL, *SEL = NULL;
+    if (lte) {
+        sel = malloc(ns);
+        cpu_f32_lte_select(sel, score.h, B, L, Hkv, 2);
+        SEL = gpu->alloc(ns);
+        gpu->lte_select(SEL, score.d, B, L, Hkv, 2);
+        uint8_t *back_sel = malloc(ns);
+        gpu->to_host(back_sel, SEL, ns);
+        check_true("lte_select equals the CPU's (score > 0 or a sink)", memcmp(back_sel, sel, ns) == 0);
+        free(back_sel);
+    }
+    const float scale = 1.0f / sqrtf((float)d);
+    cpu_f32_attention_fwd(o.h, lse.h, q.h, k.h, v.h, sel, B, L, Hq, Hkv, d, wl, scale);
+    gpu->attention_fwd(o.d, lse.d, q.d, k.d, v.d, SEL, B, L, Hq, Hkv, d, wl, scale);
+    cpu_f32_attention_bwd(dq.h, dk.h, dv.h, dO.h, q.h, k.h, v.h, o.h, lse.h, sel, B, L, Hq, Hkv, d, wl, scale);
+    gpu->attention_bwd(dq.d, dk.d, dv.d, dO.d, q.d, k.d, v.d, o.d, lse.d, SEL, B, L, Hq, Hkv, d, wl, scale);
+    char label[160];
+    const char *kind = lte ? "LTE window+selected" : wl < 0 ? "causal" : "sliding window";
+    struct pair outs[] = {o, lse, dq, dk, dv};
+    const char *names[] = {"o", "lse", "dq", "dk", "dv"};
+    for (int i = 0; i < 5; i++) {
+        snprintf(label, sizeof label, "attention %s L=%d Hq=%d Hkv=%d d=%d wl=%d: %s", kind, L, Hq, Hkv, d, wl, names[i]);
+        check_pair(label, outs[i]);
+    }
+    if (lte) { /* the STE and the L1 term on the same scores */
+        const size_t nkr = nk; /* dv [B, L, Hkv, d] as dv' */
+        struct pair dscore = zero_pair(ns), lam = rand_pair(Hkv, 0.1f, 1), kept = zero_pair(Hkv);
+        (void)nkr;
+        cpu_f32_lte_ste_bwd(dscore.h, dv.h, v.h, B, L, Hkv, d);
+        gpu->lte_ste_bwd(dscore.d, dv.d, v.d, B, L, Hkv, d);
+        check_pair("lte_ste_bwd dscore = sum dv' v", dscore);
+        float l1c = cpu_f32_lte_l1_fwd(kept.h, score.h, lam.h, 0.01f, B, L, Hkv, 6);
+        float l1g = gpu->lte_l1_fwd(kept.d, score.d, lam.d, 0.01f, B, L, Hkv, 6);
+        check_le("lte_l1_fwd loss", fabs((double)l1g - l1c) / fabs(l1c), 1e-5);
+        check_pair("lte_l1_fwd kept fraction", kept);
+        cpu_f32_lte_l1_bwd(dscore.h, score.h, lam.h, 0.01f, B, L, Hkv, 6);
+        gpu->lte_l1_bwd(dscore.d, score.d, lam.d, 0.01f, B, L, Hkv, 6);
+        check_pair("lte_l1_bwd dscore (accumulated, last 6 positions excluded)", dscore);
+        struct pair extra[] = {dscore, lam, kept};
+        free_pairs(extra, 3);
+        free(sel);
+        gpu->free(SEL);
+    }
+    struct pair all[] = {q, k, v, dO, o, lse, dq, dk, dv, score};
+    free_pairs(all, 10);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -287,6 +342,10 @@ int main(void) {
     test_embedding_ce(129, 96, 1000);
     test_optimizer(100003);
     test_gdn_parts();
+    test_attention(37, 4, 2, 24, -1, 0);
+    test_attention(70, 4, 1, 64, 4, 0);
+    test_attention(45, 2, 2, 40, 3, 1);
+    test_attention(130, 8, 2, 64, 16, 1);
     test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);

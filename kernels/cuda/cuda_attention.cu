@@ -1,0 +1,218 @@
+// CUDA: softmax attention (causal, sliding window, GQA, LTE's window ∪ selected keys) and
+// the LTE ops (selection, straight-through estimator, L1 term), with the CPU twins'
+// semantics. Correctness first: one warp per query row with an online softmax (no L x L
+// matrix), and in the backward pass one warp per key row for dk, dv (no atomics, so the
+// results are reproducible). Tiled tensor-core kernels are the next step (docs/cuda.md).
+#include "backend_cuda.h"
+#include "cuda_check.h"
+
+enum { WARP = 32, MAX_D = 256 };
+
+__device__ static float warp_sum(float v) {
+    for (int o = WARP / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// Key j visible to query t (MODEL.md §4, §5.4; window_left < 0: full causal).
+__device__ static bool visible(int t, int j, int wl, const uint8_t *sel_row_j) {
+    if (j > t) return false;
+    if (wl < 0 || t - j <= wl) return true;
+    return sel_row_j && *sel_row_j;
+}
+
+struct attn_shape {
+    int B, L, Hq, Hkv, d, wl;
+    float scale;
+};
+
+// dot of q (this lane's slice in registers) with key row kr, lanes' slices summed.
+__device__ static float row_dot(const float *qr, const float *kr, int d) {
+    float s = 0;
+    for (int c = threadIdx.x; c < d; c += WARP) s += qr[c] * kr[c];
+    return warp_sum(s);
+}
+
+__global__ void attention_fwd_kernel(float *o, float *lse, const float *q, const float *k, const float *v,
+                                     const uint8_t *selected, struct attn_shape s) {
+    const int row = blockIdx.x; // (b, t, hq)
+    const int hq = row % s.Hq, t = (row / s.Hq) % s.L, b = row / (s.Hq * s.L), hk = hq / (s.Hq / s.Hkv);
+    const float *qr = q + (size_t)row * s.d;
+    float acc[MAX_D / WARP];
+    for (int i = 0; i < MAX_D / WARP; i++) acc[i] = 0;
+    float m = -INFINITY, l = 0;
+    for (int j = 0; j <= t; j++) {
+        const uint8_t *sel = selected ? selected + ((size_t)b * s.L + j) * s.Hkv + hk : NULL;
+        if (!visible(t, j, s.wl, sel)) continue;
+        const size_t kv = (((size_t)b * s.L + j) * s.Hkv + hk) * s.d;
+        float sc = s.scale * row_dot(qr, k + kv, s.d);
+        float m_new = fmaxf(m, sc), corr = expf(m - m_new), p = expf(sc - m_new);
+        l = l * corr + p;
+        for (int c = threadIdx.x, i = 0; c < s.d; c += WARP, i++) acc[i] = acc[i] * corr + p * v[kv + c];
+        m = m_new;
+    }
+    for (int c = threadIdx.x, i = 0; c < s.d; c += WARP, i++) o[(size_t)row * s.d + c] = acc[i] / l;
+    if (threadIdx.x == 0) lse[row] = m + logf(l);
+}
+
+// delta[row] = <dO, O> of each query row.
+__global__ void attention_delta_kernel(float *delta, const float *dout, const float *o, int d) {
+    const size_t row = blockIdx.x;
+    float sdot = 0;
+    for (int c = threadIdx.x; c < d; c += WARP) sdot += dout[row * d + c] * o[row * d + c];
+    sdot = warp_sum(sdot);
+    if (threadIdx.x == 0) delta[row] = sdot;
+}
+
+// dq of one query row: scale * sum_j P (dO.v_j - delta) k_j.
+__global__ void attention_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v,
+                                    const float *lse, const float *delta, const uint8_t *selected, struct attn_shape s) {
+    const int row = blockIdx.x;
+    const int hq = row % s.Hq, t = (row / s.Hq) % s.L, b = row / (s.Hq * s.L), hk = hq / (s.Hq / s.Hkv);
+    const float *qr = q + (size_t)row * s.d, *dor = dout + (size_t)row * s.d;
+    float acc[MAX_D / WARP];
+    for (int i = 0; i < MAX_D / WARP; i++) acc[i] = 0;
+    for (int j = 0; j <= t; j++) {
+        const uint8_t *sel = selected ? selected + ((size_t)b * s.L + j) * s.Hkv + hk : NULL;
+        if (!visible(t, j, s.wl, sel)) continue;
+        const size_t kv = (((size_t)b * s.L + j) * s.Hkv + hk) * s.d;
+        float p = expf(s.scale * row_dot(qr, k + kv, s.d) - lse[row]);
+        float ds = p * (row_dot(dor, v + kv, s.d) - delta[row]);
+        for (int c = threadIdx.x, i = 0; c < s.d; c += WARP, i++) acc[i] += s.scale * ds * k[kv + c];
+    }
+    for (int c = threadIdx.x, i = 0; c < s.d; c += WARP, i++) dq[(size_t)row * s.d + c] = acc[i];
+}
+
+// dk, dv of one key row (b, j, kv head): sums over the group's query heads and the queries
+// that see j, in a fixed order.
+__global__ void attention_dkdv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                      const float *v, const float *lse, const float *delta, const uint8_t *selected,
+                                      struct attn_shape s) {
+    const int krow = blockIdx.x; // (b, j, hk)
+    const int hk = krow % s.Hkv, j = (krow / s.Hkv) % s.L, b = krow / (s.Hkv * s.L), G = s.Hq / s.Hkv;
+    const size_t kv = (size_t)krow * s.d;
+    const uint8_t *sel = selected ? selected + ((size_t)b * s.L + j) * s.Hkv + hk : NULL;
+    float ak[MAX_D / WARP], av[MAX_D / WARP];
+    for (int i = 0; i < MAX_D / WARP; i++) ak[i] = av[i] = 0;
+    for (int t = j; t < s.L; t++) {
+        if (!visible(t, j, s.wl, sel)) continue;
+        for (int g = 0; g < G; g++) {
+            const size_t row = ((size_t)b * s.L + t) * s.Hq + hk * G + g;
+            const float *qr = q + row * s.d, *dor = dout + row * s.d;
+            float p = expf(s.scale * row_dot(qr, k + kv, s.d) - lse[row]);
+            float ds = p * (row_dot(dor, v + kv, s.d) - delta[row]);
+            for (int c = threadIdx.x, i = 0; c < s.d; c += WARP, i++) {
+                av[i] += p * dor[c];
+                ak[i] += s.scale * ds * qr[c];
+            }
+        }
+    }
+    for (int c = threadIdx.x, i = 0; c < s.d; c += WARP, i++) dk[kv + c] = ak[i], dv[kv + c] = av[i];
+}
+
+static struct attn_shape shape_of(int B, int L, int Hq, int Hkv, int d, int wl, float scale) {
+    if (d > MAX_D) {
+        fprintf(stderr, "hyla: error: CUDA attention supports head_dim <= %d, got %d\n", MAX_D, d);
+        exit(1);
+    }
+    struct attn_shape s = {B, L, Hq, Hkv, d, wl, scale};
+    return s;
+}
+
+static void cuda_attention_fwd(float *o, float *lse, const float *q, const float *k, const float *v,
+                               const uint8_t *selected, int B, int L, int Hq, int Hkv, int d, int wl, float scale) {
+    attention_fwd_kernel<<<B * L * Hq, WARP>>>(o, lse, q, k, v, selected, shape_of(B, L, Hq, Hkv, d, wl, scale));
+    CUDA_LAUNCH_CHECK();
+}
+
+static void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                               const float *v, const float *o, const float *lse, const uint8_t *selected, int B,
+                               int L, int Hq, int Hkv, int d, int wl, float scale) {
+    struct attn_shape s = shape_of(B, L, Hq, Hkv, d, wl, scale);
+    float *delta = NULL; // stream-ordered scratch: no device-wide synchronisation
+    CUDA_CHECK(cudaMallocAsync((void **)&delta, sizeof(float) * (size_t)B * L * Hq, 0));
+    attention_delta_kernel<<<B * L * Hq, WARP>>>(delta, dout, o, d);
+    CUDA_LAUNCH_CHECK();
+    attention_dq_kernel<<<B * L * Hq, WARP>>>(dq, dout, q, k, v, lse, delta, selected, s);
+    CUDA_LAUNCH_CHECK();
+    attention_dkdv_kernel<<<B * L * Hkv, WARP>>>(dk, dv, dout, q, k, v, lse, delta, selected, s);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(delta, 0));
+}
+
+// ---- LTE: selection, straight-through estimator, L1 term ------------------------------------
+__global__ void lte_select_kernel(uint8_t *selected, const float *score, int B, int L, int H, int sinks) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)B * L * H) return;
+    int j = (int)((e / H) % L);
+    selected[e] = score[e] > 0.0f || j < sinks;
+}
+static void cuda_lte_select(uint8_t *selected, const float *score, int B, int L, int H, int sinks) {
+    lte_select_kernel<<<blocks_for((size_t)B * L * H, 256), 256>>>(selected, score, B, L, H, sinks);
+    CUDA_LAUNCH_CHECK();
+}
+
+__global__ void lte_ste_kernel(float *dscore, const float *dv, const float *v, size_t rows, int d) {
+    size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    float acc = 0;
+    for (int c = 0; c < d; c++) acc += dv[r * d + c] * v[r * d + c];
+    dscore[r] = acc;
+}
+static void cuda_lte_ste_bwd(float *dscore, const float *dv, const float *v, int B, int L, int H, int d) {
+    lte_ste_kernel<<<blocks_for((size_t)B * L * H, 128), 128>>>(dscore, dv, v, (size_t)B * L * H, d);
+    CUDA_LAUNCH_CHECK();
+}
+
+// Per head, positions in order: sum of relu(score) and the kept share (j < L - margin).
+__global__ void lte_l1_sums_kernel(double *relu_sum, float *kept_fraction, const float *score, int B, int L, int H,
+                                   int len) {
+    int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h >= H) return;
+    double rs = 0, kept = 0;
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < len; j++) {
+            float s = score[((size_t)b * L + j) * H + h];
+            if (s > 0) rs += s, kept += 1;
+        }
+    relu_sum[h] = rs;
+    if (kept_fraction) kept_fraction[h] = len > 0 ? (float)(kept / ((double)B * len)) : 0.0f;
+}
+// The loss is a scalar for the host: the per-head sums and λ come back (a synchronisation).
+static float cuda_lte_l1_fwd(float *kept_fraction, const float *score, const float *lambda, float coef, int B, int L,
+                             int H, int margin) {
+    const int len = L - margin > 0 ? L - margin : 0;
+    double *sums = NULL;
+    CUDA_CHECK(cudaMalloc((void **)&sums, sizeof(double) * (size_t)H));
+    lte_l1_sums_kernel<<<blocks_for(H, 32), 32>>>(sums, kept_fraction, score, B, L, H, len);
+    CUDA_LAUNCH_CHECK();
+    double *host = (double *)malloc(sizeof(double) * (size_t)H);
+    float *lam = (float *)malloc(sizeof(float) * (size_t)H);
+    if (!host || !lam) exit(1);
+    CUDA_CHECK(cudaMemcpy(host, sums, sizeof(double) * (size_t)H, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(lam, lambda, sizeof(float) * (size_t)H, cudaMemcpyDeviceToHost));
+    double total = 0;
+    for (int h = 0; h < H; h++) total += (double)lam[h] * host[h];
+    free(host), free(lam);
+    CUDA_CHECK(cudaFree(sums));
+    return (float)((double)coef * total);
+}
+
+__global__ void lte_l1_bwd_kernel(float *dscore, const float *score, const float *lambda, float coef, int B, int L,
+                                  int H, int len) {
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)B * L * H) return;
+    int h = (int)(e % H), j = (int)((e / H) % L);
+    if (j < len && score[e] > 0) dscore[e] += coef * lambda[h];
+}
+static void cuda_lte_l1_bwd(float *dscore, const float *score, const float *lambda, float coef, int B, int L, int H,
+                            int margin) {
+    const int len = L - margin > 0 ? L - margin : 0;
+    lte_l1_bwd_kernel<<<blocks_for((size_t)B * L * H, 256), 256>>>(dscore, score, lambda, coef, B, L, H, len);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_register_attention(struct hyla_backend *t) {
+    t->attention_fwd = cuda_attention_fwd, t->attention_bwd = cuda_attention_bwd;
+    t->lte_select = cuda_lte_select, t->lte_ste_bwd = cuda_lte_ste_bwd;
+    t->lte_l1_fwd = cuda_lte_l1_fwd, t->lte_l1_bwd = cuda_lte_l1_bwd;
+}
