@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli_args.h"
 #include "commands.h"
@@ -118,6 +119,12 @@ static int after_run(struct scheduler *s, int i, const struct run_outcome *o) {
     return 0;
 }
 
+static double process_cpu_seconds(void) {
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + 1e-6 * u.ru_utime.tv_usec + (double)u.ru_stime.tv_sec + 1e-6 * u.ru_stime.tv_usec;
+}
+
 static int next_run(struct scheduler *s) { return s->queue_head < s->queue_len ? s->queue[s->queue_head++] : -1; }
 
 /* One process: the runs one after another, recorded through the same message handling. */
@@ -150,6 +157,9 @@ static int coordinate(struct scheduler *s, int n_groups, int group_size) {
     struct run_recorder *recorders = calloc((size_t)n, sizeof *recorders);
     struct run_follower *followers = calloc((size_t)n, sizeof *followers);
     int active = 0, rc = 0;
+    /* the coordinator's own cost: its CPU time against the workers' training time */
+    double *train_seconds = calloc((size_t)n, sizeof(double));
+    const double cpu_start = process_cpu_seconds();
     for (int g = 0; g < n_groups; g++) {
         int run = next_run(s);
         assign(1 + g * group_size, run);
@@ -176,6 +186,7 @@ static int coordinate(struct scheduler *s, int n_groups, int group_size) {
             continue;
         }
         run_follower_handle(&followers[i], &m);
+        if (m.header.type == HYLA_MSG_STEP) train_seconds[i] = m.values[HYLA_STEP_ELAPSED];
         if (m.header.type == HYLA_MSG_STEP && m.header.step % s->batch->runs[i].cfg.train.log_every == 0)
             printf("  %s step %d loss %.4f\n", s->batch->runs[i].name, m.header.step, m.values[HYLA_STEP_LOSS]);
         if (recorders[i].failed) {
@@ -190,6 +201,12 @@ static int coordinate(struct scheduler *s, int n_groups, int group_size) {
         }
         hyla_msg_free(&m);
     }
+    double trained = 0;
+    for (int i = 0; i < n; i++) trained += train_seconds[i];
+    if (trained > 0)
+        printf("coordinator: %.3f s of CPU for %.1f s of training on the groups (%.2f%%)\n",
+               process_cpu_seconds() - cpu_start, trained, 100 * (process_cpu_seconds() - cpu_start) / trained);
+    free(train_seconds);
     free(outcomes), free(recorders), free(followers);
     return rc;
 }
