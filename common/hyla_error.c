@@ -24,3 +24,8 @@ void *hyla_calloc(size_t count, size_t size) {
                      count, size);
     return p;
 }
+
+void hyla_vmessage(char *buf, size_t size, const char *fmt, va_list args) {
+    /* A message longer than the buffer is cut; that is acceptable for a message. */
+    if (vsnprintf(buf, size, fmt, args) < 0) snprintf(buf, size, "(error message could not be formatted)");
+}

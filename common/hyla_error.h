@@ -15,6 +15,11 @@ void hyla_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noretur
                               "please report this bug", __FILE__, __LINE__, #cond);    \
     } while (0)
 
+/* Format an error message into buf (cut to size; a formatting failure leaves a note):
+ * the one place every module's error struct is filled from a printf-style message. */
+#include <stdarg.h>
+void hyla_vmessage(char *buf, size_t size, const char *fmt, va_list args);
+
 /* malloc that never returns NULL; names the size on failure. */
 void *hyla_malloc(size_t bytes);
 void *hyla_calloc(size_t count, size_t size);

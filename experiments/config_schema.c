@@ -261,17 +261,7 @@ const char *hyla_data_task_name(enum hyla_data_task task) { return CHOICE_NAME(D
 
 /* ---- errors ------------------------------------------------------------------------- */
 
-static int fail(struct hyla_config_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static int fail(struct hyla_config_error *err, const char *fmt, ...) {
-    if (err) {
-        va_list args;
-        va_start(args, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, args);
-        va_end(args);
-    }
-    return -1;
-}
 
 /* Append to a fixed buffer, truncating quietly. */
 static void append(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -296,9 +286,9 @@ static int key_fail(struct hyla_config_error *err, const struct config_pos *pos,
     va_start(args, fmt);
     vsnprintf(message, sizeof message, fmt, args);
     va_end(args);
-    if (!pos) return fail(err, "%s: %s", path, message);
+    if (!pos) return hyla_config_fail(err, "%s: %s", path, message);
     config_pos_format(pos, at, sizeof at);
-    return fail(err, "%s: %s: %s", at, path, message);
+    return hyla_config_fail(err, "%s: %s: %s", at, path, message);
 }
 
 /* ---- scalars (YAML 1.2 core schema) ---------------------------------------------------- */
@@ -546,7 +536,7 @@ static int bind_value(struct hyla_run_config *cfg, const struct hyla_config_key 
     case HYLA_CFG_SECTION:
     case HYLA_CFG_INCLUDE: break;
     }
-    return fail(err, "internal error: %s cannot be bound as a value", key->path);
+    return hyla_config_fail(err, "internal error: %s cannot be bound as a value", key->path);
 }
 
 /* ---- binding the tree ----------------------------------------------------------------- */
@@ -611,8 +601,8 @@ static int unknown_key(struct hyla_config_error *err, const char *prefix, const 
     }
     config_pos_format(&entry->key_pos, at, sizeof at);
     if (!prefix[0])
-        return fail(err, "%s: unknown key '%s'%s; valid top-level keys: %s", at, entry->key, hint, list);
-    return fail(err, "%s: unknown key '%s.%s'%s; valid keys in %s: %s", at, prefix, entry->key, hint, prefix, list);
+        return hyla_config_fail(err, "%s: unknown key '%s'%s; valid top-level keys: %s", at, entry->key, hint, list);
+    return hyla_config_fail(err, "%s: unknown key '%s.%s'%s; valid keys in %s: %s", at, prefix, entry->key, hint, prefix, list);
 }
 
 static int bind_map(struct hyla_run_config *cfg, const struct config_node *map, const char *prefix,
@@ -887,10 +877,10 @@ int hyla_config_apply_override(struct config_tree *tree, const char *key_equals_
                                struct hyla_config_error *err) {
     const char *equals = strchr(key_equals_value, '=');
     if (!equals || equals == key_equals_value)
-        return fail(err, "--set '%s': expected key=value, e.g. --set train.lr=1e-3 or --set model.attn.layers=[1,3]",
+        return hyla_config_fail(err, "--set '%s': expected key=value, e.g. --set train.lr=1e-3 or --set model.attn.layers=[1,3]",
                     key_equals_value);
     size_t n = (size_t)(equals - key_equals_value);
-    if (n >= KEY_MAX) return fail(err, "--set '%.100s...': the key is too long", key_equals_value);
+    if (n >= KEY_MAX) return hyla_config_fail(err, "--set '%.100s...': the key is too long", key_equals_value);
     char key[KEY_MAX];
     memcpy(key, key_equals_value, n);
     key[n] = '\0';

@@ -15,13 +15,11 @@
  * ("billion laughs") or refer to their own ancestor. */
 enum { MAX_DEPTH = 64, MAX_NODES = 200000, MAX_KEY = 256, POS_TEXT = 1200 };
 
-static int fail(struct hyla_config_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(struct hyla_config_error *err, const char *fmt, ...) {
+int hyla_config_fail(struct hyla_config_error *err, const char *fmt, ...) {
     if (err) {
         va_list args;
         va_start(args, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, args);
+        hyla_vmessage(err->message, sizeof err->message, fmt, args);
         va_end(args);
     }
     return -1;
@@ -184,15 +182,15 @@ void config_tree_free(struct config_tree *tree) {
 static FILE *open_config_file(const char *path, const char *what, struct hyla_config_error *err) {
     struct stat st;
     if (stat(path, &st) != 0) {
-        fail(err, "cannot read %s '%s': %s", what, path, strerror(errno));
+        hyla_config_fail(err, "cannot read %s '%s': %s", what, path, strerror(errno));
         return NULL;
     }
     if (S_ISDIR(st.st_mode)) {
-        fail(err, "cannot read %s '%s': it is a directory, not a file", what, path);
+        hyla_config_fail(err, "cannot read %s '%s': it is a directory, not a file", what, path);
         return NULL;
     }
     FILE *file = fopen(path, "rb");
-    if (!file) fail(err, "cannot read %s '%s': %s", what, path, strerror(errno));
+    if (!file) hyla_config_fail(err, "cannot read %s '%s': %s", what, path, strerror(errno));
     return file;
 }
 
@@ -215,26 +213,26 @@ static struct config_pos yaml_pos(const struct yaml_reader *r, yaml_mark_t mark)
 static int yaml_parse_error(const yaml_parser_t *parser, const char *source, int is_file,
                             struct hyla_config_error *err) {
     if (!is_file) /* a one-line --set value: a character index says more than line:column */
-        return fail(err, "%s: malformed value at character %zu: %s", source, parser->problem_mark.index + 1,
+        return hyla_config_fail(err, "%s: malformed value at character %zu: %s", source, parser->problem_mark.index + 1,
                     parser->problem ? parser->problem : "syntax error");
     switch (parser->error) {
     case YAML_MEMORY_ERROR:
-        return fail(err, "%s: out of memory while parsing YAML", source);
+        return hyla_config_fail(err, "%s: out of memory while parsing YAML", source);
     case YAML_READER_ERROR:
-        return fail(err, "%s: malformed YAML at byte %zu: %s", source, parser->problem_offset,
+        return hyla_config_fail(err, "%s: malformed YAML at byte %zu: %s", source, parser->problem_offset,
                     parser->problem ? parser->problem : "unreadable input");
     case YAML_SCANNER_ERROR:
     case YAML_PARSER_ERROR:
     case YAML_COMPOSER_ERROR:
         if (parser->context)
-            return fail(err, "%s:%zu:%zu: malformed YAML: %s (%s at line %zu, column %zu)", source,
+            return hyla_config_fail(err, "%s:%zu:%zu: malformed YAML: %s (%s at line %zu, column %zu)", source,
                         parser->problem_mark.line + 1, parser->problem_mark.column + 1,
                         parser->problem ? parser->problem : "syntax error", parser->context,
                         parser->context_mark.line + 1, parser->context_mark.column + 1);
-        return fail(err, "%s:%zu:%zu: malformed YAML: %s", source, parser->problem_mark.line + 1,
+        return hyla_config_fail(err, "%s:%zu:%zu: malformed YAML: %s", source, parser->problem_mark.line + 1,
                     parser->problem_mark.column + 1, parser->problem ? parser->problem : "syntax error");
     default:
-        return fail(err, "%s: malformed YAML (libyaml error %d)", source, (int)parser->error);
+        return hyla_config_fail(err, "%s: malformed YAML (libyaml error %d)", source, (int)parser->error);
     }
 }
 
@@ -249,17 +247,17 @@ static struct config_node *from_yaml_map(struct yaml_reader *r, yaml_node_t *yn,
         struct config_pos key_pos = yaml_pos(r, key ? key->start_mark : yn->start_mark);
         config_pos_format(&key_pos, at, sizeof at);
         if (!key || !value || key->type != YAML_SCALAR_NODE) {
-            fail(r->err, "%s: a mapping key must be a plain name, not a sequence or mapping", at);
+            hyla_config_fail(r->err, "%s: a mapping key must be a plain name, not a sequence or mapping", at);
             goto bad_pair;
         }
         const char *name = (const char *)key->data.scalar.value;
         if (strlen(name) != key->data.scalar.length) {
-            fail(r->err, "%s: a mapping key contains a NUL character", at);
+            hyla_config_fail(r->err, "%s: a mapping key contains a NUL character", at);
             goto bad_pair;
         }
         const struct config_entry *previous = map_find(map, name);
         if (previous) {
-            fail(r->err, "%s: duplicate key '%s' (first given at line %d)", at, name, previous->key_pos.line);
+            hyla_config_fail(r->err, "%s: duplicate key '%s' (first given at line %d)", at, name, previous->key_pos.line);
             goto bad_pair;
         }
         struct config_node *child = from_yaml(r, value, depth + 1);
@@ -280,7 +278,7 @@ static struct config_node *from_yaml(struct yaml_reader *r, yaml_node_t *yn, int
     config_pos_format(&pos, at, sizeof at);
     if (depth > MAX_DEPTH || r->nodes_left == 0) {
         pos_free(&pos);
-        fail(r->err, "%s: the YAML nests deeper than %d levels or expands to more than %d values "
+        hyla_config_fail(r->err, "%s: the YAML nests deeper than %d levels or expands to more than %d values "
                      "(recursive or repeated aliases?)", at, MAX_DEPTH, MAX_NODES);
         return NULL;
     }
@@ -290,7 +288,7 @@ static struct config_node *from_yaml(struct yaml_reader *r, yaml_node_t *yn, int
         const char *text = (const char *)yn->data.scalar.value;
         if (strlen(text) != yn->data.scalar.length) {
             pos_free(&pos);
-            fail(r->err, "%s: a value contains a NUL character", at);
+            hyla_config_fail(r->err, "%s: a value contains a NUL character", at);
             return NULL;
         }
         return scalar_new(text, yn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE, pos);
@@ -301,7 +299,7 @@ static struct config_node *from_yaml(struct yaml_reader *r, yaml_node_t *yn, int
             yaml_node_t *child_yn = yaml_document_get_node(r->doc, *item);
             struct config_node *child = child_yn ? from_yaml(r, child_yn, depth + 1) : NULL;
             if (!child) {
-                if (!child_yn) fail(r->err, "%s: broken YAML sequence", at);
+                if (!child_yn) hyla_config_fail(r->err, "%s: broken YAML sequence", at);
                 config_node_free(seq);
                 return NULL;
             }
@@ -314,7 +312,7 @@ static struct config_node *from_yaml(struct yaml_reader *r, yaml_node_t *yn, int
         return from_yaml_map(r, yn, depth);
     default:
         pos_free(&pos);
-        fail(r->err, "%s: empty YAML node", at);
+        hyla_config_fail(r->err, "%s: empty YAML node", at);
         return NULL;
     }
 }
@@ -348,8 +346,8 @@ static int load_yaml_document(yaml_parser_t *parser, const char *source, const c
     yaml_document_delete(&next);
     if (more) {
         config_node_free(node);
-        if (!file) return fail(err, "%s: the value holds more than one YAML document", source);
-        return fail(err, "%s:%zu:%zu: a second YAML document starts here; a config holds one document",
+        if (!file) return hyla_config_fail(err, "%s: the value holds more than one YAML document", source);
+        return hyla_config_fail(err, "%s:%zu:%zu: a second YAML document starts here; a config holds one document",
                     source, mark.line + 1, mark.column + 1);
     }
     *out = node;
@@ -362,18 +360,18 @@ int config_tree_load_yaml(const char *path, struct config_tree **out, struct hyl
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser)) {
         fclose(file);
-        return fail(err, "%s: out of memory initialising the YAML parser", path);
+        return hyla_config_fail(err, "%s: out of memory initialising the YAML parser", path);
     }
     yaml_parser_set_input_file(&parser, file);
     struct config_node *root = NULL;
     int rc = load_yaml_document(&parser, path, path, NULL, &root, err);
     yaml_parser_delete(&parser);
     if (ferror(file) && rc == 0) {
-        rc = fail(err, "cannot read config file '%s': read error", path);
+        rc = hyla_config_fail(err, "cannot read config file '%s': read error", path);
         config_node_free(root);
     }
     if (fclose(file) != 0 && rc == 0) {
-        rc = fail(err, "cannot read config file '%s': %s", path, strerror(errno));
+        rc = hyla_config_fail(err, "cannot read config file '%s': %s", path, strerror(errno));
         config_node_free(root);
     }
     if (rc == 0) *out = tree_with_root(root);
@@ -383,7 +381,7 @@ int config_tree_load_yaml(const char *path, struct config_tree **out, struct hyl
 int config_node_parse(const char *value_text, const char *where, struct config_node **out,
                       struct hyla_config_error *err) {
     yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser)) return fail(err, "--set %s: out of memory", where);
+    if (!yaml_parser_initialize(&parser)) return hyla_config_fail(err, "--set %s: out of memory", where);
     yaml_parser_set_input_string(&parser, (const unsigned char *)value_text, strlen(value_text));
     char source[POS_TEXT];
     snprintf(source, sizeof source, "--set %s", where);
@@ -398,7 +396,7 @@ static struct config_node *from_json(const json_t *json, const char *file, const
                                      struct hyla_config_error *err) {
     struct config_pos pos = pos_make(CONFIG_FROM_JSON, file, 0, 0, key_path);
     if (depth > MAX_DEPTH) {
-        fail(err, "%s: the JSON nests deeper than %d levels", file, MAX_DEPTH);
+        hyla_config_fail(err, "%s: the JSON nests deeper than %d levels", file, MAX_DEPTH);
         pos_free(&pos);
         return NULL;
     }
@@ -464,12 +462,12 @@ int config_tree_load_json(const char *path, struct config_tree **out, struct hyl
     int close_failed = fclose(file) != 0;
     if (!json) {
         if (jerr.line > 0)
-            return fail(err, "%s:%d:%d: malformed JSON: %s", path, jerr.line, jerr.column, jerr.text);
-        return fail(err, "%s: malformed JSON: %s", path, jerr.text);
+            return hyla_config_fail(err, "%s:%d:%d: malformed JSON: %s", path, jerr.line, jerr.column, jerr.text);
+        return hyla_config_fail(err, "%s: malformed JSON: %s", path, jerr.text);
     }
     if (close_failed) {
         json_decref(json);
-        return fail(err, "cannot read JSON config '%s': %s", path, strerror(errno));
+        return hyla_config_fail(err, "cannot read JSON config '%s': %s", path, strerror(errno));
     }
     struct config_node *root = from_json(json, path, "", 0, err);
     json_decref(json);
@@ -507,7 +505,7 @@ static struct config_node **slot_for_key(struct config_tree *tree, const char *d
     char buf[MAX_KEY], *parts[32];
     int n = split_key(dotted_key, buf, sizeof buf, parts, 32);
     if (n < 0) {
-        fail(err, "invalid key '%s': expected names joined by dots, such as model.attn.window_size", dotted_key);
+        hyla_config_fail(err, "invalid key '%s': expected names joined by dots, such as model.attn.window_size", dotted_key);
         return NULL;
     }
     struct config_node **slot = &tree->root;
@@ -521,7 +519,7 @@ static struct config_node **slot_for_key(struct config_tree *tree, const char *d
         if (node->kind != CONFIG_NODE_MAP) {
             char at[POS_TEXT];
             config_pos_format(&node->pos, at, sizeof at);
-            fail(err, "cannot set %s: the value at %s is a %s, not a mapping", dotted_key, at,
+            hyla_config_fail(err, "cannot set %s: the value at %s is a %s, not a mapping", dotted_key, at,
                  node->kind == CONFIG_NODE_SEQ ? "sequence" : "scalar");
             return NULL;
         }
@@ -542,7 +540,7 @@ int config_tree_set(struct config_tree *tree, const char *dotted_key, const char
     snprintf(where, n, "%s=%s", dotted_key, value_text);
     char buf[MAX_KEY], *parts[32];
     if (split_key(dotted_key, buf, sizeof buf, parts, 32) < 0) {
-        fail(err, "--set %s: invalid key '%s': expected names joined by dots, such as model.attn.window_size", where,
+        hyla_config_fail(err, "--set %s: invalid key '%s': expected names joined by dots, such as model.attn.window_size", where,
              dotted_key);
         free(where);
         return -1;
@@ -635,7 +633,7 @@ int config_tree_underlay(struct config_tree *tree, const char *dotted_key, struc
     config_pos_format(&base->pos, at, sizeof at);
     if (base->kind != CONFIG_NODE_MAP) {
         config_node_free(base);
-        return fail(err, "%s: expected a mapping of keys to values for %s", at, dotted_key);
+        return hyla_config_fail(err, "%s: expected a mapping of keys to values for %s", at, dotted_key);
     }
     struct config_node **slot = slot_for_key(tree, dotted_key, &base->pos, err);
     if (!slot) {
@@ -645,7 +643,7 @@ int config_tree_underlay(struct config_tree *tree, const char *dotted_key, struc
     if (*slot && !config_node_is_null(*slot) && (*slot)->kind != CONFIG_NODE_MAP) {
         config_pos_format(&(*slot)->pos, at, sizeof at);
         config_node_free(base);
-        return fail(err, "%s: %s must be a mapping", at, dotted_key);
+        return hyla_config_fail(err, "%s: %s must be a mapping", at, dotted_key);
     }
     if (*slot && (*slot)->kind == CONFIG_NODE_MAP) merge_maps(base, *slot);
     else config_node_free(*slot);

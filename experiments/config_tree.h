@@ -15,6 +15,9 @@ struct hyla_config_error {
     char message[1024];
 };
 
+/* Fill err (may be NULL) with a printf-style message; returns -1. */
+int hyla_config_fail(struct hyla_config_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 enum config_node_kind { CONFIG_NODE_MAP, CONFIG_NODE_SEQ, CONFIG_NODE_SCALAR };
 
 enum config_origin {

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+
+#include "common/hyla_error.h"
 #include <unistd.h>
 
 /* The data section is read and written in the host's byte order; safetensors is little-endian. */
@@ -22,9 +24,7 @@ static int st_fail(struct hyla_st_error *err, int code, const char *fmt, ...) {
     if (!err) return code;
     va_list args;
     va_start(args, fmt);
-    /* A message longer than the buffer is cut; that is acceptable for a message. */
-    if (vsnprintf(err->message, sizeof err->message, fmt, args) < 0)
-        snprintf(err->message, sizeof err->message, "(error message could not be formatted)");
+    hyla_vmessage(err->message, sizeof err->message, fmt, args);
     va_end(args);
     err->code = code;
     return code;

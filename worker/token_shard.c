@@ -23,9 +23,7 @@ int hyla_data_fail(struct hyla_data_error *err, int code, const char *fmt, ...) 
     if (!err) return code;
     va_list args;
     va_start(args, fmt);
-    /* A message longer than the buffer is cut; that is acceptable for a message. */
-    if (vsnprintf(err->message, sizeof err->message, fmt, args) < 0)
-        snprintf(err->message, sizeof err->message, "(error message could not be formatted)");
+    hyla_vmessage(err->message, sizeof err->message, fmt, args);
     va_end(args);
     err->code = code;
     return code;
