@@ -333,6 +333,7 @@ static void cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t
 static struct hyla_backend table;
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_parts.cu
 extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attention.cu
+extern "C" void cuda_register_lte_router(struct hyla_backend *t); // cuda_lte_router.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -350,6 +351,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.sum_squares = cuda_sum_squares, table.axpy = cuda_axpy, table.adamw_step = cuda_adamw_step;
     cuda_register_gdn_parts(&table);
     cuda_register_attention(&table);
+    cuda_register_lte_router(&table);
     return &table;
 }
 

@@ -5,6 +5,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" { /* the CUDA backend calls these C functions */
+#endif
+
 #define HYLA_LTE_MAX_CONVS 4
 
 /* LTE router: in channels c0 = 2*head_dim, each conv halves them: c_{l+1} = c_l / 2. */
@@ -55,5 +59,9 @@ struct hyla_nsa_saved_offsets {
 
 struct hyla_nsa_saved_offsets nsa_saved_offsets(const struct hyla_nsa_shape *s, int B, int L);
 size_t nsa_saved_size(const struct hyla_nsa_shape *s, int B, int L); /* = offsets.total */
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

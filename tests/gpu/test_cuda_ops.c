@@ -309,6 +309,32 @@ static void test_attention(int L, int Hq, int Hkv, int d, int wl, int lte) {
     free_pairs(all, 10);
 }
 
+static void test_lte_router(int B, int L, int H, int d, float p) {
+    const struct hyla_lte_router_shape shape = {.heads = H, .head_dim = d, .n_convs = 3, .kernel = {3, 3, 3},
+                                                .dilation = {2, 2, 2}};
+    const size_t nkv = (size_t)B * L * H * d, np = lte_router_param_count(&shape);
+    const size_t na = lte_router_acts_size(&shape, B, L), ns = (size_t)B * L * H;
+    struct pair k = rand_pair(nkv, -1, 1), v = rand_pair(nkv, -1, 1), params = rand_pair(np, -0.3f, 0.3f);
+    struct pair score = zero_pair(ns), acts = zero_pair(na), dscore = rand_pair(ns, -1, 1);
+    struct pair dk = zero_pair(nkv), dv = zero_pair(nkv), dparams = rand_pair(np, -1, 1);
+    const uint64_t key = 12345;
+    cpu_f32_lte_router_fwd(score.h, acts.h, k.h, v.h, params.h, &shape, B, L, p, key);
+    gpu->lte_router_fwd(score.d, acts.d, k.d, v.d, params.d, &shape, B, L, p, key);
+    char label[160];
+    snprintf(label, sizeof label, "lte_router_fwd B=%d L=%d H=%d d=%d p=%.1f: score", B, L, H, d, p);
+    check_pair(label, score);
+    snprintf(label, sizeof label, "lte_router_fwd: saved activations (same layout, same dropout masks)");
+    check_pair(label, acts);
+    cpu_f32_lte_router_bwd(dk.h, dv.h, dparams.h, dscore.h, k.h, v.h, params.h, acts.h, &shape, B, L, p, key);
+    gpu->lte_router_bwd(dk.d, dv.d, dparams.d, dscore.d, k.d, v.d, params.d, acts.d, &shape, B, L, p, key);
+    snprintf(label, sizeof label, "lte_router_bwd B=%d L=%d H=%d d=%d p=%.1f: dk", B, L, H, d, p);
+    check_pair(label, dk);
+    check_pair("lte_router_bwd: dv", dv);
+    check_pair("lte_router_bwd: dparams (accumulated)", dparams);
+    struct pair all[] = {k, v, params, score, acts, dscore, dk, dv, dparams};
+    free_pairs(all, 9);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -346,6 +372,8 @@ int main(void) {
     test_attention(70, 4, 1, 64, 4, 0);
     test_attention(45, 2, 2, 40, 3, 1);
     test_attention(130, 8, 2, 64, 16, 1);
+    test_lte_router(2, 37, 3, 8, 0.0f);
+    test_lte_router(1, 70, 2, 64, 0.1f);
     test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);
