@@ -114,7 +114,7 @@ int cmd_demo(int argc, char **argv) {
         struct run_outcome seen;
         struct run_follower follower = {.out = stderr, .log_every = cfgs[i].train.log_every, .outcome = &seen};
         struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower};
-        worker_run(&cfgs[i], NULL, &rep, NULL, 0, &outs[i]);
+        worker_run(&cfgs[i], hyla_backend_cpu(), NULL, &rep, NULL, 0, &outs[i]);
         if (outs[i].failed) {
             fprintf(stderr, "hyla: error: %s: %s\n", cfgs[i].name, outs[i].error);
             rc = 1;

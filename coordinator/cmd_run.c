@@ -138,7 +138,7 @@ static int run_alone(struct scheduler *s) {
         struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower, .run_id = i,
                                    .head_stats_every = cfg->ledger.head_stats_every};
         printf("== %s (attempt %d)\n", s->batch->runs[i].name, s->runs[i].attempt);
-        worker_run(cfg, NULL, &rep, NULL, 1, &outcome);
+        worker_run(cfg, hyla_backend_cpu(), NULL, &rep, NULL, 1, &outcome);
         if (rec.failed) return fprintf(stderr, "hyla: error: ledger: %s\n", rec.error), 1;
         if (after_run(s, i, &outcome)) return 1;
     }
@@ -233,7 +233,7 @@ static void work(const struct hyla_batch *batch, int world_rank, int group_size)
         struct run_reporter rep = {.emit = mpi_sink_emit, .ctx = &sink, .run_id = run,
                                    .head_stats_every = cfg->ledger.head_stats_every};
         struct run_outcome outcome;
-        worker_run(cfg, comm, &rep, NULL, 1, &outcome);
+        worker_run(cfg, hyla_backend_cpu(), comm, &rep, NULL, 1, &outcome);
     }
     hyla_comm_destroy(comm);
     MPI_Comm_free(&group);

@@ -10,9 +10,14 @@
 #include "commands.h"
 #include "experiments/config_schema.h"
 #include "roles.h"
+#ifdef HYLA_WITH_CUDA
+#include "kernels/cuda/backend_cuda.h"
+#include "kernels/cuda/cuda_device.h"
+#endif
 
 static int usage(void) {
-    fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--metrics FILE] [--resume] [--quiet]\n"
+    fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--metrics FILE] [--resume]\n"
+          "                  [--backend cpu|cuda] [--quiet]\n"
           "       mpirun -np 1+W hyla train CONFIG.yaml ...   (W workers, FSDP-sharded)\n"
           "  --out DIR writes DIR/model.safetensors and DIR/config.yaml\n"
           "  --resume continues from the newest valid checkpoint in checkpoint.dir\n"
@@ -33,7 +38,7 @@ static void print_outcome(const struct hyla_run_config *cfg, const struct run_ou
 }
 
 int cmd_train(int argc, char **argv) {
-    const char *config_path = NULL, *out_dir = NULL, *metrics_path = NULL;
+    const char *config_path = NULL, *out_dir = NULL, *metrics_path = NULL, *backend = "cpu";
     struct cli_overrides ov = {0};
     int quiet = 0, resume = 0;
     for (int i = 1; i < argc; i++) {
@@ -44,6 +49,8 @@ int cmd_train(int argc, char **argv) {
             if (!(out_dir = cli_option_value(argc, argv, &i))) return 2;
         } else if (!strcmp(argv[i], "--metrics")) {
             if (!(metrics_path = cli_option_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "--backend")) {
+            if (!(backend = cli_option_value(argc, argv, &i))) return 2;
         } else if (!strcmp(argv[i], "--resume")) {
             resume = 1;
         } else if (!strcmp(argv[i], "--quiet")) {
@@ -59,6 +66,27 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (!config_path) return usage();
+    const struct hyla_backend *be = hyla_backend_cpu();
+    if (!strcmp(backend, "cuda")) {
+#ifdef HYLA_WITH_CUDA
+        be = hyla_backend_cuda();
+        const char *missing[64];
+        if (hyla_cuda_device_count() == 0) {
+            fprintf(stderr, "hyla: error: --backend cuda: no CUDA device is visible; run on a GPU host or use "
+                            "--backend cpu\n");
+            return 1;
+        }
+        if (hyla_backend_cuda_missing(missing, 64) > 0)
+            fprintf(stderr, "hyla: note: the CUDA backend lacks %s (and maybe more); models that need it fail\n",
+                    missing[0]);
+#else
+        fprintf(stderr, "hyla: error: --backend cuda: this hyla was built without CUDA; rebuild with -DHYLA_CUDA=ON\n");
+        return 1;
+#endif
+    } else if (strcmp(backend, "cpu") != 0) {
+        fprintf(stderr, "hyla: error: unknown --backend '%s'; choose cpu or cuda\n", backend);
+        return 2;
+    }
 
     int world_rank, world_size;
     hyla_mpi_start(&argc, &argv, &world_rank, &world_size);
@@ -98,7 +126,7 @@ int cmd_train(int argc, char **argv) {
     if (world_size == 1) {
         struct run_outcome local;
         struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower};
-        worker_run(&cfg, NULL, &rep, out_dir, resume, &local);
+        worker_run(&cfg, be, NULL, &rep, out_dir, resume, &local);
         outcome = local; /* the worker's outcome also carries what messages do not */
     } else {
         MPI_Comm group;
@@ -109,7 +137,7 @@ int cmd_train(int argc, char **argv) {
             struct hyla_comm *comm = hyla_comm_create_mpi(group);
             struct mpi_sink sink = {.comm = MPI_COMM_WORLD, .dest = 0};
             struct run_reporter rep = {.emit = mpi_sink_emit, .ctx = &sink};
-            worker_run(&cfg, comm, &rep, out_dir, resume, &outcome);
+            worker_run(&cfg, be, comm, &rep, out_dir, resume, &outcome);
             hyla_comm_destroy(comm);
             MPI_Comm_free(&group);
         }

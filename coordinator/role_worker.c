@@ -140,15 +140,15 @@ static int resume_run(struct trainer *t, struct run_reporter *rep, struct run_ou
     return rc < 0;
 }
 
-void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, struct run_reporter *rep,
-                const char *out_dir, int resume, struct run_outcome *o) {
+void worker_run(const struct hyla_run_config *cfg, const struct hyla_backend *be, struct hyla_comm *group,
+                struct run_reporter *rep, const char *out_dir, int resume, struct run_outcome *o) {
     memset(o, 0, sizeof *o);
     struct trainer t;
     struct hyla_data_error derr;
     const int leader = !group || hyla_comm_rank(group) == 0;
     struct run_reporter quiet = {0};
     if (!leader) rep = &quiet; /* only the leader reports */
-    if (trainer_init(&t, cfg, hyla_backend_cpu(), group, &derr)) {
+    if (trainer_init(&t, cfg, be, group, &derr)) {
         /* the same config and data on every rank: every rank fails alike */
         o->failed = 1;
         snprintf(o->error, sizeof o->error, "%s", derr.message);

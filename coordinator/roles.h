@@ -72,8 +72,8 @@ void local_follower_emit(void *ctx, int type, int run_id, int step, const double
  * group's rank 0 reports), evaluate and write --out on rank 0. Collective over the group.
  * With checkpoint.dir set: save every checkpoint.interval steps and at the end; with
  * resume, continue from the newest valid checkpoint there. */
-void worker_run(const struct hyla_run_config *cfg, struct hyla_comm *group, struct run_reporter *rep,
-                const char *out_dir, int resume, struct run_outcome *outcome);
+void worker_run(const struct hyla_run_config *cfg, const struct hyla_backend *be, struct hyla_comm *group,
+                struct run_reporter *rep, const char *out_dir, int resume, struct run_outcome *outcome);
 
 /* Coordinator side of one run: receive the leader's messages until the run ends. */
 void coordinator_follow_run(MPI_Comm world, int leader, struct run_follower *f);

@@ -9,17 +9,32 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
 pack)
   cmake -S . -B build-cuda -DHYLA_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build-cuda --target test_cuda_ops -j"$(nproc)"
-  rm -rf gpu-carry && mkdir -p gpu-carry/lib && cp build-cuda/test_cuda_ops gpu-carry/
-  # what the GPU host may lack: OpenBLAS (the CPU twins) and its Fortran runtime
-  for lib in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
-    cp -L "$(ldd build-cuda/test_cuda_ops | awk -v l="$lib" '$1 == l { print $3 }')" gpu-carry/lib/
-  done
+  cmake --build build-cuda --target test_cuda_ops hyla -j"$(nproc)"
+  rm -rf gpu-carry && mkdir -p gpu-carry/lib gpu-carry/configs
+  cp build-cuda/test_cuda_ops build-cuda/hyla gpu-carry/ && cp configs/models/tiny_*.yaml gpu-carry/configs/
+  # the libraries the GPU host may lack (libyaml, jansson, xxhash, SQLite, OpenBLAS, Open MPI,
+  # and their dependencies); the C/C++ runtime and CUDA's own libraries are the host's
+  ldd build-cuda/hyla build-cuda/test_cuda_ops | awk '$3 ~ /^\// { print $3 }' | sort -u |
+    grep -v -E '/lib(c|m|stdc\+\+|gcc_s|pthread|dl|rt)\.so|cublas|libudev|libz\.so' |
+    while read -r lib; do cp -L "$lib" gpu-carry/lib/; done
   du -sh gpu-carry ;;
 run)
   out=${OUT:-.}
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     OMP_NUM_THREADS=8 OPENBLAS_NUM_THREADS=1 LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} \
-      ./gpu-carry/test_cuda_ops; } 2>&1 | tee "$out/gpu-check.txt" ;;
+      ./gpu-carry/test_cuda_ops
+    # a tiny model trained 50 steps on the GPU against the CPU (fp32: within 1e-4 relative)
+    export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} OPENBLAS_NUM_THREADS=1
+    for model in tiny_gdn tiny_gdn_swa tiny_gdn_lte tiny_transformer; do
+      rm -f "$out/$model.cpu" "$out/$model.gpu"
+      common=(gpu-carry/configs/$model.yaml --set train.steps=50 --set train.seq_len=128 --set data.mqar_num_pairs=16
+              --set data.mqar_num_queries=16 --quiet)
+      OMP_NUM_THREADS=8 ./gpu-carry/hyla train "${common[@]}" --metrics "$out/$model.cpu"
+      t0=$(date +%s.%N); ./gpu-carry/hyla train "${common[@]}" --backend cuda --metrics "$out/$model.gpu"; t1=$(date +%s.%N)
+      awk -v m="$model" -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" 'NR == FNR { c[$1] = $2; next }
+        { d = ($2 - c[$1]) / c[$1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+        END { printf "%s: 50 steps on the GPU (%.1f s) vs the CPU: worst loss difference %.3g relative over %d steps %s\n",
+              m, s, w, n, (n == 50 && w <= 1e-4) ? "(ok, bound 1e-4)" : "(FAIL, bound 1e-4)" }' "$out/$model.cpu" "$out/$model.gpu"
+    done; } 2>&1 | tee "$out/gpu-check.txt" ;;
 *) echo "usage: bash scripts/gpu-check.sh pack|run" >&2; exit 2 ;;
 esac

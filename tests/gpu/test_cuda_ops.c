@@ -335,6 +335,42 @@ static void test_lte_router(int B, int L, int H, int d, float p) {
     free_pairs(all, 9);
 }
 
+static void test_gdr(int B, int L, int H, int dk, int dv) {
+    const size_t nq = (size_t)B * L * H * dk, nv = (size_t)B * L * H * dv, ng = (size_t)B * L * H;
+    const size_t ns = (size_t)B * H * dk * dv;
+    struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nq, -1, 1), v = rand_pair(nv, -1, 1);
+    /* q, k L2-normalised as in training */
+    for (size_t r = 0; r < ng; r++) {
+        double sq = 0, sk = 0;
+        for (int i = 0; i < dk; i++) sq += q.h[r * dk + i] * q.h[r * dk + i], sk += k.h[r * dk + i] * k.h[r * dk + i];
+        for (int i = 0; i < dk; i++) q.h[r * dk + i] /= (float)sqrt(sq), k.h[r * dk + i] /= (float)sqrt(sk);
+    }
+    gpu->to_device(q.d, q.h, nq * 4), gpu->to_device(k.d, k.h, nq * 4);
+    struct pair beta = rand_pair(ng, 0.1f, 0.9f), g = rand_pair(ng, -0.5f, -0.01f), S0 = rand_pair(ns, -0.5f, 0.5f);
+    struct pair o = zero_pair(nv), S = zero_pair(ns), dO = rand_pair(nv, -1, 1), dS = rand_pair(ns, -1, 1);
+    struct pair dq = zero_pair(nq), dkk = zero_pair(nq), dvv = zero_pair(nv), db = zero_pair(ng), dg = zero_pair(ng);
+    struct pair dS0 = zero_pair(ns);
+    const float scale = 1.0f / sqrtf((float)dk);
+    cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, S0.h, scale, B, L, H, dk, dv);
+    gpu->gdr_chunk_fwd(o.d, S.d, q.d, k.d, v.d, beta.d, g.d, S0.d, scale, B, L, H, dk, dv);
+    char label[160];
+    snprintf(label, sizeof label, "gated delta rule B=%d L=%d H=%d dk=%d dv=%d (vs CPU chunked): o", B, L, H, dk, dv);
+    check_pair(label, o);
+    check_pair("gated delta rule: final state", S);
+    cpu_f32_gdr_chunk_bwd(dq.h, dkk.h, dvv.h, db.h, dg.h, dS0.h, dO.h, dS.h, q.h, k.h, v.h, beta.h, g.h, S0.h, scale, B,
+                          L, H, dk, dv);
+    gpu->gdr_chunk_bwd(dq.d, dkk.d, dvv.d, db.d, dg.d, dS0.d, dO.d, dS.d, q.d, k.d, v.d, beta.d, g.d, S0.d, scale, B, L,
+                       H, dk, dv);
+    struct pair grads[] = {dq, dkk, dvv, db, dg, dS0};
+    const char *names[] = {"dq", "dk", "dv", "dbeta", "dg", "dinitial_state"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(label, sizeof label, "gated delta rule backward: %s", names[i]);
+        compare(label, grads[i].d, grads[i].h, grads[i].n);
+    }
+    struct pair all[] = {q, k, v, beta, g, S0, o, S, dO, dS, dq, dkk, dvv, db, dg, dS0};
+    free_pairs(all, 16);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -374,6 +410,8 @@ int main(void) {
     test_attention(130, 8, 2, 64, 16, 1);
     test_lte_router(2, 37, 3, 8, 0.0f);
     test_lte_router(1, 70, 2, 64, 0.1f);
+    test_gdr(2, 37, 2, 16, 8);
+    test_gdr(1, 70, 2, 64, 64);
     test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);
