@@ -2,8 +2,9 @@
 # The GPU check, in one call to a GPU host (Ubuntu 24.04 + CUDA 13, no libyaml/SQLite):
 # build here on Debian with `bash scripts/gpu-check.sh pack` (CUDA on; the kernel test links
 # only the kernels), carry gpu-carry/ to the GPU host, and there run
-# `bash scripts/gpu-check.sh run`: it prints the device and runs every CUDA op against its
-# CPU twin, writing the output to $OUT/gpu-check.txt when $OUT is set.
+# `bash scripts/gpu-check.sh run`: it prints the device, runs every CUDA op against its CPU
+# twin and trains tiny models 50 steps on the GPU and the CPU, writing the output to
+# $OUT/gpu-check.txt when $OUT is set; `sanitize` runs compute-sanitizer on the op tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
@@ -36,5 +37,14 @@ run)
         END { printf "%s: 50 steps on the GPU (%.1f s) vs the CPU: worst loss difference %.3g relative over %d steps %s\n",
               m, s, w, n, (n == 50 && w <= 1e-4) ? "(ok, bound 1e-4)" : "(FAIL, bound 1e-4)" }' "$out/$model.cpu" "$out/$model.gpu"
     done; } 2>&1 | tee "$out/gpu-check.txt" ;;
-*) echo "usage: bash scripts/gpu-check.sh pack|run" >&2; exit 2 ;;
+sanitize)
+  # compute-sanitizer memcheck and racecheck on the op tests (exit 3 on any error)
+  out=${OUT:-.}
+  export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+  for tool in memcheck racecheck; do
+    /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 3 ./gpu-carry/test_cuda_ops \
+      >"$out/sanitizer-$tool.txt" 2>&1
+    echo "$tool: exit $? | $(tail -1 "$out/sanitizer-$tool.txt")"
+  done ;;
+*) echo "usage: bash scripts/gpu-check.sh pack|run|sanitize" >&2; exit 2 ;;
 esac
