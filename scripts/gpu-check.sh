@@ -26,7 +26,7 @@ run)
       ./gpu-carry/test_cuda_ops
     # a tiny model trained 50 steps on the GPU against the CPU (fp32: within 1e-4 relative)
     export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} OPENBLAS_NUM_THREADS=1
-    for model in tiny_gdn tiny_gdn_swa tiny_gdn_lte tiny_transformer; do
+    for model in tiny_gdn tiny_gdn_swa tiny_gdn_lte tiny_gdn_nsa tiny_transformer tiny_nsa; do
       rm -f "$out/$model.cpu" "$out/$model.gpu"
       common=(gpu-carry/configs/$model.yaml --set train.steps=50 --set train.seq_len=128 --set data.mqar_num_pairs=16
               --set data.mqar_num_queries=16 --quiet)

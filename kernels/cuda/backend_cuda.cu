@@ -335,6 +335,7 @@ extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_par
 extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attention.cu
 extern "C" void cuda_register_lte_router(struct hyla_backend *t); // cuda_lte_router.cu
 extern "C" void cuda_register_gdr(struct hyla_backend *t);        // cuda_gdr.cu
+extern "C" void cuda_register_nsa(struct hyla_backend *t);        // cuda_nsa.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -354,6 +355,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     cuda_register_attention(&table);
     cuda_register_lte_router(&table);
     cuda_register_gdr(&table);
+    cuda_register_nsa(&table);
     return &table;
 }
 

@@ -371,6 +371,37 @@ static void test_gdr(int B, int L, int H, int dk, int dv) {
     free_pairs(all, 16);
 }
 
+static void test_nsa(int B, int L, int Hq, int Hkv, int d, int block, int n_select, int window) {
+    const struct hyla_nsa_shape shape = {.q_heads = Hq, .kv_heads = Hkv, .head_dim = d, .block_size = block,
+                                         .n_select = n_select, .window = window, .scale = 1.0 / sqrt((double)d)};
+    const size_t nq = (size_t)B * L * Hq * d, nk = (size_t)B * L * Hkv * d, ng = (size_t)B * L * 3 * Hq;
+    const size_t nsv = nsa_saved_size(&shape, B, L), nidx = (size_t)B * L * Hkv * n_select;
+    struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nk, -1, 1), v = rand_pair(nk, -1, 1);
+    struct pair gl = rand_pair(ng, -2, 2), o = zero_pair(nq), saved = zero_pair(nsv), dO = rand_pair(nq, -1, 1);
+    struct pair dq = zero_pair(nq), dk = zero_pair(nk), dv = zero_pair(nk), dgl = zero_pair(ng);
+    int32_t *idx = malloc(nidx * sizeof(int32_t)), *IDX = gpu->alloc(nidx * sizeof(int32_t));
+    cpu_f32_nsa_fwd(o.h, saved.h, idx, q.h, k.h, v.h, gl.h, &shape, B, L, 0);
+    gpu->nsa_fwd(o.d, saved.d, IDX, q.d, k.d, v.d, gl.d, &shape, B, L, 0);
+    char label[160];
+    snprintf(label, sizeof label, "nsa_fwd B=%d L=%d Hq=%d Hkv=%d d=%d block=%d S=%d w=%d: o", B, L, Hq, Hkv, d, block,
+             n_select, window);
+    check_pair(label, o);
+    check_pair("nsa_fwd: saved tensors (pooled k, v; branch outputs, lse; gates)", saved);
+    int32_t *got = malloc(nidx * sizeof(int32_t));
+    gpu->to_host(got, IDX, nidx * sizeof(int32_t));
+    check_true("nsa_fwd: the GPU selects the same blocks as the CPU", memcmp(got, idx, nidx * sizeof(int32_t)) == 0);
+    gpu->to_device(IDX, idx, nidx * sizeof(int32_t)); /* the backward pass reads the CPU's selection too */
+    cpu_f32_nsa_bwd(dq.h, dk.h, dv.h, dgl.h, dO.h, saved.h, idx, q.h, k.h, v.h, gl.h, &shape, B, L);
+    gpu->nsa_bwd(dq.d, dk.d, dv.d, dgl.d, dO.d, saved.d, IDX, q.d, k.d, v.d, gl.d, &shape, B, L);
+    check_pair("nsa_bwd: dq", dq);
+    check_pair("nsa_bwd: dk", dk);
+    check_pair("nsa_bwd: dv", dv);
+    check_pair("nsa_bwd: dgate_logits", dgl);
+    free(idx), free(got), gpu->free(IDX);
+    struct pair all[] = {q, k, v, gl, o, saved, dO, dq, dk, dv, dgl};
+    free_pairs(all, 11);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -412,6 +443,8 @@ int main(void) {
     test_lte_router(1, 70, 2, 64, 0.1f);
     test_gdr(2, 37, 2, 16, 8);
     test_gdr(1, 70, 2, 64, 64);
+    test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
+    test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
     test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);
