@@ -38,6 +38,9 @@ double rel_err_f64(const double *a, const double *b, size_t n);
 double rel_err_f32(const float *a, const float *b, size_t n);
 double dot_f64(const double *a, const double *b, size_t n);
 
+/* Remove a folder and everything in it (tests' temporary folders). */
+void remove_tree(const char *dir);
+
 /* Allocation helpers for tests: zeroed, die on failure. */
 double *alloc_f64(size_t n);
 float *alloc_f32(size_t n);

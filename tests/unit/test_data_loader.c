@@ -12,21 +12,6 @@
 enum { T = 16, NUM_TOKENS = 1000, VOCAB = 1000, B = 2 };
 static char tmp_dir[64];
 
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* Token i of the training stream is i (unique windows); split over two shards. */
 static void make_token_data(char *train_dir, char *eval_file, size_t size) {
@@ -239,6 +224,6 @@ int main(void) {
     test_reshard(&cfg);
     test_token_eval(train, eval);
     test_synthetic();
-    remove_tree(tmp_dir);
+    remove_tree(tmp_dir); /* tests/harness.h */
     return test_finish();
 }

@@ -15,21 +15,6 @@ static char tmp_dir[64];
 static void path_in(char *out, size_t size, const char *name) { snprintf(out, size, "%s/%s", tmp_dir, name); }
 
 /* Remove a directory tree one or two levels deep (what these tests create). */
-static void remove_tree(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        struct stat st;
-        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) remove_tree(p);
-        else unlink(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 /* An error with the expected code whose message contains every fragment. */
 static void check_error(const char *what, int rc, const struct hyla_data_error *err, int code,
@@ -251,6 +236,6 @@ int main(void) {
     test_rejections();
     test_directory_stream();
     test_pack();
-    remove_tree(tmp_dir);
+    remove_tree(tmp_dir); /* tests/harness.h */
     return test_finish();
 }
