@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "bench_gpu.h"
 #include "bench_checkpoint.h"
 #include "bench_ledger.h"
 #include "common/hyla_error.h"
@@ -222,12 +223,21 @@ int bench_main(int argc, char **argv) {
     double min_seconds = 0.2;
     if (argc >= 2 && !strcmp(argv[1], "ledger")) return bench_ledger_main(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "checkpoint")) return bench_checkpoint_main(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "train")) return bench_train_main(argc - 1, argv + 1);
     if (argc < 2 || strcmp(argv[1], "kernels") != 0) {
-        fprintf(stderr, "hyla: error: usage: hyla bench kernels|ledger|checkpoint [--format table|json]\n");
+        fprintf(stderr, "hyla: error: usage: hyla bench kernels|train|ledger|checkpoint [--format table|json]\n");
         return 2;
     }
+    int gpu = 0;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--format") && i + 1 < argc) {
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
+            const char *name = argv[++i];
+            if (!strcmp(name, "cuda")) gpu = 1;
+            else if (strcmp(name, "cpu") != 0) {
+                fprintf(stderr, "hyla: error: unknown --backend '%s'; choose cpu or cuda\n", name);
+                return 2;
+            }
+        } else if (!strcmp(argv[i], "--format") && i + 1 < argc) {
             const char *f = argv[++i];
             if (!strcmp(f, "json")) json = 1;
             else if (strcmp(f, "table") != 0) {
@@ -241,11 +251,12 @@ int bench_main(int argc, char **argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr, "hyla: error: unknown option '%s'; usage: hyla bench kernels [--format table|json] "
-                            "[--seconds S]\n", argv[i]);
+            fprintf(stderr, "hyla: error: unknown option '%s'; usage: hyla bench kernels [--backend cpu|cuda] "
+                            "[--format table|json] [--seconds S]\n", argv[i]);
             return 2;
         }
     }
+    if (gpu) return bench_kernels_gpu(json, min_seconds);
 
     struct bufs b;
     bufs_init(&b);

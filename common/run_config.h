@@ -75,6 +75,10 @@ struct hyla_model_config {
     struct hyla_attn_config attn;
 };
 
+/* train.precision: fp32 everywhere, or bf16 operands in the GPU's matrix products with fp32
+ * accumulation and fp32 master weights, gradients and optimizer state (docs/cuda.md). */
+enum hyla_precision { HYLA_PRECISION_FP32, HYLA_PRECISION_BF16 };
+
 struct hyla_train_config {
     uint64_t seed;
     int steps;                         /* optimizer steps */
@@ -89,6 +93,7 @@ struct hyla_train_config {
     int log_every;                     /* progress line every N steps */
     int max_bad_steps;                 /* this many non-finite steps in a row = diverged */
     int eval_every;                    /* held-out evaluation every N steps (0 = only at the end) */
+    enum hyla_precision precision;     /* matrix products: fp32, or bf16 operands (GPU only) */
 };
 
 /* data.task */

@@ -4,6 +4,7 @@
  * `hyla run`'s job). */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli_args.h"
@@ -76,6 +77,7 @@ int cmd_train(int argc, char **argv) {
                             "--backend cpu\n");
             return 1;
         }
+        if (getenv("HYLA_PROFILE_OPS") && !strcmp(getenv("HYLA_PROFILE_OPS"), "1")) be = hyla_backend_profiled(be);
         if (hyla_backend_cuda_missing(missing, 64) > 0)
             fprintf(stderr, "hyla: note: the CUDA backend lacks %s (and maybe more); models that need it fail\n",
                     missing[0]);

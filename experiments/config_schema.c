@@ -23,6 +23,7 @@ enum { KEY_MAX = 256, POS_TEXT = 1200 };
 static const char *const MODEL_TYPES[] = {"gated_deltanet", "hybrid_gated_deltanet", "transformer", "nsa", NULL};
 static const char *const ATTN_TYPES[] = {"standard", "lte", "nsa", NULL};
 static const char *const DATA_TASKS[] = {"tokens", "mqar", "passkey", NULL};
+static const char *const PRECISIONS[] = {"fp32", "bf16", NULL};
 /* Reference keys whose other values would need behaviour hyla does not implement. */
 static const char *const ATTN_MODES[] = {"chunk", "fused_recurrent", NULL};
 static const char *const HIDDEN_ACTS[] = {"swish", NULL};
@@ -182,6 +183,8 @@ static const struct hyla_config_key SCHEMA[] = {
     INT_KEY("train.log_every", train.log_every, "10", 1, INT_MAX, "progress line every N steps"),
     INT_KEY("train.max_bad_steps", train.max_bad_steps, "10", 1, INT_MAX,
             "this many non-finite steps in a row mark the run diverged"),
+    ENUM_KEY("train.precision", train.precision, "fp32", PRECISIONS,
+             "matrix products: fp32, or bf16 operands with fp32 accumulation (--backend cuda only)"),
     INT_KEY("train.eval_every", train.eval_every, "0", 0, INT_MAX, "held-out evaluation every N steps; 0 = at the end"),
 
     /* data */

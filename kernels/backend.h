@@ -20,6 +20,10 @@ struct hyla_backend {
     void (*zero)(void *ptr, size_t bytes);
     void (*synchronize)(void);
 
+    /* bf16 != 0: matrix products take bf16 operands (rounded from the fp32 values) and
+     * accumulate in fp32; everything else stays fp32. NULL: the backend has fp32 only. */
+    void (*set_matmul_precision)(int bf16);
+
     /* Row-major C[m,n] = alpha op(A) op(B) + beta C. */
     void (*gemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);

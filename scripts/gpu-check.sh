@@ -12,7 +12,7 @@ pack)
   cmake -S . -B build-cuda -DHYLA_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build-cuda --target test_cuda_ops hyla -j"$(nproc)"
   rm -rf gpu-carry && mkdir -p gpu-carry/lib gpu-carry/configs
-  cp build-cuda/test_cuda_ops build-cuda/hyla gpu-carry/ && cp configs/models/tiny_*.yaml gpu-carry/configs/
+  cp build-cuda/test_cuda_ops build-cuda/hyla gpu-carry/ && cp configs/models/*.yaml gpu-carry/configs/
   # the libraries the GPU host may lack (libyaml, jansson, xxhash, SQLite, OpenBLAS, Open MPI,
   # and their dependencies); the C/C++ runtime and CUDA's own libraries are the host's
   ldd build-cuda/hyla build-cuda/test_cuda_ops | awk '$3 ~ /^\// { print $3 }' | sort -u |
@@ -46,5 +46,28 @@ sanitize)
       >"$out/sanitizer-$tool.txt" 2>&1
     echo "$tool: exit $? | $(tail -1 "$out/sanitizer-$tool.txt")"
   done ;;
-*) echo "usage: bash scripts/gpu-check.sh pack|run|sanitize" >&2; exit 2 ;;
+bench)
+  # the kernel benchmark at the reference's shapes and training throughput of the 0.4B
+  # configs (B = 1, T = 4096), table and JSON, into $OUT; HYLA_PROFILE_OPS=1 for laLTE's op table
+  out=${OUT:-.}
+  export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+  seconds=${BENCH_SECONDS:-0.3}
+  ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" | tee "$out/bench-kernels.txt"
+  ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" --format json >"$out/bench-kernels.json"
+  for model in ${BENCH_MODELS:-gdn_lte_0.4B gdn_0.4B gdn_nsa_0.4B gdn_swa_0.4B transformer_0.4B}; do
+    for precision in ${BENCH_PRECISIONS:-fp32 bf16}; do
+      ./gpu-carry/hyla bench train gpu-carry/configs/$model.yaml --backend cuda --steps "${BENCH_STEPS:-3}" \
+        --warmup 1 --set train.micro_batch="${BENCH_BATCH:-1}" --set train.seq_len=4096 \
+        --set train.precision=$precision --format json >"$out/bench-train-$model-$precision.json"
+      cat "$out/bench-train-$model-$precision.json"
+    done
+  done ;;
+profile)
+  # where a 0.4B laLTE step's time goes: per-op totals, every op synchronised (stderr)
+  out=${OUT:-.}
+  export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+  HYLA_PROFILE_OPS=1 ./gpu-carry/hyla bench train gpu-carry/configs/${PROFILE_MODEL:-gdn_lte_0.4B}.yaml \
+    --backend cuda --steps 1 --warmup 1 --set train.micro_batch=1 --set train.seq_len=4096 \
+    --set train.precision=${PROFILE_PRECISION:-fp32} 2>&1 | tee "$out/profile-${PROFILE_MODEL:-gdn_lte_0.4B}.txt" ;;
+*) echo "usage: bash scripts/gpu-check.sh pack|run|sanitize|bench|profile" >&2; exit 2 ;;
 esac

@@ -50,6 +50,15 @@ int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const str
     char why[512];
     t->grad_accum = trainer_accumulation(&cfg->train, t->group_size, why, sizeof why);
     if (!t->grad_accum) return hyla_data_fail(err, HYLA_DATA_ECONFIG, "%s", why), 1;
+    if (cfg->train.precision == HYLA_PRECISION_BF16) {
+        if (!be->set_matmul_precision)
+            return hyla_data_fail(err, HYLA_DATA_ECONFIG,
+                                  "train.precision = bf16 needs a GPU: the %s backend computes in fp32 only; "
+                                  "use --backend cuda or set train.precision=fp32", be->name), 1;
+        be->set_matmul_precision(1);
+    } else if (be->set_matmul_precision) {
+        be->set_matmul_precision(0);
+    }
     if (hyla_data_loader_open(&t->train_data, cfg, HYLA_DATA_TRAIN, t->rank, t->group_size, err)) return 1;
     model_create(&t->model, be, &cfg->model, cfg->train.micro_batch, cfg->train.seq_len, cfg->train.seed);
     t->model.training = 1;

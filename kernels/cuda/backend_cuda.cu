@@ -34,11 +34,19 @@ static void cuda_copy(void *dst, const void *src, size_t bytes) {
 static void cuda_zero(void *p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0, bytes)); }
 static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 
+// fp32 (no TF32: the CPU twin's numbers), or bf16 operands on the tensor cores with fp32
+// accumulation: cuBLAS rounds the fp32 inputs to bf16 itself, so storage stays fp32.
+static cublasComputeType_t gemm_compute = CUBLAS_COMPUTE_32F;
+static void cuda_set_matmul_precision(int bf16) {
+    gemm_compute = bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+}
+
 // Row-major C = alpha op(A) op(B) + beta C as column-major C^T = op(B)^T op(A)^T.
 static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc) {
-    CUBLAS_CHECK(cublasSgemm(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
-                             k, &alpha, b, ldb, a, lda, &beta, c, ldc));
+    CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+                              k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc,
+                              gemm_compute, CUBLAS_GEMM_DEFAULT));
 }
 
 // ---- block reductions (fixed tree: deterministic) ---------------------------------------
@@ -342,6 +350,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.name = "cuda";
     table.alloc = cuda_alloc, table.free = cuda_free, table.to_device = cuda_to_device, table.to_host = cuda_to_host;
     table.copy = cuda_copy, table.zero = cuda_zero, table.synchronize = cuda_synchronize, table.gemm = cuda_gemm;
+    table.set_matmul_precision = cuda_set_matmul_precision;
     table.embedding_fwd = cuda_embedding_fwd, table.embedding_bwd = cuda_embedding_bwd;
     table.rmsnorm_fwd = cuda_rmsnorm_fwd, table.rmsnorm_bwd = cuda_rmsnorm_bwd;
     table.add_rmsnorm_fwd = cuda_add_rmsnorm_fwd, table.add_rmsnorm_bwd = cuda_add_rmsnorm_bwd;

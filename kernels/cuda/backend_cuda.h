@@ -12,6 +12,9 @@ extern "C" {
 const struct hyla_backend *hyla_backend_cuda(void);
 /* Names of the table's ops that are still NULL; returns how many (writes at most capacity). */
 int hyla_backend_cuda_missing(const char **names, int capacity);
+/* A copy of `base` that times every op (synchronised) and prints the totals to stderr at
+ * exit (kernels/cuda/cuda_profile.cu); used when HYLA_PROFILE_OPS=1. */
+const struct hyla_backend *hyla_backend_profiled(const struct hyla_backend *base);
 
 #ifdef __cplusplus
 }

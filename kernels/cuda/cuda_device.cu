@@ -19,3 +19,9 @@ extern "C" int hyla_cuda_device_name(int device, char *name, int capacity) {
     name[i] = '\0';
     return 0;
 }
+
+extern "C" size_t hyla_cuda_memory_used(void) {
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return 0;
+    return total_bytes - free_bytes;
+}

@@ -2,6 +2,8 @@
 #ifndef HYLA_CUDA_DEVICE_H
 #define HYLA_CUDA_DEVICE_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -10,6 +12,15 @@ extern "C" {
 int hyla_cuda_device_count(void);
 /* Device name into name[capacity]; 0 on success, -1 on failure. */
 int hyla_cuda_device_name(int device, char *name, int capacity);
+/* Bytes of device memory in use now (cudaMemGetInfo: total - free, all processes). */
+size_t hyla_cuda_memory_used(void);
+
+/* The matrix-product rate of cuBLAS on device 0 for n x n x n products, in TFLOP/s, timed
+ * for at least min_seconds (kernels/cuda/cuda_gemm_rate.cu): fp32 without TF32, fp32
+ * storage with bf16 operands (train.precision = bf16), or bf16 storage and operands (the
+ * rate MFU is measured against). */
+enum hyla_gemm_kind { HYLA_GEMM_FP32, HYLA_GEMM_FP32_BF16_OPERANDS, HYLA_GEMM_BF16 };
+double hyla_cuda_gemm_tflops(int n, enum hyla_gemm_kind kind, double min_seconds);
 
 #ifdef __cplusplus
 }
