@@ -1,10 +1,12 @@
 // CUDA: softmax attention (causal, sliding window, GQA, LTE's window ∪ selected keys) and
 // the LTE ops (selection, straight-through estimator, L1 term), with the CPU twins'
-// semantics. Correctness first: one warp per query row with an online softmax (no L x L
+// semantics. Head dims up to 128 go to the tiled kernels (cuda_flash_attention.cu); larger
+// ones to the row kernels here: one warp per query row with an online softmax (no L x L
 // matrix), and in the backward pass one warp per key row for dk, dv (no atomics, so the
-// results are reproducible). Tiled tensor-core kernels are the next step (docs/cuda.md).
+// results are reproducible).
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_flash_attention.h"
 
 enum { WARP = 32, MAX_D = 256 };
 
@@ -120,6 +122,10 @@ static struct attn_shape shape_of(int B, int L, int Hq, int Hkv, int d, int wl, 
 
 static void cuda_attention_fwd(float *o, float *lse, const float *q, const float *k, const float *v,
                                const uint8_t *selected, int B, int L, int Hq, int Hkv, int d, int wl, float scale) {
+    if (flash_attention_supported(d)) {
+        flash_attention_fwd(o, lse, q, k, v, selected, B, L, Hq, Hkv, d, wl, scale);
+        return;
+    }
     attention_fwd_kernel<<<B * L * Hq, WARP>>>(o, lse, q, k, v, selected, shape_of(B, L, Hq, Hkv, d, wl, scale));
     CUDA_LAUNCH_CHECK();
 }
@@ -132,6 +138,11 @@ static void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dou
     CUDA_CHECK(cudaMallocAsync((void **)&delta, sizeof(float) * (size_t)B * L * Hq, 0));
     attention_delta_kernel<<<B * L * Hq, WARP>>>(delta, dout, o, d);
     CUDA_LAUNCH_CHECK();
+    if (flash_attention_supported(d)) {
+        flash_attention_bwd(dq, dk, dv, dout, q, k, v, lse, delta, selected, B, L, Hq, Hkv, d, wl, scale);
+        CUDA_CHECK(cudaFreeAsync(delta, 0));
+        return;
+    }
     attention_dq_kernel<<<B * L * Hq, WARP>>>(dq, dout, q, k, v, lse, delta, selected, s);
     CUDA_LAUNCH_CHECK();
     attention_dkdv_kernel<<<B * L * Hkv, WARP>>>(dk, dv, dout, q, k, v, lse, delta, selected, s);

@@ -1,150 +1,324 @@
-// CUDA: the gated delta rule (MODEL.md §3.2 step 5) as its token-by-token recurrence, one
-// block per (batch, head) with the state in shared memory, forward and reverse-mode
-// backward (the forward keeps every state for it). This is the reference on the GPU: the
-// chunked tensor-core kernel of §3.4-3.5 that training speed needs is still to be written,
-// and until then gdr_chunk_* on the GPU run this recurrence (the same function).
+// CUDA: the gated delta rule (MODEL.md §3.2 step 5) as its token-by-token recurrence,
+// parallel over the state's value columns.
+//
+// S_t = a_t S_{t-1} + k_t delta_t^T with delta_t = beta_t (v_t - a_t S_{t-1}^T k_t) and
+// o_t = scale S_t^T q_t: every column j of S (one value channel) evolves on its own, reading
+// only k_t, q_t, a_t, beta_t and v_t[j]. So a warp owns COLS columns of one (batch, head), its
+// lanes hold the rows i = lane + 32 r of those columns in registers, and the only
+// communication is a warp shuffle sum over the rows. The grid covers (batch x head, column
+// blocks), which gives the GPU B x H x dv / COLS independent warps instead of B x H blocks.
+//
+// The backward pass runs in reverse over the stored states (the forward is recomputed with
+// `states` kept, layout [B*H, L, dv, dk] so that a warp's loads are coalesced). Its column
+// sums — dq, dk, dbeta, dg add up over all value columns — are written per column block and
+// added in a fixed order by a second kernel: deterministic, no atomics. `gdr_chunk_*` on the
+// GPU run this recurrence too; the chunked tensor-core form of §3.4-3.5 is still to come.
 #include "backend_cuda.h"
 #include "cuda_check.h"
-#include "cuda_reduce.cuh"
 
-enum { GDR_THREADS = 128 };
+namespace {
+
+constexpr int COLS = 2;                     // value columns per warp
+constexpr int WARPS = 8;                    // warps per block
+constexpr int BLOCK_COLS = COLS * WARPS;    // value columns per block
 
 struct gdr_dims {
     int B, L, H, dk, dv;
     float scale;
 };
 
-// states: [B, H, L, dk, dv], the state after each token (for the backward pass).
-__global__ void gdr_fwd_kernel(float *o, float *final_state, float *states, const float *q, const float *k,
-                               const float *v, const float *beta, const float *g, const float *S0, struct gdr_dims d) {
-    extern __shared__ float sh[];
-    float *S = sh, *kq = S + (size_t)d.dk * d.dv; // S [dk, dv], then k and q of the token
-    const int bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
+template <int N> __device__ inline void warp_sum(float (&x)[N]) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2)
+#pragma unroll
+        for (int n = 0; n < N; n++) x[n] += __shfl_xor_sync(0xffffffffu, x[n], off);
+}
+
+// This warp's first value column, and the (batch, head) of the block.
+__device__ inline int first_column() { return blockIdx.y * BLOCK_COLS + (threadIdx.x / 32) * COLS; }
+
+// R = rows per lane (dk <= 32 R).
+template <int R>
+__global__ void __launch_bounds__(WARPS * 32) gdr_fwd_kernel(float *o, float *final_state, float *states,
+                                                             const float *q, const float *k, const float *v,
+                                                             const float *beta, const float *g, const float *S0,
+                                                             gdr_dims d) {
+    const int bh = blockIdx.x, b = bh / d.H, h = bh % d.H, lane = threadIdx.x % 32, j0 = first_column();
+    if (j0 >= d.dv) return; // whole warp outside dv: no barrier below, so it may leave
     const size_t s_size = (size_t)d.dk * d.dv;
-    for (size_t e = threadIdx.x; e < s_size; e += blockDim.x) S[e] = S0 ? S0[(size_t)bh * s_size + e] : 0.0f;
+    float S[R][COLS];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
+            const int i = lane + 32 * r, j = j0 + c;
+            S[r][c] = (S0 && i < d.dk && j < d.dv) ? S0[(size_t)bh * s_size + (size_t)i * d.dv + j] : 0.0f;
+        }
     for (int t = 0; t < d.L; t++) {
         const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        __syncthreads();
-        for (int i = threadIdx.x; i < d.dk; i += blockDim.x) kq[i] = k[row * d.dk + i], kq[d.dk + i] = q[row * d.dk + i];
-        __syncthreads();
+        float kr[R], qr[R], vc[COLS];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int i = lane + 32 * r;
+            kr[r] = i < d.dk ? k[row * d.dk + i] : 0.0f;
+            qr[r] = i < d.dk ? q[row * d.dk + i] : 0.0f;
+        }
+#pragma unroll
+        for (int c = 0; c < COLS; c++) vc[c] = j0 + c < d.dv ? v[row * d.dv + j0 + c] : 0.0f;
         const float a = expf(g[row]), bt = beta[row];
-        for (int j = threadIdx.x; j < d.dv; j += blockDim.x) {
-            float u = 0;
-            for (int i = 0; i < d.dk; i++) u += S[(size_t)i * d.dv + j] * kq[i];
-            const float delta = bt * (v[row * d.dv + j] - a * u);
-            float out = 0;
-            for (int i = 0; i < d.dk; i++) {
-                float s = a * S[(size_t)i * d.dv + j] + kq[i] * delta;
-                S[(size_t)i * d.dv + j] = s;
-                out += s * kq[d.dk + i];
-                if (states) states[(((size_t)bh * d.L + t) * d.dk + i) * d.dv + j] = s;
+        float u[COLS];
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
+            u[c] = 0;
+#pragma unroll
+            for (int r = 0; r < R; r++) u[c] += S[r][c] * kr[r];
+        }
+        warp_sum(u);
+        float out[COLS];
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
+            const float delta = bt * (vc[c] - a * u[c]);
+            out[c] = 0;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                S[r][c] = a * S[r][c] + kr[r] * delta;
+                out[c] += S[r][c] * qr[r];
             }
-            o[row * d.dv + j] = d.scale * out;
+        }
+        if (states) {
+            float *st = states + (((size_t)bh * d.L + t) * d.dv + j0) * d.dk;
+#pragma unroll
+            for (int c = 0; c < COLS; c++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (j0 + c < d.dv && lane + 32 * r < d.dk) st[(size_t)c * d.dk + lane + 32 * r] = S[r][c];
+        }
+        warp_sum(out);
+        if (lane < COLS && j0 + lane < d.dv) {
+            float mine = out[0];
+#pragma unroll
+            for (int c = 1; c < COLS; c++)
+                if (lane == c) mine = out[c];
+            o[row * d.dv + j0 + lane] = d.scale * mine;
         }
     }
-    __syncthreads();
     if (final_state)
-        for (size_t e = threadIdx.x; e < s_size; e += blockDim.x) final_state[(size_t)bh * s_size + e] = S[e];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int c = 0; c < COLS; c++) {
+                const int i = lane + 32 * r, j = j0 + c;
+                if (i < d.dk && j < d.dv) final_state[(size_t)bh * s_size + (size_t)i * d.dv + j] = S[r][c];
+            }
 }
 
-__global__ void gdr_bwd_kernel(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0,
-                               const float *dout, const float *dS_final, const float *states, const float *q,
-                               const float *k, const float *v, const float *beta, const float *g, const float *S0,
-                               struct gdr_dims d) {
-    extern __shared__ float sh[];
-    const size_t s_size = (size_t)d.dk * d.dv;
-    float *G = sh, *kk = G + s_size, *qq = kk + d.dk, *dd = qq + d.dk; // dd: do of the token
-    float *delta = dd + d.dv, *du = delta + d.dv, *red = du + d.dv;    // red: reduction scratch
-    const int bh = blockIdx.x, b = bh / d.H, h = bh % d.H;
-    for (size_t e = threadIdx.x; e < s_size; e += blockDim.x) G[e] = dS_final ? dS_final[(size_t)bh * s_size + e] : 0;
+// Per token t (in reverse), for each column: G = dL/dS_t gets the output's term, then
+//   u = S_{t-1}^T k, ddelta = G^T k, w = v - a u, dw = beta ddelta, du = -a dw,
+//   dv = dw, dbeta += ddelta w, da += G.S_{t-1} - dw u,
+//   dq = scale S_t do, dk = G delta + S_{t-1} du, and G <- a G + k du^T.
+// dq, dk, dbeta, da sum over all columns: this block's share goes to part_qk [blockIdx.y,
+// row, 2 dk] and part_ba [blockIdx.y, row, 2] (summed over its warps in order).
+template <int R>
+__global__ void __launch_bounds__(WARPS * 32) gdr_bwd_kernel(float *dv, float *dS0, float *part_qk, float *part_ba,
+                                                             const float *dout, const float *dS_final,
+                                                             const float *states, const float *q, const float *k,
+                                                             const float *v, const float *beta, const float *g,
+                                                             const float *S0, gdr_dims d) {
+    __shared__ float share_qk[2][WARPS][2 * 32 * R]; // double-buffered by token parity: one barrier per token
+    __shared__ float share_ba[2][WARPS][2];
+    const int bh = blockIdx.x, b = bh / d.H, h = bh % d.H, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int j0 = first_column();
+    const bool active = j0 < d.dv; // inactive warps still meet every barrier, contributing zeros
+    const size_t s_size = (size_t)d.dk * d.dv, n_rows = (size_t)d.B * d.L * d.H;
+    float G[R][COLS], St[R][COLS], Sp[R][COLS];
+    auto load_state = [&](float (&S)[R][COLS], int t) { // S_t (t = -1: the initial state)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int c = 0; c < COLS; c++) {
+                const int i = lane + 32 * r, j = j0 + c;
+                float s = 0.0f;
+                if (active && i < d.dk && j < d.dv) {
+                    if (t >= 0) s = states[(((size_t)bh * d.L + t) * d.dv + j) * d.dk + i];
+                    else if (S0) s = S0[(size_t)bh * s_size + (size_t)i * d.dv + j];
+                }
+                S[r][c] = s;
+            }
+    };
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
+            const int i = lane + 32 * r, j = j0 + c;
+            G[r][c] = (dS_final && active && i < d.dk && j < d.dv) ? dS_final[(size_t)bh * s_size + (size_t)i * d.dv + j]
+                                                                   : 0.0f;
+        }
+    load_state(St, d.L - 1);
     for (int t = d.L - 1; t >= 0; t--) {
         const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        const float *St = states + ((size_t)bh * d.L + t) * s_size;
-        const float *Sp = t > 0 ? states + ((size_t)bh * d.L + t - 1) * s_size : (S0 ? S0 + (size_t)bh * s_size : NULL);
-        __syncthreads();
-        for (int i = threadIdx.x; i < d.dk; i += blockDim.x) kk[i] = k[row * d.dk + i], qq[i] = q[row * d.dk + i];
-        for (int j = threadIdx.x; j < d.dv; j += blockDim.x) dd[j] = dout[row * d.dv + j];
-        __syncthreads();
+        load_state(Sp, t - 1);
+        float kr[R], qr[R], dd[COLS], vc[COLS];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int i = lane + 32 * r;
+            kr[r] = i < d.dk ? k[row * d.dk + i] : 0.0f;
+            qr[r] = i < d.dk ? q[row * d.dk + i] : 0.0f;
+        }
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
+            const bool in = active && j0 + c < d.dv;
+            dd[c] = in ? dout[row * d.dv + j0 + c] : 0.0f;
+            vc[c] = in ? v[row * d.dv + j0 + c] : 0.0f;
+        }
         const float a = expf(g[row]), bt = beta[row];
-        float dbeta_part = 0, dalpha_part = 0;
-        for (int j = threadIdx.x; j < d.dv; j += blockDim.x) {
+        float sums[3 * COLS]; // u, ddelta, G.S_{t-1} per column
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
             float u = 0, ddelta = 0, gs = 0;
-            for (int i = 0; i < d.dk; i++) {
-                const size_t e = (size_t)i * d.dv + j;
-                const float sp = Sp ? Sp[e] : 0.0f;
-                G[e] += d.scale * qq[i] * dd[j]; // o_t = s S_t^T q_t
-                u += sp * kk[i];
-                ddelta += G[e] * kk[i];
-                gs += G[e] * sp;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                G[r][c] += d.scale * qr[r] * dd[c];
+                u += Sp[r][c] * kr[r];
+                ddelta += G[r][c] * kr[r];
+                gs += G[r][c] * Sp[r][c];
             }
-            const float w = v[row * d.dv + j] - a * u;
-            delta[j] = bt * w;
-            const float dw = bt * ddelta;
-            du[j] = -a * dw;
-            dv[row * d.dv + j] = dw;
+            sums[3 * c] = u, sums[3 * c + 1] = ddelta, sums[3 * c + 2] = gs;
+        }
+        warp_sum(sums);
+        float delta[COLS], du[COLS], dbeta_part = 0, dalpha_part = 0;
+#pragma unroll
+        for (int c = 0; c < COLS; c++) {
+            const float u = sums[3 * c], ddelta = sums[3 * c + 1], gs = sums[3 * c + 2];
+            const float w = vc[c] - a * u, dw = bt * ddelta;
+            delta[c] = bt * w;
+            du[c] = -a * dw;
             dbeta_part += ddelta * w;
             dalpha_part += gs - dw * u;
+            if (active && lane == c && j0 + c < d.dv) dv[row * d.dv + j0 + c] = dw;
         }
-        __syncthreads();
-        for (int i = threadIdx.x; i < d.dk; i += blockDim.x) {
+        // this warp's share of dq and dk for its rows, then the block's sum over warps in order
+        float *sq = share_qk[t & 1][warp];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
             float dqi = 0, dki = 0;
-            for (int j = 0; j < d.dv; j++) {
-                const size_t e = (size_t)i * d.dv + j;
-                dqi += St[e] * dd[j];
-                dki += G[e] * delta[j] + (Sp ? Sp[e] : 0.0f) * du[j];
+#pragma unroll
+            for (int c = 0; c < COLS; c++) {
+                dqi += St[r][c] * dd[c];
+                dki += G[r][c] * delta[c] + Sp[r][c] * du[c];
             }
-            dq[row * d.dk + i] = d.scale * dqi;
-            dk[row * d.dk + i] = dki;
+            sq[lane + 32 * r] = dqi, sq[32 * R + lane + 32 * r] = dki;
         }
-        const float db = block_sum(dbeta_part, red), da = block_sum(dalpha_part, red);
-        if (threadIdx.x == 0) dbeta[row] = db, dg[row] = da * a;
+        if (lane == 0) share_ba[t & 1][warp][0] = dbeta_part, share_ba[t & 1][warp][1] = dalpha_part;
         __syncthreads();
-        for (int j = threadIdx.x; j < d.dv; j += blockDim.x)
-            for (int i = 0; i < d.dk; i++) {
-                const size_t e = (size_t)i * d.dv + j;
-                G[e] = a * G[e] + kk[i] * du[j];
+        float *pqk = part_qk + ((size_t)blockIdx.y * n_rows + row) * 2 * d.dk;
+        for (int e = threadIdx.x; e < 2 * d.dk; e += blockDim.x) {
+            const int slot = e < d.dk ? e : 32 * R + (e - d.dk);
+            float s = 0;
+            for (int w = 0; w < WARPS; w++) s += share_qk[t & 1][w][slot];
+            pqk[e] = s;
+        }
+        if (threadIdx.x < 2) {
+            float s = 0;
+            for (int w = 0; w < WARPS; w++) s += share_ba[t & 1][w][threadIdx.x];
+            part_ba[((size_t)blockIdx.y * n_rows + row) * 2 + threadIdx.x] = s;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int c = 0; c < COLS; c++) {
+                G[r][c] = a * G[r][c] + kr[r] * du[c];
+                St[r][c] = Sp[r][c];
             }
     }
-    __syncthreads();
-    if (dS0)
-        for (size_t e = threadIdx.x; e < s_size; e += blockDim.x) dS0[(size_t)bh * s_size + e] = G[e];
+    if (dS0 && active)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int c = 0; c < COLS; c++) {
+                const int i = lane + 32 * r, j = j0 + c;
+                if (i < d.dk && j < d.dv) dS0[(size_t)bh * s_size + (size_t)i * d.dv + j] = G[r][c];
+            }
 }
 
-static size_t fwd_shared(int dk, int dv) { return sizeof(float) * ((size_t)dk * dv + 2 * (size_t)dk); }
-static size_t bwd_shared(int dk, int dv) {
-    return sizeof(float) * ((size_t)dk * dv + 2 * (size_t)dk + 3 * (size_t)dv + GDR_THREADS);
+// dq, dk, dbeta, dg from the column blocks' shares, added in block order.
+__global__ void gdr_bwd_finish_kernel(float *dq, float *dk, float *dbeta, float *dg, const float *part_qk,
+                                      const float *part_ba, const float *g, int blocks, size_t n_rows, int dkd,
+                                      float scale) {
+    const size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x, per_row = (size_t)2 * dkd + 2;
+    if (e >= n_rows * per_row) return;
+    const size_t row = e / per_row;
+    const int slot = (int)(e % per_row);
+    float s = 0;
+    if (slot < 2 * dkd) {
+        for (int cb = 0; cb < blocks; cb++) s += part_qk[((size_t)cb * n_rows + row) * 2 * dkd + slot];
+        if (slot < dkd) dq[row * dkd + slot] = scale * s;
+        else dk[row * dkd + slot - dkd] = s;
+    } else {
+        for (int cb = 0; cb < blocks; cb++) s += part_ba[((size_t)cb * n_rows + row) * 2 + slot - 2 * dkd];
+        if (slot == 2 * dkd) dbeta[row] = s;
+        else dg[row] = s * expf(g[row]); // d/dg = d/da * a
+    }
 }
 
-static void allow_shared(const void *kernel, size_t bytes) {
-    if (bytes > 48 * 1024) CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+int rows_per_lane(int dk) {
+    if (dk <= 32) return 1;
+    if (dk <= 64) return 2;
+    if (dk <= 128) return 4;
+    if (dk <= 256) return 8;
+    fprintf(stderr, "hyla: error: the CUDA gated delta rule supports key head dims up to 256, got %d\n", dk);
+    exit(1);
 }
 
-static void cuda_gdr_fwd(float *o, float *final_state, const float *q, const float *k, const float *v,
-                         const float *beta, const float *g, const float *S0, float scale, int B, int L, int H, int dk,
-                         int dv) {
-    struct gdr_dims d = {B, L, H, dk, dv, scale};
-    allow_shared((const void *)gdr_fwd_kernel, fwd_shared(dk, dv));
-    gdr_fwd_kernel<<<B * H, GDR_THREADS, fwd_shared(dk, dv)>>>(o, final_state, NULL, q, k, v, beta, g, S0, d);
+void launch_fwd(float *o, float *final_state, float *states, const float *q, const float *k, const float *v,
+                const float *beta, const float *g, const float *S0, gdr_dims d) {
+    const dim3 grid(d.B * d.H, (d.dv + BLOCK_COLS - 1) / BLOCK_COLS);
+    switch (rows_per_lane(d.dk)) {
+    case 1: gdr_fwd_kernel<1><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    case 2: gdr_fwd_kernel<2><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    case 4: gdr_fwd_kernel<4><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    default: gdr_fwd_kernel<8><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    }
     CUDA_LAUNCH_CHECK();
 }
 
-static void cuda_gdr_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
-                         const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
-                         const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd) {
-    struct gdr_dims d = {B, L, H, dkd, dvd, scale};
-    float *states = NULL, *o = NULL; // recompute the forward, keeping every state
+void cuda_gdr_fwd(float *o, float *final_state, const float *q, const float *k, const float *v, const float *beta,
+                  const float *g, const float *S0, float scale, int B, int L, int H, int dk, int dv) {
+    if (B * L * H == 0) return;
+    launch_fwd(o, final_state, NULL, q, k, v, beta, g, S0, gdr_dims{B, L, H, dk, dv, scale});
+}
+
+void cuda_gdr_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
+                  const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
+                  const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd) {
+    if (B * L * H == 0) return;
+    const gdr_dims d{B, L, H, dkd, dvd, scale};
+    const int blocks = (dvd + BLOCK_COLS - 1) / BLOCK_COLS;
+    const size_t n_rows = (size_t)B * L * H;
+    float *states = NULL, *o = NULL, *part_qk = NULL, *part_ba = NULL; // recompute the forward, keeping every state
     CUDA_CHECK(cudaMallocAsync((void **)&states, sizeof(float) * (size_t)B * H * L * dkd * dvd, 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&o, sizeof(float) * (size_t)B * L * H * dvd, 0));
-    allow_shared((const void *)gdr_fwd_kernel, fwd_shared(dkd, dvd));
-    gdr_fwd_kernel<<<B * H, GDR_THREADS, fwd_shared(dkd, dvd)>>>(o, NULL, states, q, k, v, beta, g, S0, d);
+    CUDA_CHECK(cudaMallocAsync((void **)&o, sizeof(float) * n_rows * dvd, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&part_qk, sizeof(float) * blocks * n_rows * 2 * dkd, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&part_ba, sizeof(float) * blocks * n_rows * 2, 0));
+    launch_fwd(o, NULL, states, q, k, v, beta, g, S0, d);
+    const dim3 grid(B * H, blocks);
+    switch (rows_per_lane(dkd)) {
+    case 1: gdr_bwd_kernel<1><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    case 2: gdr_bwd_kernel<2><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    case 4: gdr_bwd_kernel<4><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    default: gdr_bwd_kernel<8><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    }
     CUDA_LAUNCH_CHECK();
-    allow_shared((const void *)gdr_bwd_kernel, bwd_shared(dkd, dvd));
-    gdr_bwd_kernel<<<B * H, GDR_THREADS, bwd_shared(dkd, dvd)>>>(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, states, q, k,
-                                                                 v, beta, g, S0, d);
+    const size_t finish = n_rows * (2 * (size_t)dkd + 2);
+    gdr_bwd_finish_kernel<<<blocks_for(finish, 256), 256>>>(dq, dk, dbeta, dg, part_qk, part_ba, g, blocks, n_rows, dkd,
+                                                            scale);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(states, 0));
     CUDA_CHECK(cudaFreeAsync(o, 0));
+    CUDA_CHECK(cudaFreeAsync(part_qk, 0));
+    CUDA_CHECK(cudaFreeAsync(part_ba, 0));
 }
+
+} // namespace
 
 extern "C" void cuda_register_gdr(struct hyla_backend *t) {
     t->gdr_recurrent_fwd = cuda_gdr_fwd, t->gdr_recurrent_bwd = cuda_gdr_bwd;

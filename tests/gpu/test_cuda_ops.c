@@ -34,6 +34,27 @@ static void compare(const char *what, const float *d, const float *h, size_t n) 
     free(got);
 }
 
+/* train.precision = bf16: the matrix products take bf16 operands (8 mantissa bits) with fp32
+ * accumulation; a product over `dim` terms then differs from fp32 by about 2^-8 relative. */
+static void test_bf16_matmul(int n, int dim, int out) {
+    float *x = host_rand((size_t)n * dim, -1, 1), *w = host_rand((size_t)out * dim, -0.2f, 0.2f);
+    float *y = alloc_f32((size_t)n * out), *X = dev_copy(x, (size_t)n * dim), *W = dev_copy(w, (size_t)out * dim);
+    float *Y = gpu->alloc((size_t)n * out * 4);
+    cpu_f32_linear_fwd(y, x, w, NULL, n, dim, out);
+    gpu->set_matmul_precision(1);
+    gpu->linear_fwd(Y, X, W, NULL, n, dim, out);
+    gpu->set_matmul_precision(0);
+    float *got = back(Y, (size_t)n * out);
+    const double e = rel_err_f32(got, y, (size_t)n * out);
+    char label[128];
+    snprintf(label, sizeof label, "linear_fwd in bf16 %dx%d -> %d (bound 1e-2)", n, dim, out);
+    check_le(label, e, 1e-2);
+    /* and it really is not fp32: bf16 rounding shows */
+    snprintf(label, sizeof label, "linear_fwd in bf16 differs from fp32 by more than 1e-6 (%.2g)", e);
+    check_true(label, e > 1e-6);
+    free(x), free(w), free(y), free(got), gpu->free(X), gpu->free(W), gpu->free(Y);
+}
+
 static void test_rmsnorm(int n, int dim, int fused) {
     float *x = host_rand((size_t)n * dim, -2, 2), *res = host_rand((size_t)n * dim, -1, 1), *w = host_rand(dim, 0.5f, 1.5f);
     float *dy = host_rand((size_t)n * dim, -1, 1), *dsum = host_rand((size_t)n * dim, -1, 1);
@@ -432,6 +453,7 @@ int main(void) {
     test_rmsnorm(5, 13, 1);
     test_rmsnorm(130, 1024, 1);
     test_linear_mlp(37, 127, 301);
+    test_bf16_matmul(300, 1024, 520);
     test_embedding_ce(129, 96, 1000);
     test_optimizer(100003);
     test_gdn_parts();
@@ -439,10 +461,17 @@ int main(void) {
     test_attention(70, 4, 1, 64, 4, 0);
     test_attention(45, 2, 2, 40, 3, 1);
     test_attention(130, 8, 2, 64, 16, 1);
+    /* the tiled kernels: lengths and head dims off the 64 x 64 tiles */
+    test_attention(300, 4, 2, 64, 70, 1);
+    test_attention(200, 2, 1, 128, -1, 0);
+    test_attention(257, 4, 4, 32, 100, 0);
+    test_attention(150, 2, 2, 100, 20, 1);
     test_lte_router(2, 37, 3, 8, 0.0f);
     test_lte_router(1, 70, 2, 64, 0.1f);
     test_gdr(2, 37, 2, 16, 8);
     test_gdr(1, 70, 2, 64, 64);
+    test_gdr(1, 130, 3, 128, 128);
+    test_gdr(2, 45, 1, 40, 24);
     test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
     test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
     test_determinism();
