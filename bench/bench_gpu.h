@@ -4,7 +4,8 @@
 #define HYLA_BENCH_GPU_H
 
 /* The GPU's matrix-product rates and the sequence-mixing ops at the reference's shapes. */
-int bench_kernels_gpu(int json, double min_seconds);
+/* only: run the ops whose name contains it (NULL: all). */
+int bench_kernels_gpu(int json, double min_seconds, const char *only);
 /* argv[0] is "train". Returns the exit status. */
 int bench_train_main(int argc, char **argv);
 

@@ -156,7 +156,7 @@ static double time_case(void (*run)(struct gpu_bufs *), struct gpu_bufs *b, doub
     return elapsed / reps;
 }
 
-int bench_kernels_gpu(int json, double min_seconds) {
+int bench_kernels_gpu(int json, double min_seconds, const char *only) {
 #ifdef HYLA_WITH_CUDA
     if (hyla_cuda_device_count() == 0) {
         fprintf(stderr, "hyla: error: --backend cuda: no CUDA device is visible; run on a GPU host\n");
@@ -172,7 +172,31 @@ int bench_kernels_gpu(int json, double min_seconds) {
     bufs_init(&b, hyla_backend_cuda());
     enum { N_CASES = sizeof cases / sizeof cases[0] };
     double ms[N_CASES];
-    for (int i = 0; i < N_CASES; i++) ms[i] = time_case(cases[i].run, &b, min_seconds) * 1e3;
+    int chosen[N_CASES], any = 0;
+    for (int i = 0; i < N_CASES; i++) any += chosen[i] = !only || strstr(cases[i].op, only) != NULL;
+    if (!any) {
+        fprintf(stderr, "hyla: error: --only '%s' matches no benchmarked op; ops are named like 'gdr_chunk fwd', "
+                        "'lte_attention', 'causal_attention', 'nsa', 'lte_router'\n", only);
+        return 2;
+    }
+    if (!json) {
+        printf("%s: matrix products %d x %d x %d\n", device, gemm_n, gemm_n, gemm_n);
+        printf("  fp32 (no TF32)                 %8.1f TFLOP/s\n", tf_fp32);
+        printf("  fp32 storage, bf16 operands    %8.1f TFLOP/s\n", tf_fast);
+        printf("  bf16 storage and operands      %8.1f TFLOP/s\n", tf_bf16);
+        printf("\n%-26s %-36s %10s %14s %8s\n", "op", "shape", "ms/call", "reference ms", "ratio");
+    }
+    for (int i = 0; i < N_CASES; i++) {
+        if (!chosen[i]) continue;
+        ms[i] = time_case(cases[i].run, &b, min_seconds) * 1e3;
+        if (json) continue;
+        printf("%-26s %-36s %10.3f", cases[i].op, cases[i].shape, ms[i]);
+        if (cases[i].reference_ms > 0)
+            printf(" %14.2f %7.2fx\n", cases[i].reference_ms, ms[i] / cases[i].reference_ms);
+        else
+            printf(" %14s %8s\n", "-", "-");
+        fflush(stdout); /* a row as soon as it is measured: slow ops do not hide the others */
+    }
     if (json) {
         json_t *root = json_object(), *ops = json_array();
         json_object_set_new(root, "backend", json_string("cuda"));
@@ -180,6 +204,7 @@ int bench_kernels_gpu(int json, double min_seconds) {
         json_object_set_new(root, "gemm", json_pack("{s:i, s:f, s:f, s:f}", "n", gemm_n, "fp32_tflops", tf_fp32,
                                                     "fp32_bf16_operands_tflops", tf_fast, "bf16_tflops", tf_bf16));
         for (int i = 0; i < N_CASES; i++) {
+            if (!chosen[i]) continue;
             json_t *o = json_pack("{s:s, s:s, s:f}", "op", cases[i].op, "shape", cases[i].shape, "ms", ms[i]);
             if (cases[i].reference_ms > 0) json_object_set_new(o, "reference_ms", json_real(cases[i].reference_ms));
             json_array_append_new(ops, o);
@@ -190,23 +215,11 @@ int bench_kernels_gpu(int json, double min_seconds) {
         free(text);
         json_decref(root);
     } else {
-        printf("%s: matrix products %d x %d x %d\n", device, gemm_n, gemm_n, gemm_n);
-        printf("  fp32 (no TF32)                 %8.1f TFLOP/s\n", tf_fp32);
-        printf("  fp32 storage, bf16 operands    %8.1f TFLOP/s\n", tf_fast);
-        printf("  bf16 storage and operands      %8.1f TFLOP/s\n", tf_bf16);
-        printf("\n%-26s %-36s %10s %14s %8s\n", "op", "shape", "ms/call", "reference ms", "ratio");
-        for (int i = 0; i < N_CASES; i++) {
-            printf("%-26s %-36s %10.3f", cases[i].op, cases[i].shape, ms[i]);
-            if (cases[i].reference_ms > 0)
-                printf(" %14.2f %7.2fx\n", cases[i].reference_ms, ms[i] / cases[i].reference_ms);
-            else
-                printf(" %14s %8s\n", "-", "-");
-        }
         printf("(ratio = hyla's time / the reference's; below 1 is faster. Reference: PyTorch + Triton on an H100)\n");
     }
     return 0;
 #else
-    (void)json, (void)min_seconds;
+    (void)json, (void)min_seconds, (void)only;
     (void)bufs_init, (void)time_case, (void)cases;
     fprintf(stderr, "hyla: error: --backend cuda: this hyla was built without CUDA; rebuild with -DHYLA_CUDA=ON\n");
     return 1;

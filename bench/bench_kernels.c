@@ -229,6 +229,7 @@ int bench_main(int argc, char **argv) {
         return 2;
     }
     int gpu = 0;
+    const char *only = NULL;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
             const char *name = argv[++i];
@@ -237,6 +238,8 @@ int bench_main(int argc, char **argv) {
                 fprintf(stderr, "hyla: error: unknown --backend '%s'; choose cpu or cuda\n", name);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+            only = argv[++i];
         } else if (!strcmp(argv[i], "--format") && i + 1 < argc) {
             const char *f = argv[++i];
             if (!strcmp(f, "json")) json = 1;
@@ -252,11 +255,11 @@ int bench_main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr, "hyla: error: unknown option '%s'; usage: hyla bench kernels [--backend cpu|cuda] "
-                            "[--format table|json] [--seconds S]\n", argv[i]);
+                            "[--only NAME] [--format table|json] [--seconds S]\n", argv[i]);
             return 2;
         }
     }
-    if (gpu) return bench_kernels_gpu(json, min_seconds);
+    if (gpu) return bench_kernels_gpu(json, min_seconds, only);
 
     struct bufs b;
     bufs_init(&b);

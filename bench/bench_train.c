@@ -17,7 +17,6 @@
 #include "experiments/config_schema.h"
 #include "worker/train.h"
 #ifdef HYLA_WITH_CUDA
-#include "kernels/cuda/backend_cuda.h"
 #include "kernels/cuda/cuda_device.h"
 #endif
 
@@ -46,26 +45,6 @@ static void *watch_memory(void *arg) {
         nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
     }
     return NULL;
-}
-
-static const struct hyla_backend *pick_backend(const char *name) {
-    if (!strcmp(name, "cpu")) return hyla_backend_cpu();
-    if (strcmp(name, "cuda") != 0) {
-        fprintf(stderr, "hyla: error: unknown --backend '%s'; choose cpu or cuda\n", name);
-        return NULL;
-    }
-#ifdef HYLA_WITH_CUDA
-    if (hyla_cuda_device_count() == 0) {
-        fprintf(stderr, "hyla: error: --backend cuda: no CUDA device is visible; run on a GPU host\n");
-        return NULL;
-    }
-    const struct hyla_backend *be = hyla_backend_cuda();
-    if (getenv("HYLA_PROFILE_OPS") && !strcmp(getenv("HYLA_PROFILE_OPS"), "1")) be = hyla_backend_profiled(be);
-    return be;
-#else
-    fprintf(stderr, "hyla: error: --backend cuda: this hyla was built without CUDA; rebuild with -DHYLA_CUDA=ON\n");
-    return NULL;
-#endif
 }
 
 int bench_train_main(int argc, char **argv) {
@@ -109,7 +88,7 @@ int bench_train_main(int argc, char **argv) {
         }
     }
     if (!config_path) return usage();
-    const struct hyla_backend *be = pick_backend(backend);
+    const struct hyla_backend *be = cli_backend(backend);
     if (!be) return 1;
 
     struct hyla_run_config cfg;

@@ -1,6 +1,13 @@
 #include "cli_args.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "kernels/backend.h"
+#ifdef HYLA_WITH_CUDA
+#include "kernels/cuda/backend_cuda.h"
+#include "kernels/cuda/cuda_device.h"
+#endif
 
 static int add_override(struct cli_overrides *o, const char *text) {
     if (!strchr(text, '=') || text[0] == '=') {
@@ -34,4 +41,25 @@ const char *cli_option_value(int argc, char **argv, int *i) {
     }
     *i += 1;
     return argv[*i];
+}
+
+const struct hyla_backend *cli_backend(const char *name) {
+    if (!strcmp(name, "cpu")) return hyla_backend_cpu();
+    if (strcmp(name, "cuda") != 0) {
+        fprintf(stderr, "hyla: error: unknown --backend '%s'; choose cpu or cuda\n", name);
+        return NULL;
+    }
+#ifdef HYLA_WITH_CUDA
+    if (hyla_cuda_device_count() == 0) {
+        fprintf(stderr, "hyla: error: --backend cuda: no CUDA device is visible; run on a GPU host or use "
+                        "--backend cpu\n");
+        return NULL;
+    }
+    const struct hyla_backend *be = hyla_backend_cuda();
+    const char *profile = getenv("HYLA_PROFILE_OPS");
+    return profile && !strcmp(profile, "1") ? hyla_backend_profiled(be) : be;
+#else
+    fprintf(stderr, "hyla: error: --backend cuda: this hyla was built without CUDA; rebuild with -DHYLA_CUDA=ON\n");
+    return NULL;
+#endif
 }

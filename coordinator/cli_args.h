@@ -19,4 +19,9 @@ int cli_take_override(int argc, char **argv, int *i, struct cli_overrides *o);
 /* The value of option argv[*i] (which needs one), advancing *i; NULL with a message when missing. */
 const char *cli_option_value(int argc, char **argv, int *i);
 
+/* The backend named by --backend (cpu, cuda; HYLA_PROFILE_OPS=1 wraps cuda in the per-op
+ * profile); NULL with a message when unknown or unavailable here. */
+struct hyla_backend;
+const struct hyla_backend *cli_backend(const char *name);
+
 #endif

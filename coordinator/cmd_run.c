@@ -17,11 +17,14 @@
 #include "run_recorder.h"
 
 static int usage(void) {
-    fputs("usage: hyla run BATCH.yaml [--dry-run] [--set key=value]... [--ledger PATH]\n"
+    fputs("usage: hyla run BATCH.yaml [--dry-run] [--set key=value]... [--ledger PATH] [--backend cpu|cuda]\n"
           "       mpirun -np 1+W hyla run BATCH.yaml ...   (W workers in groups of workers_per_run)\n",
           stderr);
     return 2;
 }
+
+/* The workers' backend (--backend): every run of the batch trains on it. */
+static const struct hyla_backend *run_backend;
 
 /* What the coordinator keeps per run of the batch. */
 struct batch_run_state {
@@ -138,7 +141,7 @@ static int run_alone(struct scheduler *s) {
         struct run_reporter rep = {.emit = local_follower_emit, .ctx = &follower, .run_id = i,
                                    .head_stats_every = cfg->ledger.head_stats_every};
         printf("== %s (attempt %d)\n", s->batch->runs[i].name, s->runs[i].attempt);
-        worker_run(cfg, hyla_backend_cpu(), NULL, &rep, NULL, 1, &outcome);
+        worker_run(cfg, run_backend, NULL, &rep, NULL, 1, &outcome);
         if (rec.failed) return fprintf(stderr, "hyla: error: ledger: %s\n", rec.error), 1;
         if (after_run(s, i, &outcome)) return 1;
     }
@@ -233,14 +236,14 @@ static void work(const struct hyla_batch *batch, int world_rank, int group_size)
         struct run_reporter rep = {.emit = mpi_sink_emit, .ctx = &sink, .run_id = run,
                                    .head_stats_every = cfg->ledger.head_stats_every};
         struct run_outcome outcome;
-        worker_run(cfg, hyla_backend_cpu(), comm, &rep, NULL, 1, &outcome);
+        worker_run(cfg, run_backend, comm, &rep, NULL, 1, &outcome);
     }
     hyla_comm_destroy(comm);
     MPI_Comm_free(&group);
 }
 
 int cmd_run(int argc, char **argv) {
-    const char *batch_path = NULL, *ledger_path = NULL;
+    const char *batch_path = NULL, *ledger_path = NULL, *backend = "cpu";
     int dry_run = 0;
     struct cli_overrides ov = {0};
     for (int i = 1; i < argc; i++) {
@@ -250,6 +253,8 @@ int cmd_run(int argc, char **argv) {
         if (!strcmp(argv[i], "--dry-run")) dry_run = 1;
         else if (!strcmp(argv[i], "--ledger")) {
             if (!(ledger_path = cli_option_value(argc, argv, &i))) return 2;
+        } else if (!strcmp(argv[i], "--backend")) {
+            if (!(backend = cli_option_value(argc, argv, &i))) return 2;
         } else if (argv[i][0] == '-') {
             fprintf(stderr, "hyla: error: unknown option '%s'\n", argv[i]);
             return usage();
@@ -257,9 +262,14 @@ int cmd_run(int argc, char **argv) {
         else return usage();
     }
     if (!batch_path) return usage();
+    if (!(run_backend = cli_backend(backend))) return 2;
 
     int world_rank, world_size;
     hyla_mpi_start(&argc, &argv, &world_rank, &world_size);
+    if (run_backend->device_memory && world_size > 1 && hyla_pick_worker_gpu(world_rank > 0)) {
+        hyla_mpi_stop();
+        return 1;
+    }
     struct hyla_batch batch;
     struct hyla_config_error cerr;
     if (hyla_batch_load(batch_path, ov.items, ov.count, &batch, &cerr)) {

@@ -4,17 +4,12 @@
  * `hyla run`'s job). */
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "cli_args.h"
 #include "commands.h"
 #include "experiments/config_schema.h"
 #include "roles.h"
-#ifdef HYLA_WITH_CUDA
-#include "kernels/cuda/backend_cuda.h"
-#include "kernels/cuda/cuda_device.h"
-#endif
 
 static int usage(void) {
     fputs("usage: hyla train CONFIG.yaml [--set key=value]... [--out DIR] [--metrics FILE] [--resume]\n"
@@ -67,31 +62,15 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (!config_path) return usage();
-    const struct hyla_backend *be = hyla_backend_cpu();
-    if (!strcmp(backend, "cuda")) {
-#ifdef HYLA_WITH_CUDA
-        be = hyla_backend_cuda();
-        const char *missing[64];
-        if (hyla_cuda_device_count() == 0) {
-            fprintf(stderr, "hyla: error: --backend cuda: no CUDA device is visible; run on a GPU host or use "
-                            "--backend cpu\n");
-            return 1;
-        }
-        if (getenv("HYLA_PROFILE_OPS") && !strcmp(getenv("HYLA_PROFILE_OPS"), "1")) be = hyla_backend_profiled(be);
-        if (hyla_backend_cuda_missing(missing, 64) > 0)
-            fprintf(stderr, "hyla: note: the CUDA backend lacks %s (and maybe more); models that need it fail\n",
-                    missing[0]);
-#else
-        fprintf(stderr, "hyla: error: --backend cuda: this hyla was built without CUDA; rebuild with -DHYLA_CUDA=ON\n");
-        return 1;
-#endif
-    } else if (strcmp(backend, "cpu") != 0) {
-        fprintf(stderr, "hyla: error: unknown --backend '%s'; choose cpu or cuda\n", backend);
-        return 2;
-    }
+    const struct hyla_backend *be = cli_backend(backend);
+    if (!be) return strcmp(backend, "cpu") && strcmp(backend, "cuda") ? 2 : 1;
 
     int world_rank, world_size;
     hyla_mpi_start(&argc, &argv, &world_rank, &world_size);
+    if (be->device_memory && world_size > 1 && hyla_pick_worker_gpu(world_rank > 0)) {
+        hyla_mpi_stop();
+        return 1;
+    }
     struct hyla_run_config cfg;
     struct hyla_config_error cerr;
     if (hyla_config_load(&cfg, config_path, ov.items, ov.count, &cerr)) {

@@ -18,6 +18,12 @@ int hyla_mpi_launched(void);
 void hyla_mpi_start(int *argc, char ***argv, int *world_rank, int *world_size);
 void hyla_mpi_stop(void);
 
+/* GPU workers: every process of the job calls this (collective over MPI_COMM_WORLD); a
+ * worker then uses GPU (its index among the workers on its host) % (GPUs it sees), so W
+ * workers on a host with W GPUs get one each. Returns 0, or 1 with a message. A process
+ * not under mpirun keeps GPU 0. */
+int hyla_pick_worker_gpu(int is_worker);
+
 #define HYLA_MAX_LTE_STATS 1024
 
 struct run_outcome {

@@ -11,6 +11,8 @@
 
 struct hyla_backend {
     const char *name;
+    int device_memory; /* 1: buffers live on a GPU (collectives go through NCCL, files through host copies) */
+    int (*current_device)(void); /* the GPU this process uses (device_memory backends) */
 
     void *(*alloc)(size_t bytes);                       /* never NULL; dies on failure */
     void (*free)(void *ptr);

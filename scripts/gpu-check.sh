@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
 pack)
   cmake -S . -B build-cuda -DHYLA_CUDA=ON -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build-cuda --target test_cuda_ops hyla -j"$(nproc)"
+  cmake --build build-cuda --target test_cuda_ops hyla gpu_test_nccl -j"$(nproc)"
   rm -rf gpu-carry && mkdir -p gpu-carry/lib gpu-carry/configs
-  cp build-cuda/test_cuda_ops build-cuda/hyla gpu-carry/ && cp configs/models/*.yaml gpu-carry/configs/
+  cp build-cuda/test_cuda_ops build-cuda/hyla build-cuda/gpu_test_nccl gpu-carry/ && cp -r configs/* gpu-carry/configs/
   # the libraries the GPU host may lack (libyaml, jansson, xxhash, SQLite, OpenBLAS, Open MPI,
   # and their dependencies); the C/C++ runtime and CUDA's own libraries are the host's
   ldd build-cuda/hyla build-cuda/test_cuda_ops | awk '$3 ~ /^\// { print $3 }' | sort -u |
@@ -28,7 +28,7 @@ run)
     export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} OPENBLAS_NUM_THREADS=1
     for model in tiny_gdn tiny_gdn_swa tiny_gdn_lte tiny_gdn_nsa tiny_transformer tiny_nsa; do
       rm -f "$out/$model.cpu" "$out/$model.gpu"
-      common=(gpu-carry/configs/$model.yaml --set train.steps=50 --set train.seq_len=128 --set data.mqar_num_pairs=16
+      common=(gpu-carry/configs/models/$model.yaml --set train.steps=50 --set train.seq_len=128 --set data.mqar_num_pairs=16
               --set data.mqar_num_queries=16 --quiet)
       OMP_NUM_THREADS=8 ./gpu-carry/hyla train "${common[@]}" --metrics "$out/$model.cpu"
       for precision in fp32 bf16; do
@@ -64,7 +64,7 @@ bench)
   ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" --format json >"$out/bench-kernels.json"
   for model in ${BENCH_MODELS:-gdn_lte_0.4B gdn_0.4B gdn_nsa_0.4B gdn_swa_0.4B transformer_0.4B}; do
     for precision in ${BENCH_PRECISIONS:-fp32 bf16}; do
-      ./gpu-carry/hyla bench train gpu-carry/configs/$model.yaml --backend cuda --steps "${BENCH_STEPS:-3}" \
+      ./gpu-carry/hyla bench train gpu-carry/configs/models/$model.yaml --backend cuda --steps "${BENCH_STEPS:-3}" \
         --warmup 1 --set train.micro_batch="${BENCH_BATCH:-1}" --set train.seq_len=4096 \
         --set train.precision=$precision --format json >"$out/bench-train-$model-$precision.json"
       cat "$out/bench-train-$model-$precision.json"
@@ -74,8 +74,62 @@ profile)
   # where a 0.4B laLTE step's time goes: per-op totals, every op synchronised (stderr)
   out=${OUT:-.}
   export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-  HYLA_PROFILE_OPS=1 ./gpu-carry/hyla bench train gpu-carry/configs/${PROFILE_MODEL:-gdn_lte_0.4B}.yaml \
+  HYLA_PROFILE_OPS=1 ./gpu-carry/hyla bench train gpu-carry/configs/models/${PROFILE_MODEL:-gdn_lte_0.4B}.yaml \
     --backend cuda --steps 1 --warmup 1 --set train.micro_batch=1 --set train.seq_len=4096 \
     --set train.precision=${PROFILE_PRECISION:-fp32} 2>&1 | tee "$out/profile-${PROFILE_MODEL:-gdn_lte_0.4B}.txt" ;;
-*) echo "usage: bash scripts/gpu-check.sh pack|run|sanitize|bench|profile" >&2; exit 2 ;;
+multi)
+  # FSDP over NCCL on every GPU of the host against one GPU: loss curves (fp32 and bf16),
+  # tokens/s per GPU, a checkpoint saved on all GPUs and resumed on one, a batch on the GPUs
+  out=${OUT:-.}
+  export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} NCCL_NVLS_ENABLE=0
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4
+  gpus=$(nvidia-smi -L | wc -l)
+  mpi=(mpirun --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x OMP_NUM_THREADS)
+  # compare_losses NAME REFERENCE OTHER BOUND [FIRST_STEP]
+  compare_losses() {
+    awk -v m="$1" -v bound="$4" -v first="${5:-1}" 'NR == FNR { c[$1] = $2; next } $1 >= first && ($1 in c) {
+          d = ($2 - c[$1]) / c[$1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+        END { printf "%s: worst loss difference %.3g relative over %d steps %s\n", m, w, n,
+              (n > 0 && w <= bound + 0) ? "(ok, bound " bound ")" : "(FAIL, bound " bound ")" }' "$2" "$3"
+  }
+  {
+    nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
+    "${mpi[@]}" -np "$gpus" ./gpu-carry/gpu_test_nccl | tail -1
+    for model in tiny_gdn tiny_gdn_lte; do
+      for precision in fp32 bf16; do
+        common=(gpu-carry/configs/models/$model.yaml --backend cuda --set train.steps=30 --set train.global_batch=8 --set train.micro_batch=4
+                --set train.precision=$precision --quiet)
+        rm -f "$out/$model.$precision.g1" "$out/$model.$precision.g$gpus"
+        ./gpu-carry/hyla train "${common[@]}" --metrics "$out/$model.$precision.g1"
+        "${mpi[@]}" -np $((gpus + 1)) ./gpu-carry/hyla train "${common[@]}" --metrics "$out/$model.$precision.g$gpus"
+        compare_losses "$model $precision: $gpus GPUs (FSDP over NCCL) vs 1 GPU, 30 steps" \
+          "$out/$model.$precision.g1" "$out/$model.$precision.g$gpus" "$([ $precision = fp32 ] && echo 1e-4 || echo 2e-2)"
+      done
+    done
+    # a checkpoint saved on all GPUs at step 20, resumed on one: steps 21..30 as without the stop
+    rm -rf "$out/ckpt" "$out/resumed"
+    ck=(gpu-carry/configs/models/tiny_gdn_lte.yaml --backend cuda --set train.global_batch=8 --set train.micro_batch=4 --quiet
+        --set checkpoint.dir="$out/ckpt" --set checkpoint.interval=20)
+    "${mpi[@]}" -np $((gpus + 1)) ./gpu-carry/hyla train "${ck[@]}" --set train.steps=20
+    ./gpu-carry/hyla train "${ck[@]}" --set train.steps=30 --resume --metrics "$out/resumed"
+    compare_losses "checkpoint saved on $gpus GPUs at step 20, resumed on 1 GPU (steps 21-30)" \
+      "$out/tiny_gdn_lte.fp32.g1" "$out/resumed" 1e-4 21
+    # weak scaling of the 0.4B laLTE (bf16, micro-batch 1 x 4096 per GPU): tokens/s from the progress lines
+    for g in 1 "$gpus"; do
+      run=(gpu-carry/configs/models/gdn_lte_0.4B.yaml --backend cuda --set train.precision=bf16 --set train.micro_batch=1
+           --set train.global_batch=$g --set train.seq_len=4096 --set train.steps=8 --set train.log_every=1
+           --set data.task=mqar --set data.eval_samples=1)
+      if [ "$g" = 1 ]; then ./gpu-carry/hyla train "${run[@]}" >"$out/scaling.g1.txt" 2>&1
+      else "${mpi[@]}" -np $((g + 1)) ./gpu-carry/hyla train "${run[@]}" >"$out/scaling.g$g.txt" 2>&1; fi
+      awk -v g="$g" -F'|' '/^step/ { split($1, a, " "); split(a[2], b, "/"); if (b[1] + 0 >= 4) { gsub(/[^0-9.]/, "", $5); s += $5; n++ } }
+        END { if (n) printf "0.4B laLTE bf16 on %d GPU(s): %.0f tokens/s, %.0f per GPU (steps 4-8)\n", g, s / n, s / n / g;
+              else print "0.4B laLTE on " g " GPU(s): no step lines (see scaling.g" g ".txt)" }' "$out/scaling.g$g.txt"
+    done
+    # a batch of 4 runs on the GPUs, one GPU per run, recorded in the ledger
+    rm -f "$out/ledger.db"
+    "${mpi[@]}" -np $((gpus + 1)) ./gpu-carry/hyla run gpu-carry/configs/batches/demo_lte_budget.yaml --backend cuda \
+      --ledger "$out/ledger.db" --set train.steps=60 >"$out/batch.txt" 2>&1; echo "batch: exit $? | $(grep -E 'finished' "$out/batch.txt" | tail -1)"
+    ./gpu-carry/hyla ledger --ledger "$out/ledger.db" runs 2>&1 | head -8
+  } 2>&1 | tee "$out/multi.txt" ;;
+*) echo "usage: bash scripts/gpu-check.sh pack|run|sanitize|bench|profile|multi" >&2; exit 2 ;;
 esac

@@ -51,6 +51,10 @@ struct hyla_comm *hyla_comm_create_mpi(MPI_Comm group);
 struct hyla_comm *hyla_comm_create_nccl(MPI_Comm group, int cuda_device);
 int hyla_comm_nccl_available(void);
 
+/* The MPI communicator an MPI comm works on (its duplicate of the group): to create an
+ * NCCL comm over the same group next to it. Dies for other backends. */
+MPI_Comm hyla_comm_mpi_handle(const struct hyla_comm *mpi_comm);
+
 /* Collective. Every request must have been waited for. NULL is a no-op. */
 void hyla_comm_destroy(struct hyla_comm *comm);
 

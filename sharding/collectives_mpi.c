@@ -173,6 +173,11 @@ static const struct hyla_comm_ops mpi_ops = {
     .destroy = mpi_destroy,
 };
 
+MPI_Comm hyla_comm_mpi_handle(const struct hyla_comm *comm) {
+    if (!comm || comm->ops != &mpi_ops) hyla_die("hyla_comm_mpi_handle needs an MPI comm");
+    return mpi_comm_of(comm);
+}
+
 struct hyla_comm *hyla_comm_create_mpi(MPI_Comm group) {
     struct mpi_context *ctx = hyla_calloc(1, sizeof *ctx);
     ctx->comm = hyla_comm_duplicate_group(group, "MPI");

@@ -24,15 +24,21 @@ static void gather_start(struct fsdp *f, int u) {
     if (unit->full || u < 0 || u >= f->n_units) return;
     unit->full = f->be->alloc(unit_bytes(unit));
     track(f, (long)unit_bytes(unit));
-    if (f->comm) unit->gathering = fsdp_unit_gather_start(&unit->layout, f->comm, unit->param, unit->full);
+    if (f->comm) unit->gathering = fsdp_unit_gather_start(&unit->layout, f->data_comm, unit->param, unit->full);
     else f->be->copy(unit->full, unit->param, unit->layout.unit_count * sizeof(float));
+}
+
+/* Device memory: later kernels wait for the gather on the GPU, the host goes on queueing. */
+static void finish_request(struct fsdp *f, struct hyla_comm_request *request) {
+    if (hyla_comm_memory(f->data_comm) == HYLA_COMM_DEVICE_MEMORY) hyla_comm_wait_on_stream(request, NULL);
+    else hyla_comm_wait(request);
 }
 
 static void gather_finish(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     if (!unit->full) gather_start(f, u);
     if (unit->gathering) {
-        hyla_comm_wait(unit->gathering);
+        finish_request(f, unit->gathering);
         unit->gathering = NULL;
     }
     f->model->params[u] = unit->full;
@@ -41,7 +47,7 @@ static void gather_finish(struct fsdp *f, int u) {
 static void release(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     if (!unit->full) return;
-    if (unit->gathering) hyla_comm_wait(unit->gathering), unit->gathering = NULL;
+    if (unit->gathering) finish_request(f, unit->gathering), unit->gathering = NULL;
     f->be->free(unit->full);
     track(f, -(long)unit_bytes(unit));
     unit->full = NULL;
@@ -62,7 +68,7 @@ static void grad_end(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     const size_t S = unit->layout.shard_count;
     if (f->comm) {
-        fsdp_grad_reduce_scatter(&unit->layout, f->comm, unit->full_grad, f->scatter_tmp);
+        finish_request(f, fsdp_grad_reduce_scatter_start(&unit->layout, f->data_comm, unit->full_grad, f->scatter_tmp));
         f->be->axpy(unit->grad, f->scatter_tmp, 1.0f, S);
     } else {
         f->be->axpy(unit->grad, unit->full_grad, 1.0f, unit->layout.unit_count);
@@ -104,10 +110,11 @@ static void on_unit(void *ctx, int u, enum unit_event ev) {
     }
 }
 
-void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm) {
+void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm, struct hyla_comm *data_comm) {
     memset(f, 0, sizeof *f);
     f->be = m->be;
     f->comm = comm;
+    f->data_comm = data_comm ? data_comm : comm;
     f->group_size = comm ? hyla_comm_size(comm) : 1;
     f->rank = comm ? hyla_comm_rank(comm) : 0;
     f->model = m;

@@ -3,7 +3,12 @@
  * The model calls unit hooks; on them the unit is all-gathered just before it runs (the
  * next unit's gather already started) and released after, and in the backward pass its
  * full gradient is reduce-scattered (mean) into the shard. With no communicator (one
- * process), G = 1 and the collectives are copies. */
+ * process), G = 1 and the collectives are copies.
+ *
+ * On GPUs the units move over a second comm in device memory (NCCL, `data_comm`): gathers
+ * and reduce-scatters run on NCCL's stream, ordered against compute by events, so the
+ * next unit's gather overlaps this unit's kernels; host-side scalars (the gradient norm)
+ * stay on the MPI comm. */
 #ifndef HYLA_FSDP_H
 #define HYLA_FSDP_H
 
@@ -29,7 +34,8 @@ struct fsdp_memory {
 
 struct fsdp {
     const struct hyla_backend *be;
-    struct hyla_comm *comm;                  /* NULL: one process */
+    struct hyla_comm *comm;                  /* NULL: one process; host memory (scalars) */
+    struct hyla_comm *data_comm;             /* units' gathers and reduce-scatters: comm, or NCCL */
     int group_size, rank;
     struct hyla_model *model;
     struct fsdp_unit *units;
@@ -39,8 +45,9 @@ struct fsdp {
 };
 
 /* Shard the model's freshly initialised units (identical on every rank: the init is a pure
- * function of the seed) and take over its parameter and gradient buffers. */
-void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm);
+ * function of the seed) and take over its parameter and gradient buffers. data_comm moves
+ * the units (NULL: comm itself); it must be in the backend's memory. */
+void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm, struct hyla_comm *data_comm);
 void fsdp_free(struct fsdp *f);
 
 /* Zero the shard gradients (start of an optimizer step). */

@@ -60,9 +60,17 @@ int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const str
         be->set_matmul_precision(0);
     }
     if (hyla_data_loader_open(&t->train_data, cfg, HYLA_DATA_TRAIN, t->rank, t->group_size, err)) return 1;
+    /* A GPU group moves its units with NCCL on this process's device (chosen at start-up,
+     * hyla_cuda_use_device); the MPI comm keeps the host-side scalars. */
+    if (comm && be->device_memory) {
+        if (!hyla_comm_nccl_available())
+            return hyla_data_fail(err, HYLA_DATA_ECONFIG, "a GPU group of %d needs NCCL, and this hyla was built "
+                                  "without it; rebuild with -DHYLA_CUDA=ON", t->group_size), 1;
+        t->device_comm = hyla_comm_create_nccl(hyla_comm_mpi_handle(comm), be->current_device());
+    }
     model_create(&t->model, be, &cfg->model, cfg->train.micro_batch, cfg->train.seq_len, cfg->train.seed);
     t->model.training = 1;
-    fsdp_init(&t->fsdp, &t->model, comm);
+    fsdp_init(&t->fsdp, &t->model, comm, t->device_comm);
     t->lte = controller_from_config(cfg);
     const size_t n = (size_t)cfg->train.micro_batch * cfg->train.seq_len;
     t->inputs = hyla_malloc(n * sizeof(int32_t));
@@ -73,6 +81,8 @@ int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const str
 
 void trainer_free(struct trainer *t) {
     fsdp_free(&t->fsdp);
+    hyla_comm_destroy(t->device_comm);
+    t->device_comm = NULL;
     free(t->inputs);
     free(t->targets);
     model_free(&t->model);
@@ -212,7 +222,9 @@ int evaluate_model(struct hyla_model *m, const struct hyla_run_config *cfg, int 
     return rc;
 }
 
-/* The trainer's state as a checkpoint sees it: the shards and the counters. */
+/* The trainer's state as a checkpoint sees it: the shards and the counters. Checkpoint files
+ * are written and read from host memory: a GPU's shards go through host copies (to_host
+ * here for a save; checkpoint_view_to_device after a load). */
 static void checkpoint_view(struct trainer *t, struct ckpt_rank_data *d, struct ckpt_unit *units) {
     struct fsdp *f = &t->fsdp;
     memset(d, 0, sizeof *d);
@@ -223,6 +235,13 @@ static void checkpoint_view(struct trainer *t, struct ckpt_rank_data *d, struct 
     for (int u = 0; u < f->n_units; u++) {
         units[u] = (struct ckpt_unit){.name = t->model.lay.table.units[u].name, .unit_count = f->units[u].layout.unit_count};
         d->param[u] = f->units[u].param, d->adam_m[u] = f->units[u].adam_m, d->adam_v[u] = f->units[u].adam_v;
+        if (t->be->device_memory) {
+            const size_t bytes = f->units[u].layout.shard_count * sizeof(float);
+            d->param[u] = hyla_malloc(bytes), d->adam_m[u] = hyla_malloc(bytes), d->adam_v[u] = hyla_malloc(bytes);
+            t->be->to_host(d->param[u], f->units[u].param, bytes);
+            t->be->to_host(d->adam_m[u], f->units[u].adam_m, bytes);
+            t->be->to_host(d->adam_v[u], f->units[u].adam_v, bytes);
+        }
     }
     d->data_cursor = t->train_data.cursor;
     d->step = t->step, d->skipped_steps = t->skipped_steps, d->bad_in_row = t->bad_in_row;
@@ -230,7 +249,17 @@ static void checkpoint_view(struct trainer *t, struct ckpt_rank_data *d, struct 
     d->lte_lambda = t->model.l1_lambda, d->lte_num_kept = t->model.num_kept;
 }
 
-static void checkpoint_view_free(struct ckpt_rank_data *d) {
+static void checkpoint_view_to_device(struct trainer *t, struct ckpt_rank_data *d) {
+    for (int u = 0; t->be->device_memory && u < t->fsdp.n_units; u++) {
+        const size_t bytes = t->fsdp.units[u].layout.shard_count * sizeof(float);
+        t->be->to_device(t->fsdp.units[u].param, d->param[u], bytes);
+        t->be->to_device(t->fsdp.units[u].adam_m, d->adam_m[u], bytes);
+        t->be->to_device(t->fsdp.units[u].adam_v, d->adam_v[u], bytes);
+    }
+}
+
+static void checkpoint_view_free(struct trainer *t, struct ckpt_rank_data *d) {
+    for (int u = 0; t->be->device_memory && u < t->fsdp.n_units; u++) free(d->param[u]), free(d->adam_m[u]), free(d->adam_v[u]);
     free(d->param), free(d->adam_m), free(d->adam_v);
 }
 
@@ -243,7 +272,7 @@ int trainer_save_checkpoint(struct trainer *t, const char *root, const char *con
     struct ckpt_error err;
     int rc = ckpt_save(root, &d, t->comm, bytes, &err);
     if (rc) snprintf(error, error_size, "%s", err.message);
-    checkpoint_view_free(&d);
+    checkpoint_view_free(t, &d);
     free(units);
     return rc;
 }
@@ -267,11 +296,12 @@ int trainer_resume(struct trainer *t, const char *root, FILE *log, char *error, 
             snprintf(error, error_size, "%s", derr.message);
             rc = -1;
         } else {
+            checkpoint_view_to_device(t, &d);
             t->step = (int)d.step, t->skipped_steps = d.skipped_steps, t->bad_in_row = d.bad_in_row;
             t->train_data.cursor = cursor;
         }
     }
-    checkpoint_view_free(&d);
+    checkpoint_view_free(t, &d);
     free(units);
     return rc ? -1 : 1;
 }

@@ -33,6 +33,7 @@ struct trainer {
     struct hyla_run_config cfg;
     const struct hyla_backend *be;
     struct hyla_comm *comm;         /* the run's group (host memory); NULL = one process */
+    struct hyla_comm *device_comm;  /* the same group over NCCL when the backend is a GPU's */
     int group_size, rank;
     struct hyla_model model;
     struct fsdp fsdp;

@@ -7,6 +7,7 @@
 
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_device.h"
 #include "cuda_reduce.cuh"
 
 static cublasHandle_t cublas(void) {
@@ -348,6 +349,8 @@ extern "C" void cuda_register_nsa(struct hyla_backend *t);        // cuda_nsa.cu
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
     table.name = "cuda";
+    table.device_memory = 1;
+    table.current_device = hyla_cuda_current_device;
     table.alloc = cuda_alloc, table.free = cuda_free, table.to_device = cuda_to_device, table.to_host = cuda_to_host;
     table.copy = cuda_copy, table.zero = cuda_zero, table.synchronize = cuda_synchronize, table.gemm = cuda_gemm;
     table.set_matmul_precision = cuda_set_matmul_precision;

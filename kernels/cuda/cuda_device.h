@@ -14,6 +14,10 @@ int hyla_cuda_device_count(void);
 int hyla_cuda_device_name(int device, char *name, int capacity);
 /* Bytes of device memory in use now (cudaMemGetInfo: total - free, all processes). */
 size_t hyla_cuda_memory_used(void);
+/* Make `device` this process's GPU (before its first allocation); 0, or -1 with a message. */
+int hyla_cuda_use_device(int device);
+/* This process's GPU. */
+int hyla_cuda_current_device(void);
 
 /* The matrix-product rate of cuBLAS on device 0 for n x n x n products, in TFLOP/s, timed
  * for at least min_seconds (kernels/cuda/cuda_gemm_rate.cu): fp32 without TF32, fp32

@@ -34,6 +34,24 @@ template <int N> __device__ inline void warp_sum(float (&x)[N]) {
         for (int n = 0; n < N; n++) x[n] += __shfl_xor_sync(0xffffffffu, x[n], off);
 }
 
+// One token's inputs as a warp reads them: this lane's rows of k and q, the warp's columns
+// of v (or of dO in the backward pass), beta and the log-decay g.
+template <int R> struct token_in {
+    float k[R], q[R], v[COLS], beta, g;
+    __device__ inline void load(const float *q_, const float *k_, const float *v_, const float *beta_,
+                                const float *g_, size_t row, int lane, int j0, int dk, int dv, bool active) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int i = lane + 32 * r;
+            k[r] = i < dk ? k_[row * dk + i] : 0.0f;
+            q[r] = i < dk ? q_[row * dk + i] : 0.0f;
+        }
+#pragma unroll
+        for (int c = 0; c < COLS; c++) v[c] = active && j0 + c < dv ? v_[row * dv + j0 + c] : 0.0f;
+        beta = beta_[row], g = g_[row];
+    }
+};
+
 // This warp's first value column, and the (batch, head) of the block.
 __device__ inline int first_column() { return blockIdx.y * BLOCK_COLS + (threadIdx.x / 32) * COLS; }
 
@@ -54,18 +72,16 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_fwd_kernel(float *o, float *fi
             const int i = lane + 32 * r, j = j0 + c;
             S[r][c] = (S0 && i < d.dk && j < d.dv) ? S0[(size_t)bh * s_size + (size_t)i * d.dv + j] : 0.0f;
         }
+    // the next token's inputs are loaded while this token computes: the loop's chain is then
+    // arithmetic and shuffles, not memory latency
+    token_in<R> next;
+    next.load(q, k, v, beta, g, ((size_t)b * d.L) * d.H + h, lane, j0, d.dk, d.dv, true);
     for (int t = 0; t < d.L; t++) {
         const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        float kr[R], qr[R], vc[COLS];
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            const int i = lane + 32 * r;
-            kr[r] = i < d.dk ? k[row * d.dk + i] : 0.0f;
-            qr[r] = i < d.dk ? q[row * d.dk + i] : 0.0f;
-        }
-#pragma unroll
-        for (int c = 0; c < COLS; c++) vc[c] = j0 + c < d.dv ? v[row * d.dv + j0 + c] : 0.0f;
-        const float a = expf(g[row]), bt = beta[row];
+        const token_in<R> cur = next;
+        if (t + 1 < d.L) next.load(q, k, v, beta, g, row + d.H, lane, j0, d.dk, d.dv, true);
+        const float(&kr)[R] = cur.k, (&qr)[R] = cur.q, (&vc)[COLS] = cur.v;
+        const float a = expf(cur.g), bt = cur.beta;
         float u[COLS];
 #pragma unroll
         for (int c = 0; c < COLS; c++) {
@@ -153,24 +169,35 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_bwd_kernel(float *dv, float *d
             G[r][c] = (dS_final && active && i < d.dk && j < d.dv) ? dS_final[(size_t)bh * s_size + (size_t)i * d.dv + j]
                                                                    : 0.0f;
         }
+    // prefetched one token ahead: the inputs, dO, v and the state S_{t-1} of the next token
+    token_in<R> next;
+    float Sp_next[R][COLS], do_next[COLS];
+    auto load_do = [&](size_t row) { // the warp's columns of dO
+#pragma unroll
+        for (int c = 0; c < COLS; c++) do_next[c] = active && j0 + c < d.dv ? dout[row * d.dv + j0 + c] : 0.0f;
+    };
     load_state(St, d.L - 1);
+    load_state(Sp_next, d.L - 2);
+    const size_t row0 = ((size_t)b * d.L + d.L - 1) * d.H + h;
+    next.load(q, k, v, beta, g, row0, lane, j0, d.dk, d.dv, active);
+    load_do(row0);
     for (int t = d.L - 1; t >= 0; t--) {
         const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        load_state(Sp, t - 1);
-        float kr[R], qr[R], dd[COLS], vc[COLS];
+        const token_in<R> cur = next;
+        float dd[COLS];
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const int i = lane + 32 * r;
-            kr[r] = i < d.dk ? k[row * d.dk + i] : 0.0f;
-            qr[r] = i < d.dk ? q[row * d.dk + i] : 0.0f;
-        }
+        for (int c = 0; c < COLS; c++) dd[c] = do_next[c];
 #pragma unroll
-        for (int c = 0; c < COLS; c++) {
-            const bool in = active && j0 + c < d.dv;
-            dd[c] = in ? dout[row * d.dv + j0 + c] : 0.0f;
-            vc[c] = in ? v[row * d.dv + j0 + c] : 0.0f;
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int c = 0; c < COLS; c++) Sp[r][c] = Sp_next[r][c];
+        if (t > 0) {
+            next.load(q, k, v, beta, g, row - d.H, lane, j0, d.dk, d.dv, active);
+            load_do(row - d.H);
+            load_state(Sp_next, t - 2);
         }
-        const float a = expf(g[row]), bt = beta[row];
+        const float(&kr)[R] = cur.k, (&qr)[R] = cur.q, (&vc)[COLS] = cur.v;
+        const float a = expf(cur.g), bt = cur.beta;
         float sums[3 * COLS]; // u, ddelta, G.S_{t-1} per column
 #pragma unroll
         for (int c = 0; c < COLS; c++) {
