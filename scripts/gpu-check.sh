@@ -16,7 +16,7 @@ pack)
   # the libraries the GPU host may lack (libyaml, jansson, xxhash, SQLite, OpenBLAS, Open MPI,
   # and their dependencies); the C/C++ runtime and CUDA's own libraries are the host's
   ldd build-cuda/hyla build-cuda/test_cuda_ops | awk '$3 ~ /^\// { print $3 }' | sort -u |
-    grep -v -E '/lib(c|m|stdc\+\+|gcc_s|pthread|dl|rt)\.so|cublas|libudev|libz\.so' |
+    grep -v -E '/lib(c|m|stdc\+\+|gcc_s|pthread|dl|rt)\.so|cublas|nccl|libudev|libz\.so' |
     while read -r lib; do cp -L "$lib" gpu-carry/lib/; done
   du -sh gpu-carry ;;
 run)
