@@ -7,6 +7,7 @@
 
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_column_sum.cuh"
 #include "cuda_device.h"
 #include "cuda_reduce.cuh"
 
@@ -17,12 +18,28 @@ static cublasHandle_t cublas(void) {
 }
 
 // ---- memory ---------------------------------------------------------------------------
+// Stream-ordered allocation from the device's pool, which keeps what is freed: FSDP's
+// per-unit buffers and the ops' scratch come and go every step, and cudaMalloc / cudaFree
+// would synchronise the device each time (the host could never run ahead of the GPU) and
+// hand memory back to the driver.
+static void keep_pool_memory(void) {
+    static int done;
+    if (done) return;
+    int device = 0;
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaGetDevice(&device));
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    done = 1;
+}
 static void *cuda_alloc(size_t bytes) {
     void *p = NULL;
-    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    keep_pool_memory();
+    CUDA_CHECK(cudaMallocAsync(&p, bytes ? bytes : 1, 0));
     return p;
 }
-static void cuda_free(void *p) { CUDA_CHECK(cudaFree(p)); }
+static void cuda_free(void *p) { CUDA_CHECK(cudaFreeAsync(p, 0)); }
 static void cuda_to_device(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
 }
@@ -123,26 +140,25 @@ __global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, co
     }
 }
 
-// dweight[i] += sum over rows of dy x r, rows in order.
-__global__ void rmsnorm_dw_kernel(float *dw, const float *dy, const float *x, const float *rstd, int n, int dim) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= dim) return;
-    float acc = 0;
-    for (int row = 0; row < n; row++) acc += dy[(size_t)row * dim + i] * x[(size_t)row * dim + i] * rstd[row];
-    dw[i] += acc;
-}
+// dweight[i] += sum over rows of dy x r (cuda_column_sum.cuh: parallel, fixed order).
+struct rmsnorm_dw_term {
+    const float *dy, *x, *rstd;
+    int dim;
+    __device__ float operator()(int row, int i) const {
+        const size_t e = (size_t)row * dim + i;
+        return dy[e] * x[e] * rstd[row];
+    }
+};
 
 static void cuda_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                              int n, int dim) {
     rmsnorm_dx_kernel<<<n, ROW_THREADS>>>(dx, dy, x, w, rstd, NULL, dim);
     CUDA_LAUNCH_CHECK();
-    rmsnorm_dw_kernel<<<blocks_for(dim, 128), 128>>>(dw, dy, x, rstd, n, dim);
-    CUDA_LAUNCH_CHECK();
+    column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, x, rstd, dim});
 }
 static void cuda_add_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *dsum, const float *sum,
                                  const float *w, const float *rstd, int n, int dim) {
-    rmsnorm_dw_kernel<<<blocks_for(dim, 128), 128>>>(dw, dy, sum, rstd, n, dim); // before dx: dx may alias dsum
-    CUDA_LAUNCH_CHECK();
+    column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, sum, rstd, dim}); // before dx: dx may alias dsum
     rmsnorm_dx_kernel<<<n, ROW_THREADS>>>(dx, dy, sum, w, rstd, dsum, dim);
     CUDA_LAUNCH_CHECK();
 }

@@ -1,8 +1,10 @@
 // CUDA: the Gated DeltaNet's pieces around the delta rule (short convolution + SiLU, L2
 // norm, gates, gated RMSNorm) and RoPE, with the CPU twins' semantics. Per-parameter sums
-// (conv weights, gate parameters, norm weights) loop over rows in order: deterministic.
+// (conv weights, gate parameters, norm weights) are column sums in a fixed order
+// (cuda_column_sum.cuh): deterministic.
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_column_sum.cuh"
 #include "cuda_reduce.cuh"
 
 enum { THREADS = 256 };
@@ -52,19 +54,15 @@ __global__ void shortconv_dx_kernel(float *dx, const float *dpre, const float *w
     }
     dx[e] = acc;
 }
-// dw[c,i] += sum over (b, t) in order of dpre[t] x[t - kw + 1 + i]
-__global__ void shortconv_dw_kernel(float *dw, const float *dpre, const float *x, int B, int L, int C, int kw) {
-    int k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= C * kw) return;
-    int c = k / kw, i = k % kw;
-    float acc = 0;
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < L; t++) {
-            int ts = t - kw + 1 + i;
-            if (ts >= 0) acc += dpre[((size_t)b * L + t) * C + c] * x[((size_t)b * L + ts) * C + c];
-        }
-    dw[k] += acc;
-}
+// dw[c,i] += sum over rows (b, t) of dpre[t] x[t - kw + 1 + i]
+struct shortconv_dw_term {
+    const float *dpre, *x;
+    int L, C, kw;
+    __device__ float operator()(int row, int k) const {
+        const int c = k / kw, i = k % kw, t = row % L, ts = t - kw + 1 + i;
+        return ts >= 0 ? dpre[(size_t)row * C + c] * x[((size_t)row - t + ts) * C + c] : 0.0f;
+    }
+};
 static void cuda_shortconv_silu_fwd(float *y, const float *x, const float *w, int B, int L, int C, int kw) {
     shortconv_fwd_kernel<<<blocks_for((size_t)B * L * C, THREADS), THREADS>>>(y, x, w, B, L, C, kw);
     CUDA_LAUNCH_CHECK();
@@ -78,8 +76,7 @@ static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const
     CUDA_LAUNCH_CHECK();
     shortconv_dx_kernel<<<blocks_for(n, THREADS), THREADS>>>(dx, dpre, w, B, L, C, kw);
     CUDA_LAUNCH_CHECK();
-    shortconv_dw_kernel<<<blocks_for((size_t)C * kw, 128), 128>>>(dw, dpre, x, B, L, C, kw);
-    CUDA_LAUNCH_CHECK();
+    column_sum_add(dw, B * L, C * kw, shortconv_dw_term{dpre, x, L, C, kw});
     CUDA_CHECK(cudaFreeAsync(dpre, 0));
 }
 
@@ -129,20 +126,20 @@ __global__ void gates_bwd_kernel(float *dbl, float *dal, const float *dbeta, con
     dbl[e] = dbeta[e] * s * (1.0f - s);
     dal[e] = -dg[e] * expf(A_log[h]) * (z > 20.0f ? 1.0f : sigmoid_(z));
 }
-// per head, rows in order: ddt_bias += sum da; dA_log += sum dg * g
-__global__ void gates_param_kernel(float *dA_log, float *ddt_bias, const float *dal, const float *dg, const float *al,
-                                   const float *A_log, const float *dt_bias, int rows, int H) {
-    int h = blockIdx.x * blockDim.x + threadIdx.x;
-    if (h >= H) return;
-    float sa = 0, sg = 0;
-    for (int r = 0; r < rows; r++) {
-        size_t e = (size_t)r * H + h;
-        sa += dal[e];
-        sg += dg[e] * (-expf(A_log[h]) * softplus_(al[e] + dt_bias[h]));
+// per head, summed over rows: ddt_bias += sum da; dA_log += sum dg * g
+struct dt_bias_term {
+    const float *dal;
+    int H;
+    __device__ float operator()(int r, int h) const { return dal[(size_t)r * H + h]; }
+};
+struct A_log_term {
+    const float *dg, *al, *A_log, *dt_bias;
+    int H;
+    __device__ float operator()(int r, int h) const {
+        const size_t e = (size_t)r * H + h;
+        return dg[e] * (-expf(A_log[h]) * softplus_(al[e] + dt_bias[h]));
     }
-    ddt_bias[h] += sa;
-    dA_log[h] += sg;
-}
+};
 static void cuda_gdn_gates_fwd(float *beta, float *g, const float *bl, const float *al, const float *A_log,
                                const float *dt_bias, int rows, int H) {
     gates_fwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(beta, g, bl, al, A_log, dt_bias, rows, H);
@@ -154,8 +151,8 @@ static void cuda_gdn_gates_bwd(float *dbl, float *dal, float *dA_log, float *ddt
     gates_bwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(dbl, dal, dbeta, dg, bl, al, A_log, dt_bias,
                                                                          rows, H);
     CUDA_LAUNCH_CHECK();
-    gates_param_kernel<<<blocks_for(H, 32), 32>>>(dA_log, ddt_bias, dal, dg, al, A_log, dt_bias, rows, H);
-    CUDA_LAUNCH_CHECK();
+    column_sum_add(ddt_bias, rows, H, dt_bias_term{dal, H});
+    column_sum_add(dA_log, rows, H, A_log_term{dg, al, A_log, dt_bias, H});
 }
 
 // ---- gated RMSNorm ------------------------------------------------------------------------
@@ -183,17 +180,14 @@ __global__ void gated_rmsnorm_bwd_kernel(float *dx, float *dgate, const float *d
         dgate[off + i] = dy[off + i] * w[i] * n * silu_grad_(gate[off + i]);
     }
 }
-__global__ void gated_rmsnorm_dw_kernel(float *dw, const float *dy, const float *x, const float *gate,
-                                        const float *rstd, int rows, int dim) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= dim) return;
-    float acc = 0;
-    for (int r = 0; r < rows; r++) {
-        size_t e = (size_t)r * dim + i;
-        acc += dy[e] * x[e] * rstd[r] * silu_(gate[e]);
+struct gated_rmsnorm_dw_term {
+    const float *dy, *x, *gate, *rstd;
+    int dim;
+    __device__ float operator()(int r, int i) const {
+        const size_t e = (size_t)r * dim + i;
+        return dy[e] * x[e] * rstd[r] * silu_(gate[e]);
     }
-    dw[i] += acc;
-}
+};
 static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
                                    int dim, float eps) {
     gated_rmsnorm_fwd_kernel<<<rows, THREADS>>>(y, rstd, x, gate, w, dim, eps);
@@ -201,8 +195,7 @@ static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const 
 }
 static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const float *dy, const float *x,
                                    const float *gate, const float *w, const float *rstd, int rows, int dim) {
-    gated_rmsnorm_dw_kernel<<<blocks_for(dim, 64), 64>>>(dw, dy, x, gate, rstd, rows, dim);
-    CUDA_LAUNCH_CHECK();
+    column_sum_add(dw, rows, dim, gated_rmsnorm_dw_term{dy, x, gate, rstd, dim});
     gated_rmsnorm_bwd_kernel<<<rows, THREADS>>>(dx, dgate, dy, x, gate, w, rstd, dim);
     CUDA_LAUNCH_CHECK();
 }

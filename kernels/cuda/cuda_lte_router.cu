@@ -1,11 +1,13 @@
 // CUDA: the LTE router CNN (MODEL.md §5.2) with the CPU twin's semantics, including its
 // dropout masks (regenerated from the same counter-based keys and element indices, see
-// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). One thread per
-// output value; weight and bias gradients are summed over positions in order by one
-// thread each (no atomics).
+// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). Each conv's
+// dropped-out input is written out once (conv_inputs_kernel), so the dropout masks are drawn
+// once per value, not once per use; one thread per output value; weight and bias gradients
+// are column sums over positions in a fixed order (cuda_column_sum.cuh, no atomics).
 #include "backend_cuda.h"
 #include "common/rng.h"
 #include "cuda_check.h"
+#include "cuda_column_sum.cuh"
 
 #include "kernels/ops/op_shapes.h"
 
@@ -57,20 +59,37 @@ __device__ static float conv_input(const struct router_dims &r, int l, const flo
     return x * keep;
 }
 
-__global__ void conv_fwd_kernel(float *acts, const float *k, const float *v, const float *params, struct router_dims r,
-                                int l) {
+// X[(b, t, h), ci]: conv l's input after dropout, for every position.
+__global__ void conv_inputs_kernel(float *X, const float *k, const float *v, const float *acts, struct router_dims r,
+                                   int l) {
+    const int cin = r.c[l];
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)r.B * r.L * r.H * cin) return;
+    const int ci = (int)(e % cin), h = (int)((e / cin) % r.H), t = (int)((e / ((size_t)cin * r.H)) % r.L);
+    const int b = (int)(e / ((size_t)cin * r.H * r.L));
+    float mask;
+    X[e] = conv_input(r, l, k, v, acts, b, t, h, ci, &mask);
+}
+static void write_conv_inputs(float *X, const float *k, const float *v, const float *acts, const struct router_dims &r,
+                              int l) {
+    conv_inputs_kernel<<<blocks_for((size_t)r.B * r.L * r.H * r.c[l], 256), 256>>>(X, k, v, acts, r, l);
+    CUDA_LAUNCH_CHECK();
+}
+
+__global__ void conv_fwd_kernel(float *acts, const float *X, const float *params, struct router_dims r, int l) {
     const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l];
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= (size_t)r.B * r.L * r.H * cout) return;
     const int co = (int)(e % cout), h = (int)((e / cout) % r.H), t = (int)((e / ((size_t)cout * r.H)) % r.L);
     const int b = (int)(e / ((size_t)cout * r.H * r.L));
     const float *w = params + r.w[l] + ((size_t)h * cout + co) * cin * kw;
-    float acc = params[r.b[l] + (size_t)h * cout + co], mask;
-    for (int ci = 0; ci < cin; ci++)
-        for (int i = 0; i < kw; i++) {
-            int ts = t + r.dilation[l] * (i - (kw - 1) / 2);
-            if (ts >= 0 && ts < r.L) acc += w[(size_t)ci * kw + i] * conv_input(r, l, k, v, acts, b, ts, h, ci, &mask);
-        }
+    float acc = params[r.b[l] + (size_t)h * cout + co];
+    for (int i = 0; i < kw; i++) {
+        int ts = t + r.dilation[l] * (i - (kw - 1) / 2);
+        if (ts < 0 || ts >= r.L) continue;
+        const float *x = X + (((size_t)b * r.L + ts) * r.H + h) * cin;
+        for (int ci = 0; ci < cin; ci++) acc += w[(size_t)ci * kw + i] * x[ci];
+    }
     acts[r.act[l + 1] + e] = acc;
 }
 
@@ -88,10 +107,14 @@ static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     struct router_dims r = dims_of(shape, B, L, p, key);
     const size_t tokens = (size_t)B * L * r.H;
+    float *X = NULL; // stream-ordered scratch: one conv's dropped-out input (the widest is conv 0's)
+    CUDA_CHECK(cudaMallocAsync((void **)&X, tokens * r.c[0] * sizeof(float), 0));
     for (int l = 0; l < r.n; l++) {
-        conv_fwd_kernel<<<blocks_for(tokens * r.c[l + 1], 128), 128>>>(acts, k, v, params, r, l);
+        write_conv_inputs(X, k, v, acts, r, l);
+        conv_fwd_kernel<<<blocks_for(tokens * r.c[l + 1], 128), 128>>>(acts, X, params, r, l);
         CUDA_LAUNCH_CHECK();
     }
+    CUDA_CHECK(cudaFreeAsync(X, 0));
     proj_fwd_kernel<<<blocks_for(tokens, 128), 128>>>(score, acts, params, r);
     CUDA_LAUNCH_CHECK();
 }
@@ -108,21 +131,24 @@ __global__ void proj_bwd_du_kernel(float *du, const float *dscore, const float *
     const float s = sig(acts[r.act[r.n + 1] + pos]);
     du[e] = dscore[pos] * s * (1.0f - s) * params[r.pw + (size_t)h * c + j];
 }
-__global__ void proj_bwd_params_kernel(float *dparams, const float *dscore, const float *acts, struct router_dims r) {
-    const int c = r.c[r.n];
-    int e = blockIdx.x * blockDim.x + threadIdx.x; // (h, j) for j < c, and j == c for the bias
-    if (e >= r.H * (c + 1)) return;
-    const int h = e / (c + 1), j = e % (c + 1);
-    float acc = 0;
-    for (int b = 0; b < r.B; b++)
-        for (int t = 0; t < r.L; t++) {
-            size_t pos = ((size_t)b * r.L + t) * r.H + h;
-            float s = sig(acts[r.act[r.n + 1] + pos]), dz = dscore[pos] * s * (1.0f - s);
-            acc += j == c ? dz : dz * silu(acts[r.act[r.n] + pos * c + j]);
-        }
-    if (j == c) dparams[r.pb + h] += acc;
-    else dparams[r.pw + (size_t)h * c + j] += acc;
-}
+// The projection's weight (h, j) and bias (h) gradients: terms of a column sum over rows (b, t).
+struct proj_weight_term {
+    const float *dscore, *acts;
+    router_dims r;
+    __device__ float dz(size_t pos) const {
+        const float s = sig(acts[r.act[r.n + 1] + pos]);
+        return dscore[pos] * s * (1.0f - s);
+    }
+    __device__ float operator()(int row, int e) const { // e = (h, j)
+        const int c = r.c[r.n], h = e / c, j = e % c;
+        const size_t pos = (size_t)row * r.H + h;
+        return dz(pos) * silu(acts[r.act[r.n] + pos * c + j]);
+    }
+};
+struct proj_bias_term {
+    proj_weight_term w;
+    __device__ float operator()(int row, int h) const { return w.dz((size_t)row * w.r.H + h); }
+};
 
 // da = du * silu'(a) for conv l's output, in place in du.
 __global__ void silu_bwd_kernel(float *du, const float *acts, size_t offset, size_t count) {
@@ -130,32 +156,25 @@ __global__ void silu_bwd_kernel(float *du, const float *acts, size_t offset, siz
     if (e < count) du[e] *= silu_grad(acts[offset + e]);
 }
 
-// Conv l's weight and bias gradients: one thread per weight (or bias) value, positions in order.
-__global__ void conv_bwd_params_kernel(float *dparams, const float *da, const float *k, const float *v,
-                                       const float *acts, struct router_dims r, int l) {
-    const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l];
-    const size_t n_w = (size_t)r.H * cout * cin * kw;
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= n_w + (size_t)r.H * cout) return;
-    float acc = 0, mask;
-    if (e >= n_w) { // bias of output channel (h, co)
-        const size_t hc = e - n_w;
-        for (int b = 0; b < r.B; b++)
-            for (int t = 0; t < r.L; t++) acc += da[(((size_t)b * r.L + t) * r.H) * cout + hc];
-        dparams[r.b[l] + hc] += acc;
-        return;
+// Conv l's weight gradient at e = (h, co, ci, tap) and bias gradient at (h, co): terms of
+// column sums over rows (b, t), reading the conv's dropped-out input X.
+struct conv_weight_term {
+    const float *da, *X;
+    router_dims r;
+    int l;
+    __device__ float operator()(int row, int e) const {
+        const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l];
+        const int i = e % kw, ci = (e / kw) % cin, hc = e / (kw * cin), h = hc / cout, t = row % r.L;
+        const int ts = t + r.dilation[l] * (i - (kw - 1) / 2);
+        if (ts < 0 || ts >= r.L) return 0.0f;
+        return da[(size_t)row * r.H * cout + hc] * X[(((size_t)row - t + ts) * r.H + h) * cin + ci];
     }
-    const int i = (int)(e % kw), ci = (int)((e / kw) % cin);
-    const size_t hc = e / ((size_t)kw * cin);
-    const int h = (int)(hc / cout);
-    for (int b = 0; b < r.B; b++)
-        for (int t = 0; t < r.L; t++) {
-            int ts = t + r.dilation[l] * (i - (kw - 1) / 2);
-            if (ts < 0 || ts >= r.L) continue;
-            acc += da[(((size_t)b * r.L + t) * r.H) * cout + hc] * conv_input(r, l, k, v, acts, b, ts, h, ci, &mask);
-        }
-    dparams[r.w[l] + e] += acc;
-}
+};
+struct conv_bias_term {
+    const float *da;
+    int cols; // H * cout
+    __device__ float operator()(int row, int hc) const { return da[(size_t)row * cols + hc]; }
+};
 
 // Conv l's input gradient at (b, ts, h, ci), through the dropout mask; for l = 0 into dk, dv.
 __global__ void conv_bwd_input_kernel(float *du_in, float *dk, float *dv, const float *da, const float *k,
@@ -192,20 +211,23 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
     const size_t tokens = (size_t)B * L * r.H;
     size_t widest = 0;
     for (int l = 0; l <= r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
-    float *du = NULL, *du_in = NULL; // stream-ordered scratch: the gradient at conv outputs and inputs
-    CUDA_CHECK(cudaMallocAsync((void **)&du, tokens * widest * sizeof(float), 0));
+    float *du = NULL, *du_in = NULL, *X = NULL; // stream-ordered scratch: the gradient at conv outputs and
+    CUDA_CHECK(cudaMallocAsync((void **)&du, tokens * widest * sizeof(float), 0)); // inputs, a conv's input
     CUDA_CHECK(cudaMallocAsync((void **)&du_in, tokens * widest * sizeof(float), 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&X, tokens * widest * sizeof(float), 0));
     proj_bwd_du_kernel<<<blocks_for(tokens * r.c[r.n], 128), 128>>>(du, dscore, acts, params, r);
     CUDA_LAUNCH_CHECK();
-    proj_bwd_params_kernel<<<blocks_for((size_t)r.H * (r.c[r.n] + 1), 64), 64>>>(dparams, dscore, acts, r);
-    CUDA_LAUNCH_CHECK();
+    const int rows = B * L;
+    const proj_weight_term proj{dscore, acts, r};
+    column_sum_add(dparams + r.pw, rows, r.H * r.c[r.n], proj);
+    column_sum_add(dparams + r.pb, rows, r.H, proj_bias_term{proj});
     for (int l = r.n - 1; l >= 0; l--) {
         const size_t outs = tokens * r.c[l + 1];
         silu_bwd_kernel<<<blocks_for(outs, 256), 256>>>(du, acts, r.act[l + 1], outs);
         CUDA_LAUNCH_CHECK();
-        const size_t n_params = (size_t)r.H * r.c[l + 1] * (r.c[l] * r.kernel[l] + 1);
-        conv_bwd_params_kernel<<<blocks_for(n_params, 128), 128>>>(dparams, du, k, v, acts, r, l);
-        CUDA_LAUNCH_CHECK();
+        write_conv_inputs(X, k, v, acts, r, l);
+        column_sum_add(dparams + r.w[l], rows, r.H * r.c[l + 1] * r.c[l] * r.kernel[l], conv_weight_term{du, X, r, l});
+        column_sum_add(dparams + r.b[l], rows, r.H * r.c[l + 1], conv_bias_term{du, r.H * r.c[l + 1]});
         conv_bwd_input_kernel<<<blocks_for(tokens * r.c[l], 128), 128>>>(du_in, dk, dv, du, k, v, acts, params, r, l);
         CUDA_LAUNCH_CHECK();
         float *swap = du; // the input gradient of conv l is the output gradient of conv l - 1
@@ -213,6 +235,7 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
     }
     CUDA_CHECK(cudaFreeAsync(du, 0));
     CUDA_CHECK(cudaFreeAsync(du_in, 0));
+    CUDA_CHECK(cudaFreeAsync(X, 0));
 }
 
 extern "C" void cuda_register_lte_router(struct hyla_backend *t) {
