@@ -60,6 +60,16 @@ static void cuda_set_matmul_precision(int bf16) {
 }
 
 // Row-major C = alpha op(A) op(B) + beta C as column-major C^T = op(B)^T op(A)^T.
+// batch products at once: matrix j starts at a + j stride_a (and so on).
+void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                       long long stride_a, const float *b, int ldb, long long stride_b, float beta, float *c, int ldc,
+                       long long stride_c, int batch) {
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                            trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, ldb,
+                                            stride_b, a, CUDA_R_32F, lda, stride_a, &beta, c, CUDA_R_32F, ldc,
+                                            stride_c, batch, gemm_compute, CUBLAS_GEMM_DEFAULT));
+}
+
 static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc) {
     CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,

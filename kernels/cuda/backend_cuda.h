@@ -18,6 +18,12 @@ const struct hyla_backend *hyla_backend_profiled(const struct hyla_backend *base
 
 #ifdef __cplusplus
 }
+
+/* Inside the CUDA backend: `batch` row-major products C_j = alpha op(A_j) op(B_j) + beta C_j,
+ * A_j = a + j stride_a (and so on), in the backend's matmul precision (backend_cuda.cu). */
+void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                       long long stride_a, const float *b, int ldb, long long stride_b, float beta, float *c, int ldc,
+                       long long stride_c, int batch);
 #endif
 
 #endif

@@ -1,9 +1,11 @@
 // CUDA: the LTE router CNN (MODEL.md §5.2) with the CPU twin's semantics, including its
 // dropout masks (regenerated from the same counter-based keys and element indices, see
-// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). Each conv's
-// dropped-out input is written out once (conv_inputs_kernel), so the dropout masks are drawn
-// once per value, not once per use; one thread per output value; weight and bias gradients
-// are column sums over positions in a fixed order (cuda_column_sum.cuh, no atomics).
+// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). Each conv is a
+// matrix product per kv head on its unfolded input ("im2col": row (b, t), column (ci, tap) =
+// the dropped-out input at t + dilation (tap - centre)): outputs, weight gradients and input
+// gradients are batched cuBLAS products over the heads (in the backend's matmul precision);
+// the input gradient folds back over the taps in a fixed order, bias and projection gradients
+// are column sums (cuda_column_sum.cuh). No atomics.
 #include "backend_cuda.h"
 #include "common/rng.h"
 #include "cuda_check.h"
@@ -59,38 +61,44 @@ __device__ static float conv_input(const struct router_dims &r, int l, const flo
     return x * keep;
 }
 
-// X[(b, t, h), ci]: conv l's input after dropout, for every position.
-__global__ void conv_inputs_kernel(float *X, const float *k, const float *v, const float *acts, struct router_dims r,
-                                   int l) {
-    const int cin = r.c[l];
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)r.B * r.L * r.H * cin) return;
-    const int ci = (int)(e % cin), h = (int)((e / cin) % r.H), t = (int)((e / ((size_t)cin * r.H)) % r.L);
-    const int b = (int)(e / ((size_t)cin * r.H * r.L));
-    float mask;
-    X[e] = conv_input(r, l, k, v, acts, b, t, h, ci, &mask);
+// Offset of tap i of conv l (centred, dilated).
+__device__ static int tap_shift(const struct router_dims &r, int l, int i) {
+    return r.dilation[l] * (i - (r.kernel[l] - 1) / 2);
 }
-static void write_conv_inputs(float *X, const float *k, const float *v, const float *acts, const struct router_dims &r,
+
+// U[h][(b, t)][ci * kw + i] = conv l's dropped-out input at (b, t + shift_i, h, ci), 0 past the ends.
+__global__ void unfold_kernel(float *U, const float *k, const float *v, const float *acts, struct router_dims r,
                               int l) {
-    conv_inputs_kernel<<<blocks_for((size_t)r.B * r.L * r.H * r.c[l], 256), 256>>>(X, k, v, acts, r, l);
+    const int cin = r.c[l], kw = r.kernel[l], K = cin * kw;
+    const size_t N = (size_t)r.B * r.L;
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= (size_t)r.H * N * K) return;
+    const int col = (int)(e % K), ci = col / kw, i = col % kw;
+    const size_t n = (e / K) % N;
+    const int h = (int)(e / (N * K)), t = (int)(n % r.L), b = (int)(n / r.L), ts = t + tap_shift(r, l, i);
+    float mask;
+    U[e] = ts >= 0 && ts < r.L ? conv_input(r, l, k, v, acts, b, ts, h, ci, &mask) : 0.0f;
+}
+static void unfold(float *U, const float *k, const float *v, const float *acts, const struct router_dims &r, int l) {
+    const size_t count = (size_t)r.H * r.B * r.L * r.c[l] * r.kernel[l];
+    unfold_kernel<<<blocks_for(count, 256), 256>>>(U, k, v, acts, r, l);
     CUDA_LAUNCH_CHECK();
 }
 
-__global__ void conv_fwd_kernel(float *acts, const float *X, const float *params, struct router_dims r, int l) {
-    const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l];
+// a_{l+1}[(b, t), h, co] = bias[h, co] (the product adds onto it).
+__global__ void conv_bias_fill_kernel(float *out, const float *bias, size_t count, int hc) {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)r.B * r.L * r.H * cout) return;
-    const int co = (int)(e % cout), h = (int)((e / cout) % r.H), t = (int)((e / ((size_t)cout * r.H)) % r.L);
-    const int b = (int)(e / ((size_t)cout * r.H * r.L));
-    const float *w = params + r.w[l] + ((size_t)h * cout + co) * cin * kw;
-    float acc = params[r.b[l] + (size_t)h * cout + co];
-    for (int i = 0; i < kw; i++) {
-        int ts = t + r.dilation[l] * (i - (kw - 1) / 2);
-        if (ts < 0 || ts >= r.L) continue;
-        const float *x = X + (((size_t)b * r.L + ts) * r.H + h) * cin;
-        for (int ci = 0; ci < cin; ci++) acc += w[(size_t)ci * kw + i] * x[ci];
-    }
-    acts[r.act[l + 1] + e] = acc;
+    if (e < count) out[e] = bias[e % hc];
+}
+
+// Conv l forward: a_{l+1} = bias + U_h W_h^T per head (W_h: [cout, cin * kw]).
+static void conv_forward(float *acts, const float *U, const float *params, const struct router_dims &r, int l) {
+    const int cout = r.c[l + 1], K = r.c[l] * r.kernel[l], N = r.B * r.L, hc = r.H * cout;
+    float *out = acts + r.act[l + 1];
+    conv_bias_fill_kernel<<<blocks_for((size_t)N * hc, 256), 256>>>(out, params + r.b[l], (size_t)N * hc, hc);
+    CUDA_LAUNCH_CHECK();
+    cuda_gemm_batched(0, 1, N, cout, K, 1.0f, U, K, (long long)N * K, params + r.w[l], K, (long long)cout * K, 1.0f,
+                      out, hc, cout, r.H);
 }
 
 __global__ void proj_fwd_kernel(float *score, float *acts, const float *params, struct router_dims r) {
@@ -103,18 +111,23 @@ __global__ void proj_fwd_kernel(float *score, float *acts, const float *params, 
     score[pos] = sig(z) - 0.5f;
 }
 
+static size_t unfolded_bytes(const struct router_dims &r) {
+    size_t widest = 0;
+    for (int l = 0; l < r.n; l++) widest = (size_t)r.c[l] * r.kernel[l] > widest ? (size_t)r.c[l] * r.kernel[l] : widest;
+    return sizeof(float) * (size_t)r.H * r.B * r.L * widest;
+}
+
 static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     struct router_dims r = dims_of(shape, B, L, p, key);
     const size_t tokens = (size_t)B * L * r.H;
-    float *X = NULL; // stream-ordered scratch: one conv's dropped-out input (the widest is conv 0's)
-    CUDA_CHECK(cudaMallocAsync((void **)&X, tokens * r.c[0] * sizeof(float), 0));
+    float *U = NULL; // stream-ordered scratch: one conv's unfolded input (the widest is conv 0's)
+    CUDA_CHECK(cudaMallocAsync((void **)&U, unfolded_bytes(r), 0));
     for (int l = 0; l < r.n; l++) {
-        write_conv_inputs(X, k, v, acts, r, l);
-        conv_fwd_kernel<<<blocks_for(tokens * r.c[l + 1], 128), 128>>>(acts, X, params, r, l);
-        CUDA_LAUNCH_CHECK();
+        unfold(U, k, v, acts, r, l);
+        conv_forward(acts, U, params, r, l);
     }
-    CUDA_CHECK(cudaFreeAsync(X, 0));
+    CUDA_CHECK(cudaFreeAsync(U, 0));
     proj_fwd_kernel<<<blocks_for(tokens, 128), 128>>>(score, acts, params, r);
     CUDA_LAUNCH_CHECK();
 }
@@ -156,42 +169,27 @@ __global__ void silu_bwd_kernel(float *du, const float *acts, size_t offset, siz
     if (e < count) du[e] *= silu_grad(acts[offset + e]);
 }
 
-// Conv l's weight gradient at e = (h, co, ci, tap) and bias gradient at (h, co): terms of
-// column sums over rows (b, t), reading the conv's dropped-out input X.
-struct conv_weight_term {
-    const float *da, *X;
-    router_dims r;
-    int l;
-    __device__ float operator()(int row, int e) const {
-        const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l];
-        const int i = e % kw, ci = (e / kw) % cin, hc = e / (kw * cin), h = hc / cout, t = row % r.L;
-        const int ts = t + r.dilation[l] * (i - (kw - 1) / 2);
-        if (ts < 0 || ts >= r.L) return 0.0f;
-        return da[(size_t)row * r.H * cout + hc] * X[(((size_t)row - t + ts) * r.H + h) * cin + ci];
-    }
-};
+// Conv l's bias gradient at (h, co): a column sum over rows (b, t).
 struct conv_bias_term {
     const float *da;
     int cols; // H * cout
     __device__ float operator()(int row, int hc) const { return da[(size_t)row * cols + hc]; }
 };
 
-// Conv l's input gradient at (b, ts, h, ci), through the dropout mask; for l = 0 into dk, dv.
-__global__ void conv_bwd_input_kernel(float *du_in, float *dk, float *dv, const float *da, const float *k,
-                                      const float *v, const float *acts, const float *params, struct router_dims r,
-                                      int l) {
-    const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l];
+// Conv l's input gradient at (b, ts, h, ci) from the unfolded one dU[h][(b, t)][ci * kw + i]:
+// the taps that read ts, in tap order, through the dropout mask; for l = 0 into dk, dv.
+__global__ void fold_kernel(float *du_in, float *dk, float *dv, const float *dU, const float *k, const float *v,
+                            const float *acts, struct router_dims r, int l) {
+    const int cin = r.c[l], kw = r.kernel[l], K = cin * kw;
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= (size_t)r.B * r.L * r.H * cin) return;
     const int ci = (int)(e % cin), h = (int)((e / cin) % r.H), ts = (int)((e / ((size_t)cin * r.H)) % r.L);
     const int b = (int)(e / ((size_t)cin * r.H * r.L));
+    const size_t N = (size_t)r.B * r.L;
     float acc = 0, mask;
-    for (int co = 0; co < cout; co++) {
-        const float *w = params + r.w[l] + ((size_t)h * cout + co) * cin * kw + (size_t)ci * kw;
-        for (int i = 0; i < kw; i++) {
-            int t = ts - r.dilation[l] * (i - (kw - 1) / 2); // the output that read ts through tap i
-            if (t >= 0 && t < r.L) acc += w[i] * da[(((size_t)b * r.L + t) * r.H + h) * cout + co];
-        }
+    for (int i = 0; i < kw; i++) {
+        const int t = ts - tap_shift(r, l, i); // the output that read ts through tap i
+        if (t >= 0 && t < r.L) acc += dU[((size_t)h * N + (size_t)b * r.L + t) * K + (size_t)ci * kw + i];
     }
     conv_input(r, l, k, v, acts, b, ts, h, ci, &mask);
     acc *= mask;
@@ -211,10 +209,13 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
     const size_t tokens = (size_t)B * L * r.H;
     size_t widest = 0;
     for (int l = 0; l <= r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
-    float *du = NULL, *du_in = NULL, *X = NULL; // stream-ordered scratch: the gradient at conv outputs and
-    CUDA_CHECK(cudaMallocAsync((void **)&du, tokens * widest * sizeof(float), 0)); // inputs, a conv's input
+    // stream-ordered scratch: the gradients at a conv's outputs and inputs, its unfolded input and
+    // the gradient of that
+    float *du = NULL, *du_in = NULL, *U = NULL, *dU = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&du, tokens * widest * sizeof(float), 0));
     CUDA_CHECK(cudaMallocAsync((void **)&du_in, tokens * widest * sizeof(float), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&X, tokens * widest * sizeof(float), 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&U, unfolded_bytes(r), 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&dU, unfolded_bytes(r), 0));
     proj_bwd_du_kernel<<<blocks_for(tokens * r.c[r.n], 128), 128>>>(du, dscore, acts, params, r);
     CUDA_LAUNCH_CHECK();
     const int rows = B * L;
@@ -225,17 +226,23 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
         const size_t outs = tokens * r.c[l + 1];
         silu_bwd_kernel<<<blocks_for(outs, 256), 256>>>(du, acts, r.act[l + 1], outs);
         CUDA_LAUNCH_CHECK();
-        write_conv_inputs(X, k, v, acts, r, l);
-        column_sum_add(dparams + r.w[l], rows, r.H * r.c[l + 1] * r.c[l] * r.kernel[l], conv_weight_term{du, X, r, l});
-        column_sum_add(dparams + r.b[l], rows, r.H * r.c[l + 1], conv_bias_term{du, r.H * r.c[l + 1]});
-        conv_bwd_input_kernel<<<blocks_for(tokens * r.c[l], 128), 128>>>(du_in, dk, dv, du, k, v, acts, params, r, l);
+        const int cout = r.c[l + 1], K = r.c[l] * r.kernel[l], hc = r.H * cout;
+        column_sum_add(dparams + r.b[l], rows, hc, conv_bias_term{du, hc});
+        // dW_h += da_h^T U_h and dU_h = da_h W_h, per head
+        unfold(U, k, v, acts, r, l);
+        cuda_gemm_batched(1, 0, cout, K, rows, 1.0f, du, hc, cout, U, K, (long long)rows * K, 1.0f, dparams + r.w[l],
+                          K, (long long)cout * K, r.H);
+        cuda_gemm_batched(0, 0, rows, K, cout, 1.0f, du, hc, cout, params + r.w[l], K, (long long)cout * K, 0.0f, dU,
+                          K, (long long)rows * K, r.H);
+        fold_kernel<<<blocks_for(tokens * r.c[l], 128), 128>>>(du_in, dk, dv, dU, k, v, acts, r, l);
         CUDA_LAUNCH_CHECK();
         float *swap = du; // the input gradient of conv l is the output gradient of conv l - 1
         du = du_in, du_in = swap;
     }
     CUDA_CHECK(cudaFreeAsync(du, 0));
     CUDA_CHECK(cudaFreeAsync(du_in, 0));
-    CUDA_CHECK(cudaFreeAsync(X, 0));
+    CUDA_CHECK(cudaFreeAsync(U, 0));
+    CUDA_CHECK(cudaFreeAsync(dU, 0));
 }
 
 extern "C" void cuda_register_lte_router(struct hyla_backend *t) {
