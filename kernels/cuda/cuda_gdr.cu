@@ -7,8 +7,6 @@
 // lanes hold the rows i = lane + 32 r of those columns in registers, and the only
 // communication is a warp shuffle sum over the rows. The grid covers (batch x head, column
 // blocks), which gives the GPU B x H x dv / COLS independent warps instead of B x H blocks.
-// Each lane streams its inputs through a cp.async ring a few tokens ahead (lane_ring), so the
-// token loop waits on arithmetic and shuffles, not on memory.
 //
 // The backward pass runs in reverse over the stored states (the forward is recomputed with
 // `states` kept, layout [B*H, L, dv, dk] so that a warp's loads are coalesced). Its column
@@ -17,8 +15,6 @@
 // GPU run this recurrence too; the chunked tensor-core form of §3.4-3.5 is still to come.
 #include "backend_cuda.h"
 #include "cuda_check.h"
-
-#include <cuda_pipeline.h>
 
 namespace {
 
@@ -38,25 +34,23 @@ template <int N> __device__ inline void warp_sum(float (&x)[N]) {
         for (int n = 0; n < N; n++) x[n] += __shfl_xor_sync(0xffffffffu, x[n], off);
 }
 
-// A lane's private prefetch ring in shared memory: DEPTH slots of F floats (one token's
-// inputs each), filled by cp.async DEPTH tokens ahead of use, so that the recurrence's chain
-// (a few FMAs and a warp reduction per token) never waits for global memory. Each lane
-// copies only what it reads itself: no barrier, only its own cp.async groups. Layout
-// [slot][field][thread]: a warp's accesses are consecutive words (no bank conflicts).
-template <int F, int DEPTH = 6> struct lane_ring {
-    static constexpr int depth = DEPTH;
-    float *base; // DEPTH * F * blockDim.x floats of dynamic shared memory
-    __device__ float *at(int slot, int f) const { return base + ((size_t)slot * F + f) * blockDim.x + threadIdx.x; }
-    __device__ void fetch(int slot, int f, const float *src) const { // src NULL: the value is 0
-        if (src) __pipeline_memcpy_async(at(slot, f), src, sizeof(float));
-        else *at(slot, f) = 0.0f;
+// One token's inputs as a warp reads them: this lane's rows of k and q, the warp's columns
+// of v (or of dO in the backward pass), beta and the log-decay g.
+template <int R> struct token_in {
+    float k[R], q[R], v[COLS], beta, g;
+    __device__ inline void load(const float *q_, const float *k_, const float *v_, const float *beta_,
+                                const float *g_, size_t row, int lane, int j0, int dk, int dv, bool active) {
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const int i = lane + 32 * r;
+            k[r] = i < dk ? k_[row * dk + i] : 0.0f;
+            q[r] = i < dk ? q_[row * dk + i] : 0.0f;
+        }
+#pragma unroll
+        for (int c = 0; c < COLS; c++) v[c] = active && j0 + c < dv ? v_[row * dv + j0 + c] : 0.0f;
+        beta = beta_[row], g = g_[row];
     }
-    __device__ float get(int slot, int f) const { return *at(slot, f); }
-    static constexpr size_t bytes(int threads) { return sizeof(float) * (size_t)DEPTH * F * threads; }
 };
-
-// The backward ring holds the state too: shallower for the widest keys (shared memory).
-template <int R> __host__ __device__ constexpr int bwd_depth() { return R >= 8 ? 3 : 6; }
 
 // This warp's first value column, and the (batch, head) of the block.
 __device__ inline int first_column() { return blockIdx.y * BLOCK_COLS + (threadIdx.x / 32) * COLS; }
@@ -78,38 +72,16 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_fwd_kernel(float *o, float *fi
             const int i = lane + 32 * r, j = j0 + c;
             S[r][c] = (S0 && i < d.dk && j < d.dv) ? S0[(size_t)bh * s_size + (size_t)i * d.dv + j] : 0.0f;
         }
-    // inputs DEPTH tokens ahead: fields k[R], q[R], v[COLS], beta, g
-    extern __shared__ float ring_memory[];
-    const lane_ring<2 * R + COLS + 2> ring{ring_memory};
-    constexpr int DEPTH = decltype(ring)::depth;
-    auto prefetch = [&](int t) {
-        if (t < d.L) {
-            const int slot = t % DEPTH;
-            const size_t row = ((size_t)b * d.L + t) * d.H + h;
-#pragma unroll
-            for (int r = 0; r < R; r++) {
-                const int i = lane + 32 * r;
-                ring.fetch(slot, r, i < d.dk ? k + row * d.dk + i : NULL);
-                ring.fetch(slot, R + r, i < d.dk ? q + row * d.dk + i : NULL);
-            }
-#pragma unroll
-            for (int c = 0; c < COLS; c++) ring.fetch(slot, 2 * R + c, j0 + c < d.dv ? v + row * d.dv + j0 + c : NULL);
-            ring.fetch(slot, 2 * R + COLS, beta + row);
-            ring.fetch(slot, 2 * R + COLS + 1, g + row);
-        }
-        __pipeline_commit(); // one group per token, empty past the end: the count stays uniform
-    };
-    for (int t = 0; t < DEPTH; t++) prefetch(t);
+    // the next token's inputs are loaded while this token computes: the loop's chain is then
+    // arithmetic and shuffles, not memory latency
+    token_in<R> next;
+    next.load(q, k, v, beta, g, ((size_t)b * d.L) * d.H + h, lane, j0, d.dk, d.dv, true);
     for (int t = 0; t < d.L; t++) {
         const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        __pipeline_wait_prior(DEPTH - 1); // token t's group has landed
-        const int slot = t % DEPTH;
-        float kr[R], qr[R], vc[COLS];
-#pragma unroll
-        for (int r = 0; r < R; r++) kr[r] = ring.get(slot, r), qr[r] = ring.get(slot, R + r);
-#pragma unroll
-        for (int c = 0; c < COLS; c++) vc[c] = ring.get(slot, 2 * R + c);
-        const float bt = ring.get(slot, 2 * R + COLS), a = expf(ring.get(slot, 2 * R + COLS + 1));
+        const token_in<R> cur = next;
+        if (t + 1 < d.L) next.load(q, k, v, beta, g, row + d.H, lane, j0, d.dk, d.dv, true);
+        const float(&kr)[R] = cur.k, (&qr)[R] = cur.q, (&vc)[COLS] = cur.v;
+        const float a = expf(cur.g), bt = cur.beta;
         float u[COLS];
 #pragma unroll
         for (int c = 0; c < COLS; c++) {
@@ -145,7 +117,6 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_fwd_kernel(float *o, float *fi
                 if (lane == c) mine = out[c];
             o[row * d.dv + j0 + lane] = d.scale * mine;
         }
-        prefetch(t + DEPTH); // into the slot read above, now that its values have been used
     }
     if (final_state)
 #pragma unroll
@@ -198,62 +169,35 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_bwd_kernel(float *dv, float *d
             G[r][c] = (dS_final && active && i < d.dk && j < d.dv) ? dS_final[(size_t)bh * s_size + (size_t)i * d.dv + j]
                                                                    : 0.0f;
         }
-    // inputs DEPTH tokens ahead (reverse order): fields k[R], q[R], v[COLS], dO[COLS], beta, g,
-    // and S_{t-1}[R][COLS] (the state before the token)
-    constexpr int F_K = 0, F_Q = R, F_V = 2 * R, F_DO = 2 * R + COLS, F_BETA = 2 * R + 2 * COLS, F_G = F_BETA + 1;
-    constexpr int F_S = F_G + 1;
-    extern __shared__ float ring_memory[];
-    const lane_ring<F_S + R * COLS, bwd_depth<R>()> ring{ring_memory};
-    constexpr int DEPTH = decltype(ring)::depth;
-    auto prefetch = [&](int step) { // step s is token L - 1 - s
-        if (step < d.L) {
-            const int slot = step % DEPTH, t = d.L - 1 - step;
-            const size_t row = ((size_t)b * d.L + t) * d.H + h;
+    // prefetched one token ahead: the inputs, dO, v and the state S_{t-1} of the next token
+    token_in<R> next;
+    float Sp_next[R][COLS], do_next[COLS];
+    auto load_do = [&](size_t row) { // the warp's columns of dO
 #pragma unroll
-            for (int r = 0; r < R; r++) {
-                const int i = lane + 32 * r;
-                ring.fetch(slot, F_K + r, i < d.dk ? k + row * d.dk + i : NULL);
-                ring.fetch(slot, F_Q + r, i < d.dk ? q + row * d.dk + i : NULL);
-            }
-#pragma unroll
-            for (int c = 0; c < COLS; c++) {
-                const bool in = active && j0 + c < d.dv;
-                ring.fetch(slot, F_V + c, in ? v + row * d.dv + j0 + c : NULL);
-                ring.fetch(slot, F_DO + c, in ? dout + row * d.dv + j0 + c : NULL);
-            }
-            ring.fetch(slot, F_BETA, beta + row);
-            ring.fetch(slot, F_G, g + row);
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int c = 0; c < COLS; c++) {
-                    const int i = lane + 32 * r, j = j0 + c;
-                    const float *src = NULL;
-                    if (active && i < d.dk && j < d.dv) {
-                        if (t >= 1) src = states + (((size_t)bh * d.L + t - 1) * d.dv + j) * d.dk + i;
-                        else if (S0) src = S0 + (size_t)bh * s_size + (size_t)i * d.dv + j;
-                    }
-                    ring.fetch(slot, F_S + r * COLS + c, src);
-                }
-        }
-        __pipeline_commit();
+        for (int c = 0; c < COLS; c++) do_next[c] = active && j0 + c < d.dv ? dout[row * d.dv + j0 + c] : 0.0f;
     };
     load_state(St, d.L - 1);
-    for (int step = 0; step < DEPTH; step++) prefetch(step);
+    load_state(Sp_next, d.L - 2);
+    const size_t row0 = ((size_t)b * d.L + d.L - 1) * d.H + h;
+    next.load(q, k, v, beta, g, row0, lane, j0, d.dk, d.dv, active);
+    load_do(row0);
     for (int t = d.L - 1; t >= 0; t--) {
         const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        const int step = d.L - 1 - t, slot = step % DEPTH;
-        __pipeline_wait_prior(DEPTH - 1);
-        float kr[R], qr[R], vc[COLS], dd[COLS];
+        const token_in<R> cur = next;
+        float dd[COLS];
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            kr[r] = ring.get(slot, F_K + r), qr[r] = ring.get(slot, F_Q + r);
+        for (int c = 0; c < COLS; c++) dd[c] = do_next[c];
 #pragma unroll
-            for (int c = 0; c < COLS; c++) Sp[r][c] = ring.get(slot, F_S + r * COLS + c);
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int c = 0; c < COLS; c++) Sp[r][c] = Sp_next[r][c];
+        if (t > 0) {
+            next.load(q, k, v, beta, g, row - d.H, lane, j0, d.dk, d.dv, active);
+            load_do(row - d.H);
+            load_state(Sp_next, t - 2);
         }
-#pragma unroll
-        for (int c = 0; c < COLS; c++) vc[c] = ring.get(slot, F_V + c), dd[c] = ring.get(slot, F_DO + c);
-        const float bt = ring.get(slot, F_BETA), a = expf(ring.get(slot, F_G));
+        const float(&kr)[R] = cur.k, (&qr)[R] = cur.q, (&vc)[COLS] = cur.v;
+        const float a = expf(cur.g), bt = cur.beta;
         float sums[3 * COLS]; // u, ddelta, G.S_{t-1} per column
 #pragma unroll
         for (int c = 0; c < COLS; c++) {
@@ -312,7 +256,6 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_bwd_kernel(float *dv, float *d
                 G[r][c] = a * G[r][c] + kr[r] * du[c];
                 St[r][c] = Sp[r][c];
             }
-        prefetch(step + DEPTH); // into the slot read above, now that its values have been used
     }
     if (dS0 && active)
 #pragma unroll
@@ -353,43 +296,15 @@ int rows_per_lane(int dk) {
     exit(1);
 }
 
-// The prefetch rings' shared memory per block (fields per lane: forward 2R + COLS + 2,
-// backward 2R + 2 COLS + 2 + R COLS), allowed past the 48 KB default.
-template <int R> size_t fwd_ring_bytes() { return lane_ring<2 * R + COLS + 2>::bytes(WARPS * 32); }
-template <int R> size_t bwd_ring_bytes() {
-    return lane_ring<2 * R + 2 * COLS + 2 + R * COLS, bwd_depth<R>()>::bytes(WARPS * 32);
-}
-void allow_shared(const void *kernel, size_t bytes) {
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-}
-
-template <int R>
-void launch_fwd_r(float *o, float *final_state, float *states, const float *q, const float *k, const float *v,
-                  const float *beta, const float *g, const float *S0, gdr_dims d) {
-    const dim3 grid(d.B * d.H, (d.dv + BLOCK_COLS - 1) / BLOCK_COLS);
-    allow_shared((const void *)gdr_fwd_kernel<R>, fwd_ring_bytes<R>());
-    gdr_fwd_kernel<R><<<grid, WARPS * 32, fwd_ring_bytes<R>()>>>(o, final_state, states, q, k, v, beta, g, S0, d);
-    CUDA_LAUNCH_CHECK();
-}
-
 void launch_fwd(float *o, float *final_state, float *states, const float *q, const float *k, const float *v,
                 const float *beta, const float *g, const float *S0, gdr_dims d) {
-    switch (rows_per_lane(d.dk)) {
-    case 1: launch_fwd_r<1>(o, final_state, states, q, k, v, beta, g, S0, d); break;
-    case 2: launch_fwd_r<2>(o, final_state, states, q, k, v, beta, g, S0, d); break;
-    case 4: launch_fwd_r<4>(o, final_state, states, q, k, v, beta, g, S0, d); break;
-    default: launch_fwd_r<8>(o, final_state, states, q, k, v, beta, g, S0, d); break;
-    }
-}
-
-template <int R>
-void launch_bwd_r(float *dv, float *dS0, float *part_qk, float *part_ba, const float *dout, const float *dS_final,
-                  const float *states, const float *q, const float *k, const float *v, const float *beta,
-                  const float *g, const float *S0, gdr_dims d) {
     const dim3 grid(d.B * d.H, (d.dv + BLOCK_COLS - 1) / BLOCK_COLS);
-    allow_shared((const void *)gdr_bwd_kernel<R>, bwd_ring_bytes<R>());
-    gdr_bwd_kernel<R><<<grid, WARPS * 32, bwd_ring_bytes<R>()>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q,
-                                                                  k, v, beta, g, S0, d);
+    switch (rows_per_lane(d.dk)) {
+    case 1: gdr_fwd_kernel<1><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    case 2: gdr_fwd_kernel<2><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    case 4: gdr_fwd_kernel<4><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    default: gdr_fwd_kernel<8><<<grid, WARPS * 32>>>(o, final_state, states, q, k, v, beta, g, S0, d); break;
+    }
     CUDA_LAUNCH_CHECK();
 }
 
@@ -412,12 +327,14 @@ void cuda_gdr_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, floa
     CUDA_CHECK(cudaMallocAsync((void **)&part_qk, sizeof(float) * blocks * n_rows * 2 * dkd, 0));
     CUDA_CHECK(cudaMallocAsync((void **)&part_ba, sizeof(float) * blocks * n_rows * 2, 0));
     launch_fwd(o, NULL, states, q, k, v, beta, g, S0, d);
+    const dim3 grid(B * H, blocks);
     switch (rows_per_lane(dkd)) {
-    case 1: launch_bwd_r<1>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
-    case 2: launch_bwd_r<2>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
-    case 4: launch_bwd_r<4>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
-    default: launch_bwd_r<8>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    case 1: gdr_bwd_kernel<1><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    case 2: gdr_bwd_kernel<2><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    case 4: gdr_bwd_kernel<4><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
+    default: gdr_bwd_kernel<8><<<grid, WARPS * 32>>>(dv, dS0, part_qk, part_ba, dout, dS_final, states, q, k, v, beta, g, S0, d); break;
     }
+    CUDA_LAUNCH_CHECK();
     const size_t finish = n_rows * (2 * (size_t)dkd + 2);
     gdr_bwd_finish_kernel<<<blocks_for(finish, 256), 256>>>(dq, dk, dbeta, dg, part_qk, part_ba, g, blocks, n_rows, dkd,
                                                             scale);
