@@ -52,6 +52,10 @@ template <int R> struct token_in {
     }
 };
 
+// How many tokens ahead the loops load their inputs (registers: a global load takes several
+// tokens' worth of arithmetic to arrive).
+constexpr int AHEAD = 3;
+
 // This warp's first value column, and the (batch, head) of the block.
 __device__ inline int first_column() { return blockIdx.y * BLOCK_COLS + (threadIdx.x / 32) * COLS; }
 
@@ -72,14 +76,15 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_fwd_kernel(float *o, float *fi
             const int i = lane + 32 * r, j = j0 + c;
             S[r][c] = (S0 && i < d.dk && j < d.dv) ? S0[(size_t)bh * s_size + (size_t)i * d.dv + j] : 0.0f;
         }
-    // the next token's inputs are loaded while this token computes: the loop's chain is then
-    // arithmetic and shuffles, not memory latency
-    token_in<R> next;
-    next.load(q, k, v, beta, g, ((size_t)b * d.L) * d.H + h, lane, j0, d.dk, d.dv, true);
-    for (int t = 0; t < d.L; t++) {
-        const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        const token_in<R> cur = next;
-        if (t + 1 < d.L) next.load(q, k, v, beta, g, row + d.H, lane, j0, d.dk, d.dv, true);
+    // inputs are loaded AHEAD tokens before use: the loop's chain is then arithmetic and
+    // shuffles, not memory latency
+    token_in<R> ahead[AHEAD];
+    auto row_of = [&](int t) { return ((size_t)b * d.L + t) * d.H + h; };
+#pragma unroll
+    for (int s = 0; s < AHEAD; s++)
+        if (s < d.L) ahead[s].load(q, k, v, beta, g, row_of(s), lane, j0, d.dk, d.dv, true);
+    auto token = [&](const token_in<R> &cur, int t) {
+        const size_t row = row_of(t);
         const float(&kr)[R] = cur.k, (&qr)[R] = cur.q, (&vc)[COLS] = cur.v;
         const float a = expf(cur.g), bt = cur.beta;
         float u[COLS];
@@ -117,7 +122,17 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_fwd_kernel(float *o, float *fi
                 if (lane == c) mine = out[c];
             o[row * d.dv + j0 + lane] = d.scale * mine;
         }
-    }
+    };
+    // unrolled by AHEAD so that each buffer is refilled right after use and read AHEAD tokens later
+    for (int t0 = 0; t0 < d.L; t0 += AHEAD)
+#pragma unroll
+        for (int s = 0; s < AHEAD; s++) {
+            const int t = t0 + s;
+            if (t >= d.L) break;
+            const token_in<R> cur = ahead[s];
+            if (t + AHEAD < d.L) ahead[s].load(q, k, v, beta, g, row_of(t + AHEAD), lane, j0, d.dk, d.dv, true);
+            token(cur, t);
+        }
     if (final_state)
 #pragma unroll
         for (int r = 0; r < R; r++)
@@ -169,35 +184,35 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_bwd_kernel(float *dv, float *d
             G[r][c] = (dS_final && active && i < d.dk && j < d.dv) ? dS_final[(size_t)bh * s_size + (size_t)i * d.dv + j]
                                                                    : 0.0f;
         }
-    // prefetched one token ahead: the inputs, dO, v and the state S_{t-1} of the next token
-    token_in<R> next;
-    float Sp_next[R][COLS], do_next[COLS];
-    auto load_do = [&](size_t row) { // the warp's columns of dO
-#pragma unroll
-        for (int c = 0; c < COLS; c++) do_next[c] = active && j0 + c < d.dv ? dout[row * d.dv + j0 + c] : 0.0f;
+    // each token's inputs, dO and the state S_{t-1} before it, loaded AHEAD tokens before use
+    struct bwd_in {
+        token_in<R> in;
+        float dO[COLS], Sp[R][COLS];
     };
+    auto row_of = [&](int t) { return ((size_t)b * d.L + t) * d.H + h; };
+    auto load = [&](bwd_in &x, int t) {
+        const size_t row = row_of(t);
+        x.in.load(q, k, v, beta, g, row, lane, j0, d.dk, d.dv, active);
+#pragma unroll
+        for (int c = 0; c < COLS; c++) x.dO[c] = active && j0 + c < d.dv ? dout[row * d.dv + j0 + c] : 0.0f;
+        load_state(x.Sp, t - 1);
+    };
+    bwd_in ahead[AHEAD];
     load_state(St, d.L - 1);
-    load_state(Sp_next, d.L - 2);
-    const size_t row0 = ((size_t)b * d.L + d.L - 1) * d.H + h;
-    next.load(q, k, v, beta, g, row0, lane, j0, d.dk, d.dv, active);
-    load_do(row0);
-    for (int t = d.L - 1; t >= 0; t--) {
-        const size_t row = ((size_t)b * d.L + t) * d.H + h;
-        const token_in<R> cur = next;
+#pragma unroll
+    for (int s = 0; s < AHEAD; s++)
+        if (s < d.L) load(ahead[s], d.L - 1 - s);
+    auto token = [&](const bwd_in &cur, int t) {
+        const size_t row = row_of(t);
         float dd[COLS];
 #pragma unroll
-        for (int c = 0; c < COLS; c++) dd[c] = do_next[c];
+        for (int c = 0; c < COLS; c++) dd[c] = cur.dO[c];
 #pragma unroll
         for (int r = 0; r < R; r++)
 #pragma unroll
-            for (int c = 0; c < COLS; c++) Sp[r][c] = Sp_next[r][c];
-        if (t > 0) {
-            next.load(q, k, v, beta, g, row - d.H, lane, j0, d.dk, d.dv, active);
-            load_do(row - d.H);
-            load_state(Sp_next, t - 2);
-        }
-        const float(&kr)[R] = cur.k, (&qr)[R] = cur.q, (&vc)[COLS] = cur.v;
-        const float a = expf(cur.g), bt = cur.beta;
+            for (int c = 0; c < COLS; c++) Sp[r][c] = cur.Sp[r][c];
+        const float(&kr)[R] = cur.in.k, (&qr)[R] = cur.in.q, (&vc)[COLS] = cur.in.v;
+        const float a = expf(cur.in.g), bt = cur.in.beta;
         float sums[3 * COLS]; // u, ddelta, G.S_{t-1} per column
 #pragma unroll
         for (int c = 0; c < COLS; c++) {
@@ -256,7 +271,17 @@ __global__ void __launch_bounds__(WARPS * 32) gdr_bwd_kernel(float *dv, float *d
                 G[r][c] = a * G[r][c] + kr[r] * du[c];
                 St[r][c] = Sp[r][c];
             }
-    }
+    };
+    // in reverse, unrolled by AHEAD (every thread runs the same steps: the barrier inside is safe)
+    for (int s0 = 0; s0 < d.L; s0 += AHEAD)
+#pragma unroll
+        for (int s = 0; s < AHEAD; s++) {
+            const int t = d.L - 1 - (s0 + s);
+            if (t < 0) break;
+            const bwd_in cur = ahead[s];
+            if (t - AHEAD >= 0) load(ahead[s], t - AHEAD);
+            token(cur, t);
+        }
     if (dS0 && active)
 #pragma unroll
         for (int r = 0; r < R; r++)
