@@ -5,7 +5,7 @@
 
 /* The GPU's matrix-product rates and the sequence-mixing ops at the reference's shapes. */
 /* only: run the ops whose name contains it (NULL: all). */
-int bench_kernels_gpu(int json, double min_seconds, const char *only);
+int bench_kernels_gpu(int json, double min_seconds, const char *only, int bf16);
 /* argv[0] is "train". Returns the exit status. */
 int bench_train_main(int argc, char **argv);
 

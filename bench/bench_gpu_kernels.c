@@ -156,7 +156,7 @@ static double time_case(void (*run)(struct gpu_bufs *), struct gpu_bufs *b, doub
     return elapsed / reps;
 }
 
-int bench_kernels_gpu(int json, double min_seconds, const char *only) {
+int bench_kernels_gpu(int json, double min_seconds, const char *only, int bf16) {
 #ifdef HYLA_WITH_CUDA
     if (hyla_cuda_device_count() == 0) {
         fprintf(stderr, "hyla: error: --backend cuda: no CUDA device is visible; run on a GPU host\n");
@@ -170,6 +170,7 @@ int bench_kernels_gpu(int json, double min_seconds, const char *only) {
     const double tf_bf16 = hyla_cuda_gemm_tflops(gemm_n, HYLA_GEMM_BF16, min_seconds);
     struct gpu_bufs b;
     bufs_init(&b, hyla_backend_cuda());
+    b.be->set_matmul_precision(bf16); /* attention's products on the tensor cores in bf16 */
     enum { N_CASES = sizeof cases / sizeof cases[0] };
     double ms[N_CASES];
     int chosen[N_CASES], any = 0;
@@ -184,7 +185,8 @@ int bench_kernels_gpu(int json, double min_seconds, const char *only) {
         printf("  fp32 (no TF32)                 %8.1f TFLOP/s\n", tf_fp32);
         printf("  fp32 storage, bf16 operands    %8.1f TFLOP/s\n", tf_fast);
         printf("  bf16 storage and operands      %8.1f TFLOP/s\n", tf_bf16);
-        printf("\n%-26s %-36s %10s %14s %8s\n", "op", "shape", "ms/call", "reference ms", "ratio");
+        printf("\nops in %s (train.precision)\n", bf16 ? "bf16" : "fp32");
+        printf("%-26s %-36s %10s %14s %8s\n", "op", "shape", "ms/call", "reference ms", "ratio");
     }
     for (int i = 0; i < N_CASES; i++) {
         if (!chosen[i]) continue;
@@ -201,6 +203,7 @@ int bench_kernels_gpu(int json, double min_seconds, const char *only) {
         json_t *root = json_object(), *ops = json_array();
         json_object_set_new(root, "backend", json_string("cuda"));
         json_object_set_new(root, "device", json_string(device));
+        json_object_set_new(root, "precision", json_string(bf16 ? "bf16" : "fp32"));
         json_object_set_new(root, "gemm", json_pack("{s:i, s:f, s:f, s:f}", "n", gemm_n, "fp32_tflops", tf_fp32,
                                                     "fp32_bf16_operands_tflops", tf_fast, "bf16_tflops", tf_bf16));
         for (int i = 0; i < N_CASES; i++) {
@@ -219,7 +222,7 @@ int bench_kernels_gpu(int json, double min_seconds, const char *only) {
     }
     return 0;
 #else
-    (void)json, (void)min_seconds, (void)only;
+    (void)json, (void)min_seconds, (void)only, (void)bf16;
     (void)bufs_init, (void)time_case, (void)cases;
     fprintf(stderr, "hyla: error: --backend cuda: this hyla was built without CUDA; rebuild with -DHYLA_CUDA=ON\n");
     return 1;

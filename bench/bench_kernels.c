@@ -230,6 +230,7 @@ int bench_main(int argc, char **argv) {
     }
     int gpu = 0;
     const char *only = NULL;
+    int bf16 = 1;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
             const char *name = argv[++i];
@@ -238,6 +239,13 @@ int bench_main(int argc, char **argv) {
                 fprintf(stderr, "hyla: error: unknown --backend '%s'; choose cpu or cuda\n", name);
                 return 2;
             }
+        } else if (!strcmp(argv[i], "--precision") && i + 1 < argc) {
+            const char *p = argv[++i];
+            if (strcmp(p, "bf16") && strcmp(p, "fp32")) {
+                fprintf(stderr, "hyla: error: unknown --precision '%s'; choose fp32 or bf16\n", p);
+                return 2;
+            }
+            bf16 = !strcmp(p, "bf16");
         } else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
             only = argv[++i];
         } else if (!strcmp(argv[i], "--format") && i + 1 < argc) {
@@ -255,11 +263,11 @@ int bench_main(int argc, char **argv) {
             }
         } else {
             fprintf(stderr, "hyla: error: unknown option '%s'; usage: hyla bench kernels [--backend cpu|cuda] "
-                            "[--only NAME] [--format table|json] [--seconds S]\n", argv[i]);
+                            "[--only NAME] [--precision fp32|bf16] [--format table|json] [--seconds S]\n", argv[i]);
             return 2;
         }
     }
-    if (gpu) return bench_kernels_gpu(json, min_seconds, only);
+    if (gpu) return bench_kernels_gpu(json, min_seconds, only, bf16);
 
     struct bufs b;
     bufs_init(&b);

@@ -58,6 +58,7 @@ static cublasComputeType_t gemm_compute = CUBLAS_COMPUTE_32F;
 static void cuda_set_matmul_precision(int bf16) {
     gemm_compute = bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
 }
+bool cuda_matmul_bf16(void) { return gemm_compute == CUBLAS_COMPUTE_32F_FAST_16BF; }
 
 // Row-major C = alpha op(A) op(B) + beta C as column-major C^T = op(B)^T op(A)^T.
 // batch products at once: matrix j starts at a + j stride_a (and so on).

@@ -19,6 +19,8 @@ const struct hyla_backend *hyla_backend_profiled(const struct hyla_backend *base
 #ifdef __cplusplus
 }
 
+/* Inside the CUDA backend: whether train.precision = bf16 is in force (set_matmul_precision). */
+bool cuda_matmul_bf16(void);
 /* Inside the CUDA backend: `batch` row-major products C_j = alpha op(A_j) op(B_j) + beta C_j,
  * A_j = a + j stride_a (and so on), in the backend's matmul precision (backend_cuda.cu). */
 void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,

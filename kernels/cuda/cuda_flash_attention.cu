@@ -17,27 +17,20 @@
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_flash_attention.h"
+#include "cuda_flash_common.cuh"
 
 namespace {
 
-constexpr int TILE = 64, THREADS = 256, SIDE = 16, PER = TILE / SIDE; // PER x PER scores per thread
+using namespace flash;
+constexpr int THREADS = 256, SIDE = 16, PER = TILE / SIDE; // PER x PER scores per thread
 
-struct flash_shape {
-    int B, L, Hq, Hkv, d, wl;
-    float scale;
-    const int *list;   // [B * Hkv, L] selected positions, sorted; NULL: no segment B
-    const int *count;  // [B * Hkv] list lengths
-};
+
 
 // Shared-memory tiles: rows of DP (padded head dim) + 1 floats, so that lanes reading the
 // same column of different rows hit different banks.
 template <int DP> struct tile_row {
     static constexpr int stride = DP + 1;
 };
-
-// Key visibility per segment (t: query position, j: key position; j < 0: empty slot).
-__device__ inline bool visible_a(int t, int j, int wl) { return j >= 0 && j <= t && (wl < 0 || t - j <= wl); }
-__device__ inline bool visible_b(int t, int j, int wl) { return j >= 0 && t - j > wl; }
 
 // rows (b, pos, head) of a [B, L, H, d] tensor into sh[TILE][DP+1]; pos[r] < 0: zeros.
 template <int DP>
@@ -94,41 +87,6 @@ __device__ inline float row_sum(float v) {
 __device__ inline float row_max(float v) {
     for (int o = SIDE / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
-}
-
-// Number of list entries with position <= last (the list is sorted).
-__device__ inline int entries_up_to(const int *list, int n, int last) {
-    int lo = 0, hi = n;
-    while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (list[mid] <= last) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
-}
-
-// The key tiles of query tile [t0, t1]: segment A's positions, then segment B's entries.
-struct key_tiles {
-    int a0, a_tiles, b_entries, b_tiles;
-};
-__device__ inline key_tiles keys_of_query_tile(const flash_shape &s, int bk, int t0, int t1) {
-    key_tiles k;
-    k.a0 = s.wl < 0 ? 0 : max(0, t0 - s.wl);
-    k.a_tiles = (t1 - k.a0 + TILE) / TILE;
-    k.b_entries = 0;
-    if (s.list && s.wl >= 0 && t1 - s.wl - 1 >= 0)
-        k.b_entries = entries_up_to(s.list + (size_t)bk * s.L, s.count[bk], t1 - s.wl - 1);
-    k.b_tiles = (k.b_entries + TILE - 1) / TILE;
-    return k;
-}
-// Position of slot kk of key tile `tile` (segment A tiles first); -1 for an empty slot.
-__device__ inline int key_position(const flash_shape &s, const key_tiles &k, int bk, int t1, int tile, int kk) {
-    if (tile < k.a_tiles) {
-        const int j = k.a0 + tile * TILE + kk;
-        return j <= t1 ? j : -1;
-    }
-    const int n = (tile - k.a_tiles) * TILE + kk;
-    return n < k.b_entries ? s.list[(size_t)bk * s.L + n] : -1;
 }
 
 template <int DP>
@@ -439,7 +397,8 @@ extern "C" void flash_attention_fwd(float *o, float *lse, const float *q, const 
     if (B * L * Hq == 0) return;
     int *scratch;
     const flash_shape s = make_shape(B, L, Hq, Hkv, d, wl, scale, selected, &scratch);
-    if (d <= 32) fwd<32>(o, lse, q, k, v, s);
+    if (cuda_matmul_bf16() && bf16_supported(d)) bf16_fwd(o, lse, q, k, v, s);
+    else if (d <= 32) fwd<32>(o, lse, q, k, v, s);
     else if (d <= 64) fwd<64>(o, lse, q, k, v, s);
     else fwd<128>(o, lse, q, k, v, s);
     if (scratch) CUDA_CHECK(cudaFreeAsync(scratch, 0));
@@ -452,7 +411,8 @@ extern "C" void flash_attention_bwd(float *dq, float *dk, float *dv, const float
     if (B * L * Hq == 0) return;
     int *scratch;
     const flash_shape s = make_shape(B, L, Hq, Hkv, d, wl, scale, selected, &scratch);
-    if (d <= 32) bwd<32>(dq, dk, dv, dout, q, k, v, lse, delta, s);
+    if (cuda_matmul_bf16() && bf16_supported(d)) bf16_bwd(dq, dk, dv, dout, q, k, v, lse, delta, s);
+    else if (d <= 32) bwd<32>(dq, dk, dv, dout, q, k, v, lse, delta, s);
     else if (d <= 64) bwd<64>(dq, dk, dv, dout, q, k, v, lse, delta, s);
     else bwd<128>(dq, dk, dv, dout, q, k, v, lse, delta, s);
     if (scratch) CUDA_CHECK(cudaFreeAsync(scratch, 0));

@@ -196,6 +196,12 @@ static struct pair zero_pair(size_t n) {
     return p;
 }
 static void check_pair(const char *what, struct pair p) { compare(what, p.d, p.h, p.n); }
+/* bf16 mode (train.precision = bf16): relative error within 1e-2. */
+static void check_pair_bf16(const char *what, struct pair p) {
+    float *got = back(p.d, p.n);
+    check_le(what, rel_err_f32(got, p.h, p.n), 1e-2);
+    free(got);
+}
 static void free_pairs(struct pair *ps, int n) {
     for (int i = 0; i < n; i++) free(ps[i].h), gpu->free(ps[i].d);
 }
@@ -276,7 +282,7 @@ static void test_gdn_parts(void) {
 }
 
 /* attention with window_left wl (and LTE's selection when lte), GQA ratio Hq/Hkv */
-static void test_attention(int L, int Hq, int Hkv, int d, int wl, int lte) {
+static void test_attention_in(int L, int Hq, int Hkv, int d, int wl, int lte, int bf16) {
     enum { B = 2 };
     const size_t nq = (size_t)B * L * Hq * d, nk = (size_t)B * L * Hkv * d, nl = (size_t)B * L * Hq;
     struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nk, -1, 1), v = rand_pair(nk, -1, 1), dO = rand_pair(nq, -1, 1);
@@ -296,16 +302,20 @@ static void test_attention(int L, int Hq, int Hkv, int d, int wl, int lte) {
     }
     const float scale = 1.0f / sqrtf((float)d);
     cpu_f32_attention_fwd(o.h, lse.h, q.h, k.h, v.h, sel, B, L, Hq, Hkv, d, wl, scale);
+    if (bf16) gpu->set_matmul_precision(1); /* the tensor-core kernels */
     gpu->attention_fwd(o.d, lse.d, q.d, k.d, v.d, SEL, B, L, Hq, Hkv, d, wl, scale);
     cpu_f32_attention_bwd(dq.h, dk.h, dv.h, dO.h, q.h, k.h, v.h, o.h, lse.h, sel, B, L, Hq, Hkv, d, wl, scale);
     gpu->attention_bwd(dq.d, dk.d, dv.d, dO.d, q.d, k.d, v.d, o.d, lse.d, SEL, B, L, Hq, Hkv, d, wl, scale);
+    gpu->set_matmul_precision(0);
     char label[160];
     const char *kind = lte ? "LTE window+selected" : wl < 0 ? "causal" : "sliding window";
     struct pair outs[] = {o, lse, dq, dk, dv};
     const char *names[] = {"o", "lse", "dq", "dk", "dv"};
     for (int i = 0; i < 5; i++) {
-        snprintf(label, sizeof label, "attention %s L=%d Hq=%d Hkv=%d d=%d wl=%d: %s", kind, L, Hq, Hkv, d, wl, names[i]);
-        check_pair(label, outs[i]);
+        snprintf(label, sizeof label, "attention %s%s L=%d Hq=%d Hkv=%d d=%d wl=%d: %s", kind, bf16 ? " bf16" : "", L,
+                 Hq, Hkv, d, wl, names[i]);
+        if (bf16) check_pair_bf16(label, outs[i]);
+        else check_pair(label, outs[i]);
     }
     if (lte) { /* the STE and the L1 term on the same scores */
         const size_t nkr = nk; /* dv [B, L, Hkv, d] as dv' */
@@ -328,6 +338,10 @@ static void test_attention(int L, int Hq, int Hkv, int d, int wl, int lte) {
     }
     struct pair all[] = {q, k, v, dO, o, lse, dq, dk, dv, score};
     free_pairs(all, 10);
+}
+
+static void test_attention(int L, int Hq, int Hkv, int d, int wl, int lte) {
+    test_attention_in(L, Hq, Hkv, d, wl, lte, 0);
 }
 
 static void test_lte_router(int B, int L, int H, int d, float p) {
@@ -466,6 +480,11 @@ int main(void) {
     test_attention(200, 2, 1, 128, -1, 0);
     test_attention(257, 4, 4, 32, 100, 0);
     test_attention(150, 2, 2, 100, 20, 1);
+    /* bf16 tensor-core kernels (head dims 64, 128) against the fp32 CPU: within 1e-2 */
+    test_attention_in(300, 4, 2, 64, 70, 1, 1);
+    test_attention_in(200, 2, 1, 128, -1, 0, 1);
+    test_attention_in(257, 4, 4, 64, 100, 0, 1);
+    test_attention_in(130, 8, 2, 64, 16, 1, 1);
     test_lte_router(2, 37, 3, 8, 0.0f);
     test_lte_router(1, 70, 2, 64, 0.1f);
     test_gdr(2, 37, 2, 16, 8);
