@@ -320,7 +320,7 @@ static void test_attention_in(int L, int Hq, int Hkv, int d, int wl, int lte, in
     if (lte) { /* the STE and the L1 term on the same scores */
         const size_t nkr = nk; /* dv [B, L, Hkv, d] as dv' */
         struct pair dscore = zero_pair(ns), lam = rand_pair(Hkv, 0.1f, 1), kept = zero_pair(Hkv);
-        (void)nkr;
+        gpu->to_device(dv.d, dv.h, nkr * sizeof(float)); /* the same dv' on both sides (bf16 attention differs) */
         cpu_f32_lte_ste_bwd(dscore.h, dv.h, v.h, B, L, Hkv, d);
         gpu->lte_ste_bwd(dscore.d, dv.d, v.d, B, L, Hkv, d);
         check_pair("lte_ste_bwd dscore = sum dv' v", dscore);
