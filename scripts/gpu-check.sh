@@ -55,21 +55,24 @@ sanitize)
     echo "$tool: exit $? | $(tail -1 "$out/sanitizer-$tool.txt")"
   done ;;
 bench)
-  # the kernel benchmark at the reference's shapes and training throughput of the 0.4B
-  # configs (B = 1, T = 4096), table and JSON, into $OUT; HYLA_PROFILE_OPS=1 for laLTE's op table
+  # kernels at the reference's shapes (bf16 and fp32) and training throughput of the 0.4B
+  # configs (T = 4096; B = 1, and B = 4 for laLTE), table and JSON, into $OUT
   out=${OUT:-.}
   export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
   seconds=${BENCH_SECONDS:-0.3}
-  ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" | tee "$out/bench-kernels.txt"
-  ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" --format json >"$out/bench-kernels.json"
-  for model in ${BENCH_MODELS:-gdn_lte_0.4B gdn_0.4B gdn_nsa_0.4B gdn_swa_0.4B transformer_0.4B}; do
-    for precision in ${BENCH_PRECISIONS:-fp32 bf16}; do
-      ./gpu-carry/hyla bench train gpu-carry/configs/models/$model.yaml --backend cuda --steps "${BENCH_STEPS:-3}" \
-        --warmup 1 --set train.micro_batch="${BENCH_BATCH:-1}" --set train.seq_len=4096 \
-        --set train.precision=$precision --format json >"$out/bench-train-$model-$precision.json"
-      cat "$out/bench-train-$model-$precision.json"
-    done
-  done ;;
+  for precision in bf16 fp32; do
+    timeout "${BENCH_KERNEL_TIMEOUT:-150}" ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" \
+      --precision $precision | tee "$out/bench-kernels-$precision.txt"
+  done
+  train() { # MODEL PRECISION BATCH
+    timeout "${BENCH_TRAIN_TIMEOUT:-120}" ./gpu-carry/hyla bench train gpu-carry/configs/models/$1.yaml --backend cuda \
+      --steps "${BENCH_STEPS:-3}" --warmup 1 --set train.micro_batch="$3" --set train.seq_len=4096 \
+      --set train.precision="$2" --format json >"$out/bench-train-$1-$2-b$3.json" || echo "$1 $2 B=$3: exit $?"
+    cat "$out/bench-train-$1-$2-b$3.json"
+  }
+  for model in ${BENCH_MODELS:-gdn_lte_0.4B gdn_0.4B gdn_swa_0.4B transformer_0.4B gdn_nsa_0.4B}; do train "$model" bf16 1; done
+  train gdn_lte_0.4B fp32 1
+  train gdn_lte_0.4B bf16 4 ;;
 profile)
   # where a 0.4B laLTE step's time goes: per-op totals, every op synchronised (stderr)
   out=${OUT:-.}

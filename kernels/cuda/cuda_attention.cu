@@ -174,27 +174,37 @@ static void cuda_lte_ste_bwd(float *dscore, const float *dv, const float *v, int
     CUDA_LAUNCH_CHECK();
 }
 
-// Per head, positions in order: sum of relu(score) and the kept share (j < L - margin).
+// Per head (one block each): sum of relu(score) and the kept share over positions j < L -
+// margin, each thread over a fixed stride of positions, then a fixed tree: deterministic.
+enum { L1_THREADS = 256 };
 __global__ void lte_l1_sums_kernel(double *relu_sum, float *kept_fraction, const float *score, int B, int L, int H,
                                    int len) {
-    int h = blockIdx.x * blockDim.x + threadIdx.x;
-    if (h >= H) return;
+    __shared__ double rs_part[L1_THREADS], kept_part[L1_THREADS];
+    const int h = blockIdx.x;
     double rs = 0, kept = 0;
-    for (int b = 0; b < B; b++)
-        for (int j = 0; j < len; j++) {
-            float s = score[((size_t)b * L + j) * H + h];
-            if (s > 0) rs += s, kept += 1;
-        }
-    relu_sum[h] = rs;
-    if (kept_fraction) kept_fraction[h] = len > 0 ? (float)(kept / ((double)B * len)) : 0.0f;
+    for (size_t e = threadIdx.x; e < (size_t)B * len; e += L1_THREADS) {
+        const size_t b = e / len, j = e % len;
+        const float s = score[(b * L + j) * H + h];
+        if (s > 0) rs += s, kept += 1;
+    }
+    rs_part[threadIdx.x] = rs, kept_part[threadIdx.x] = kept;
+    __syncthreads();
+    for (int half = L1_THREADS / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half)
+            rs_part[threadIdx.x] += rs_part[threadIdx.x + half], kept_part[threadIdx.x] += kept_part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x > 0) return;
+    relu_sum[h] = rs_part[0];
+    if (kept_fraction) kept_fraction[h] = len > 0 ? (float)(kept_part[0] / ((double)B * len)) : 0.0f;
 }
 // The loss is a scalar for the host: the per-head sums and λ come back (a synchronisation).
 static float cuda_lte_l1_fwd(float *kept_fraction, const float *score, const float *lambda, float coef, int B, int L,
                              int H, int margin) {
     const int len = L - margin > 0 ? L - margin : 0;
     double *sums = NULL;
-    CUDA_CHECK(cudaMalloc((void **)&sums, sizeof(double) * (size_t)H));
-    lte_l1_sums_kernel<<<blocks_for(H, 32), 32>>>(sums, kept_fraction, score, B, L, H, len);
+    CUDA_CHECK(cudaMallocAsync((void **)&sums, sizeof(double) * (size_t)H, 0));
+    lte_l1_sums_kernel<<<H, L1_THREADS>>>(sums, kept_fraction, score, B, L, H, len);
     CUDA_LAUNCH_CHECK();
     double *host = (double *)malloc(sizeof(double) * (size_t)H);
     float *lam = (float *)malloc(sizeof(float) * (size_t)H);
@@ -204,7 +214,7 @@ static float cuda_lte_l1_fwd(float *kept_fraction, const float *score, const flo
     double total = 0;
     for (int h = 0; h < H; h++) total += (double)lam[h] * host[h];
     free(host), free(lam);
-    CUDA_CHECK(cudaFree(sums));
+    CUDA_CHECK(cudaFreeAsync(sums, 0));
     return (float)((double)coef * total);
 }
 
