@@ -60,9 +60,13 @@ bench)
   out=${OUT:-.}
   export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
   seconds=${BENCH_SECONDS:-0.3}
+  # NSA's kernels are still the per-row reference (seconds per call at this shape): last, bounded
   for precision in bf16 fp32; do
-    timeout "${BENCH_KERNEL_TIMEOUT:-150}" ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" \
-      --precision $precision | tee "$out/bench-kernels-$precision.txt"
+    for only in gdr attention lte_router nsa; do
+      timeout "${BENCH_KERNEL_TIMEOUT:-150}" ./gpu-carry/hyla bench kernels --backend cuda --seconds "$seconds" \
+        --precision $precision --only $only >>"$out/bench-kernels-$precision.txt" || echo "($only: exit $?)"
+    done
+    cat "$out/bench-kernels-$precision.txt"
   done
   train() { # MODEL PRECISION BATCH
     timeout "${BENCH_TRAIN_TIMEOUT:-120}" ./gpu-carry/hyla bench train gpu-carry/configs/models/$1.yaml --backend cuda \
