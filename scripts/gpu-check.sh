@@ -89,7 +89,7 @@ multi)
   # tokens/s per GPU, a checkpoint saved on all GPUs and resumed on one, a batch on the GPUs
   out=${OUT:-.}
   export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-} NCCL_NVLS_ENABLE=0
-  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=4 HYLA_FSDP_SERIAL=0
   gpus=$(nvidia-smi -L | wc -l)
   mpi=(mpirun --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x OMP_NUM_THREADS)
   # compare_losses NAME REFERENCE OTHER BOUND [FIRST_STEP]
@@ -121,22 +121,40 @@ multi)
     ./gpu-carry/hyla train "${ck[@]}" --set train.steps=30 --resume --metrics "$out/resumed"
     compare_losses "checkpoint saved on $gpus GPUs at step 20, resumed on 1 GPU (steps 21-30)" \
       "$out/tiny_gdn_lte.fp32.g1" "$out/resumed" 1e-4 21
-    # weak scaling of the 0.4B laLTE (bf16, micro-batch 1 x 4096 per GPU): tokens/s from the progress lines
-    for g in 1 "$gpus"; do
-      run=(gpu-carry/configs/models/gdn_lte_0.4B.yaml --backend cuda --set train.precision=bf16 --set train.micro_batch=1
-           --set train.global_batch=$g --set train.seq_len=4096 --set train.steps=8 --set train.log_every=1
-           --set data.task=mqar --set data.eval_samples=1)
-      if [ "$g" = 1 ]; then ./gpu-carry/hyla train "${run[@]}" >"$out/scaling.g1.txt" 2>&1
-      else "${mpi[@]}" -np $((g + 1)) ./gpu-carry/hyla train "${run[@]}" >"$out/scaling.g$g.txt" 2>&1; fi
-      awk -v g="$g" -F'|' '/^step/ { split($1, a, " "); split(a[2], b, "/"); if (b[1] + 0 >= 4) { gsub(/[^0-9.]/, "", $5); s += $5; n++ } }
-        END { if (n) printf "0.4B laLTE bf16 on %d GPU(s): %.0f tokens/s, %.0f per GPU (steps 4-8)\n", g, s / n, s / n / g;
-              else print "0.4B laLTE on " g " GPU(s): no step lines (see scaling.g" g ".txt)" }' "$out/scaling.g$g.txt"
-    done
-    # a batch of 4 runs on the GPUs, one GPU per run, recorded in the ledger
+    # the 0.4B laLTE (bf16, 1 x 4096 tokens per GPU per micro-batch): tokens/s from the progress lines
+    big() { # NAME GPUS STEPS GLOBAL_BATCH [extra --set ...]
+      local name=$1 g=$2 steps=$3 gb=$4; shift 4
+      local run=(gpu-carry/configs/models/gdn_lte_0.4B.yaml --backend cuda --set train.precision=bf16
+                 --set train.micro_batch=1 --set train.global_batch="$gb" --set train.seq_len=4096
+                 --set train.steps="$steps" --set train.log_every=1 --set data.task=mqar --set data.eval_samples=1
+                 --metrics "$out/$name.loss" "$@")
+      rm -f "$out/$name.loss"
+      if [ "$g" = 1 ]; then ./gpu-carry/hyla train "${run[@]}" >"$out/$name.txt" 2>&1
+      else "${mpi[@]}" -x HYLA_FSDP_SERIAL -np $((g + 1)) ./gpu-carry/hyla train "${run[@]}" >"$out/$name.txt" 2>&1; fi
+      awk -v name="$name" -v g="$g" -F'|' '/^step/ { split($1, a, " "); split(a[2], b, "/"); if (b[1] + 0 >= 4) {
+            gsub(/[^0-9.]/, "", $5); s += $5; n++ } }
+        END { if (n) printf "%s: %.0f tokens/s on %d GPU(s), %.0f per GPU (steps 4 on)\n", name, s / n, g, s / n / g;
+              else print name ": no step lines (see " name ".txt)" }' "$out/$name.txt"
+    }
+    # equivalence over 50 steps, global batch 2: one GPU accumulating 2 micro-batches vs 2 GPUs
+    big laLTE-0.4B-g1-gb2 1 50 2
+    big laLTE-0.4B-g$gpus-gb$gpus "$gpus" 50 "$gpus"
+    [ "$gpus" = 2 ] && compare_losses "0.4B laLTE bf16, 50 steps, global batch 2: $gpus GPUs vs 1 GPU" \
+      "$out/laLTE-0.4B-g1-gb2.loss" "$out/laLTE-0.4B-g2-gb2.loss" 2e-2
+    # weak scaling: 1 x 4096 tokens per GPU per step
+    big laLTE-0.4B-g1-gb1 1 10 1
+    # overlap: the same run with every collective serialised (HYLA_FSDP_SERIAL=1)
+    export HYLA_FSDP_SERIAL=1
+    big laLTE-0.4B-g$gpus-serial "$gpus" 10 "$gpus"
+    export HYLA_FSDP_SERIAL=0
+    # a batch of 4 runs with all GPUs per run, recorded in the ledger with head statistics
     rm -f "$out/ledger.db"
-    "${mpi[@]}" -np $((gpus + 1)) ./gpu-carry/hyla run gpu-carry/configs/batches/demo_lte_budget.yaml --backend cuda \
+    sed "s/^workers_per_run: 1/workers_per_run: $gpus/; s|^base: ../demo/|base: $PWD/gpu-carry/configs/demo/|" \
+      gpu-carry/configs/batches/demo_lte_budget.yaml >"$out/batch-all-gpus.yaml"
+    "${mpi[@]}" -np $((gpus + 1)) ./gpu-carry/hyla run "$out/batch-all-gpus.yaml" --backend cuda \
       --ledger "$out/ledger.db" --set train.steps=60 >"$out/batch.txt" 2>&1; echo "batch: exit $? | $(grep -E 'finished' "$out/batch.txt" | tail -1)"
     ./gpu-carry/hyla ledger --ledger "$out/ledger.db" runs 2>&1 | head -8
+    ./gpu-carry/hyla ledger --ledger "$out/ledger.db" heads 1 2>&1 | head -6
   } 2>&1 | tee "$out/multi.txt" ;;
 *) echo "usage: bash scripts/gpu-check.sh pack|run|sanitize|bench|profile|multi" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #include "fsdp.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/hyla_error.h"
@@ -19,9 +20,17 @@ static void track(struct fsdp *f, long delta) {
         f->memory.gathered_peak_bytes = f->memory.gathered_bytes;
 }
 
+/* Serialised mode (HYLA_FSDP_SERIAL=1, for measuring how much communication the overlap
+ * hides): no prefetch, every collective starts after all queued compute has finished and
+ * the host waits for it before queueing more. */
+static void serialise_before(struct fsdp *f) {
+    if (f->serial) f->be->synchronize();
+}
+
 static void gather_start(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     if (unit->full || u < 0 || u >= f->n_units) return;
+    if (f->comm) serialise_before(f);
     unit->full = f->be->alloc(unit_bytes(unit));
     track(f, (long)unit_bytes(unit));
     if (f->comm) unit->gathering = fsdp_unit_gather_start(&unit->layout, f->data_comm, unit->param, unit->full);
@@ -30,7 +39,7 @@ static void gather_start(struct fsdp *f, int u) {
 
 /* Device memory: later kernels wait for the gather on the GPU, the host goes on queueing. */
 static void finish_request(struct fsdp *f, struct hyla_comm_request *request) {
-    if (hyla_comm_memory(f->data_comm) == HYLA_COMM_DEVICE_MEMORY) hyla_comm_wait_on_stream(request, NULL);
+    if (hyla_comm_memory(f->data_comm) == HYLA_COMM_DEVICE_MEMORY && !f->serial) hyla_comm_wait_on_stream(request, NULL);
     else hyla_comm_wait(request);
 }
 
@@ -68,6 +77,7 @@ static void grad_end(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     const size_t S = unit->layout.shard_count;
     if (f->comm) {
+        serialise_before(f);
         finish_request(f, fsdp_grad_reduce_scatter_start(&unit->layout, f->data_comm, unit->full_grad, f->scatter_tmp));
         f->be->axpy(unit->grad, f->scatter_tmp, 1.0f, S);
     } else {
@@ -88,7 +98,7 @@ static void on_unit(void *ctx, int u, enum unit_event ev) {
     switch (ev) {
     case UNIT_FORWARD_BEGIN:
         gather_finish(f, u);
-        if (u + 1 < f->n_units) gather_start(f, u + 1); /* prefetch: overlaps this unit's compute */
+        if (u + 1 < f->n_units && !f->serial) gather_start(f, u + 1); /* prefetch: overlaps this unit's compute */
         if (u == final && tied) gather_finish(f, embed);
         break;
     case UNIT_FORWARD_END:
@@ -97,7 +107,7 @@ static void on_unit(void *ctx, int u, enum unit_event ev) {
         break;
     case UNIT_BACKWARD_BEGIN:
         gather_finish(f, u);
-        if (u - 1 >= 0) gather_start(f, u - 1);
+        if (u - 1 >= 0 && !f->serial) gather_start(f, u - 1);
         grad_begin(f, u);
         if (u == final && tied) grad_begin(f, embed);
         break;
@@ -115,6 +125,7 @@ void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm, str
     f->be = m->be;
     f->comm = comm;
     f->data_comm = data_comm ? data_comm : comm;
+    f->serial = getenv("HYLA_FSDP_SERIAL") && !strcmp(getenv("HYLA_FSDP_SERIAL"), "1");
     f->group_size = comm ? hyla_comm_size(comm) : 1;
     f->rank = comm ? hyla_comm_rank(comm) : 0;
     f->model = m;

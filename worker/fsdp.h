@@ -41,6 +41,7 @@ struct fsdp {
     struct fsdp_unit *units;
     int n_units;
     float *scatter_tmp;                      /* one shard of the largest unit */
+    int serial;                              /* HYLA_FSDP_SERIAL=1: no overlap (for measuring it) */
     struct fsdp_memory memory;
 };
 
