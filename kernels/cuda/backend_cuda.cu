@@ -5,6 +5,8 @@
 // atomics. Ops not written for the GPU yet stay NULL (hyla_backend_cuda_missing).
 #include <string.h>
 
+#include <cub/device/device_radix_sort.cuh>
+
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
@@ -93,18 +95,47 @@ static void cuda_embedding_fwd(float *out, const int32_t *tokens, const float *t
     CUDA_LAUNCH_CHECK();
 }
 
-// One thread per column visits the tokens in order: repeated tokens add in a fixed order.
-__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const int32_t *tokens, int n, int dim,
-                                     int padding_idx) {
-    int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= dim) return;
-    for (int i = 0; i < n; i++)
-        if (tokens[i] != padding_idx) dtable[(size_t)tokens[i] * dim + c] += dout[(size_t)i * dim + c];
+// dtable[token] += the rows of dout at that token, in position order, as the CPU twin adds
+// them (the same bits): no float atomics. A stable radix sort of the positions by token (CUB;
+// deterministic) puts each token's positions together in increasing order; one block per
+// start of such a run adds the run's rows, its threads taking the columns. Tokens are thus
+// summed in parallel; the rows of one token stay in sequence.
+__global__ void iota_kernel(int32_t *v, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) v[i] = i;
+}
+__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const int32_t *sorted_tokens,
+                                     const int32_t *positions, int n, int dim, int padding_idx) {
+    const int k = blockIdx.x;
+    const int32_t token = sorted_tokens[k];
+    if (token == padding_idx || (k > 0 && sorted_tokens[k - 1] == token)) return; // not a run's start
+    float *row = dtable + (size_t)token * dim;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        float acc = row[c];
+        for (int j = k; j < n && sorted_tokens[j] == token; j++) acc += dout[(size_t)positions[j] * dim + c];
+        row[c] = acc;
+    }
 }
 static void cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, int n, int dim,
                                int padding_idx) {
-    embedding_bwd_kernel<<<blocks_for(dim, 128), 128>>>(dtable, dout, tokens, n, dim, padding_idx);
+    if (n <= 0 || dim <= 0) return;
+    int32_t *sorted_tokens = NULL, *order = NULL, *positions = NULL; // stream-ordered scratch
+    void *sort_scratch = NULL;
+    size_t sort_bytes = 0;
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(NULL, sort_bytes, tokens, sorted_tokens, order, positions, n));
+    CUDA_CHECK(cudaMallocAsync((void **)&sorted_tokens, sizeof(int32_t) * (size_t)n, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&order, sizeof(int32_t) * (size_t)n, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&positions, sizeof(int32_t) * (size_t)n, 0));
+    CUDA_CHECK(cudaMallocAsync(&sort_scratch, sort_bytes, 0));
+    iota_kernel<<<blocks_for((size_t)n, 256), 256>>>(order, n);
     CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_scratch, sort_bytes, tokens, sorted_tokens, order, positions, n));
+    embedding_bwd_kernel<<<n, 128>>>(dtable, dout, sorted_tokens, positions, n, dim, padding_idx);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(sort_scratch, 0));
+    CUDA_CHECK(cudaFreeAsync(positions, 0));
+    CUDA_CHECK(cudaFreeAsync(order, 0));
+    CUDA_CHECK(cudaFreeAsync(sorted_tokens, 0));
 }
 
 // ---- RMSNorm and the fused add + RMSNorm ---------------------------------------------------
