@@ -3,12 +3,10 @@
 // the three products of a tile (Q K^T, dO V^T, then P V or dS K, ...) as bf16 WMMA products
 // with fp32 accumulation. Softmax statistics, masks and dS stay fp32 in shared memory.
 //
-// Per 64 x 64 tile: 4 warps, warp w owning rows 16 w .. 16 w + 15 of the tile (queries in the
-// forward and dq passes, keys in the dk, dv pass): its scores, softmax and products need no
-// block barrier, only the tile loads do (two per tile). The output rows are accumulated in
-// fp32 in shared memory in the forward pass (the online softmax rescales them, which WMMA's
-// opaque fragment layout cannot do in registers), in fragments in the backward passes (dq,
-// dk, dv need no rescaling). No atomics.
+// Per 64 x 64 tile: 8 warps, each owning two 16 x 16 blocks of the scores; the output tile
+// (64 x D) is accumulated in fp32 in shared memory in the forward pass (its rows are rescaled
+// by the online softmax, which WMMA's opaque fragment layout cannot do in registers), and in
+// fragments in the backward passes (dq, dk, dv need no rescaling). No atomics.
 #include <cuda_bf16.h>
 #include <mma.h>
 
@@ -20,7 +18,7 @@ using namespace nvcuda;
 namespace flash {
 namespace {
 
-constexpr int WARPS = 4, THREADS = 32 * WARPS; // warp w: rows 16 w .. 16 w + 15 of a tile
+constexpr int WARPS = 8, THREADS = 32 * WARPS;
 typedef __nv_bfloat16 bf16;
 typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_bt; // b(k, n) = M[n][k]
@@ -45,54 +43,71 @@ __device__ void load_rows_bf16(bf16 *sh, const float *x, const int *pos, int b, 
     }
 }
 
-__device__ inline int warp_id() { return threadIdx.x / 32; }
-
-// This warp's 16 rows of C[64][64] (fp32) = A[64][D] B[64][D]^T.
-template <int D> __device__ void warp_abt(float *C, const bf16 *A, const bf16 *B) {
-    const int w = warp_id();
+// C[64][64] (fp32) = A[64][D] B[64][D]^T; warp w computes blocks 2w and 2w + 1 of the 4 x 4.
+template <int D> __device__ void products_abt(float *C, const bf16 *A, const bf16 *B) {
+    const int warp = threadIdx.x / 32;
 #pragma unroll
-    for (int cb = 0; cb < 4; cb++) {
+    for (int f = 0; f < 2; f++) {
+        const int blk = 2 * warp + f, rb = blk / 4, cb = blk % 4;
         frag_c acc;
         wmma::fill_fragment(acc, 0.0f);
 #pragma unroll
         for (int k = 0; k < D; k += 16) {
             frag_a a;
             frag_bt bt;
-            wmma::load_matrix_sync(a, A + w * 16 * ld<D>::h + k, ld<D>::h);
+            wmma::load_matrix_sync(a, A + rb * 16 * ld<D>::h + k, ld<D>::h);
             wmma::load_matrix_sync(bt, B + cb * 16 * ld<D>::h + k, ld<D>::h);
             wmma::mma_sync(acc, a, bt, acc);
         }
-        wmma::store_matrix_sync(C + w * 16 * ld<D>::s + cb * 16, acc, ld<D>::s, wmma::mem_row_major);
+        wmma::store_matrix_sync(C + rb * 16 * ld<D>::s + cb * 16, acc, ld<D>::s, wmma::mem_row_major);
     }
 }
 
-// acc[cb] += (this warp's 16 rows of P[64][64]) X[64][D], for the D / 16 column blocks.
-template <int D> __device__ void warp_px(frag_c (&acc)[D / 16], const bf16 *P, const bf16 *X) {
-    const int w = warp_id();
+// The output blocks of a 64 x D product that warp w owns: D / 32 of the 4 x D / 16.
+template <int D> __host__ __device__ constexpr int out_blocks() { return D / 32; }
+template <int D> __device__ void out_block(int f, int &rb, int &cb) {
+    const int blk = (threadIdx.x / 32) * out_blocks<D>() + f;
+    rb = blk / (D / 16), cb = blk % (D / 16);
+}
+
+// acc[f] += P[64][64] X[64][D] for this warp's output blocks.
+template <int D> __device__ void products_px(frag_c (&acc)[out_blocks<D>()], const bf16 *P, const bf16 *X) {
 #pragma unroll
-    for (int cb = 0; cb < D / 16; cb++)
+    for (int f = 0; f < out_blocks<D>(); f++) {
+        int rb, cb;
+        out_block<D>(f, rb, cb);
 #pragma unroll
         for (int k = 0; k < TILE; k += 16) {
             frag_a a;
             frag_b bm;
-            wmma::load_matrix_sync(a, P + w * 16 * ld<D>::p + k, ld<D>::p);
+            wmma::load_matrix_sync(a, P + rb * 16 * ld<D>::p + k, ld<D>::p);
             wmma::load_matrix_sync(bm, X + k * ld<D>::h + cb * 16, ld<D>::h);
-            wmma::mma_sync(acc[cb], a, bm, acc[cb]);
+            wmma::mma_sync(acc[f], a, bm, acc[f]);
         }
+    }
 }
 
-// This warp's output rows from fragments into stage[64][D] (fp32).
-template <int D> __device__ void warp_stage(float *stage, frag_c (&acc)[D / 16]) {
+// This warp's output blocks into stage[64][D] (fp32).
+template <int D> __device__ void stage_out(float *stage, frag_c (&acc)[out_blocks<D>()]) {
 #pragma unroll
-    for (int cb = 0; cb < D / 16; cb++)
-        wmma::store_matrix_sync(stage + warp_id() * 16 * ld<D>::o + cb * 16, acc[cb], ld<D>::o, wmma::mem_row_major);
+    for (int f = 0; f < out_blocks<D>(); f++) {
+        int rb, cb;
+        out_block<D>(f, rb, cb);
+        wmma::store_matrix_sync(stage + rb * 16 * ld<D>::o + cb * 16, acc[f], ld<D>::o, wmma::mem_row_major);
+    }
 }
 
-// Element-wise work: two lanes per row of the warp's 16, each half of the columns.
-__device__ inline int my_row() { return warp_id() * 16 + (threadIdx.x % 32) / 2; }
-__device__ inline int my_half() { return threadIdx.x % 2; }
-__device__ inline float pair_max(float v) { return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1)); }
-__device__ inline float pair_sum(float v) { return v + __shfl_xor_sync(0xffffffffu, v, 1); }
+// Four threads per score row (row = tid / 4), each 16 columns (c = 4 j + tid % 4).
+__device__ inline int my_row() { return threadIdx.x / 4; }
+__device__ inline int my_col(int j) { return 4 * j + threadIdx.x % 4; }
+__device__ inline float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ inline float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
 
 template <int D> struct fwd_smem {
     static constexpr size_t bytes = sizeof(bf16) * 3 * TILE * ld<D>::h + sizeof(float) * TILE * ld<D>::s +
@@ -115,61 +130,63 @@ __global__ void __launch_bounds__(THREADS) bf16_fwd_kernel(float *o, float *lse,
     __syncthreads();
     load_rows_bf16<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
     const key_tiles kt = keys_of_query_tile(s, bk, t0, t1);
-    const int row = my_row(), t = t0 + row, c0 = my_half() * (TILE / 2), o0 = my_half() * (D / 2);
+    const int row = my_row(), t = t0 + row;
     float m = -INFINITY, l = 0;
     for (int tile = 0; tile < kt.a_tiles + kt.b_tiles; tile++) {
-        __syncthreads(); // every warp is done with the previous K, V
+        __syncthreads(); // the previous tile's K, V, P are no longer read
         if (threadIdx.x < TILE) kpos[threadIdx.x] = key_position(s, kt, bk, t1, tile, threadIdx.x);
         __syncthreads();
         load_rows_bf16<D>(Ks, k, kpos, b, s.L, s.Hkv, hk);
         load_rows_bf16<D>(Vs, v, kpos, b, s.L, s.Hkv, hk);
         __syncthreads();
-        warp_abt<D>(Ss, Qs, Ks);
-        __syncwarp();
+        products_abt<D>(Ss, Qs, Ks);
+        __syncthreads();
         const bool seg_a = tile < kt.a_tiles;
-        float mx = -INFINITY;
-        for (int c = c0; c < c0 + TILE / 2; c++) {
-            const int key = kpos[c];
+        float sc[TILE / 4], mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < TILE / 4; j++) {
+            const int key = kpos[my_col(j)];
             const bool vis = seg_a ? visible_a(t, key, s.wl) : visible_b(t, key, s.wl);
-            const float sc = vis ? Ss[row * ld<D>::s + c] * s.scale : -INFINITY;
-            Ss[row * ld<D>::s + c] = sc;
-            mx = fmaxf(mx, sc);
+            sc[j] = vis ? Ss[row * ld<D>::s + my_col(j)] * s.scale : -INFINITY;
+            mx = fmaxf(mx, sc[j]);
         }
-        const float m_new = fmaxf(m, pair_max(mx));
+        const float m_new = fmaxf(m, quad_max(mx));
         const float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
         float psum = 0;
-        for (int c = c0; c < c0 + TILE / 2; c++) {
-            const float p = m_new == -INFINITY ? 0.0f : expf(Ss[row * ld<D>::s + c] - m_new);
-            Ps[row * ld<D>::p + c] = __float2bfloat16(p);
+#pragma unroll
+        for (int j = 0; j < TILE / 4; j++) {
+            const float p = m_new == -INFINITY ? 0.0f : expf(sc[j] - m_new);
+            Ps[row * ld<D>::p + my_col(j)] = __float2bfloat16(p);
             psum += p;
         }
-        l = l * corr + pair_sum(psum);
+        l = l * corr + quad_sum(psum);
         m = m_new;
-        for (int c = o0; c < o0 + D / 2; c++) Os[row * ld<D>::o + c] *= corr;
-        __syncwarp();
-        // this warp's rows: O += P V, accumulated in the shared fp32 rows
+        for (int c = threadIdx.x % 4; c < D; c += 4) Os[row * ld<D>::o + c] *= corr;
+        __syncthreads();
+        // O += P V, accumulated in the shared fp32 tile
 #pragma unroll
-        for (int cb = 0; cb < D / 16; cb++) {
-            float *out = Os + warp_id() * 16 * ld<D>::o + cb * 16;
+        for (int f = 0; f < out_blocks<D>(); f++) {
+            int rb, cb;
+            out_block<D>(f, rb, cb);
             frag_c acc;
-            wmma::load_matrix_sync(acc, out, ld<D>::o, wmma::mem_row_major);
+            wmma::load_matrix_sync(acc, Os + rb * 16 * ld<D>::o + cb * 16, ld<D>::o, wmma::mem_row_major);
 #pragma unroll
             for (int kk = 0; kk < TILE; kk += 16) {
                 frag_a a;
                 frag_b bm;
-                wmma::load_matrix_sync(a, Ps + warp_id() * 16 * ld<D>::p + kk, ld<D>::p);
+                wmma::load_matrix_sync(a, Ps + rb * 16 * ld<D>::p + kk, ld<D>::p);
                 wmma::load_matrix_sync(bm, Vs + kk * ld<D>::h + cb * 16, ld<D>::h);
                 wmma::mma_sync(acc, a, bm, acc);
             }
-            wmma::store_matrix_sync(out, acc, ld<D>::o, wmma::mem_row_major);
+            wmma::store_matrix_sync(Os + rb * 16 * ld<D>::o + cb * 16, acc, ld<D>::o, wmma::mem_row_major);
         }
-        __syncwarp();
     }
+    __syncthreads();
     if (t <= t1) {
         const size_t out_row = ((size_t)b * s.L + t) * s.Hq + hq;
         const float inv = l > 0 ? 1.0f / l : 0.0f;
-        for (int c = o0; c < o0 + D / 2; c++) o[out_row * D + c] = Os[row * ld<D>::o + c] * inv;
-        if (my_half() == 0) lse[out_row] = m + logf(l);
+        for (int c = threadIdx.x % 4; c < D; c += 4) o[out_row * D + c] = Os[row * ld<D>::o + c] * inv;
+        if (threadIdx.x % 4 == 0) lse[out_row] = m + logf(l);
     }
 }
 
@@ -195,12 +212,12 @@ __global__ void __launch_bounds__(THREADS) bf16_dq_kernel(float *dq, const float
     __syncthreads();
     load_rows_bf16<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
     load_rows_bf16<D>(dOs, dout, qpos, b, s.L, s.Hq, hq);
-    const int row = my_row(), t = t0 + row, c0 = my_half() * (TILE / 2), o0 = my_half() * (D / 2);
+    const int row = my_row(), t = t0 + row;
     const size_t my_row_index = ((size_t)b * s.L + min(t, t1)) * s.Hq + hq;
     const float row_lse = lse[my_row_index], row_delta = delta[my_row_index];
-    frag_c acc[D / 16];
+    frag_c acc[out_blocks<D>()];
 #pragma unroll
-    for (int cb = 0; cb < D / 16; cb++) wmma::fill_fragment(acc[cb], 0.0f);
+    for (int f = 0; f < out_blocks<D>(); f++) wmma::fill_fragment(acc[f], 0.0f);
     const key_tiles kt = keys_of_query_tile(s, bk, t0, t1);
     for (int tile = 0; tile < kt.a_tiles + kt.b_tiles; tile++) {
         __syncthreads();
@@ -209,25 +226,26 @@ __global__ void __launch_bounds__(THREADS) bf16_dq_kernel(float *dq, const float
         load_rows_bf16<D>(Ks, k, kpos, b, s.L, s.Hkv, hk);
         load_rows_bf16<D>(Vs, v, kpos, b, s.L, s.Hkv, hk);
         __syncthreads();
-        warp_abt<D>(Ss, Qs, Ks);
-        warp_abt<D>(dPs, dOs, Vs);
-        __syncwarp();
+        products_abt<D>(Ss, Qs, Ks);
+        products_abt<D>(dPs, dOs, Vs);
+        __syncthreads();
         const bool seg_a = tile < kt.a_tiles;
-        for (int c = c0; c < c0 + TILE / 2; c++) {
-            const int key = kpos[c];
+#pragma unroll
+        for (int j = 0; j < TILE / 4; j++) {
+            const int c = my_col(j), key = kpos[c];
             const bool vis = t <= t1 && (seg_a ? visible_a(t, key, s.wl) : visible_b(t, key, s.wl));
             const float p = vis ? expf(Ss[row * ld<D>::s + c] * s.scale - row_lse) : 0.0f;
             dSs[row * ld<D>::p + c] = __float2bfloat16(p * (dPs[row * ld<D>::s + c] - row_delta));
         }
-        __syncwarp();
-        warp_px<D>(acc, dSs, Ks);
+        __syncthreads();
+        products_px<D>(acc, dSs, Ks);
     }
     __syncthreads();
     float *stage = Ss; // the score tiles are free now
-    warp_stage<D>(stage, acc);
-    __syncwarp();
+    stage_out<D>(stage, acc);
+    __syncthreads();
     if (t <= t1)
-        for (int c = o0; c < o0 + D / 2; c++)
+        for (int c = threadIdx.x % 4; c < D; c += 4)
             dq[(((size_t)b * s.L + t) * s.Hq + hq) * D + c] = s.scale * stage[row * ld<D>::o + c];
 }
 
@@ -263,11 +281,10 @@ __global__ void __launch_bounds__(THREADS) bf16_dkdv_kernel(float *dk, float *dv
     const int last_query = (selected_pass || s.wl < 0) ? s.L - 1 : min(s.L - 1, last_key + s.wl);
     load_rows_bf16<D>(Ks, k, kpos, b, s.L, s.Hkv, hk);
     load_rows_bf16<D>(Vs, v, kpos, b, s.L, s.Hkv, hk);
-    frag_c adk[D / 16], adv[D / 16];
+    frag_c adk[out_blocks<D>()], adv[out_blocks<D>()];
 #pragma unroll
-    for (int cb = 0; cb < D / 16; cb++) wmma::fill_fragment(adk[cb], 0.0f), wmma::fill_fragment(adv[cb], 0.0f);
-    const int row = my_row(), c0 = my_half() * (TILE / 2), o0 = my_half() * (D / 2); // row: a key of the tile
-    const int key = kpos[row];
+    for (int f = 0; f < out_blocks<D>(); f++) wmma::fill_fragment(adk[f], 0.0f), wmma::fill_fragment(adv[f], 0.0f);
+    const int row = my_row(); // a key of the tile
     for (int g = 0; g < G; g++) {
         const int hq = hk * G + g;
         for (int t0 = first_query; t0 <= last_query; t0 += TILE) {
@@ -282,37 +299,40 @@ __global__ void __launch_bounds__(THREADS) bf16_dkdv_kernel(float *dk, float *dv
             load_rows_bf16<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
             load_rows_bf16<D>(dOs, dout, qpos, b, s.L, s.Hq, hq);
             __syncthreads();
-            warp_abt<D>(Ss, Ks, Qs);   // S^T: rows keys, columns queries
-            warp_abt<D>(dPs, Vs, dOs); // dP^T
-            __syncwarp();
-            for (int c = c0; c < c0 + TILE / 2; c++) {
-                const int tq = qpos[c];
+            products_abt<D>(Ss, Ks, Qs);   // S^T: rows keys, columns queries
+            products_abt<D>(dPs, Vs, dOs); // dP^T
+            __syncthreads();
+            const int key = kpos[row];
+#pragma unroll
+            for (int j = 0; j < TILE / 4; j++) {
+                const int c = my_col(j), tq = qpos[c];
                 const bool vis = tq >= 0 && (selected_pass ? visible_b(tq, key, s.wl) : visible_a(tq, key, s.wl));
                 const float p = vis ? expf(Ss[row * ld<D>::s + c] * s.scale - qlse[c]) : 0.0f;
                 Ps[row * ld<D>::p + c] = __float2bfloat16(p);
                 dSs[row * ld<D>::p + c] = __float2bfloat16(p * (dPs[row * ld<D>::s + c] - qdelta[c]));
             }
-            __syncwarp();
-            warp_px<D>(adv, Ps, dOs); // dv += P^T dO
-            warp_px<D>(adk, dSs, Qs); // dk += dS^T q (scaled below)
+            __syncthreads();
+            products_px<D>(adv, Ps, dOs); // dv += P^T dO
+            products_px<D>(adk, dSs, Qs); // dk += dS^T q (scaled below)
         }
     }
     __syncthreads();
     float *stage = Ss;
-    const size_t out = (((size_t)b * s.L + (key < 0 ? 0 : key)) * s.Hkv + hk) * D;
-    warp_stage<D>(stage, adv);
-    __syncwarp();
-    if (key >= 0)
-        for (int c = o0; c < o0 + D / 2; c++) {
+    const int j = kpos[row];
+    const size_t out = (((size_t)b * s.L + (j < 0 ? 0 : j)) * s.Hkv + hk) * D;
+    stage_out<D>(stage, adv);
+    __syncthreads();
+    if (j >= 0)
+        for (int c = threadIdx.x % 4; c < D; c += 4) {
             const float x = stage[row * ld<D>::o + c];
             if (selected_pass) dv[out + c] += x;
             else dv[out + c] = x;
         }
-    __syncwarp();
-    warp_stage<D>(stage, adk);
-    __syncwarp();
-    if (key >= 0)
-        for (int c = o0; c < o0 + D / 2; c++) {
+    __syncthreads();
+    stage_out<D>(stage, adk);
+    __syncthreads();
+    if (j >= 0)
+        for (int c = threadIdx.x % 4; c < D; c += 4) {
             const float x = s.scale * stage[row * ld<D>::o + c];
             if (selected_pass) dk[out + c] += x;
             else dk[out + c] = x;
