@@ -34,13 +34,30 @@ template <int D> struct ld {
     static constexpr int o = D + 4;     // fp32 [64][D]: the forward's output accumulator, staging
 };
 
-// rows (b, pos[r], head) of a [B, L, H, d] tensor into sh[64][D] as bf16; pos < 0: zeros.
+// rows (b, pos[r], head) of a bf16 [B, L, H, D] tensor into sh[64][D]; pos < 0: zeros. 16-byte
+// copies (8 values): D is a multiple of 8 and the rows of both sides are 16-byte aligned.
 template <int D>
-__device__ void load_rows_bf16(bf16 *sh, const float *x, const int *pos, int b, int L, int H, int head) {
-    for (int e = threadIdx.x; e < TILE * D; e += THREADS) {
-        const int r = e / D, c = e % D, p = pos[r];
-        sh[r * ld<D>::h + c] = __float2bfloat16(p >= 0 ? x[(((size_t)b * L + p) * H + head) * D + c] : 0.0f);
+__device__ void load_rows_bf16(bf16 *sh, const bf16 *x, const int *pos, int b, int L, int H, int head) {
+    constexpr int VEC = 8, PER_ROW = D / VEC;
+    for (int e = threadIdx.x; e < TILE * PER_ROW; e += THREADS) {
+        const int r = e / PER_ROW, c = (e % PER_ROW) * VEC, p = pos[r];
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (p >= 0) v = *(const uint4 *)(x + (((size_t)b * L + p) * H + head) * D + c);
+        *(uint4 *)(sh + r * ld<D>::h + c) = v;
     }
+}
+
+// dst[i] = bf16(src[i]): the operands are rounded once per op, not once per tile load.
+__global__ void to_bf16_kernel(bf16 *dst, const float *src, size_t count) {
+    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < count) dst[i] = __float2bfloat16(src[i]);
+}
+bf16 *bf16_copy(const float *src, size_t count) { // stream-ordered scratch, freed by the caller
+    bf16 *dst = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&dst, count * sizeof(bf16), 0));
+    to_bf16_kernel<<<blocks_for(count, 256), 256>>>(dst, src, count);
+    CUDA_LAUNCH_CHECK();
+    return dst;
 }
 
 // C[64][64] (fp32) = A[64][D] B[64][D]^T; warp w computes blocks 2w and 2w + 1 of the 4 x 4.
@@ -115,8 +132,8 @@ template <int D> struct fwd_smem {
 };
 
 template <int D>
-__global__ void __launch_bounds__(THREADS) bf16_fwd_kernel(float *o, float *lse, const float *q, const float *k,
-                                                           const float *v, flash_shape s) {
+__global__ void __launch_bounds__(THREADS) bf16_fwd_kernel(float *o, float *lse, const bf16 *q, const bf16 *k,
+                                                           const bf16 *v, flash_shape s) {
     extern __shared__ __align__(32) unsigned char smem[];
     bf16 *Qs = (bf16 *)smem, *Ks = Qs + TILE * ld<D>::h, *Vs = Ks + TILE * ld<D>::h;
     float *Ss = (float *)(Vs + TILE * ld<D>::h);
@@ -198,8 +215,8 @@ template <int D> struct bwd_smem {
 
 // dq of a query tile: scale * sum over visible keys of P (dP - delta) k, dP = dO v.
 template <int D>
-__global__ void __launch_bounds__(THREADS) bf16_dq_kernel(float *dq, const float *dout, const float *q, const float *k,
-                                                          const float *v, const float *lse, const float *delta,
+__global__ void __launch_bounds__(THREADS) bf16_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
+                                                          const bf16 *v, const float *lse, const float *delta,
                                                           flash_shape s) {
     extern __shared__ __align__(32) unsigned char smem[];
     bf16 *Qs = (bf16 *)smem, *dOs = Qs + TILE * ld<D>::h, *Ks = dOs + TILE * ld<D>::h, *Vs = Ks + TILE * ld<D>::h;
@@ -252,8 +269,8 @@ __global__ void __launch_bounds__(THREADS) bf16_dq_kernel(float *dq, const float
 // dk, dv of a key tile over the group's query heads and the query tiles that see it;
 // selected_pass as in the fp32 kernel (0: window keys written, 1: selected keys added).
 template <int D>
-__global__ void __launch_bounds__(THREADS) bf16_dkdv_kernel(float *dk, float *dv, const float *dout, const float *q,
-                                                            const float *k, const float *v, const float *lse,
+__global__ void __launch_bounds__(THREADS) bf16_dkdv_kernel(float *dk, float *dv, const bf16 *dout, const bf16 *q,
+                                                            const bf16 *k, const bf16 *v, const float *lse,
                                                             const float *delta, flash_shape s, int selected_pass) {
     extern __shared__ __align__(32) unsigned char smem[];
     bf16 *Ks = (bf16 *)smem, *Vs = Ks + TILE * ld<D>::h, *Qs = Vs + TILE * ld<D>::h, *dOs = Qs + TILE * ld<D>::h;
@@ -344,26 +361,34 @@ void allow(const void *kernel, size_t bytes) {
 }
 
 template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k, const float *v, const flash_shape &s) {
+    const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
+    bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk);
     allow((const void *)bf16_fwd_kernel<D>, fwd_smem<D>::bytes);
-    bf16_fwd_kernel<D><<<dim3((s.L + TILE - 1) / TILE, s.B * s.Hq), THREADS, fwd_smem<D>::bytes>>>(o, lse, q, k, v, s);
+    bf16_fwd_kernel<D><<<dim3((s.L + TILE - 1) / TILE, s.B * s.Hq), THREADS, fwd_smem<D>::bytes>>>(o, lse, qh, kh, vh, s);
     CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(qh, 0));
+    CUDA_CHECK(cudaFreeAsync(kh, 0));
+    CUDA_CHECK(cudaFreeAsync(vh, 0));
 }
 
 template <int D>
 void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
            const float *lse, const float *delta, const flash_shape &s) {
+    const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
+    bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk), *doh = bf16_copy(dout, nq);
     const size_t bytes = bwd_smem<D>::bytes;
     allow((const void *)bf16_dq_kernel<D>, bytes);
     allow((const void *)bf16_dkdv_kernel<D>, bytes);
     const int tiles = (s.L + TILE - 1) / TILE;
-    bf16_dq_kernel<D><<<dim3(tiles, s.B * s.Hq), THREADS, bytes>>>(dq, dout, q, k, v, lse, delta, s);
+    bf16_dq_kernel<D><<<dim3(tiles, s.B * s.Hq), THREADS, bytes>>>(dq, doh, qh, kh, vh, lse, delta, s);
     CUDA_LAUNCH_CHECK();
-    bf16_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, dout, q, k, v, lse, delta, s, 0);
+    bf16_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 0);
     CUDA_LAUNCH_CHECK();
     if (s.list) {
-        bf16_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, dout, q, k, v, lse, delta, s, 1);
+        bf16_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 1);
         CUDA_LAUNCH_CHECK();
     }
+    for (bf16 *p : {qh, kh, vh, doh}) CUDA_CHECK(cudaFreeAsync(p, 0));
 }
 
 } // namespace
