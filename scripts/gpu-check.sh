@@ -70,13 +70,17 @@ bench)
   done
   train() { # MODEL PRECISION BATCH
     timeout "${BENCH_TRAIN_TIMEOUT:-120}" ./gpu-carry/hyla bench train gpu-carry/configs/models/$1.yaml --backend cuda \
-      --steps "${BENCH_STEPS:-3}" --warmup 1 --set train.micro_batch="$3" --set train.seq_len=4096 \
+      --steps "${BENCH_STEPS:-3}" --warmup "${BENCH_WARMUP:-1}" --set train.micro_batch="$3" --set train.seq_len=4096 \
       --set train.precision="$2" --format json >"$out/bench-train-$1-$2-b$3.json" || echo "$1 $2 B=$3: exit $?"
     cat "$out/bench-train-$1-$2-b$3.json"
   }
-  for model in ${BENCH_MODELS:-gdn_lte_0.4B gdn_0.4B gdn_swa_0.4B transformer_0.4B gdn_nsa_0.4B}; do train "$model" bf16 1; done
+  for model in ${BENCH_MODELS:-gdn_lte_0.4B gdn_0.4B gdn_swa_0.4B transformer_0.4B}; do
+    train "$model" bf16 1
+    train "$model" bf16 4
+  done
   train gdn_lte_0.4B fp32 1
-  train gdn_lte_0.4B bf16 4 ;;
+  # laNSA: NSA's per-row kernels take seconds per layer; one step after none of warm-up
+  BENCH_STEPS=1 BENCH_WARMUP=0 BENCH_TRAIN_TIMEOUT=300 train gdn_nsa_0.4B bf16 1 ;;
 profile)
   # where a 0.4B laLTE step's time goes: per-op totals, every op synchronised (stderr)
   out=${OUT:-.}
