@@ -95,25 +95,55 @@ static void cuda_embedding_fwd(float *out, const int32_t *tokens, const float *t
     CUDA_LAUNCH_CHECK();
 }
 
-// dtable[token] += the rows of dout at that token, in position order, as the CPU twin adds
-// them (the same bits): no float atomics. A stable radix sort of the positions by token (CUB;
-// deterministic) puts each token's positions together in increasing order; one block per
-// start of such a run adds the run's rows, its threads taking the columns. Tokens are thus
-// summed in parallel; the rows of one token stay in sequence.
+// dtable[token] += the rows of dout at that token, in a fixed order: no float atomics. A stable
+// radix sort of the positions by token (CUB; deterministic) puts each token's positions together
+// in increasing order; one block per start of such a run (the others leave at once) adds the
+// run's rows. A run of m rows is split over `lanes` = min(8, the largest power of two <= m) row
+// lanes, fixed by m: each lane sums every lanes-th row in order, and the lanes' partials are
+// added in lane order. A frequent token thus takes 8 warps, not one thread per column.
+enum { EMB_THREADS = 256, EMB_MAX_LANES = 8 };
 __global__ void iota_kernel(int32_t *v, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i < n) v[i] = i;
 }
 __global__ void embedding_bwd_kernel(float *dtable, const float *dout, const int32_t *sorted_tokens,
                                      const int32_t *positions, int n, int dim, int padding_idx) {
-    const int k = blockIdx.x;
-    const int32_t token = sorted_tokens[k];
-    if (token == padding_idx || (k > 0 && sorted_tokens[k - 1] == token)) return; // not a run's start
+    __shared__ float partial[EMB_THREADS];
+    __shared__ int run_end;
+    const int start = blockIdx.x;
+    const int32_t token = sorted_tokens[start];
+    if (token == padding_idx || (start > 0 && sorted_tokens[start - 1] == token)) return; // not a run's start
+    if (threadIdx.x < 32) { // the run's end: warp 0 compares 32 sorted tokens at a time
+        for (int base = start + 1;; base += 32) {
+            const int i = base + (int)threadIdx.x;
+            const unsigned same = __ballot_sync(0xffffffffu, i < n && sorted_tokens[i] == token);
+            if (same != 0xffffffffu) {
+                if (threadIdx.x == 0) run_end = base + __ffs(~same) - 1;
+                break;
+            }
+        }
+    }
+    __syncthreads();
+    const int end = run_end;
+    int lanes = 1;
+    while (lanes < EMB_MAX_LANES && 2 * lanes <= end - start) lanes *= 2;
+    const int width = EMB_THREADS / lanes, lane = threadIdx.x / width, col = threadIdx.x % width;
     float *row = dtable + (size_t)token * dim;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        float acc = row[c];
-        for (int j = k; j < n && sorted_tokens[j] == token; j++) acc += dout[(size_t)positions[j] * dim + c];
-        row[c] = acc;
+    for (int c0 = 0; c0 < dim; c0 += width) { // the same trip count for every thread (__syncthreads)
+        const int c = c0 + col;
+        float acc = 0;
+        if (c < dim) {
+#pragma unroll 4
+            for (int j = start + lane; j < end; j += lanes) acc += dout[(size_t)positions[j] * dim + c];
+        }
+        partial[threadIdx.x] = acc;
+        __syncthreads();
+        if (lane == 0 && c < dim) {
+            float sum = row[c];
+            for (int l = 0; l < lanes; l++) sum += partial[l * width + col];
+            row[c] = sum;
+        }
+        __syncthreads();
     }
 }
 static void cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, int n, int dim,
@@ -130,7 +160,7 @@ static void cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *
     iota_kernel<<<blocks_for((size_t)n, 256), 256>>>(order, n);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_scratch, sort_bytes, tokens, sorted_tokens, order, positions, n));
-    embedding_bwd_kernel<<<n, 128>>>(dtable, dout, sorted_tokens, positions, n, dim, padding_idx);
+    embedding_bwd_kernel<<<n, EMB_THREADS>>>(dtable, dout, sorted_tokens, positions, n, dim, padding_idx);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(sort_scratch, 0));
     CUDA_CHECK(cudaFreeAsync(positions, 0));
