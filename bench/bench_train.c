@@ -77,13 +77,7 @@ int bench_train_main(int argc, char **argv) {
                 fprintf(stderr, "hyla: error: unknown --format '%s'; choose table or json\n", value);
                 return 2;
             }
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "hyla: error: unknown option '%s'\n", argv[i]);
-            return usage();
-        } else if (!config_path) {
-            config_path = argv[i];
-        } else {
-            fprintf(stderr, "hyla: error: more than one config given ('%s' and '%s')\n", config_path, argv[i]);
+        } else if (cli_take_config(argv[i], &config_path)) {
             return usage();
         }
     }

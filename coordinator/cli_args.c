@@ -63,3 +63,16 @@ const struct hyla_backend *cli_backend(const char *name) {
     return NULL;
 #endif
 }
+
+int cli_take_config(const char *arg, const char **config_path) {
+    if (arg[0] == '-') {
+        fprintf(stderr, "hyla: error: unknown option '%s'\n", arg);
+        return -1;
+    }
+    if (*config_path) {
+        fprintf(stderr, "hyla: error: more than one config given ('%s' and '%s')\n", *config_path, arg);
+        return -1;
+    }
+    *config_path = arg;
+    return 0;
+}

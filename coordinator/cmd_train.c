@@ -51,13 +51,7 @@ int cmd_train(int argc, char **argv) {
             resume = 1;
         } else if (!strcmp(argv[i], "--quiet")) {
             quiet = 1;
-        } else if (argv[i][0] == '-') {
-            fprintf(stderr, "hyla: error: unknown option '%s'\n", argv[i]);
-            return usage();
-        } else if (!config_path) {
-            config_path = argv[i];
-        } else {
-            fprintf(stderr, "hyla: error: more than one config given ('%s' and '%s')\n", config_path, argv[i]);
+        } else if (cli_take_config(argv[i], &config_path)) {
             return usage();
         }
     }
