@@ -262,7 +262,7 @@ int cmd_run(int argc, char **argv) {
         else return usage();
     }
     if (!batch_path) return usage();
-    if (!(run_backend = cli_backend(backend))) return 2;
+    if (!(run_backend = cli_backend(backend))) return strcmp(backend, "cpu") && strcmp(backend, "cuda") ? 2 : 1;
 
     int world_rank, world_size;
     hyla_mpi_start(&argc, &argv, &world_rank, &world_size);
