@@ -454,7 +454,19 @@ static void test_determinism(void) {
     gpu->free(DW2);
 }
 
-int main(void) {
+/* `test_cuda_ops [GROUP...]` runs only the named groups (rmsnorm linear embedding_ce optimizer
+ * gdn_parts attention lte_router gdr nsa determinism); no arguments: all of them. */
+static int n_wanted;
+static char **wanted;
+static int want(const char *group) {
+    if (n_wanted == 0) return 1;
+    for (int i = 0; i < n_wanted; i++)
+        if (strcmp(wanted[i], group) == 0) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    n_wanted = argc - 1, wanted = argv + 1;
     if (hyla_cuda_device_count() == 0) {
         puts("SKIP: no CUDA device");
         return 77;
@@ -463,37 +475,37 @@ int main(void) {
     hyla_cuda_device_name(0, name, sizeof name);
     printf("device: %s\n", name);
     gpu = hyla_backend_cuda();
-    test_rmsnorm(37, 1000, 0);
-    test_rmsnorm(5, 13, 1);
-    test_rmsnorm(130, 1024, 1);
-    test_linear_mlp(37, 127, 301);
-    test_bf16_matmul(300, 1024, 520);
-    test_embedding_ce(129, 96, 1000);
-    test_optimizer(100003);
-    test_gdn_parts();
-    test_attention(37, 4, 2, 24, -1, 0);
-    test_attention(70, 4, 1, 64, 4, 0);
-    test_attention(45, 2, 2, 40, 3, 1);
-    test_attention(130, 8, 2, 64, 16, 1);
+    if (want("rmsnorm")) test_rmsnorm(37, 1000, 0);
+    if (want("rmsnorm")) test_rmsnorm(5, 13, 1);
+    if (want("rmsnorm")) test_rmsnorm(130, 1024, 1);
+    if (want("linear")) test_linear_mlp(37, 127, 301);
+    if (want("linear")) test_bf16_matmul(300, 1024, 520);
+    if (want("embedding_ce")) test_embedding_ce(129, 96, 1000);
+    if (want("optimizer")) test_optimizer(100003);
+    if (want("gdn_parts")) test_gdn_parts();
+    if (want("attention")) test_attention(37, 4, 2, 24, -1, 0);
+    if (want("attention")) test_attention(70, 4, 1, 64, 4, 0);
+    if (want("attention")) test_attention(45, 2, 2, 40, 3, 1);
+    if (want("attention")) test_attention(130, 8, 2, 64, 16, 1);
     /* the tiled kernels: lengths and head dims off the 64 x 64 tiles */
-    test_attention(300, 4, 2, 64, 70, 1);
-    test_attention(200, 2, 1, 128, -1, 0);
-    test_attention(257, 4, 4, 32, 100, 0);
-    test_attention(150, 2, 2, 100, 20, 1);
+    if (want("attention")) test_attention(300, 4, 2, 64, 70, 1);
+    if (want("attention")) test_attention(200, 2, 1, 128, -1, 0);
+    if (want("attention")) test_attention(257, 4, 4, 32, 100, 0);
+    if (want("attention")) test_attention(150, 2, 2, 100, 20, 1);
     /* bf16 tensor-core kernels (head dims 64, 128) against the fp32 CPU: within 1e-2 */
-    test_attention_in(300, 4, 2, 64, 70, 1, 1);
-    test_attention_in(200, 2, 1, 128, -1, 0, 1);
-    test_attention_in(257, 4, 4, 64, 100, 0, 1);
-    test_attention_in(130, 8, 2, 64, 16, 1, 1);
-    test_lte_router(2, 37, 3, 8, 0.0f);
-    test_lte_router(1, 70, 2, 64, 0.1f);
-    test_gdr(2, 37, 2, 16, 8);
-    test_gdr(1, 70, 2, 64, 64);
-    test_gdr(1, 130, 3, 128, 128);
-    test_gdr(2, 45, 1, 40, 24);
-    test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
-    test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
-    test_determinism();
+    if (want("attention")) test_attention_in(300, 4, 2, 64, 70, 1, 1);
+    if (want("attention")) test_attention_in(200, 2, 1, 128, -1, 0, 1);
+    if (want("attention")) test_attention_in(257, 4, 4, 64, 100, 0, 1);
+    if (want("attention")) test_attention_in(130, 8, 2, 64, 16, 1, 1);
+    if (want("lte_router")) test_lte_router(2, 37, 3, 8, 0.0f);
+    if (want("lte_router")) test_lte_router(1, 70, 2, 64, 0.1f);
+    if (want("gdr")) test_gdr(2, 37, 2, 16, 8);
+    if (want("gdr")) test_gdr(1, 70, 2, 64, 64);
+    if (want("gdr")) test_gdr(1, 130, 3, 128, 128);
+    if (want("gdr")) test_gdr(2, 45, 1, 40, 24);
+    if (want("nsa")) test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
+    if (want("nsa")) test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
+    if (want("determinism")) test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);
     printf("CUDA ops not implemented yet (%d):", n);
