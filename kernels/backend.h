@@ -26,6 +26,11 @@ struct hyla_backend {
      * accumulate in fp32; everything else stays fp32. NULL: the backend has fp32 only. */
     void (*set_matmul_precision)(int bf16);
 
+    /* bf16 copies of fp32 values (round to nearest even, common/bf16.h) and back (exact):
+     * FSDP gathers parameters in bf16 when train.precision = bf16. */
+    void (*round_to_bf16)(uint16_t *dst, const float *src, size_t count);
+    void (*widen_bf16)(float *dst, const uint16_t *src, size_t count);
+
     /* Row-major C[m,n] = alpha op(A) op(B) + beta C. */
     void (*gemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);

@@ -44,7 +44,20 @@ run)
                 m, p, s, w, n, (n == 50 && w <= bound + 0) ? "(ok, bound " bound ")" : "(FAIL, bound " bound ")" }' \
           "$out/$model.cpu" "$out/$model.$precision"
       done
-    done; } 2>&1 | tee "$out/gpu-check.txt" ;;
+    done
+    # parameters gathered in bf16 over NCCL (one worker, so one GPU is enough) vs one process,
+    # which rounds the same way: the same losses
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+    common=(gpu-carry/configs/models/tiny_gdn_lte.yaml --set train.steps=30 --set train.seq_len=128 --backend cuda
+            --set train.precision=bf16 --quiet)
+    rm -f "$out/bf16-gather.g0" "$out/bf16-gather.g1"
+    ./gpu-carry/hyla train "${common[@]}" --metrics "$out/bf16-gather.g0"
+    mpirun --bind-to none -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -np 2 ./gpu-carry/hyla train "${common[@]}" \
+      --metrics "$out/bf16-gather.g1"
+    awk 'NR == FNR { c[$1] = $2; next } { d = ($2 - c[$1]) / c[$1]; if (d < 0) d = -d; if (d > w) w = d; n++ }
+      END { printf "bf16 parameter gathers over NCCL (1 worker) vs one process: worst loss difference %.3g over %d steps %s\n",
+            w, n, (n == 30 && w <= 1e-6) ? "(ok, bound 1e-6)" : "(FAIL, bound 1e-6)" }' "$out/bf16-gather.g0" "$out/bf16-gather.g1"
+    } 2>&1 | tee "$out/gpu-check.txt" ;;
 sanitize)
   # compute-sanitizer memcheck and racecheck on the op tests (exit 3 on any error)
   out=${OUT:-.}

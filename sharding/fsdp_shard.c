@@ -44,6 +44,12 @@ struct hyla_comm_request *fsdp_unit_gather_start(const struct fsdp_layout *layou
     return hyla_comm_all_gather_start(comm, shard, full, layout->shard_count);
 }
 
+struct hyla_comm_request *fsdp_unit_gather_bf16_start(const struct fsdp_layout *layout, struct hyla_comm *comm,
+                                                      const uint16_t *shard, uint16_t *full) {
+    require_matching_group(layout, comm, "fsdp_unit_gather_bf16");
+    return hyla_comm_all_gather_bf16_start(comm, shard, full, layout->shard_count);
+}
+
 void fsdp_unit_gather(const struct fsdp_layout *layout, struct hyla_comm *comm, const float *shard, float *full) {
     hyla_comm_wait(fsdp_unit_gather_start(layout, comm, shard, full));
 }

@@ -16,6 +16,7 @@
 #define HYLA_FSDP_SHARD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kernels/backend.h"
 #include "sharding/collectives.h"
@@ -43,6 +44,10 @@ void fsdp_shard_copy_out(const struct fsdp_layout *layout, const struct hyla_bac
 void fsdp_unit_gather(const struct fsdp_layout *layout, struct hyla_comm *comm, const float *shard, float *full);
 struct hyla_comm_request *fsdp_unit_gather_start(const struct fsdp_layout *layout, struct hyla_comm *comm,
                                                  const float *shard, float *full);
+
+/* The same in bf16: full[0..P) = every rank's bf16 shard; in place when shard = full + r·S. */
+struct hyla_comm_request *fsdp_unit_gather_bf16_start(const struct fsdp_layout *layout, struct hyla_comm *comm,
+                                                      const uint16_t *shard, uint16_t *full);
 
 /* shard_grad[0..S) = mean over ranks of full_grad[r·S .. (r+1)·S). full_grad holds P
  * values whose padding tail [n, P) is zero on every rank (then shard padding is 0). */

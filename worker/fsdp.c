@@ -1,6 +1,7 @@
 #include "fsdp.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,20 +28,42 @@ static void serialise_before(struct fsdp *f) {
     if (f->serial) f->be->synchronize();
 }
 
+static size_t bf16_bytes(const struct fsdp_unit *u) { return u->layout.padded_count * sizeof(uint16_t); }
+
+/* Parameters gathered in bf16 (train.precision = bf16, not for evaluation or export): this
+ * rank rounds its fp32 shard straight into its slot of a bf16 full buffer, the gather moves
+ * half the bytes in place, and gather_finish widens the result into the fp32 full buffer the
+ * ops read. One process rounds the same way, so one GPU computes what G GPUs compute. */
 static void gather_start(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     if (unit->full || u < 0 || u >= f->n_units) return;
     if (f->comm) serialise_before(f);
     unit->full = f->be->alloc(unit_bytes(unit));
     track(f, (long)unit_bytes(unit));
-    if (f->comm) unit->gathering = fsdp_unit_gather_start(&unit->layout, f->data_comm, unit->param, unit->full);
-    else f->be->copy(unit->full, unit->param, unit->layout.unit_count * sizeof(float));
+    if (f->gather_bf16 && !f->gathering_all) {
+        const struct fsdp_layout *l = &unit->layout;
+        unit->full_bf16 = f->be->alloc(bf16_bytes(unit));
+        track(f, (long)bf16_bytes(unit));
+        uint16_t *own = unit->full_bf16 + l->shard_begin;
+        f->be->round_to_bf16(own, unit->param, l->shard_count);
+        if (f->comm) unit->gathering = fsdp_unit_gather_bf16_start(l, f->data_comm, own, unit->full_bf16);
+    } else if (f->comm) {
+        unit->gathering = fsdp_unit_gather_start(&unit->layout, f->data_comm, unit->param, unit->full);
+    } else {
+        f->be->copy(unit->full, unit->param, unit->layout.unit_count * sizeof(float));
+    }
 }
 
 /* Device memory: later kernels wait for the gather on the GPU, the host goes on queueing. */
 static void finish_request(struct fsdp *f, struct hyla_comm_request *request) {
     if (hyla_comm_memory(f->data_comm) == HYLA_COMM_DEVICE_MEMORY && !f->serial) hyla_comm_wait_on_stream(request, NULL);
     else hyla_comm_wait(request);
+}
+
+static void free_bf16(struct fsdp *f, struct fsdp_unit *unit) {
+    f->be->free(unit->full_bf16);
+    track(f, -(long)bf16_bytes(unit));
+    unit->full_bf16 = NULL;
 }
 
 static void gather_finish(struct fsdp *f, int u) {
@@ -50,6 +73,10 @@ static void gather_finish(struct fsdp *f, int u) {
         finish_request(f, unit->gathering);
         unit->gathering = NULL;
     }
+    if (unit->full_bf16) {
+        f->be->widen_bf16(unit->full, unit->full_bf16, unit->layout.padded_count);
+        free_bf16(f, unit);
+    }
     f->model->params[u] = unit->full;
 }
 
@@ -57,6 +84,7 @@ static void release(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     if (!unit->full) return;
     if (unit->gathering) finish_request(f, unit->gathering), unit->gathering = NULL;
+    if (unit->full_bf16) free_bf16(f, unit);
     f->be->free(unit->full);
     track(f, -(long)unit_bytes(unit));
     unit->full = NULL;
@@ -187,9 +215,20 @@ void fsdp_adamw(struct fsdp *f, float lr, float beta1, float beta2, float eps, f
     }
 }
 
+void fsdp_set_gather_bf16(struct fsdp *f, int on) {
+    if (on && (!f->be->round_to_bf16 || !f->be->widen_bf16))
+        hyla_die("internal error: gathering parameters in bf16 on the %s backend, which cannot convert to bf16; "
+                 "please report this bug", f->be->name);
+    f->gather_bf16 = on;
+}
+
+/* Evaluation and export see the exact fp32 parameters. */
 void fsdp_gather_all(struct fsdp *f) {
+    fsdp_release_all(f); /* units gathered in bf16 by a step are gathered again exactly */
+    f->gathering_all = 1;
     for (int u = 0; u < f->n_units; u++) gather_start(f, u);
     for (int u = 0; u < f->n_units; u++) gather_finish(f, u);
+    f->gathering_all = 0;
     f->model->hooks.fn = NULL; /* everything is in place: no hooks until released */
 }
 

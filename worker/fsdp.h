@@ -13,6 +13,7 @@
 #define HYLA_FSDP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sharding/collectives.h"
 #include "sharding/fsdp_shard.h"
@@ -22,6 +23,7 @@ struct fsdp_unit {
     struct fsdp_layout layout;
     float *param, *grad, *adam_m, *adam_v;   /* the shard: layout.shard_count values each */
     float *full;                             /* gathered parameters, NULL when released */
+    uint16_t *full_bf16;                     /* bf16 gather in flight (gather_bf16), then widened */
     float *full_grad;                        /* full gradient during its backward, NULL otherwise */
     struct hyla_comm_request *gathering;     /* a gather in flight into `full` */
 };
@@ -42,6 +44,8 @@ struct fsdp {
     int n_units;
     float *scatter_tmp;                      /* one shard of the largest unit */
     int serial;                              /* HYLA_FSDP_SERIAL=1: no overlap (for measuring it) */
+    int gather_bf16;                         /* parameters gathered as bf16 (train.precision = bf16) */
+    int gathering_all;                       /* inside fsdp_gather_all: exact fp32 gathers */
     struct fsdp_memory memory;
 };
 
@@ -50,6 +54,10 @@ struct fsdp {
  * the units (NULL: comm itself); it must be in the backend's memory. */
 void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm, struct hyla_comm *data_comm);
 void fsdp_free(struct fsdp *f);
+
+/* on != 0: the units' parameters are gathered in bf16 for the steps (half the bytes;
+ * gradients are still reduced in fp32, master weights and AdamW stay fp32 shards). */
+void fsdp_set_gather_bf16(struct fsdp *f, int on);
 
 /* Zero the shard gradients (start of an optimizer step). */
 void fsdp_zero_grads(struct fsdp *f);

@@ -9,9 +9,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-
-#include "common/hyla_error.h"
 #include <unistd.h>
+
+#include "common/bf16.h"
+#include "common/hyla_error.h"
 
 /* The data section is read and written in the host's byte order; safetensors is little-endian. */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -61,24 +62,10 @@ int hyla_st_dtype_parse(const char *name, enum hyla_st_dtype *dtype) {
     return -1;
 }
 
-uint16_t hyla_f32_to_bf16(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    /* NaN: PyTorch's canonical quiet NaN, so exports match the reference bit for bit (a plain
-     * rounding could carry a NaN's low payload bits off and turn it into infinity). */
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0u;
-    /* Adding 0x7fff plus the kept part's lowest bit rounds to nearest, ties to even; a carry
-     * into the exponent is the correct rounding up, up to infinity. */
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    return (uint16_t)(bits >> 16);
-}
+/* the conversions themselves live in common/bf16.h (shared with the GPU's kernels) */
+uint16_t hyla_f32_to_bf16(float x) { return hyla_bf16_round(x); }
 
-float hyla_bf16_to_f32(uint16_t h) {
-    uint32_t bits = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &bits, sizeof x);
-    return x;
-}
+float hyla_bf16_to_f32(uint16_t h) { return hyla_bf16_widen(h); }
 
 float hyla_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;

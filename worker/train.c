@@ -71,6 +71,8 @@ int trainer_init(struct trainer *t, const struct hyla_run_config *cfg, const str
     model_create(&t->model, be, &cfg->model, cfg->train.micro_batch, cfg->train.seq_len, cfg->train.seed);
     t->model.training = 1;
     fsdp_init(&t->fsdp, &t->model, comm, t->device_comm);
+    /* bf16: the parameters travel (and are computed with) as bf16; gradients reduce in fp32 */
+    fsdp_set_gather_bf16(&t->fsdp, cfg->train.precision == HYLA_PRECISION_BF16);
     t->lte = controller_from_config(cfg);
     const size_t n = (size_t)cfg->train.micro_batch * cfg->train.seq_len;
     t->inputs = hyla_malloc(n * sizeof(int32_t));

@@ -240,13 +240,12 @@ __global__ void add_bias_kernel(float *y, const float *b, int n, int out) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i < (size_t)n * out) y[i] += b[i % out];
 }
-__global__ void column_sum_kernel(float *db, const float *dy, int n, int out) {
-    int j = blockIdx.x * blockDim.x + threadIdx.x;
-    if (j >= out) return;
-    float acc = 0;
-    for (int i = 0; i < n; i++) acc += dy[(size_t)i * out + j];
-    db[j] += acc;
-}
+// The bias gradient: a column sum of dy over the rows, in parallel over row blocks.
+struct bias_grad_term {
+    const float *dy;
+    int out;
+    __device__ float operator()(int row, int col) const { return dy[(size_t)row * out + col]; }
+};
 static void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in, int out) {
     cuda_gemm(0, 1, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     if (!b) return;
@@ -256,8 +255,7 @@ static void cuda_linear_fwd(float *y, const float *x, const float *w, const floa
 static void linear_param_grads(float *dw, float *db, const float *dy, const float *x, int n, int in, int out) {
     cuda_gemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
     if (!db) return;
-    column_sum_kernel<<<blocks_for(out, 128), 128>>>(db, dy, n, out);
-    CUDA_LAUNCH_CHECK();
+    column_sum_add(db, n, out, bias_grad_term{dy, out});
 }
 static void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int n,
                             int in, int out) {
@@ -433,6 +431,7 @@ extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attenti
 extern "C" void cuda_register_lte_router(struct hyla_backend *t); // cuda_lte_router.cu
 extern "C" void cuda_register_gdr(struct hyla_backend *t);        // cuda_gdr.cu
 extern "C" void cuda_register_nsa(struct hyla_backend *t);        // cuda_nsa.cu
+extern "C" void cuda_register_bf16_convert(struct hyla_backend *t); // cuda_bf16_convert.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -456,6 +455,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     cuda_register_lte_router(&table);
     cuda_register_gdr(&table);
     cuda_register_nsa(&table);
+    cuda_register_bf16_convert(&table);
     return &table;
 }
 

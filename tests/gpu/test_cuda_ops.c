@@ -437,6 +437,32 @@ static void test_nsa(int B, int L, int Hq, int Hkv, int d, int block, int n_sele
     free_pairs(all, 11);
 }
 
+/* FSDP's bf16 gathers: the GPU rounds to bf16 exactly as the CPU does (ties to even, NaN,
+ * infinities, values that round up to infinity) and widens exactly. */
+static void test_bf16_convert(size_t n) {
+    float *x = host_rand(n, -3, 3);
+    const uint32_t special[] = {0x3F808000u, 0x3F818000u, 0x3F808001u, 0x7F7FFFFFu, 0xFF7FFFFFu, 0x7F800000u,
+                                0x7FC00001u, 0xFF800001u, 0x00000001u, 0x80000000u};
+    for (size_t i = 0; i < sizeof special / sizeof special[0] && i < n; i++) memcpy(&x[i * 7 % n], &special[i], 4);
+    uint16_t *want = malloc(n * 2), *got = malloc(n * 2);
+    float *wide = alloc_f32(n), *wide_got = alloc_f32(n);
+    const struct hyla_backend *cpu = hyla_backend_cpu();
+    cpu->round_to_bf16(want, x, n);
+    cpu->widen_bf16(wide, want, n);
+    float *X = dev_copy(x, n), *W = gpu->alloc(n * 4);
+    uint16_t *H = gpu->alloc(n * 2);
+    gpu->round_to_bf16(H, X, n);
+    gpu->to_host(got, H, n * 2);
+    gpu->widen_bf16(W, H, n);
+    gpu->to_host(wide_got, W, n * 4);
+    char label[128];
+    snprintf(label, sizeof label, "round_to_bf16 n = %zu: the GPU's bits are the CPU's", n);
+    check_bitwise_equal(label, got, want, n * 2);
+    snprintf(label, sizeof label, "widen_bf16 n = %zu: the GPU's bits are the CPU's", n);
+    check_bitwise_equal(label, wide_got, wide, n * 4);
+    free(x), free(want), free(got), free(wide), free(wide_got), gpu->free(X), gpu->free(W), gpu->free(H);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -455,7 +481,7 @@ static void test_determinism(void) {
 }
 
 /* `test_cuda_ops [GROUP...]` runs only the named groups (rmsnorm linear embedding_ce optimizer
- * gdn_parts attention lte_router gdr nsa determinism); no arguments: all of them. */
+ * gdn_parts attention lte_router gdr nsa convert determinism); no arguments: all of them. */
 static int n_wanted;
 static char **wanted;
 static int want(const char *group) {
@@ -505,6 +531,8 @@ int main(int argc, char **argv) {
     if (want("gdr")) test_gdr(2, 45, 1, 40, 24);
     if (want("nsa")) test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
     if (want("nsa")) test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
+    if (want("convert")) test_bf16_convert(1000);
+    if (want("convert")) test_bf16_convert(20000003);
     if (want("determinism")) test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);

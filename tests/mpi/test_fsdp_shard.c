@@ -8,6 +8,7 @@
 
 #include "kernels/backend.h"
 #include "mpi_checks.h"
+#include "common/bf16.h"
 #include "sharding/fsdp_shard.h"
 
 static const size_t unit_sizes[] = {0, 1, 2, 3, 5, 10, 12, 13, 1001, 4099};
@@ -108,6 +109,18 @@ static void test_copy_out_and_gather(struct hyla_comm *comm, const struct hyla_b
                                       all_zero(full + n, l.padded_count - n));
             free(full);
         }
+        /* bf16: each rank rounds its shard into its own slot, the gather fills the rest in place */
+        uint16_t *full16 = malloc(l.padded_count * sizeof *full16 + 1);
+        for (size_t i = 0; i < l.padded_count; i++) full16[i] = 0xffffu;
+        uint16_t *own = full16 + l.shard_begin;
+        cpu->round_to_bf16(own, shard, l.shard_count);
+        hyla_comm_wait(fsdp_unit_gather_bf16_start(&l, comm, own, full16));
+        int bf16_ok = 1;
+        for (size_t i = 0; i < l.padded_count; i++)
+            bf16_ok &= full16[i] == (i < n ? hyla_bf16_round(unit[i]) : 0);
+        snprintf(label, sizeof label, "gather in bf16 n = %zu: full[0, n) == the unit rounded to bf16, padding +0", n);
+        mpi_check_true(label, bf16_ok);
+        free(full16);
         free(unit);
         free(shard);
     }

@@ -28,7 +28,8 @@ static struct hyla_run_config load(const char *model) {
 }
 
 /* Train on the group of world ranks [0, G); rank 0 keeps the losses and the full params. */
-static void run(struct hyla_run_config cfg, int G, double *losses, float **params, size_t *sizes, int *n_units) {
+static void run(struct hyla_run_config cfg, int G, int gather_bf16, double *losses, float **params, size_t *sizes,
+                int *n_units) {
     int world_rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm group;
@@ -39,6 +40,7 @@ static void run(struct hyla_run_config cfg, int G, double *losses, float **param
     struct trainer t;
     struct hyla_data_error err;
     if (trainer_init(&t, &cfg, hyla_backend_cpu(), comm, &err)) hyla_die("%s", err.message);
+    fsdp_set_gather_bf16(&t.fsdp, gather_bf16); /* the CPU computes in fp32 on bf16-rounded parameters */
     for (int s = 0; s < STEPS; s++) {
         struct step_report r;
         if (trainer_step(&t, &r, &err)) hyla_die("%s", err.message);
@@ -72,7 +74,7 @@ int main(int argc, char **argv) {
         float *params[MAX_G + 1][HYLA_MAX_LAYERS + 2];
         size_t sizes[HYLA_MAX_LAYERS + 2];
         int n_units = 0;
-        for (int G = 1; G <= MAX_G; G++) run(cfg, G, losses[G], params[G], sizes, &n_units);
+        for (int G = 1; G <= MAX_G; G++) run(cfg, G, 0, losses[G], params[G], sizes, &n_units);
         if (world_rank != 0) continue;
         for (int G = 2; G <= MAX_G; G++) {
             double worst_loss = 0, num = 0, den = 0;
@@ -93,6 +95,34 @@ int main(int argc, char **argv) {
         }
         for (int G = 1; G <= MAX_G; G++)
             for (int u = 0; u < n_units; u++) free(params[G][u]);
+    }
+    /* parameters gathered in bf16 (train.precision = bf16 on GPUs; forced here on the CPU):
+     * G = 4 equals G = 1, and the rounding really happens (the losses leave the fp32 run's) */
+    {
+        struct hyla_run_config cfg = load("tiny_gdn_lte");
+        double losses[3][STEPS];
+        float *params[3][HYLA_MAX_LAYERS + 2];
+        size_t sizes[HYLA_MAX_LAYERS + 2];
+        int n_units = 0;
+        run(cfg, 1, 0, losses[0], params[0], sizes, &n_units);
+        run(cfg, 1, 1, losses[1], params[1], sizes, &n_units);
+        run(cfg, MAX_G, 1, losses[2], params[2], sizes, &n_units);
+        if (world_rank == 0) {
+            double same = 0, apart = 0;
+            for (int s = 0; s < STEPS; s++) {
+                double d = fabs(losses[2][s] - losses[1][s]) / fabs(losses[1][s]);
+                double e = fabs(losses[1][s] - losses[0][s]) / fabs(losses[0][s]);
+                same = d > same ? d : same, apart = e > apart ? e : apart;
+            }
+            check_le("tiny_gdn_lte, parameters gathered in bf16: G=4 vs G=1, worst per-step loss difference", same,
+                     1e-5);
+            char label[160];
+            snprintf(label, sizeof label, "tiny_gdn_lte: bf16-gathered parameters change the losses (%.2g > 1e-6)",
+                     apart);
+            check_true(label, apart > 1e-6);
+            for (int k = 0; k < 3; k++)
+                for (int u = 0; u < n_units; u++) free(params[k][u]);
+        }
     }
     if (world_rank == 0) failures = test_finish();
     MPI_Bcast(&failures, 1, MPI_INT, 0, MPI_COMM_WORLD);
