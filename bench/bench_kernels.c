@@ -27,6 +27,7 @@ struct bufs {
     float *x, *y, *z, *w, *dx, *dy, *dw, *res, *rstd, *acts, *scratch;
     float *q, *k, *v, *o, *lse, *dq, *dk, *dv, *beta, *g, *dbeta, *dg, *state;
     float *score, *router, *drouter, *router_acts, *gates, *dgates, *nsa_saved;
+    float *no_clipping; /* AdamW's gradient scale: 1 */
     int32_t *tokens, *block_idx;
     uint8_t *selected;
     struct hyla_lte_router_shape lte;
@@ -73,6 +74,7 @@ static void bufs_init(struct bufs *b) {
     b->gates = rand_buf((size_t)B * L * 3 * ATT_HQ, 29, -1, 1), b->dgates = rand_buf((size_t)B * L * 3 * ATT_HQ, 30, 0, 0);
     b->nsa_saved = rand_buf(nsa_saved_size(&b->nsa, B, L), 31, 0, 0);
     b->block_idx = hyla_malloc((size_t)B * L * ATT_HKV * NSA_SELECT * sizeof(int32_t));
+    b->no_clipping = rand_buf(1, 32, 1, 1);
 }
 
 /* ---- one function per benchmarked call ---------------------------------------------- */
@@ -149,7 +151,7 @@ static void cross_entropy_fwd(struct bufs *b) {
 }
 static void cross_entropy_bwd(struct bufs *b) { b->be->cross_entropy_bwd(b->dx, b->x, b->tokens, N_TOK, V, -100, N_TOK, 1.0f); }
 static void adamw(struct bufs *b) {
-    b->be->adamw_step(b->x, b->dx, b->y, b->z, (size_t)N_TOK * D, 3e-4f, 0.9f, 0.95f, 1e-15f, 0.1f, 1.0f, 3);
+    b->be->adamw_step(b->x, b->dx, b->y, b->z, (size_t)N_TOK * D, 3e-4f, 0.9f, 0.95f, 1e-15f, 0.1f, b->no_clipping, 3);
 }
 
 struct bench_case {

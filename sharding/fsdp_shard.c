@@ -65,19 +65,13 @@ void fsdp_grad_reduce_scatter(const struct fsdp_layout *layout, struct hyla_comm
     hyla_comm_wait(fsdp_grad_reduce_scatter_start(layout, comm, full_grad, shard_grad));
 }
 
-double fsdp_shard_sum_squares(const struct fsdp_layout *layout, const struct hyla_backend *backend,
-                              const float *shard) {
-    return layout->owned_count > 0 ? backend->sum_squares(shard, layout->owned_count) : 0.0;
+void fsdp_shard_sum_squares_add(const struct fsdp_layout *layout, const struct hyla_backend *backend,
+                                const float *shard, double *acc) {
+    if (layout->owned_count > 0) backend->sum_squares_add(acc, shard, layout->owned_count);
 }
 
-double fsdp_global_sum_squares(struct hyla_comm *host_comm, double local_sum) {
-    if (hyla_comm_memory(host_comm) != HYLA_COMM_HOST_MEMORY)
-        hyla_die("fsdp_global_sum_squares needs a host-memory comm, got %s; create an MPI comm over the group "
-                 "for host scalars",
-                 hyla_comm_backend_name(host_comm));
-    double global = 0;
-    hyla_comm_all_reduce_f64(host_comm, &local_sum, &global, 1, HYLA_REDUCE_SUM);
-    return global;
+struct hyla_comm_request *fsdp_global_sum_squares_start(struct hyla_comm *comm, double *acc) {
+    return hyla_comm_all_reduce_f64_start(comm, acc, acc, 1, HYLA_REDUCE_SUM);
 }
 
 size_t fsdp_reshard_pieces(size_t unit_count, int old_group_size, int new_group_size, int new_rank,

@@ -56,13 +56,14 @@ void fsdp_grad_reduce_scatter(const struct fsdp_layout *layout, struct hyla_comm
 struct hyla_comm_request *fsdp_grad_reduce_scatter_start(const struct fsdp_layout *layout, struct hyla_comm *comm,
                                                          const float *full_grad, float *shard_grad);
 
-/* Sum of squares (in double) of the shard's owned values: this rank's term of the global
- * squared grad norm. Sum it over all units, then fsdp_global_sum_squares once. */
-double fsdp_shard_sum_squares(const struct fsdp_layout *layout, const struct hyla_backend *backend,
-                              const float *shard);
-/* The sum over the group of local_sum (a double all-reduce; identical on every rank).
- * Needs a host-memory comm (an MPI comm over the group, also for NCCL groups). */
-double fsdp_global_sum_squares(struct hyla_comm *host_comm, double local_sum);
+/* *acc += the sum of squares (in double) of the shard's owned values: this rank's term of
+ * the global squared grad norm. acc is one double in the backend's memory (on a GPU the
+ * host does not wait for it). Add every unit's, then fsdp_global_sum_squares_start once. */
+void fsdp_shard_sum_squares_add(const struct fsdp_layout *layout, const struct hyla_backend *backend,
+                                const float *shard, double *acc);
+/* *acc = the sum of *acc over the group, in place (a double all-reduce in the comm's memory,
+ * identical on every rank). */
+struct hyla_comm_request *fsdp_global_sum_squares_start(struct hyla_comm *comm, double *acc);
 
 /* Resharding (checkpoints saved with G ranks, loaded with G'): the pieces of the old
  * shards that make up new rank r'. Piece k copies count values from old rank old_rank's

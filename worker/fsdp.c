@@ -176,6 +176,9 @@ void fsdp_init(struct fsdp *f, struct hyla_model *m, struct hyla_comm *comm, str
         f->memory.unsharded_bytes += 4 * unit->layout.unit_count * sizeof(float);
     }
     f->scatter_tmp = alloc_zero(f->be, largest_shard);
+    f->norm_squared = f->be->alloc(sizeof(double));
+    f->be->zero(f->norm_squared, sizeof(double));
+    f->clip_scale = alloc_zero(f->be, 1);
     m->hooks.fn = on_unit;
     m->hooks.ctx = f;
 }
@@ -188,6 +191,8 @@ void fsdp_free(struct fsdp *f) {
         f->be->free(unit->param), f->be->free(unit->grad), f->be->free(unit->adam_m), f->be->free(unit->adam_v);
     }
     f->be->free(f->scatter_tmp);
+    f->be->free(f->norm_squared);
+    f->be->free(f->clip_scale);
     free(f->units);
     f->model->hooks.fn = NULL;
     f->model->hooks.ctx = NULL;
@@ -198,21 +203,31 @@ void fsdp_zero_grads(struct fsdp *f) {
         f->be->zero(f->units[u].grad, f->units[u].layout.shard_count * sizeof(float));
 }
 
-double fsdp_grad_norm(struct fsdp *f) {
-    double local = 0;
-    for (int u = 0; u < f->n_units; u++) local += fsdp_shard_sum_squares(&f->units[u].layout, f->be, f->units[u].grad);
-    double total = f->comm ? fsdp_global_sum_squares(f->comm, local) : local;
-    return sqrt(total);
-}
-
-void fsdp_adamw(struct fsdp *f, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                int step) {
+/* The norm, the clipping factor and the skip decision never leave the device: the host
+ * queues the whole optimizer step without waiting (the data comm is in the backend's
+ * memory, so the group's all-reduce of the squared norm runs there too). */
+void fsdp_optimizer_step(struct fsdp *f, float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float max_norm, int step) {
+    f->be->zero(f->norm_squared, sizeof(double));
+    for (int u = 0; u < f->n_units; u++)
+        fsdp_shard_sum_squares_add(&f->units[u].layout, f->be, f->units[u].grad, f->norm_squared);
+    if (f->comm) {
+        serialise_before(f);
+        finish_request(f, fsdp_global_sum_squares_start(f->data_comm, f->norm_squared));
+    }
+    f->be->grad_clip_scale(f->clip_scale, f->norm_squared, max_norm);
     for (int u = 0; u < f->n_units; u++) {
         struct fsdp_unit *unit = &f->units[u];
         /* the padding of a shard is 0 with gradient 0, and AdamW keeps it 0 */
         f->be->adamw_step(unit->param, unit->grad, unit->adam_m, unit->adam_v, unit->layout.shard_count, lr, beta1,
-                          beta2, eps, weight_decay, grad_scale, step);
+                          beta2, eps, weight_decay, f->clip_scale, step);
     }
+}
+
+double fsdp_grad_norm(struct fsdp *f) {
+    double squared = 0;
+    f->be->to_host(&squared, f->norm_squared, sizeof squared);
+    return sqrt(squared);
 }
 
 void fsdp_set_gather_bf16(struct fsdp *f, int on) {

@@ -43,6 +43,8 @@ struct fsdp {
     struct fsdp_unit *units;
     int n_units;
     float *scatter_tmp;                      /* one shard of the largest unit */
+    double *norm_squared;                    /* backend memory: the step's squared gradient norm */
+    float *clip_scale;                       /* backend memory: its clipping factor (NaN: skip) */
     int serial;                              /* HYLA_FSDP_SERIAL=1: no overlap (for measuring it) */
     int gather_bf16;                         /* parameters gathered as bf16 (train.precision = bf16) */
     int gathering_all;                       /* inside fsdp_gather_all: exact fp32 gathers */
@@ -61,11 +63,13 @@ void fsdp_set_gather_bf16(struct fsdp *f, int on);
 
 /* Zero the shard gradients (start of an optimizer step). */
 void fsdp_zero_grads(struct fsdp *f);
-/* Global L2 norm of the gradient over all shards of the group. */
+/* The optimizer step, queued without host synchronisation: the global L2 norm of the
+ * gradient over all shards of the group, torch's clipping to max_norm (<= 0: none), and
+ * AdamW on every shard, skipped on every rank when the norm is not finite. */
+void fsdp_optimizer_step(struct fsdp *f, float lr, float beta1, float beta2, float eps, float weight_decay,
+                         float max_norm, int step);
+/* The global gradient norm of the last fsdp_optimizer_step (a device-to-host copy). */
 double fsdp_grad_norm(struct fsdp *f);
-/* AdamW on every shard. */
-void fsdp_adamw(struct fsdp *f, float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
-                int step);
 
 /* Gather every unit and keep it (evaluation, export); release them again. */
 void fsdp_gather_all(struct fsdp *f);

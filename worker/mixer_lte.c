@@ -114,11 +114,11 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     /* L1 term and kept-token statistics */
     be->to_device(a->lambda, m->l1_lambda + (size_t)L->lte_index * H, sizeof(float) * (size_t)H);
     a->l1_coef = kept_len > 0 ? 1.0 / ((double)m->B * kept_len * lay->n_lte_layers * H) : 0.0;
-    m->l1_last += be->lte_l1_fwd(a->kept_fraction, a->score, a->lambda, (float)a->l1_coef, m->B, m->T, H, margin);
-    float kept[HYLA_MAX_LTE_HEADS];
-    HYLA_ASSERT(H <= HYLA_MAX_LTE_HEADS);
-    be->to_host(kept, a->kept_fraction, sizeof(float) * (size_t)H);
-    for (int hh = 0; hh < H; hh++) m->kept_sum[(size_t)L->lte_index * H + hh] += (double)kept_len * kept[hh];
+    /* both stay on the device until the step's end (model_take_stats) */
+    be->lte_l1_fwd(m->device_stats + MODEL_STAT_L1, a->kept_fraction, a->score, a->lambda, (float)a->l1_coef, m->B,
+                   m->T, H, margin);
+    be->accumulate_f64(m->device_stats + MODEL_STAT_KEPT + (size_t)L->lte_index * H, a->kept_fraction, (size_t)H,
+                       (double)kept_len);
 }
 
 /* The score's gradient — the straight-through term from v' = v plus the L1 term — through

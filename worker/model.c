@@ -92,6 +92,9 @@ void model_create(struct hyla_model *m, const struct hyla_backend *be, const str
     m->l1_lambda = hyla_calloc(lte ? lte : 1, sizeof(float));
     m->num_kept = hyla_calloc(lte ? lte : 1, sizeof(float));
     m->kept_sum = hyla_calloc(lte ? lte : 1, sizeof(double));
+    const size_t stats_bytes = (MODEL_STATS_FIXED + lte) * sizeof(double);
+    m->device_stats = be->alloc(stats_bytes);
+    be->zero(m->device_stats, stats_bytes);
     for (size_t i = 0; i < lte; i++) m->num_kept[i] = (float)T;
     alloc_activations(m);
 }
@@ -108,6 +111,7 @@ void model_free(struct hyla_model *m) {
     free(m->l1_lambda);
     free(m->num_kept);
     free(m->kept_sum);
+    m->be->free(m->device_stats);
     free(m->row_keys);
     model_layout_free(&m->lay);
 }
@@ -182,13 +186,12 @@ static float *lm_head_grad(struct hyla_model *m) {
     return m->lay.tied ? m->grads[m->lay.embed_unit] + m->lay.embed : m->grads[m->lay.final_unit] + m->lay.lm_head;
 }
 
-double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets, struct forward_stats *st) {
+void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets) {
     const struct hyla_backend *be = m->be;
     const struct hyla_model_layout *lay = &m->lay;
     const int N = m->B * m->T, D = lay->dim, V = lay->vocab;
     be->to_device(m->inputs, inputs, (size_t)N * sizeof(int32_t));
     be->to_device(m->targets, targets, (size_t)N * sizeof(int32_t));
-    m->l1_last = 0;
 
     unit_event(m, lay->embed_unit, UNIT_FORWARD_BEGIN);
     be->embedding_fwd(lay->n_layers ? m->acts[0].x_in : m->x, m->inputs, m->params[lay->embed_unit] + lay->embed, N, D);
@@ -206,16 +209,36 @@ double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t 
     be->linear_fwd(m->logits, m->h_final, lm_head_weight(m), NULL, N, D, V);
     float *losses = m->scratch[0];
     int valid = 0;
-    double ce = be->cross_entropy_fwd(losses, m->logits, m->targets, N, V, -100, &valid);
-    if (st) {
-        st->ce_loss = ce;
-        st->l1_loss = m->l1_last;
-        st->valid_tokens = valid;
-    }
+    m->ce_pending += be->cross_entropy_fwd(losses, m->logits, m->targets, N, V, -100, &valid);
     m->valid_last = valid;
+    m->valid_pending += valid;
+    m->forwards_pending++;
     unit_event(m, lay->final_unit, UNIT_FORWARD_END);
-    return ce + m->l1_last;
 }
+
+void model_take_stats(struct hyla_model *m, struct forward_stats *st) {
+    const size_t lte = (size_t)m->lay.n_lte_layers * m->lay.att_kv_heads, n = MODEL_STATS_FIXED + lte;
+    double *stats = hyla_malloc(n * sizeof(double));
+    m->be->to_host(stats, m->device_stats, n * sizeof(double));
+    m->be->zero(m->device_stats, n * sizeof(double));
+    for (size_t i = 0; i < lte; i++) m->kept_sum[i] += stats[MODEL_STAT_KEPT + i];
+    st->ce_loss = m->ce_pending;
+    st->l1_loss = stats[MODEL_STAT_L1];
+    st->valid_tokens = m->valid_pending;
+    st->forwards = m->forwards_pending;
+    m->ce_pending = 0, m->valid_pending = 0, m->forwards_pending = 0;
+    free(stats);
+}
+
+double model_forward_loss(struct hyla_model *m, const int32_t *inputs, const int32_t *targets) {
+    struct forward_stats st;
+    model_take_stats(m, &st); /* only this forward's statistics */
+    model_forward(m, inputs, targets);
+    model_take_stats(m, &st);
+    return st.ce_loss + st.l1_loss;
+}
+
+
 
 void model_backward(struct hyla_model *m) {
     const struct hyla_backend *be = m->be;

@@ -25,12 +25,17 @@ struct unit_hooks {
     void *ctx;
 };
 
-/* Statistics of the last forward pass. */
+/* Statistics of the forward passes since the last model_take_stats, summed over them. */
 struct forward_stats {
-    double ce_loss;                   /* mean over valid positions */
-    double l1_loss;                   /* LTE L1 term (already weighted by λ) */
+    double ce_loss;                   /* sum of each forward's mean over valid positions */
+    double l1_loss;                   /* sum of each forward's LTE L1 term (weighted by λ) */
     int valid_tokens;
+    int forwards;                     /* how many forward passes these are */
 };
+
+/* The device-side step statistics (backend memory, doubles): what the forward passes add
+ * while the host queues on; read once by model_take_stats. */
+enum { MODEL_STAT_L1, MODEL_STAT_KEPT, MODEL_STATS_FIXED = MODEL_STAT_KEPT };
 
 struct hyla_model {
     const struct hyla_backend *be;
@@ -48,7 +53,12 @@ struct hyla_model {
     size_t scratch_floats;
     /* LTE: host arrays [n_lte_layers * kv_heads] */
     float *l1_lambda, *num_kept;
-    double *kept_sum;                 /* kept tokens summed over this step's micro-batches */
+    double *kept_sum;                 /* kept tokens summed over this step's micro-batches (host; filled
+                                         from device_stats by model_take_stats) */
+    double *device_stats;             /* backend memory: [MODEL_STAT_L1], then the kept tokens
+                                         [MODEL_STAT_KEPT + lte layer * kv heads + head] */
+    double ce_pending;                /* cross-entropy of the forwards since the last take (host) */
+    int valid_pending, forwards_pending;
     int kept_micro_batches;
     int training;                     /* dropout on, no hard LTE budget */
     int hold_discrete;                /* reuse the last forward's LTE selection and NSA blocks (gradient
@@ -61,7 +71,6 @@ struct hyla_model {
                                          trainer from the step and the sequence's global index, so
                                          that masks do not depend on how the batch is split */
     double dloss;                     /* scale of this micro-batch's loss in the step (1/accum) */
-    double l1_last;                   /* the L1 term of the last forward */
     int valid_last;                   /* valid target positions of the last forward */
 };
 
@@ -72,7 +81,14 @@ void model_free(struct hyla_model *m);
 
 /* Forward pass on host tokens [B*T] (targets -100 = no loss). Saves what the backward
  * pass needs; returns CE + L1. */
-double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets, struct forward_stats *st);
+/* Queue a forward pass; its losses and LTE statistics accumulate on the device (no host
+ * synchronisation) until model_take_stats. */
+void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets);
+/* The statistics of the forwards since the last take (one device-to-host copy, which waits
+ * for them): kept tokens are added to m->kept_sum; the device accumulators restart at 0. */
+void model_take_stats(struct hyla_model *m, struct forward_stats *st);
+/* model_forward, then model_take_stats: the loss ce + l1 of that one forward (tests). */
+double model_forward_loss(struct hyla_model *m, const int32_t *inputs, const int32_t *targets);
 /* Backward pass of the last forward; gradients are ADDED into m->grads (scaled by m->dloss). */
 void model_backward(struct hyla_model *m);
 /* Zero all gradients. */

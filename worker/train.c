@@ -145,7 +145,9 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
      * routing_freeze_steps; both 0 in the reference configs */
     m->router_disabled = t->step <= t->cfg.model.attn.l1_warmup_steps;
     m->router_frozen = t->step <= t->cfg.model.attn.routing_freeze_steps;
-    double local[2] = {0, 0}; /* CE, L1 */
+    /* The whole step is queued without the host waiting for the device: losses, LTE
+     * statistics and the gradient norm accumulate in device memory and come back once, at
+     * the end (model_take_stats, fsdp_grad_norm). */
     for (int micro = 0; micro < t->grad_accum; micro++) {
         const uint64_t cursor = t->train_data.cursor;
         if (hyla_data_loader_next(&t->train_data, tc->micro_batch, t->inputs, t->targets, err)) return 1;
@@ -153,30 +155,30 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
         const uint64_t step_key = hyla_rng_key(tc->seed, HYLA_RNG_DROPOUT, (uint64_t)t->step, 0);
         for (int b = 0; b < tc->micro_batch; b++)
             m->row_keys[b] = hyla_rng_subkey(step_key, hyla_data_global_index(&t->train_data, cursor, b));
-        struct forward_stats st;
-        model_forward(m, t->inputs, t->targets, &st);
+        model_forward(m, t->inputs, t->targets);
         model_backward(m);
-        local[0] += st.ce_loss / t->grad_accum;
-        local[1] += st.l1_loss / t->grad_accum;
     }
+    /* torch clip_grad_norm_ (scale by max_norm / (norm + 1e-6) when that is < 1) and AdamW;
+     * skip_nan_inf: a non-finite norm skips the update on the device, and the schedule still
+     * advances (MODEL.md §8). The bias correction counts the steps taken before this one. */
+    r->lr = tc->lr * lr_multiplier(t->step - 1, tc->warmup_steps, tc->steps, tc->lr_min_ratio);
+    fsdp_optimizer_step(&t->fsdp, (float)r->lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps,
+                        (float)tc->weight_decay, (float)tc->max_norm, t->step - t->skipped_steps);
+
+    /* the end of the step: its statistics come back */
+    struct forward_stats st;
+    model_take_stats(m, &st);
+    double local[2] = {st.ce_loss / t->grad_accum, st.l1_loss / t->grad_accum}; /* CE, L1 */
     if (t->comm) hyla_comm_all_reduce_f64(t->comm, local, local, 2, HYLA_REDUCE_MEAN);
     r->ce = local[0], r->l1 = local[1], r->loss = local[0] + local[1];
     lte_update(t, r);
-
     r->grad_norm = fsdp_grad_norm(&t->fsdp); /* identical on every rank */
-    r->lr = tc->lr * lr_multiplier(t->step - 1, tc->warmup_steps, tc->steps, tc->lr_min_ratio);
     if (!isfinite(r->grad_norm)) {
-        /* skip_nan_inf: no optimizer step; the schedule still advances (MODEL.md §8) */
         r->skipped = 1;
         t->skipped_steps++;
         t->bad_in_row++;
     } else {
         t->bad_in_row = 0;
-        /* torch clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1 */
-        double clip = tc->max_norm > 0 ? tc->max_norm / (r->grad_norm + 1e-6) : 1.0;
-        if (clip > 1.0) clip = 1.0;
-        fsdp_adamw(&t->fsdp, (float)r->lr, (float)tc->beta1, (float)tc->beta2, (float)tc->eps, (float)tc->weight_decay,
-                   (float)clip, t->step - t->skipped_steps);
     }
     r->skipped_total = t->skipped_steps;
     const double now = hyla_now_seconds();
@@ -204,7 +206,8 @@ int evaluate_model(struct hyla_model *m, const struct hyla_run_config *cfg, int 
             break;
         }
         struct forward_stats st;
-        model_forward(m, in, tg, &st);
+        model_forward(m, in, tg);
+        model_take_stats(m, &st);
         model_argmax(m, pred);
         size_t c = 0, n = 0;
         hyla_answer_accuracy(pred, tg, (size_t)B * T, &c, &n);

@@ -27,8 +27,8 @@ void K(lte_ste_bwd)(REAL *dscore, const REAL *dv_attn, const REAL *v, int B, int
 }
 
 /* Sequential sums in double: the term is small and must not depend on the thread count. */
-REAL K(lte_l1_fwd)(REAL *kept_fraction, const REAL *score, const REAL *lambda, REAL coef, int B, int L, int H,
-                   int margin) {
+void K(lte_l1_fwd)(double *l1_acc, REAL *kept_fraction, const REAL *score, const REAL *lambda, REAL coef, int B,
+                   int L, int H, int margin) {
     int len = L - margin > 0 ? L - margin : 0;
     double total = 0;
     for (int h = 0; h < H; h++) {
@@ -42,7 +42,7 @@ REAL K(lte_l1_fwd)(REAL *kept_fraction, const REAL *score, const REAL *lambda, R
         total += (double)lambda[h] * relu_sum;
         if (kept_fraction) kept_fraction[h] = len > 0 ? (REAL)(kept / ((double)B * len)) : 0;
     }
-    return (REAL)((double)coef * total);
+    *l1_acc += (double)(REAL)((double)coef * total);
 }
 
 void K(lte_l1_bwd)(REAL *dscore, const REAL *score, const REAL *lambda, REAL coef, int B, int L, int H, int margin) {

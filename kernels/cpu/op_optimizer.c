@@ -8,10 +8,10 @@
  * number of threads or their timing. */
 enum { SUM_BLOCK = 4096 };
 
-double K(sum_squares)(const REAL *x, size_t count) {
+void K(sum_squares_add)(double *acc, const REAL *x, size_t count) {
     size_t blocks = (count + SUM_BLOCK - 1) / SUM_BLOCK;
     double total = 0;
-    if (blocks == 0) return 0;
+    if (blocks == 0) return;
     double *partial = hyla_malloc(blocks * sizeof(double));
 #pragma omp parallel for schedule(static)
     for (size_t b = 0; b < blocks; b++) {
@@ -22,7 +22,21 @@ double K(sum_squares)(const REAL *x, size_t count) {
     }
     for (size_t b = 0; b < blocks; b++) total += partial[b];
     free(partial);
-    return total;
+    *acc += total;
+}
+
+void K(accumulate_f64)(double *acc, const REAL *x, size_t count, double weight) {
+    for (size_t i = 0; i < count; i++) acc[i] += weight * (double)x[i];
+}
+
+void K(grad_clip_scale)(REAL *scale, const double *sum_squares, REAL max_norm) {
+    const double norm = sqrt(*sum_squares);
+    if (!isfinite(norm)) {
+        *scale = (REAL)NAN;
+        return;
+    }
+    const double clip = max_norm > 0 ? (double)max_norm / (norm + 1e-6) : 1.0;
+    *scale = (REAL)(clip < 1.0 ? clip : 1.0);
 }
 
 void K(axpy)(REAL *y, const REAL *x, REAL alpha, size_t count) {
@@ -31,7 +45,9 @@ void K(axpy)(REAL *y, const REAL *x, REAL alpha, size_t count) {
 }
 
 void K(adamw_step)(REAL *param, const REAL *grad, REAL *m, REAL *v, size_t count, REAL lr, REAL beta1, REAL beta2,
-                   REAL eps, REAL weight_decay, REAL grad_scale, int step) {
+                   REAL eps, REAL weight_decay, const REAL *grad_scale_ptr, int step) {
+    const REAL grad_scale = *grad_scale_ptr;
+    if (!isfinite(grad_scale)) return; /* a skipped step (non-finite gradient norm) */
     REAL bias1 = (REAL)1 - pow(beta1, (REAL)step);
     REAL bias2 = (REAL)1 - pow(beta2, (REAL)step);
     REAL bias2_sqrt = sqrt(bias2);

@@ -42,8 +42,12 @@ static void *cuda_alloc(size_t bytes) {
     return p;
 }
 static void cuda_free(void *p) { CUDA_CHECK(cudaFreeAsync(p, 0)); }
+// Host-to-device copies are queued, not waited for: the sources are pageable host memory,
+// which CUDA stages at once (the caller may reuse or free it on return) while the copy itself
+// runs in stream order. A step's tokens and λ values then never make the host wait for the
+// GPU to drain. Device-to-host copies are the synchronisation points (a step's statistics).
 static void cuda_to_device(void *dst, const void *src, size_t bytes) {
-    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, 0));
 }
 static void cuda_to_host(void *dst, const void *src, size_t bytes) {
     CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
@@ -383,20 +387,44 @@ __global__ void sum_squares_kernel(double *partial, const float *x, size_t count
     }
     if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
 }
-static double cuda_sum_squares(const float *x, size_t count) {
+// The partials added in block order by one thread, as the CPU does: the result stays on the
+// device (the host never waits for a norm inside a step).
+__global__ void sum_partials_kernel(double *acc, const double *partial, size_t blocks) {
+    double total = 0;
+    for (size_t b = 0; b < blocks; b++) total += partial[b];
+    *acc += total;
+}
+static void cuda_sum_squares_add(double *acc, const float *x, size_t count) {
     size_t blocks = (count + SUM_BLOCK - 1) / SUM_BLOCK;
-    if (!blocks) return 0;
+    if (!blocks) return;
     double *partial = (double *)cuda_alloc(blocks * sizeof(double));
     sum_squares_kernel<<<(unsigned)blocks, ROW_THREADS>>>(partial, x, count);
     CUDA_LAUNCH_CHECK();
-    double *host = (double *)malloc(blocks * sizeof(double));
-    if (!host) exit(1);
-    cuda_to_host(host, partial, blocks * sizeof(double)); // the scalar result needs a sync
-    double total = 0;
-    for (size_t b = 0; b < blocks; b++) total += host[b];
-    free(host);
+    sum_partials_kernel<<<1, 1>>>(acc, partial, blocks);
+    CUDA_LAUNCH_CHECK();
     cuda_free(partial);
-    return total;
+}
+__global__ void accumulate_f64_kernel(double *acc, const float *x, size_t count, double weight) {
+    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (i < count) acc[i] += weight * (double)x[i];
+}
+static void cuda_accumulate_f64(double *acc, const float *x, size_t count, double weight) {
+    if (!count) return;
+    accumulate_f64_kernel<<<blocks_for(count, 256), 256>>>(acc, x, count, weight);
+    CUDA_LAUNCH_CHECK();
+}
+__global__ void grad_clip_scale_kernel(float *scale, const double *sum_squares, float max_norm) {
+    const double norm = sqrt(*sum_squares);
+    if (!isfinite(norm)) {
+        *scale = nanf("");
+        return;
+    }
+    const double clip = max_norm > 0 ? (double)max_norm / (norm + 1e-6) : 1.0;
+    *scale = (float)(clip < 1.0 ? clip : 1.0);
+}
+static void cuda_grad_clip_scale(float *scale, const double *sum_squares, float max_norm) {
+    grad_clip_scale_kernel<<<1, 1>>>(scale, sum_squares, max_norm);
+    CUDA_LAUNCH_CHECK();
 }
 __global__ void axpy_kernel(float *y, const float *x, float alpha, size_t count) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -407,9 +435,10 @@ static void cuda_axpy(float *y, const float *x, float alpha, size_t count) {
     CUDA_LAUNCH_CHECK();
 }
 __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_t count, float lr, float b1, float b2,
-                             float eps, float wd, float scale, float bias2_sqrt, float step_size) {
+                             float eps, float wd, const float *scale_ptr, float bias2_sqrt, float step_size) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= count) return;
+    const float scale = *scale_ptr;
+    if (i >= count || !isfinite(scale)) return; // not finite: a skipped step
     float gi = g[i] * scale;
     p[i] *= 1.0f - lr * wd;
     m[i] = b1 * m[i] + (1.0f - b1) * gi;
@@ -417,7 +446,7 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_
     p[i] -= step_size * m[i] / (sqrtf(v[i]) / bias2_sqrt + eps);
 }
 static void cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t count, float lr, float b1, float b2,
-                            float eps, float wd, float scale, int step) {
+                            float eps, float wd, const float *scale, int step) {
     float bias1 = 1.0f - powf(b1, (float)step), bias2 = 1.0f - powf(b2, (float)step);
     adamw_kernel<<<blocks_for(count, 256), 256>>>(p, g, m, v, count, lr, b1, b2, eps, wd, scale, sqrtf(bias2),
                                                   lr / bias1);
@@ -449,7 +478,9 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.swiglu_fwd = cuda_swiglu_fwd, table.swiglu_bwd = cuda_swiglu_bwd;
     table.mlp_fwd = cuda_mlp_fwd, table.mlp_bwd = cuda_mlp_bwd;
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
-    table.sum_squares = cuda_sum_squares, table.axpy = cuda_axpy, table.adamw_step = cuda_adamw_step;
+    table.sum_squares_add = cuda_sum_squares_add, table.accumulate_f64 = cuda_accumulate_f64;
+    table.grad_clip_scale = cuda_grad_clip_scale;
+    table.axpy = cuda_axpy, table.adamw_step = cuda_adamw_step;
     cuda_register_gdn_parts(&table);
     cuda_register_attention(&table);
     cuda_register_lte_router(&table);

@@ -198,24 +198,22 @@ __global__ void lte_l1_sums_kernel(double *relu_sum, float *kept_fraction, const
     relu_sum[h] = rs_part[0];
     if (kept_fraction) kept_fraction[h] = len > 0 ? (float)(kept_part[0] / ((double)B * len)) : 0.0f;
 }
-// The loss is a scalar for the host: the per-head sums and λ come back (a synchronisation).
-static float cuda_lte_l1_fwd(float *kept_fraction, const float *score, const float *lambda, float coef, int B, int L,
-                             int H, int margin) {
+// The loss term summed over the heads in order by one thread, into the device accumulator.
+__global__ void lte_l1_total_kernel(double *l1_acc, const double *relu_sum, const float *lambda, float coef, int H) {
+    double total = 0;
+    for (int h = 0; h < H; h++) total += (double)lambda[h] * relu_sum[h];
+    *l1_acc += (double)(float)((double)coef * total);
+}
+static void cuda_lte_l1_fwd(double *l1_acc, float *kept_fraction, const float *score, const float *lambda, float coef,
+                            int B, int L, int H, int margin) {
     const int len = L - margin > 0 ? L - margin : 0;
     double *sums = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&sums, sizeof(double) * (size_t)H, 0));
     lte_l1_sums_kernel<<<H, L1_THREADS>>>(sums, kept_fraction, score, B, L, H, len);
     CUDA_LAUNCH_CHECK();
-    double *host = (double *)malloc(sizeof(double) * (size_t)H);
-    float *lam = (float *)malloc(sizeof(float) * (size_t)H);
-    if (!host || !lam) exit(1);
-    CUDA_CHECK(cudaMemcpy(host, sums, sizeof(double) * (size_t)H, cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaMemcpy(lam, lambda, sizeof(float) * (size_t)H, cudaMemcpyDeviceToHost));
-    double total = 0;
-    for (int h = 0; h < H; h++) total += (double)lam[h] * host[h];
-    free(host), free(lam);
+    lte_l1_total_kernel<<<1, 1>>>(l1_acc, sums, lambda, coef, H);
+    CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(sums, 0));
-    return (float)((double)coef * total);
 }
 
 __global__ void lte_l1_bwd_kernel(float *dscore, const float *score, const float *lambda, float coef, int B, int L,

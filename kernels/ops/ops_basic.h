@@ -51,8 +51,17 @@ HYLA_OP(REAL, cross_entropy_fwd, (REAL *losses, const REAL *logits, const int32_
 HYLA_OP(void, cross_entropy_bwd, (REAL *dlogits, const REAL *logits, const int32_t *targets, int n, int vocab,
                                   int ignore_index, int valid_count, REAL dloss))
 
-/* Sum of squares, reduced in a fixed order (deterministic for a fixed thread count). */
-HYLA_OP(double, sum_squares, (const REAL *x, size_t count))
+/* *acc += the sum of squares of x, reduced in double in a fixed order (deterministic for a
+ * fixed thread count). acc is one double in the backend's memory: the gradient norm is
+ * summed over all units without the host waiting for it. */
+HYLA_OP(void, sum_squares_add, (double *acc, const REAL *x, size_t count))
+/* acc[i] += weight * x[i] in double (acc in the backend's memory): step statistics that
+ * the host reads once, at the end of the step. */
+HYLA_OP(void, accumulate_f64, (double *acc, const REAL *x, size_t count, double weight))
+/* The gradient clipping factor from the squared norm, on the device: norm = sqrt(*sum_squares);
+ * *scale = min(1, max_norm / (norm + 1e-6)) (torch's clip_grad_norm_), 1 when max_norm <= 0,
+ * and NaN when the norm is not finite (adamw_step then skips the step). */
+HYLA_OP(void, grad_clip_scale, (REAL *scale, const double *sum_squares, REAL max_norm))
 /* y += alpha * x */
 HYLA_OP(void, axpy, (REAL *y, const REAL *x, REAL alpha, size_t count))
 
@@ -60,6 +69,7 @@ HYLA_OP(void, axpy, (REAL *y, const REAL *x, REAL alpha, size_t count))
  *   g = grad * grad_scale;  p -= lr * weight_decay * p
  *   m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
  *   p -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps)
- * step is 1-based. grad_scale carries gradient clipping and accumulation scaling. */
+ * step is 1-based. *grad_scale (one value in the backend's memory, from grad_clip_scale)
+ * carries gradient clipping; when it is not finite nothing changes (a skipped step). */
 HYLA_OP(void, adamw_step, (REAL *param, const REAL *grad, REAL *m, REAL *v, size_t count, REAL lr, REAL beta1,
-                           REAL beta2, REAL eps, REAL weight_decay, REAL grad_scale, int step))
+                           REAL beta2, REAL eps, REAL weight_decay, const REAL *grad_scale, int step))

@@ -31,11 +31,12 @@ HYLA_OP(void, lte_select, (uint8_t *selected, const REAL *score, int B, int L, i
 HYLA_OP(void, lte_ste_bwd, (REAL *dscore, const REAL *dv_attn, const REAL *v, int B, int L, int H, int d))
 
 /* L1 term of one LTE layer over positions j < L - margin (margin = 6 in the reference):
- *   returns coef * sum_{b, j, h} lambda[h] * relu(score[b,j,h]);
+ *   *l1_acc += coef * sum_{b, j, h} lambda[h] * relu(score[b,j,h])  (rounded to REAL first);
  *   kept_fraction[h] = mean_{b, j < L-margin} 1[score > 0]  (may be NULL).
+ * l1_acc: one double in the backend's memory (read by the host at the end of a step).
  * The caller folds 1/(B L' n_layers H) and the accumulation scaling into coef. */
-HYLA_OP(REAL, lte_l1_fwd, (REAL *kept_fraction, const REAL *score, const REAL *lambda, REAL coef, int B, int L,
-                           int H, int margin))
+HYLA_OP(void, lte_l1_fwd, (double *l1_acc, REAL *kept_fraction, const REAL *score, const REAL *lambda, REAL coef,
+                           int B, int L, int H, int margin))
 /* dscore[b,j,h] += coef * lambda[h] * 1[score > 0] for j < L - margin. */
 HYLA_OP(void, lte_l1_bwd, (REAL *dscore, const REAL *score, const REAL *lambda, REAL coef, int B, int L, int H,
                            int margin))

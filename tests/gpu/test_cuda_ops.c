@@ -168,14 +168,48 @@ static void test_optimizer(size_t count) {
     float *p = host_rand(count, -1, 1), *g = host_rand(count, -2, 2), *m = host_rand(count, -0.1f, 0.1f);
     float *v = host_rand(count, 0, 0.1f);
     float *P = dev_copy(p, count), *G = dev_copy(g, count), *M = dev_copy(m, count), *V = dev_copy(v, count);
-    cpu_f32_adamw_step(p, g, m, v, count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 5);
-    gpu->adamw_step(P, G, M, V, count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 0.7f, 5);
+    /* the norm, the clipping factor and AdamW all on the device, as fsdp_optimizer_step runs them */
+    double sc = 0.25, sg = 0.25, sg2 = 0.25; /* added onto a non-zero accumulator */
+    double *SG = gpu->alloc(sizeof(double));
+    gpu->to_device(SG, &sg, sizeof sg);
+    cpu_f32_sum_squares_add(&sc, g, count);
+    gpu->sum_squares_add(SG, G, count);
+    gpu->to_host(&sg, SG, sizeof sg);
+    gpu->to_device(SG, &sg2, sizeof sg2);
+    gpu->sum_squares_add(SG, G, count);
+    gpu->to_host(&sg2, SG, sizeof sg2);
+    check_le("sum_squares_add vs CPU", fabs(sg - sc) / sc, 1e-12);
+    check_true("sum_squares_add twice: bit-identical", sg == sg2);
+    const float max_norm = (float)(0.7 * sqrt(sc)); /* clips by about 0.7 */
+    float scale_c = 0, scale_g = 0, *SCALE = gpu->alloc(sizeof(float));
+    cpu_f32_grad_clip_scale(&scale_c, &sc, max_norm);
+    gpu->grad_clip_scale(SCALE, SG, max_norm);
+    gpu->to_host(&scale_g, SCALE, sizeof scale_g);
+    check_true("grad_clip_scale: the GPU's factor is the CPU's, bit for bit", scale_g == scale_c && scale_c < 0.71f);
+    cpu_f32_adamw_step(p, g, m, v, count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, &scale_c, 5);
+    gpu->adamw_step(P, G, M, V, count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, SCALE, 5);
     compare("adamw_step params", P, p, count);
     compare("adamw_step m", M, m, count);
     compare("adamw_step v", V, v, count);
-    double sc = cpu_f32_sum_squares(g, count), sg = gpu->sum_squares(G, count), sg2 = gpu->sum_squares(G, count);
-    check_le("sum_squares vs CPU", fabs(sg - sc) / sc, 1e-12);
-    check_true("sum_squares twice: bit-identical", sg == sg2);
+    /* a non-finite norm: the factor is NaN and AdamW changes nothing */
+    const double inf = INFINITY;
+    gpu->to_device(SG, &inf, sizeof inf);
+    gpu->grad_clip_scale(SCALE, SG, max_norm);
+    float *before = back(P, count);
+    gpu->adamw_step(P, G, M, V, count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, SCALE, 6);
+    float *after = back(P, count);
+    check_bitwise_equal("adamw_step after an infinite norm: parameters untouched (skipped step)", after, before,
+                        count * sizeof(float));
+    free(before), free(after), gpu->free(SG), gpu->free(SCALE);
+    /* step statistics: acc += weight * x in double */
+    double acc_c[5] = {1, 2, 3, 4, 5}, acc_g[5];
+    double *ACC = gpu->alloc(sizeof acc_c);
+    gpu->to_device(ACC, acc_c, sizeof acc_c);
+    cpu_f32_accumulate_f64(acc_c, g, 5, 37.0);
+    gpu->accumulate_f64(ACC, G, 5, 37.0);
+    gpu->to_host(acc_g, ACC, sizeof acc_g);
+    check_bitwise_equal("accumulate_f64: the GPU's sums are the CPU's", acc_g, acc_c, sizeof acc_c);
+    gpu->free(ACC);
     cpu_f32_axpy(p, g, -0.5f, count);
     gpu->axpy(P, G, -0.5f, count);
     compare("axpy", P, p, count);
@@ -324,9 +358,13 @@ static void test_attention_in(int L, int Hq, int Hkv, int d, int wl, int lte, in
         cpu_f32_lte_ste_bwd(dscore.h, dv.h, v.h, B, L, Hkv, d);
         gpu->lte_ste_bwd(dscore.d, dv.d, v.d, B, L, Hkv, d);
         check_pair("lte_ste_bwd dscore = sum dv' v", dscore);
-        float l1c = cpu_f32_lte_l1_fwd(kept.h, score.h, lam.h, 0.01f, B, L, Hkv, 6);
-        float l1g = gpu->lte_l1_fwd(kept.d, score.d, lam.d, 0.01f, B, L, Hkv, 6);
-        check_le("lte_l1_fwd loss", fabs((double)l1g - l1c) / fabs(l1c), 1e-5);
+        double l1c = 0.5, l1g = 0.5, *L1G = gpu->alloc(sizeof(double)); /* added onto 0.5 */
+        gpu->to_device(L1G, &l1g, sizeof l1g);
+        cpu_f32_lte_l1_fwd(&l1c, kept.h, score.h, lam.h, 0.01f, B, L, Hkv, 6);
+        gpu->lte_l1_fwd(L1G, kept.d, score.d, lam.d, 0.01f, B, L, Hkv, 6);
+        gpu->to_host(&l1g, L1G, sizeof l1g);
+        gpu->free(L1G);
+        check_le("lte_l1_fwd loss (added onto the accumulator)", fabs(l1g - l1c) / fabs(l1c - 0.5), 1e-5);
         check_pair("lte_l1_fwd kept fraction", kept);
         cpu_f32_lte_l1_bwd(dscore.h, score.h, lam.h, 0.01f, B, L, Hkv, 6);
         gpu->lte_l1_bwd(dscore.d, score.d, lam.d, 0.01f, B, L, Hkv, 6);

@@ -170,7 +170,9 @@ static void test_global_sum_squares(struct hyla_comm *comm, const struct hyla_ba
         struct fsdp_layout l = fsdp_layout_make(n, hyla_comm_size(comm), hyla_comm_rank(comm));
         float *unit = make_unit(n), *shard = alloc_f32(l.shard_count);
         fsdp_shard_copy_out(&l, cpu, unit, shard);
-        double global = fsdp_global_sum_squares(comm, fsdp_shard_sum_squares(&l, cpu, shard));
+        double global = 0;
+        fsdp_shard_sum_squares_add(&l, cpu, shard, &global);
+        hyla_comm_wait(fsdp_global_sum_squares_start(comm, &global));
         double want = 0;
         for (size_t i = 0; i < n; i++) want += (double)unit[i] * unit[i];
         char label[160];

@@ -17,7 +17,7 @@ static void make_batch(int32_t *inputs, int32_t *targets, uint64_t seed) {
 }
 
 static double loss_at(struct hyla_model *m, const int32_t *in, const int32_t *tg) {
-    return model_forward(m, in, tg, NULL);
+    return model_forward_loss(m, in, tg);
 }
 
 /* Directional derivative of the loss along a random unit direction inside parameter p,
