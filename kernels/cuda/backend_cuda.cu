@@ -433,6 +433,7 @@ extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attenti
 extern "C" void cuda_register_lte_router(struct hyla_backend *t); // cuda_lte_router.cu
 extern "C" void cuda_register_gdr(struct hyla_backend *t);        // cuda_gdr.cu
 extern "C" void cuda_register_nsa(struct hyla_backend *t);        // cuda_nsa.cu
+extern "C" void cuda_register_lm_head_ce(struct hyla_backend *t); // cuda_lm_head_ce.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -456,6 +457,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     cuda_register_lte_router(&table);
     cuda_register_gdr(&table);
     cuda_register_nsa(&table);
+    cuda_register_lm_head_ce(&table);
     return &table;
 }
 
