@@ -7,6 +7,7 @@
 
 #include "common/hyla_error.h"
 #include "common/rng.h"
+#include "data_loader.h"
 #include "mixers.h"
 
 float *model_alloc_floats(struct hyla_model *m, size_t count) {
@@ -26,12 +27,12 @@ void model_set_dropout_keys(struct hyla_model *m, uint64_t key) {
     for (int b = 0; b < m->B; b++) m->row_keys[b] = hyla_rng_subkey(key, (uint64_t)b);
 }
 
-/* Widest per-token row any backward temporary needs. */
+/* Widest per-token row any backward temporary needs. Not the vocabulary: the LM head's
+ * logits live only chunk by chunk inside lm_head_ce_*. */
 static size_t scratch_width(const struct hyla_model_layout *lay) {
     size_t w = (size_t)lay->dim;
     size_t cand[] = {(size_t)lay->gdn_heads * lay->gdn_dk, (size_t)lay->gdn_heads * lay->gdn_dv,
-                     (size_t)lay->att_q_heads * lay->att_dim, 3 * (size_t)lay->att_q_heads, 2 * (size_t)lay->inter,
-                     (size_t)lay->vocab};
+                     (size_t)lay->att_q_heads * lay->att_dim, 3 * (size_t)lay->att_q_heads, 2 * (size_t)lay->inter};
     for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) w = cand[i] > w ? cand[i] : w;
     return w;
 }
@@ -46,7 +47,8 @@ static void alloc_activations(struct hyla_model *m) {
     m->dx = model_alloc_floats(m, N * D);
     m->h_final = model_alloc_floats(m, N * D);
     m->rstd_final = model_alloc_floats(m, N);
-    m->logits = model_alloc_floats(m, N * (size_t)lay->vocab);
+    m->losses = model_alloc_floats(m, N);
+    m->lse = model_alloc_floats(m, N);
     for (int l = 0; l < lay->n_layers; l++) {
         struct layer_acts *a = &m->acts[l];
         a->x_in = model_alloc_floats(m, N * D), a->h = model_alloc_floats(m, N * D);
@@ -182,6 +184,28 @@ static float *lm_head_grad(struct hyla_model *m) {
     return m->lay.tied ? m->grads[m->lay.embed_unit] + m->lay.embed : m->grads[m->lay.final_unit] + m->lay.lm_head;
 }
 
+/* The mean cross-entropy over valid positions, as cross_entropy_fwd computes it (a double
+ * sum in row order, rounded to float): the valid count comes from the host's targets, the
+ * per-row losses from the backend (N floats). */
+static double ce_mean(const struct hyla_model *m, const int32_t *targets, int *valid_count) {
+    const int N = m->B * m->T;
+    float *losses = m->losses;
+    if (m->be->device_memory) {
+        losses = hyla_malloc((size_t)N * sizeof(float));
+        m->be->to_host(losses, m->losses, (size_t)N * sizeof(float));
+    }
+    double total = 0;
+    int valid = 0;
+    for (int i = 0; i < N; i++) {
+        if (targets[i] == HYLA_IGNORE_INDEX) continue;
+        total += losses[i];
+        valid++;
+    }
+    if (losses != m->losses) free(losses);
+    *valid_count = valid;
+    return valid ? (double)(float)(total / valid) : 0.0;
+}
+
 double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets, struct forward_stats *st) {
     const struct hyla_backend *be = m->be;
     const struct hyla_model_layout *lay = &m->lay;
@@ -203,10 +227,10 @@ double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t 
 
     be->rmsnorm_fwd(m->h_final, m->rstd_final, m->x, m->params[lay->final_unit] + lay->final_norm, N, D,
                     (float)m->cfg.norm_eps);
-    be->linear_fwd(m->logits, m->h_final, lm_head_weight(m), NULL, N, D, V);
-    float *losses = m->scratch[0];
+    /* LM head + cross-entropy by chunks of rows: the [N, V] logits are never stored */
+    be->lm_head_ce_fwd(m->losses, m->lse, m->h_final, lm_head_weight(m), m->targets, N, D, V, HYLA_IGNORE_INDEX, 0);
     int valid = 0;
-    double ce = be->cross_entropy_fwd(losses, m->logits, m->targets, N, V, -100, &valid);
+    double ce = ce_mean(m, targets, &valid);
     if (st) {
         st->ce_loss = ce;
         st->l1_loss = m->l1_last;
@@ -222,9 +246,9 @@ void model_backward(struct hyla_model *m) {
     const struct hyla_model_layout *lay = &m->lay;
     const int N = m->B * m->T, D = lay->dim, V = lay->vocab;
     unit_event(m, lay->final_unit, UNIT_BACKWARD_BEGIN);
-    /* dlogits overwrite the logits: they are not needed again */
-    be->cross_entropy_bwd(m->logits, m->logits, m->targets, N, V, -100, m->valid_last, (float)m->dloss);
-    be->linear_bwd(m->scratch[0], lm_head_grad(m), NULL, m->logits, m->h_final, lm_head_weight(m), N, D, V);
+    /* each chunk's logits recomputed and turned into dlogits inside the op */
+    be->lm_head_ce_bwd(m->scratch[0], lm_head_grad(m), m->h_final, lm_head_weight(m), m->lse, m->targets, N, D, V,
+                       HYLA_IGNORE_INDEX, m->valid_last, (float)m->dloss, 0);
     be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, m->scratch[0], m->x,
                     m->params[lay->final_unit] + lay->final_norm, m->rstd_final, N, D);
     unit_event(m, lay->final_unit, UNIT_BACKWARD_END);
@@ -238,16 +262,13 @@ void model_backward(struct hyla_model *m) {
     unit_event(m, lay->embed_unit, UNIT_BACKWARD_END);
 }
 
+/* The logits are recomputed from the final hidden states by chunks (the LM head's weights
+ * are still gathered after a forward pass: FSDP keeps `final`, and tied embeddings, for the
+ * backward pass); only N indices come back. */
 void model_argmax(const struct hyla_model *m, int32_t *out) {
-    const int N = m->B * m->T, V = m->lay.vocab;
-    float *host = hyla_malloc((size_t)N * V * sizeof(float));
-    m->be->to_host(host, m->logits, (size_t)N * V * sizeof(float));
-    for (int i = 0; i < N; i++) {
-        const float *row = host + (size_t)i * V;
-        int best = 0;
-        for (int j = 1; j < V; j++)
-            if (row[j] > row[best]) best = j;
-        out[i] = best;
-    }
-    free(host);
+    const int N = m->B * m->T;
+    int32_t *pred = m->be->alloc((size_t)N * sizeof(int32_t));
+    m->be->lm_head_argmax(pred, m->h_final, lm_head_weight(m), N, m->lay.dim, m->lay.vocab, 0);
+    m->be->to_host(out, pred, (size_t)N * sizeof(int32_t));
+    m->be->free(pred);
 }

@@ -42,7 +42,9 @@ struct hyla_model {
     /* activations for micro-batches of B x T */
     int B, T;
     int32_t *inputs, *targets;        /* backend memory */
-    float *x, *dx, *h_final, *rstd_final, *logits;
+    float *x, *dx, *h_final, *rstd_final;
+    float *losses, *lse;              /* [B*T] per-position loss and log-sum-exp of the logits (the
+                                         logits themselves are never stored: lm_head_ce_*) */
     struct layer_acts acts[HYLA_MAX_LAYERS];
     float *scratch[8];                /* backward temporaries, scratch_floats each */
     size_t scratch_floats;
@@ -77,7 +79,7 @@ double model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t 
 void model_backward(struct hyla_model *m);
 /* Zero all gradients. */
 void model_zero_grads(struct hyla_model *m);
-/* argmax of the last forward's logits, host [B*T]. */
+/* argmax of the last forward's logits, host [B*T] (recomputed by chunks). */
 void model_argmax(const struct hyla_model *m, int32_t *out);
 
 /* Dropout keys of every row derived from one key (tests, evaluation). */
