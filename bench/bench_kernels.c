@@ -150,6 +150,13 @@ static void cross_entropy_fwd(struct bufs *b) {
     b->be->cross_entropy_fwd(b->rstd, b->x, b->tokens, N_TOK, V, -100, &valid);
 }
 static void cross_entropy_bwd(struct bufs *b) { b->be->cross_entropy_bwd(b->dx, b->x, b->tokens, N_TOK, V, -100, N_TOK, 1.0f); }
+/* the LM head (V x D weights in w) fused with cross-entropy: x holds h, rstd the losses, y the lse */
+static void lm_head_ce_fwd(struct bufs *b) {
+    b->be->lm_head_ce_fwd(b->rstd, b->y, b->x, b->w, b->tokens, N_TOK, D, V, -100, 0);
+}
+static void lm_head_ce_bwd(struct bufs *b) {
+    b->be->lm_head_ce_bwd(b->dx, b->dw, b->x, b->w, b->y, b->tokens, N_TOK, D, V, -100, N_TOK, 1.0f, 0);
+}
 static void adamw(struct bufs *b) {
     b->be->adamw_step(b->x, b->dx, b->y, b->z, (size_t)N_TOK * D, 3e-4f, 0.9f, 0.95f, 1e-15f, 0.1f, b->no_clipping, 3);
 }
@@ -188,6 +195,8 @@ static const struct bench_case cases[] = {
     {"nsa_bwd", "Hq4 Hkv2 b16 S4 w64", nsa_bwd},
     {"cross_entropy_fwd", "1024 x V256", cross_entropy_fwd},
     {"cross_entropy_bwd", "1024 x V256", cross_entropy_bwd},
+    {"lm_head_ce_fwd", "1024 x D128 x V256", lm_head_ce_fwd},
+    {"lm_head_ce_bwd", "1024 x D128 x V256", lm_head_ce_bwd},
     {"adamw_step", "131072 params", adamw},
 };
 

@@ -7,6 +7,7 @@
 
 #include "common/hyla_error.h"
 #include "common/rng.h"
+#include "data_loader.h"
 #include "mixers.h"
 
 float *model_alloc_floats(struct hyla_model *m, size_t count) {
@@ -26,12 +27,12 @@ void model_set_dropout_keys(struct hyla_model *m, uint64_t key) {
     for (int b = 0; b < m->B; b++) m->row_keys[b] = hyla_rng_subkey(key, (uint64_t)b);
 }
 
-/* Widest per-token row any backward temporary needs. */
+/* Widest per-token row any backward temporary needs. Not the vocabulary: the LM head's
+ * logits live only chunk by chunk inside lm_head_ce_*. */
 static size_t scratch_width(const struct hyla_model_layout *lay) {
     size_t w = (size_t)lay->dim;
     size_t cand[] = {(size_t)lay->gdn_heads * lay->gdn_dk, (size_t)lay->gdn_heads * lay->gdn_dv,
-                     (size_t)lay->att_q_heads * lay->att_dim, 3 * (size_t)lay->att_q_heads, 2 * (size_t)lay->inter,
-                     (size_t)lay->vocab};
+                     (size_t)lay->att_q_heads * lay->att_dim, 3 * (size_t)lay->att_q_heads, 2 * (size_t)lay->inter};
     for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) w = cand[i] > w ? cand[i] : w;
     return w;
 }
@@ -46,7 +47,8 @@ static void alloc_activations(struct hyla_model *m) {
     m->dx = model_alloc_floats(m, N * D);
     m->h_final = model_alloc_floats(m, N * D);
     m->rstd_final = model_alloc_floats(m, N);
-    m->logits = model_alloc_floats(m, N * (size_t)lay->vocab);
+    m->losses = model_alloc_floats(m, N);
+    m->lse = model_alloc_floats(m, N);
     for (int l = 0; l < lay->n_layers; l++) {
         struct layer_acts *a = &m->acts[l];
         a->x_in = model_alloc_floats(m, N * D), a->h = model_alloc_floats(m, N * D);
@@ -186,6 +188,14 @@ static float *lm_head_grad(struct hyla_model *m) {
     return m->lay.tied ? m->grads[m->lay.embed_unit] + m->lay.embed : m->grads[m->lay.final_unit] + m->lay.lm_head;
 }
 
+/* The valid target positions, counted on the host (the targets come from there): the
+ * loss's mean and the backward's scale need no device-to-host copy. */
+static int count_valid(const int32_t *targets, int n) {
+    int valid = 0;
+    for (int i = 0; i < n; i++) valid += targets[i] != HYLA_IGNORE_INDEX;
+    return valid;
+}
+
 void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets) {
     const struct hyla_backend *be = m->be;
     const struct hyla_model_layout *lay = &m->lay;
@@ -206,10 +216,10 @@ void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *t
 
     be->rmsnorm_fwd(m->h_final, m->rstd_final, m->x, m->params[lay->final_unit] + lay->final_norm, N, D,
                     (float)m->cfg.norm_eps);
-    be->linear_fwd(m->logits, m->h_final, lm_head_weight(m), NULL, N, D, V);
-    float *losses = m->scratch[0];
-    int valid = 0;
-    m->ce_pending += be->cross_entropy_fwd(losses, m->logits, m->targets, N, V, -100, &valid);
+    /* LM head + cross-entropy by chunks of rows: the [N, V] logits are never stored */
+    be->lm_head_ce_fwd(m->losses, m->lse, m->h_final, lm_head_weight(m), m->targets, N, D, V, HYLA_IGNORE_INDEX, 0);
+    const int valid = count_valid(targets, N);
+    be->loss_mean_add(m->device_stats + MODEL_STAT_CE, m->losses, N, valid);
     m->valid_last = valid;
     m->valid_pending += valid;
     m->forwards_pending++;
@@ -222,11 +232,11 @@ void model_take_stats(struct hyla_model *m, struct forward_stats *st) {
     m->be->to_host(stats, m->device_stats, n * sizeof(double));
     m->be->zero(m->device_stats, n * sizeof(double));
     for (size_t i = 0; i < lte; i++) m->kept_sum[i] += stats[MODEL_STAT_KEPT + i];
-    st->ce_loss = m->ce_pending;
+    st->ce_loss = stats[MODEL_STAT_CE];
     st->l1_loss = stats[MODEL_STAT_L1];
     st->valid_tokens = m->valid_pending;
     st->forwards = m->forwards_pending;
-    m->ce_pending = 0, m->valid_pending = 0, m->forwards_pending = 0;
+    m->valid_pending = 0, m->forwards_pending = 0;
     free(stats);
 }
 
@@ -238,16 +248,14 @@ double model_forward_loss(struct hyla_model *m, const int32_t *inputs, const int
     return st.ce_loss + st.l1_loss;
 }
 
-
-
 void model_backward(struct hyla_model *m) {
     const struct hyla_backend *be = m->be;
     const struct hyla_model_layout *lay = &m->lay;
     const int N = m->B * m->T, D = lay->dim, V = lay->vocab;
     unit_event(m, lay->final_unit, UNIT_BACKWARD_BEGIN);
-    /* dlogits overwrite the logits: they are not needed again */
-    be->cross_entropy_bwd(m->logits, m->logits, m->targets, N, V, -100, m->valid_last, (float)m->dloss);
-    be->linear_bwd(m->scratch[0], lm_head_grad(m), NULL, m->logits, m->h_final, lm_head_weight(m), N, D, V);
+    /* each chunk's logits recomputed and turned into dlogits inside the op */
+    be->lm_head_ce_bwd(m->scratch[0], lm_head_grad(m), m->h_final, lm_head_weight(m), m->lse, m->targets, N, D, V,
+                       HYLA_IGNORE_INDEX, m->valid_last, (float)m->dloss, 0);
     be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, m->scratch[0], m->x,
                     m->params[lay->final_unit] + lay->final_norm, m->rstd_final, N, D);
     unit_event(m, lay->final_unit, UNIT_BACKWARD_END);
@@ -261,16 +269,13 @@ void model_backward(struct hyla_model *m) {
     unit_event(m, lay->embed_unit, UNIT_BACKWARD_END);
 }
 
+/* The logits are recomputed from the final hidden states by chunks (the LM head's weights
+ * are still gathered after a forward pass: FSDP keeps `final`, and tied embeddings, for the
+ * backward pass); only N indices come back. */
 void model_argmax(const struct hyla_model *m, int32_t *out) {
-    const int N = m->B * m->T, V = m->lay.vocab;
-    float *host = hyla_malloc((size_t)N * V * sizeof(float));
-    m->be->to_host(host, m->logits, (size_t)N * V * sizeof(float));
-    for (int i = 0; i < N; i++) {
-        const float *row = host + (size_t)i * V;
-        int best = 0;
-        for (int j = 1; j < V; j++)
-            if (row[j] > row[best]) best = j;
-        out[i] = best;
-    }
-    free(host);
+    const int N = m->B * m->T;
+    int32_t *pred = m->be->alloc((size_t)N * sizeof(int32_t));
+    m->be->lm_head_argmax(pred, m->h_final, lm_head_weight(m), N, m->lay.dim, m->lay.vocab, 0);
+    m->be->to_host(out, pred, (size_t)N * sizeof(int32_t));
+    m->be->free(pred);
 }

@@ -35,7 +35,7 @@ struct forward_stats {
 
 /* The device-side step statistics (backend memory, doubles): what the forward passes add
  * while the host queues on; read once by model_take_stats. */
-enum { MODEL_STAT_L1, MODEL_STAT_KEPT, MODEL_STATS_FIXED = MODEL_STAT_KEPT };
+enum { MODEL_STAT_CE, MODEL_STAT_L1, MODEL_STAT_KEPT, MODEL_STATS_FIXED = MODEL_STAT_KEPT };
 
 struct hyla_model {
     const struct hyla_backend *be;
@@ -47,7 +47,9 @@ struct hyla_model {
     /* activations for micro-batches of B x T */
     int B, T;
     int32_t *inputs, *targets;        /* backend memory */
-    float *x, *dx, *h_final, *rstd_final, *logits;
+    float *x, *dx, *h_final, *rstd_final;
+    float *losses, *lse;              /* [B*T] per-position loss and log-sum-exp of the logits (the
+                                         logits themselves are never stored: lm_head_ce_*) */
     struct layer_acts acts[HYLA_MAX_LAYERS];
     float *scratch[8];                /* backward temporaries, scratch_floats each */
     size_t scratch_floats;
@@ -55,10 +57,9 @@ struct hyla_model {
     float *l1_lambda, *num_kept;
     double *kept_sum;                 /* kept tokens summed over this step's micro-batches (host; filled
                                          from device_stats by model_take_stats) */
-    double *device_stats;             /* backend memory: [MODEL_STAT_L1], then the kept tokens
-                                         [MODEL_STAT_KEPT + lte layer * kv heads + head] */
-    double ce_pending;                /* cross-entropy of the forwards since the last take (host) */
-    int valid_pending, forwards_pending;
+    double *device_stats;             /* backend memory: [MODEL_STAT_CE], [MODEL_STAT_L1], then the kept
+                                         tokens [MODEL_STAT_KEPT + lte layer * kv heads + head] */
+    int valid_pending, forwards_pending; /* host counts since the last model_take_stats */
     int kept_micro_batches;
     int training;                     /* dropout on, no hard LTE budget */
     int hold_discrete;                /* reuse the last forward's LTE selection and NSA blocks (gradient
@@ -93,7 +94,7 @@ double model_forward_loss(struct hyla_model *m, const int32_t *inputs, const int
 void model_backward(struct hyla_model *m);
 /* Zero all gradients. */
 void model_zero_grads(struct hyla_model *m);
-/* argmax of the last forward's logits, host [B*T]. */
+/* argmax of the last forward's logits, host [B*T] (recomputed by chunks). */
 void model_argmax(const struct hyla_model *m, int32_t *out);
 
 /* Dropout keys of every row derived from one key (tests, evaluation). */

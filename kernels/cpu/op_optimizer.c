@@ -25,6 +25,12 @@ void K(sum_squares_add)(double *acc, const REAL *x, size_t count) {
     *acc += total;
 }
 
+void K(loss_mean_add)(double *acc, const REAL *losses, int n, int valid_count) {
+    double total = 0; /* in row order; ignored rows add an exact 0 */
+    for (int i = 0; i < n; i++) total += losses[i];
+    *acc += valid_count ? (double)(REAL)(total / valid_count) : 0.0;
+}
+
 void K(accumulate_f64)(double *acc, const REAL *x, size_t count, double weight) {
     for (size_t i = 0; i < count; i++) acc[i] += weight * (double)x[i];
 }

@@ -404,6 +404,24 @@ static void cuda_sum_squares_add(double *acc, const float *x, size_t count) {
     CUDA_LAUNCH_CHECK();
     cuda_free(partial);
 }
+// The mean loss: one block, each thread a fixed stride of rows, then a fixed tree.
+enum { LOSS_THREADS = 1024 };
+__global__ void loss_mean_add_kernel(double *acc, const float *losses, int n, int valid_count) {
+    __shared__ double part[LOSS_THREADS];
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += LOSS_THREADS) s += losses[i];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = LOSS_THREADS / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *acc += valid_count ? (double)(float)(part[0] / valid_count) : 0.0;
+}
+static void cuda_loss_mean_add(double *acc, const float *losses, int n, int valid_count) {
+    loss_mean_add_kernel<<<1, LOSS_THREADS>>>(acc, losses, n, valid_count);
+    CUDA_LAUNCH_CHECK();
+}
 __global__ void accumulate_f64_kernel(double *acc, const float *x, size_t count, double weight) {
     size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (i < count) acc[i] += weight * (double)x[i];
@@ -461,6 +479,7 @@ extern "C" void cuda_register_lte_router(struct hyla_backend *t); // cuda_lte_ro
 extern "C" void cuda_register_gdr(struct hyla_backend *t);        // cuda_gdr.cu
 extern "C" void cuda_register_nsa(struct hyla_backend *t);        // cuda_nsa.cu
 extern "C" void cuda_register_bf16_convert(struct hyla_backend *t); // cuda_bf16_convert.cu
+extern "C" void cuda_register_lm_head_ce(struct hyla_backend *t); // cuda_lm_head_ce.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -479,7 +498,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.mlp_fwd = cuda_mlp_fwd, table.mlp_bwd = cuda_mlp_bwd;
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
     table.sum_squares_add = cuda_sum_squares_add, table.accumulate_f64 = cuda_accumulate_f64;
-    table.grad_clip_scale = cuda_grad_clip_scale;
+    table.grad_clip_scale = cuda_grad_clip_scale, table.loss_mean_add = cuda_loss_mean_add;
     table.axpy = cuda_axpy, table.adamw_step = cuda_adamw_step;
     cuda_register_gdn_parts(&table);
     cuda_register_attention(&table);
@@ -487,6 +506,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     cuda_register_gdr(&table);
     cuda_register_nsa(&table);
     cuda_register_bf16_convert(&table);
+    cuda_register_lm_head_ce(&table);
     return &table;
 }
 

@@ -1,4 +1,5 @@
-/* Dense building blocks: embedding, norms, linear layers, SwiGLU, cross-entropy, AdamW. */
+/* Dense building blocks: embedding, norms, linear layers, SwiGLU, cross-entropy (alone and fused
+ * with the LM head), AdamW. */
 
 /* out[i,:] = table[tokens[i],:] for i < n. Tokens are checked by the data loader. */
 HYLA_OP(void, embedding_fwd, (REAL *out, const int32_t *tokens, const REAL *table, int n, int dim))
@@ -50,6 +51,32 @@ HYLA_OP(REAL, cross_entropy_fwd, (REAL *losses, const REAL *logits, const int32_
  * ignored rows. dlogits may alias logits. */
 HYLA_OP(void, cross_entropy_bwd, (REAL *dlogits, const REAL *logits, const int32_t *targets, int n, int vocab,
                                   int ignore_index, int valid_count, REAL dloss))
+
+/* The LM head fused with cross-entropy: logits = h weight^T (weight [vocab, dim], the
+ * nn.Linear layout) are computed chunk_rows rows at a time into a scratch of chunk_rows x
+ * vocab floats and reduced at once, so [n, vocab] is never stored (kernels/ops/lm_head_chunk.h:
+ * chunk_rows <= 0 takes the default, 256 MiB of logits). The numbers are those of
+ * linear_fwd + cross_entropy_fwd: losses[i] = lse[i] - logits[i, targets[i]], with
+ * lse[i] = log sum_j exp(logits[i, j]) saved for the backward pass; both are 0 on rows whose
+ * target is ignore_index. The mean over valid rows is the caller's (it knows the targets). */
+HYLA_OP(void, lm_head_ce_fwd, (REAL *losses, REAL *lse, const REAL *h, const REAL *weight, const int32_t *targets,
+                               int n, int dim, int vocab, int ignore_index, int chunk_rows))
+/* Backward of lm_head_ce_fwd's mean loss times dloss, each chunk's logits recomputed:
+ * dlogits = dloss / valid_count * (softmax - onehot(target)) (0 on ignored rows, as
+ * cross_entropy_bwd), dh = dlogits weight written, dweight += dlogits^T h accumulated chunk
+ * after chunk in row order (deterministic). dh must not alias h. */
+HYLA_OP(void, lm_head_ce_bwd, (REAL *dh, REAL *dweight, const REAL *h, const REAL *weight, const REAL *lse,
+                               const int32_t *targets, int n, int dim, int vocab, int ignore_index, int valid_count,
+                               REAL dloss, int chunk_rows))
+/* *acc += the mean loss over valid_count valid rows (0 when none): losses [n] hold 0 on
+ * ignored rows (as lm_head_ce_fwd writes them), the sum is taken in double in a fixed order
+ * and the mean rounded to REAL, as cross_entropy_fwd returns it. acc: one double in the
+ * backend's memory (the host reads it at the end of the step). */
+HYLA_OP(void, loss_mean_add, (double *acc, const REAL *losses, int n, int valid_count))
+/* out[i] = the first j with the largest logits[i, j] = h[i,:] . weight[j,:] (evaluation's
+ * predictions), the logits computed by chunks as lm_head_ce_fwd does. */
+HYLA_OP(void, lm_head_argmax, (int32_t *out, const REAL *h, const REAL *weight, int n, int dim, int vocab,
+                               int chunk_rows))
 
 /* *acc += the sum of squares of x, reduced in double in a fixed order (deterministic for a
  * fixed thread count). acc is one double in the backend's memory: the gradient norm is

@@ -501,6 +501,81 @@ static void test_bf16_convert(size_t n) {
     free(x), free(want), free(got), free(wide), free(wide_got), gpu->free(X), gpu->free(W), gpu->free(H);
 }
 
+/* The LM head fused with cross-entropy against its CPU twin: per-row losses and lse, dh,
+ * dweight accumulated onto non-zero values (fp32 1e-5; bf16 mode, the products' operands in
+ * bf16, 1e-2), the argmax (a row may differ only where the CPU's two picks are within tol
+ * of each other), and dweight bit-identical over two runs. chunk 0: the default chunking. */
+static void test_lm_head_ce(int n, int dim, int vocab, int chunk, int bf16) {
+    char label0[160];
+    int32_t *tgt = malloc(sizeof(int32_t) * (size_t)n), *pred = malloc(sizeof(int32_t) * (size_t)n);
+    int32_t *pred_g = malloc(sizeof(int32_t) * (size_t)n);
+    uint64_t key = hyla_rng_key(11, HYLA_RNG_TEST, 0, 0);
+    int valid = 0;
+    for (int i = 0; i < n; i++) {
+        tgt[i] = i % 5 == 1 ? -100 : (int32_t)(hyla_rng_u64(key, (uint64_t)i) % (uint64_t)vocab);
+        valid += tgt[i] != -100;
+    }
+    const size_t nd = (size_t)n * dim, vd = (size_t)vocab * dim;
+    struct pair h = rand_pair(nd, -1, 1), w = rand_pair(vd, -0.3f, 0.3f), dw = rand_pair(vd, -1, 1);
+    struct pair losses = zero_pair(n), lse = zero_pair(n), dh = zero_pair(nd);
+    int32_t *TGT = gpu->alloc(sizeof(int32_t) * (size_t)n), *PRED = gpu->alloc(sizeof(int32_t) * (size_t)n);
+    gpu->to_device(TGT, tgt, sizeof(int32_t) * (size_t)n);
+    cpu_f32_lm_head_ce_fwd(losses.h, lse.h, h.h, w.h, tgt, n, dim, vocab, -100, chunk);
+    cpu_f32_lm_head_ce_bwd(dh.h, dw.h, h.h, w.h, lse.h, tgt, n, dim, vocab, -100, valid, 0.7f, chunk);
+    cpu_f32_lm_head_argmax(pred, h.h, w.h, n, dim, vocab, chunk);
+    if (bf16) gpu->set_matmul_precision(1);
+    gpu->lm_head_ce_fwd(losses.d, lse.d, h.d, w.d, TGT, n, dim, vocab, -100, chunk);
+    gpu->lm_head_ce_bwd(dh.d, dw.d, h.d, w.d, lse.d, TGT, n, dim, vocab, -100, valid, 0.7f, chunk);
+    gpu->lm_head_argmax(PRED, h.d, w.d, n, dim, vocab, chunk);
+    gpu->set_matmul_precision(0);
+    /* the mean loss into a device accumulator (no copy of the losses to the host) */
+    double mean_c = 0.25, mean_g = 0.25, *MEAN = gpu->alloc(sizeof(double));
+    gpu->to_device(MEAN, &mean_g, sizeof mean_g);
+    cpu_f32_loss_mean_add(&mean_c, losses.h, n, valid);
+    gpu->loss_mean_add(MEAN, losses.d, n, valid);
+    gpu->to_host(&mean_g, MEAN, sizeof mean_g);
+    gpu->free(MEAN);
+    snprintf(label0, sizeof label0, "loss_mean_add%s n=%d: added onto 0.25, vs the CPU", bf16 ? " bf16" : "", n);
+    check_le(label0, fabs(mean_g - mean_c) / fabs(mean_c - 0.25), bf16 ? 1e-2 : 1e-6);
+    struct pair outs[] = {losses, lse, dh, dw};
+    const char *names[] = {"losses", "lse", "dh", "dweight (accumulated)"};
+    char label[160];
+    for (int i = 0; i < 4; i++) {
+        snprintf(label, sizeof label, "lm_head_ce%s n=%d dim=%d vocab=%d chunk=%d: %s", bf16 ? " bf16" : "", n, dim,
+                 vocab, chunk, names[i]);
+        if (bf16) check_pair_bf16(label, outs[i]);
+        else check_pair(label, outs[i]);
+    }
+    /* argmax: the CPU's logits tell whether a differing pick is a near tie */
+    float *logits = alloc_f32((size_t)n * vocab);
+    cpu_f32_linear_fwd(logits, h.h, w.h, NULL, n, dim, vocab);
+    gpu->to_host(pred_g, PRED, sizeof(int32_t) * (size_t)n);
+    const double tol = bf16 ? 5e-2 : 1e-4;
+    int far = 0;
+    for (int i = 0; i < n; i++) {
+        const float *row = logits + (size_t)i * vocab;
+        if (pred_g[i] < 0 || pred_g[i] >= vocab) far++;
+        else if (pred_g[i] != pred[i] && fabs((double)row[pred[i]] - row[pred_g[i]]) > tol) far++;
+    }
+    snprintf(label, sizeof label, "lm_head_argmax%s n=%d vocab=%d chunk=%d: rows that differ beyond a near tie",
+             bf16 ? " bf16" : "", n, vocab, chunk);
+    check_le(label, far, 0);
+    if (!bf16) { /* the backward pass twice from the same start: the same bits */
+        float *r[2];
+        for (int k = 0; k < 2; k++) {
+            gpu->to_device(dw.d, dw.h, vd * sizeof(float));
+            gpu->lm_head_ce_bwd(dh.d, dw.d, h.d, w.d, lse.d, TGT, n, dim, vocab, -100, valid, 0.7f, chunk);
+            r[k] = back(dw.d, vd);
+        }
+        snprintf(label, sizeof label, "lm_head_ce_bwd n=%d chunk=%d: dweight of two runs bit-identical", n, chunk);
+        check_bitwise_equal(label, r[0], r[1], vd * sizeof(float));
+        free(r[0]), free(r[1]);
+    }
+    free(logits), free(tgt), free(pred), free(pred_g);
+    free_pairs(outs, 4), free_pairs(&h, 1), free_pairs(&w, 1);
+    gpu->free(TGT), gpu->free(PRED);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -518,8 +593,8 @@ static void test_determinism(void) {
     gpu->free(DW2);
 }
 
-/* `test_cuda_ops [GROUP...]` runs only the named groups (rmsnorm linear embedding_ce optimizer
- * gdn_parts attention lte_router gdr nsa convert determinism); no arguments: all of them. */
+/* `test_cuda_ops [GROUP...]` runs only the named groups (rmsnorm linear embedding_ce lm_head_ce
+ * optimizer gdn_parts attention lte_router gdr nsa convert determinism); no arguments: all. */
 static int n_wanted;
 static char **wanted;
 static int want(const char *group) {
@@ -545,6 +620,11 @@ int main(int argc, char **argv) {
     if (want("linear")) test_linear_mlp(37, 127, 301);
     if (want("linear")) test_bf16_matmul(300, 1024, 520);
     if (want("embedding_ce")) test_embedding_ce(129, 96, 1000);
+    if (want("lm_head_ce")) test_lm_head_ce(300, 96, 1000, 37, 0); /* chunks of 37 rows: the last one short */
+    if (want("lm_head_ce")) test_lm_head_ce(129, 127, 5003, 0, 0);  /* the default: one chunk */
+    if (want("lm_head_ce")) test_lm_head_ce(1030, 64, 32000, 256, 0);
+    if (want("lm_head_ce")) test_lm_head_ce(300, 96, 1000, 37, 1);
+    if (want("lm_head_ce")) test_lm_head_ce(1030, 64, 32000, 256, 1);
     if (want("optimizer")) test_optimizer(100003);
     if (want("gdn_parts")) test_gdn_parts();
     if (want("attention")) test_attention(37, 4, 2, 24, -1, 0);

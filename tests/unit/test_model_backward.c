@@ -52,8 +52,31 @@ static double directional_error(struct hyla_model *m, const struct hyla_param *p
     return fabs(numeric - analytic) / (sqrt(gnorm) + 1e-12);
 }
 
-static void check_model(enum tiny_kind kind) {
+/* The predictions of model_argmax (the LM head recomputed by chunks) against the first
+ * largest logit of h_final W^T computed here. */
+static void check_argmax(struct hyla_model *m, const char *name) {
+    const int N = B * T, V = m->lay.vocab, D = m->lay.dim;
+    const float *w = m->lay.tied ? m->params[m->lay.embed_unit] + m->lay.embed
+                                 : m->params[m->lay.final_unit] + m->lay.lm_head;
+    float *logits = alloc_f32((size_t)N * V);
+    cpu_f32_linear_fwd(logits, m->h_final, w, NULL, N, D, V);
+    int32_t pred[B * T], wrong = 0;
+    model_argmax(m, pred);
+    for (int i = 0; i < N; i++) {
+        int best = 0;
+        for (int j = 1; j < V; j++)
+            if (logits[(size_t)i * V + j] > logits[(size_t)i * V + best]) best = j;
+        wrong += pred[i] != best;
+    }
+    char label[160];
+    snprintf(label, sizeof label, "%s: model_argmax vs the logits' argmax", name);
+    check_le(label, wrong, 0);
+    free(logits);
+}
+
+static void check_model(enum tiny_kind kind, int tied) {
     struct hyla_model_config cfg = tiny_model_config(kind, VOCAB);
+    cfg.tie_word_embeddings = tied;
     cfg.initializer_range = 0.3; /* large weights: gradients well above fp32 noise */
     cfg.attn.dropout_prob = 0.1;
     struct hyla_model m;
@@ -66,6 +89,9 @@ static void check_model(enum tiny_kind kind) {
     make_batch(in, tg, 5);
     model_zero_grads(&m);
     loss_at(&m, in, tg);
+    char name[96];
+    snprintf(name, sizeof name, "%s%s", tiny_kind_names[kind], tied ? "" : " (untied LM head)");
+    check_argmax(&m, name);
     model_backward(&m);
     m.hold_discrete = 1; /* LTE selection and NSA blocks stay as chosen above */
     double worst = 0;
@@ -75,9 +101,8 @@ static void check_model(enum tiny_kind kind) {
         double err = directional_error(&m, p, in, tg, 100 + (uint64_t)i);
         if (err > worst) worst = err, worst_name = p->name;
     }
-    char label[160];
-    snprintf(label, sizeof label, "%s: whole backward vs finite differences (worst: %s)", tiny_kind_names[kind],
-             worst_name);
+    char label[256];
+    snprintf(label, sizeof label, "%s: whole backward vs finite differences (worst: %s)", name, worst_name);
     check_le(label, worst, 2e-2);
     model_free(&m);
 }
@@ -101,7 +126,8 @@ static void check_initial_loss(enum tiny_kind kind) {
 int main(void) {
     for (int k = 0; k < TINY_KINDS; k++) {
         check_initial_loss((enum tiny_kind)k);
-        check_model((enum tiny_kind)k);
+        check_model((enum tiny_kind)k, 1);
     }
+    check_model(TINY_GDN, 0);
     return test_finish();
 }

@@ -1,0 +1,147 @@
+// The LM head fused with cross-entropy on the GPU (ops_basic.h: lm_head_*), the CPU twin's
+// chunking (kernels/ops/lm_head_chunk.h): each chunk's logits come from the backend's GEMM
+// (cuBLAS, bf16 operands in bf16 mode) into a scratch from the stream-ordered pool, and one
+// block per row reduces them with a fixed tree. dweight is one GEMM with beta = 1 per chunk,
+// chunk after chunk on the stream: no float atomics, the same bits every run.
+#include <math.h>
+
+#include "../ops/lm_head_chunk.h"
+#include "backend_cuda.h"
+#include "cuda_check.h"
+#include "cuda_reduce.cuh"
+
+enum { LM_THREADS = 256 };
+
+static const struct hyla_backend *backend; // the table: gemm, alloc, free
+
+static void check_shapes(const char *op, int n, int dim, int vocab) {
+    if (n < 0 || dim < 1 || vocab < 1) {
+        fprintf(stderr, "hyla: error: %s: n = %d, dim = %d, vocab = %d (need n >= 0, dim and vocab >= 1)\n", op, n,
+                dim, vocab);
+        exit(1);
+    }
+}
+
+// logits[rows, vocab] = h[r0 .. r0 + rows) weight^T
+static void chunk_logits(float *logits, const float *h, const float *weight, int r0, int rows, int dim, int vocab) {
+    backend->gemm(0, 1, rows, vocab, dim, 1.0f, h + (size_t)r0 * dim, dim, weight, dim, 0.0f, logits, vocab);
+}
+
+// lse and loss of one row per block. The row is read once: each thread keeps a running
+// maximum m and sum s of exp(x - m) over its columns, then the block combines them.
+__global__ void lm_head_lse_kernel(float *losses, float *lse, const float *logits, const int32_t *targets, int vocab,
+                                   int ignore) {
+    __shared__ float shared[LM_THREADS];
+    const float *row = logits + (size_t)blockIdx.x * vocab;
+    const int t = targets[blockIdx.x];
+    if (t == ignore) { // the whole block leaves together: no barrier is skipped
+        if (threadIdx.x == 0) losses[blockIdx.x] = 0, lse[blockIdx.x] = 0;
+        return;
+    }
+    float m = -INFINITY, s = 0;
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
+        const float x = row[j];
+        if (x > m) s = s * expf(m - x) + 1.0f, m = x; // expf(-inf) = 0 on the first column
+        else s += expf(x - m);
+    }
+    const float block_m = block_max(m, shared);
+    const float total = block_sum(m == -INFINITY ? 0.0f : s * expf(m - block_m), shared);
+    if (threadIdx.x == 0) {
+        const float l = block_m + logf(total);
+        lse[blockIdx.x] = l;
+        losses[blockIdx.x] = l - row[t];
+    }
+}
+
+// dlogits = scale (exp(logits - lse) - onehot(t)) in place, 0 on ignored rows.
+__global__ void lm_head_dlogits_kernel(float *logits, const float *lse, const int32_t *targets, int vocab, int ignore,
+                                       float scale) {
+    float *row = logits + (size_t)blockIdx.x * vocab;
+    const int t = targets[blockIdx.x];
+    if (t == ignore) {
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) row[j] = 0;
+        return;
+    }
+    const float l = lse[blockIdx.x];
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x) row[j] = scale * expf(row[j] - l) - (j == t ? scale : 0.0f);
+}
+
+// The first column of the row's maximum: each thread's first best over its columns (in
+// increasing order), then a tree that prefers the larger value, and on ties the smaller index.
+__global__ void lm_head_argmax_kernel(int32_t *out, const float *logits, int vocab) {
+    __shared__ float value[LM_THREADS];
+    __shared__ int index[LM_THREADS];
+    const float *row = logits + (size_t)blockIdx.x * vocab;
+    float best = -INFINITY;
+    int at = vocab; // none yet: loses every tie
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x)
+        if (row[j] > best || at == vocab) best = row[j], at = j;
+    value[threadIdx.x] = best, index[threadIdx.x] = at;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s /= 2) {
+        if (threadIdx.x < s) {
+            const float v = value[threadIdx.x + s];
+            const int i = index[threadIdx.x + s];
+            if (v > value[threadIdx.x] || (v == value[threadIdx.x] && i < index[threadIdx.x]))
+                value[threadIdx.x] = v, index[threadIdx.x] = i;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = index[0] < vocab ? index[0] : 0;
+}
+
+static void cuda_lm_head_ce_fwd(float *losses, float *lse, const float *h, const float *weight,
+                                const int32_t *targets, int n, int dim, int vocab, int ignore, int chunk_rows) {
+    check_shapes("lm_head_ce_fwd", n, dim, vocab);
+    if (n == 0) return;
+    const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
+    float *logits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        const int rows = n - r0 < chunk ? n - r0 : chunk;
+        chunk_logits(logits, h, weight, r0, rows, dim, vocab);
+        lm_head_lse_kernel<<<rows, LM_THREADS>>>(losses + r0, lse + r0, logits, targets + r0, vocab, ignore);
+        CUDA_LAUNCH_CHECK();
+    }
+    backend->free(logits);
+}
+
+static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const float *weight, const float *lse,
+                                const int32_t *targets, int n, int dim, int vocab, int ignore, int valid_count,
+                                float dloss, int chunk_rows) {
+    check_shapes("lm_head_ce_bwd", n, dim, vocab);
+    if (n == 0) return;
+    const float scale = valid_count ? dloss / (float)valid_count : 0.0f;
+    const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
+    float *dlogits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        const int rows = n - r0 < chunk ? n - r0 : chunk;
+        chunk_logits(dlogits, h, weight, r0, rows, dim, vocab);
+        lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits, lse + r0, targets + r0, vocab, ignore, scale);
+        CUDA_LAUNCH_CHECK();
+        backend->gemm(0, 0, rows, dim, vocab, 1.0f, dlogits, vocab, weight, dim, 0.0f, dh + (size_t)r0 * dim, dim);
+        backend->gemm(1, 0, vocab, dim, rows, 1.0f, dlogits, vocab, h + (size_t)r0 * dim, dim, 1.0f, dweight, dim);
+    }
+    backend->free(dlogits);
+}
+
+static void cuda_lm_head_argmax(int32_t *out, const float *h, const float *weight, int n, int dim, int vocab,
+                                int chunk_rows) {
+    check_shapes("lm_head_argmax", n, dim, vocab);
+    if (n == 0) return;
+    const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
+    float *logits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        const int rows = n - r0 < chunk ? n - r0 : chunk;
+        chunk_logits(logits, h, weight, r0, rows, dim, vocab);
+        lm_head_argmax_kernel<<<rows, LM_THREADS>>>(out + r0, logits, vocab);
+        CUDA_LAUNCH_CHECK();
+    }
+    backend->free(logits);
+}
+
+// Called by hyla_backend_cuda() once gemm, alloc and free are in the table.
+extern "C" void cuda_register_lm_head_ce(struct hyla_backend *t) {
+    backend = t;
+    t->lm_head_ce_fwd = cuda_lm_head_ce_fwd, t->lm_head_ce_bwd = cuda_lm_head_ce_bwd;
+    t->lm_head_argmax = cuda_lm_head_argmax;
+}
