@@ -101,6 +101,34 @@ __device__ void mma(float *C, int ldc, const bf16 *A, int lda, const bf16 *Bm, i
     }
 }
 
+// The same product handed to an epilogue instead of stored: f(row, col, value) for every
+// element of op(A) op(B), through a 16 x 16 fp32 tile per warp in `stage` (WARPS * 256
+// floats of shared memory). Saves a whole fp32 output buffer where the result goes to device
+// memory (converted, negated, clipped to the true sizes).
+template <bool TA, bool TB, typename F>
+__device__ void mma_apply(const bf16 *A, int lda, const bf16 *Bm, int ldb, int M, int N, int K, float *stage, F f) {
+    typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type la;
+    typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type lb;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tm = M / 16, tn = N / 16;
+    float *st = stage + warp * 256;
+    for (int tile = warp; tile < tm * tn; tile += WARPS) {
+        const int mi = tile / tn, ni = tile % tn;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
+        wmma::fill_fragment(prod, 0.0f);
+        for (int k = 0; k < K; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, la> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, lb> b;
+            wmma::load_matrix_sync(a, TA ? A + (size_t)k * lda + mi * 16 : A + (size_t)mi * 16 * lda + k, lda);
+            wmma::load_matrix_sync(b, TB ? Bm + (size_t)ni * 16 * ldb + k : Bm + (size_t)k * ldb + ni * 16, ldb);
+            wmma::mma_sync(prod, a, b, prod);
+        }
+        wmma::store_matrix_sync(st, prod, 16, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) f(mi * 16 + e / 16, ni * 16 + e % 16, st[e]);
+        __syncwarp();
+    }
+}
+
 // rows x cols bf16 (cols a multiple of 8) from global (row stride lds) into shared (ld ldd),
 // 16 bytes at a time through cp.async; the caller commits and waits.
 __device__ inline void copy_async_bf16(bf16 *dst, int ldd, const bf16 *src, size_t lds, int rows, int cols) {

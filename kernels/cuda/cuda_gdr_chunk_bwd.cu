@@ -18,7 +18,7 @@ __device__ inline float warp_total(float x) {
     return x;
 }
 
-constexpr size_t LOCAL_SMEM = 3 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(float) * CH * LDSF) +
+constexpr size_t LOCAL_SMEM = 3 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(float) * WARPS * 256) +
                               carve_size(sizeof(bf16) * CH * LDS) + carve_size(sizeof(float) * CH);
 
 // B2's intra-chunk part for chunk blockIdx.x of (b, h) = blockIdx.y; also dO as padded bf16.
@@ -27,10 +27,9 @@ __global__ void __launch_bounds__(THREADS) local_kernel(float *ddl, bf16 *dob, s
     extern __shared__ __align__(128) char smem[];
     smem_carver sc{smem};
     bf16 *Qr = sc.take<bf16>(CH * LDH), *Kh = sc.take<bf16>(CH * LDH), *Oh = sc.take<bf16>(CH * LDH);
-    float *Pf = sc.take<float>(CH * LDSF);
+    float *stage = sc.take<float>(WARPS * 256);
     bf16 *Ph = sc.take<bf16>(CH * LDS);
     float *gc = sc.take<float>(CH);
-    float *Of = (float *)Qr; // Qr, Kh: adjacent, dead when the product is stored
     const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
     const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
     const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
@@ -40,16 +39,12 @@ __global__ void __launch_bounds__(THREADS) local_kernel(float *ddl, bf16 *dob, s
     load_rows_bf16(Oh, LDH, dout + row0 * d.dv, (size_t)d.H * d.dv, c, d.dv, dvp);
     __syncthreads();
     for (int e = tid; e < CH * dvp; e += THREADS) dob[cb * CH * dvp + e] = Oh[(e / dvp) * LDH + e % dvp];
-    mma<false, true>(Pf, LDSF, Qr, LDH, Kh, LDH, CH, CH, dkp);
+    mma_apply<false, true>(Qr, LDH, Kh, LDH, CH, CH, dkp, stage, [&](int r, int j, float x) {
+        Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * x * expf(gc[r] - gc[j]) : 0.0f);
+    });
     __syncthreads();
-    for (int e = tid; e < CH * CH; e += THREADS) {
-        const int r = e / CH, j = e % CH;
-        Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * Pf[r * LDSF + j] * expf(gc[r] - gc[j]) : 0.0f);
-    }
-    __syncthreads();
-    mma<true, false>(Of, LDF, Ph, LDS, Oh, LDH, CH, dvp, CH);
-    __syncthreads();
-    for (int e = tid; e < CH * dvp; e += THREADS) ddl[cb * CH * dvp + e] = Of[(e / dvp) * LDF + e % dvp];
+    float *out = ddl + cb * CH * dvp;
+    mma_apply<true, false>(Ph, LDS, Oh, LDH, CH, dvp, CH, stage, [&](int r, int j, float x) { out[r * dvp + j] = x; });
 }
 
 constexpr size_t STATE_SMEM = 3 * carve_size(sizeof(bf16) * 2 * CH * LDH) + carve_size(sizeof(bf16) * 2 * CH * LDVH) +

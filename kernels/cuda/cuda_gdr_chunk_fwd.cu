@@ -35,8 +35,48 @@ void free_scratch(scratch &s) {
 namespace {
 
 constexpr size_t PREP_SMEM = 3 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(bf16) * CH * LDS) +
-                             carve_size(sizeof(float) * CH * LDSF) + carve_size(sizeof(float) * CH * LDF) +
+                             carve_size(sizeof(float) * CH * LDSF) + carve_size(sizeof(float) * WARPS * 256) +
                              5 * carve_size(sizeof(float) * CH);
+
+// F3: T = (I + A)^-1 for strictly lower A (fp32, 64 x 64, ld LDSF) into Tf, by 16 x 16 blocks:
+// the four diagonal blocks D_i = (I + A_ii)^-1 at once (one warp each, forward substitution
+// row by row), then the off-diagonal blocks by their distance from the diagonal,
+//   T_ij = -D_i sum_{j <= k < i} A_ik T_kj,
+// three rounds of small fp32 products instead of 64 dependent rows. xs: 3 * 256 floats.
+__device__ void invert_unit_lower(float *Tf, const float *Af, float *xs) {
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    if (warp < 4) {
+        const int o = warp * 16, m = lane % 16, half = lane / 16;
+        for (int i = 0; i < 16; i++) {
+            const float *ai = Af + (o + i) * LDSF + o;
+            float sum = 0.0f;
+            for (int j = m + 1 + half; j < i; j += 2) sum += ai[j] * Tf[(o + j) * LDSF + o + m];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+            if (half == 0) Tf[(o + i) * LDSF + o + m] = m < i ? -ai[m] - sum : (m == i ? 1.0f : 0.0f);
+            __syncwarp();
+        }
+    }
+    __syncthreads();
+    for (int dist = 1; dist < 4; dist++) {
+        const int blocks = 4 - dist;
+        for (int e = tid; e < blocks * 256; e += THREADS) { // X_ij = sum_k A_ik T_kj
+            const int j = e / 256, i = j + dist, r = (e % 256) / 16, cc = e % 16;
+            const float *ar = Af + (16 * i + r) * LDSF;
+            float x = 0.0f;
+            for (int k = 16 * j; k < 16 * i; k++) x += ar[k] * Tf[k * LDSF + 16 * j + cc];
+            xs[e] = x;
+        }
+        __syncthreads();
+        for (int e = tid; e < blocks * 256; e += THREADS) { // T_ij = -D_i X_ij
+            const int j = e / 256, i = j + dist, r = (e % 256) / 16, cc = e % 16;
+            const float *dr = Tf + (16 * i + r) * LDSF + 16 * i;
+            float t = 0.0f;
+            for (int m = 0; m < 16; m++) t += dr[m] * xs[j * 256 + m * 16 + cc];
+            Tf[(16 * i + r) * LDSF + 16 * j + cc] = -t;
+        }
+        __syncthreads();
+    }
+}
 
 // F1-F4 for chunk blockIdx.x of (b, h) = blockIdx.y.
 __global__ void __launch_bounds__(THREADS) prep_kernel(scratch s, const float *q, const float *k, const float *v,
@@ -45,9 +85,10 @@ __global__ void __launch_bounds__(THREADS) prep_kernel(scratch s, const float *q
     smem_carver sc{smem};
     bf16 *Kh = sc.take<bf16>(CH * LDH), *Xh = sc.take<bf16>(CH * LDH), *Vh = sc.take<bf16>(CH * LDH);
     bf16 *Th = sc.take<bf16>(CH * LDS);
-    float *Af = sc.take<float>(CH * LDSF), *Of = sc.take<float>(CH * LDF);
+    float *Af = sc.take<float>(CH * LDSF), *stage = sc.take<float>(WARPS * 256);
     float *gc = sc.take<float>(CH), *bt = sc.take<float>(CH), *eg = sc.take<float>(CH), *el = sc.take<float>(CH);
     float *fk = sc.take<float>(CH);
+    float *Tf = (float *)Kh; // K is dead once K K^T is formed (same size: 64 x 136 bf16 = 64 x 68 fp32)
     const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
     const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
     const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
@@ -89,43 +130,20 @@ __global__ void __launch_bounds__(THREADS) prep_kernel(scratch s, const float *q
         *a = j < r ? bt[r] * *a * expf(gc[r] - gc[j]) : 0.0f;
     }
     __syncthreads();
-    // F3: forward substitution, row by row: (T - I)_i = -A_i - sum_{j<i} A_ij (T - I)_j, in
-    // place (rows above i already hold T). Four threads share a column m, splitting the sum
-    // over j by j mod 4; the shuffle adds their parts in a fixed order.
-    {
-        const int m = tid / 4, part = tid % 4;
-        for (int i = 1; i < CH; i++) {
-            const float *ai = Af + i * LDSF;
-            float sum = 0.0f;
-            if (m < i)
-                for (int j = m + 1 + part; j < i; j += 4) sum += ai[j] * Af[j * LDSF + m];
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-            __syncthreads(); // row i's A read by everyone before it becomes T
-            if (part == 0 && m < i) Af[i * LDSF + m] = -Af[i * LDSF + m] - sum;
-            __syncthreads();
-        }
-    }
+    invert_unit_lower(Tf, Af, stage);
     for (int e = tid; e < CH * CH; e += THREADS) {
         const int r = e / CH, j = e % CH;
-        const bf16 x = __float2bfloat16(j < r ? Af[r * LDSF + j] : (j == r ? 1.0f : 0.0f));
+        const bf16 x = __float2bfloat16(j <= r ? Tf[r * LDSF + j] : 0.0f);
         Th[r * LDS + j] = x;
         if (s.t) s.t[cb * CH * CH + e] = x;
     }
     __syncthreads();
-    mma<false, false>(Of, LDF, Th, LDS, Xh, LDH, CH, dkp, CH); // W = T diag(beta e^gam) K
-    __syncthreads();
-    for (int e = tid; e < CH * dkp; e += THREADS) {
-        const int r = e / dkp, i = e % dkp;
-        s.wn[cb * CH * dkp + e] = __float2bfloat16(-Of[r * LDF + i]);
-    }
-    __syncthreads();
-    mma<false, false>(Of, LDF, Th, LDS, Vh, LDH, CH, dvp, CH); // U = T diag(beta) V
-    __syncthreads();
-    for (int e = tid; e < CH * dvp; e += THREADS) {
-        const int r = e / dvp, j = e % dvp;
-        s.u[cb * CH * dvp + e] = Of[r * LDF + j];
-    }
+    bf16 *wn = s.wn + cb * CH * dkp;
+    float *u = s.u + cb * CH * dvp;
+    // W = T diag(beta e^gam) K, stored negated; U = T diag(beta) V
+    mma_apply<false, false>(Th, LDS, Xh, LDH, CH, dkp, CH, stage,
+                            [&](int r, int i, float x) { wn[r * dkp + i] = __float2bfloat16(-x); });
+    mma_apply<false, false>(Th, LDS, Vh, LDH, CH, dvp, CH, stage, [&](int r, int j, float x) { u[r * dvp + j] = x; });
 }
 
 constexpr size_t STATE_SMEM = 2 * carve_size(sizeof(bf16) * 2 * CH * LDH) + carve_size(sizeof(float) * 2 * CH * LDVF) +
@@ -193,7 +211,7 @@ __global__ void __launch_bounds__(THREADS) state_fwd_kernel(scratch s, float *fi
 }
 
 constexpr size_t OUT_SMEM = 4 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(bf16) * DMAX * LDH) +
-                            carve_size(sizeof(float) * CH * LDSF) + carve_size(sizeof(bf16) * CH * LDS) +
+                            carve_size(sizeof(float) * WARPS * 256) + carve_size(sizeof(bf16) * CH * LDS) +
                             carve_size(sizeof(float) * CH);
 
 // F6 for chunk blockIdx.x of (b, h) = blockIdx.y.
@@ -202,7 +220,7 @@ __global__ void __launch_bounds__(THREADS) out_kernel(float *o, scratch s, const
     smem_carver sc{smem};
     bf16 *Qr = sc.take<bf16>(CH * LDH), *Kh = sc.take<bf16>(CH * LDH); // adjacent: O reuses them
     bf16 *Qs = sc.take<bf16>(CH * LDH), *Dh = sc.take<bf16>(CH * LDH), *Sh = sc.take<bf16>(DMAX * LDH);
-    float *Pf = sc.take<float>(CH * LDSF);
+    float *stage = sc.take<float>(WARPS * 256);
     bf16 *Ph = sc.take<bf16>(CH * LDS);
     float *gc = sc.take<float>(CH);
     float *Of = (float *)Qr;
@@ -218,12 +236,9 @@ __global__ void __launch_bounds__(THREADS) out_kernel(float *o, scratch s, const
     load_rows_bf16(Kh, LDH, k + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
     __pipeline_wait_prior(0);
     __syncthreads();
-    mma<false, true>(Pf, LDSF, Qr, LDH, Kh, LDH, CH, CH, dkp);
-    __syncthreads();
-    for (int e = tid; e < CH * CH; e += THREADS) { // scale (Q K^T ⊙ E), causal with the diagonal
-        const int r = e / CH, j = e % CH;
-        Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * Pf[r * LDSF + j] * expf(gc[r] - gc[j]) : 0.0f);
-    }
+    mma_apply<false, true>(Qr, LDH, Kh, LDH, CH, CH, dkp, stage, [&](int r, int j, float x) {
+        Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * x * expf(gc[r] - gc[j]) : 0.0f); // scale (Q K^T ⊙ E), causal
+    });
     __syncthreads();
     mma<false, false>(Of, LDF, Qs, LDH, Sh, LDH, CH, dvp, dkp);
     __syncthreads();
