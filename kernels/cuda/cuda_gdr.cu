@@ -11,8 +11,8 @@
 // The backward pass runs in reverse over the stored states (the forward is recomputed with
 // `states` kept, layout [B*H, L, dv, dk] so that a warp's loads are coalesced). Its column
 // sums — dq, dk, dbeta, dg add up over all value columns — are written per column block and
-// added in a fixed order by a second kernel: deterministic, no atomics. `gdr_chunk_*` on the
-// GPU run this recurrence too; the chunked tensor-core form of §3.4-3.5 is still to come.
+// added in a fixed order by a second kernel: deterministic, no atomics. `gdr_chunk_*` run this
+// recurrence in fp32 mode; in bf16 mode, the chunked tensor-core form (cuda_gdr_chunk_*.cu).
 #include "backend_cuda.h"
 #include "cuda_check.h"
 
@@ -372,7 +372,38 @@ void cuda_gdr_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, floa
 
 } // namespace
 
+// The chunked form on the tensor cores (cuda_gdr_chunk_*.cu): bf16 operands, so bf16 mode only.
+void cuda_gdr_chunk_fwd_bf16(float *o, float *final_state, const float *q, const float *k, const float *v,
+                             const float *beta, const float *g, const float *S0, float scale, int B, int L, int H,
+                             int dk, int dv);
+void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
+                             const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
+                             const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd);
+
+namespace {
+
+// gdr_chunk_*: the chunked tensor-core kernels in bf16 mode for head dims up to 128; the fp32
+// recurrence otherwise (fp32 mode keeps its 1e-5 agreement with the CPU).
+bool use_chunked(int dk, int dv) { return cuda_matmul_bf16() && dk <= 128 && dv <= 128; }
+
+void gdr_chunk_fwd(float *o, float *final_state, const float *q, const float *k, const float *v, const float *beta,
+                   const float *g, const float *S0, float scale, int B, int L, int H, int dk, int dv) {
+    if (use_chunked(dk, dv)) cuda_gdr_chunk_fwd_bf16(o, final_state, q, k, v, beta, g, S0, scale, B, L, H, dk, dv);
+    else cuda_gdr_fwd(o, final_state, q, k, v, beta, g, S0, scale, B, L, H, dk, dv);
+}
+
+void gdr_chunk_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
+                   const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
+                   const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd) {
+    if (use_chunked(dkd, dvd))
+        cuda_gdr_chunk_bwd_bf16(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd,
+                                dvd);
+    else cuda_gdr_bwd(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd, dvd);
+}
+
+} // namespace
+
 extern "C" void cuda_register_gdr(struct hyla_backend *t) {
     t->gdr_recurrent_fwd = cuda_gdr_fwd, t->gdr_recurrent_bwd = cuda_gdr_bwd;
-    t->gdr_chunk_fwd = cuda_gdr_fwd, t->gdr_chunk_bwd = cuda_gdr_bwd; // same function; see the header comment
+    t->gdr_chunk_fwd = gdr_chunk_fwd, t->gdr_chunk_bwd = gdr_chunk_bwd;
 }

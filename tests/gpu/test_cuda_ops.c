@@ -444,6 +444,57 @@ static void test_gdr(int B, int L, int H, int dk, int dv) {
     free_pairs(all, 16);
 }
 
+/* bf16 mode: gdr_chunk_* run the chunked tensor-core kernels (cuda_gdr_chunk_*.cu); against
+ * the fp32 CPU twin within 1e-2, and a second run bit-identical to the first. with_states = 0
+ * passes NULL initial/final states and state gradients (as the model does). */
+static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) {
+    const size_t nq = (size_t)B * L * H * dk, nv = (size_t)B * L * H * dv, ng = (size_t)B * L * H;
+    const size_t ns = (size_t)B * H * dk * dv;
+    struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nq, -1, 1), v = rand_pair(nv, -1, 1);
+    for (size_t r = 0; r < ng; r++) {
+        double sq = 0, sk = 0;
+        for (int i = 0; i < dk; i++) sq += q.h[r * dk + i] * q.h[r * dk + i], sk += k.h[r * dk + i] * k.h[r * dk + i];
+        for (int i = 0; i < dk; i++) q.h[r * dk + i] /= (float)sqrt(sq), k.h[r * dk + i] /= (float)sqrt(sk);
+    }
+    gpu->to_device(q.d, q.h, nq * 4), gpu->to_device(k.d, k.h, nq * 4);
+    struct pair beta = rand_pair(ng, 0.1f, 0.9f), g = rand_pair(ng, -0.5f, -0.01f), S0 = rand_pair(ns, -0.5f, 0.5f);
+    struct pair o = zero_pair(nv), S = zero_pair(ns), dO = rand_pair(nv, -1, 1), dS = rand_pair(ns, -1, 1);
+    struct pair dq = zero_pair(nq), dkk = zero_pair(nq), dvv = zero_pair(nv), db = zero_pair(ng), dg = zero_pair(ng);
+    struct pair dS0 = zero_pair(ns);
+    const float scale = 1.0f / sqrtf((float)dk);
+    const float *s0h = with_states ? S0.h : NULL, *s0d = with_states ? S0.d : NULL;
+    const float *dsh = with_states ? dS.h : NULL, *dsd = with_states ? dS.d : NULL;
+    cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, s0h, scale, B, L, H, dk, dv);
+    cpu_f32_gdr_chunk_bwd(dq.h, dkk.h, dvv.h, db.h, dg.h, dS0.h, dO.h, dsh, q.h, k.h, v.h, beta.h, g.h, s0h, scale, B, L,
+                          H, dk, dv);
+    struct pair outs[] = {o, S, dq, dkk, dvv, db, dg, dS0};
+    const char *names[] = {"o", "final state", "dq", "dk", "dv", "dbeta", "dg", "dinitial_state"};
+    float *first[8];
+    gpu->set_matmul_precision(1);
+    for (int run = 0; run < 2; run++) {
+        gpu->gdr_chunk_fwd(o.d, S.d, q.d, k.d, v.d, beta.d, g.d, s0d, scale, B, L, H, dk, dv);
+        gpu->gdr_chunk_bwd(dq.d, dkk.d, dvv.d, db.d, dg.d, dS0.d, dO.d, dsd, q.d, k.d, v.d, beta.d, g.d, s0d, scale, B,
+                           L, H, dk, dv);
+        for (int i = 0; i < 8; i++) {
+            char label[160];
+            if (run == 0) {
+                first[i] = back(outs[i].d, outs[i].n);
+                snprintf(label, sizeof label, "gated delta rule in bf16 (chunked) B=%d L=%d H=%d dk=%d dv=%d%s: %s", B, L,
+                         H, dk, dv, with_states ? " with states" : "", names[i]);
+                check_le(label, rel_err_f32(first[i], outs[i].h, outs[i].n), 1e-2);
+            } else {
+                float *again = back(outs[i].d, outs[i].n);
+                snprintf(label, sizeof label, "gated delta rule in bf16: %s bit-identical on a second run", names[i]);
+                check_bitwise_equal(label, first[i], again, outs[i].n * sizeof(float));
+                free(again), free(first[i]);
+            }
+        }
+    }
+    gpu->set_matmul_precision(0);
+    struct pair all[] = {q, k, v, beta, g, S0, o, S, dO, dS, dq, dkk, dvv, db, dg, dS0};
+    free_pairs(all, 16);
+}
+
 static void test_nsa(int B, int L, int Hq, int Hkv, int d, int block, int n_select, int window) {
     const struct hyla_nsa_shape shape = {.q_heads = Hq, .kv_heads = Hkv, .head_dim = d, .block_size = block,
                                          .n_select = n_select, .window = window, .scale = 1.0 / sqrt((double)d)};
@@ -650,6 +701,13 @@ int main(int argc, char **argv) {
     if (want("gdr")) test_gdr(1, 70, 2, 64, 64);
     if (want("gdr")) test_gdr(1, 130, 3, 128, 128);
     if (want("gdr")) test_gdr(2, 45, 1, 40, 24);
+    /* bf16: the chunked tensor-core kernels, lengths off the 64-token chunks */
+    if (want("gdr")) test_gdr_bf16(2, 37, 2, 16, 8, 1);
+    if (want("gdr")) test_gdr_bf16(1, 130, 3, 40, 24, 1);
+    if (want("gdr")) test_gdr_bf16(2, 200, 2, 64, 64, 0);
+    if (want("gdr")) test_gdr_bf16(1, 300, 2, 128, 128, 1);
+    if (want("gdr")) test_gdr_bf16(1, 64, 1, 128, 128, 0);
+    if (want("gdr")) test_gdr_bf16(2, 1000, 2, 128, 128, 1);
     if (want("nsa")) test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
     if (want("nsa")) test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
     if (want("convert")) test_bf16_convert(1000);

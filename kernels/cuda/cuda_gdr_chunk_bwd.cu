@@ -1,0 +1,387 @@
+// CUDA: the chunked gated delta rule, backward pass (MODEL.md §3.5, B1-B6; the CPU twin's
+// bwd_* functions, step for step). Launches:
+//   prep + state (the forward's, B1)   T, -W, U, Ke, Qs, gam; Delta and the states H_n
+//   local  (one block per chunk)       ddl = scale (Q K^T ⊙ E)^T dO, and dO in bf16
+//   state  (one block per (b, h, 32 value columns), in reverse over the chunks)
+//                                      ddelta = ddl + Ke G, G <- e^{gam_last} G + Qs^T dO - W^T ddelta
+//   grads  (one block per chunk)       dq, dk, dv, dbeta, dg from H_n, G (at the chunk's end), ddelta
+// Only one state and one state gradient per chunk are kept; every sum has a fixed order.
+#include "backend_cuda.h"
+#include "cuda_gdr_chunk.cuh"
+
+namespace gdrc {
+namespace {
+
+// Sum over a warp in a fixed order (every lane gets the total).
+__device__ inline float warp_total(float x) {
+    for (int off = 16; off > 0; off /= 2) x += __shfl_xor_sync(0xffffffffu, x, off);
+    return x;
+}
+
+constexpr size_t LOCAL_SMEM = 3 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(float) * WARPS * 256) +
+                              carve_size(sizeof(bf16) * CH * LDS) + carve_size(sizeof(float) * CH);
+
+// B2's intra-chunk part for chunk blockIdx.x of (b, h) = blockIdx.y; also dO as padded bf16.
+__global__ void __launch_bounds__(THREADS) local_kernel(float *ddl, bf16 *dob, scratch s, const float *q,
+                                                        const float *k, const float *dout, dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Qr = sc.take<bf16>(CH * LDH), *Kh = sc.take<bf16>(CH * LDH), *Oh = sc.take<bf16>(CH * LDH);
+    float *stage = sc.take<float>(WARPS * 256);
+    bf16 *Ph = sc.take<bf16>(CH * LDS);
+    float *gc = sc.take<float>(CH);
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    if (tid < CH) gc[tid] = s.gcum[cb * CH + tid];
+    load_rows_bf16(Qr, LDH, q + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
+    load_rows_bf16(Kh, LDH, k + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
+    load_rows_bf16(Oh, LDH, dout + row0 * d.dv, (size_t)d.H * d.dv, c, d.dv, dvp);
+    __syncthreads();
+    for (int e = tid; e < CH * dvp; e += THREADS) dob[cb * CH * dvp + e] = Oh[(e / dvp) * LDH + e % dvp];
+    mma_apply<false, true>(Qr, LDH, Kh, LDH, CH, CH, dkp, stage, [&](int r, int j, float x) {
+        Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * x * expf(gc[r] - gc[j]) : 0.0f);
+    });
+    __syncthreads();
+    float *out = ddl + cb * CH * dvp;
+    mma_apply<true, false>(Ph, LDS, Oh, LDH, CH, dvp, CH, stage, [&](int r, int j, float x) { out[r * dvp + j] = x; });
+}
+
+constexpr size_t STATE_SMEM = 3 * carve_size(sizeof(bf16) * 2 * CH * LDH) + carve_size(sizeof(bf16) * 2 * CH * LDVH) +
+                              carve_size(sizeof(float) * 2 * CH * LDVF) + carve_size(sizeof(float) * DMAX * LDVF) +
+                              carve_size(sizeof(bf16) * DMAX * LDVH) + carve_size(sizeof(bf16) * CH * LDVH);
+
+// B2-B3 for (b, h) = blockIdx.x, value columns j0 = 32 blockIdx.y onwards, chunks in reverse:
+// writes G_end (the gradient of the state after each chunk) and ddelta.
+__global__ void __launch_bounds__(THREADS) state_bwd_kernel(bf16 *gend, bf16 *dd, float *dS0, scratch s,
+                                                            const bf16 *dob, const float *ddl, const float *dS_final,
+                                                            dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    // double buffers, indexed by chunk parity through arithmetic (a pointer array would live in local memory)
+    bf16 *Ke0 = sc.take<bf16>(2 * CH * LDH), *Wn0 = sc.take<bf16>(2 * CH * LDH), *Qs0 = sc.take<bf16>(2 * CH * LDH);
+    bf16 *Ob0 = sc.take<bf16>(2 * CH * LDVH);
+    float *Db0 = sc.take<float>(2 * CH * LDVF);
+    auto Ke = [&](int x) { return Ke0 + x * CH * LDH; };
+    auto Wn = [&](int x) { return Wn0 + x * CH * LDH; };
+    auto Qs = [&](int x) { return Qs0 + x * CH * LDH; };
+    auto Ob = [&](int x) { return Ob0 + x * CH * LDVH; };
+    auto Db = [&](int x) { return Db0 + x * CH * LDVF; };
+    float *G = sc.take<float>(DMAX * LDVF);
+    bf16 *Gh = sc.take<bf16>(DMAX * LDVH), *Dh = sc.take<bf16>(CH * LDVH);
+    const int bh = blockIdx.x, j0 = blockIdx.y * BV, tid = threadIdx.x, dkp = d.dkp, dvp = d.dvp;
+    const size_t s_size = (size_t)d.dk * d.dv;
+    for (int e = tid; e < dkp * BV; e += THREADS) {
+        const int i = e / BV, j = e % BV;
+        const float x = (dS_final && i < d.dk && j0 + j < d.dv) ? dS_final[bh * s_size + (size_t)i * d.dv + j0 + j] : 0.0f;
+        G[i * LDVF + j] = x;
+        Gh[i * LDVH + j] = __float2bfloat16(x);
+    }
+    auto fetch = [&](int n, int x) {
+        const size_t cb = (size_t)bh * d.nt + n;
+        copy_async_bf16(Ke(x), LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16(Wn(x), LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16(Qs(x), LDH, s.qs + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16(Ob(x), LDVH, dob + cb * CH * dvp + j0, dvp, CH, BV);
+        copy_async_f32(Db(x), LDVF, ddl + cb * CH * dvp + j0, dvp, CH, BV);
+        __pipeline_commit();
+    };
+    fetch(d.nt - 1, 0);
+    for (int n = d.nt - 1; n >= 0; n--) {
+        const int x = (d.nt - 1 - n) & 1;
+        const size_t cb = (size_t)bh * d.nt + n;
+        __pipeline_wait_prior(0);
+        __syncthreads(); // chunk n's operands and Gh in place; buffer x^1 free
+        if (n > 0) fetch(n - 1, x ^ 1);
+        for (int e = tid; e < dkp * BV; e += THREADS) {
+            const int i = e / BV, j = e % BV;
+            gend[cb * dkp * dvp + (size_t)i * dvp + j0 + j] = Gh[i * LDVH + j];
+        }
+        mma<false, false>(Db(x), LDVF, Ke(x), LDH, Gh, LDVH, CH, BV, dkp, 1.0f, true); // ddelta = ddl + Ke G
+        __syncthreads();
+        const float a = expf(s.gcum[cb * CH + CH - 1]);
+        for (int e = tid; e < CH * BV; e += THREADS) {
+            const int r = e / BV, j = e % BV;
+            const bf16 x16 = __float2bfloat16(Db(x)[r * LDVF + j]);
+            Dh[r * LDVH + j] = x16;
+            dd[cb * CH * dvp + (size_t)r * dvp + j0 + j] = x16;
+        }
+        for (int e = tid; e < dkp * BV; e += THREADS) G[(e / BV) * LDVF + e % BV] *= a;
+        __syncthreads();
+        mma<true, false>(G, LDVF, Qs(x), LDH, Ob(x), LDVH, dkp, BV, CH, 1.0f, true); // + scale (e^gam Q)^T dO
+        __syncthreads();
+        mma<true, false>(G, LDVF, Wn(x), LDH, Dh, LDVH, dkp, BV, CH, 1.0f, true); // - W^T ddelta
+        __syncthreads();
+        for (int e = tid; e < dkp * BV; e += THREADS) Gh[(e / BV) * LDVH + e % BV] = __float2bfloat16(G[(e / BV) * LDVF + e % BV]);
+    }
+    if (dS0)
+        for (int e = tid; e < dkp * BV; e += THREADS) {
+            const int i = e / BV, j = e % BV;
+            if (i < d.dk && j0 + j < d.dv) dS0[bh * s_size + (size_t)i * d.dv + j0 + j] = G[i * LDVF + j];
+        }
+}
+
+constexpr size_t H64 = carve_size(sizeof(bf16) * CH * LDH), F64 = carve_size(sizeof(float) * CH * LDF);
+constexpr size_t GRADS_SMEM = 4 * H64 + carve_size(sizeof(bf16) * DMAX * LDH) + 2 * carve_size(sizeof(float) * CH * LDSF) +
+                              carve_size(sizeof(bf16) * CH * LDS) + 2 * F64 + 12 * carve_size(sizeof(float) * CH);
+static_assert(carve_size(sizeof(float) * CH * LDSF) >= H64, "a 64 x 64 fp32 buffer holds a 64 x 128 bf16 one");
+static_assert(carve_size(sizeof(bf16) * DMAX * LDH) >= F64, "the state buffer holds a 64 x 128 fp32 one");
+
+// B4-B6 for chunk blockIdx.x of (b, h) = blockIdx.y. Buffers are reused as values die (see
+// the comments at each step); one row per warp where a row sum is needed.
+__global__ void __launch_bounds__(THREADS) grads_kernel(float *dq, float *dk, float *dv, float *dbeta, float *dg,
+                                                        scratch s, const bf16 *dob, const bf16 *gend, const bf16 *dd,
+                                                        const float *q, const float *k, const float *v,
+                                                        const float *beta, dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Qh = sc.take<bf16>(CH * LDH), *Kh = sc.take<bf16>(CH * LDH), *Ob = sc.take<bf16>(CH * LDH);
+    bf16 *Dh = sc.take<bf16>(CH * LDH), *SG = sc.take<bf16>(DMAX * LDH);
+    float *FS1 = sc.take<float>(CH * LDSF), *FS2 = sc.take<float>(CH * LDSF);
+    bf16 *HS = sc.take<bf16>(CH * LDS);
+    float *F1 = sc.take<float>(CH * LDF), *F2 = sc.take<float>(CH * LDF);
+    float *gc = sc.take<float>(CH), *eg = sc.take<float>(CH), *el = sc.take<float>(CH), *bt = sc.take<float>(CH);
+    float *fb = sc.take<float>(CH), *dgam = sc.take<float>(CH), *dbs = sc.take<float>(CH);
+    float *ra = sc.take<float>(CH), *rb = sc.take<float>(CH), *rc = sc.take<float>(CH), *kd = sc.take<float>(CH);
+    float *red = sc.take<float>(CH);
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int lane = tid % 32, warp = tid / 32;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    const size_t sk = (size_t)d.H * d.dk, sv = (size_t)d.H * d.dv;
+    const float *qc = q + row0 * d.dk, *kc = k + row0 * d.dk, *vc = v + row0 * d.dv;
+    const float scale = d.scale;
+    copy_async_bf16(Ob, LDH, dob + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(Dh, LDH, s.delta + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(SG, LDH, s.states + cb * dkp * dvp, dvp, dkp, dvp); // H_n
+    __pipeline_commit();
+    if (tid < CH) {
+        gc[tid] = s.gcum[cb * CH + tid];
+        eg[tid] = expf(gc[tid]);
+        bt[tid] = tid < c ? beta[row0 + (size_t)tid * d.H] : 0.0f;
+        fb[tid] = bt[tid] * eg[tid];
+        dgam[tid] = 0.0f;
+    }
+    __syncthreads();
+    if (tid < CH) el[tid] = expf(gc[CH - 1] - gc[tid]);
+    load_rows_bf16(Qh, LDH, qc, sk, c, d.dk, dkp);
+    load_rows_bf16(Kh, LDH, kc, sk, c, d.dk, dkp);
+    // <H_n, G_end> for dgam_last, straight from device memory in a fixed order
+    {
+        const bf16 *hs = s.states + cb * dkp * dvp, *gs = gend + cb * dkp * dvp;
+        float part = 0.0f;
+        for (int e = tid; e < dkp * dvp; e += THREADS) part += __bfloat162float(hs[e]) * __bfloat162float(gs[e]);
+        part = warp_total(part);
+        if (lane == 0) red[warp] = part;
+    }
+    copy_async_wait();
+    __syncthreads();
+
+    // (a) P = dO Delta^T, Q K^T; Z = scale P ⊙ (Q K^T ⊙ E) gives dgam's intra-chunk terms
+    mma<false, true>(FS1, LDSF, Ob, LDH, Dh, LDH, CH, CH, dvp);
+    mma<false, true>(FS2, LDSF, Qh, LDH, Kh, LDH, CH, CH, dkp);
+    __syncthreads();
+    for (int e = tid; e < CH * CH; e += THREADS) {
+        const int r = e / CH, j = e % CH;
+        const float E = j <= r ? expf(gc[r] - gc[j]) : 0.0f, p = FS1[r * LDSF + j];
+        FS2[r * LDSF + j] = scale * p * FS2[r * LDSF + j] * E;
+        HS[r * LDS + j] = __float2bfloat16(p * E); // Pm = P ⊙ E, causal
+    }
+    __syncthreads();
+    if (tid < CH) { // row sums of Z
+        float x = 0.0f;
+        for (int j = 0; j <= tid; j++) x += FS2[tid * LDSF + j];
+        ra[tid] = x;
+    } else if (tid < 2 * CH) { // column sums
+        const int j = tid - CH;
+        float x = 0.0f;
+        for (int r = j; r < CH; r++) x += FS2[r * LDSF + j];
+        rb[j] = x;
+    }
+    // (b) doh = dO H_n^T (F2), then dq = scale (Pm K + diag(e^gam) doh)
+    mma<false, true>(F2, LDF, Ob, LDH, SG, LDH, CH, dkp, dvp);
+    __syncthreads();
+    if (tid < CH) dgam[tid] = ra[tid] - rb[tid];
+    for (int r = warp; r < CH; r += WARPS) {
+        float part = 0.0f;
+        for (int i = lane; i < dkp; i += 32) {
+            const float x = F2[r * LDF + i];
+            if (r < c && i < d.dk) part += x * qc[(size_t)r * sk + i];
+            F2[r * LDF + i] = eg[r] * x;
+        }
+        part = warp_total(part);
+        if (lane == 0) rc[r] = scale * eg[r] * part;
+    }
+    __syncthreads();
+    if (tid < CH) dgam[tid] += rc[tid];
+    mma<false, false>(F2, LDF, HS, LDS, Kh, LDH, CH, dkp, CH, 1.0f, true);
+    mma<true, false>(F1, LDF, HS, LDS, Qh, LDH, CH, dkp, CH, scale); // (c) dk = scale Pm^T Q + ...
+    __syncthreads();
+    for (int e = tid; e < c * d.dk; e += THREADS) {
+        const int r = e / d.dk, i = e % d.dk;
+        dq[(row0 + (size_t)r * d.H) * d.dk + i] = scale * F2[r * LDF + i];
+    }
+    // (d) dW = -ddelta H_n^T, as bf16 in FS1's place (P is dead); ddelta replaces dO
+    copy_async_bf16(Ob, LDH, dd + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_wait();
+    __syncthreads();
+    bf16 *dWh = (bf16 *)FS1, *ddh = Ob;
+    mma<false, true>(F2, LDF, ddh, LDH, SG, LDH, CH, dkp, dvp);
+    __syncthreads();
+    for (int e = tid; e < CH * dkp; e += THREADS) {
+        const int r = e / dkp, i = e % dkp;
+        dWh[r * LDH + i] = __float2bfloat16(-F2[r * LDF + i]);
+    }
+    // (e) G_end replaces H_n; dkh = diag(e^{gam_last - gam}) Delta G^T
+    copy_async_bf16(SG, LDH, gend + cb * dkp * dvp, dvp, dkp, dvp);
+    copy_async_wait();
+    __syncthreads();
+    mma<false, true>(F2, LDF, Dh, LDH, SG, LDH, CH, dkp, dvp);
+    __syncthreads();
+    for (int r = warp; r < CH; r += WARPS) {
+        float part = 0.0f;
+        for (int i = lane; i < dkp; i += 32) {
+            const float x = el[r] * F2[r * LDF + i];
+            if (r < c && i < d.dk) part += x * kc[(size_t)r * sk + i];
+            F1[r * LDF + i] += x;
+        }
+        part = warp_total(part);
+        if (lane == 0) kd[r] = part;
+    }
+    __syncthreads();
+    if (tid < CH) dgam[tid] -= kd[tid];
+    // (f) through W = T Kb, U = T Vb: T^T dW, T^T ddelta. T replaces Pm, -W replaces Q, U
+    // (as bf16) replaces Delta; T^T ddelta goes where G was.
+    copy_async_bf16(HS, LDS, s.t + cb * CH * CH, CH, CH, CH);
+    copy_async_bf16(Qh, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+    __pipeline_commit();
+    for (int e = tid; e < CH * dvp; e += THREADS) {
+        const int r = e / dvp, j = e % dvp;
+        Dh[r * LDH + j] = __float2bfloat16(s.u[cb * CH * dvp + e]);
+    }
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    float *tdu = (float *)SG;
+    mma<true, false>(F2, LDF, HS, LDS, dWh, LDH, CH, dkp, CH);
+    mma<true, false>(tdu, LDF, HS, LDS, ddh, LDH, CH, dvp, CH);
+    __syncthreads();
+    bf16 *tdwh = (bf16 *)FS2, *tduh = (bf16 *)FS1; // Z and dW are dead
+    for (int r = warp; r < CH; r += WARPS) {
+        float kt = 0.0f, vt = 0.0f;
+        for (int i = lane; i < dkp; i += 32) {
+            const float x = F2[r * LDF + i];
+            if (r < c && i < d.dk) kt += x * kc[(size_t)r * sk + i];
+            F1[r * LDF + i] += fb[r] * x;
+            tdwh[r * LDH + i] = __float2bfloat16(x);
+        }
+        for (int j = lane; j < dvp; j += 32) {
+            const float x = tdu[r * LDF + j];
+            if (r < c && j < d.dv) {
+                vt += x * vc[(size_t)r * sv + j];
+                dv[(row0 + (size_t)r * d.H) * d.dv + j] = bt[r] * x;
+            }
+            tduh[r * LDH + j] = __float2bfloat16(-x);
+        }
+        kt = warp_total(kt), vt = warp_total(vt);
+        if (lane == 0) dbs[r] = eg[r] * kt + vt, ra[r] = fb[r] * kt;
+    }
+    __syncthreads();
+    if (tid < CH) dgam[tid] += ra[tid];
+    // (g) dA = (T^T dW) (-W)^T + (-T^T ddelta) U^T (F2 as 64 x 64); K K^T where G was
+    float *dA = F2, *kk = (float *)SG;
+    bf16 *dMh = (bf16 *)((char *)SG + carve_size(sizeof(float) * CH * LDSF));
+    mma<false, true>(dA, LDSF, tdwh, LDH, Qh, LDH, CH, CH, dkp);
+    mma<false, true>(kk, LDSF, Kh, LDH, Kh, LDH, CH, CH, dkp);
+    __syncthreads();
+    mma<false, true>(dA, LDSF, tduh, LDH, Dh, LDH, CH, CH, dvp, 1.0f, true);
+    __syncthreads();
+    // (h) dM = strict_lower(dA ⊙ E); y = dM ⊙ K K^T gives dbeta and dgam; beta K replaces ddelta
+    for (int e = tid; e < CH * CH; e += THREADS) {
+        const int r = e / CH, j = e % CH;
+        const float dm = j < r ? dA[r * LDSF + j] * expf(gc[r] - gc[j]) : 0.0f;
+        dA[r * LDSF + j] = dm * kk[r * LDSF + j];
+        HS[r * LDS + j] = __float2bfloat16(bt[r] * dm); // diag(beta) dM
+        dMh[r * LDS + j] = __float2bfloat16(dm);
+    }
+    load_rows_bf16(Ob, LDH, kc, sk, c, d.dk, dkp, bt);
+    __syncthreads();
+    if (tid < CH) {
+        float x = 0.0f;
+        for (int j = 0; j < tid; j++) x += dA[tid * LDSF + j];
+        ra[tid] = x;
+    } else if (tid < 2 * CH) {
+        const int j = tid - CH;
+        float x = 0.0f;
+        for (int r = j + 1; r < CH; r++) x += bt[r] * dA[r * LDSF + j];
+        rb[j] = x;
+    }
+    // (i) dk += diag(beta) dM K + dM^T diag(beta) K
+    mma<false, false>(F1, LDF, HS, LDS, Kh, LDH, CH, dkp, CH, 1.0f, true);
+    __syncthreads();
+    mma<true, false>(F1, LDF, dMh, LDS, Ob, LDH, CH, dkp, CH, 1.0f, true);
+    if (tid < CH) dbs[tid] += ra[tid], dgam[tid] += bt[tid] * ra[tid] - rb[tid];
+    __syncthreads();
+    for (int e = tid; e < c * d.dk; e += THREADS) {
+        const int r = e / d.dk, i = e % d.dk;
+        dk[(row0 + (size_t)r * d.H) * d.dk + i] = F1[r * LDF + i];
+    }
+    if (tid < c) dbeta[row0 + (size_t)tid * d.H] = dbs[tid];
+    if (tid == 0) { // B4's last-row terms, then B6: dg = reverse cumsum of dgam
+        float hg = 0.0f, kdkh = 0.0f;
+        for (int w = 0; w < WARPS; w++) hg += red[w];
+        for (int r = 0; r < c; r++) kdkh += kd[r];
+        dgam[c - 1] += eg[c - 1] * hg + kdkh;
+        float acc = 0.0f;
+        for (int r = c - 1; r >= 0; r--) dg[row0 + (size_t)r * d.H] = acc += dgam[r];
+    }
+}
+
+template <typename K> void allow_smem(K kernel, size_t bytes) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+} // namespace
+} // namespace gdrc
+
+// The backend's gdr_chunk_bwd in bf16 mode (dk, dv <= 128; cuda_gdr.cu chooses).
+void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
+                             const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
+                             const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd) {
+    using namespace gdrc;
+    if (B * H == 0) return;
+    const size_t s_bytes = sizeof(float) * B * H * dkd * dvd;
+    if (L == 0) { // no tokens: the state's gradient passes through
+        if (dS0) {
+            if (dS_final) CUDA_CHECK(cudaMemcpyAsync(dS0, dS_final, s_bytes, cudaMemcpyDeviceToDevice, 0));
+            else CUDA_CHECK(cudaMemsetAsync(dS0, 0, s_bytes, 0));
+        }
+        return;
+    }
+    const dims d = make_dims(B, L, H, dkd, dvd, scale);
+    static bool ready = false;
+    if (!ready) {
+        allow_smem(local_kernel, LOCAL_SMEM), allow_smem(state_bwd_kernel, STATE_SMEM);
+        allow_smem(grads_kernel, GRADS_SMEM), ready = true;
+    }
+    scratch s = alloc_scratch(d, true); // B1: the forward again, keeping T
+    launch_prep(s, q, k, v, beta, g, d);
+    launch_state_fwd(s, NULL, S0, d);
+    const size_t nc = (size_t)B * H * d.nt, cv = nc * CH * d.dvp;
+    float *ddl = NULL;
+    bf16 *dob = NULL, *dd = NULL, *gend = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&ddl, sizeof(float) * cv, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&dob, sizeof(bf16) * cv, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&dd, sizeof(bf16) * cv, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&gend, sizeof(bf16) * nc * d.dkp * d.dvp, 0));
+    local_kernel<<<dim3(d.nt, B * H), THREADS, LOCAL_SMEM>>>(ddl, dob, s, q, k, dout, d);
+    CUDA_LAUNCH_CHECK();
+    state_bwd_kernel<<<dim3(B * H, d.dvp / BV), THREADS, STATE_SMEM>>>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    CUDA_LAUNCH_CHECK();
+    grads_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_SMEM>>>(dq, dk, dv, dbeta, dg, s, dob, gend, dd, q, k, v, beta, d);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(ddl, 0));
+    CUDA_CHECK(cudaFreeAsync(dob, 0));
+    CUDA_CHECK(cudaFreeAsync(dd, 0));
+    CUDA_CHECK(cudaFreeAsync(gend, 0));
+    free_scratch(s);
+}

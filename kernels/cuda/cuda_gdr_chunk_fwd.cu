@@ -1,0 +1,302 @@
+// CUDA: the chunked gated delta rule, forward pass (MODEL.md §3.4, F1-F6), three launches:
+//   prep   (one block per chunk)       gam, A, T = (I + A)^-1, -W, U, and the scaled K, Q
+//   state  (one block per (b, h, 32 value columns), in order over the chunks)
+//                                      Delta = U - W H_n, H_{n+1} = e^{gam_last} H_n + Ke^T Delta
+//   output (one block per chunk)       O = Qs H_n + scale (Q K^T ⊙ E) Delta
+// Only the state chain is sequential, 64 times shorter than the token recurrence; it keeps
+// its 128 x 32 slice of the state in fp32 shared memory and streams the next chunk's operands
+// in (cp.async) while it works on the current one.
+#include "backend_cuda.h"
+#include "cuda_gdr_chunk.cuh"
+
+namespace gdrc {
+
+scratch alloc_scratch(const dims &d, bool with_t) {
+    const size_t nc = (size_t)d.B * d.H * d.nt, ck = nc * CH * d.dkp, cv = nc * CH * d.dvp;
+    scratch s{};
+    CUDA_CHECK(cudaMallocAsync((void **)&s.gcum, sizeof(float) * nc * CH, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&s.wn, sizeof(bf16) * ck, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&s.ke, sizeof(bf16) * ck, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&s.qs, sizeof(bf16) * ck, 0));
+    if (with_t) CUDA_CHECK(cudaMallocAsync((void **)&s.t, sizeof(bf16) * nc * CH * CH, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&s.u, sizeof(float) * cv, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&s.delta, sizeof(bf16) * cv, 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&s.states, sizeof(bf16) * nc * d.dkp * d.dvp, 0));
+    return s;
+}
+
+void free_scratch(scratch &s) {
+    void *all[] = {s.gcum, s.wn, s.ke, s.qs, s.t, s.u, s.delta, s.states};
+    for (void *p : all)
+        if (p) CUDA_CHECK(cudaFreeAsync(p, 0));
+    s = scratch{};
+}
+
+namespace {
+
+constexpr size_t PREP_SMEM = 3 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(bf16) * CH * LDS) +
+                             carve_size(sizeof(float) * CH * LDSF) + carve_size(sizeof(float) * WARPS * 256) +
+                             5 * carve_size(sizeof(float) * CH);
+
+// F3: T = (I + A)^-1 for strictly lower A (fp32, 64 x 64, ld LDSF) into Tf, by 16 x 16 blocks:
+// the four diagonal blocks D_i = (I + A_ii)^-1 at once (one warp each, forward substitution
+// row by row), then the off-diagonal blocks by their distance from the diagonal,
+//   T_ij = -D_i sum_{j <= k < i} A_ik T_kj,
+// three rounds of small fp32 products instead of 64 dependent rows. xs: 3 * 256 floats.
+__device__ void invert_unit_lower(float *Tf, const float *Af, float *xs) {
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    if (warp < 4) {
+        const int o = warp * 16, m = lane % 16, half = lane / 16;
+        for (int i = 0; i < 16; i++) {
+            const float *ai = Af + (o + i) * LDSF + o;
+            float sum = 0.0f;
+            for (int j = m + 1 + half; j < i; j += 2) sum += ai[j] * Tf[(o + j) * LDSF + o + m];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+            if (half == 0) Tf[(o + i) * LDSF + o + m] = m < i ? -ai[m] - sum : (m == i ? 1.0f : 0.0f);
+            __syncwarp();
+        }
+    }
+    __syncthreads();
+    for (int dist = 1; dist < 4; dist++) {
+        const int blocks = 4 - dist;
+        for (int e = tid; e < blocks * 256; e += THREADS) { // X_ij = sum_k A_ik T_kj
+            const int j = e / 256, i = j + dist, r = (e % 256) / 16, cc = e % 16;
+            const float *ar = Af + (16 * i + r) * LDSF;
+            float x = 0.0f;
+            for (int k = 16 * j; k < 16 * i; k++) x += ar[k] * Tf[k * LDSF + 16 * j + cc];
+            xs[e] = x;
+        }
+        __syncthreads();
+        for (int e = tid; e < blocks * 256; e += THREADS) { // T_ij = -D_i X_ij
+            const int j = e / 256, i = j + dist, r = (e % 256) / 16, cc = e % 16;
+            const float *dr = Tf + (16 * i + r) * LDSF + 16 * i;
+            float t = 0.0f;
+            for (int m = 0; m < 16; m++) t += dr[m] * xs[j * 256 + m * 16 + cc];
+            Tf[(16 * i + r) * LDSF + 16 * j + cc] = -t;
+        }
+        __syncthreads();
+    }
+}
+
+// F1-F4 for chunk blockIdx.x of (b, h) = blockIdx.y.
+__global__ void __launch_bounds__(THREADS) prep_kernel(scratch s, const float *q, const float *k, const float *v,
+                                                       const float *beta, const float *g, dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Kh = sc.take<bf16>(CH * LDH), *Xh = sc.take<bf16>(CH * LDH), *Vh = sc.take<bf16>(CH * LDH);
+    bf16 *Th = sc.take<bf16>(CH * LDS);
+    float *Af = sc.take<float>(CH * LDSF), *stage = sc.take<float>(WARPS * 256);
+    float *gc = sc.take<float>(CH), *bt = sc.take<float>(CH), *eg = sc.take<float>(CH), *el = sc.take<float>(CH);
+    float *fk = sc.take<float>(CH);
+    float *Tf = (float *)Kh; // K is dead once K K^T is formed (same size: 64 x 136 bf16 = 64 x 68 fp32)
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    const size_t sk = (size_t)d.H * d.dk, sv = (size_t)d.H * d.dv;
+    if (tid < CH) {
+        bt[tid] = tid < c ? beta[row0 + (size_t)tid * d.H] : 0.0f;
+        gc[tid] = tid < c ? g[row0 + (size_t)tid * d.H] : 0.0f; // padded rows: no decay, so gam stays gam_last
+    }
+    __syncthreads();
+    if (tid == 0) { // F1, in the CPU's order
+        float acc = 0.0f;
+        for (int r = 0; r < CH; r++) gc[r] = acc += gc[r];
+    }
+    __syncthreads();
+    if (tid < CH) {
+        eg[tid] = expf(gc[tid]);
+        el[tid] = expf(gc[CH - 1] - gc[tid]);
+        fk[tid] = bt[tid] * eg[tid];
+        s.gcum[cb * CH + tid] = gc[tid];
+    }
+    __syncthreads();
+    const float *kc = k + row0 * d.dk, *qc = q + row0 * d.dk;
+    load_rows_bf16(Kh, LDH, kc, sk, c, d.dk, dkp);
+    load_rows_bf16(Xh, LDH, kc, sk, c, d.dk, dkp, fk);                  // diag(beta e^gam) K
+    load_rows_bf16(Vh, LDH, v + row0 * d.dv, sv, c, d.dv, dvp, bt);     // diag(beta) V
+    for (int e = tid; e < CH * dkp; e += THREADS) {                     // Ke, Qs for the later kernels
+        const int r = e / dkp, i = e % dkp;
+        const bool in = r < c && i < d.dk;
+        const float kx = in ? kc[(size_t)r * sk + i] : 0.0f, qx = in ? qc[(size_t)r * sk + i] : 0.0f;
+        s.ke[cb * CH * dkp + e] = __float2bfloat16(el[r] * kx);
+        s.qs[cb * CH * dkp + e] = __float2bfloat16(d.scale * eg[r] * qx);
+    }
+    __syncthreads();
+    mma<false, true>(Af, LDSF, Kh, LDH, Kh, LDH, CH, CH, dkp); // K K^T
+    __syncthreads();
+    for (int e = tid; e < CH * CH; e += THREADS) { // F2: A = strict_lower(diag(beta) K K^T ⊙ E)
+        const int r = e / CH, j = e % CH;
+        float *a = Af + r * LDSF + j;
+        *a = j < r ? bt[r] * *a * expf(gc[r] - gc[j]) : 0.0f;
+    }
+    __syncthreads();
+    invert_unit_lower(Tf, Af, stage);
+    for (int e = tid; e < CH * CH; e += THREADS) {
+        const int r = e / CH, j = e % CH;
+        const bf16 x = __float2bfloat16(j <= r ? Tf[r * LDSF + j] : 0.0f);
+        Th[r * LDS + j] = x;
+        if (s.t) s.t[cb * CH * CH + e] = x;
+    }
+    __syncthreads();
+    bf16 *wn = s.wn + cb * CH * dkp;
+    float *u = s.u + cb * CH * dvp;
+    // W = T diag(beta e^gam) K, stored negated; U = T diag(beta) V
+    mma_apply<false, false>(Th, LDS, Xh, LDH, CH, dkp, CH, stage,
+                            [&](int r, int i, float x) { wn[r * dkp + i] = __float2bfloat16(-x); });
+    mma_apply<false, false>(Th, LDS, Vh, LDH, CH, dvp, CH, stage, [&](int r, int j, float x) { u[r * dvp + j] = x; });
+}
+
+constexpr size_t STATE_SMEM = 2 * carve_size(sizeof(bf16) * 2 * CH * LDH) + carve_size(sizeof(float) * 2 * CH * LDVF) +
+                              carve_size(sizeof(float) * DMAX * LDVF) + carve_size(sizeof(bf16) * DMAX * LDVH) +
+                              carve_size(sizeof(bf16) * CH * LDVH);
+
+// F5 for (b, h) = blockIdx.x, value columns j0 = 32 blockIdx.y onwards, in order over chunks.
+__global__ void __launch_bounds__(THREADS) state_fwd_kernel(scratch s, float *final_state, const float *S0, dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    // double buffers, indexed by chunk parity through arithmetic (a pointer array would live in local memory)
+    bf16 *Wn0 = sc.take<bf16>(2 * CH * LDH), *Ke0 = sc.take<bf16>(2 * CH * LDH);
+    float *Ub0 = sc.take<float>(2 * CH * LDVF);
+    auto Wn = [&](int x) { return Wn0 + x * CH * LDH; };
+    auto Ke = [&](int x) { return Ke0 + x * CH * LDH; };
+    auto Ub = [&](int x) { return Ub0 + x * CH * LDVF; };
+    float *S = sc.take<float>(DMAX * LDVF);
+    bf16 *Sh = sc.take<bf16>(DMAX * LDVH), *Dh = sc.take<bf16>(CH * LDVH);
+    const int bh = blockIdx.x, j0 = blockIdx.y * BV, tid = threadIdx.x, dkp = d.dkp, dvp = d.dvp;
+    const size_t s_size = (size_t)d.dk * d.dv;
+    for (int e = tid; e < dkp * BV; e += THREADS) {
+        const int i = e / BV, j = e % BV;
+        const float x = (S0 && i < d.dk && j0 + j < d.dv) ? S0[bh * s_size + (size_t)i * d.dv + j0 + j] : 0.0f;
+        S[i * LDVF + j] = x;
+        Sh[i * LDVH + j] = __float2bfloat16(x);
+    }
+    auto fetch = [&](int n, int x) {
+        const size_t cb = (size_t)bh * d.nt + n;
+        copy_async_bf16(Wn(x), LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16(Ke(x), LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_f32(Ub(x), LDVF, s.u + cb * CH * dvp + j0, dvp, CH, BV);
+        __pipeline_commit();
+    };
+    fetch(0, 0);
+    for (int n = 0; n < d.nt; n++) {
+        const int x = n & 1;
+        const size_t cb = (size_t)bh * d.nt + n;
+        __pipeline_wait_prior(0);
+        __syncthreads(); // chunk n's operands and Sh in place; buffer x^1 free
+        if (n + 1 < d.nt) fetch(n + 1, x ^ 1);
+        for (int e = tid; e < dkp * BV; e += THREADS) { // H_n, as the later kernels read it
+            const int i = e / BV, j = e % BV;
+            s.states[cb * dkp * dvp + (size_t)i * dvp + j0 + j] = Sh[i * LDVH + j];
+        }
+        mma<false, false>(Ub(x), LDVF, Wn(x), LDH, Sh, LDVH, CH, BV, dkp, 1.0f, true); // Delta = U + (-W) H_n
+        __syncthreads();
+        const float a = expf(s.gcum[cb * CH + CH - 1]);
+        for (int e = tid; e < CH * BV; e += THREADS) {
+            const int r = e / BV, j = e % BV;
+            const bf16 x16 = __float2bfloat16(Ub(x)[r * LDVF + j]);
+            Dh[r * LDVH + j] = x16;
+            s.delta[cb * CH * dvp + (size_t)r * dvp + j0 + j] = x16;
+        }
+        for (int e = tid; e < dkp * BV; e += THREADS) S[(e / BV) * LDVF + e % BV] *= a;
+        __syncthreads();
+        mma<true, false>(S, LDVF, Ke(x), LDH, Dh, LDVH, dkp, BV, CH, 1.0f, true); // H += Ke^T Delta
+        __syncthreads();
+        for (int e = tid; e < dkp * BV; e += THREADS) Sh[(e / BV) * LDVH + e % BV] = __float2bfloat16(S[(e / BV) * LDVF + e % BV]);
+    }
+    if (final_state)
+        for (int e = tid; e < dkp * BV; e += THREADS) {
+            const int i = e / BV, j = e % BV;
+            if (i < d.dk && j0 + j < d.dv) final_state[bh * s_size + (size_t)i * d.dv + j0 + j] = S[i * LDVF + j];
+        }
+}
+
+constexpr size_t OUT_SMEM = 4 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(bf16) * DMAX * LDH) +
+                            carve_size(sizeof(float) * WARPS * 256) + carve_size(sizeof(bf16) * CH * LDS) +
+                            carve_size(sizeof(float) * CH);
+
+// F6 for chunk blockIdx.x of (b, h) = blockIdx.y.
+__global__ void __launch_bounds__(THREADS) out_kernel(float *o, scratch s, const float *q, const float *k, dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Qr = sc.take<bf16>(CH * LDH), *Kh = sc.take<bf16>(CH * LDH); // adjacent: O reuses them
+    bf16 *Qs = sc.take<bf16>(CH * LDH), *Dh = sc.take<bf16>(CH * LDH), *Sh = sc.take<bf16>(DMAX * LDH);
+    float *stage = sc.take<float>(WARPS * 256);
+    bf16 *Ph = sc.take<bf16>(CH * LDS);
+    float *gc = sc.take<float>(CH);
+    float *Of = (float *)Qr;
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    copy_async_bf16(Qs, LDH, s.qs + cb * CH * dkp, dkp, CH, dkp);
+    copy_async_bf16(Dh, LDH, s.delta + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(Sh, LDH, s.states + cb * dkp * dvp, dvp, dkp, dvp);
+    __pipeline_commit();
+    if (tid < CH) gc[tid] = s.gcum[cb * CH + tid];
+    load_rows_bf16(Qr, LDH, q + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
+    load_rows_bf16(Kh, LDH, k + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    mma_apply<false, true>(Qr, LDH, Kh, LDH, CH, CH, dkp, stage, [&](int r, int j, float x) {
+        Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * x * expf(gc[r] - gc[j]) : 0.0f); // scale (Q K^T ⊙ E), causal
+    });
+    __syncthreads();
+    mma<false, false>(Of, LDF, Qs, LDH, Sh, LDH, CH, dvp, dkp);
+    __syncthreads();
+    mma<false, false>(Of, LDF, Ph, LDS, Dh, LDH, CH, dvp, CH, 1.0f, true);
+    __syncthreads();
+    for (int e = tid; e < c * d.dv; e += THREADS) {
+        const int r = e / d.dv, j = e % d.dv;
+        o[(row0 + (size_t)r * d.H) * d.dv + j] = Of[r * LDF + j];
+    }
+}
+
+template <typename K> void allow_smem(K kernel, size_t bytes) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+} // namespace
+
+void launch_prep(const scratch &s, const float *q, const float *k, const float *v, const float *beta, const float *g,
+                 const dims &d) {
+    static bool ready = false;
+    if (!ready) allow_smem(prep_kernel, PREP_SMEM), ready = true;
+    prep_kernel<<<dim3(d.nt, d.B * d.H), THREADS, PREP_SMEM>>>(s, q, k, v, beta, g, d);
+    CUDA_LAUNCH_CHECK();
+}
+
+void launch_state_fwd(const scratch &s, float *final_state, const float *S0, const dims &d) {
+    static bool ready = false;
+    if (!ready) allow_smem(state_fwd_kernel, STATE_SMEM), ready = true;
+    state_fwd_kernel<<<dim3(d.B * d.H, d.dvp / BV), THREADS, STATE_SMEM>>>(s, final_state, S0, d);
+    CUDA_LAUNCH_CHECK();
+}
+
+void launch_out(float *o, const scratch &s, const float *q, const float *k, const dims &d) {
+    static bool ready = false;
+    if (!ready) allow_smem(out_kernel, OUT_SMEM), ready = true;
+    out_kernel<<<dim3(d.nt, d.B * d.H), THREADS, OUT_SMEM>>>(o, s, q, k, d);
+    CUDA_LAUNCH_CHECK();
+}
+
+} // namespace gdrc
+
+// The backend's gdr_chunk_fwd in bf16 mode (dk, dv <= 128; cuda_gdr.cu chooses).
+void cuda_gdr_chunk_fwd_bf16(float *o, float *final_state, const float *q, const float *k, const float *v,
+                             const float *beta, const float *g, const float *S0, float scale, int B, int L, int H,
+                             int dk, int dv) {
+    using namespace gdrc;
+    if (B * H == 0) return;
+    const dims d = make_dims(B, L, H, dk, dv, scale);
+    if (L == 0) { // no tokens: the state passes through
+        if (final_state) {
+            if (S0) CUDA_CHECK(cudaMemcpyAsync(final_state, S0, sizeof(float) * B * H * dk * dv, cudaMemcpyDeviceToDevice, 0));
+            else CUDA_CHECK(cudaMemsetAsync(final_state, 0, sizeof(float) * B * H * dk * dv, 0));
+        }
+        return;
+    }
+    scratch s = alloc_scratch(d, false);
+    launch_prep(s, q, k, v, beta, g, d);
+    launch_state_fwd(s, final_state, S0, d);
+    launch_out(o, s, q, k, d);
+    free_scratch(s);
+}
