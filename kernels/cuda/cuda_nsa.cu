@@ -5,7 +5,8 @@
 // attention (cuda_flash_attention.cu, wl = window - 1: it sees keys t - window + 1 .. t), then
 // the gate mix. Backward: the gate gradients and each branch's softmax row term D, the window
 // branch's dq, dk, dv (written), then the other branches' dq (query tiles) and dk, dv (key
-// tiles over an inverted index) added in a fixed order. Head dims > 128 take the per-row path.
+// tiles over an inverted index) added in a fixed order. In bf16 mode the query tiles and the
+// window run on the tensor cores (head dims 64, 128). Head dims > 128 take the per-row path.
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -52,7 +53,9 @@ static void cuda_nsa_fwd(float *o, float *saved, int32_t *block_idx, const float
     nsa_pool(sv, k, v, s);
     nsa_cmp_fwd(sv, q, s); // selection reads its lse
     if (!reuse) nsa_select(block_idx, sv, q, s);
-    nsa_slc_fwd(sv, q, k, v, block_idx, s);
+    const bool mma = cuda_matmul_bf16() && nsa_mma_supported(s); // train.precision = bf16
+    if (mma) nsa_slc_fwd_bf16(sv, q, k, v, block_idx, s);
+    else nsa_slc_fwd(sv, q, k, v, block_idx, s);
     flash_attention_fwd(sv.o[NSA_SWA], sv.lse[NSA_SWA], q, k, v, NULL, B, L, s.Hq, s.Hkv, s.d, shape->window - 1,
                         s.scale);
     nsa_mix(o, sv, gate_logits, s);
@@ -75,7 +78,8 @@ static void cuda_nsa_bwd(float *dq, float *dk, float *dv, float *dgate, const fl
     nsa_gate_bwd(dgate, delta, dout_swa, dout, sv, s);
     flash_attention_bwd(dq, dk, dv, dout_swa, q, k, v, sv.lse[NSA_SWA], delta + NSA_SWA * rows, NULL, B, L, s.Hq,
                         s.Hkv, s.d, shape->window - 1, s.scale);
-    nsa_dq(dq, dout, sv, delta, q, k, v, block_idx, s);
+    if (cuda_matmul_bf16() && nsa_mma_supported(s)) nsa_dq_bf16(dq, dout, sv, delta, q, k, v, block_idx, s);
+    else nsa_dq(dq, dout, sv, delta, q, k, v, block_idx, s);
     nsa_dkdv(dk, dv, dout, sv, delta, q, k, v, block_idx, s);
     CUDA_CHECK(cudaFreeAsync(delta, 0));
 }

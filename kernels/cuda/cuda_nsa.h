@@ -6,6 +6,7 @@
 //   cuda_nsa_query.cu   query-side tiles (one token x 16 heads of a kv group against 64 keys):
 //                       the selected branch's forward pass, dq of the compressed and selected
 //                       branches;
+//   cuda_nsa_mma.cu     the query-side tiles on the tensor cores (train.precision = bf16);
 //   cuda_nsa_keys.cu    key-side tiles (64 keys x 64 query rows): dk, dv of the selected
 //                       branch over an inverted index (which queries chose a block) and of the
 //                       compressed branch, as partial sums added in a fixed order;
@@ -46,6 +47,13 @@ void nsa_slc_fwd(const nsa_saved &sv, const float *q, const float *k, const floa
 // dq += the compressed and selected branches' share.
 void nsa_dq(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
             const float *v, const int32_t *block_idx, const nsa_dims &s);
+
+// cuda_nsa_mma.cu: the same two on the tensor cores (bf16 operands), head dims 64 and 128.
+bool nsa_mma_supported(const nsa_dims &s);
+void nsa_slc_fwd_bf16(const nsa_saved &sv, const float *q, const float *k, const float *v, const int32_t *block_idx,
+                      const nsa_dims &s);
+void nsa_dq_bf16(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
+                 const float *v, const int32_t *block_idx, const nsa_dims &s);
 
 // cuda_nsa_keys.cu: dk, dv += the selected and compressed branches' share.
 void nsa_dkdv(float *dk, float *dv, const float *dout, const nsa_saved &sv, const float *delta, const float *q,

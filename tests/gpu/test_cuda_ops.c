@@ -538,6 +538,8 @@ int main(int argc, char **argv) {
     if (want("nsa")) test_nsa(1, 1000, 16, 1, 64, 16, 16, 40);
     if (want("nsa")) test_nsa(1, 2048, 32, 2, 64, 64, 16, 512); /* the 0.4B layout */
     if (want("nsa")) test_nsa_in(1, 300, 8, 2, 64, 64, 4, 100, 1);
+    if (want("nsa")) test_nsa_in(1, 600, 32, 2, 64, 32, 8, 100, 1);
+    if (want("nsa")) test_nsa_in(1, 200, 4, 1, 128, 64, 3, 70, 1);
     if (want("determinism")) test_determinism();
     const char *missing[128];
     int n = hyla_backend_cuda_missing(missing, 128);
