@@ -10,10 +10,12 @@
 // Compressed branch: pooled block c is seen by every query t >= (c + 1) b - 1; a work item is
 // (b, h, 64 tokens) against 64 pooled blocks, a partial per item, summed over the items in order
 // and spread over the block's rows by the mean-pool backward (÷ its length).
-// No atomics: the same bits every run.
+// In bf16 mode the tiles' products run on the tensor cores. No atomics: the same bits every run.
+#include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_flash_tiles.cuh"
 #include "cuda_nsa.h"
+#include "cuda_nsa_mma.cuh"
 
 namespace {
 
@@ -76,9 +78,65 @@ __global__ void scan_kernel(nsa_index ix, int n, int G) {
     }
 }
 
-// One work item: a 64-key tile (selected: keys of block c, grid.y-th 64 of it; compressed:
-// pooled blocks 64 grid.y ...) against query rows [n0, n1) (n = entry * G + head of group),
-// partial dk (unscaled), dv written to pdk, pdv.
+// A work item: keys kpos[] (a 64-key tile: selected, the grid.y-th 64 keys of block c; compressed,
+// pooled blocks 64 grid.y ...), batch b, kv head h, query rows [n0, n1) (n = entry * G + head of
+// the group; entries are the block's listed queries, or tokens t_base ...), where the partial
+// dk, dv go. false: nothing to do (the whole block leaves).
+struct work {
+    int b, h, n0, n1, t_base;
+    const int *tok;
+    size_t out;
+};
+template <bool CMP> __device__ inline bool item_of(const nsa_index &ix, const nsa_dims &s, int *kpos, work &wk) {
+    const int tid = threadIdx.x;
+    wk.t_base = 0, wk.tok = NULL;
+    if (CMP) {
+        const int nch = (s.L + TCH - 1) / TCH, bh = blockIdx.x / nch, ch = blockIdx.x % nch, c0 = blockIdx.y * TILE;
+        wk.b = bh / s.Hkv, wk.h = bh % s.Hkv;
+        if (tid < TILE) kpos[tid] = c0 + tid < s.NB ? c0 + tid : -1;
+        wk.t_base = ch * TCH;
+        const int t_end = min(s.L, wk.t_base + TCH), t_vis = (c0 + 1) * s.bs - 1; // first query seeing c0
+        wk.n0 = max(0, t_vis - wk.t_base) * s.G, wk.n1 = (t_end - wk.t_base) * s.G;
+        wk.out = (size_t)blockIdx.x * s.NB * s.d; // [b, h, chunk][pooled block][d]
+        return true;
+    }
+    const int nbhc = s.B * s.Hkv * s.NB, item = blockIdx.x;
+    if (item >= ix.item_off[nbhc]) return false;
+    int lo = 0, hi = nbhc; // the block w with item_off[w] <= item < item_off[w + 1]
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (ix.item_off[mid] <= item) lo = mid;
+        else hi = mid;
+    }
+    const int w = lo, c = w % s.NB;
+    wk.h = w / s.NB % s.Hkv, wk.b = w / (s.NB * s.Hkv);
+    wk.n0 = (item - ix.item_off[w]) * SEG_ROWS, wk.n1 = min(wk.n0 + SEG_ROWS, ix.cnt[w] * s.G);
+    wk.tok = ix.list + ix.off[w];
+    const int j0 = c * s.bs + blockIdx.y * TILE, j1 = min(c * s.bs + s.bs, s.L);
+    if (j0 >= j1) return false;
+    if (tid < TILE) kpos[tid] = j0 + tid < j1 ? j0 + tid : -1;
+    wk.out = ((size_t)item * gridDim.y + blockIdx.y) * TILE * s.d; // [item][64-key part][key][d]
+    return true;
+}
+
+// The query rows [base, base + 64) of a work item: token, row index, lse, D and gate of branch x.
+template <bool CMP>
+__device__ inline void query_rows(int *qt, long long *qrow, float *qlse, float *qdelta, float *qg, const work &wk,
+                                  int base, int x, const nsa_saved &sv, const float *delta, const nsa_dims &s) {
+    const int tid = threadIdx.x;
+    if (tid >= TILE) return;
+    const int n = base + tid;
+    int t = -1;
+    size_t R = 0;
+    if (n < wk.n1) {
+        t = CMP ? wk.t_base + n / s.G : wk.tok[n / s.G];
+        R = ((size_t)wk.b * s.L + t) * s.Hq + (size_t)wk.h * s.G + n % s.G;
+    }
+    qt[tid] = t, qrow[tid] = (long long)R;
+    qlse[tid] = sv.lse[x][R], qdelta[tid] = delta[(size_t)x * s.B * s.L * s.Hq + R], qg[tid] = sv.gate[R * 3 + x];
+}
+
+// A work item on the CUDA cores (fp32), partial dk (unscaled), dv written to pdk, pdv.
 template <int DP, bool CMP>
 __global__ void __launch_bounds__(THREADS) dkdv_kernel(float *pdk, float *pdv, nsa_index ix, const float *dout,
                                                        nsa_saved sv, const float *delta, const float *q,
@@ -90,36 +148,9 @@ __global__ void __launch_bounds__(THREADS) dkdv_kernel(float *pdk, float *pdv, n
     __shared__ long long qrow[TILE];
     __shared__ float qlse[TILE], qdelta[TILE], qg[TILE];
     const int x = CMP ? NSA_CMP : NSA_SLC, tid = threadIdx.x, ty = tid / SIDE, tx = tid % SIDE;
-    const size_t rows = (size_t)s.B * s.L * s.Hq;
-    int b, h, n0, n1, t_base = 0;
-    const int *tok = NULL;
-    size_t out;
-    if (CMP) {
-        const int nch = (s.L + TCH - 1) / TCH, bh = blockIdx.x / nch, ch = blockIdx.x % nch, c0 = blockIdx.y * TILE;
-        b = bh / s.Hkv, h = bh % s.Hkv;
-        if (tid < TILE) kpos[tid] = c0 + tid < s.NB ? c0 + tid : -1;
-        t_base = ch * TCH;
-        const int t_end = min(s.L, t_base + TCH), t_vis = (c0 + 1) * s.bs - 1; // first query seeing c0
-        n0 = max(0, t_vis - t_base) * s.G, n1 = (t_end - t_base) * s.G;
-        out = (size_t)blockIdx.x * s.NB * s.d; // [b, h, chunk][pooled block][d]
-    } else {
-        const int nbhc = s.B * s.Hkv * s.NB, item = blockIdx.x;
-        if (item >= ix.item_off[nbhc]) return;
-        int lo = 0, hi = nbhc; // the block w with item_off[w] <= item < item_off[w + 1]
-        while (hi - lo > 1) {
-            const int mid = (lo + hi) / 2;
-            if (ix.item_off[mid] <= item) lo = mid;
-            else hi = mid;
-        }
-        const int w = lo, c = w % s.NB;
-        h = w / s.NB % s.Hkv, b = w / (s.NB * s.Hkv);
-        n0 = (item - ix.item_off[w]) * SEG_ROWS, n1 = min(n0 + SEG_ROWS, ix.cnt[w] * s.G);
-        tok = ix.list + ix.off[w];
-        const int j0 = c * s.bs + blockIdx.y * TILE, j1 = min(c * s.bs + s.bs, s.L);
-        if (j0 >= j1) return;
-        if (tid < TILE) kpos[tid] = j0 + tid < j1 ? j0 + tid : -1;
-        out = ((size_t)item * gridDim.y + blockIdx.y) * TILE * s.d; // [item][64-key part][key][d]
-    }
+    work wk;
+    if (!item_of<CMP>(ix, s, kpos, wk)) return;
+    const int b = wk.b, h = wk.h;
     __syncthreads();
     load_rows<DP>(Ks, CMP ? sv.kbar : k, kpos, b, CMP ? s.NB : s.L, s.Hkv, h, s.d);
     load_rows<DP>(Vs, CMP ? sv.vbar : v, kpos, b, CMP ? s.NB : s.L, s.Hkv, h, s.d);
@@ -128,19 +159,9 @@ __global__ void __launch_bounds__(THREADS) dkdv_kernel(float *pdk, float *pdv, n
     for (int r = 0; r < PER; r++)
 #pragma unroll
         for (int c = 0; c < DP / SIDE; c++) adk[r][c] = adv[r][c] = 0;
-    for (int base = n0; base < n1; base += TILE) {
+    for (int base = wk.n0; base < wk.n1; base += TILE) {
         __syncthreads(); // the previous tile's rows are no longer read
-        if (tid < TILE) {
-            const int n = base + tid;
-            int t = -1;
-            size_t R = 0;
-            if (n < n1) {
-                t = CMP ? t_base + n / s.G : tok[n / s.G];
-                R = ((size_t)b * s.L + t) * s.Hq + (size_t)h * s.G + n % s.G;
-            }
-            qt[tid] = t, qrow[tid] = (long long)R;
-            qlse[tid] = sv.lse[x][R], qdelta[tid] = delta[x * rows + R], qg[tid] = sv.gate[R * 3 + x];
-        }
+        query_rows<CMP>(qt, qrow, qlse, qdelta, qg, wk, base, x, sv, delta, s);
         __syncthreads();
         for (int e = tid; e < TILE * DP; e += THREADS) { // q and g_x dout of the rows
             const int r = e / DP, c = e % DP;
@@ -180,11 +201,93 @@ __global__ void __launch_bounds__(THREADS) dkdv_kernel(float *pdk, float *pdv, n
     for (int r = 0; r < PER; r++) {
         const int kk = ty + SIDE * r, j = kpos[kk];
         if (j < 0) continue;
-        const size_t o = out + (size_t)(CMP ? j : kk) * s.d;
+        const size_t o = wk.out + (size_t)(CMP ? j : kk) * s.d;
 #pragma unroll
         for (int c = 0; c < DP / SIDE; c++) {
             const int col = tx + SIDE * c;
             if (col < s.d) pdk[o + col] = adk[r][c], pdv[o + col] = adv[r][c];
+        }
+    }
+}
+
+// A work item on the tensor cores (bf16 operands, fp32 accumulation; head dims 64, 128): warp w
+// owns keys 16 w .. 16 w + 15 of the tile, their k and v rows held as A fragments for the whole
+// item; per 64 query rows (bf16 in shared memory) S^T = K Q^T and dP^T = V (g dO)^T, then
+// dv += P^T (g dO) and dk += dS^T Q with P^T, dS^T straight from the score fragments.
+template <int D, bool CMP>
+__global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, nsa_index ix, const float *dout,
+                                                       nsa_saved sv, const float *delta, const float *q,
+                                                       const float *k, const float *v, nsa_dims s) {
+    using namespace nsa_mma;
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem, *dOs = Qs + TILE * (D + 8);
+    __shared__ int kpos[TILE], qt[TILE];
+    __shared__ long long qrow[TILE];
+    __shared__ float qlse[TILE], qdelta[TILE], qg[TILE];
+    const int x = CMP ? NSA_CMP : NSA_SLC, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int g = lane / 4, tig = lane % 4;
+    work wk;
+    if (!item_of<CMP>(ix, s, kpos, wk)) return;
+    __syncthreads();
+    uint32_t ka[D / 16][4], va[D / 16][4];
+    {
+        const float *K = CMP ? sv.kbar : k, *V = CMP ? sv.vbar : v;
+        const int nk = CMP ? s.NB : s.L, j[2] = {kpos[16 * warp + g], kpos[16 * warp + g + 8]};
+        const float *kr[2], *vr[2];
+        for (int r = 0; r < 2; r++) {
+            const size_t o = (((size_t)wk.b * nk + (j[r] < 0 ? 0 : j[r])) * s.Hkv + wk.h) * D;
+            kr[r] = j[r] < 0 ? NULL : K + o, vr[r] = j[r] < 0 ? NULL : V + o;
+        }
+        const float one[2] = {1, 1};
+        load_a<D>(ka, kr, one);
+        load_a<D>(va, vr, one);
+    }
+    float adk[D / 8][4], adv[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) adk[n][i] = adv[n][i] = 0;
+    for (int base = wk.n0; base < wk.n1; base += TILE) {
+        __syncthreads(); // the previous tile's rows are no longer read
+        query_rows<CMP>(qt, qrow, qlse, qdelta, qg, wk, base, x, sv, delta, s);
+        __syncthreads();
+        for (int e = tid; e < TILE * D / 4; e += 128) { // q and g_x dout of the rows, as bf16
+            const int r = e / (D / 4), c = e % (D / 4) * 4;
+            float4 a = make_float4(0, 0, 0, 0), d = a;
+            if (qt[r] >= 0) {
+                const size_t i = (size_t)qrow[r] * D + c;
+                a = *(const float4 *)(q + i), d = *(const float4 *)(dout + i);
+                const float gr = qg[r];
+                d.x *= gr, d.y *= gr, d.z *= gr, d.w *= gr;
+            }
+            *(uint2 *)(Qs + r * (D + 8) + c) = make_uint2(pack(a.x, a.y), pack(a.z, a.w));
+            *(uint2 *)(dOs + r * (D + 8) + c) = make_uint2(pack(d.x, d.y), pack(d.z, d.w));
+        }
+        __syncthreads();
+        float st[TILE / 8][4], dpt[TILE / 8][4]; // rows: this warp's keys; columns: query rows
+        scores<D>(st, ka, Qs);
+        scores<D>(dpt, va, dOs);
+#pragma unroll
+        for (int n = 0; n < TILE / 8; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const int j = kpos[16 * warp + g + 8 * (i / 2)], col = 8 * n + 2 * tig + (i & 1), t = qt[col];
+                const bool vis = j >= 0 && t >= 0 && (CMP ? (j + 1) * s.bs <= t + 1 : j <= t);
+                const float p = vis ? expf(st[n][i] * s.scale - qlse[col]) : 0.0f;
+                st[n][i] = p, dpt[n][i] = p * (dpt[n][i] - qdelta[col]);
+            }
+        times_rows<D>(adv, st, dOs);
+        times_rows<D>(adk, dpt, Qs);
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int kk = 16 * warp + g + 8 * r, j = kpos[kk];
+        if (j < 0) continue;
+        const size_t o = wk.out + (size_t)(CMP ? j : kk) * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            *(float2 *)(pdk + o + 8 * n + 2 * tig) = make_float2(adk[n][2 * r], adk[n][2 * r + 1]);
+            *(float2 *)(pdv + o + 8 * n + 2 * tig) = make_float2(adv[n][2 * r], adv[n][2 * r + 1]);
         }
     }
 }
@@ -239,10 +342,24 @@ void launch(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const float 
     CUDA_LAUNCH_CHECK();
 }
 
+template <int D, bool CMP>
+void launch_mma(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const float *dout, const nsa_saved &sv,
+                const float *delta, const float *q, const float *k, const float *v, const nsa_dims &s) {
+    const size_t sb = sizeof(nsa_mma::bf16) * 2 * TILE * (D + 8);
+    CUDA_CHECK(cudaFuncSetAttribute((const void *)dkdv_mma_kernel<D, CMP>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sb));
+    dkdv_mma_kernel<D, CMP><<<grid, 128, sb>>>(pdk, pdv, ix, dout, sv, delta, q, k, v, s);
+    CUDA_LAUNCH_CHECK();
+}
+
+// bf16 mode (head dims 64, 128): the tensor cores; otherwise fp32 on the CUDA cores.
 template <bool CMP>
 void run_tiles(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const float *dout, const nsa_saved &sv,
                const float *delta, const float *q, const float *k, const float *v, const nsa_dims &s) {
-    if (s.d <= 16) launch<16, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
+    const bool mma = cuda_matmul_bf16() && nsa_mma_supported(s);
+    if (mma && s.d == 64) launch_mma<64, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
+    else if (mma) launch_mma<128, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
+    else if (s.d <= 16) launch<16, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
     else if (s.d <= 32) launch<32, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
     else if (s.d <= 64) launch<64, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
     else launch<128, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
