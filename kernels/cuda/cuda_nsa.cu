@@ -1,79 +1,87 @@
-// CUDA: NSA (MODEL.md §6) with the very per-row code of the CPU op (kernels/ops/nsa_rows.h),
-// one thread per row task: pooling per (b, block, kv head), the forward pass per
-// (b, t, kv head), the backward pass for dq and the gates per (b, t, kv head) and for dk, dv
-// per (b, kv head, key block) — the CPU's tasks, so the same sums in the same order and no
-// atomics. Correctness first: a thread walks a whole row (tiling is future work).
-#include <math.h>
-#include <string.h>
+// CUDA: native sparse attention (MODEL.md §6), the CPU op's semantics (kernels/cpu/op_nsa.c) in
+// tiled kernels. Forward: pool the blocks, the compressed branch and the top-n selection in the
+// CPU's exact arithmetic (block_idx identical), the selected branch as query tiles (one token x
+// the kv group's heads against 64-key blocks), the window branch with the tiled sliding-window
+// attention (cuda_flash_attention.cu, wl = window - 1: it sees keys t - window + 1 .. t), then
+// the gate mix. Backward: the gate gradients and each branch's softmax row term D, the window
+// branch's dq, dk, dv (written), then the other branches' dq (query tiles) and dk, dv (key
+// tiles over an inverted index) added in a fixed order. In bf16 mode the query tiles and the
+// window run on the tensor cores (head dims 64, 128). Head dims > 128 take the per-row path.
+#include <stdio.h>
+#include <stdlib.h>
 
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_flash_attention.h"
+#include "cuda_nsa.h"
 
-#define REAL float
-#define NSA_HD __host__ __device__
-#include "kernels/ops/nsa_rows.h"
-
-static struct nsa nsa_of(const struct hyla_nsa_shape *s, int B, int L, const float *q, const float *k, const float *v,
-                         const float *gate_logits, float *saved) {
+static int nsa_check_shape(const struct hyla_nsa_shape *s) {
     if (s->kv_heads < 1 || s->q_heads % s->kv_heads != 0 || s->block_size < 1 || s->window < 1 || s->n_select < 0 ||
-        s->n_select > NSA_MAX_SELECT) {
+        s->n_select > 64) {
         fprintf(stderr, "hyla: error: nsa: bad shape (q_heads %d, kv_heads %d, block_size %d, window %d, n_select %d)\n",
                 s->q_heads, s->kv_heads, s->block_size, s->window, s->n_select);
         exit(1);
     }
-    struct nsa a;
-    memset(&a, 0, sizeof a);
-    a.s = *s, a.L = L, a.G = s->q_heads / s->kv_heads, a.NB = (L + s->block_size - 1) / s->block_size;
-    a.d = s->head_dim, a.scale = (float)s->scale, a.q = q, a.k = k, a.v = v, a.gate_logits = gate_logits;
-    a.saved = saved, a.off = nsa_saved_offsets(s, B, L);
-    return a;
+    return s->head_dim >= 1 && s->head_dim <= 128; // the tiles' head dims
 }
 
-__global__ void nsa_pool_kernel(struct nsa a, int B) {
-    int task = blockIdx.x * blockDim.x + threadIdx.x, H = a.s.kv_heads;
-    if (task >= B * a.NB * H) return;
-    pool_block(&a, task / (a.NB * H), task / H % a.NB, task % H);
-}
-__global__ void nsa_fwd_kernel(float *o, int32_t *block_idx, struct nsa a, int B, int reuse) {
-    int task = blockIdx.x * blockDim.x + threadIdx.x, H = a.s.kv_heads;
-    if (task >= B * a.L * H) return;
-    nsa_fwd_row(o, block_idx + (size_t)task * a.s.n_select, &a, task / (a.L * H), task / H % a.L, task % H, reuse);
-}
-__global__ void nsa_bwd_queries_kernel(float *dq, float *dgate, const float *dout, const int32_t *block_idx,
-                                       struct nsa a, int B) {
-    int task = blockIdx.x * blockDim.x + threadIdx.x, H = a.s.kv_heads;
-    if (task >= B * a.L * H) return;
-    nsa_bwd_queries(dq, dgate, &a, dout, block_idx + (size_t)task * a.s.n_select, task / (a.L * H), task / H % a.L,
-                    task % H);
-}
-__global__ void nsa_bwd_keys_kernel(float *dk, float *dv, const float *dout, const int32_t *block_idx, struct nsa a,
-                                    int B) {
-    int task = blockIdx.x * blockDim.x + threadIdx.x, H = a.s.kv_heads;
-    if (task >= B * a.NB * H) return;
-    nsa_bwd_keys(dk, dv, &a, dout, block_idx, task / (a.NB * H), task % H, task / H % a.NB);
+static nsa_dims dims_of(const struct hyla_nsa_shape *s, int B, int L) {
+    nsa_dims d;
+    d.B = B, d.L = L, d.Hq = s->q_heads, d.Hkv = s->kv_heads, d.G = s->q_heads / s->kv_heads, d.d = s->head_dim;
+    d.bs = s->block_size, d.NB = (L + s->block_size - 1) / s->block_size, d.nsel = s->n_select;
+    d.scale = (float)s->scale;
+    return d;
 }
 
-enum { NSA_THREADS = 64 };
+static nsa_saved saved_of(float *saved, const struct hyla_nsa_shape *s, int B, int L) {
+    const struct hyla_nsa_saved_offsets off = nsa_saved_offsets(s, B, L);
+    nsa_saved sv;
+    sv.kbar = saved + off.kbar, sv.vbar = saved + off.vbar, sv.gate = saved + off.gate;
+    for (int x = 0; x < 3; x++) sv.o[x] = saved + off.o[x], sv.lse[x] = saved + off.lse[x];
+    return sv;
+}
 
 static void cuda_nsa_fwd(float *o, float *saved, int32_t *block_idx, const float *q, const float *k, const float *v,
                          const float *gate_logits, const struct hyla_nsa_shape *shape, int B, int L, int reuse) {
-    struct nsa a = nsa_of(shape, B, L, q, k, v, gate_logits, saved);
-    nsa_pool_kernel<<<blocks_for((size_t)B * a.NB * shape->kv_heads, NSA_THREADS), NSA_THREADS>>>(a, B);
-    CUDA_LAUNCH_CHECK();
-    nsa_fwd_kernel<<<blocks_for((size_t)B * L * shape->kv_heads, NSA_THREADS), NSA_THREADS>>>(o, block_idx, a, B, reuse);
-    CUDA_LAUNCH_CHECK();
+    if (!nsa_check_shape(shape)) {
+        nsa_rows_fwd(o, saved, block_idx, q, k, v, gate_logits, shape, B, L, reuse);
+        return;
+    }
+    if ((size_t)B * L == 0) return;
+    const nsa_dims s = dims_of(shape, B, L);
+    const nsa_saved sv = saved_of(saved, shape, B, L);
+    nsa_pool(sv, k, v, s);
+    nsa_cmp_fwd(sv, q, s); // selection reads its lse
+    if (!reuse) nsa_select(block_idx, sv, q, s);
+    const bool mma = cuda_matmul_bf16() && nsa_mma_supported(s); // train.precision = bf16
+    if (mma) nsa_slc_fwd_bf16(sv, q, k, v, block_idx, s);
+    else nsa_slc_fwd(sv, q, k, v, block_idx, s);
+    flash_attention_fwd(sv.o[NSA_SWA], sv.lse[NSA_SWA], q, k, v, NULL, B, L, s.Hq, s.Hkv, s.d, shape->window - 1,
+                        s.scale);
+    nsa_mix(o, sv, gate_logits, s);
 }
 
 static void cuda_nsa_bwd(float *dq, float *dk, float *dv, float *dgate, const float *dout, const float *saved,
                          const int32_t *block_idx, const float *q, const float *k, const float *v,
                          const float *gate_logits, const struct hyla_nsa_shape *shape, int B, int L) {
-    struct nsa a = nsa_of(shape, B, L, q, k, v, gate_logits, (float *)saved); // read only here
-    nsa_bwd_queries_kernel<<<blocks_for((size_t)B * L * shape->kv_heads, NSA_THREADS), NSA_THREADS>>>(dq, dgate, dout,
-                                                                                                     block_idx, a, B);
-    CUDA_LAUNCH_CHECK();
-    nsa_bwd_keys_kernel<<<blocks_for((size_t)B * a.NB * shape->kv_heads, NSA_THREADS), NSA_THREADS>>>(dk, dv, dout,
-                                                                                                     block_idx, a, B);
-    CUDA_LAUNCH_CHECK();
+    if (!nsa_check_shape(shape)) {
+        nsa_rows_bwd(dq, dk, dv, dgate, dout, saved, block_idx, q, k, v, gate_logits, shape, B, L);
+        return;
+    }
+    if ((size_t)B * L == 0) return;
+    const nsa_dims s = dims_of(shape, B, L);
+    const nsa_saved sv = saved_of((float *)saved, shape, B, L); // read only here
+    const size_t rows = (size_t)B * L * s.Hq;
+    float *delta, *dout_swa;
+    CUDA_CHECK(cudaMallocAsync((void **)&delta, sizeof(float) * rows * (3 + (size_t)s.d), 0));
+    dout_swa = delta + 3 * rows;
+    nsa_gate_bwd(dgate, delta, dout_swa, dout, sv, s);
+    flash_attention_bwd(dq, dk, dv, dout_swa, q, k, v, sv.lse[NSA_SWA], delta + NSA_SWA * rows, NULL, B, L, s.Hq,
+                        s.Hkv, s.d, shape->window - 1, s.scale);
+    if (cuda_matmul_bf16() && nsa_mma_supported(s)) nsa_dq_bf16(dq, dout, sv, delta, q, k, v, block_idx, s);
+    else nsa_dq(dq, dout, sv, delta, q, k, v, block_idx, s);
+    nsa_dkdv(dk, dv, dout, sv, delta, q, k, v, block_idx, s);
+    CUDA_CHECK(cudaFreeAsync(delta, 0));
 }
 
 extern "C" void cuda_register_nsa(struct hyla_backend *t) {

@@ -495,7 +495,10 @@ static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) 
     free_pairs(all, 16);
 }
 
-static void test_nsa(int B, int L, int Hq, int Hkv, int d, int block, int n_select, int window) {
+/* NSA against the CPU twin: o, the saved tensors, block_idx (identical), dq, dk, dv, dgate_logits;
+ * then a second run with reuse_block_idx = 1 must give the same bits (no atomics). bf16: the
+ * window branch's products on the tensor cores, within 1e-2. */
+static void test_nsa_in(int B, int L, int Hq, int Hkv, int d, int block, int n_select, int window, int bf16) {
     const struct hyla_nsa_shape shape = {.q_heads = Hq, .kv_heads = Hkv, .head_dim = d, .block_size = block,
                                          .n_select = n_select, .window = window, .scale = 1.0 / sqrt((double)d)};
     const size_t nq = (size_t)B * L * Hq * d, nk = (size_t)B * L * Hkv * d, ng = (size_t)B * L * 3 * Hq;
@@ -503,27 +506,46 @@ static void test_nsa(int B, int L, int Hq, int Hkv, int d, int block, int n_sele
     struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nk, -1, 1), v = rand_pair(nk, -1, 1);
     struct pair gl = rand_pair(ng, -2, 2), o = zero_pair(nq), saved = zero_pair(nsv), dO = rand_pair(nq, -1, 1);
     struct pair dq = zero_pair(nq), dk = zero_pair(nk), dv = zero_pair(nk), dgl = zero_pair(ng);
-    int32_t *idx = malloc(nidx * sizeof(int32_t)), *IDX = gpu->alloc(nidx * sizeof(int32_t));
+    int32_t *idx = malloc(nidx * sizeof(int32_t) + 1), *IDX = gpu->alloc(nidx * sizeof(int32_t) + 1);
+    void (*check)(const char *, struct pair) = bf16 ? check_pair_bf16 : check_pair;
+    if (bf16) gpu->set_matmul_precision(1);
     cpu_f32_nsa_fwd(o.h, saved.h, idx, q.h, k.h, v.h, gl.h, &shape, B, L, 0);
     gpu->nsa_fwd(o.d, saved.d, IDX, q.d, k.d, v.d, gl.d, &shape, B, L, 0);
-    char label[160];
-    snprintf(label, sizeof label, "nsa_fwd B=%d L=%d Hq=%d Hkv=%d d=%d block=%d S=%d w=%d: o", B, L, Hq, Hkv, d, block,
-             n_select, window);
-    check_pair(label, o);
-    check_pair("nsa_fwd: saved tensors (pooled k, v; branch outputs, lse; gates)", saved);
-    int32_t *got = malloc(nidx * sizeof(int32_t));
+    char label[200];
+    snprintf(label, sizeof label, "nsa_fwd%s B=%d L=%d Hq=%d Hkv=%d d=%d block=%d S=%d w=%d: o", bf16 ? " (bf16)" : "",
+             B, L, Hq, Hkv, d, block, n_select, window);
+    check(label, o);
+    check("nsa_fwd: saved tensors (pooled k, v; branch outputs, lse; gates)", saved);
+    int32_t *got = malloc(nidx * sizeof(int32_t) + 1);
     gpu->to_host(got, IDX, nidx * sizeof(int32_t));
     check_true("nsa_fwd: the GPU selects the same blocks as the CPU", memcmp(got, idx, nidx * sizeof(int32_t)) == 0);
     gpu->to_device(IDX, idx, nidx * sizeof(int32_t)); /* the backward pass reads the CPU's selection too */
     cpu_f32_nsa_bwd(dq.h, dk.h, dv.h, dgl.h, dO.h, saved.h, idx, q.h, k.h, v.h, gl.h, &shape, B, L);
     gpu->nsa_bwd(dq.d, dk.d, dv.d, dgl.d, dO.d, saved.d, IDX, q.d, k.d, v.d, gl.d, &shape, B, L);
-    check_pair("nsa_bwd: dq", dq);
-    check_pair("nsa_bwd: dk", dk);
-    check_pair("nsa_bwd: dv", dv);
-    check_pair("nsa_bwd: dgate_logits", dgl);
+    check("nsa_bwd: dq", dq);
+    check("nsa_bwd: dk", dk);
+    check("nsa_bwd: dv", dv);
+    check("nsa_bwd: dgate_logits", dgl);
+    /* again, the selection given (reuse_block_idx = 1): the same bits */
+    struct pair first[] = {o, dq, dk, dv, dgl};
+    float *before[5];
+    for (int i = 0; i < 5; i++) before[i] = back(first[i].d, first[i].n);
+    gpu->nsa_fwd(o.d, saved.d, IDX, q.d, k.d, v.d, gl.d, &shape, B, L, 1);
+    gpu->nsa_bwd(dq.d, dk.d, dv.d, dgl.d, dO.d, saved.d, IDX, q.d, k.d, v.d, gl.d, &shape, B, L);
+    const char *names[] = {"o", "dq", "dk", "dv", "dgate_logits"};
+    for (int i = 0; i < 5; i++) {
+        float *again = back(first[i].d, first[i].n);
+        snprintf(label, sizeof label, "nsa: a second run (block_idx given) gives the same bits: %s", names[i]);
+        check_bitwise_equal(label, before[i], again, first[i].n * sizeof(float));
+        free(again), free(before[i]);
+    }
+    if (bf16) gpu->set_matmul_precision(0);
     free(idx), free(got), gpu->free(IDX);
     struct pair all[] = {q, k, v, gl, o, saved, dO, dq, dk, dv, dgl};
     free_pairs(all, 11);
+}
+static void test_nsa(int B, int L, int Hq, int Hkv, int d, int block, int n_select, int window) {
+    test_nsa_in(B, L, Hq, Hkv, d, block, n_select, window, 0);
 }
 
 /* FSDP's bf16 gathers: the GPU rounds to bf16 exactly as the CPU does (ties to even, NaN,
@@ -710,6 +732,19 @@ int main(int argc, char **argv) {
     if (want("gdr")) test_gdr_bf16(2, 1000, 2, 128, 128, 1);
     if (want("nsa")) test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
     if (want("nsa")) test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
+    /* the tiles: one query head per group (G = 1) and 16, 32 (two head chunks); lengths off the
+     * blocks; windows below and above the block; blocks of 16, 32, 64, 128 (two key parts);
+     * blocks chosen by more queries than one work item holds (L = 1000, block 16) */
+    if (want("nsa")) test_nsa(1, 300, 2, 2, 64, 64, 3, 100);
+    if (want("nsa")) test_nsa(2, 1000, 16, 1, 8, 32, 16, 20);
+    if (want("nsa")) test_nsa(1, 130, 16, 2, 64, 64, 1, 512);
+    if (want("nsa")) test_nsa(1, 300, 4, 1, 32, 128, 2, 64);
+    if (want("nsa")) test_nsa(1, 200, 32, 1, 16, 32, 4, 50);
+    if (want("nsa")) test_nsa(1, 1000, 16, 1, 64, 16, 16, 40);
+    if (want("nsa")) test_nsa(1, 2048, 32, 2, 64, 64, 16, 512); /* the 0.4B layout */
+    if (want("nsa")) test_nsa_in(1, 300, 8, 2, 64, 64, 4, 100, 1);
+    if (want("nsa")) test_nsa_in(1, 600, 32, 2, 64, 32, 8, 100, 1);
+    if (want("nsa")) test_nsa_in(1, 200, 4, 1, 128, 64, 3, 70, 1);
     if (want("convert")) test_bf16_convert(1000);
     if (want("convert")) test_bf16_convert(20000003);
     if (want("determinism")) test_determinism();

@@ -1,0 +1,221 @@
+// NSA's query-side tiles on the tensor cores (train.precision = bf16, head dims 64 and 128):
+// the selected branch's forward pass and dq of the compressed and selected branches, with the
+// semantics of cuda_nsa_query.cu's fp32 tiles. A warp owns one token x 16 heads of a kv group,
+// which is exactly the 16 rows of an mma.m16n8k16: Q (and dO) stay in registers as A fragments,
+// a 64-key block is loaded once into the warp's shared memory as bf16, the scores come out in
+// C fragments whose layout is the next product's A fragment (FlashAttention-2's register
+// reuse), so probabilities never touch shared memory. Products take bf16 operands with fp32
+// accumulation; softmax statistics stay fp32. Four warps per block, each on its own token: no
+// block-wide synchronisation.
+#include "cuda_check.h"
+#include "cuda_nsa.h"
+#include "cuda_nsa_mma.cuh"
+
+namespace {
+
+using namespace nsa_mma;
+constexpr int WARPS = 4; // tokens per block
+
+// The warp's task: (b, t, kv head h), heads g0 .. g0 + nrows - 1 of the group (grid.y chunks).
+struct wtask {
+    int b, t, h, nrows;
+    size_t row0;
+};
+__device__ inline bool task_of(const nsa_dims &s, wtask &w) {
+    const size_t task = (size_t)blockIdx.x * WARPS + threadIdx.x / 32;
+    if (task >= (size_t)s.B * s.L * s.Hkv) return false;
+    const int g0 = blockIdx.y * 16;
+    w.h = task % s.Hkv, w.t = task / s.Hkv % s.L, w.b = task / ((size_t)s.Hkv * s.L), w.nrows = min(16, s.G - g0);
+    w.row0 = ((size_t)w.b * s.L + w.t) * s.Hq + (size_t)w.h * s.G + g0;
+    return true;
+}
+
+// The task's 16 query rows of x as A fragments (rows past nrows zero), row g scaled by sc[0].
+template <int D> __device__ inline void task_rows(uint32_t (&a)[D / 16][4], const float *x, const wtask &w,
+                                                  const float (&sc)[2]) {
+    const int g = threadIdx.x % 32 / 4;
+    const float *rows[2] = {g < w.nrows ? x + (w.row0 + g) * D : NULL,
+                            g + 8 < w.nrows ? x + (w.row0 + g + 8) * D : NULL};
+    load_a<D>(a, rows, sc);
+}
+
+// The key range of slot `slot` (cuda_nsa_query.cu's slot_range).
+__device__ inline void range_of(int x, const int32_t *idx, int slot, int t, const nsa_dims &s, int *j0, int *j1) {
+    if (x == NSA_CMP) {
+        *j0 = 0, *j1 = (t + 1) / s.bs;
+        return;
+    }
+    const int c = idx[slot];
+    *j0 = c < 0 ? 0 : c * s.bs;
+    *j1 = c < 0 ? 0 : min(min(*j0 + s.bs, t + 1), s.L);
+}
+
+template <int D>
+__global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, const float *q, const float *k,
+                                                                  const float *v, const int32_t *block_idx,
+                                                                  nsa_dims s) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    bf16 *Ks = (bf16 *)smem + (threadIdx.x / 32) * 2 * KT * (D + 8), *Vs = Ks + KT * (D + 8);
+    wtask w;
+    if (!task_of(s, w)) return; // a whole warp; nothing below synchronises the block
+    uint32_t qa[D / 16][4];
+    const float one[2] = {1, 1};
+    task_rows<D>(qa, q, w, one);
+    float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0;
+    const int32_t *idx = block_idx + (((size_t)w.b * s.L + w.t) * s.Hkv + w.h) * s.nsel;
+    for (int slot = 0; slot < s.nsel; slot++) {
+        int j0, j1;
+        range_of(NSA_SLC, idx, slot, w.t, s, &j0, &j1);
+        for (int a = j0; a < j1; a += KT) {
+            __syncwarp(); // the previous tile is no longer read
+            load_tile<D>(Ks, k, w.b, s.L, s.Hkv, w.h, a, j1);
+            load_tile<D>(Vs, v, w.b, s.L, s.Hkv, w.h, a, j1);
+            __syncwarp();
+            float sc[KT / 8][4];
+            scores<D>(sc, qa, Ks);
+            float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int n = 0; n < KT / 8; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const bool in = a + 8 * n + 2 * tig + (i & 1) < j1;
+                    sc[n][i] = in ? sc[n][i] * s.scale : -INFINITY;
+                    mx[i / 2] = fmaxf(mx[i / 2], sc[n][i]);
+                }
+            float corr[2];
+#pragma unroll
+            for (int r = 0; r < 2; r++) { // key a is always in: the maximum is finite
+                const float m_new = fmaxf(m[r], quad_max(mx[r]));
+                corr[r] = expf(m[r] - m_new), m[r] = m_new, l[r] *= corr[r];
+            }
+#pragma unroll
+            for (int n = 0; n < KT / 8; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) sc[n][i] = expf(sc[n][i] - m[i / 2]), l[i / 2] += sc[n][i];
+#pragma unroll
+            for (int n = 0; n < D / 8; n++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) o[n][i] *= corr[i / 2];
+            times_rows<D>(o, sc, Vs);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const float lr = quad_sum(l[r]);
+        const int row = g + 8 * r;
+        if (row >= w.nrows) continue;
+        const size_t R = w.row0 + row;
+        const float inv = lr > 0 ? 1.0f / lr : 0.0f; // no key: o = 0, lse = 0
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+            *(float2 *)(sv.o[NSA_SLC] + R * D + 8 * n + 2 * tig) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+        if (tig == 0) sv.lse[NSA_SLC][R] = lr > 0 ? m[r] + logf(lr) : 0.0f;
+    }
+}
+
+// dq += scale sum_j dS_j k_j, dS = P (g_x dO V^T - D_x), over the compressed then the selected
+// branch. dO's A fragments carry g_x (reloaded per branch).
+template <int D>
+__global__ void __launch_bounds__(WARPS * 32) dq_mma_kernel(float *dq, const float *dout, nsa_saved sv,
+                                                             const float *delta, const float *q, const float *k,
+                                                             const float *v, const int32_t *block_idx, nsa_dims s) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    bf16 *Ks = (bf16 *)smem + (threadIdx.x / 32) * 2 * KT * (D + 8), *Vs = Ks + KT * (D + 8);
+    wtask w;
+    if (!task_of(s, w)) return;
+    const size_t rows = (size_t)s.B * s.L * s.Hq;
+    uint32_t qa[D / 16][4], da[D / 16][4];
+    const float one[2] = {1, 1};
+    task_rows<D>(qa, q, w, one);
+    float acc[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0;
+    const int32_t *idx = block_idx + (((size_t)w.b * s.L + w.t) * s.Hkv + w.h) * s.nsel;
+#pragma unroll
+    for (int x = NSA_CMP; x <= NSA_SLC; x++) {
+        float lse[2], Dx[2], gx[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const bool valid = g + 8 * r < w.nrows;
+            const size_t R = w.row0 + (valid ? g + 8 * r : 0);
+            lse[r] = sv.lse[x][R], Dx[r] = delta[x * rows + R], gx[r] = valid ? sv.gate[R * 3 + x] : 0.0f;
+        }
+        task_rows<D>(da, dout, w, gx); // g_x dout: dP = <g_x dout, v>
+        const float *K = x == NSA_CMP ? sv.kbar : k, *V = x == NSA_CMP ? sv.vbar : v;
+        const int n_rows = x == NSA_CMP ? s.NB : s.L, slots = x == NSA_CMP ? 1 : s.nsel;
+        for (int slot = 0; slot < slots; slot++) {
+            int j0, j1;
+            range_of(x, idx, slot, w.t, s, &j0, &j1);
+            for (int a = j0; a < j1; a += KT) {
+                __syncwarp();
+                load_tile<D>(Ks, K, w.b, n_rows, s.Hkv, w.h, a, j1);
+                load_tile<D>(Vs, V, w.b, n_rows, s.Hkv, w.h, a, j1);
+                __syncwarp();
+                float sc[KT / 8][4], dp[KT / 8][4];
+                scores<D>(sc, qa, Ks);
+                scores<D>(dp, da, Vs);
+#pragma unroll
+                for (int n = 0; n < KT / 8; n++)
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const bool in = a + 8 * n + 2 * tig + (i & 1) < j1 && g + 8 * (i / 2) < w.nrows;
+                        const float p = in ? expf(sc[n][i] * s.scale - lse[i / 2]) : 0.0f;
+                        sc[n][i] = p * (dp[n][i] - Dx[i / 2]);
+                    }
+                times_rows<D>(acc, sc, Ks);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = g + 8 * r;
+        if (row >= w.nrows) continue;
+        float *dst = dq + (w.row0 + row) * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            float2 *p = (float2 *)(dst + 8 * n + 2 * tig), cur = *p;
+            *p = make_float2(cur.x + s.scale * acc[n][2 * r], cur.y + s.scale * acc[n][2 * r + 1]);
+        }
+    }
+}
+
+template <int D> size_t smem_bytes() { return sizeof(bf16) * WARPS * 2 * KT * (D + 8); }
+dim3 grid_of(const nsa_dims &s) {
+    return dim3((unsigned)(((size_t)s.B * s.L * s.Hkv + WARPS - 1) / WARPS), (unsigned)((s.G + 15) / 16));
+}
+
+template <int D>
+void fwd(const nsa_saved &sv, const float *q, const float *k, const float *v, const int32_t *idx, const nsa_dims &s) {
+    CUDA_CHECK(cudaFuncSetAttribute((const void *)slc_fwd_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)smem_bytes<D>()));
+    slc_fwd_mma_kernel<D><<<grid_of(s), WARPS * 32, smem_bytes<D>()>>>(sv, q, k, v, idx, s);
+    CUDA_LAUNCH_CHECK();
+}
+template <int D>
+void dq_run(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
+            const float *v, const int32_t *idx, const nsa_dims &s) {
+    CUDA_CHECK(cudaFuncSetAttribute((const void *)dq_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)smem_bytes<D>()));
+    dq_mma_kernel<D><<<grid_of(s), WARPS * 32, smem_bytes<D>()>>>(dq, dout, sv, delta, q, k, v, idx, s);
+    CUDA_LAUNCH_CHECK();
+}
+
+} // namespace
+
+bool nsa_mma_supported(const nsa_dims &s) { return s.d == 64 || s.d == 128; }
+
+void nsa_slc_fwd_bf16(const nsa_saved &sv, const float *q, const float *k, const float *v, const int32_t *block_idx,
+                      const nsa_dims &s) {
+    if (s.d == 64) fwd<64>(sv, q, k, v, block_idx, s);
+    else fwd<128>(sv, q, k, v, block_idx, s);
+}
+
+void nsa_dq_bf16(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
+                 const float *v, const int32_t *block_idx, const nsa_dims &s) {
+    if (s.d == 64) dq_run<64>(dq, dout, sv, delta, q, k, v, block_idx, s);
+    else dq_run<128>(dq, dout, sv, delta, q, k, v, block_idx, s);
+}

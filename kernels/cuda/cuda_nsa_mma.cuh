@@ -1,0 +1,110 @@
+// The tensor-core pieces of NSA's bf16 tiles (cuda_nsa_mma.cu, cuda_nsa_keys.cu): mma.m16n8k16
+// with bf16 operands and fp32 accumulation on register fragments. Lane = 4 g + tig: an A or C
+// fragment holds rows g and g + 8, columns 2 tig, 2 tig + 1 (+ 8); a C fragment of one
+// product is, packed to bf16, the A fragment of the next (FlashAttention-2's register reuse).
+#ifndef HYLA_CUDA_NSA_MMA_CUH
+#define HYLA_CUDA_NSA_MMA_CUH
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+namespace nsa_mma {
+
+typedef __nv_bfloat16 bf16;
+constexpr int KT = 64; // keys (or query rows) per tile
+
+__device__ inline uint32_t pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x (low half) = lo
+    return *(uint32_t *)&v;
+}
+// c += a b: A 16 x 16 (row g / g + 8, columns 2 tig .. of each 8), B 16 x 8 (column g).
+__device__ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Four 8 x 8 bf16 matrices, transposed: lane l gives the address of row l % 8 of matrix l / 8.
+__device__ inline void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const bf16 *p) {
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(a));
+}
+
+// A fragments of a 16 x D fp32 matrix whose row g of this lane is at rows[0] and row g + 8 at
+// rows[1] (NULL: zeros), scaled by sc[0], sc[1].
+template <int D>
+__device__ inline void load_a(uint32_t (&a)[D / 16][4], const float *const (&rows)[2], const float (&sc)[2]) {
+    const int tig = threadIdx.x % 4;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) { // columns 16 ks + 8 half + 2 tig, + 1
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++) {
+                float2 v = make_float2(0, 0);
+                if (rows[rr]) v = *(const float2 *)(rows[rr] + 16 * ks + 8 * half + 2 * tig);
+                a[ks][2 * half + rr] = pack(sc[rr] * v.x, sc[rr] * v.y);
+            }
+        }
+}
+
+// Rows j0 .. j0 + 63 of kv head h of a [B, n, Hkv, D] tensor into sh[64][D + 8] as bf16; rows at
+// or past j1 are zeros. One warp.
+template <int D>
+__device__ inline void load_tile(bf16 *sh, const float *x, int b, int n, int Hkv, int h, int j0, int j1) {
+    const int lane = threadIdx.x % 32;
+    for (int e = lane; e < KT * D / 4; e += 32) {
+        const int r = e / (D / 4), c = e % (D / 4) * 4, j = j0 + r;
+        float4 v = make_float4(0, 0, 0, 0);
+        if (j < j1) v = *(const float4 *)(x + (((size_t)b * n + j) * Hkv + h) * D + c);
+        uint2 u = make_uint2(pack(v.x, v.y), pack(v.z, v.w));
+        *(uint2 *)(sh + r * (D + 8) + c) = u;
+    }
+}
+
+// s[n] = A B^T for the 8 key columns of n-tile n: B rows (keys) of sh[64][D + 8].
+template <int D> __device__ inline void scores(float (&s)[KT / 8][4], const uint32_t (&a)[D / 16][4], const bf16 *sh) {
+    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+#pragma unroll
+    for (int n = 0; n < KT / 8; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            const bf16 *p = sh + (8 * n + g) * (D + 8) + 16 * ks + 2 * tig;
+            mma(s[n], a[ks], *(const uint32_t *)p, *(const uint32_t *)(p + 8));
+        }
+    }
+}
+
+// acc += P X: P's C fragments (16 x 64) as A fragments, X = sh[64][D + 8] (keys x columns).
+template <int D> __device__ inline void times_rows(float (&acc)[D / 8][4], const float (&p)[KT / 8][4], const bf16 *sh) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int ks = 0; ks < KT / 16; ks++) {
+        const uint32_t a[4] = {pack(p[2 * ks][0], p[2 * ks][1]), pack(p[2 * ks][2], p[2 * ks][3]),
+                               pack(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+#pragma unroll
+        for (int nn = 0; nn < D / 16; nn++) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4_trans(b0, b1, b2, b3, sh + (16 * ks + (lane & 15)) * (D + 8) + 16 * nn + 8 * (lane >> 4));
+            mma(acc[2 * nn], a, b0, b1);
+            mma(acc[2 * nn + 1], a, b2, b3);
+        }
+    }
+}
+
+// Sum / max over the 4 lanes of a quad (one fragment row).
+__device__ inline float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ inline float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+} // namespace nsa_mma
+
+#endif
