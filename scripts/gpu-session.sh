@@ -13,12 +13,12 @@ train() { # MODEL BATCH
     >"$out/bench-train-$1-bf16-b$2.json" 2>"$out/bench-train-$1.err"
   echo "$1 B=$2: exit $? $(tr -d '\n ' <"$out/bench-train-$1-bf16-b$2.json" | grep -o '"tokens_per_s[^,]*,[^,]*' | head -1) $(tail -c 200 "$out/bench-train-$1.err")"
 }
-(cd gpu-carry && OMP_NUM_THREADS=16 OPENBLAS_NUM_THREADS=1 timeout 150 ./test_cuda_ops >"$out/test_cuda_ops.txt" 2>&1
+(cd gpu-carry && OMP_NUM_THREADS=16 OPENBLAS_NUM_THREADS=1 timeout ${TEST_TIMEOUT:-150} ./test_cuda_ops $TEST_GROUPS >"$out/test_cuda_ops.txt" 2>&1
  echo "test_cuda_ops: exit $?"; grep -v "^ok" "$out/test_cuda_ops.txt" | tail -12)
 train gdn_lte_0.4B 4
+timeout ${RUN_TIMEOUT:-150} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"
 for only in ${KERNELS:-gdr nsa lte_router attention}; do
   timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.2 2>&1 |
     grep -E "fwd|bwd" | tee -a "$out/bench-kernels-bf16.txt"
 done
-timeout 150 bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"
 for mb in ${MODELS:-gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do train ${mb%%:*} ${mb##*:}; done
