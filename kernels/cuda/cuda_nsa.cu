@@ -6,9 +6,11 @@
 // the gate mix. Backward: the gate gradients and each branch's softmax row term D, the window
 // branch's dq, dk, dv (written), then the other branches' dq (query tiles) and dk, dv (key
 // tiles over an inverted index) added in a fixed order. In bf16 mode the query tiles and the
-// window run on the tensor cores (head dims 64, 128). Head dims > 128 take the per-row path.
+// window run on the tensor cores (head dims 64, 128). Head dims > 128 take the per-row path,
+// and so does everything while HYLA_NSA_TILED is not 1: the tiled path awaits its GPU test.
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend_cuda.h"
 #include "cuda_check.h"
@@ -23,6 +25,16 @@ static int nsa_check_shape(const struct hyla_nsa_shape *s) {
         exit(1);
     }
     return s->head_dim >= 1 && s->head_dim <= 128; // the tiles' head dims
+}
+
+// The tiled kernels are switched on by HYLA_NSA_TILED=1 until they pass test_cuda_ops on a GPU.
+static bool tiled_wanted(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYLA_NSA_TILED");
+        on = e && strcmp(e, "1") == 0;
+    }
+    return on;
 }
 
 static nsa_dims dims_of(const struct hyla_nsa_shape *s, int B, int L) {
@@ -43,7 +55,7 @@ static nsa_saved saved_of(float *saved, const struct hyla_nsa_shape *s, int B, i
 
 static void cuda_nsa_fwd(float *o, float *saved, int32_t *block_idx, const float *q, const float *k, const float *v,
                          const float *gate_logits, const struct hyla_nsa_shape *shape, int B, int L, int reuse) {
-    if (!nsa_check_shape(shape)) {
+    if (!nsa_check_shape(shape) || !tiled_wanted()) {
         nsa_rows_fwd(o, saved, block_idx, q, k, v, gate_logits, shape, B, L, reuse);
         return;
     }
@@ -64,7 +76,7 @@ static void cuda_nsa_fwd(float *o, float *saved, int32_t *block_idx, const float
 static void cuda_nsa_bwd(float *dq, float *dk, float *dv, float *dgate, const float *dout, const float *saved,
                          const int32_t *block_idx, const float *q, const float *k, const float *v,
                          const float *gate_logits, const struct hyla_nsa_shape *shape, int B, int L) {
-    if (!nsa_check_shape(shape)) {
+    if (!nsa_check_shape(shape) || !tiled_wanted()) {
         nsa_rows_bwd(dq, dk, dv, dgate, dout, saved, block_idx, q, k, v, gate_logits, shape, B, L);
         return;
     }

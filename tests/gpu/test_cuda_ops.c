@@ -732,19 +732,22 @@ int main(int argc, char **argv) {
     if (want("gdr")) test_gdr_bf16(2, 1000, 2, 128, 128, 1);
     if (want("nsa")) test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
     if (want("nsa")) test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
-    /* the tiles: one query head per group (G = 1) and 16, 32 (two head chunks); lengths off the
-     * blocks; windows below and above the block; blocks of 16, 32, 64, 128 (two key parts);
-     * blocks chosen by more queries than one work item holds (L = 1000, block 16) */
-    if (want("nsa")) test_nsa(1, 300, 2, 2, 64, 64, 3, 100);
-    if (want("nsa")) test_nsa(2, 1000, 16, 1, 8, 32, 16, 20);
-    if (want("nsa")) test_nsa(1, 130, 16, 2, 64, 64, 1, 512);
-    if (want("nsa")) test_nsa(1, 300, 4, 1, 32, 128, 2, 64);
-    if (want("nsa")) test_nsa(1, 200, 32, 1, 16, 32, 4, 50);
-    if (want("nsa")) test_nsa(1, 1000, 16, 1, 64, 16, 16, 40);
-    if (want("nsa")) test_nsa(1, 2048, 32, 2, 64, 64, 16, 512); /* the 0.4B layout */
-    if (want("nsa")) test_nsa_in(1, 300, 8, 2, 64, 64, 4, 100, 1);
-    if (want("nsa")) test_nsa_in(1, 600, 32, 2, 64, 32, 8, 100, 1);
-    if (want("nsa")) test_nsa_in(1, 200, 4, 1, 128, 64, 3, 70, 1);
+    /* the tiled kernels (on with HYLA_NSA_TILED=1; cuda_nsa.cu): one query head per group
+     * (G = 1) and 16, 32 (two head chunks); lengths off the blocks; windows below and above the
+     * block; blocks of 16, 32, 64, 128 (two key parts); blocks chosen by more queries than one
+     * work item holds (L = 1000, block 16); the 0.4B layout; bf16 mode on the tensor cores */
+    const char *tiled_env = getenv("HYLA_NSA_TILED");
+    const int nsa_tiled = want("nsa") && tiled_env && strcmp(tiled_env, "1") == 0;
+    if (nsa_tiled) test_nsa(1, 300, 2, 2, 64, 64, 3, 100);
+    if (nsa_tiled) test_nsa(2, 1000, 16, 1, 8, 32, 16, 20);
+    if (nsa_tiled) test_nsa(1, 130, 16, 2, 64, 64, 1, 512);
+    if (nsa_tiled) test_nsa(1, 300, 4, 1, 32, 128, 2, 64);
+    if (nsa_tiled) test_nsa(1, 200, 32, 1, 16, 32, 4, 50);
+    if (nsa_tiled) test_nsa(1, 1000, 16, 1, 64, 16, 16, 40);
+    if (nsa_tiled) test_nsa(1, 2048, 32, 2, 64, 64, 16, 512); /* the 0.4B layout */
+    if (nsa_tiled) test_nsa_in(1, 300, 8, 2, 64, 64, 4, 100, 1);
+    if (nsa_tiled) test_nsa_in(1, 600, 32, 2, 64, 32, 8, 100, 1);
+    if (nsa_tiled) test_nsa_in(1, 200, 4, 1, 128, 64, 3, 70, 1);
     if (want("convert")) test_bf16_convert(1000);
     if (want("convert")) test_bf16_convert(20000003);
     if (want("determinism")) test_determinism();
