@@ -383,8 +383,17 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
 namespace {
 
 // gdr_chunk_*: the chunked tensor-core kernels in bf16 mode for head dims up to 128; the fp32
-// recurrence otherwise (fp32 mode keeps its 1e-5 agreement with the CPU).
-bool use_chunked(int dk, int dv) { return cuda_matmul_bf16() && dk <= 128 && dv <= 128; }
+// recurrence otherwise (fp32 mode keeps its 1e-5 agreement with the CPU). HYLA_GDR_CHUNKED=0
+// or 1 overrides the default (CHUNKED_BY_DEFAULT), read once.
+constexpr bool CHUNKED_BY_DEFAULT = false; // not yet validated on a GPU
+bool use_chunked(int dk, int dv) {
+    static int enabled = -1;
+    if (enabled < 0) {
+        const char *env = getenv("HYLA_GDR_CHUNKED");
+        enabled = env && *env ? atoi(env) != 0 : CHUNKED_BY_DEFAULT;
+    }
+    return enabled && cuda_matmul_bf16() && dk <= 128 && dv <= 128;
+}
 
 void gdr_chunk_fwd(float *o, float *final_state, const float *q, const float *k, const float *v, const float *beta,
                    const float *g, const float *S0, float scale, int B, int L, int H, int dk, int dv) {
