@@ -1,11 +1,11 @@
 // CUDA: the LTE router CNN (MODEL.md §5.2) with the CPU twin's semantics, including its
 // dropout masks (regenerated from the same counter-based keys and element indices, see
-// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). Each conv is a sum
-// over its taps of shifted matrix products per kv head: the dropped-out input X is written
-// once (not kernel-width times, as an unfolded "im2col" copy would be) and tap i multiplies
-// rows t + shift_i of it by that tap's weights, batched over the heads in cuBLAS (in the
-// backend's matmul precision); the backward pass runs the same products transposed, taps in
-// order. Bias and projection gradients are column sums (cuda_column_sum.cuh). No atomics.
+// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). Each conv is a
+// matrix product per kv head on its unfolded input ("im2col": row (b, t), column (ci, tap) =
+// the dropped-out input at t + dilation (tap - centre)): outputs, weight gradients and input
+// gradients are batched cuBLAS products over the heads (in the backend's matmul precision);
+// the input gradient folds back over the taps in a fixed order, bias and projection gradients
+// are column sums (cuda_column_sum.cuh). No atomics.
 #include "backend_cuda.h"
 #include "common/rng.h"
 #include "cuda_check.h"
@@ -61,51 +61,28 @@ __device__ static float conv_input(const struct router_dims &r, int l, const flo
     return x * keep;
 }
 
-// X[h][(b, t)][ci] = conv l's dropped-out input at (b, t, h, ci): each value (and its dropout
-// draw) once, where an unfolded copy would hold it kernel-width times.
-__global__ void conv_input_kernel(float *X, const float *k, const float *v, const float *acts, struct router_dims r,
-                                  int l) {
-    const int cin = r.c[l];
+// Offset of tap i of conv l (centred, dilated).
+__device__ static int tap_shift(const struct router_dims &r, int l, int i) {
+    return r.dilation[l] * (i - (r.kernel[l] - 1) / 2);
+}
+
+// U[h][(b, t)][ci * kw + i] = conv l's dropped-out input at (b, t + shift_i, h, ci), 0 past the ends.
+__global__ void unfold_kernel(float *U, const float *k, const float *v, const float *acts, struct router_dims r,
+                              int l) {
+    const int cin = r.c[l], kw = r.kernel[l], K = cin * kw;
     const size_t N = (size_t)r.B * r.L;
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)r.H * N * cin) return;
-    const int ci = (int)(e % cin), h = (int)(e / (N * cin));
-    const size_t n = (e / cin) % N;
+    if (e >= (size_t)r.H * N * K) return;
+    const int col = (int)(e % K), ci = col / kw, i = col % kw;
+    const size_t n = (e / K) % N;
+    const int h = (int)(e / (N * K)), t = (int)(n % r.L), b = (int)(n / r.L), ts = t + tap_shift(r, l, i);
     float mask;
-    X[e] = conv_input(r, l, k, v, acts, (int)(n / r.L), (int)(n % r.L), h, ci, &mask);
+    U[e] = ts >= 0 && ts < r.L ? conv_input(r, l, k, v, acts, b, ts, h, ci, &mask) : 0.0f;
 }
-static void conv_inputs(float *X, const float *k, const float *v, const float *acts, const struct router_dims &r,
-                        int l) {
-    const size_t count = (size_t)r.H * r.B * r.L * r.c[l];
-    conv_input_kernel<<<blocks_for(count, 256), 256>>>(X, k, v, acts, r, l);
+static void unfold(float *U, const float *k, const float *v, const float *acts, const struct router_dims &r, int l) {
+    const size_t count = (size_t)r.H * r.B * r.L * r.c[l] * r.kernel[l];
+    unfold_kernel<<<blocks_for(count, 256), 256>>>(U, k, v, acts, r, l);
     CUDA_LAUNCH_CHECK();
-}
-
-// Conv l's weights per tap: Wt[h][i][co][ci] = W[h][co][ci * kw + i] (to_taps), and the
-// gradient's way back, added into the parameters' layout (from_taps).
-__global__ void weight_taps_kernel(float *Wt, const float *W, int H, int cout, int cin, int kw, int to_taps) {
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; // over W's layout [h][co][ci][i]
-    if (e >= (size_t)H * cout * cin * kw) return;
-    const int i = (int)(e % kw), ci = (int)((e / kw) % cin);
-    const size_t hco = e / ((size_t)kw * cin); // h * cout + co
-    const int co = (int)(hco % cout), h = (int)(hco / cout);
-    const size_t t = (((size_t)h * kw + i) * cout + co) * cin + ci;
-    if (to_taps) Wt[t] = W[e];
-    else ((float *)W)[e] += Wt[t];
-}
-static void weight_taps(float *Wt, const float *W, const struct router_dims &r, int l, int to_taps) {
-    const size_t count = (size_t)r.H * r.c[l + 1] * r.c[l] * r.kernel[l];
-    weight_taps_kernel<<<blocks_for(count, 256), 256>>>(Wt, W, r.H, r.c[l + 1], r.c[l], r.kernel[l], to_taps);
-    CUDA_LAUNCH_CHECK();
-}
-
-// The rows of one sequence that tap i reads inside the sequence: outputs t in [*t0, *t1)
-// read inputs t + shift (the rest read the zero padding and add nothing).
-static int tap_rows(const struct router_dims &r, int l, int i, int *t0, int *t1) {
-    const int shift = r.dilation[l] * (i - (r.kernel[l] - 1) / 2);
-    *t0 = shift < 0 ? -shift : 0;
-    *t1 = shift > 0 ? r.L - shift : r.L;
-    return shift;
 }
 
 // a_{l+1}[(b, t), h, co] = bias[h, co] (the product adds onto it).
@@ -114,26 +91,14 @@ __global__ void conv_bias_fill_kernel(float *out, const float *bias, size_t coun
     if (e < count) out[e] = bias[e % hc];
 }
 
-// Conv l forward as kernel-width shifted products per sequence, batched over the heads:
-// a_{l+1}[(b, t), h] = bias + sum over taps i of X_h[(b, t + shift_i)] Wt_{h,i}^T.
-static void conv_forward(float *acts, const float *X, float *Wt, const float *params, const struct router_dims &r,
-                         int l) {
-    const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l], hc = r.H * cout;
-    const long long N = (long long)r.B * r.L;
+// Conv l forward: a_{l+1} = bias + U_h W_h^T per head (W_h: [cout, cin * kw]).
+static void conv_forward(float *acts, const float *U, const float *params, const struct router_dims &r, int l) {
+    const int cout = r.c[l + 1], K = r.c[l] * r.kernel[l], N = r.B * r.L, hc = r.H * cout;
     float *out = acts + r.act[l + 1];
     conv_bias_fill_kernel<<<blocks_for((size_t)N * hc, 256), 256>>>(out, params + r.b[l], (size_t)N * hc, hc);
     CUDA_LAUNCH_CHECK();
-    weight_taps(Wt, params + r.w[l], r, l, 1);
-    for (int i = 0; i < kw; i++)
-        for (int b = 0; b < r.B; b++) {
-            int t0, t1;
-            const int shift = tap_rows(r, l, i, &t0, &t1);
-            if (t1 <= t0) continue;
-            const long long row = (long long)b * r.L;
-            cuda_gemm_batched(0, 1, t1 - t0, cout, cin, 1.0f, X + (row + t0 + shift) * cin, cin, N * cin,
-                              Wt + (size_t)i * cout * cin, cin, (long long)kw * cout * cin, 1.0f,
-                              out + (row + t0) * hc, hc, cout, r.H);
-        }
+    cuda_gemm_batched(0, 1, N, cout, K, 1.0f, U, K, (long long)N * K, params + r.w[l], K, (long long)cout * K, 1.0f,
+                      out, hc, cout, r.H);
 }
 
 __global__ void proj_fwd_kernel(float *score, float *acts, const float *params, struct router_dims r) {
@@ -146,34 +111,23 @@ __global__ void proj_fwd_kernel(float *score, float *acts, const float *params, 
     score[pos] = sig(z) - 0.5f;
 }
 
-// Scratch of one conv: its inputs X (the widest conv's) and its per-tap weights.
-static size_t inputs_bytes(const struct router_dims &r) {
+static size_t unfolded_bytes(const struct router_dims &r) {
     size_t widest = 0;
-    for (int l = 0; l < r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
+    for (int l = 0; l < r.n; l++) widest = (size_t)r.c[l] * r.kernel[l] > widest ? (size_t)r.c[l] * r.kernel[l] : widest;
     return sizeof(float) * (size_t)r.H * r.B * r.L * widest;
-}
-static size_t taps_bytes(const struct router_dims &r) {
-    size_t widest = 0;
-    for (int l = 0; l < r.n; l++) {
-        const size_t w = (size_t)r.c[l + 1] * r.c[l] * r.kernel[l];
-        widest = w > widest ? w : widest;
-    }
-    return sizeof(float) * (size_t)r.H * widest;
 }
 
 static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     struct router_dims r = dims_of(shape, B, L, p, key);
     const size_t tokens = (size_t)B * L * r.H;
-    float *X = NULL, *Wt = NULL; // stream-ordered scratch
-    CUDA_CHECK(cudaMallocAsync((void **)&X, inputs_bytes(r), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&Wt, taps_bytes(r), 0));
+    float *U = NULL; // stream-ordered scratch: one conv's unfolded input (the widest is conv 0's)
+    CUDA_CHECK(cudaMallocAsync((void **)&U, unfolded_bytes(r), 0));
     for (int l = 0; l < r.n; l++) {
-        conv_inputs(X, k, v, acts, r, l);
-        conv_forward(acts, X, Wt, params, r, l);
+        unfold(U, k, v, acts, r, l);
+        conv_forward(acts, U, params, r, l);
     }
-    CUDA_CHECK(cudaFreeAsync(X, 0));
-    CUDA_CHECK(cudaFreeAsync(Wt, 0));
+    CUDA_CHECK(cudaFreeAsync(U, 0));
     proj_fwd_kernel<<<blocks_for(tokens, 128), 128>>>(score, acts, params, r);
     CUDA_LAUNCH_CHECK();
 }
@@ -222,26 +176,30 @@ struct conv_bias_term {
     __device__ float operator()(int row, int hc) const { return da[(size_t)row * cols + hc]; }
 };
 
-// Conv l's input gradient dX[h][(b, ts)][ci] through the dropout mask; for l = 0 into dk, dv,
-// otherwise the gradient at the previous conv's SiLU output.
-__global__ void input_grad_kernel(float *du_in, float *dk, float *dv, const float *dX, const float *k, const float *v,
-                                  const float *acts, struct router_dims r, int l) {
-    const int cin = r.c[l];
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; // over [(b, ts), h, ci]
+// Conv l's input gradient at (b, ts, h, ci) from the unfolded one dU[h][(b, t)][ci * kw + i]:
+// the taps that read ts, in tap order, through the dropout mask; for l = 0 into dk, dv.
+__global__ void fold_kernel(float *du_in, float *dk, float *dv, const float *dU, const float *k, const float *v,
+                            const float *acts, struct router_dims r, int l) {
+    const int cin = r.c[l], kw = r.kernel[l], K = cin * kw;
+    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= (size_t)r.B * r.L * r.H * cin) return;
-    const int ci = (int)(e % cin), h = (int)((e / cin) % r.H);
-    const size_t n = e / ((size_t)cin * r.H); // b * L + ts
+    const int ci = (int)(e % cin), h = (int)((e / cin) % r.H), ts = (int)((e / ((size_t)cin * r.H)) % r.L);
+    const int b = (int)(e / ((size_t)cin * r.H * r.L));
     const size_t N = (size_t)r.B * r.L;
-    float mask;
-    conv_input(r, l, k, v, acts, (int)(n / r.L), (int)(n % r.L), h, ci, &mask);
-    const float g = dX[((size_t)h * N + n) * cin + ci] * mask;
+    float acc = 0, mask;
+    for (int i = 0; i < kw; i++) {
+        const int t = ts - tap_shift(r, l, i); // the output that read ts through tap i
+        if (t >= 0 && t < r.L) acc += dU[((size_t)h * N + (size_t)b * r.L + t) * K + (size_t)ci * kw + i];
+    }
+    conv_input(r, l, k, v, acts, b, ts, h, ci, &mask);
+    acc *= mask;
     if (l > 0) {
-        du_in[e] = g;
+        du_in[e] = acc;
         return;
     }
-    const size_t pos = n * r.H + h;
-    if (ci < r.d) dk[pos * r.d + ci] = g;
-    else dv[pos * r.d + ci - r.d] = g;
+    const size_t pos = ((size_t)b * r.L + ts) * r.H + h;
+    if (ci < r.d) dk[pos * r.d + ci] = acc;
+    else dv[pos * r.d + ci - r.d] = acc;
 }
 
 static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
@@ -251,15 +209,13 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
     const size_t tokens = (size_t)B * L * r.H;
     size_t widest = 0;
     for (int l = 0; l <= r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
-    // stream-ordered scratch: the gradients at a conv's outputs and inputs, its inputs X and
-    // their gradient, its per-tap weights and their gradient
-    float *du = NULL, *du_in = NULL, *X = NULL, *dX = NULL, *Wt = NULL, *dWt = NULL;
+    // stream-ordered scratch: the gradients at a conv's outputs and inputs, its unfolded input and
+    // the gradient of that
+    float *du = NULL, *du_in = NULL, *U = NULL, *dU = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&du, tokens * widest * sizeof(float), 0));
     CUDA_CHECK(cudaMallocAsync((void **)&du_in, tokens * widest * sizeof(float), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&X, inputs_bytes(r), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&dX, inputs_bytes(r), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&Wt, taps_bytes(r), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&dWt, taps_bytes(r), 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&U, unfolded_bytes(r), 0));
+    CUDA_CHECK(cudaMallocAsync((void **)&dU, unfolded_bytes(r), 0));
     proj_bwd_du_kernel<<<blocks_for(tokens * r.c[r.n], 128), 128>>>(du, dscore, acts, params, r);
     CUDA_LAUNCH_CHECK();
     const int rows = B * L;
@@ -270,39 +226,23 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
         const size_t outs = tokens * r.c[l + 1];
         silu_bwd_kernel<<<blocks_for(outs, 256), 256>>>(du, acts, r.act[l + 1], outs);
         CUDA_LAUNCH_CHECK();
-        const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l], hc = r.H * cout;
-        const long long N = (long long)rows;
+        const int cout = r.c[l + 1], K = r.c[l] * r.kernel[l], hc = r.H * cout;
         column_sum_add(dparams + r.b[l], rows, hc, conv_bias_term{du, hc});
-        // per tap and sequence, batched over heads: dWt_{h,i} += da_h^T X_h(shifted) and
-        // dX_h(shifted) += da_h Wt_{h,i}, taps in order (a fixed summation order)
-        conv_inputs(X, k, v, acts, r, l);
-        weight_taps(Wt, params + r.w[l], r, l, 1);
-        CUDA_CHECK(cudaMemsetAsync(dWt, 0, sizeof(float) * (size_t)r.H * kw * cout * cin, 0));
-        CUDA_CHECK(cudaMemsetAsync(dX, 0, sizeof(float) * (size_t)r.H * rows * cin, 0));
-        for (int i = 0; i < kw; i++)
-            for (int b = 0; b < B; b++) {
-                int t0, t1;
-                const int shift = tap_rows(r, l, i, &t0, &t1);
-                if (t1 <= t0) continue;
-                const long long row = (long long)b * L;
-                const float *da = du + (row + t0) * hc;
-                cuda_gemm_batched(1, 0, cout, cin, t1 - t0, 1.0f, da, hc, cout, X + (row + t0 + shift) * cin, cin,
-                                  N * cin, 1.0f, dWt + (size_t)i * cout * cin, cin, (long long)kw * cout * cin, r.H);
-                cuda_gemm_batched(0, 0, t1 - t0, cin, cout, 1.0f, da, hc, cout, Wt + (size_t)i * cout * cin, cin,
-                                  (long long)kw * cout * cin, 1.0f, dX + (row + t0 + shift) * cin, cin, N * cin, r.H);
-            }
-        weight_taps(dWt, dparams + r.w[l], r, l, 0);
-        input_grad_kernel<<<blocks_for(tokens * cin, 128), 128>>>(du_in, dk, dv, dX, k, v, acts, r, l);
+        // dW_h += da_h^T U_h and dU_h = da_h W_h, per head
+        unfold(U, k, v, acts, r, l);
+        cuda_gemm_batched(1, 0, cout, K, rows, 1.0f, du, hc, cout, U, K, (long long)rows * K, 1.0f, dparams + r.w[l],
+                          K, (long long)cout * K, r.H);
+        cuda_gemm_batched(0, 0, rows, K, cout, 1.0f, du, hc, cout, params + r.w[l], K, (long long)cout * K, 0.0f, dU,
+                          K, (long long)rows * K, r.H);
+        fold_kernel<<<blocks_for(tokens * r.c[l], 128), 128>>>(du_in, dk, dv, dU, k, v, acts, r, l);
         CUDA_LAUNCH_CHECK();
         float *swap = du; // the input gradient of conv l is the output gradient of conv l - 1
         du = du_in, du_in = swap;
     }
     CUDA_CHECK(cudaFreeAsync(du, 0));
     CUDA_CHECK(cudaFreeAsync(du_in, 0));
-    CUDA_CHECK(cudaFreeAsync(X, 0));
-    CUDA_CHECK(cudaFreeAsync(dX, 0));
-    CUDA_CHECK(cudaFreeAsync(Wt, 0));
-    CUDA_CHECK(cudaFreeAsync(dWt, 0));
+    CUDA_CHECK(cudaFreeAsync(U, 0));
+    CUDA_CHECK(cudaFreeAsync(dU, 0));
 }
 
 extern "C" void cuda_register_lte_router(struct hyla_backend *t) {
