@@ -716,6 +716,9 @@ int main(int argc, char **argv) {
     if (want("attention")) test_attention_in(130, 8, 2, 64, 16, 1, 1);
     if (want("lte_router")) test_lte_router(2, 37, 3, 8, 0.0f);
     if (want("lte_router")) test_lte_router(1, 70, 2, 64, 0.1f);
+    /* sequences shorter than a tap's shift (taps that read only padding), several sequences */
+    if (want("lte_router")) test_lte_router(1, 2, 2, 8, 0.1f);
+    if (want("lte_router")) test_lte_router(3, 130, 2, 16, 0.1f);
     if (want("gdr")) test_gdr(2, 37, 2, 16, 8);
     if (want("gdr")) test_gdr(1, 70, 2, 64, 64);
     if (want("gdr")) test_gdr(1, 130, 3, 128, 128);
