@@ -12,7 +12,8 @@
 // `states` kept, layout [B*H, L, dv, dk] so that a warp's loads are coalesced). Its column
 // sums — dq, dk, dbeta, dg add up over all value columns — are written per column block and
 // added in a fixed order by a second kernel: deterministic, no atomics. `gdr_chunk_*` run this
-// recurrence in fp32 mode; in bf16 mode, the chunked tensor-core form (cuda_gdr_chunk_*.cu).
+// recurrence in fp32 mode; in bf16 mode with HYLA_GDR_CHUNKED=1, the chunked tensor-core form
+// (cuda_gdr_chunk_*.cu; off by default until it has passed test_cuda_ops on a GPU).
 #include "backend_cuda.h"
 #include "cuda_check.h"
 
@@ -385,7 +386,7 @@ namespace {
 // gdr_chunk_*: the chunked tensor-core kernels in bf16 mode for head dims up to 128; the fp32
 // recurrence otherwise (fp32 mode keeps its 1e-5 agreement with the CPU). HYLA_GDR_CHUNKED=0
 // or 1 overrides the default (CHUNKED_BY_DEFAULT), read once.
-constexpr bool CHUNKED_BY_DEFAULT = false; // not yet validated on a GPU
+constexpr bool CHUNKED_BY_DEFAULT = false; // checked on the CPU emulation (tests/gpu/emu), not yet on a GPU
 bool use_chunked(int dk, int dv) {
     static int enabled = -1;
     if (enabled < 0) {

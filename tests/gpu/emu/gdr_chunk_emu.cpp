@@ -1,0 +1,34 @@
+// The chunked GDR kernels under tests/gpu/emu/emu.h against the fp32 CPU twin: relative errors
+// (norm-based, as test_cuda_ops reports them) of the outputs and all gradients.
+// Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient).
+#include "chunk.h"
+extern "C" {
+void cpu_f32_gdr_chunk_fwd(float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);
+void cpu_f32_gdr_chunk_bwd(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);
+}
+void cuda_gdr_chunk_fwd_bf16(float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);
+void cuda_gdr_chunk_bwd_bf16(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);
+static unsigned long long st = 1;
+static float rnd(float lo, float hi) { st = st * 6364136223846793005ULL + 1442695040888963407ULL; return lo + (hi - lo) * ((st >> 40) / 16777216.0f); }
+static std::vector<float> rv(size_t n, float lo, float hi) { std::vector<float> v(n); for (auto &x : v) x = rnd(lo, hi); return v; }
+static double rel(const std::vector<float> &a, const std::vector<float> &b) { double n = 0, d = 0; for (size_t i = 0; i < a.size(); i++) n += (double)(a[i] - b[i]) * (a[i] - b[i]), d += (double)b[i] * b[i]; return sqrt(n / d); }
+int main(int argc, char **argv) {
+    int B = atoi(argv[1]), L = atoi(argv[2]), H = atoi(argv[3]), dk = atoi(argv[4]), dv = atoi(argv[5]), ws = atoi(argv[6]);
+    size_t nq = (size_t)B * L * H * dk, nv = (size_t)B * L * H * dv, ng = (size_t)B * L * H, ns = (size_t)B * H * dk * dv;
+    auto q = rv(nq, -1, 1), k = rv(nq, -1, 1), v = rv(nv, -1, 1);
+    for (size_t r = 0; r < ng; r++) { double a = 0, b = 0; for (int i = 0; i < dk; i++) a += q[r*dk+i]*q[r*dk+i], b += k[r*dk+i]*k[r*dk+i]; for (int i = 0; i < dk; i++) q[r*dk+i] /= sqrt(a), k[r*dk+i] /= sqrt(b); }
+    auto beta = rv(ng, 0.1f, 0.9f), g = rv(ng, -0.5f, -0.01f), S0 = rv(ns, -0.5f, 0.5f), dO = rv(nv, -1, 1), dS = rv(ns, -1, 1);
+    const float *s0 = (ws & 1) ? S0.data() : nullptr, *ds = (ws & 2) ? dS.data() : nullptr;
+    float scale = 1 / sqrtf(dk);
+    std::vector<std::vector<float>> ref(8), got(8);
+    size_t sizes[8] = {nv, ns, nq, nq, nv, ng, ng, ns};
+    for (int i = 0; i < 8; i++) ref[i].assign(sizes[i], 0), got[i].assign(sizes[i], 0);
+    cpu_f32_gdr_chunk_fwd(ref[0].data(), ref[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv);
+    cpu_f32_gdr_chunk_bwd(ref[2].data(), ref[3].data(), ref[4].data(), ref[5].data(), ref[6].data(), ref[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv);
+    cuda_gdr_chunk_fwd_bf16(got[0].data(), got[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv);
+    cuda_gdr_chunk_bwd_bf16(got[2].data(), got[3].data(), got[4].data(), got[5].data(), got[6].data(), got[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv);
+    const char *names[8] = {"o", "final", "dq", "dk", "dv", "dbeta", "dg", "dS0"};
+    printf("B=%d L=%d H=%d dk=%d dv=%d states=%d:", B, L, H, dk, dv, ws);
+    for (int i = 0; i < 8; i++) printf(" %s %.2e", names[i], rel(got[i], ref[i]));
+    printf("\n");
+}

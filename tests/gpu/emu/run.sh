@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The chunked gated delta rule's CUDA kernels (kernels/cuda/cuda_gdr_chunk*.cu) run on the CPU
+# through emu.h (one std::thread per CUDA thread, barriers for __syncthreads / __syncwarp,
+# WMMA tiles as plain 16 x 16 products on bf16-rounded values), against the fp32 CPU twin.
+# A check of the kernels' logic (indices, signs, layouts, padding) where no GPU is at hand;
+# not of their speed, and not a race detector. Needs build-cuda/ (or build/) for the twin.
+#   bash tests/gpu/emu/run.sh [B L H dk dv states]...   states: 1 initial, 2 dfinal, 3 both
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+build=${BUILD:-$root/build-cuda}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$root/kernels/cuda" "$work" <<'PY'
+import re, sys
+src, out = sys.argv[1], sys.argv[2]
+for name, dst in [("cuda_gdr_chunk.cuh", "chunk.h"), ("cuda_gdr_chunk_fwd.cu", "fwd.cpp"), ("cuda_gdr_chunk_bwd.cu", "bwd.cpp")]:
+    s = open(f"{src}/{name}").read()
+    s = re.sub(r'#include (<cuda_bf16.h>|<cuda_pipeline.h>|<mma.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
+    s = s.replace('#include "cuda_gdr_chunk.cuh"', '#include "chunk.h"')
+    s = s.replace("extern __shared__ __align__(128) char smem[];", "char *smem = g_smem;")
+    s = re.sub(r"(\w+)<<<(.*?)>>>\((.*?)\);", lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
+    if dst == "chunk.h":
+        s = '#include "emu.h"\n' + s
+    open(f"{out}/{dst}", "w").write(s)
+PY
+cp "$root/tests/gpu/emu/emu.h" "$root/tests/gpu/emu/gdr_chunk_emu.cpp" "$work/"
+g++ -std=c++20 -O1 -pthread -I"$work" "$work/gdr_chunk_emu.cpp" "$work/fwd.cpp" "$work/bwd.cpp" \
+  "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_gdr_chunk.c.o" "$build/libhyla_common.a" \
+  -lopenblas -fopenmp -lm -o "$work/emu"
+if [ $# -eq 0 ]; then set -- 1 37 1 16 8 3 1 130 1 40 24 3 2 70 1 64 64 0 1 200 1 128 128 1; fi
+while [ $# -ge 6 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6"; shift 6; done
