@@ -5,6 +5,7 @@ set -euo pipefail
 
 packages=(
   cmake gcc g++ make pkg-config           # build
+  python3                                 # tests/gpu/emu/run.sh turns CUDA sources into C++
   libopenblas-dev                         # CBLAS matrix products (CPU backend)
   libopenmpi-dev openmpi-bin              # MPI coordinator and workers
   libyaml-dev                             # config files

@@ -28,4 +28,6 @@ g++ -std=c++20 -O1 -pthread -I"$work" "$work/gdr_chunk_emu.cpp" "$work/fwd.cpp" 
   "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_gdr_chunk.c.o" "$build/libhyla_common.a" \
   -lopenblas -fopenmp -lm -o "$work/emu"
 if [ $# -eq 0 ]; then set -- 1 37 1 16 8 3 1 130 1 40 24 3 2 70 1 64 64 0 1 200 1 128 128 1; fi
-while [ $# -ge 6 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6"; shift 6; done
+status=0 # every shape runs; any above the bound fails the script
+while [ $# -ge 6 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" || status=1; shift 6; done
+exit $status
