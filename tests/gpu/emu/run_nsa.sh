@@ -42,7 +42,14 @@ done
 for p in $pids; do wait "$p"; done
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_nsa.c.o" "$build/libhyla_op_shapes.a" \
   "$build/libhyla_common.a" -fopenmp -lm -o "$work/emu"
-if [ $# -eq 0 ]; then set -- 1 40 4 2 8 4 4 5  1 130 8 2 16 16 4 32  2 70 16 1 8 32 3 20; fi
+# Default shapes: GQA groups of 2 and 16 and MHA-like, partial last blocks, several query and key
+# tiles; L 300 with a group of 20 cuts block 0's 6000 query rows into two work items
+# (SEG_ROWS 4096) and the heads into two query tiles, block 80 into two 64-key parts, head dim
+# 5 pads the tiles; head dims 40 and 100 take the 64- and 128-wide tiles; n_select 0, window 1.
+if [ $# -eq 0 ]; then
+  set -- 1 40 4 2 8 4 4 5  1 130 8 2 16 16 4 32  2 70 16 1 8 32 3 20  1 300 20 1 5 80 2 70 \
+         1 90 4 2 40 16 4 40  1 70 2 1 100 8 5 30  1 50 4 2 12 8 0 1
+fi
 status=0 # every shape runs; any above the bound fails the script
 while [ $# -ge 8 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" || status=1; shift 8; done
 exit $status
