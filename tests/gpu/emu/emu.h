@@ -27,7 +27,7 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct uint3v { unsigned x, y, z; };
-// A block's CUDA threads are fibers (ucontext) on one OS thread, switched only at barriers:
+// A block's CUDA threads are fibers on one OS thread, switched only at barriers:
 // __syncthreads / __syncwarp (and the shuffles and ballots built on __syncwarp) park the
 // fiber; the scheduler resumes the parked ones when every live thread of the block (of the
 // warp) has arrived, in ascending thread order after even barriers and descending after odd
@@ -38,12 +38,66 @@ struct uint3v { unsigned x, y, z; };
 // static thread_local ones (one block at a time per OS thread).
 inline thread_local uint3v threadIdx, blockIdx, blockDim, gridDim;
 inline thread_local char *g_smem;
+// Fiber switches: on x86-64 a few instructions (callee-saved registers, stack pointer, the FP
+// control words); elsewhere (or with -DEMU_UCONTEXT) ucontext, whose swapcontext also makes a
+// signal-mask system call per switch.
+#if defined(__x86_64__) && !defined(EMU_UCONTEXT)
+struct emu_ctx { void *sp; };
+extern "C" void emu_switch(void **save_sp, void *to_sp);
+asm(R"(
+    .text
+    .weak emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+inline void emu_swap(emu_ctx &from, const emu_ctx &to) { emu_switch(&from.sp, to.sp); }
+// A fresh fiber: its first switch "returns" into entry (which must never return).
+inline void emu_make(emu_ctx &c, char *stack, size_t size, void (*entry)()) {
+    uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+    uint64_t *sp = (uint64_t *)top;
+    *--sp = 0;                // entry's (unused) return address: rsp = 8 mod 16 at its first instruction
+    *--sp = (uintptr_t)entry; // emu_switch's ret goes here
+    for (int r = 0; r < 6; r++) *--sp = 0; // rbp rbx r12 .. r15
+    *--sp = 0x037Full << 32 | 0x1F80;      // mxcsr (low half), x87 control word (high half): the defaults
+    c.sp = sp;
+}
+#else
+struct emu_ctx { ucontext_t uc; };
+inline void emu_swap(emu_ctx &from, const emu_ctx &to) { swapcontext(&from.uc, &to.uc); }
+inline void emu_make(emu_ctx &c, char *stack, size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack, c.uc.uc_stack.ss_size = size, c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+#endif
 struct emu_block {
     enum { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
     int n = 0, cur = 0;
-    std::vector<ucontext_t> ctx;
+    std::vector<emu_ctx> ctx;
     std::vector<int> state;
-    ucontext_t sched;
+    emu_ctx sched;
     std::vector<char> stacks;
     const std::function<void()> *fn = nullptr;
     uint64_t lane_buf[1024];
@@ -53,7 +107,7 @@ inline void emu_park(int why) {
     emu_block *b = g_blk;
     const int me = b->cur;
     b->state[me] = why;
-    swapcontext(&b->ctx[me], &b->sched);
+    emu_swap(b->ctx[me], b->sched);
     threadIdx = {(unsigned)me, 0, 0}; // the scheduler set it before resuming us
 }
 inline void __syncthreads() { emu_park(emu_block::WAIT_BLOCK); }
@@ -128,11 +182,13 @@ template <class K> inline int cudaFuncSetAttribute(K, int, int) { return 0; }
 static inline unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
 inline bool cuda_matmul_bf16(void) { return false; } // fp32 mode
 constexpr size_t EMU_STACK = 64 << 10;
-inline void emu_fiber_main() {
+[[noreturn]] inline void emu_fiber_main() {
     emu_block *b = g_blk;
     (*b->fn)();
     b->state[b->cur] = emu_block::DONE;
-} // returns to uc_link = the scheduler
+    emu_swap(b->ctx[b->cur], b->sched); // never resumed
+    abort();
+}
 [[noreturn]] inline void emu_stuck(const emu_block &b, const char *why) {
     fprintf(stderr, "emu: block (%u, %u, %u): %s; thread states (0 run, 1 __syncthreads, 2 __syncwarp, 3 done):",
             blockIdx.x, blockIdx.y, blockIdx.z, why);
@@ -144,11 +200,7 @@ inline void emu_fiber_main() {
 inline void emu_run_block(emu_block &b) {
     for (int t = 0; t < b.n; t++) {
         b.state[t] = emu_block::RUN;
-        getcontext(&b.ctx[t]);
-        b.ctx[t].uc_stack.ss_sp = b.stacks.data() + (size_t)t * EMU_STACK;
-        b.ctx[t].uc_stack.ss_size = EMU_STACK;
-        b.ctx[t].uc_link = &b.sched;
-        makecontext(&b.ctx[t], emu_fiber_main, 0);
+        emu_make(b.ctx[t], b.stacks.data() + (size_t)t * EMU_STACK, EMU_STACK, emu_fiber_main);
     }
     for (int phase = 0;; phase++) {
         for (int i = 0; i < b.n; i++) {
@@ -156,7 +208,7 @@ inline void emu_run_block(emu_block &b) {
             if (b.state[t] != emu_block::RUN) continue;
             b.cur = t;
             threadIdx = {(unsigned)t, 0, 0};
-            swapcontext(&b.sched, &b.ctx[t]);
+            emu_swap(b.sched, b.ctx[t]);
         }
         int live = 0, at_block = 0;
         bool released = false;

@@ -36,7 +36,7 @@ if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast"; 
 cd "$work"
 pids=""
 for f in cuda_nsa_select cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu; do # nsa_emu includes cuda_nsa
-  g++ -std=c++20 -O1 $fma -pthread -w -I"$work" -I"$root" -I"$root/kernels/cuda" -c $f.cpp -o $f.o &
+  g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -I"$root/kernels/cuda" -c $f.cpp -o $f.o &
   pids="$pids $!"
 done
 for p in $pids; do wait "$p"; done
