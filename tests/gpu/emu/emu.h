@@ -4,7 +4,6 @@
 #include <atomic>
 #include <functional>
 #include <ucontext.h>
-#include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -30,8 +29,9 @@ struct uint3v { unsigned x, y, z; };
 // A block's CUDA threads are fibers on one OS thread, switched only at barriers:
 // __syncthreads / __syncwarp (and the shuffles and ballots built on __syncwarp) park the
 // fiber; the scheduler resumes the parked ones when every live thread of the block (of the
-// warp) has arrived, in ascending thread order after even barriers and descending after odd
-// ones, so that a read that misses a barrier sees the other order's data at least once. A
+// warp) has arrived, in ascending thread order in one round and descending in the next, so
+// that a read that misses a barrier sees the other order's data at least once (a shuffle
+// orders memory like __syncwarp here, which hardware does not promise: not a race detector). A
 // barrier that cannot complete (threads of a block at different barriers, a __syncthreads
 // that some threads skipped by returning) aborts with the threads' states. Blocks are spread
 // over EMU_WORKERS OS threads (default 2), so a kernel's static __shared__ arrays become
@@ -215,7 +215,7 @@ inline void emu_run_block(emu_block &b) {
         for (int w0 = 0; w0 < b.n; w0 += 32) { // warps whose live lanes all wait at __syncwarp go on
             int wl = 0, ww = 0;
             for (int t = w0; t < std::min(b.n, w0 + 32); t++) wl += b.state[t] != emu_block::DONE, ww += b.state[t] == emu_block::WAIT_WARP;
-            if (ww && ww != wl) emu_stuck(b, "lanes of a warp at different barriers (or some at __syncwarp, some returned)");
+            if (ww && ww != wl) emu_stuck(b, "lanes of a warp at different barriers");
             if (ww)
                 for (int t = w0; t < std::min(b.n, w0 + 32); t++) b.state[t] = emu_block::RUN;
             released |= ww > 0;
