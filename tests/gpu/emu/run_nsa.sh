@@ -10,6 +10,7 @@
 # builds the kernels, so the selection's exactness (__f*_rn) is checked too.
 # Needs build-cuda/ (or $BUILD) for the twin's objects.
 #   bash tests/gpu/emu/run_nsa.sh [B L Hq Hkv d block n_select window]...
+# EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 build=${BUILD:-$root/build-cuda}
@@ -46,6 +47,11 @@ g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_nsa.c.o"
 # tiles; L 300 with a group of 20 cuts block 0's 6000 query rows into two work items
 # (SEG_ROWS 4096) and the heads into two query tiles, block 80 into two 64-key parts, head dim
 # 5 pads the tiles; head dims 40 and 100 take the 64- and 128-wide tiles; n_select 0, window 1.
+# EMU_NSA_FULL=1 runs test_cuda_ops' fp32 NSA shapes instead (all but the 0.4B layout; ~30 s).
+if [ $# -eq 0 ] && [ "${EMU_NSA_FULL:-0}" = 1 ]; then
+  set -- 2 40 4 2 8 4 4 5  1 130 8 2 64 16 4 32  1 300 2 2 64 64 3 100  1 130 16 2 64 64 1 512 \
+         1 300 4 1 32 128 2 64  1 200 32 1 16 32 4 50  2 1000 16 1 8 32 16 20  1 1000 16 1 64 16 16 40
+fi
 if [ $# -eq 0 ]; then
   set -- 1 40 4 2 8 4 4 5  1 130 8 2 16 16 4 32  2 70 16 1 8 32 3 20  1 300 20 1 5 80 2 70 \
          1 90 4 2 40 16 4 40  1 70 2 1 100 8 5 30  1 50 4 2 12 8 0 1
