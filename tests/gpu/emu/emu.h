@@ -1,7 +1,9 @@
-// CPU emulation of the few CUDA features the chunked GDR kernels use (for a logic check only).
+// CPU emulation of the few CUDA features the chunked GDR and NSA kernels use (for a logic check only).
 #pragma once
 #include <algorithm>
-#include <barrier>
+#include <atomic>
+#include <functional>
+#include <ucontext.h>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -24,21 +26,132 @@ struct dim3 {
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
 struct uint3v { unsigned x, y, z; };
-inline thread_local uint3v threadIdx, blockIdx;
-inline char *g_smem;
-inline std::barrier<> *g_block_bar;
-inline std::barrier<> *g_warp_bar[8];
-inline float g_shfl[256];
-inline void __syncthreads() { g_block_bar->arrive_and_wait(); }
-inline void __syncwarp(unsigned = 0xffffffffu) { g_warp_bar[threadIdx.x / 32]->arrive_and_wait(); }
-inline float __shfl_xor_sync(unsigned, float v, int off) {
-    int t = threadIdx.x;
-    g_shfl[t] = v;
+// A block's CUDA threads are fibers on one OS thread, switched only at barriers:
+// __syncthreads / __syncwarp (and the shuffles and ballots built on __syncwarp) park the
+// fiber; the scheduler resumes the parked ones when every live thread of the block (of the
+// warp) has arrived, in ascending thread order in one round and descending in the next, so
+// that a read that misses a barrier sees the other order's data at least once (a shuffle
+// orders memory like __syncwarp here, which hardware does not promise: not a race detector). A
+// barrier that cannot complete (threads of a block at different barriers, a __syncthreads
+// that some threads skipped by returning) aborts with the threads' states. Blocks are spread
+// over EMU_WORKERS OS threads (default 2), so a kernel's static __shared__ arrays become
+// static thread_local ones (one block at a time per OS thread).
+inline thread_local uint3v threadIdx, blockIdx, blockDim, gridDim;
+inline thread_local char *g_smem;
+// Fiber switches: on x86-64 a few instructions (callee-saved registers, stack pointer, the FP
+// control words); elsewhere (or with -DEMU_UCONTEXT) ucontext, whose swapcontext also makes a
+// signal-mask system call per switch.
+#if defined(__x86_64__) && !defined(EMU_UCONTEXT)
+struct emu_ctx { void *sp; };
+extern "C" void emu_switch(void **save_sp, void *to_sp);
+asm(R"(
+    .text
+    .weak emu_switch
+    .type emu_switch, @function
+emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    subq $8, %rsp
+    stmxcsr (%rsp)
+    fnstcw 4(%rsp)
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    ldmxcsr (%rsp)
+    fldcw 4(%rsp)
+    addq $8, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch, .-emu_switch
+)");
+inline void emu_swap(emu_ctx &from, const emu_ctx &to) { emu_switch(&from.sp, to.sp); }
+// A fresh fiber: its first switch "returns" into entry (which must never return).
+inline void emu_make(emu_ctx &c, char *stack, size_t size, void (*entry)()) {
+    uintptr_t top = ((uintptr_t)stack + size) & ~(uintptr_t)15;
+    uint64_t *sp = (uint64_t *)top;
+    *--sp = 0;                // entry's (unused) return address: rsp = 8 mod 16 at its first instruction
+    *--sp = (uintptr_t)entry; // emu_switch's ret goes here
+    for (int r = 0; r < 6; r++) *--sp = 0; // rbp rbx r12 .. r15
+    *--sp = 0x037Full << 32 | 0x1F80;      // mxcsr (low half), x87 control word (high half): the defaults
+    c.sp = sp;
+}
+#else
+struct emu_ctx { ucontext_t uc; };
+inline void emu_swap(emu_ctx &from, const emu_ctx &to) { swapcontext(&from.uc, &to.uc); }
+inline void emu_make(emu_ctx &c, char *stack, size_t size, void (*entry)()) {
+    getcontext(&c.uc);
+    c.uc.uc_stack.ss_sp = stack, c.uc.uc_stack.ss_size = size, c.uc.uc_link = nullptr;
+    makecontext(&c.uc, entry, 0);
+}
+#endif
+struct emu_block {
+    enum { RUN, WAIT_BLOCK, WAIT_WARP, DONE };
+    int n = 0, cur = 0;
+    std::vector<emu_ctx> ctx;
+    std::vector<int> state;
+    emu_ctx sched;
+    std::vector<char> stacks;
+    const std::function<void()> *fn = nullptr;
+    uint64_t lane_buf[1024];
+};
+inline thread_local emu_block *g_blk;
+inline void emu_park(int why) {
+    emu_block *b = g_blk;
+    const int me = b->cur;
+    b->state[me] = why;
+    emu_swap(b->ctx[me], b->sched);
+    threadIdx = {(unsigned)me, 0, 0}; // the scheduler set it before resuming us
+}
+inline void __syncthreads() { emu_park(emu_block::WAIT_BLOCK); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emu_park(emu_block::WAIT_WARP); }
+template <class T> inline T emu_exchange(T v, int src) { // lane src's v (src within the warp)
+    static_assert(sizeof(T) <= 8, "shuffle of a wide type");
+    const int t = threadIdx.x;
+    memcpy(&g_blk->lane_buf[t], &v, sizeof(T));
     __syncwarp();
-    float r = g_shfl[(t & ~31) | ((t & 31) ^ off)];
+    T r;
+    memcpy(&r, &g_blk->lane_buf[(t & ~31) | (src & 31)], sizeof(T));
     __syncwarp();
     return r;
 }
+template <class T> inline T __shfl_xor_sync(unsigned, T v, int off, int width = 32) {
+    return emu_exchange(v, ((int)threadIdx.x & 31 & ~(width - 1)) | (((int)threadIdx.x & 31 & (width - 1)) ^ off));
+}
+template <class T> inline T __shfl_sync(unsigned, T v, int src, int width = 32) {
+    return emu_exchange(v, ((int)threadIdx.x & 31 & ~(width - 1)) + (src % width));
+}
+inline unsigned __ballot_sync(unsigned, int pred) {
+    const int t = threadIdx.x, w0 = t & ~31;
+    g_blk->lane_buf[t] = pred != 0;
+    __syncwarp();
+    unsigned r = 0;
+    for (int l = 0; l < 32 && w0 + l < g_blk->n; l++) r |= (unsigned)(g_blk->lane_buf[w0 + l] & 1) << l;
+    __syncwarp();
+    return r;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+// Correctly rounded single operations that the compiler may not fuse (nvcc's __f*_rn): the
+// asm hides the value, so with -mfma -ffp-contract=fast (nvcc's default contraction, which
+// run_nsa.sh turns on where the CPU has FMA) plain a * b + c fuses and these do not.
+inline float emu_opaque(float x) { asm volatile("" : "+x"(x)); return x; }
+inline float __fadd_rn(float a, float b) { return emu_opaque(emu_opaque(a) + emu_opaque(b)); }
+inline float __fsub_rn(float a, float b) { return emu_opaque(emu_opaque(a) - emu_opaque(b)); }
+inline float __fmul_rn(float a, float b) { return emu_opaque(emu_opaque(a) * emu_opaque(b)); }
+inline float __fdiv_rn(float a, float b) { return emu_opaque(emu_opaque(a) / emu_opaque(b)); }
+struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+struct uint2 { unsigned x, y; };
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 struct __nv_bfloat16 { uint16_t u; };
 inline __nv_bfloat16 __float2bfloat16(float f) {
     uint32_t b;
@@ -66,27 +179,84 @@ inline int cudaMemsetAsync(void *d, int v, size_t n, int) { memset(d, v, n); ret
 template <class K> inline int cudaFuncSetAttribute(K, int, int) { return 0; }
 #define CUDA_CHECK(x) (void)(x)
 #define CUDA_LAUNCH_CHECK() (void)0
-template <class F> void emu_launch(dim3 grid, int threads, size_t smem, F f) {
-    for (unsigned by = 0; by < grid.y; by++)
-        for (unsigned bx = 0; bx < grid.x; bx++) {
-            std::vector<char> mem(smem + 256);
-            memset(mem.data(), 0xff, mem.size());
-            g_smem = mem.data();
-            std::barrier<> bar(threads);
-            std::vector<std::barrier<> *> wb;
-            for (int w = 0; w < threads / 32; w++) g_warp_bar[w] = new std::barrier<>(32);
-            g_block_bar = &bar;
-            std::vector<std::thread> ts;
-            for (int t = 0; t < threads; t++)
-                ts.emplace_back([&, t] {
-                    threadIdx = {(unsigned)t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    f();
-                });
-            for (auto &t : ts) t.join();
-            for (int w = 0; w < threads / 32; w++) delete g_warp_bar[w];
-        }
+static inline unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
+inline bool cuda_matmul_bf16(void) { return false; } // fp32 mode
+constexpr size_t EMU_STACK = 64 << 10;
+[[noreturn]] inline void emu_fiber_main() {
+    emu_block *b = g_blk;
+    (*b->fn)();
+    b->state[b->cur] = emu_block::DONE;
+    emu_swap(b->ctx[b->cur], b->sched); // never resumed
+    abort();
 }
+[[noreturn]] inline void emu_stuck(const emu_block &b, const char *why) {
+    fprintf(stderr, "emu: block (%u, %u, %u): %s; thread states (0 run, 1 __syncthreads, 2 __syncwarp, 3 done):",
+            blockIdx.x, blockIdx.y, blockIdx.z, why);
+    for (int t = 0; t < b.n; t++) fprintf(stderr, "%s%d", t % 32 ? "" : " ", b.state[t]);
+    fprintf(stderr, "\n");
+    abort();
+}
+// Runs one block to the end.
+inline void emu_run_block(emu_block &b) {
+    for (int t = 0; t < b.n; t++) {
+        b.state[t] = emu_block::RUN;
+        emu_make(b.ctx[t], b.stacks.data() + (size_t)t * EMU_STACK, EMU_STACK, emu_fiber_main);
+    }
+    for (int phase = 0;; phase++) {
+        for (int i = 0; i < b.n; i++) {
+            const int t = phase % 2 ? b.n - 1 - i : i;
+            if (b.state[t] != emu_block::RUN) continue;
+            b.cur = t;
+            threadIdx = {(unsigned)t, 0, 0};
+            emu_swap(b.sched, b.ctx[t]);
+        }
+        int live = 0, at_block = 0;
+        bool released = false;
+        for (int w0 = 0; w0 < b.n; w0 += 32) { // warps whose live lanes all wait at __syncwarp go on
+            int wl = 0, ww = 0;
+            for (int t = w0; t < std::min(b.n, w0 + 32); t++) wl += b.state[t] != emu_block::DONE, ww += b.state[t] == emu_block::WAIT_WARP;
+            if (ww && ww != wl) emu_stuck(b, "lanes of a warp at different barriers");
+            if (ww)
+                for (int t = w0; t < std::min(b.n, w0 + 32); t++) b.state[t] = emu_block::RUN;
+            released |= ww > 0;
+        }
+        if (released) continue;
+        for (int t = 0; t < b.n; t++) live += b.state[t] != emu_block::DONE, at_block += b.state[t] == emu_block::WAIT_BLOCK;
+        if (!live) return;
+        if (at_block != b.n) emu_stuck(b, "__syncthreads not reached by every thread of the block");
+        for (int t = 0; t < b.n; t++) b.state[t] = emu_block::RUN;
+    }
+}
+template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F f) {
+    const int threads = (int)(block.x * block.y * block.z);
+    if (block.y != 1 || block.z != 1 || threads > 1024) { fprintf(stderr, "emu: 1-D blocks of <= 1024 threads only\n"); abort(); }
+    const std::function<void()> fn = f;
+    const size_t nblocks = (size_t)grid.x * grid.y * grid.z;
+    std::atomic<size_t> next{0};
+    const char *e = getenv("EMU_WORKERS");
+    const int workers = std::max(1, std::min<int>(e ? atoi(e) : 2, (int)std::min<size_t>(nblocks, 64)));
+    auto work = [&] {
+        emu_block b;
+        b.n = threads, b.fn = &fn;
+        b.ctx.resize(threads), b.state.resize(threads), b.stacks.resize((size_t)threads * EMU_STACK);
+        std::vector<char> mem(smem + 256);
+        g_blk = &b, g_smem = mem.data();
+        blockDim = {block.x, 1, 1}, gridDim = {grid.x, grid.y, grid.z};
+        for (size_t i; (i = next++) < nblocks;) {
+            blockIdx = {(unsigned)(i % grid.x), (unsigned)(i / grid.x % grid.y), (unsigned)(i / ((size_t)grid.x * grid.y))};
+            memset(mem.data(), 0xff, mem.size()); // uninitialised shared memory reads as NaN
+            emu_run_block(b);
+        }
+        g_blk = nullptr;
+    };
+    if (workers == 1) work();
+    else {
+        std::vector<std::thread> ts;
+        for (int w = 0; w < workers; w++) ts.emplace_back(work);
+        for (auto &t : ts) t.join();
+    }
+}
+template <class F> void emu_launch(dim3 grid, dim3 block, F f) { emu_launch(grid, block, 0, f); }
 namespace nvcuda {
 namespace wmma {
 struct row_major {};

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The chunked gated delta rule's CUDA kernels (kernels/cuda/cuda_gdr_chunk*.cu) run on the CPU
-# through emu.h (one std::thread per CUDA thread, barriers for __syncthreads / __syncwarp,
+# through emu.h (a fiber per CUDA thread, barriers for __syncthreads / __syncwarp,
 # WMMA tiles as plain 16 x 16 products on bf16-rounded values), against the fp32 CPU twin.
 # A check of the kernels' logic (indices, signs, layouts, padding) where no GPU is at hand;
 # not of their speed, and not a race detector. Needs build-cuda/ (or build/) for the twin.

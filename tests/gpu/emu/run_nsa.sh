@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# NSA's tiled fp32 CUDA kernels (kernels/cuda/cuda_nsa*.cu as HYLA_NSA_TILED=1 runs them, the
+# window branch through cuda_flash_attention.cu's fp32 tiles) on the CPU through emu.h (a
+# fiber per CUDA thread, barriers for __syncthreads / __syncwarp / shuffles / ballots),
+# against the fp32 CPU twin (kernels/cpu/op_nsa.c): o, saved and block_idx (identical), dq, dk,
+# dv, dgate_logits, relative error within 1e-5 (test_cuda_ops' fp32 bound). A check of the
+# kernels' logic (indices, masks, barriers, layouts) where no GPU is at hand; not of their
+# speed, and not a race detector. The bf16 (tensor-core) kernels compile against a stub and
+# are not run. Where the CPU has FMA the emulation is built with contraction on, as nvcc
+# builds the kernels, so the selection's exactness (__f*_rn) is checked too.
+# Needs build-cuda/ (or $BUILD) for the twin's objects.
+#   bash tests/gpu/emu/run_nsa.sh [B L Hq Hkv d block n_select window]...
+# EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+build=${BUILD:-$root/build-cuda}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$root/kernels/cuda" "$work" <<'PY'
+import re, sys
+src, out = sys.argv[1], sys.argv[2]
+for name in ["cuda_nsa.cu", "cuda_nsa_select.cu", "cuda_nsa_query.cu", "cuda_nsa_keys.cu", "cuda_flash_attention.cu"]:
+    s = open(f"{src}/{name}").read()
+    s = re.sub(r'#include (<cuda_bf16.h>|<cuda_pipeline.h>|<mma.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
+    s = s.replace('#include "cuda_nsa_mma.cuh"', '#include "nsa_mma_stub.cuh"')
+    # dynamic shared memory: the block's buffer; static __shared__ arrays: one per OS thread
+    s = re.sub(r"extern __shared__ (?:__align__\(\d+\) )?([\w ]+?) (\w+)\[\];", r"\1 *\2 = (\1 *)g_smem;", s)
+    s = re.sub(r"\b__shared__ ", "static thread_local ", s)
+    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
+               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
+    s = re.sub(r'extern "C" void cuda_register_nsa\(.*?\n}\n', "", s, flags=re.S)
+    open(f"{out}/{name.replace('.cu', '.cpp')}", "w").write('#include "emu.h"\n' + s)
+PY
+cp "$root/tests/gpu/emu/emu.h" "$root/tests/gpu/emu/nsa_mma_stub.cuh" "$root/tests/gpu/emu/nsa_emu.cpp" "$work/"
+fma=""
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast"; fi
+cd "$work"
+pids=""
+for f in cuda_nsa_select cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu; do # nsa_emu includes cuda_nsa
+  g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -I"$root/kernels/cuda" -c $f.cpp -o $f.o &
+  pids="$pids $!"
+done
+for p in $pids; do wait "$p"; done
+g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_nsa.c.o" "$build/libhyla_op_shapes.a" \
+  "$build/libhyla_common.a" -fopenmp -lm -o "$work/emu"
+# Default shapes: GQA groups of 2 and 16 and MHA-like, partial last blocks, several query and key
+# tiles; L 300 with a group of 20 cuts block 0's 6000 query rows into two work items
+# (SEG_ROWS 4096) and the heads into two query tiles, block 80 into two 64-key parts, head dim
+# 5 pads the tiles; head dims 40 and 100 take the 64- and 128-wide tiles; n_select 0, window 1.
+# EMU_NSA_FULL=1 runs test_cuda_ops' fp32 NSA shapes instead (all but the 0.4B layout; ~30 s).
+if [ $# -eq 0 ] && [ "${EMU_NSA_FULL:-0}" = 1 ]; then
+  set -- 2 40 4 2 8 4 4 5  1 130 8 2 64 16 4 32  1 300 2 2 64 64 3 100  1 130 16 2 64 64 1 512 \
+         1 300 4 1 32 128 2 64  1 200 32 1 16 32 4 50  2 1000 16 1 8 32 16 20  1 1000 16 1 64 16 16 40
+fi
+if [ $# -eq 0 ]; then
+  set -- 1 40 4 2 8 4 4 5  1 130 8 2 16 16 4 32  2 70 16 1 8 32 3 20  1 300 20 1 5 80 2 70 \
+         1 90 4 2 40 16 4 40  1 70 2 1 100 8 5 30  1 50 4 2 12 8 0 1
+fi
+status=0 # every shape runs; any above the bound fails the script
+while [ $# -ge 8 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" || status=1; shift 8; done
+exit $status
