@@ -205,13 +205,37 @@ __global__ void fold_kernel(float *du_in, float *dk, float *dv, const float *dU,
     else dv[pos * r.d + ci - r.d] = acc;
 }
 
+// The pieces both conv forms' backward passes share.
+static size_t widest_channels(const struct router_dims &r) {
+    size_t widest = 0;
+    for (int l = 0; l <= r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
+    return widest;
+}
+// du = the gradient at the last conv's SiLU output; the projection's weight and bias gradients.
+static void projection_backward(float *du, float *dparams, const float *dscore, const float *acts,
+                                const float *params, const struct router_dims &r) {
+    const size_t tokens = (size_t)r.B * r.L * r.H;
+    proj_bwd_du_kernel<<<blocks_for(tokens * r.c[r.n], 128), 128>>>(du, dscore, acts, params, r);
+    CUDA_LAUNCH_CHECK();
+    const proj_weight_term proj{dscore, acts, r};
+    column_sum_add(dparams + r.pw, r.B * r.L, r.H * r.c[r.n], proj);
+    column_sum_add(dparams + r.pb, r.B * r.L, r.H, proj_bias_term{proj});
+}
+// du (at conv l's SiLU output) becomes the gradient at its pre-activation; conv l's bias gradient.
+static void conv_output_backward(float *du, float *dparams, const float *acts, const struct router_dims &r, int l) {
+    const size_t outs = (size_t)r.B * r.L * r.H * r.c[l + 1];
+    silu_bwd_kernel<<<blocks_for(outs, 256), 256>>>(du, acts, r.act[l + 1], outs);
+    CUDA_LAUNCH_CHECK();
+    const int hc = r.H * r.c[l + 1];
+    column_sum_add(dparams + r.b[l], r.B * r.L, hc, conv_bias_term{du, hc});
+}
+
 static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
                                 const float *v, const float *params, const float *acts,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     struct router_dims r = dims_of(shape, B, L, p, key);
     const size_t tokens = (size_t)B * L * r.H;
-    size_t widest = 0;
-    for (int l = 0; l <= r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
+    const size_t widest = widest_channels(r);
     // stream-ordered scratch: the gradients at a conv's outputs and inputs, its unfolded input and
     // the gradient of that
     float *du = NULL, *du_in = NULL, *U = NULL, *dU = NULL;
@@ -219,18 +243,11 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
     CUDA_CHECK(cudaMallocAsync((void **)&du_in, tokens * widest * sizeof(float), 0));
     CUDA_CHECK(cudaMallocAsync((void **)&U, unfolded_bytes(r), 0));
     CUDA_CHECK(cudaMallocAsync((void **)&dU, unfolded_bytes(r), 0));
-    proj_bwd_du_kernel<<<blocks_for(tokens * r.c[r.n], 128), 128>>>(du, dscore, acts, params, r);
-    CUDA_LAUNCH_CHECK();
+    projection_backward(du, dparams, dscore, acts, params, r);
     const int rows = B * L;
-    const proj_weight_term proj{dscore, acts, r};
-    column_sum_add(dparams + r.pw, rows, r.H * r.c[r.n], proj);
-    column_sum_add(dparams + r.pb, rows, r.H, proj_bias_term{proj});
     for (int l = r.n - 1; l >= 0; l--) {
-        const size_t outs = tokens * r.c[l + 1];
-        silu_bwd_kernel<<<blocks_for(outs, 256), 256>>>(du, acts, r.act[l + 1], outs);
-        CUDA_LAUNCH_CHECK();
+        conv_output_backward(du, dparams, acts, r, l);
         const int cout = r.c[l + 1], K = r.c[l] * r.kernel[l], hc = r.H * cout;
-        column_sum_add(dparams + r.b[l], rows, hc, conv_bias_term{du, hc});
         // dW_h += da_h^T U_h and dU_h = da_h W_h, per head
         unfold(U, k, v, acts, r, l);
         cuda_gemm_batched(1, 0, cout, K, rows, 1.0f, du, hc, cout, U, K, (long long)rows * K, 1.0f, dparams + r.w[l],
@@ -381,8 +398,7 @@ static void taps_router_bwd(float *dk, float *dv, float *dparams, const float *d
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     struct router_dims r = dims_of(shape, B, L, p, key);
     const size_t tokens = (size_t)B * L * r.H;
-    size_t widest = 0;
-    for (int l = 0; l <= r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
+    const size_t widest = widest_channels(r);
     // stream-ordered scratch: the gradients at a conv's outputs and inputs, its inputs X and
     // their gradient, its per-tap weights and their gradient
     float *du = NULL, *du_in = NULL, *X = NULL, *dX = NULL, *Wt = NULL, *dWt = NULL;
@@ -392,19 +408,12 @@ static void taps_router_bwd(float *dk, float *dv, float *dparams, const float *d
     CUDA_CHECK(cudaMallocAsync((void **)&dX, inputs_bytes(r), 0));
     CUDA_CHECK(cudaMallocAsync((void **)&Wt, taps_bytes(r), 0));
     CUDA_CHECK(cudaMallocAsync((void **)&dWt, taps_bytes(r), 0));
-    proj_bwd_du_kernel<<<blocks_for(tokens * r.c[r.n], 128), 128>>>(du, dscore, acts, params, r);
-    CUDA_LAUNCH_CHECK();
+    projection_backward(du, dparams, dscore, acts, params, r);
     const int rows = B * L;
-    const proj_weight_term proj{dscore, acts, r};
-    column_sum_add(dparams + r.pw, rows, r.H * r.c[r.n], proj);
-    column_sum_add(dparams + r.pb, rows, r.H, proj_bias_term{proj});
     for (int l = r.n - 1; l >= 0; l--) {
-        const size_t outs = tokens * r.c[l + 1];
-        silu_bwd_kernel<<<blocks_for(outs, 256), 256>>>(du, acts, r.act[l + 1], outs);
-        CUDA_LAUNCH_CHECK();
+        conv_output_backward(du, dparams, acts, r, l);
         const int cin = r.c[l], cout = r.c[l + 1], kw = r.kernel[l], hc = r.H * cout;
         const long long N = (long long)rows;
-        column_sum_add(dparams + r.b[l], rows, hc, conv_bias_term{du, hc});
         // per tap and sequence, batched over heads: dWt_{h,i} += da_h^T X_h(shifted) and
         // dX_h(shifted) += da_h Wt_{h,i}, taps in order (a fixed summation order)
         conv_inputs(X, k, v, acts, r, l);
