@@ -386,7 +386,7 @@ namespace {
 // gdr_chunk_*: the chunked tensor-core kernels in bf16 mode for head dims up to 128; the fp32
 // recurrence otherwise (fp32 mode keeps its 1e-5 agreement with the CPU). HYLA_GDR_CHUNKED=0
 // or 1 overrides the default (CHUNKED_BY_DEFAULT), read once.
-constexpr bool CHUNKED_BY_DEFAULT = false; // checked on the CPU emulation (tests/gpu/emu), not yet on a GPU
+constexpr bool CHUNKED_BY_DEFAULT = true; // test_cuda_ops on an H200, 2026-12-06 (docs/gpu-runs/)
 bool use_chunked(int dk, int dv) {
     static int enabled = -1;
     if (enabled < 0) {

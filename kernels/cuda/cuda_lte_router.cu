@@ -1,11 +1,10 @@
 // CUDA: the LTE router CNN (MODEL.md §5.2) with the CPU twin's semantics, including its
 // dropout masks (regenerated from the same counter-based keys and element indices, see
-// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). Each conv is a
-// matrix product per kv head on its unfolded input ("im2col": row (b, t), column (ci, tap) =
-// the dropped-out input at t + dilation (tap - centre)): outputs, weight gradients and input
-// gradients are batched cuBLAS products over the heads (in the backend's matmul precision);
-// the input gradient folds back over the taps in a fixed order, bias and projection gradients
-// are column sums (cuda_column_sum.cuh). No atomics.
+// kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). Each conv is a sum
+// over its taps of shifted matrix products per kv head (tap i: output row t reads input row
+// t + dilation (i - centre)): outputs, weight gradients and input gradients are batched cuBLAS
+// products over the heads (in the backend's matmul precision), taps in a fixed order; bias and
+// projection gradients are column sums (cuda_column_sum.cuh). No atomics.
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,44 +63,10 @@ __device__ static float conv_input(const struct router_dims &r, int l, const flo
     return x * keep;
 }
 
-// Offset of tap i of conv l (centred, dilated).
-__device__ static int tap_shift(const struct router_dims &r, int l, int i) {
-    return r.dilation[l] * (i - (r.kernel[l] - 1) / 2);
-}
-
-// U[h][(b, t)][ci * kw + i] = conv l's dropped-out input at (b, t + shift_i, h, ci), 0 past the ends.
-__global__ void unfold_kernel(float *U, const float *k, const float *v, const float *acts, struct router_dims r,
-                              int l) {
-    const int cin = r.c[l], kw = r.kernel[l], K = cin * kw;
-    const size_t N = (size_t)r.B * r.L;
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)r.H * N * K) return;
-    const int col = (int)(e % K), ci = col / kw, i = col % kw;
-    const size_t n = (e / K) % N;
-    const int h = (int)(e / (N * K)), t = (int)(n % r.L), b = (int)(n / r.L), ts = t + tap_shift(r, l, i);
-    float mask;
-    U[e] = ts >= 0 && ts < r.L ? conv_input(r, l, k, v, acts, b, ts, h, ci, &mask) : 0.0f;
-}
-static void unfold(float *U, const float *k, const float *v, const float *acts, const struct router_dims &r, int l) {
-    const size_t count = (size_t)r.H * r.B * r.L * r.c[l] * r.kernel[l];
-    unfold_kernel<<<blocks_for(count, 256), 256>>>(U, k, v, acts, r, l);
-    CUDA_LAUNCH_CHECK();
-}
-
 // a_{l+1}[(b, t), h, co] = bias[h, co] (the product adds onto it).
 __global__ void conv_bias_fill_kernel(float *out, const float *bias, size_t count, int hc) {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e < count) out[e] = bias[e % hc];
-}
-
-// Conv l forward: a_{l+1} = bias + U_h W_h^T per head (W_h: [cout, cin * kw]).
-static void conv_forward(float *acts, const float *U, const float *params, const struct router_dims &r, int l) {
-    const int cout = r.c[l + 1], K = r.c[l] * r.kernel[l], N = r.B * r.L, hc = r.H * cout;
-    float *out = acts + r.act[l + 1];
-    conv_bias_fill_kernel<<<blocks_for((size_t)N * hc, 256), 256>>>(out, params + r.b[l], (size_t)N * hc, hc);
-    CUDA_LAUNCH_CHECK();
-    cuda_gemm_batched(0, 1, N, cout, K, 1.0f, U, K, (long long)N * K, params + r.w[l], K, (long long)cout * K, 1.0f,
-                      out, hc, cout, r.H);
 }
 
 __global__ void proj_fwd_kernel(float *score, float *acts, const float *params, struct router_dims r) {
@@ -112,27 +77,6 @@ __global__ void proj_fwd_kernel(float *score, float *acts, const float *params, 
     for (int j = 0; j < c; j++) z += params[r.pw + (size_t)h * c + j] * silu(acts[r.act[r.n] + pos * c + j]);
     acts[r.act[r.n + 1] + pos] = z;
     score[pos] = sig(z) - 0.5f;
-}
-
-static size_t unfolded_bytes(const struct router_dims &r) {
-    size_t widest = 0;
-    for (int l = 0; l < r.n; l++) widest = (size_t)r.c[l] * r.kernel[l] > widest ? (size_t)r.c[l] * r.kernel[l] : widest;
-    return sizeof(float) * (size_t)r.H * r.B * r.L * widest;
-}
-
-static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
-                                const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
-    struct router_dims r = dims_of(shape, B, L, p, key);
-    const size_t tokens = (size_t)B * L * r.H;
-    float *U = NULL; // stream-ordered scratch: one conv's unfolded input (the widest is conv 0's)
-    CUDA_CHECK(cudaMallocAsync((void **)&U, unfolded_bytes(r), 0));
-    for (int l = 0; l < r.n; l++) {
-        unfold(U, k, v, acts, r, l);
-        conv_forward(acts, U, params, r, l);
-    }
-    CUDA_CHECK(cudaFreeAsync(U, 0));
-    proj_fwd_kernel<<<blocks_for(tokens, 128), 128>>>(score, acts, params, r);
-    CUDA_LAUNCH_CHECK();
 }
 
 // ---- backward ---------------------------------------------------------------------------------
@@ -179,33 +123,7 @@ struct conv_bias_term {
     __device__ float operator()(int row, int hc) const { return da[(size_t)row * cols + hc]; }
 };
 
-// Conv l's input gradient at (b, ts, h, ci) from the unfolded one dU[h][(b, t)][ci * kw + i]:
-// the taps that read ts, in tap order, through the dropout mask; for l = 0 into dk, dv.
-__global__ void fold_kernel(float *du_in, float *dk, float *dv, const float *dU, const float *k, const float *v,
-                            const float *acts, struct router_dims r, int l) {
-    const int cin = r.c[l], kw = r.kernel[l], K = cin * kw;
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)r.B * r.L * r.H * cin) return;
-    const int ci = (int)(e % cin), h = (int)((e / cin) % r.H), ts = (int)((e / ((size_t)cin * r.H)) % r.L);
-    const int b = (int)(e / ((size_t)cin * r.H * r.L));
-    const size_t N = (size_t)r.B * r.L;
-    float acc = 0, mask;
-    for (int i = 0; i < kw; i++) {
-        const int t = ts - tap_shift(r, l, i); // the output that read ts through tap i
-        if (t >= 0 && t < r.L) acc += dU[((size_t)h * N + (size_t)b * r.L + t) * K + (size_t)ci * kw + i];
-    }
-    conv_input(r, l, k, v, acts, b, ts, h, ci, &mask);
-    acc *= mask;
-    if (l > 0) {
-        du_in[e] = acc;
-        return;
-    }
-    const size_t pos = ((size_t)b * r.L + ts) * r.H + h;
-    if (ci < r.d) dk[pos * r.d + ci] = acc;
-    else dv[pos * r.d + ci - r.d] = acc;
-}
-
-// The pieces both conv forms' backward passes share.
+// The backward pieces around the convs.
 static size_t widest_channels(const struct router_dims &r) {
     size_t widest = 0;
     for (int l = 0; l <= r.n; l++) widest = (size_t)r.c[l] > widest ? (size_t)r.c[l] : widest;
@@ -230,46 +148,11 @@ static void conv_output_backward(float *du, float *dparams, const float *acts, c
     column_sum_add(dparams + r.b[l], r.B * r.L, hc, conv_bias_term{du, hc});
 }
 
-static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
-                                const float *v, const float *params, const float *acts,
-                                const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
-    struct router_dims r = dims_of(shape, B, L, p, key);
-    const size_t tokens = (size_t)B * L * r.H;
-    const size_t widest = widest_channels(r);
-    // stream-ordered scratch: the gradients at a conv's outputs and inputs, its unfolded input and
-    // the gradient of that
-    float *du = NULL, *du_in = NULL, *U = NULL, *dU = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&du, tokens * widest * sizeof(float), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&du_in, tokens * widest * sizeof(float), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&U, unfolded_bytes(r), 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&dU, unfolded_bytes(r), 0));
-    projection_backward(du, dparams, dscore, acts, params, r);
-    const int rows = B * L;
-    for (int l = r.n - 1; l >= 0; l--) {
-        conv_output_backward(du, dparams, acts, r, l);
-        const int cout = r.c[l + 1], K = r.c[l] * r.kernel[l], hc = r.H * cout;
-        // dW_h += da_h^T U_h and dU_h = da_h W_h, per head
-        unfold(U, k, v, acts, r, l);
-        cuda_gemm_batched(1, 0, cout, K, rows, 1.0f, du, hc, cout, U, K, (long long)rows * K, 1.0f, dparams + r.w[l],
-                          K, (long long)cout * K, r.H);
-        cuda_gemm_batched(0, 0, rows, K, cout, 1.0f, du, hc, cout, params + r.w[l], K, (long long)cout * K, 0.0f, dU,
-                          K, (long long)rows * K, r.H);
-        fold_kernel<<<blocks_for(tokens * r.c[l], 128), 128>>>(du_in, dk, dv, dU, k, v, acts, r, l);
-        CUDA_LAUNCH_CHECK();
-        float *swap = du; // the input gradient of conv l is the output gradient of conv l - 1
-        du = du_in, du_in = swap;
-    }
-    CUDA_CHECK(cudaFreeAsync(du, 0));
-    CUDA_CHECK(cudaFreeAsync(du_in, 0));
-    CUDA_CHECK(cudaFreeAsync(U, 0));
-    CUDA_CHECK(cudaFreeAsync(dU, 0));
-}
-
-// ---- the convs as per-tap products (HYLA_ROUTER_TAPS=1, until a GPU run validates them) ----
-// The dropped-out input X of a conv is written once (not kernel-width times, as the unfolded
-// copy above is: a third of the memory traffic and of the dropout draws at kernel width 3),
-// and tap i multiplies rows t + shift_i of X by that tap's weights, batched over the heads;
-// the backward pass runs the same products transposed, taps in order.
+// ---- the convs as per-tap products ----
+// The dropped-out input X of a conv is written once (not kernel-width times, as an unfolded
+// "im2col" copy would be: a third of the memory traffic and of the dropout draws at kernel
+// width 3), and tap i multiplies rows t + shift_i of X by that tap's weights, batched over the
+// heads; the backward pass runs the same products transposed, taps in order.
 // X[h][(b, t)][ci] = conv l's dropped-out input at (b, t, h, ci): each value (and its dropout
 // draw) once, where an unfolded copy would hold it kernel-width times.
 __global__ void conv_input_kernel(float *X, const float *k, const float *v, const float *acts, struct router_dims r,
@@ -354,7 +237,7 @@ static size_t taps_bytes(const struct router_dims &r) {
     return sizeof(float) * (size_t)r.H * widest;
 }
 
-static void taps_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
+static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     struct router_dims r = dims_of(shape, B, L, p, key);
     const size_t tokens = (size_t)B * L * r.H;
@@ -393,7 +276,7 @@ __global__ void input_grad_kernel(float *du_in, float *dk, float *dv, const floa
     else dv[pos * r.d + ci - r.d] = g;
 }
 
-static void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
+static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
                                 const float *v, const float *params, const float *acts,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     struct router_dims r = dims_of(shape, B, L, p, key);
@@ -446,13 +329,6 @@ static void taps_router_bwd(float *dk, float *dv, float *dparams, const float *d
     CUDA_CHECK(cudaFreeAsync(dWt, 0));
 }
 
-// The per-tap form is opt-in until it has run against the CPU twin on a GPU.
-static bool taps_wanted(void) {
-    const char *env = getenv("HYLA_ROUTER_TAPS");
-    return env && strcmp(env, "1") == 0;
-}
-
 extern "C" void cuda_register_lte_router(struct hyla_backend *t) {
-    if (taps_wanted()) t->lte_router_fwd = taps_router_fwd, t->lte_router_bwd = taps_router_bwd;
-    else t->lte_router_fwd = cuda_lte_router_fwd, t->lte_router_bwd = cuda_lte_router_bwd;
+    t->lte_router_fwd = cuda_lte_router_fwd, t->lte_router_bwd = cuda_lte_router_bwd;
 }

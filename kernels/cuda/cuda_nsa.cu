@@ -7,7 +7,7 @@
 // branch's dq, dk, dv (written), then the other branches' dq (query tiles) and dk, dv (key
 // tiles over an inverted index) added in a fixed order. In bf16 mode the query tiles and the
 // window run on the tensor cores (head dims 64, 128). Head dims > 128 take the per-row path,
-// and so does everything while HYLA_NSA_TILED is not 1: the tiled path awaits its GPU test.
+// and so does everything when HYLA_NSA_TILED=0 (kept to compare against the per-row kernels).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,12 +27,12 @@ static int nsa_check_shape(const struct hyla_nsa_shape *s) {
     return s->head_dim >= 1 && s->head_dim <= 128; // the tiles' head dims
 }
 
-// The tiled kernels are switched on by HYLA_NSA_TILED=1 until they pass test_cuda_ops on a GPU.
+// The tiled kernels unless HYLA_NSA_TILED=0 (the per-row kernels, for comparison).
 static bool tiled_wanted(void) {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("HYLA_NSA_TILED");
-        on = e && strcmp(e, "1") == 0;
+        on = !(e && strcmp(e, "0") == 0);
     }
     return on;
 }

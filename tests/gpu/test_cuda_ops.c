@@ -724,9 +724,9 @@ int main(int argc, char **argv) {
     if (want("gdr")) test_gdr(1, 130, 3, 128, 128);
     if (want("gdr")) test_gdr(2, 45, 1, 40, 24);
     /* bf16: the chunked tensor-core kernels, lengths off the 64-token chunks; only while they
-     * are switched on (HYLA_GDR_CHUNKED=1; off by default until validated on a GPU) */
+     * are on (the default; HYLA_GDR_CHUNKED=0 switches them off) */
     const char *chunked = getenv("HYLA_GDR_CHUNKED");
-    const int chunked_on = chunked && atoi(chunked) != 0;
+    const int chunked_on = !(chunked && *chunked && atoi(chunked) == 0);
     if (want("gdr") && chunked_on) test_gdr_bf16(2, 37, 2, 16, 8, 1);
     if (want("gdr") && chunked_on) test_gdr_bf16(1, 130, 3, 40, 24, 1);
     if (want("gdr") && chunked_on) test_gdr_bf16(2, 200, 2, 64, 64, 0);
@@ -735,12 +735,12 @@ int main(int argc, char **argv) {
     if (want("gdr") && chunked_on) test_gdr_bf16(2, 1000, 2, 128, 128, 1);
     if (want("nsa")) test_nsa(2, 40, 4, 2, 8, 4, 4, 5);
     if (want("nsa")) test_nsa(1, 130, 8, 2, 64, 16, 4, 32);
-    /* the tiled kernels (on with HYLA_NSA_TILED=1; cuda_nsa.cu): one query head per group
+    /* the tiled kernels (on unless HYLA_NSA_TILED=0; cuda_nsa.cu): one query head per group
      * (G = 1) and 16, 32 (two head chunks); lengths off the blocks; windows below and above the
      * block; blocks of 16, 32, 64, 128 (two key parts); blocks chosen by more queries than one
      * work item holds (L = 1000, block 16); the 0.4B layout; bf16 mode on the tensor cores */
     const char *tiled_env = getenv("HYLA_NSA_TILED");
-    const int nsa_tiled = want("nsa") && tiled_env && strcmp(tiled_env, "1") == 0;
+    const int nsa_tiled = want("nsa") && !(tiled_env && strcmp(tiled_env, "0") == 0);
     if (nsa_tiled) test_nsa(1, 300, 2, 2, 64, 64, 3, 100);
     if (nsa_tiled) test_nsa(2, 1000, 16, 1, 8, 32, 16, 20);
     if (nsa_tiled) test_nsa(1, 130, 16, 2, 64, 64, 1, 512);
