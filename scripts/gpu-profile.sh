@@ -5,6 +5,7 @@
 # unsynchronised step, for each MODELS entry (config:micro_batch). Output into $OUT.
 cd "$(dirname "$0")/.."
 out=${OUT:-.}
+hyla=${HYLA:-./gpu-carry/hyla} # HYLA=gpu-carry/hyla-base profiles another build
 export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
 echo "nsys: ${nsys:-none}"
@@ -12,11 +13,11 @@ for mb in ${MODELS:-gdn_lte_0.4B:4 transformer_0.4B:4}; do
   model=${mb%%:*} batch=${mb##*:}
   args=(gpu-carry/configs/models/$model.yaml --backend cuda --steps 2 --warmup 1 --set train.micro_batch=$batch
         --set train.seq_len=4096 --set train.precision=bf16)
-  HYLA_PROFILE_OPS=1 timeout 120 ./gpu-carry/hyla bench train "${args[@]}" >/dev/null 2>"$out/ops-$model.txt"
+  HYLA_PROFILE_OPS=1 timeout 120 "$hyla" bench train "${args[@]}" >/dev/null 2>"$out/ops-$model.txt"
   echo "== $model B=$batch: per-op (exit $?)"; grep -A 30 "per-op profile" "$out/ops-$model.txt" | head -32
   if [ -n "$nsys" ]; then
     timeout 150 "$nsys" profile -o "/tmp/prof-$model" --force-overwrite true -t cuda --stats=false \
-      ./gpu-carry/hyla bench train "${args[@]}" >/dev/null 2>&1
+      "$hyla" bench train "${args[@]}" >/dev/null 2>&1
     timeout 100 "$nsys" stats -r cuda_gpu_kern_sum -f csv "/tmp/prof-$model.nsys-rep" >"$out/kernels-$model.csv" 2>/dev/null
     echo "== $model B=$batch: kernels (exit $?)"
     python3 - "$out/kernels-$model.csv" <<'PY'

@@ -1,51 +1,30 @@
 // CUDA: tiled attention on the tensor cores, for train.precision = bf16 and head dims 64 and
-// 128 — the same tiles, segments and masks as the fp32 kernels (cuda_flash_attention.cu), with
-// the three products of a tile (Q K^T, dO V^T, then P V or dS K, ...) as bf16 WMMA products
-// with fp32 accumulation. Softmax statistics, masks and dS stay fp32 in shared memory.
-//
-// Per 64 x 64 tile: 8 warps, each owning two 16 x 16 blocks of the scores; the output tile
-// (64 x D) is accumulated in fp32 in shared memory in the forward pass (its rows are rescaled
-// by the online softmax, which WMMA's opaque fragment layout cannot do in registers), and in
-// fragments in the backward passes (dq, dk, dv need no rescaling). No atomics.
+// 128 — the same tiles, segments and masks as the fp32 kernels (cuda_flash_attention.cu,
+// cuda_flash_common.cuh), laid out as FlashAttention-2 does: each warp owns 16 rows of a
+// 64-row tile and keeps them in registers (cuda_mma.cuh's fragments) through every product of
+// a tile, so scores, probabilities and dS never touch shared memory: Q K^T lands in C
+// fragments, the online softmax runs on them, and packed to bf16 they are the A operand of
+// P V. Key (or query) tiles stream through two shared buffers filled by cp.async while the
+// previous tile is worked on. Softmax runs in base 2 (exp2f on scores scaled by
+// scale * log2 e); lse is stored in base e as the contract says. No atomics.
 #include <cuda_bf16.h>
-#include <mma.h>
+#include <cuda_pipeline.h>
 
 #include "cuda_check.h"
 #include "cuda_flash_common.cuh"
-
-using namespace nvcuda;
+#include "cuda_mma.cuh"
 
 namespace flash {
 namespace {
 
-constexpr int WARPS = 8, THREADS = 32 * WARPS;
-typedef __nv_bfloat16 bf16;
-typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> frag_a;
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> frag_bt; // b(k, n) = M[n][k]
-typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> frag_b;  // b(k, n) = M[k][n]
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> frag_c;
+using namespace hyla_mma;
 
-// Row strides (elements) of the shared tiles: padded against bank conflicts, multiples of 8
-// (bf16) and 4 (fp32) as WMMA needs.
-template <int D> struct ld {
-    static constexpr int h = D + 8;     // bf16 [64][D] tiles: Q, K, V, dO
-    static constexpr int s = TILE + 4;  // fp32 [64][64]: scores, dP
-    static constexpr int p = TILE + 8;  // bf16 [64][64]: P, dS
-    static constexpr int o = D + 4;     // fp32 [64][D]: the forward's output accumulator, staging
-};
-
-// rows (b, pos[r], head) of a bf16 [B, L, H, D] tensor into sh[64][D]; pos < 0: zeros. 16-byte
-// copies (8 values): D is a multiple of 8 and the rows of both sides are 16-byte aligned.
-template <int D>
-__device__ void load_rows_bf16(bf16 *sh, const bf16 *x, const int *pos, int b, int L, int H, int head) {
-    constexpr int VEC = 8, PER_ROW = D / VEC;
-    for (int e = threadIdx.x; e < TILE * PER_ROW; e += THREADS) {
-        const int r = e / PER_ROW, c = (e % PER_ROW) * VEC, p = pos[r];
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (p >= 0) v = *(const uint4 *)(x + (((size_t)b * L + p) * H + head) * D + c);
-        *(uint4 *)(sh + r * ld<D>::h + c) = v;
-    }
-}
+constexpr int WARPS = 4, THREADS = 32 * WARPS; // warp w: rows 16 w .. 16 w + 15 of a tile
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
+// Row stride (elements) of a shared bf16 [64][D] tile: 16-byte rows whose 8-row groups fall in
+// distinct bank groups (ldmatrix without conflicts).
+template <int D> constexpr int LD = D + 8;
+template <int D> constexpr int TILE_ELEMS = TILE * LD<D>;
 
 // dst[i] = bf16(src[i]): the operands are rounded once per op, not once per tile load.
 __global__ void to_bf16_kernel(bf16 *dst, const float *src, size_t count) {
@@ -60,224 +39,270 @@ bf16 *bf16_copy(const float *src, size_t count) { // stream-ordered scratch, fre
     return dst;
 }
 
-// C[64][64] (fp32) = A[64][D] B[64][D]^T; warp w computes blocks 2w and 2w + 1 of the 4 x 4.
-template <int D> __device__ void products_abt(float *C, const bf16 *A, const bf16 *B) {
-    const int warp = threadIdx.x / 32;
-#pragma unroll
-    for (int f = 0; f < 2; f++) {
-        const int blk = 2 * warp + f, rb = blk / 4, cb = blk % 4;
-        frag_c acc;
-        wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-        for (int k = 0; k < D; k += 16) {
-            frag_a a;
-            frag_bt bt;
-            wmma::load_matrix_sync(a, A + rb * 16 * ld<D>::h + k, ld<D>::h);
-            wmma::load_matrix_sync(bt, B + cb * 16 * ld<D>::h + k, ld<D>::h);
-            wmma::mma_sync(acc, a, bt, acc);
-        }
-        wmma::store_matrix_sync(C + rb * 16 * ld<D>::s + cb * 16, acc, ld<D>::s, wmma::mem_row_major);
-    }
-}
-
-// The output blocks of a 64 x D product that warp w owns: D / 32 of the 4 x D / 16.
-template <int D> __host__ __device__ constexpr int out_blocks() { return D / 32; }
-template <int D> __device__ void out_block(int f, int &rb, int &cb) {
-    const int blk = (threadIdx.x / 32) * out_blocks<D>() + f;
-    rb = blk / (D / 16), cb = blk % (D / 16);
-}
-
-// acc[f] += P[64][64] X[64][D] for this warp's output blocks.
-template <int D> __device__ void products_px(frag_c (&acc)[out_blocks<D>()], const bf16 *P, const bf16 *X) {
-#pragma unroll
-    for (int f = 0; f < out_blocks<D>(); f++) {
-        int rb, cb;
-        out_block<D>(f, rb, cb);
-#pragma unroll
-        for (int k = 0; k < TILE; k += 16) {
-            frag_a a;
-            frag_b bm;
-            wmma::load_matrix_sync(a, P + rb * 16 * ld<D>::p + k, ld<D>::p);
-            wmma::load_matrix_sync(bm, X + k * ld<D>::h + cb * 16, ld<D>::h);
-            wmma::mma_sync(acc[f], a, bm, acc[f]);
-        }
-    }
-}
-
-// This warp's output blocks into stage[64][D] (fp32).
-template <int D> __device__ void stage_out(float *stage, frag_c (&acc)[out_blocks<D>()]) {
-#pragma unroll
-    for (int f = 0; f < out_blocks<D>(); f++) {
-        int rb, cb;
-        out_block<D>(f, rb, cb);
-        wmma::store_matrix_sync(stage + rb * 16 * ld<D>::o + cb * 16, acc[f], ld<D>::o, wmma::mem_row_major);
-    }
-}
-
-// Four threads per score row (row = tid / 4), each 16 columns (c = 4 j + tid % 4).
-__device__ inline int my_row() { return threadIdx.x / 4; }
-__device__ inline int my_col(int j) { return 4 * j + threadIdx.x % 4; }
-__device__ inline float quad_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ inline float quad_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-template <int D> struct fwd_smem {
-    static constexpr size_t bytes = sizeof(bf16) * 3 * TILE * ld<D>::h + sizeof(float) * TILE * ld<D>::s +
-                                    sizeof(bf16) * TILE * ld<D>::p + sizeof(float) * TILE * ld<D>::o;
-};
-
+// Rows (b, pos[r], head) of a bf16 [B, L, H, D] tensor into sh[64][LD] by cp.async (16 bytes a
+// copy); pos < 0: zeros. The caller commits and waits.
 template <int D>
-__global__ void __launch_bounds__(THREADS) bf16_fwd_kernel(float *o, float *lse, const bf16 *q, const bf16 *k,
-                                                           const bf16 *v, flash_shape s) {
-    extern __shared__ __align__(32) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem, *Ks = Qs + TILE * ld<D>::h, *Vs = Ks + TILE * ld<D>::h;
-    float *Ss = (float *)(Vs + TILE * ld<D>::h);
-    bf16 *Ps = (bf16 *)(Ss + TILE * ld<D>::s);
-    float *Os = (float *)(Ps + TILE * ld<D>::p);
-    __shared__ int qpos[TILE], kpos[TILE];
-    const int t0 = blockIdx.x * TILE, hq = blockIdx.y % s.Hq, b = blockIdx.y / s.Hq, hk = hq / (s.Hq / s.Hkv);
+__device__ void load_rows_async(bf16 *sh, const bf16 *x, const int *pos, int b, int L, int H, int head) {
+    constexpr int PER_ROW = D / 8;
+    for (int e = threadIdx.x; e < TILE * PER_ROW; e += THREADS) {
+        const int r = e / PER_ROW, c = (e % PER_ROW) * 8, p = pos[r];
+        bf16 *dst = sh + r * LD<D> + c;
+        if (p >= 0) __pipeline_memcpy_async(dst, x + (((size_t)b * L + p) * H + head) * D + c, 16);
+        else *(uint4 *)dst = make_uint4(0, 0, 0, 0);
+    }
+}
+
+// A fragments of rows r0 .. r0 + 15 of a shared [64][LD] tile, k-steps of 16 columns.
+template <int D> __device__ void load_a(uint32_t (&a)[D / 16][4], const bf16 *sh, int r0) {
+    const int lane = threadIdx.x % 32;
+    const bf16 *p = sh + (r0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LD<D> + 8 * (lane >> 4);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) ldsm_x4(a[ks][0], a[ks][1], a[ks][2], a[ks][3], p + 16 * ks);
+}
+
+// s = A X^T: A this warp's 16 rows (fragments), X a shared [64][LD] tile (its rows are s's
+// 64 columns, n-tiles of 8).
+template <int D> __device__ void products_abt(float (&s)[8][4], const uint32_t (&a)[D / 16][4], const bf16 *X) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    const bf16 *p = X + ((lane & 7) + 8 * (lane >> 4)) * LD<D> + 8 * ((lane >> 3) & 1);
+#pragma unroll
+    for (int np = 0; np < 4; np++) // n-tiles 2 np and 2 np + 1
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(b0, b1, b2, b3, p + 16 * np * LD<D> + 16 * ks);
+            mma(s[2 * np], a[ks], b0, b1);
+            mma(s[2 * np + 1], a[ks], b2, b3);
+        }
+}
+
+// acc += P X: P this warp's 16 x 64 C fragments (packed to bf16 as A fragments), X a shared
+// [64][LD] tile read as [k = its rows][n = its columns].
+template <int D> __device__ void products_px(float (&acc)[D / 8][4], const float (&p)[8][4], const bf16 *X) {
+    const int lane = threadIdx.x % 32;
+    const bf16 *base = X + (lane & 15) * LD<D> + 8 * (lane >> 4);
+#pragma unroll
+    for (int ks = 0; ks < TILE / 16; ks++) {
+        const uint32_t a[4] = {pack(p[2 * ks][0], p[2 * ks][1]), pack(p[2 * ks][2], p[2 * ks][3]),
+                               pack(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+#pragma unroll
+        for (int nn = 0; nn < D / 16; nn++) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4_trans(b0, b1, b2, b3, base + 16 * ks * LD<D> + 16 * nn);
+            mma(acc[2 * nn], a, b0, b1);
+            mma(acc[2 * nn + 1], a, b2, b3);
+        }
+    }
+}
+
+// Column of element e (0..3) of n-tile n of this lane's C fragments; its row is g (e < 2) or
+// g + 8.
+__device__ inline int frag_col(int n, int e) { return 8 * n + 2 * (threadIdx.x % 4) + (e & 1); }
+
+// 1 when every (query, key) pair of the tile pair is visible: no per-element masks needed.
+// Queries q0 .. q1 (all valid), keys k0 .. k1 (all valid, sorted); seg_b: the selected segment.
+__device__ inline bool all_visible(int q0, int q1, int k0, int k1, bool seg_b, int wl) {
+    if (seg_b) return q0 - k1 > wl;
+    return k1 <= q0 && (wl < 0 || q1 - k0 <= wl);
+}
+
+template <int D> constexpr size_t fwd_smem_bytes() { return sizeof(bf16) * 5 * TILE_ELEMS<D>; } // Q, 2 x (K, V)
+
+// O and lse of 64 queries (one head) over their key tiles (cuda_flash_common.cuh).
+template <int D>
+__global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, const bf16 *q, const bf16 *k,
+                                                          const bf16 *v, flash_shape s) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem, *Kb = Qs + TILE_ELEMS<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
+    __shared__ int qpos[TILE], kpos[2][TILE];
+    const int tq = gridDim.x - 1 - blockIdx.x; // the causal mask's longest tiles first
+    const int t0 = tq * TILE, hq = blockIdx.y % s.Hq, b = blockIdx.y / s.Hq, hk = hq / (s.Hq / s.Hkv);
     const int t1 = min(s.L - 1, t0 + TILE - 1), bk = b * s.Hkv + hk;
-    if (threadIdx.x < TILE) qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
-    for (int e = threadIdx.x; e < TILE * ld<D>::o; e += THREADS) Os[e] = 0.0f;
-    __syncthreads();
-    load_rows_bf16<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const key_tiles kt = keys_of_query_tile(s, bk, t0, t1);
-    const int row = my_row(), t = t0 + row;
-    float m = -INFINITY, l = 0;
-    for (int tile = 0; tile < kt.a_tiles + kt.b_tiles; tile++) {
-        __syncthreads(); // the previous tile's K, V, P are no longer read
-        if (threadIdx.x < TILE) kpos[threadIdx.x] = key_position(s, kt, bk, t1, tile, threadIdx.x);
-        __syncthreads();
-        load_rows_bf16<D>(Ks, k, kpos, b, s.L, s.Hkv, hk);
-        load_rows_bf16<D>(Vs, v, kpos, b, s.L, s.Hkv, hk);
-        __syncthreads();
-        products_abt<D>(Ss, Qs, Ks);
-        __syncthreads();
-        const bool seg_a = tile < kt.a_tiles;
-        float sc[TILE / 4], mx = -INFINITY;
+    const int tiles = kt.a_tiles + kt.b_tiles;
+    if (threadIdx.x < TILE) {
+        qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
+        kpos[0][threadIdx.x] = tiles > 0 ? key_position(s, kt, bk, t1, 0, threadIdx.x) : -1;
+    }
+    __syncthreads();
+    load_rows_async<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
+    load_rows_async<D>(Kb, k, kpos[0], b, s.L, s.Hkv, hk);
+    load_rows_async<D>(Vb, v, kpos[0], b, s.L, s.Hkv, hk);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    uint32_t qa[D / 16][4];
+    load_a<D>(qa, Qs, 16 * warp);
+    const int row_t[2] = {t0 + 16 * warp + g, t0 + 16 * warp + g + 8}; // this lane's query rows
+    const float c = s.scale * LOG2E;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[D / 8][4];
 #pragma unroll
-        for (int j = 0; j < TILE / 4; j++) {
-            const int key = kpos[my_col(j)];
-            const bool vis = seg_a ? visible_a(t, key, s.wl) : visible_b(t, key, s.wl);
-            sc[j] = vis ? Ss[row * ld<D>::s + my_col(j)] * s.scale : -INFINITY;
-            mx = fmaxf(mx, sc[j]);
+    for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    for (int tile = 0; tile < tiles; tile++) {
+        const int cur = tile & 1, nxt = cur ^ 1;
+        if (tile + 1 < tiles) { // the next tile's copies start (its buffers were last read a tile ago)
+            if (threadIdx.x < TILE) kpos[nxt][threadIdx.x] = key_position(s, kt, bk, t1, tile + 1, threadIdx.x);
+            __syncthreads();
+            load_rows_async<D>(Kb + nxt * TILE_ELEMS<D>, k, kpos[nxt], b, s.L, s.Hkv, hk);
+            load_rows_async<D>(Vb + nxt * TILE_ELEMS<D>, v, kpos[nxt], b, s.L, s.Hkv, hk);
         }
-        const float m_new = fmaxf(m, quad_max(mx));
-        const float corr = m_new == -INFINITY ? 1.0f : expf(m - m_new);
-        float psum = 0;
-#pragma unroll
-        for (int j = 0; j < TILE / 4; j++) {
-            const float p = m_new == -INFINITY ? 0.0f : expf(sc[j] - m_new);
-            Ps[row * ld<D>::p + my_col(j)] = __float2bfloat16(p);
-            psum += p;
-        }
-        l = l * corr + quad_sum(psum);
-        m = m_new;
-        for (int c = threadIdx.x % 4; c < D; c += 4) Os[row * ld<D>::o + c] *= corr;
+        __pipeline_commit();
+        __pipeline_wait_prior(1); // this tile's copies have landed
         __syncthreads();
-        // O += P V, accumulated in the shared fp32 tile
+        float sc[8][4];
+        products_abt<D>(sc, qa, Kb + cur * TILE_ELEMS<D>);
+        const int *kp = kpos[cur];
+        const bool seg_b = tile >= kt.a_tiles;
+        const bool full = kp[TILE - 1] >= 0 && all_visible(t0, t1, kp[0], kp[TILE - 1], seg_b, s.wl);
 #pragma unroll
-        for (int f = 0; f < out_blocks<D>(); f++) {
-            int rb, cb;
-            out_block<D>(f, rb, cb);
-            frag_c acc;
-            wmma::load_matrix_sync(acc, Os + rb * 16 * ld<D>::o + cb * 16, ld<D>::o, wmma::mem_row_major);
+        for (int n = 0; n < 8; n++)
 #pragma unroll
-            for (int kk = 0; kk < TILE; kk += 16) {
-                frag_a a;
-                frag_b bm;
-                wmma::load_matrix_sync(a, Ps + rb * 16 * ld<D>::p + kk, ld<D>::p);
-                wmma::load_matrix_sync(bm, Vs + kk * ld<D>::h + cb * 16, ld<D>::h);
-                wmma::mma_sync(acc, a, bm, acc);
+            for (int e = 0; e < 4; e++) {
+                float x = sc[n][e] * c;
+                if (!full) {
+                    const int t = row_t[e >> 1], key = kp[frag_col(n, e)];
+                    if (!(seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl))) x = -INFINITY;
+                }
+                sc[n][e] = x;
             }
-            wmma::store_matrix_sync(Os + rb * 16 * ld<D>::o + cb * 16, acc, ld<D>::o, wmma::mem_row_major);
+#pragma unroll
+        for (int r = 0; r < 2; r++) { // online softmax of row g (r = 0) and g + 8 (r = 1)
+            float mx = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < 8; n++) mx = fmaxf(mx, fmaxf(sc[n][2 * r], sc[n][2 * r + 1]));
+            const float m_new = fmaxf(m[r], quad_max(mx));
+            const float base = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet
+            const float corr = exp2f(m[r] - base);                // 0 while m was -inf
+            float sum = 0.0f;
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                sc[n][2 * r] = exp2f(sc[n][2 * r] - base);
+                sc[n][2 * r + 1] = exp2f(sc[n][2 * r + 1] - base);
+                sum += sc[n][2 * r] + sc[n][2 * r + 1];
+            }
+            l[r] = l[r] * corr + sum; // this lane's columns; the quad's sum at the end
+            m[r] = m_new;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) acc[n][2 * r] *= corr, acc[n][2 * r + 1] *= corr;
         }
+        products_px<D>(acc, sc, Vb + cur * TILE_ELEMS<D>);
+        __syncthreads(); // every warp is done with buffer cur before the tile after next fills it
     }
-    __syncthreads();
-    if (t <= t1) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int t = row_t[r];
+        const float lr = quad_sum(l[r]);
+        if (t > t1) continue;
         const size_t out_row = ((size_t)b * s.L + t) * s.Hq + hq;
-        const float inv = l > 0 ? 1.0f / l : 0.0f;
-        for (int c = threadIdx.x % 4; c < D; c += 4) o[out_row * D + c] = Os[row * ld<D>::o + c] * inv;
-        if (threadIdx.x % 4 == 0) lse[out_row] = m + logf(l);
+        const float inv = lr > 0 ? 1.0f / lr : 0.0f;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+            *(float2 *)(o + out_row * D + frag_col(n, 0)) = make_float2(acc[n][2 * r] * inv, acc[n][2 * r + 1] * inv);
+        if (threadIdx.x % 4 == 0) lse[out_row] = lr > 0 ? (m[r] + log2f(lr)) * LN2 : -INFINITY;
     }
 }
 
-template <int D> struct bwd_smem {
-    static constexpr size_t bytes =
-        sizeof(bf16) * 4 * TILE * ld<D>::h + sizeof(float) * 2 * TILE * ld<D>::s + sizeof(bf16) * 2 * TILE * ld<D>::p;
-    static_assert(2 * TILE * ld<D>::s >= TILE * ld<D>::o, "the output staging reuses the score tiles");
-};
+template <int D> constexpr size_t bwd_smem_bytes() { return sizeof(bf16) * 6 * TILE_ELEMS<D>; }
 
-// dq of a query tile: scale * sum over visible keys of P (dP - delta) k, dP = dO v.
+// dq of 64 queries: scale * sum over visible keys of P (dP - delta) k, dP = dO v.
 template <int D>
-__global__ void __launch_bounds__(THREADS) bf16_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
-                                                          const bf16 *v, const float *lse, const float *delta,
-                                                          flash_shape s) {
-    extern __shared__ __align__(32) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem, *dOs = Qs + TILE * ld<D>::h, *Ks = dOs + TILE * ld<D>::h, *Vs = Ks + TILE * ld<D>::h;
-    float *Ss = (float *)(Vs + TILE * ld<D>::h), *dPs = Ss + TILE * ld<D>::s;
-    bf16 *dSs = (bf16 *)(dPs + TILE * ld<D>::s);
-    __shared__ int qpos[TILE], kpos[TILE];
-    const int t0 = blockIdx.x * TILE, hq = blockIdx.y % s.Hq, b = blockIdx.y / s.Hq, hk = hq / (s.Hq / s.Hkv);
+__global__ void __launch_bounds__(THREADS) mma_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
+                                                         const bf16 *v, const float *lse, const float *delta,
+                                                         flash_shape s) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem, *dOs = Qs + TILE_ELEMS<D>, *Kb = dOs + TILE_ELEMS<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
+    __shared__ int qpos[TILE], kpos[2][TILE];
+    const int tq = gridDim.x - 1 - blockIdx.x;
+    const int t0 = tq * TILE, hq = blockIdx.y % s.Hq, b = blockIdx.y / s.Hq, hk = hq / (s.Hq / s.Hkv);
     const int t1 = min(s.L - 1, t0 + TILE - 1), bk = b * s.Hkv + hk;
-    if (threadIdx.x < TILE) qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
-    __syncthreads();
-    load_rows_bf16<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
-    load_rows_bf16<D>(dOs, dout, qpos, b, s.L, s.Hq, hq);
-    const int row = my_row(), t = t0 + row;
-    const size_t my_row_index = ((size_t)b * s.L + min(t, t1)) * s.Hq + hq;
-    const float row_lse = lse[my_row_index], row_delta = delta[my_row_index];
-    frag_c acc[out_blocks<D>()];
-#pragma unroll
-    for (int f = 0; f < out_blocks<D>(); f++) wmma::fill_fragment(acc[f], 0.0f);
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const key_tiles kt = keys_of_query_tile(s, bk, t0, t1);
-    for (int tile = 0; tile < kt.a_tiles + kt.b_tiles; tile++) {
-        __syncthreads();
-        if (threadIdx.x < TILE) kpos[threadIdx.x] = key_position(s, kt, bk, t1, tile, threadIdx.x);
-        __syncthreads();
-        load_rows_bf16<D>(Ks, k, kpos, b, s.L, s.Hkv, hk);
-        load_rows_bf16<D>(Vs, v, kpos, b, s.L, s.Hkv, hk);
-        __syncthreads();
-        products_abt<D>(Ss, Qs, Ks);
-        products_abt<D>(dPs, dOs, Vs);
-        __syncthreads();
-        const bool seg_a = tile < kt.a_tiles;
-#pragma unroll
-        for (int j = 0; j < TILE / 4; j++) {
-            const int c = my_col(j), key = kpos[c];
-            const bool vis = t <= t1 && (seg_a ? visible_a(t, key, s.wl) : visible_b(t, key, s.wl));
-            const float p = vis ? expf(Ss[row * ld<D>::s + c] * s.scale - row_lse) : 0.0f;
-            dSs[row * ld<D>::p + c] = __float2bfloat16(p * (dPs[row * ld<D>::s + c] - row_delta));
-        }
-        __syncthreads();
-        products_px<D>(acc, dSs, Ks);
+    const int tiles = kt.a_tiles + kt.b_tiles;
+    if (threadIdx.x < TILE) {
+        qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
+        kpos[0][threadIdx.x] = tiles > 0 ? key_position(s, kt, bk, t1, 0, threadIdx.x) : -1;
     }
     __syncthreads();
-    float *stage = Ss; // the score tiles are free now
-    stage_out<D>(stage, acc);
+    load_rows_async<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
+    load_rows_async<D>(dOs, dout, qpos, b, s.L, s.Hq, hq);
+    load_rows_async<D>(Kb, k, kpos[0], b, s.L, s.Hkv, hk);
+    load_rows_async<D>(Vb, v, kpos[0], b, s.L, s.Hkv, hk);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
     __syncthreads();
-    if (t <= t1)
-        for (int c = threadIdx.x % 4; c < D; c += 4)
-            dq[(((size_t)b * s.L + t) * s.Hq + hq) * D + c] = s.scale * stage[row * ld<D>::o + c];
+    uint32_t qa[D / 16][4], da[D / 16][4];
+    load_a<D>(qa, Qs, 16 * warp);
+    load_a<D>(da, dOs, 16 * warp);
+    const int row_t[2] = {t0 + 16 * warp + g, t0 + 16 * warp + g + 8};
+    float row_lse[2], row_delta[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const size_t i = ((size_t)b * s.L + min(row_t[r], t1)) * s.Hq + hq;
+        row_lse[r] = lse[i] * LOG2E, row_delta[r] = delta[i];
+    }
+    const float c = s.scale * LOG2E;
+    float acc[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    for (int tile = 0; tile < tiles; tile++) {
+        const int cur = tile & 1, nxt = cur ^ 1;
+        if (tile + 1 < tiles) {
+            if (threadIdx.x < TILE) kpos[nxt][threadIdx.x] = key_position(s, kt, bk, t1, tile + 1, threadIdx.x);
+            __syncthreads();
+            load_rows_async<D>(Kb + nxt * TILE_ELEMS<D>, k, kpos[nxt], b, s.L, s.Hkv, hk);
+            load_rows_async<D>(Vb + nxt * TILE_ELEMS<D>, v, kpos[nxt], b, s.L, s.Hkv, hk);
+        }
+        __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncthreads();
+        const bf16 *Ks = Kb + cur * TILE_ELEMS<D>;
+        float sc[8][4], dp[8][4];
+        products_abt<D>(sc, qa, Ks);
+        products_abt<D>(dp, da, Vb + cur * TILE_ELEMS<D>);
+        const int *kp = kpos[cur];
+        const bool seg_b = tile >= kt.a_tiles;
+        const bool full = kp[TILE - 1] >= 0 && all_visible(t0, t1, kp[0], kp[TILE - 1], seg_b, s.wl);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = e >> 1;
+                bool vis = true;
+                if (!full) {
+                    const int t = row_t[r], key = kp[frag_col(n, e)];
+                    vis = t <= t1 && (seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl));
+                }
+                const float p = vis ? exp2f(sc[n][e] * c - row_lse[r]) : 0.0f;
+                sc[n][e] = p * (dp[n][e] - row_delta[r]); // dS
+            }
+        products_px<D>(acc, sc, Ks);
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int t = row_t[r];
+        if (t > t1) continue;
+        float *out = dq + (((size_t)b * s.L + t) * s.Hq + hq) * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+            *(float2 *)(out + frag_col(n, 0)) = make_float2(s.scale * acc[n][2 * r], s.scale * acc[n][2 * r + 1]);
+    }
 }
 
-// dk, dv of a key tile over the group's query heads and the query tiles that see it;
-// selected_pass as in the fp32 kernel (0: window keys written, 1: selected keys added).
+// dk, dv of 64 keys over the group's query heads and the query tiles that see them (each warp
+// 16 keys); selected_pass as in the fp32 kernel (0: window keys written, 1: selected keys
+// added). Query tiles stream through two buffers.
 template <int D>
-__global__ void __launch_bounds__(THREADS) bf16_dkdv_kernel(float *dk, float *dv, const bf16 *dout, const bf16 *q,
-                                                            const bf16 *k, const bf16 *v, const float *lse,
-                                                            const float *delta, flash_shape s, int selected_pass) {
-    extern __shared__ __align__(32) unsigned char smem[];
-    bf16 *Ks = (bf16 *)smem, *Vs = Ks + TILE * ld<D>::h, *Qs = Vs + TILE * ld<D>::h, *dOs = Qs + TILE * ld<D>::h;
-    float *Ss = (float *)(dOs + TILE * ld<D>::h), *dPs = Ss + TILE * ld<D>::s;
-    bf16 *Ps = (bf16 *)(dPs + TILE * ld<D>::s), *dSs = Ps + TILE * ld<D>::p;
-    __shared__ int kpos[TILE], qpos[TILE];
-    __shared__ float qlse[TILE], qdelta[TILE];
+__global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv, const bf16 *dout, const bf16 *q,
+                                                           const bf16 *k, const bf16 *v, const float *lse,
+                                                           const float *delta, flash_shape s, int selected_pass) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *Ks = (bf16 *)smem, *Vs = Ks + TILE_ELEMS<D>, *Qb = Vs + TILE_ELEMS<D>, *dOb = Qb + 2 * TILE_ELEMS<D>;
+    __shared__ int kpos[TILE], qpos[2][TILE];
+    __shared__ float qlse[2][TILE], qdelta[2][TILE];
     const int hk = blockIdx.y % s.Hkv, b = blockIdx.y / s.Hkv, bk = b * s.Hkv + hk, G = s.Hq / s.Hkv;
     int first_query, n_keys;
     if (!selected_pass) {
@@ -294,66 +319,93 @@ __global__ void __launch_bounds__(THREADS) bf16_dkdv_kernel(float *dk, float *dv
         first_query = s.list[(size_t)bk * s.L + n0] + s.wl + 1;
     }
     __syncthreads();
-    const int last_key = kpos[n_keys - 1];
-    const int last_query = (selected_pass || s.wl < 0) ? s.L - 1 : min(s.L - 1, last_key + s.wl);
-    load_rows_bf16<D>(Ks, k, kpos, b, s.L, s.Hkv, hk);
-    load_rows_bf16<D>(Vs, v, kpos, b, s.L, s.Hkv, hk);
-    frag_c adk[out_blocks<D>()], adv[out_blocks<D>()];
+    const int k0 = kpos[0], k1 = kpos[n_keys - 1];
+    const int last_query = (selected_pass || s.wl < 0) ? s.L - 1 : min(s.L - 1, k1 + s.wl);
+    const int qtiles = first_query <= last_query ? (last_query - first_query + TILE) / TILE : 0;
+    const int steps = G * qtiles; // (query head, query tile) pairs
+    // queries of step i: head hk G + i / qtiles, positions from first_query + (i % qtiles) 64
+    auto stage = [&](int i, int buf) {
+        const int hq = hk * G + i / qtiles, t0 = first_query + (i % qtiles) * TILE;
+        if (threadIdx.x < TILE) {
+            const int t = t0 + (int)threadIdx.x;
+            qpos[buf][threadIdx.x] = t <= last_query ? t : -1;
+            const size_t r = ((size_t)b * s.L + min(t, last_query)) * s.Hq + hq;
+            qlse[buf][threadIdx.x] = lse[r] * LOG2E, qdelta[buf][threadIdx.x] = delta[r];
+        }
+        __syncthreads();
+        load_rows_async<D>(Qb + buf * TILE_ELEMS<D>, q, qpos[buf], b, s.L, s.Hq, hq);
+        load_rows_async<D>(dOb + buf * TILE_ELEMS<D>, dout, qpos[buf], b, s.L, s.Hq, hq);
+    };
+    load_rows_async<D>(Ks, k, kpos, b, s.L, s.Hkv, hk);
+    load_rows_async<D>(Vs, v, kpos, b, s.L, s.Hkv, hk);
+    if (steps > 0) stage(0, 0);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
+    const int row_key[2] = {kpos[16 * warp + g], kpos[16 * warp + g + 8]}; // this lane's keys (-1: none)
+    const float c = s.scale * LOG2E;
+    float adk[D / 8][4], adv[D / 8][4];
 #pragma unroll
-    for (int f = 0; f < out_blocks<D>(); f++) wmma::fill_fragment(adk[f], 0.0f), wmma::fill_fragment(adv[f], 0.0f);
-    const int row = my_row(); // a key of the tile
-    for (int g = 0; g < G; g++) {
-        const int hq = hk * G + g;
-        for (int t0 = first_query; t0 <= last_query; t0 += TILE) {
-            __syncthreads();
-            if (threadIdx.x < TILE) {
-                const int t = t0 + threadIdx.x;
-                qpos[threadIdx.x] = t <= last_query ? t : -1;
-                const size_t r = ((size_t)b * s.L + min(t, last_query)) * s.Hq + hq;
-                qlse[threadIdx.x] = lse[r], qdelta[threadIdx.x] = delta[r];
-            }
-            __syncthreads();
-            load_rows_bf16<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
-            load_rows_bf16<D>(dOs, dout, qpos, b, s.L, s.Hq, hq);
-            __syncthreads();
-            products_abt<D>(Ss, Ks, Qs);   // S^T: rows keys, columns queries
-            products_abt<D>(dPs, Vs, dOs); // dP^T
-            __syncthreads();
-            const int key = kpos[row];
+    for (int n = 0; n < D / 8; n++)
 #pragma unroll
-            for (int j = 0; j < TILE / 4; j++) {
-                const int c = my_col(j), tq = qpos[c];
-                const bool vis = tq >= 0 && (selected_pass ? visible_b(tq, key, s.wl) : visible_a(tq, key, s.wl));
-                const float p = vis ? expf(Ss[row * ld<D>::s + c] * s.scale - qlse[c]) : 0.0f;
-                Ps[row * ld<D>::p + c] = __float2bfloat16(p);
-                dSs[row * ld<D>::p + c] = __float2bfloat16(p * (dPs[row * ld<D>::s + c] - qdelta[c]));
+        for (int e = 0; e < 4; e++) adk[n][e] = adv[n][e] = 0.0f;
+    for (int i = 0; i < steps; i++) {
+        const int cur = i & 1, nxt = cur ^ 1;
+        if (i + 1 < steps) stage(i + 1, nxt);
+        __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncthreads();
+        const bf16 *Qs = Qb + cur * TILE_ELEMS<D>, *dOs = dOb + cur * TILE_ELEMS<D>;
+        float sc[8][4], dp[8][4];
+        {
+            uint32_t a[D / 16][4]; // K and V rows as A operands, reloaded per step (registers)
+            load_a<D>(a, Ks, 16 * warp);
+            products_abt<D>(sc, a, Qs); // S^T: rows keys, columns queries
+            load_a<D>(a, Vs, 16 * warp);
+            products_abt<D>(dp, a, dOs); // dP^T
+        }
+        const int *qp = qpos[cur];
+        const bool full = qp[TILE - 1] >= 0 && n_keys == TILE &&
+                          all_visible(qp[0], qp[TILE - 1], k0, k1, selected_pass != 0, s.wl);
+        float ds[8][4];
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int col = frag_col(n, e);
+                bool vis = true;
+                if (!full) {
+                    const int tq = qp[col], key = row_key[e >> 1];
+                    vis = tq >= 0 && key >= 0 &&
+                          (selected_pass ? visible_b(tq, key, s.wl) : visible_a(tq, key, s.wl));
+                }
+                const float p = vis ? exp2f(sc[n][e] * c - qlse[cur][col]) : 0.0f;
+                sc[n][e] = p;
+                ds[n][e] = p * (dp[n][e] - qdelta[cur][col]);
             }
-            __syncthreads();
-            products_px<D>(adv, Ps, dOs); // dv += P^T dO
-            products_px<D>(adk, dSs, Qs); // dk += dS^T q (scaled below)
+        products_px<D>(adv, sc, dOs); // dv += P^T dO
+        products_px<D>(adk, ds, Qs);  // dk += dS^T q (scaled below)
+        __syncthreads();
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int j = row_key[r];
+        if (j < 0) continue;
+        const size_t out = (((size_t)b * s.L + j) * s.Hkv + hk) * D;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) {
+            const int col = frag_col(n, 0);
+            float2 x = make_float2(adv[n][2 * r], adv[n][2 * r + 1]);
+            float2 y = make_float2(s.scale * adk[n][2 * r], s.scale * adk[n][2 * r + 1]);
+            if (selected_pass) {
+                const float2 ox = *(float2 *)(dv + out + col), oy = *(float2 *)(dk + out + col);
+                x.x += ox.x, x.y += ox.y, y.x += oy.x, y.y += oy.y;
+            }
+            *(float2 *)(dv + out + col) = x;
+            *(float2 *)(dk + out + col) = y;
         }
     }
-    __syncthreads();
-    float *stage = Ss;
-    const int j = kpos[row];
-    const size_t out = (((size_t)b * s.L + (j < 0 ? 0 : j)) * s.Hkv + hk) * D;
-    stage_out<D>(stage, adv);
-    __syncthreads();
-    if (j >= 0)
-        for (int c = threadIdx.x % 4; c < D; c += 4) {
-            const float x = stage[row * ld<D>::o + c];
-            if (selected_pass) dv[out + c] += x;
-            else dv[out + c] = x;
-        }
-    __syncthreads();
-    stage_out<D>(stage, adk);
-    __syncthreads();
-    if (j >= 0)
-        for (int c = threadIdx.x % 4; c < D; c += 4) {
-            const float x = s.scale * stage[row * ld<D>::o + c];
-            if (selected_pass) dk[out + c] += x;
-            else dk[out + c] = x;
-        }
 }
 
 void allow(const void *kernel, size_t bytes) {
@@ -363,12 +415,11 @@ void allow(const void *kernel, size_t bytes) {
 template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k, const float *v, const flash_shape &s) {
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
     bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk);
-    allow((const void *)bf16_fwd_kernel<D>, fwd_smem<D>::bytes);
-    bf16_fwd_kernel<D><<<dim3((s.L + TILE - 1) / TILE, s.B * s.Hq), THREADS, fwd_smem<D>::bytes>>>(o, lse, qh, kh, vh, s);
+    allow((const void *)mma_fwd_kernel<D>, fwd_smem_bytes<D>());
+    mma_fwd_kernel<D><<<dim3((s.L + TILE - 1) / TILE, s.B * s.Hq), THREADS, fwd_smem_bytes<D>()>>>(o, lse, qh, kh,
+                                                                                                  vh, s);
     CUDA_LAUNCH_CHECK();
-    CUDA_CHECK(cudaFreeAsync(qh, 0));
-    CUDA_CHECK(cudaFreeAsync(kh, 0));
-    CUDA_CHECK(cudaFreeAsync(vh, 0));
+    for (bf16 *p : {qh, kh, vh}) CUDA_CHECK(cudaFreeAsync(p, 0));
 }
 
 template <int D>
@@ -376,16 +427,16 @@ void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, c
            const float *lse, const float *delta, const flash_shape &s) {
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
     bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk), *doh = bf16_copy(dout, nq);
-    const size_t bytes = bwd_smem<D>::bytes;
-    allow((const void *)bf16_dq_kernel<D>, bytes);
-    allow((const void *)bf16_dkdv_kernel<D>, bytes);
+    const size_t bytes = bwd_smem_bytes<D>();
+    allow((const void *)mma_dq_kernel<D>, bytes);
+    allow((const void *)mma_dkdv_kernel<D>, bytes);
     const int tiles = (s.L + TILE - 1) / TILE;
-    bf16_dq_kernel<D><<<dim3(tiles, s.B * s.Hq), THREADS, bytes>>>(dq, doh, qh, kh, vh, lse, delta, s);
+    mma_dq_kernel<D><<<dim3(tiles, s.B * s.Hq), THREADS, bytes>>>(dq, doh, qh, kh, vh, lse, delta, s);
     CUDA_LAUNCH_CHECK();
-    bf16_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 0);
+    mma_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 0);
     CUDA_LAUNCH_CHECK();
-    if (s.list) {
-        bf16_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 1);
+    if (s.list) { // after the window pass (same stream): the selected keys' later queries
+        mma_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 1);
         CUDA_LAUNCH_CHECK();
     }
     for (bf16 *p : {qh, kh, vh, doh}) CUDA_CHECK(cudaFreeAsync(p, 0));

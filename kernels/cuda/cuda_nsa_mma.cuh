@@ -1,36 +1,23 @@
-// The tensor-core pieces of NSA's bf16 tiles (cuda_nsa_mma.cu, cuda_nsa_keys.cu): mma.m16n8k16
-// with bf16 operands and fp32 accumulation on register fragments. Lane = 4 g + tig: an A or C
-// fragment holds rows g and g + 8, columns 2 tig, 2 tig + 1 (+ 8); a C fragment of one
-// product is, packed to bf16, the A fragment of the next (FlashAttention-2's register reuse).
+// The tensor-core pieces of NSA's bf16 tiles (cuda_nsa_mma.cu, cuda_nsa_keys.cu) on the
+// register fragments of cuda_mma.cuh (mma.m16n8k16, bf16 operands, fp32 accumulation).
 #ifndef HYLA_CUDA_NSA_MMA_CUH
 #define HYLA_CUDA_NSA_MMA_CUH
 
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "cuda_mma.cuh"
+
 namespace nsa_mma {
 
 typedef __nv_bfloat16 bf16;
 constexpr int KT = 64; // keys (or query rows) per tile
 
-__device__ inline uint32_t pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x (low half) = lo
-    return *(uint32_t *)&v;
-}
-// c += a b: A 16 x 16 (row g / g + 8, columns 2 tig .. of each 8), B 16 x 8 (column g).
-__device__ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// Four 8 x 8 bf16 matrices, transposed: lane l gives the address of row l % 8 of matrix l / 8.
-__device__ inline void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const bf16 *p) {
-    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(a));
-}
+using hyla_mma::ldsm_x4_trans;
+using hyla_mma::mma;
+using hyla_mma::pack;
+using hyla_mma::quad_max;
+using hyla_mma::quad_sum;
 
 // A fragments of a 16 x D fp32 matrix whose row g of this lane is at rows[0] and row g + 8 at
 // rows[1] (NULL: zeros), scaled by sc[0], sc[1].
@@ -93,16 +80,6 @@ template <int D> __device__ inline void times_rows(float (&acc)[D / 8][4], const
             mma(acc[2 * nn + 1], a, b2, b3);
         }
     }
-}
-
-// Sum / max over the 4 lanes of a quad (one fragment row).
-__device__ inline float quad_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-__device__ inline float quad_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
 } // namespace nsa_mma

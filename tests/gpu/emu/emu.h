@@ -28,9 +28,11 @@ struct dim3 {
 struct uint3v { unsigned x, y, z; };
 // A block's CUDA threads are fibers on one OS thread, switched only at barriers:
 // __syncthreads / __syncwarp (and the shuffles and ballots built on __syncwarp) park the
-// fiber; the scheduler resumes the parked ones when every live thread of the block (of the
-// warp) has arrived, in ascending thread order in one round and descending in the next, so
-// that a read that misses a barrier sees the other order's data at least once (a shuffle
+// fiber. A warp whose lanes all wait at __syncwarp goes on at once, so each warp runs ahead
+// through its warp barriers to the next __syncthreads (warps are not in lock-step, and a
+// missing __syncthreads between warps shows); the scheduler resumes the threads of a
+// completed barrier in ascending thread (warp) order in one round and descending in the next,
+// so that a read that misses a barrier sees the other order's data at least once (a shuffle
 // orders memory like __syncwarp here, which hardware does not promise: not a race detector). A
 // barrier that cannot complete (threads of a block at different barriers, a __syncthreads
 // that some threads skipped by returning) aborts with the threads' states. Blocks are spread
@@ -156,7 +158,7 @@ struct __nv_bfloat16 { uint16_t u; };
 inline __nv_bfloat16 __float2bfloat16(float f) {
     uint32_t b;
     memcpy(&b, &f, 4);
-    uint32_t r = b + 0x7fff + ((b >> 16) & 1);
+    uint32_t r = (b & 0x7fffffffu) > 0x7f800000u ? 0x7fff0000u : b + 0x7fff + ((b >> 16) & 1); // NaN stays NaN
     __nv_bfloat16 h;
     h.u = (uint16_t)(r >> 16);
     return h;
@@ -202,25 +204,30 @@ inline void emu_run_block(emu_block &b) {
         b.state[t] = emu_block::RUN;
         emu_make(b.ctx[t], b.stacks.data() + (size_t)t * EMU_STACK, EMU_STACK, emu_fiber_main);
     }
+    // Warp by warp: a warp runs on through its __syncwarp barriers until it reaches a
+    // __syncthreads or ends, before the next warp starts (ascending warps in one round,
+    // descending in the next), so a warp may run far ahead of another between block barriers
+    // as hardware allows, and a __syncthreads left out shows.
+    const int warps = (b.n + 31) / 32;
     for (int phase = 0;; phase++) {
-        for (int i = 0; i < b.n; i++) {
-            const int t = phase % 2 ? b.n - 1 - i : i;
-            if (b.state[t] != emu_block::RUN) continue;
-            b.cur = t;
-            threadIdx = {(unsigned)t, 0, 0};
-            emu_swap(b.sched, b.ctx[t]);
+        for (int wi = 0; wi < warps; wi++) {
+            const int w0 = 32 * (phase % 2 ? warps - 1 - wi : wi), w1 = std::min(b.n, w0 + 32);
+            for (int step = 0;; step++) {
+                for (int i = 0; i < w1 - w0; i++) {
+                    const int t = (phase + step) % 2 ? w1 - 1 - i : w0 + i;
+                    if (b.state[t] != emu_block::RUN) continue;
+                    b.cur = t;
+                    threadIdx = {(unsigned)t, 0, 0};
+                    emu_swap(b.sched, b.ctx[t]);
+                }
+                int wl = 0, ww = 0;
+                for (int t = w0; t < w1; t++) wl += b.state[t] != emu_block::DONE, ww += b.state[t] == emu_block::WAIT_WARP;
+                if (ww && ww != wl) emu_stuck(b, "lanes of a warp at different barriers");
+                if (!ww) break;
+                for (int t = w0; t < w1; t++) b.state[t] = emu_block::RUN;
+            }
         }
         int live = 0, at_block = 0;
-        bool released = false;
-        for (int w0 = 0; w0 < b.n; w0 += 32) { // warps whose live lanes all wait at __syncwarp go on
-            int wl = 0, ww = 0;
-            for (int t = w0; t < std::min(b.n, w0 + 32); t++) wl += b.state[t] != emu_block::DONE, ww += b.state[t] == emu_block::WAIT_WARP;
-            if (ww && ww != wl) emu_stuck(b, "lanes of a warp at different barriers");
-            if (ww)
-                for (int t = w0; t < std::min(b.n, w0 + 32); t++) b.state[t] = emu_block::RUN;
-            released |= ww > 0;
-        }
-        if (released) continue;
         for (int t = 0; t < b.n; t++) live += b.state[t] != emu_block::DONE, at_block += b.state[t] == emu_block::WAIT_BLOCK;
         if (!live) return;
         if (at_block != b.n) emu_stuck(b, "__syncthreads not reached by every thread of the block");

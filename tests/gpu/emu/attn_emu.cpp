@@ -1,0 +1,101 @@
+// The tiled attention kernels (kernels/cuda/cuda_flash_attention.cu and, in bf16 mode,
+// cuda_flash_attention_bf16.cu) under tests/gpu/emu/emu.h against the fp32 CPU twin
+// (kernels/cpu/op_attention.c), as test_cuda_ops' attention tests call both: o, lse, then dq, dk,
+// dv from each side's own o and lse (the GPU's delta[row] = <dO, O> from its o). Relative error
+// (norm-based, test_cuda_ops' rel_err_f32) within 1e-2 in bf16 mode (its bf16 bound), and o must
+// differ from fp32 by more than 1e-6 (the bf16 kernels really ran); EMU_ATTN_FP32=1 runs the
+// fp32 tiles instead, bound 1e-5.
+// Arguments: B L Hq Hkv d wl [density]: wl < 0 causal; density > 0 (with wl >= 0) selects each
+// older key of each (batch, kv head) with that probability (LTE: segment B).
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "cuda_flash_attention.h"
+
+bool emu_attn_bf16 = true; // cuda_matmul_bf16() in the emulated cuda_flash_attention.cu (run_attn.sh)
+
+extern "C" {
+void cpu_f32_attention_fwd(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int,
+                           int, int, int, int, float);
+void cpu_f32_attention_bwd(float *, float *, float *, const float *, const float *, const float *, const float *,
+                           const float *, const float *, const uint8_t *, int, int, int, int, int, int, float);
+}
+
+static unsigned long long st = 1;
+static float rnd(float lo, float hi) {
+    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+    return lo + (hi - lo) * ((st >> 40) / 16777216.0f);
+}
+static std::vector<float> rv(size_t n) {
+    std::vector<float> v(n);
+    for (auto &x : v) x = rnd(-1, 1);
+    return v;
+}
+static double rel(const std::vector<float> &got, const std::vector<float> &want) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        const double d = (double)got[i] - want[i];
+        num += d * d, den += (double)want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s B L Hq Hkv d wl [selected density]\n", argv[0]);
+        return 2;
+    }
+    const int B = atoi(argv[1]), L = atoi(argv[2]), Hq = atoi(argv[3]), Hkv = atoi(argv[4]), d = atoi(argv[5]);
+    const int wl = atoi(argv[6]);
+    const double density = argc == 8 ? atof(argv[7]) : 0;
+    const char *fp32 = getenv("EMU_ATTN_FP32");
+    emu_attn_bf16 = !(fp32 && atoi(fp32));
+    const double bound = emu_attn_bf16 ? 1e-2 : 1e-5;
+    const float scale = 1.0f / sqrtf((float)d);
+    const size_t nq = (size_t)B * L * Hq * d, nk = (size_t)B * L * Hkv * d, rows = (size_t)B * L * Hq;
+    auto q = rv(nq), k = rv(nk), v = rv(nk), dO = rv(nq);
+    std::vector<uint8_t> sel((size_t)B * L * Hkv);
+    for (auto &s : sel) s = rnd(0, 1) < density;
+    const uint8_t *S = density > 0 ? sel.data() : nullptr;
+    std::vector<float> o(nq), lse(rows), dq(nq), dk(nk), dv(nk);
+    // what the kernels must write: an element left out stays NaN and fails the bound
+    std::vector<float> o2(nq, NAN), lse2(rows, NAN), dq2(nq, NAN), dk2(nk, NAN), dv2(nk, NAN), delta(rows);
+    cpu_f32_attention_fwd(o.data(), lse.data(), q.data(), k.data(), v.data(), S, B, L, Hq, Hkv, d, wl, scale);
+    cpu_f32_attention_bwd(dq.data(), dk.data(), dv.data(), dO.data(), q.data(), k.data(), v.data(), o.data(),
+                          lse.data(), S, B, L, Hq, Hkv, d, wl, scale);
+    const auto t0 = std::chrono::steady_clock::now();
+    flash_attention_fwd(o2.data(), lse2.data(), q.data(), k.data(), v.data(), S, B, L, Hq, Hkv, d, wl, scale);
+    for (size_t r = 0; r < rows; r++) { // cuda_attention.cu's attention_delta_kernel, from the GPU's o
+        float s = 0;
+        for (int c = 0; c < d; c++) s += dO[r * d + c] * o2[r * d + c];
+        delta[r] = s;
+    }
+    flash_attention_bwd(dq2.data(), dk2.data(), dv2.data(), dO.data(), q.data(), k.data(), v.data(), lse2.data(),
+                        delta.data(), S, B, L, Hq, Hkv, d, wl, scale);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    printf("%s B=%d L=%d Hq=%d Hkv=%d d=%d wl=%d sel=%.2f:", emu_attn_bf16 ? "bf16" : "fp32", B, L, Hq, Hkv, d, wl,
+           density);
+    const struct {
+        const char *name;
+        const std::vector<float> &got, &want;
+    } outs[] = {{"o", o2, o}, {"lse", lse2, lse}, {"dq", dq2, dq}, {"dk", dk2, dk}, {"dv", dv2, dv}};
+    int bad = 0;
+    double worst = 0;
+    for (auto &x : outs) {
+        const double e = rel(x.got, x.want);
+        printf(" %s %.2e", x.name, e);
+        bad += !(e <= bound); // NaN fails too
+        if (!(e <= worst)) worst = e; // NaN shows
+    }
+    const double e_o = rel(o2, o);
+    if (emu_attn_bf16 && e_o <= 1e-6) {
+        printf(" [o equals fp32: the bf16 kernels did not run]");
+        bad++;
+    }
+    printf("  max %.2e %s (bound %.0e) %.1fs\n", worst, bad ? "FAIL" : "ok", bound, secs);
+    return bad ? 1 : 0;
+}

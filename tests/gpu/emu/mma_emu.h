@@ -1,0 +1,108 @@
+// Stands in for kernels/cuda/cuda_mma.cuh under emu.h: the same namespace and signatures, the
+// PTX ISA's fragment layouts (mma.m16n8k16 .row.col bf16 -> fp32, ldmatrix .m8n8 .x4 [.trans]
+// .b16) computed on the CPU. mma and ldmatrix are warp collectives: every lane deposits its
+// operands (fragment registers, or its row address) in its slot, __syncwarp, then each lane
+// computes its own outputs from the 32 lanes' slots, __syncwarp (so that no lane overwrites
+// its slot before all have read). A layout error in a kernel therefore scrambles its results
+// here as it would on the GPU. tests/gpu/emu/mma_emu_selftest.cpp checks these layouts
+// against products built independently of them.
+#pragma once
+#include "emu.h"
+
+// What the register-fragment kernels use besides cuda_mma.cuh and emu.h lacks: 16-byte
+// vectors (aligned as CUDA's, so a misaligned 16-byte access can fault here too).
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+#ifndef __forceinline__
+#define __forceinline__ inline
+#endif
+
+namespace hyla_mma {
+
+typedef __nv_bfloat16 bf16;
+
+// bf16 round to nearest even (NaN stays a NaN, as __floats2bfloat162_rn keeps it).
+inline uint32_t emu_bf16_bits(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
+    return (b + 0x7fffu + ((b >> 16) & 1)) >> 16;
+}
+inline float emu_bf16_value(uint32_t half) { // the low 16 bits as a bf16 value
+    const uint32_t b = half << 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+inline uint32_t pack(float lo, float hi) { return emu_bf16_bits(lo) | emu_bf16_bits(hi) << 16; }
+
+// Per-thread slots for the collectives (threadIdx.x < 1024; one block at a time per OS thread).
+inline thread_local uint32_t emu_slot[1024][8];
+inline const uint32_t *emu_lane_slot(int lane) { return emu_slot[((int)threadIdx.x & ~31) | lane]; }
+
+// The bf16 at column col of the fragment line held by the quad of lanes 4 g .. 4 g + 3 (A: row
+// g, B: column n = g), in register first_reg + reg of lane 4 g + (col % 8) / 2: each register
+// packs columns 2 tig (low half), 2 tig + 1 of an 8-column half.
+inline float emu_elem(int reg, int g, int col, int first_reg) {
+    const uint32_t w = emu_lane_slot(4 * g + (col % 8) / 2)[first_reg + reg];
+    return emu_bf16_value(col % 2 ? w >> 16 : w & 0xffff);
+}
+// A (16 x 16): a[0] rows 0-7, a[1] rows 8-15, a[2], a[3] the same with columns 8-15.
+inline float emu_a(int r, int k) { return emu_elem((r / 8) + 2 * (k / 8), r % 8, k, 0); }
+// B (16 x 8), B[k][n]: lane 4 n + tig holds k = 2 tig, 2 tig + 1 in b0, k + 8 in b1.
+inline float emu_b(int k, int n) { return emu_elem(k / 8, n, k, 4); }
+
+// c += a b (16 x 16 by 16 x 8). C: c[0], c[1] = row g, columns 2 tig, 2 tig + 1; c[2], c[3] row g + 8.
+inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    uint32_t *mine = emu_slot[threadIdx.x];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b0, mine[5] = b1;
+    __syncwarp();
+    const int g = (threadIdx.x % 32) / 4, tig = threadIdx.x % 4;
+    for (int i = 0; i < 4; i++) {
+        const int r = g + 8 * (i / 2), n = 2 * tig + i % 2;
+        float s = c[i];
+        for (int k = 0; k < 16; k++) s += emu_a(r, k) * emu_b(k, n); // bf16 products: exact in fp32
+        c[i] = s;
+    }
+    __syncwarp();
+}
+
+// ldmatrix .x4: lane l gives the address of row l % 8 of matrix l / 8 (8 contiguous bf16).
+// Plain: register i of lane 4 g + tig = matrix i's row g, columns 2 tig (low half), 2 tig + 1.
+// Transposed: matrix i's column g, rows 2 tig (low half), 2 tig + 1.
+inline void emu_ldsm(uint32_t (&r)[4], const bf16 *p, bool trans) {
+    memcpy(emu_slot[threadIdx.x], &p, sizeof p);
+    __syncwarp();
+    const int g = (threadIdx.x % 32) / 4, tig = threadIdx.x % 4;
+    auto at = [](int m, int row, int col) { // element (row, col) of matrix m
+        const bf16 *rp;
+        memcpy(&rp, emu_lane_slot(8 * m + row), sizeof rp);
+        return (uint32_t)rp[col].u;
+    };
+    for (int m = 0; m < 4; m++)
+        r[m] = trans ? at(m, 2 * tig, g) | at(m, 2 * tig + 1, g) << 16 : at(m, g, 2 * tig) | at(m, g, 2 * tig + 1) << 16;
+    __syncwarp();
+}
+inline void ldsm_x4(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const bf16 *p) {
+    uint32_t r[4];
+    emu_ldsm(r, p, false);
+    r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+}
+inline void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3, const bf16 *p) {
+    uint32_t r[4];
+    emu_ldsm(r, p, true);
+    r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+}
+
+// Sum / max over the 4 lanes of a quad (the lanes that hold one fragment row).
+inline float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+inline float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+} // namespace hyla_mma

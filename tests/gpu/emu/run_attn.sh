@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The tiled attention kernels (kernels/cuda/cuda_flash_attention.cu, and its bf16 tensor-core
+# kernels cuda_flash_attention_bf16.cu, which cuda_matmul_bf16() selects for head dims 64 and
+# 128) on the CPU through emu.h (a fiber per CUDA thread, barriers for __syncthreads /
+# __syncwarp / shuffles; WMMA tiles, and mma.sync / ldmatrix on register fragments through
+# mma_emu.h, on bf16-rounded values with fp32 sums; cp.async copies landing only at the wait,
+# NaN before, through cp_async_emu.h), against the fp32 CPU twin
+# (kernels/cpu/op_attention.c): o, lse, dq, dk, dv within 1e-2 relative error (test_cuda_ops'
+# bf16 bound; attn_emu.cpp). A check of the kernels' logic (indices, masks, fragment layouts,
+# cp.async waits) where no GPU is at hand; not of their speed, and not a race detector.
+# Needs build-cuda/ (or $BUILD) for the twin's object.
+#   bash tests/gpu/emu/run_attn.sh [B L Hq Hkv d wl density]...   (wl < 0: causal; density > 0: LTE)
+# EMU_ATTN_FP32=1: the fp32 tiles instead (bound 1e-5). EMU_WORKERS: OS threads running blocks
+# (default 2); EMU_CXXFLAGS: extra compiler flags.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+build=${BUILD:-$root/build-cuda}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$root/kernels/cuda" "$work" <<'PY'
+import re, sys
+src, out = sys.argv[1], sys.argv[2]
+for name in ["cuda_flash_attention.cu", "cuda_flash_attention_bf16.cu"]:
+    s = open(f"{src}/{name}").read()
+    s = re.sub(r'#include (<cuda_bf16.h>|<cuda_pipeline.h>|<mma.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
+    s = s.replace('#include "cuda_mma.cuh"', '#include "mma_emu.h"')
+    # dynamic shared memory: the block's buffer; static __shared__ arrays: one per OS thread,
+    # aligned as asked (16-byte vector accesses)
+    s = re.sub(r"extern __shared__ (?:__align__\(\d+\) )?([\w ]+?) (\w+)\[\];", r"\1 *\2 = (\1 *)g_smem;", s)
+    s = re.sub(r"\b__shared__ ", "static thread_local ", s)
+    s = re.sub(r"__align__\((\d+)\)", r"alignas(\1)", s)
+    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
+               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
+    # the precision switch: attn_emu.cpp's flag (bf16 unless EMU_ATTN_FP32=1)
+    s = s.replace("cuda_matmul_bf16()", "emu_attn_bf16")
+    # cp.async whose copies land at the wait, the destination NaN until then (cp_async_emu.h)
+    for f in ["memcpy_async", "commit", "wait_prior"]:
+        s = s.replace(f"__pipeline_{f}(", f"emu_cp_{f.replace('memcpy_', '')}(")
+    head = '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;\n'
+    open(f"{out}/{name.replace('.cu', '.cpp')}", "w").write(head + s)
+PY
+cp "$root/tests/gpu/emu/"{emu.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
+fma=""
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast"; fi
+cd "$work"
+pids=""
+for f in cuda_flash_attention cuda_flash_attention_bf16 attn_emu; do
+  g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root/kernels/cuda" -c $f.cpp -o $f.o &
+  pids="$pids $!"
+done
+for p in $pids; do wait "$p"; done
+g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_attention.c.o" -fopenmp -lm -o "$work/emu"
+# Default shapes (B L Hq Hkv d wl density): causal at L 37 / 257 (partial tiles), d 64 and 128;
+# sliding windows 100 and 20 (key tiles starting mid-window), 63 at L 192 (whole tiles); GQA
+# groups of 2 and 8; LTE (window plus random selected older keys: segment B, the second dk/dv
+# pass) at d 64 and 128, B = 2 (per-(batch, kv head) lists), a window of 0 (only the query
+# itself) with a dense selection, and a window longer than L (no segment B).
+if [ $# -eq 0 ]; then
+  set -- 1 37 2 1 64 -1 0  1 257 2 2 64 -1 0  1 130 4 2 128 -1 0  2 200 2 1 64 100 0 \
+         1 257 4 2 128 100 0  1 150 8 1 64 20 0  1 192 2 1 64 63 0  2 300 4 2 64 70 0.3 \
+         1 130 4 2 128 16 0.5  1 100 2 1 64 0 0.9  1 65 2 2 64 200 0.5
+fi
+status=0 # every shape runs; any above the bound fails the script
+while [ $# -ge 7 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1; shift 7; done
+exit $status
