@@ -170,23 +170,11 @@ __global__ void __launch_bounds__(THREADS) flash_dkdv_kernel(float *dk, float *d
     __shared__ float qlse[TILE], qdelta[TILE];
     const int hk = blockIdx.y % s.Hkv, b = blockIdx.y / s.Hkv, bk = b * s.Hkv + hk, G = s.Hq / s.Hkv;
     const int ty = threadIdx.x / SIDE, tx = threadIdx.x % SIDE;
-    int first_query, n_keys;
-    if (!selected_pass) {
-        const int j0 = blockIdx.x * TILE;
-        n_keys = min(TILE, s.L - j0);
-        if (threadIdx.x < TILE) kpos[threadIdx.x] = (int)threadIdx.x < n_keys ? j0 + (int)threadIdx.x : -1;
-        first_query = j0;
-    } else {
-        const int n0 = blockIdx.x * TILE, count = s.count[bk];
-        if (n0 >= count) return; // the whole block leaves together
-        n_keys = min(TILE, count - n0);
-        if (threadIdx.x < TILE)
-            kpos[threadIdx.x] = (int)threadIdx.x < n_keys ? s.list[(size_t)bk * s.L + n0 + threadIdx.x] : -1;
-        first_query = s.list[(size_t)bk * s.L + n0] + s.wl + 1; // the earliest query past the window
-    }
+    int first_query;
+    const int n_keys = dkdv_block_keys(s, bk, selected_pass, kpos, &first_query);
+    if (n_keys == 0) return; // the whole block leaves together
     __syncthreads();
-    const int last_key = kpos[n_keys - 1];
-    const int last_query = (selected_pass || s.wl < 0) ? s.L - 1 : min(s.L - 1, last_key + s.wl);
+    const int last_query = dkdv_last_query(s, selected_pass, kpos[n_keys - 1]);
     load_rows<DP>(Ks, k, kpos, b, s.L, s.Hkv, hk, s.d);
     load_rows<DP>(Vs, v, kpos, b, s.L, s.Hkv, hk, s.d);
     float adk[PER][DP / SIDE], adv[PER][DP / SIDE];

@@ -108,6 +108,41 @@ __device__ inline bool all_visible(int q0, int q1, int k0, int k1, bool seg_b, i
     return k1 <= q0 && (wl < 0 || q1 - k0 <= wl);
 }
 
+// A forward or dq block: 64 queries of one (batch, query head), their kv head and key tiles.
+struct query_block {
+    int t0, t1, hq, b, hk, bk, tiles;
+    key_tiles kt;
+};
+__device__ inline query_block query_block_of(const flash_shape &s) {
+    query_block qb;
+    qb.t0 = (gridDim.x - 1 - blockIdx.x) * TILE; // the causal mask's longest tiles first
+    qb.hq = blockIdx.y % s.Hq, qb.b = blockIdx.y / s.Hq, qb.hk = qb.hq / (s.Hq / s.Hkv);
+    qb.t1 = min(s.L - 1, qb.t0 + TILE - 1), qb.bk = qb.b * s.Hkv + qb.hk;
+    qb.kt = keys_of_query_tile(s, qb.bk, qb.t0, qb.t1);
+    qb.tiles = qb.kt.a_tiles + qb.kt.b_tiles;
+    return qb;
+}
+// The key and value rows of a query block's key tile into buffer buf (positions into
+// kpos[buf], rows by cp.async, not yet committed). Every thread calls it.
+template <int D>
+__device__ void stage_keys(int (*kpos)[TILE], bf16 *Kb, bf16 *Vb, const bf16 *k, const bf16 *v, const flash_shape &s,
+                           const query_block &qb, int tile, int buf) {
+    if (threadIdx.x < TILE) kpos[buf][threadIdx.x] = key_position(s, qb.kt, qb.bk, qb.t1, tile, threadIdx.x);
+    __syncthreads();
+    load_rows_async<D>(Kb + buf * TILE_ELEMS<D>, k, kpos[buf], qb.b, s.L, s.Hkv, qb.hk);
+    load_rows_async<D>(Vb + buf * TILE_ELEMS<D>, v, kpos[buf], qb.b, s.L, s.Hkv, qb.hk);
+}
+// Start of key tile `tile`'s turn: the next tile's copies start (its buffer was last read a
+// tile ago), and this tile's have landed for every thread.
+template <int D>
+__device__ void next_keys(int (*kpos)[TILE], bf16 *Kb, bf16 *Vb, const bf16 *k, const bf16 *v, const flash_shape &s,
+                          const query_block &qb, int tile) {
+    if (tile + 1 < qb.tiles) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, tile + 1, (tile + 1) & 1);
+    __pipeline_commit();
+    __pipeline_wait_prior(1);
+    __syncthreads();
+}
+
 template <int D> constexpr size_t fwd_smem_bytes() { return sizeof(bf16) * 5 * TILE_ELEMS<D>; } // Q, 2 x (K, V)
 
 // O and lse of 64 queries (one head) over their key tiles (cuda_flash_common.cuh).
@@ -117,20 +152,13 @@ __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, 
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *Qs = (bf16 *)smem, *Kb = Qs + TILE_ELEMS<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
     __shared__ int qpos[TILE], kpos[2][TILE];
-    const int tq = gridDim.x - 1 - blockIdx.x; // the causal mask's longest tiles first
-    const int t0 = tq * TILE, hq = blockIdx.y % s.Hq, b = blockIdx.y / s.Hq, hk = hq / (s.Hq / s.Hkv);
-    const int t1 = min(s.L - 1, t0 + TILE - 1), bk = b * s.Hkv + hk;
+    const query_block qb = query_block_of(s);
+    const int t0 = qb.t0, t1 = qb.t1, b = qb.b, hq = qb.hq;
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
-    const key_tiles kt = keys_of_query_tile(s, bk, t0, t1);
-    const int tiles = kt.a_tiles + kt.b_tiles;
-    if (threadIdx.x < TILE) {
-        qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
-        kpos[0][threadIdx.x] = tiles > 0 ? key_position(s, kt, bk, t1, 0, threadIdx.x) : -1;
-    }
+    if (threadIdx.x < TILE) qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
+    if (qb.tiles > 0) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, 0, 0); // (its barrier publishes qpos)
     __syncthreads();
     load_rows_async<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
-    load_rows_async<D>(Kb, k, kpos[0], b, s.L, s.Hkv, hk);
-    load_rows_async<D>(Vb, v, kpos[0], b, s.L, s.Hkv, hk);
     __pipeline_commit();
     __pipeline_wait_prior(0);
     __syncthreads();
@@ -141,21 +169,13 @@ __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, 
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    for (int tile = 0; tile < tiles; tile++) {
-        const int cur = tile & 1, nxt = cur ^ 1;
-        if (tile + 1 < tiles) { // the next tile's copies start (its buffers were last read a tile ago)
-            if (threadIdx.x < TILE) kpos[nxt][threadIdx.x] = key_position(s, kt, bk, t1, tile + 1, threadIdx.x);
-            __syncthreads();
-            load_rows_async<D>(Kb + nxt * TILE_ELEMS<D>, k, kpos[nxt], b, s.L, s.Hkv, hk);
-            load_rows_async<D>(Vb + nxt * TILE_ELEMS<D>, v, kpos[nxt], b, s.L, s.Hkv, hk);
-        }
-        __pipeline_commit();
-        __pipeline_wait_prior(1); // this tile's copies have landed
-        __syncthreads();
+    for (int tile = 0; tile < qb.tiles; tile++) {
+        const int cur = tile & 1;
+        next_keys<D>(kpos, Kb, Vb, k, v, s, qb, tile);
         float sc[8][4];
         products_abt<D>(sc, qa, Kb + cur * TILE_ELEMS<D>);
         const int *kp = kpos[cur];
-        const bool seg_b = tile >= kt.a_tiles;
+        const bool seg_b = tile >= qb.kt.a_tiles;
         const bool full = kp[TILE - 1] >= 0 && all_visible(t0, t1, kp[0], kp[TILE - 1], seg_b, s.wl);
 #pragma unroll
         for (int n = 0; n < 8; n++)
@@ -215,21 +235,14 @@ __global__ void __launch_bounds__(THREADS) mma_dq_kernel(float *dq, const bf16 *
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *Qs = (bf16 *)smem, *dOs = Qs + TILE_ELEMS<D>, *Kb = dOs + TILE_ELEMS<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
     __shared__ int qpos[TILE], kpos[2][TILE];
-    const int tq = gridDim.x - 1 - blockIdx.x;
-    const int t0 = tq * TILE, hq = blockIdx.y % s.Hq, b = blockIdx.y / s.Hq, hk = hq / (s.Hq / s.Hkv);
-    const int t1 = min(s.L - 1, t0 + TILE - 1), bk = b * s.Hkv + hk;
+    const query_block qb = query_block_of(s);
+    const int t0 = qb.t0, t1 = qb.t1, b = qb.b, hq = qb.hq;
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
-    const key_tiles kt = keys_of_query_tile(s, bk, t0, t1);
-    const int tiles = kt.a_tiles + kt.b_tiles;
-    if (threadIdx.x < TILE) {
-        qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
-        kpos[0][threadIdx.x] = tiles > 0 ? key_position(s, kt, bk, t1, 0, threadIdx.x) : -1;
-    }
+    if (threadIdx.x < TILE) qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
+    if (qb.tiles > 0) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, 0, 0);
     __syncthreads();
     load_rows_async<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
     load_rows_async<D>(dOs, dout, qpos, b, s.L, s.Hq, hq);
-    load_rows_async<D>(Kb, k, kpos[0], b, s.L, s.Hkv, hk);
-    load_rows_async<D>(Vb, v, kpos[0], b, s.L, s.Hkv, hk);
     __pipeline_commit();
     __pipeline_wait_prior(0);
     __syncthreads();
@@ -247,23 +260,15 @@ __global__ void __launch_bounds__(THREADS) mma_dq_kernel(float *dq, const bf16 *
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    for (int tile = 0; tile < tiles; tile++) {
-        const int cur = tile & 1, nxt = cur ^ 1;
-        if (tile + 1 < tiles) {
-            if (threadIdx.x < TILE) kpos[nxt][threadIdx.x] = key_position(s, kt, bk, t1, tile + 1, threadIdx.x);
-            __syncthreads();
-            load_rows_async<D>(Kb + nxt * TILE_ELEMS<D>, k, kpos[nxt], b, s.L, s.Hkv, hk);
-            load_rows_async<D>(Vb + nxt * TILE_ELEMS<D>, v, kpos[nxt], b, s.L, s.Hkv, hk);
-        }
-        __pipeline_commit();
-        __pipeline_wait_prior(1);
-        __syncthreads();
+    for (int tile = 0; tile < qb.tiles; tile++) {
+        const int cur = tile & 1;
+        next_keys<D>(kpos, Kb, Vb, k, v, s, qb, tile);
         const bf16 *Ks = Kb + cur * TILE_ELEMS<D>;
         float sc[8][4], dp[8][4];
         products_abt<D>(sc, qa, Ks);
         products_abt<D>(dp, da, Vb + cur * TILE_ELEMS<D>);
         const int *kp = kpos[cur];
-        const bool seg_b = tile >= kt.a_tiles;
+        const bool seg_b = tile >= qb.kt.a_tiles;
         const bool full = kp[TILE - 1] >= 0 && all_visible(t0, t1, kp[0], kp[TILE - 1], seg_b, s.wl);
 #pragma unroll
         for (int n = 0; n < 8; n++)
@@ -304,23 +309,12 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv,
     __shared__ int kpos[TILE], qpos[2][TILE];
     __shared__ float qlse[2][TILE], qdelta[2][TILE];
     const int hk = blockIdx.y % s.Hkv, b = blockIdx.y / s.Hkv, bk = b * s.Hkv + hk, G = s.Hq / s.Hkv;
-    int first_query, n_keys;
-    if (!selected_pass) {
-        const int j0 = blockIdx.x * TILE;
-        n_keys = min(TILE, s.L - j0);
-        if (threadIdx.x < TILE) kpos[threadIdx.x] = (int)threadIdx.x < n_keys ? j0 + (int)threadIdx.x : -1;
-        first_query = j0;
-    } else {
-        const int n0 = blockIdx.x * TILE, count = s.count[bk];
-        if (n0 >= count) return; // the whole block leaves together
-        n_keys = min(TILE, count - n0);
-        if (threadIdx.x < TILE)
-            kpos[threadIdx.x] = (int)threadIdx.x < n_keys ? s.list[(size_t)bk * s.L + n0 + threadIdx.x] : -1;
-        first_query = s.list[(size_t)bk * s.L + n0] + s.wl + 1;
-    }
+    int first_query;
+    const int n_keys = dkdv_block_keys(s, bk, selected_pass, kpos, &first_query);
+    if (n_keys == 0) return; // the whole block leaves together
     __syncthreads();
     const int k0 = kpos[0], k1 = kpos[n_keys - 1];
-    const int last_query = (selected_pass || s.wl < 0) ? s.L - 1 : min(s.L - 1, k1 + s.wl);
+    const int last_query = dkdv_last_query(s, selected_pass, k1);
     const int qtiles = first_query <= last_query ? (last_query - first_query + TILE) / TILE : 0;
     const int steps = G * qtiles; // (query head, query tile) pairs
     // queries of step i: head hk G + i / qtiles, positions from first_query + (i % qtiles) 64

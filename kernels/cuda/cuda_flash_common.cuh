@@ -57,6 +57,29 @@ __device__ inline int key_position(const flash_shape &s, const key_tiles &k, int
 }
 
 
+// The keys of a dk / dv kernel's block (the blockIdx.x-th 64 of (batch, kv head) bk):
+// selected_pass 0, window positions; 1, the list's entries. Threads 0..63 write kpos; returns
+// how many keys there are (0: none, the block leaves) and the first query that sees them.
+__device__ inline int dkdv_block_keys(const flash_shape &s, int bk, int selected_pass, int *kpos, int *first_query) {
+    if (!selected_pass) {
+        const int j0 = blockIdx.x * TILE, n = min(TILE, s.L - j0);
+        if (threadIdx.x < TILE) kpos[threadIdx.x] = (int)threadIdx.x < n ? j0 + (int)threadIdx.x : -1;
+        *first_query = j0;
+        return n;
+    }
+    const int n0 = blockIdx.x * TILE, count = s.count[bk];
+    if (n0 >= count) return 0;
+    const int n = min(TILE, count - n0);
+    const int *list = s.list + (size_t)bk * s.L + n0;
+    if (threadIdx.x < TILE) kpos[threadIdx.x] = (int)threadIdx.x < n ? list[threadIdx.x] : -1;
+    *first_query = list[0] + s.wl + 1; // the earliest query past the window
+    return n;
+}
+// The last query that sees a dk / dv block whose last key is last_key.
+__device__ inline int dkdv_last_query(const flash_shape &s, int selected_pass, int last_key) {
+    return (selected_pass || s.wl < 0) ? s.L - 1 : min(s.L - 1, last_key + s.wl);
+}
+
 // The tensor-core kernels (train.precision = bf16, head dims 64 and 128): the same contract
 // as the fp32 ones; delta[row] = <dO, O>.
 bool bf16_supported(int d);
