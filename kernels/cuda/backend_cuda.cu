@@ -59,7 +59,8 @@ static void cuda_zero(void *p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0, bytes
 static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 // fp32 (no TF32: the CPU twin's numbers), or bf16 operands on the tensor cores with fp32
-// accumulation: cuBLAS rounds the fp32 inputs to bf16 itself, so storage stays fp32.
+// accumulation: storage stays fp32, and the operands are rounded to bf16 by cuBLAS (small
+// products) or into bf16 copies first (large ones, cuda_gemm below).
 static cublasComputeType_t gemm_compute = CUBLAS_COMPUTE_32F;
 static void cuda_set_matmul_precision(int bf16) {
     gemm_compute = bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
@@ -77,8 +78,17 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
                                             stride_c, batch, gemm_compute, CUBLAS_GEMM_DEFAULT));
 }
 
+// In bf16 mode, products of at least this many multiply-adds round their operands to bf16
+// copies first (cuda_gemm_bf16.cu: cuBLAS's own rounding of fp32 operands runs far below the
+// bf16 rate); smaller ones are not worth the copies.
+static const double BF16_COPY_MIN_MACS = 1 << 26;
+
 static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc) {
+    if (cuda_matmul_bf16() && (double)m * n * k >= BF16_COPY_MIN_MACS) {
+        cuda_gemm_bf16_operands(cublas(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
     CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
                               k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc,
                               gemm_compute, CUBLAS_GEMM_DEFAULT));

@@ -19,6 +19,11 @@ const struct hyla_backend *hyla_backend_profiled(const struct hyla_backend *base
 #ifdef __cplusplus
 }
 
+/* Inside the CUDA backend: a product with both operands rounded to bf16 copies first and fp32
+ * sums (cuda_gemm_bf16.cu; cuda_gemm's contract), for large products in bf16 mode. */
+#include <cublas_v2.h>
+void cuda_gemm_bf16_operands(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                             const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 /* Inside the CUDA backend: whether train.precision = bf16 is in force (set_matmul_precision). */
 bool cuda_matmul_bf16(void);
 /* Inside the CUDA backend: `batch` row-major products C_j = alpha op(A_j) op(B_j) + beta C_j,

@@ -55,6 +55,30 @@ static void test_bf16_matmul(int n, int dim, int out) {
     free(x), free(w), free(y), free(got), gpu->free(X), gpu->free(W), gpu->free(Y);
 }
 
+/* A bf16 product whose operands sit inside wider rows (lda > k, ldb > n) and that adds onto C
+ * (beta = 1): the strided rounding into bf16 copies (cuda_gemm_bf16.cu) against a double sum. */
+static void test_bf16_gemm_strided(int m, int n, int k) {
+    const int lda = k + 5, ldb = n + 3, ldc = n + 1;
+    float *a = host_rand((size_t)m * lda, -1, 1), *b = host_rand((size_t)k * ldb, -1, 1);
+    float *c = host_rand((size_t)m * ldc, -1, 1), *want = malloc(sizeof(float) * (size_t)m * ldc);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < ldc; j++) {
+            double acc = c[(size_t)i * ldc + j];
+            if (j < n)
+                for (int p = 0; p < k; p++) acc += (double)a[(size_t)i * lda + p] * b[(size_t)p * ldb + j];
+            want[(size_t)i * ldc + j] = (float)acc;
+        }
+    float *A = dev_copy(a, (size_t)m * lda), *Bm = dev_copy(b, (size_t)k * ldb), *C = dev_copy(c, (size_t)m * ldc);
+    gpu->set_matmul_precision(1);
+    gpu->gemm(0, 0, m, n, k, 1.0f, A, lda, Bm, ldb, 1.0f, C, ldc);
+    gpu->set_matmul_precision(0);
+    float *got = back(C, (size_t)m * ldc);
+    char label[128];
+    snprintf(label, sizeof label, "gemm in bf16 %dx%dx%d, strided operands, beta 1 (bound 1e-2)", m, n, k);
+    check_le(label, rel_err_f32(got, want, (size_t)m * ldc), 1e-2);
+    free(a), free(b), free(c), free(want), free(got), gpu->free(A), gpu->free(Bm), gpu->free(C);
+}
+
 static void test_rmsnorm(int n, int dim, int fused) {
     float *x = host_rand((size_t)n * dim, -2, 2), *res = host_rand((size_t)n * dim, -1, 1), *w = host_rand(dim, 0.5f, 1.5f);
     float *dy = host_rand((size_t)n * dim, -1, 1), *dsum = host_rand((size_t)n * dim, -1, 1);
@@ -692,6 +716,8 @@ int main(int argc, char **argv) {
     if (want("rmsnorm")) test_rmsnorm(130, 1024, 1);
     if (want("linear")) test_linear_mlp(37, 127, 301);
     if (want("linear")) test_bf16_matmul(300, 1024, 520);
+    if (want("linear")) test_bf16_gemm_strided(260, 520, 700); /* past the copies' threshold */
+    if (want("linear")) test_bf16_gemm_strided(33, 17, 9);     /* below it: cuBLAS rounds */
     if (want("embedding_ce")) test_embedding_ce(129, 96, 1000);
     if (want("lm_head_ce")) test_lm_head_ce(300, 96, 1000, 37, 0); /* chunks of 37 rows: the last one short */
     if (want("lm_head_ce")) test_lm_head_ce(129, 127, 5003, 0, 0);  /* the default: one chunk */
