@@ -397,12 +397,20 @@ __global__ void sum_squares_kernel(double *partial, const float *x, size_t count
     }
     if (threadIdx.x == 0) partial[blockIdx.x] = shared[0];
 }
-// The partials added in block order by one thread, as the CPU does: the result stays on the
-// device (the host never waits for a norm inside a step).
+// The partials added by one block, each thread a fixed stride of them in order, then a fixed
+// tree (one thread adding thousands of partials in sequence took 0.2 ms a call): the result
+// stays on the device (the host never waits for a norm inside a step).
 __global__ void sum_partials_kernel(double *acc, const double *partial, size_t blocks) {
-    double total = 0;
-    for (size_t b = 0; b < blocks; b++) total += partial[b];
-    *acc += total;
+    __shared__ double shared[ROW_THREADS];
+    double s = 0;
+    for (size_t b = threadIdx.x; b < blocks; b += blockDim.x) s += partial[b];
+    shared[threadIdx.x] = s;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k /= 2) {
+        if (threadIdx.x < k) shared[threadIdx.x] += shared[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *acc += shared[0];
 }
 static void cuda_sum_squares_add(double *acc, const float *x, size_t count) {
     size_t blocks = (count + SUM_BLOCK - 1) / SUM_BLOCK;
@@ -410,7 +418,7 @@ static void cuda_sum_squares_add(double *acc, const float *x, size_t count) {
     double *partial = (double *)cuda_alloc(blocks * sizeof(double));
     sum_squares_kernel<<<(unsigned)blocks, ROW_THREADS>>>(partial, x, count);
     CUDA_LAUNCH_CHECK();
-    sum_partials_kernel<<<1, 1>>>(acc, partial, blocks);
+    sum_partials_kernel<<<1, ROW_THREADS>>>(acc, partial, blocks);
     CUDA_LAUNCH_CHECK();
     cuda_free(partial);
 }

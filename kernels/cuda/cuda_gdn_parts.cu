@@ -5,7 +5,6 @@
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
-#include "cuda_reduce.cuh"
 
 enum { THREADS = 256 };
 
@@ -81,30 +80,50 @@ static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const
 }
 
 // ---- L2 norm ------------------------------------------------------------------------------
-__global__ void l2norm_fwd_kernel(float *y, float *rstd, const float *x, int dim, float eps) {
-    __shared__ float shared[THREADS];
-    const size_t off = (size_t)blockIdx.x * dim;
-    float ss = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[off + i] * x[off + i];
-    const float r = rsqrtf(block_sum(ss, shared) + eps);
-    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) y[off + i] = x[off + i] * r;
+// The rows here are one head wide (a head dim, 128 at the 0.4B shape): a warp per row, ROW_WARPS
+// rows per block, sums by a fixed shuffle tree (warp_sum), where a block per row would leave
+// half its threads idle and climb eight barriers of a shared-memory tree.
+enum { ROW_WARPS = 8 };
+__device__ static inline float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v; // the same bits in every lane
 }
-__global__ void l2norm_bwd_kernel(float *dx, const float *dy, const float *y, const float *rstd, int dim) {
-    __shared__ float shared[THREADS];
-    const size_t off = (size_t)blockIdx.x * dim;
+// This warp's row, or -1 past the last.
+__device__ static inline long long warp_row(int rows) {
+    const long long r = (long long)blockIdx.x * ROW_WARPS + threadIdx.x / 32;
+    return r < rows ? r : -1;
+}
+static unsigned row_blocks(int rows) { return (unsigned)((rows + ROW_WARPS - 1) / ROW_WARPS); }
+
+__global__ void l2norm_fwd_kernel(float *y, float *rstd, const float *x, int rows, int dim, float eps) {
+    const long long row = warp_row(rows);
+    if (row < 0) return; // whole warps leave: no barrier below is skipped by part of one
+    const int lane = threadIdx.x % 32;
+    const size_t off = (size_t)row * dim;
+    float ss = 0;
+    for (int i = lane; i < dim; i += 32) ss += x[off + i] * x[off + i];
+    const float r = rsqrtf(warp_sum(ss) + eps);
+    if (lane == 0) rstd[row] = r;
+    for (int i = lane; i < dim; i += 32) y[off + i] = x[off + i] * r;
+}
+__global__ void l2norm_bwd_kernel(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim) {
+    const long long row = warp_row(rows);
+    if (row < 0) return;
+    const int lane = threadIdx.x % 32;
+    const size_t off = (size_t)row * dim;
     float dot = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) dot += dy[off + i] * y[off + i];
-    dot = block_sum(dot, shared);
-    const float r = rstd[blockIdx.x];
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) dx[off + i] = r * (dy[off + i] - dot * y[off + i]);
+    for (int i = lane; i < dim; i += 32) dot += dy[off + i] * y[off + i];
+    dot = warp_sum(dot);
+    const float r = rstd[row];
+    for (int i = lane; i < dim; i += 32) dx[off + i] = r * (dy[off + i] - dot * y[off + i]);
 }
 static void cuda_l2norm_fwd(float *y, float *rstd, const float *x, int rows, int dim, float eps) {
-    l2norm_fwd_kernel<<<rows, THREADS>>>(y, rstd, x, dim, eps);
+    l2norm_fwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, rows, dim, eps);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim) {
-    l2norm_bwd_kernel<<<rows, THREADS>>>(dx, dy, y, rstd, dim);
+    l2norm_bwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dy, y, rstd, rows, dim);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -156,25 +175,30 @@ static void cuda_gdn_gates_bwd(float *dbl, float *dal, float *dA_log, float *ddt
 }
 
 // ---- gated RMSNorm ------------------------------------------------------------------------
+// A warp per row, as the L2 norm's.
 __global__ void gated_rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *gate, const float *w,
-                                         int dim, float eps) {
-    __shared__ float shared[THREADS];
-    const size_t off = (size_t)blockIdx.x * dim;
+                                         int rows, int dim, float eps) {
+    const long long row = warp_row(rows);
+    if (row < 0) return;
+    const int lane = threadIdx.x % 32;
+    const size_t off = (size_t)row * dim;
     float ss = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += x[off + i] * x[off + i];
-    const float r = rsqrtf(block_sum(ss, shared) / dim + eps);
-    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) y[off + i] = x[off + i] * r * w[i] * silu_(gate[off + i]);
+    for (int i = lane; i < dim; i += 32) ss += x[off + i] * x[off + i];
+    const float r = rsqrtf(warp_sum(ss) / dim + eps);
+    if (lane == 0) rstd[row] = r;
+    for (int i = lane; i < dim; i += 32) y[off + i] = x[off + i] * r * w[i] * silu_(gate[off + i]);
 }
 __global__ void gated_rmsnorm_bwd_kernel(float *dx, float *dgate, const float *dy, const float *x, const float *gate,
-                                         const float *w, const float *rstd, int dim) {
-    __shared__ float shared[THREADS];
-    const size_t off = (size_t)blockIdx.x * dim;
-    const float r = rstd[blockIdx.x];
+                                         const float *w, const float *rstd, int rows, int dim) {
+    const long long row = warp_row(rows);
+    if (row < 0) return;
+    const int lane = threadIdx.x % 32;
+    const size_t off = (size_t)row * dim;
+    const float r = rstd[row];
     float c = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) c += dy[off + i] * w[i] * silu_(gate[off + i]) * x[off + i] * r;
-    c = block_sum(c, shared) / dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    for (int i = lane; i < dim; i += 32) c += dy[off + i] * w[i] * silu_(gate[off + i]) * x[off + i] * r;
+    c = warp_sum(c) / dim;
+    for (int i = lane; i < dim; i += 32) {
         float n = x[off + i] * r, dn = dy[off + i] * w[i] * silu_(gate[off + i]);
         dx[off + i] = r * (dn - n * c);
         dgate[off + i] = dy[off + i] * w[i] * n * silu_grad_(gate[off + i]);
@@ -190,13 +214,13 @@ struct gated_rmsnorm_dw_term {
 };
 static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
                                    int dim, float eps) {
-    gated_rmsnorm_fwd_kernel<<<rows, THREADS>>>(y, rstd, x, gate, w, dim, eps);
+    gated_rmsnorm_fwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const float *dy, const float *x,
                                    const float *gate, const float *w, const float *rstd, int rows, int dim) {
     column_sum_add(dw, rows, dim, gated_rmsnorm_dw_term{dy, x, gate, rstd, dim});
-    gated_rmsnorm_bwd_kernel<<<rows, THREADS>>>(dx, dgate, dy, x, gate, w, rstd, dim);
+    gated_rmsnorm_bwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows, dim);
     CUDA_LAUNCH_CHECK();
 }
 

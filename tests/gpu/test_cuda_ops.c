@@ -725,6 +725,7 @@ int main(int argc, char **argv) {
     if (want("lm_head_ce")) test_lm_head_ce(300, 96, 1000, 37, 1);
     if (want("lm_head_ce")) test_lm_head_ce(1030, 64, 32000, 256, 1);
     if (want("optimizer")) test_optimizer(100003);
+    if (want("optimizer")) test_optimizer(5000011); /* more partial sums than the reducing block has threads */
     if (want("gdn_parts")) test_gdn_parts();
     if (want("attention")) test_attention(37, 4, 2, 24, -1, 0);
     if (want("attention")) test_attention(70, 4, 1, 64, 4, 0);
