@@ -17,6 +17,8 @@ __device__ static float silu_grad_(float x) {
 __device__ static float softplus_(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 // ---- short convolution + SiLU ---------------------------------------------------------
+// Grid: x over rows (b, t), y over blocks of channels, so a thread finds its (row, channel)
+// without 64-bit divisions (they cost more than the arithmetic here).
 __device__ static float conv_pre(const float *x, const float *w, size_t b_off, int t, int c, int C, int kw) {
     float acc = 0;
     for (int i = 0; i < kw; i++) {
@@ -25,33 +27,42 @@ __device__ static float conv_pre(const float *x, const float *w, size_t b_off, i
     }
     return acc;
 }
-__global__ void shortconv_fwd_kernel(float *y, const float *x, const float *w, int B, int L, int C, int kw) {
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)B * L * C) return;
-    int c = (int)(e % C), t = (int)((e / C) % L);
-    size_t b_off = (e / ((size_t)L * C)) * (size_t)L * C;
-    y[e] = silu_(conv_pre(x, w, b_off, t, c, C, kw));
+struct conv_site {
+    int c, t;
+    size_t e, b_off; // the element (row * C + c) and its sequence's first element
+};
+// This thread's (row, channel), or c = -1 past the channels.
+__device__ static conv_site conv_site_of(int L, int C) {
+    conv_site p;
+    const int row = blockIdx.x;
+    p.c = blockIdx.y * blockDim.x + threadIdx.x;
+    p.t = row % L;
+    p.e = (size_t)row * C + p.c;
+    p.b_off = (size_t)(row - p.t) * C;
+    if (p.c >= C) p.c = -1;
+    return p;
 }
-__global__ void shortconv_dpre_kernel(float *dpre, const float *dy, const float *x, const float *w, int B, int L,
-                                      int C, int kw) {
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)B * L * C) return;
-    int c = (int)(e % C), t = (int)((e / C) % L);
-    size_t b_off = (e / ((size_t)L * C)) * (size_t)L * C;
-    dpre[e] = dy[e] * silu_grad_(conv_pre(x, w, b_off, t, c, C, kw));
+static dim3 conv_grid(int B, int L, int C) { return dim3((unsigned)(B * L), (unsigned)((C + THREADS - 1) / THREADS)); }
+
+__global__ void shortconv_fwd_kernel(float *y, const float *x, const float *w, int L, int C, int kw) {
+    const conv_site p = conv_site_of(L, C);
+    if (p.c >= 0) y[p.e] = silu_(conv_pre(x, w, p.b_off, p.t, p.c, C, kw));
+}
+__global__ void shortconv_dpre_kernel(float *dpre, const float *dy, const float *x, const float *w, int L, int C,
+                                      int kw) {
+    const conv_site p = conv_site_of(L, C);
+    if (p.c >= 0) dpre[p.e] = dy[p.e] * silu_grad_(conv_pre(x, w, p.b_off, p.t, p.c, C, kw));
 }
 // dx[t] = sum_i w[c,i] dpre[t + kw - 1 - i]
-__global__ void shortconv_dx_kernel(float *dx, const float *dpre, const float *w, int B, int L, int C, int kw) {
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= (size_t)B * L * C) return;
-    int c = (int)(e % C), t = (int)((e / C) % L);
-    size_t b_off = (e / ((size_t)L * C)) * (size_t)L * C;
+__global__ void shortconv_dx_kernel(float *dx, const float *dpre, const float *w, int L, int C, int kw) {
+    const conv_site p = conv_site_of(L, C);
+    if (p.c < 0) return;
     float acc = 0;
     for (int i = 0; i < kw; i++) {
-        int to = t + kw - 1 - i;
-        if (to < L) acc += w[(size_t)c * kw + i] * dpre[b_off + (size_t)to * C + c];
+        int to = p.t + kw - 1 - i;
+        if (to < L) acc += w[(size_t)p.c * kw + i] * dpre[p.b_off + (size_t)to * C + p.c];
     }
-    dx[e] = acc;
+    dx[p.e] = acc;
 }
 // dw[c,i] += sum over rows (b, t) of dpre[t] x[t - kw + 1 + i]
 struct shortconv_dw_term {
@@ -63,17 +74,19 @@ struct shortconv_dw_term {
     }
 };
 static void cuda_shortconv_silu_fwd(float *y, const float *x, const float *w, int B, int L, int C, int kw) {
-    shortconv_fwd_kernel<<<blocks_for((size_t)B * L * C, THREADS), THREADS>>>(y, x, w, B, L, C, kw);
+    if ((size_t)B * L * C == 0) return;
+    shortconv_fwd_kernel<<<conv_grid(B, L, C), THREADS>>>(y, x, w, L, C, kw);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, int B, int L,
                                     int C, int kw) {
     const size_t n = (size_t)B * L * C;
+    if (n == 0) return;
     float *dpre = NULL; // stream-ordered scratch: no device-wide synchronisation
     CUDA_CHECK(cudaMallocAsync((void **)&dpre, n * sizeof(float), 0));
-    shortconv_dpre_kernel<<<blocks_for(n, THREADS), THREADS>>>(dpre, dy, x, w, B, L, C, kw);
+    shortconv_dpre_kernel<<<conv_grid(B, L, C), THREADS>>>(dpre, dy, x, w, L, C, kw);
     CUDA_LAUNCH_CHECK();
-    shortconv_dx_kernel<<<blocks_for(n, THREADS), THREADS>>>(dx, dpre, w, B, L, C, kw);
+    shortconv_dx_kernel<<<conv_grid(B, L, C), THREADS>>>(dx, dpre, w, L, C, kw);
     CUDA_LAUNCH_CHECK();
     column_sum_add(dw, B * L, C * kw, shortconv_dw_term{dpre, x, L, C, kw});
     CUDA_CHECK(cudaFreeAsync(dpre, 0));
