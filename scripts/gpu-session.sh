@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Everything one GPU call checks after a session's changes (built with `gpu-check.sh pack`),
 # most important first (a call cut short still returns what it wrote): every op against the
-# CPU (and NSA's per-row fallback), compute-sanitizer on the newest kernels, the 0.4B configs'
-# training throughput, the tiny models' loss curves against the CPU, the kernels at the
-# reference's shapes. Printed output is the summary; the raw files go into
+# CPU (FALLBACKS=1: also the per-row NSA kernels and the delta rule's recurrence),
+# compute-sanitizer on the newest kernels, the 0.4B configs' training throughput, the tiny
+# models' loss curves against the CPU, the kernels at the reference's shapes, the laLTE step's
+# per-op profile. Printed output is the summary; the raw files go into
 # $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after every part.
 cd "$(dirname "$0")/.."
 final=${OUT:-.}
@@ -24,13 +25,15 @@ ops() { # NAME [GROUP...]: test_cuda_ops with the environment's switches
    echo "test_cuda_ops $name ($*): exit $?"; grep -v "^ok" "$out/test_cuda_ops-$name.txt" | tail -8)
 }
 ops all $TEST_GROUPS
-HYLA_NSA_TILED=0 ops nsa-rows nsa
-HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr
+if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace (NSA's per-row kernels, the recurrence)
+  HYLA_NSA_TILED=0 ops nsa-rows nsa
+  HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr
+fi
 save
 for tool in memcheck racecheck; do
-  (cd gpu-carry && timeout ${SANITIZE_TIMEOUT:-150} /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 3 \
-     ./test_cuda_ops ${SANITIZE_GROUPS:-gdr nsa lte_router} >"$out/$tool.txt" 2>&1
-   echo "$tool (${SANITIZE_GROUPS:-gdr nsa lte_router}): exit $? $(tail -1 "$out/$tool.txt")")
+  (cd gpu-carry && timeout ${SANITIZE_TIMEOUT:-90} /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 3 \
+     ./test_cuda_ops ${SANITIZE_GROUPS:-attention lte_router} >"$out/$tool.txt" 2>&1
+   echo "$tool (${SANITIZE_GROUPS:-attention lte_router}): exit $? $(tail -1 "$out/$tool.txt")")
 done
 save
 for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
@@ -40,7 +43,10 @@ save
 OUT=$out timeout ${RUN_TIMEOUT:-150} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"
 save
 for only in ${KERNELS:-gdr nsa lte_router attention}; do
-  timeout 60 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.2 2>&1 |
+  timeout 60 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
     grep -E "fwd|bwd" | tee -a "$out/bench-kernels-bf16.txt"
 done
+save
+# where the laLTE step goes now (every op synchronised)
+OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 100 bash scripts/gpu-profile.sh | grep -A 24 "per-op"
 save
