@@ -39,12 +39,12 @@ bf16 *bf16_copy(const float *src, size_t count) { // stream-ordered scratch, fre
     return dst;
 }
 
-// Rows (b, pos[r], head) of a bf16 [B, L, H, D] tensor into sh[64][LD] by cp.async (16 bytes a
-// copy); pos < 0: zeros. The caller commits and waits.
-template <int D>
+// Rows (b, pos[r], head) of a bf16 [B, L, H, D] tensor into sh[ROWS][LD] by cp.async (16 bytes
+// a copy); pos < 0: zeros. The caller commits and waits.
+template <int D, int ROWS = TILE>
 __device__ void load_rows_async(bf16 *sh, const bf16 *x, const int *pos, int b, int L, int H, int head) {
     constexpr int PER_ROW = D / 8;
-    for (int e = threadIdx.x; e < TILE * PER_ROW; e += THREADS) {
+    for (int e = threadIdx.x; e < ROWS * PER_ROW; e += THREADS) {
         const int r = e / PER_ROW, c = (e % PER_ROW) * 8, p = pos[r];
         bf16 *dst = sh + r * LD<D> + c;
         if (p >= 0) __pipeline_memcpy_async(dst, x + (((size_t)b * L + p) * H + head) * D + c, 16);
@@ -60,12 +60,16 @@ template <int D> __device__ void load_a(uint32_t (&a)[D / 16][4], const bf16 *sh
     for (int ks = 0; ks < D / 16; ks++) ldsm_x4(a[ks][0], a[ks][1], a[ks][2], a[ks][3], p + 16 * ks);
 }
 
-// s = A X^T: A this warp's 16 rows (fragments), X a shared [64][LD] tile (its rows are s's
-// 64 columns, n-tiles of 8).
-template <int D> __device__ void products_abt(float (&s)[8][4], const uint32_t (&a)[D / 16][4], const bf16 *X) {
+// s = A X^T for this warp's M m-tiles of 16 rows: A as fragments, X a shared [64][LD] tile
+// (its rows are s's 64 columns, n-tiles of 8). Each B fragment loaded from X serves all M
+// m-tiles: more rows per warp, fewer shared-memory loads per product.
+template <int D, int M>
+__device__ void products_abt(float (&s)[M][8][4], const uint32_t (&a)[M][D / 16][4], const bf16 *X) {
     const int lane = threadIdx.x % 32;
 #pragma unroll
-    for (int n = 0; n < 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+    for (int mt = 0; mt < M; mt++)
+#pragma unroll
+        for (int n = 0; n < 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
     const bf16 *p = X + ((lane & 7) + 8 * (lane >> 4)) * LD<D> + 8 * ((lane >> 3) & 1);
 #pragma unroll
     for (int np = 0; np < 4; np++) // n-tiles 2 np and 2 np + 1
@@ -73,26 +77,66 @@ template <int D> __device__ void products_abt(float (&s)[8][4], const uint32_t (
         for (int ks = 0; ks < D / 16; ks++) {
             uint32_t b0, b1, b2, b3;
             ldsm_x4(b0, b1, b2, b3, p + 16 * np * LD<D> + 16 * ks);
-            mma(s[2 * np], a[ks], b0, b1);
-            mma(s[2 * np + 1], a[ks], b2, b3);
+#pragma unroll
+            for (int mt = 0; mt < M; mt++) {
+                mma(s[mt][2 * np], a[mt][ks], b0, b1);
+                mma(s[mt][2 * np + 1], a[mt][ks], b2, b3);
+            }
         }
 }
+// The same with A's fragments read from shared rows r0 .. r0 + 16 M - 1 one k-step at a time
+// (for kernels whose registers are taken by accumulators).
+template <int D, int M>
+__device__ void products_abt_rows(float (&s)[M][8][4], const bf16 *A, int r0, const bf16 *X) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int mt = 0; mt < M; mt++)
+#pragma unroll
+        for (int n = 0; n < 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+    const bf16 *pa = A + (r0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LD<D> + 8 * (lane >> 4);
+    const bf16 *p = X + ((lane & 7) + 8 * (lane >> 4)) * LD<D> + 8 * ((lane >> 3) & 1);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t a[M][4];
+#pragma unroll
+        for (int mt = 0; mt < M; mt++) ldsm_x4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], pa + 16 * mt * LD<D> + 16 * ks);
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(b0, b1, b2, b3, p + 16 * np * LD<D> + 16 * ks);
+#pragma unroll
+            for (int mt = 0; mt < M; mt++) {
+                mma(s[mt][2 * np], a[mt], b0, b1);
+                mma(s[mt][2 * np + 1], a[mt], b2, b3);
+            }
+        }
+    }
+}
 
-// acc += P X: P this warp's 16 x 64 C fragments (packed to bf16 as A fragments), X a shared
-// [64][LD] tile read as [k = its rows][n = its columns].
-template <int D> __device__ void products_px(float (&acc)[D / 8][4], const float (&p)[8][4], const bf16 *X) {
+// acc += P X for this warp's M m-tiles: P as 16 x 64 C fragments each (packed to bf16 as A
+// fragments), X a shared [64][LD] tile read as [k = its rows][n = its columns].
+template <int D, int M>
+__device__ void products_px(float (&acc)[M][D / 8][4], const float (&p)[M][8][4], const bf16 *X) {
     const int lane = threadIdx.x % 32;
     const bf16 *base = X + (lane & 15) * LD<D> + 8 * (lane >> 4);
 #pragma unroll
     for (int ks = 0; ks < TILE / 16; ks++) {
-        const uint32_t a[4] = {pack(p[2 * ks][0], p[2 * ks][1]), pack(p[2 * ks][2], p[2 * ks][3]),
-                               pack(p[2 * ks + 1][0], p[2 * ks + 1][1]), pack(p[2 * ks + 1][2], p[2 * ks + 1][3])};
+        uint32_t a[M][4];
+#pragma unroll
+        for (int mt = 0; mt < M; mt++) {
+            a[mt][0] = pack(p[mt][2 * ks][0], p[mt][2 * ks][1]), a[mt][1] = pack(p[mt][2 * ks][2], p[mt][2 * ks][3]);
+            a[mt][2] = pack(p[mt][2 * ks + 1][0], p[mt][2 * ks + 1][1]);
+            a[mt][3] = pack(p[mt][2 * ks + 1][2], p[mt][2 * ks + 1][3]);
+        }
 #pragma unroll
         for (int nn = 0; nn < D / 16; nn++) {
             uint32_t b0, b1, b2, b3;
             ldsm_x4_trans(b0, b1, b2, b3, base + 16 * ks * LD<D> + 16 * nn);
-            mma(acc[2 * nn], a, b0, b1);
-            mma(acc[2 * nn + 1], a, b2, b3);
+#pragma unroll
+            for (int mt = 0; mt < M; mt++) {
+                mma(acc[mt][2 * nn], a[mt], b0, b1);
+                mma(acc[mt][2 * nn + 1], a[mt], b2, b3);
+            }
         }
     }
 }
@@ -108,16 +152,22 @@ __device__ inline bool all_visible(int q0, int q1, int k0, int k1, bool seg_b, i
     return k1 <= q0 && (wl < 0 || q1 - k0 <= wl);
 }
 
-// A forward or dq block: 64 queries of one (batch, query head), their kv head and key tiles.
+// m-tiles of 16 rows per warp in the forward and dq kernels: two at head dim 64 (128 queries a
+// block; each K / V fragment loaded from shared memory serves twice the rows), one at 128
+// (whose accumulators fill the registers).
+template <int D> constexpr int MT = D == 64 ? 2 : 1;
+template <int D> constexpr int QROWS = 16 * WARPS * MT<D>; // queries per block
+
+// A forward or dq block: QROWS queries of one (batch, query head), their kv head and key tiles.
 struct query_block {
     int t0, t1, hq, b, hk, bk, tiles;
     key_tiles kt;
 };
-__device__ inline query_block query_block_of(const flash_shape &s) {
+__device__ inline query_block query_block_of(const flash_shape &s, int rows) {
     query_block qb;
-    qb.t0 = (gridDim.x - 1 - blockIdx.x) * TILE; // the causal mask's longest tiles first
+    qb.t0 = (gridDim.x - 1 - blockIdx.x) * rows; // the causal mask's longest tiles first
     qb.hq = blockIdx.y % s.Hq, qb.b = blockIdx.y / s.Hq, qb.hk = qb.hq / (s.Hq / s.Hkv);
-    qb.t1 = min(s.L - 1, qb.t0 + TILE - 1), qb.bk = qb.b * s.Hkv + qb.hk;
+    qb.t1 = min(s.L - 1, qb.t0 + rows - 1), qb.bk = qb.b * s.Hkv + qb.hk;
     qb.kt = keys_of_query_tile(s, qb.bk, qb.t0, qb.t1);
     qb.tiles = qb.kt.a_tiles + qb.kt.b_tiles;
     return qb;
@@ -142,160 +192,187 @@ __device__ void next_keys(int (*kpos)[TILE], bf16 *Kb, bf16 *Vb, const bf16 *k, 
     __pipeline_wait_prior(1);
     __syncthreads();
 }
-
-template <int D> constexpr size_t fwd_smem_bytes() { return sizeof(bf16) * 5 * TILE_ELEMS<D>; } // Q, 2 x (K, V)
-
-// O and lse of 64 queries (one head) over their key tiles (cuda_flash_common.cuh).
-template <int D>
-__global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, const bf16 *q, const bf16 *k,
-                                                          const bf16 *v, flash_shape s) {
-    extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem, *Kb = Qs + TILE_ELEMS<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
-    __shared__ int qpos[TILE], kpos[2][TILE];
-    const query_block qb = query_block_of(s);
-    const int t0 = qb.t0, t1 = qb.t1, b = qb.b, hq = qb.hq;
-    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
-    if (threadIdx.x < TILE) qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
+// The block's queries into qpos, key tile 0 staged, the query-side rows X[i] (Q, and dO for
+// dq) loaded: all landed when it returns.
+template <int D, int NX>
+__device__ void start_query_block(int *qpos, int (*kpos)[TILE], bf16 *Kb, bf16 *Vb, bf16 *const (&Xs)[NX],
+                                  const bf16 *const (&x)[NX], const bf16 *k, const bf16 *v, const flash_shape &s,
+                                  const query_block &qb) {
+    for (int r = threadIdx.x; r < QROWS<D>; r += THREADS) qpos[r] = qb.t0 + r <= qb.t1 ? qb.t0 + r : -1;
     if (qb.tiles > 0) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, 0, 0); // (its barrier publishes qpos)
     __syncthreads();
-    load_rows_async<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
+#pragma unroll
+    for (int i = 0; i < NX; i++) load_rows_async<D, QROWS<D>>(Xs[i], x[i], qpos, qb.b, s.L, s.Hq, qb.hq);
     __pipeline_commit();
     __pipeline_wait_prior(0);
     __syncthreads();
-    uint32_t qa[D / 16][4];
-    load_a<D>(qa, Qs, 16 * warp);
-    const int row_t[2] = {t0 + 16 * warp + g, t0 + 16 * warp + g + 8}; // this lane's query rows
-    const float c = s.scale * LOG2E;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[D / 8][4];
+}
+// 1 unless the tile needs per-element masks (keys missing, or some pair not visible).
+__device__ inline bool tile_all_visible(const query_block &qb, const int *kp, bool seg_b, int wl) {
+    return kp[TILE - 1] >= 0 && all_visible(qb.t0, qb.t1, kp[0], kp[TILE - 1], seg_b, wl);
+}
+
+template <int D> constexpr size_t query_rows_bytes() { return sizeof(bf16) * QROWS<D> * LD<D>; }
+template <int D> constexpr size_t fwd_smem_bytes() { return query_rows_bytes<D>() + sizeof(bf16) * 4 * TILE_ELEMS<D>; }
+
+// O and lse of QROWS queries (one head) over their key tiles (cuda_flash_common.cuh).
+template <int D>
+__global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, const bf16 *q, const bf16 *k,
+                                                          const bf16 *v, flash_shape s) {
+    constexpr int M = MT<D>;
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *Qs = (bf16 *)smem, *Kb = Qs + QROWS<D> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
+    __shared__ int qpos[QROWS<D>], kpos[2][TILE];
+    const query_block qb = query_block_of(s, QROWS<D>);
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
+    start_query_block<D, 1>(qpos, kpos, Kb, Vb, {Qs}, {q}, k, v, s, qb);
+    uint32_t qa[M][D / 16][4];
+    int row_t[M][2]; // this lane's query rows: g and g + 8 of each m-tile
 #pragma unroll
-    for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    for (int mt = 0; mt < M; mt++) {
+        load_a<D>(qa[mt], Qs, 16 * (M * warp + mt));
+        row_t[mt][0] = qb.t0 + 16 * (M * warp + mt) + g, row_t[mt][1] = row_t[mt][0] + 8;
+    }
+    const float c = s.scale * LOG2E;
+    float m[M][2], l[M][2], acc[M][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < M; mt++) {
+        m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.0f;
+    }
     for (int tile = 0; tile < qb.tiles; tile++) {
         const int cur = tile & 1;
         next_keys<D>(kpos, Kb, Vb, k, v, s, qb, tile);
-        float sc[8][4];
-        products_abt<D>(sc, qa, Kb + cur * TILE_ELEMS<D>);
+        float sc[M][8][4];
+        products_abt<D, M>(sc, qa, Kb + cur * TILE_ELEMS<D>);
         const int *kp = kpos[cur];
-        const bool seg_b = tile >= qb.kt.a_tiles;
-        const bool full = kp[TILE - 1] >= 0 && all_visible(t0, t1, kp[0], kp[TILE - 1], seg_b, s.wl);
+        const bool seg_b = tile >= qb.kt.a_tiles, full = tile_all_visible(qb, kp, seg_b, s.wl);
 #pragma unroll
-        for (int n = 0; n < 8; n++)
+        for (int mt = 0; mt < M; mt++) {
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float x = sc[n][e] * c;
-                if (!full) {
-                    const int t = row_t[e >> 1], key = kp[frag_col(n, e)];
-                    if (!(seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl))) x = -INFINITY;
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float x = sc[mt][n][e] * c;
+                    if (!full) {
+                        const int t = row_t[mt][e >> 1], key = kp[frag_col(n, e)];
+                        if (!(seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl))) x = -INFINITY;
+                    }
+                    sc[mt][n][e] = x;
                 }
-                sc[n][e] = x;
+#pragma unroll
+            for (int r = 0; r < 2; r++) { // online softmax of row g (r = 0) and g + 8 (r = 1)
+                float mx = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < 8; n++) mx = fmaxf(mx, fmaxf(sc[mt][n][2 * r], sc[mt][n][2 * r + 1]));
+                const float m_new = fmaxf(m[mt][r], quad_max(mx));
+                const float base = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet
+                const float corr = exp2f(m[mt][r] - base);            // 0 while m was -inf
+                float sum = 0.0f;
+#pragma unroll
+                for (int n = 0; n < 8; n++) {
+                    sc[mt][n][2 * r] = exp2f(sc[mt][n][2 * r] - base);
+                    sc[mt][n][2 * r + 1] = exp2f(sc[mt][n][2 * r + 1] - base);
+                    sum += sc[mt][n][2 * r] + sc[mt][n][2 * r + 1];
+                }
+                l[mt][r] = l[mt][r] * corr + sum; // this lane's columns; the quad's sum at the end
+                m[mt][r] = m_new;
+#pragma unroll
+                for (int n = 0; n < D / 8; n++) acc[mt][n][2 * r] *= corr, acc[mt][n][2 * r + 1] *= corr;
             }
-#pragma unroll
-        for (int r = 0; r < 2; r++) { // online softmax of row g (r = 0) and g + 8 (r = 1)
-            float mx = -INFINITY;
-#pragma unroll
-            for (int n = 0; n < 8; n++) mx = fmaxf(mx, fmaxf(sc[n][2 * r], sc[n][2 * r + 1]));
-            const float m_new = fmaxf(m[r], quad_max(mx));
-            const float base = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet
-            const float corr = exp2f(m[r] - base);                // 0 while m was -inf
-            float sum = 0.0f;
-#pragma unroll
-            for (int n = 0; n < 8; n++) {
-                sc[n][2 * r] = exp2f(sc[n][2 * r] - base);
-                sc[n][2 * r + 1] = exp2f(sc[n][2 * r + 1] - base);
-                sum += sc[n][2 * r] + sc[n][2 * r + 1];
-            }
-            l[r] = l[r] * corr + sum; // this lane's columns; the quad's sum at the end
-            m[r] = m_new;
-#pragma unroll
-            for (int n = 0; n < D / 8; n++) acc[n][2 * r] *= corr, acc[n][2 * r + 1] *= corr;
         }
-        products_px<D>(acc, sc, Vb + cur * TILE_ELEMS<D>);
+        products_px<D, M>(acc, sc, Vb + cur * TILE_ELEMS<D>);
         __syncthreads(); // every warp is done with buffer cur before the tile after next fills it
     }
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int t = row_t[r];
-        const float lr = quad_sum(l[r]);
-        if (t > t1) continue;
-        const size_t out_row = ((size_t)b * s.L + t) * s.Hq + hq;
-        const float inv = lr > 0 ? 1.0f / lr : 0.0f;
+    for (int mt = 0; mt < M; mt++)
 #pragma unroll
-        for (int n = 0; n < D / 8; n++)
-            *(float2 *)(o + out_row * D + frag_col(n, 0)) = make_float2(acc[n][2 * r] * inv, acc[n][2 * r + 1] * inv);
-        if (threadIdx.x % 4 == 0) lse[out_row] = lr > 0 ? (m[r] + log2f(lr)) * LN2 : -INFINITY;
-    }
+        for (int r = 0; r < 2; r++) {
+            const int t = row_t[mt][r];
+            const float lr = quad_sum(l[mt][r]);
+            if (t > qb.t1) continue;
+            const size_t out_row = ((size_t)qb.b * s.L + t) * s.Hq + qb.hq;
+            const float inv = lr > 0 ? 1.0f / lr : 0.0f;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++)
+                *(float2 *)(o + out_row * D + frag_col(n, 0)) =
+                    make_float2(acc[mt][n][2 * r] * inv, acc[mt][n][2 * r + 1] * inv);
+            if (threadIdx.x % 4 == 0) lse[out_row] = lr > 0 ? (m[mt][r] + log2f(lr)) * LN2 : -INFINITY;
+        }
 }
 
-template <int D> constexpr size_t bwd_smem_bytes() { return sizeof(bf16) * 6 * TILE_ELEMS<D>; }
+template <int D> constexpr size_t dq_smem_bytes() { return 2 * query_rows_bytes<D>() + sizeof(bf16) * 4 * TILE_ELEMS<D>; }
 
-// dq of 64 queries: scale * sum over visible keys of P (dP - delta) k, dP = dO v.
+// dq of QROWS queries: scale * sum over visible keys of P (dP - delta) k, dP = dO v. Q and dO
+// fragments are read from shared memory per product (registers hold dq, S and dP).
 template <int D>
 __global__ void __launch_bounds__(THREADS) mma_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                                                          const bf16 *v, const float *lse, const float *delta,
                                                          flash_shape s) {
+    constexpr int M = MT<D>;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem, *dOs = Qs + TILE_ELEMS<D>, *Kb = dOs + TILE_ELEMS<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
-    __shared__ int qpos[TILE], kpos[2][TILE];
-    const query_block qb = query_block_of(s);
-    const int t0 = qb.t0, t1 = qb.t1, b = qb.b, hq = qb.hq;
-    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
-    if (threadIdx.x < TILE) qpos[threadIdx.x] = t0 + (int)threadIdx.x <= t1 ? t0 + (int)threadIdx.x : -1;
-    if (qb.tiles > 0) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, 0, 0);
-    __syncthreads();
-    load_rows_async<D>(Qs, q, qpos, b, s.L, s.Hq, hq);
-    load_rows_async<D>(dOs, dout, qpos, b, s.L, s.Hq, hq);
-    __pipeline_commit();
-    __pipeline_wait_prior(0);
-    __syncthreads();
-    uint32_t qa[D / 16][4], da[D / 16][4];
-    load_a<D>(qa, Qs, 16 * warp);
-    load_a<D>(da, dOs, 16 * warp);
-    const int row_t[2] = {t0 + 16 * warp + g, t0 + 16 * warp + g + 8};
-    float row_lse[2], row_delta[2];
+    bf16 *Qs = (bf16 *)smem, *dOs = Qs + QROWS<D> * LD<D>, *Kb = dOs + QROWS<D> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
+    __shared__ int qpos[QROWS<D>], kpos[2][TILE];
+    const query_block qb = query_block_of(s, QROWS<D>);
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, r0 = 16 * M * warp;
+    start_query_block<D, 2>(qpos, kpos, Kb, Vb, {Qs, dOs}, {q, dout}, k, v, s, qb);
+    int row_t[M][2];
+    float row_lse[M][2], row_delta[M][2], acc[M][D / 8][4];
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const size_t i = ((size_t)b * s.L + min(row_t[r], t1)) * s.Hq + hq;
-        row_lse[r] = lse[i] * LOG2E, row_delta[r] = delta[i];
+    for (int mt = 0; mt < M; mt++) {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            row_t[mt][r] = qb.t0 + r0 + 16 * mt + g + 8 * r;
+            const size_t i = ((size_t)qb.b * s.L + min(row_t[mt][r], qb.t1)) * s.Hq + qb.hq;
+            row_lse[mt][r] = lse[i] * LOG2E, row_delta[mt][r] = delta[i];
+        }
+#pragma unroll
+        for (int n = 0; n < D / 8; n++) acc[mt][n][0] = acc[mt][n][1] = acc[mt][n][2] = acc[mt][n][3] = 0.0f;
     }
     const float c = s.scale * LOG2E;
-    float acc[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     for (int tile = 0; tile < qb.tiles; tile++) {
         const int cur = tile & 1;
         next_keys<D>(kpos, Kb, Vb, k, v, s, qb, tile);
         const bf16 *Ks = Kb + cur * TILE_ELEMS<D>;
-        float sc[8][4], dp[8][4];
-        products_abt<D>(sc, qa, Ks);
-        products_abt<D>(dp, da, Vb + cur * TILE_ELEMS<D>);
+        float sc[M][8][4], dp[M][8][4];
+        products_abt_rows<D, M>(sc, Qs, r0, Ks);
+        products_abt_rows<D, M>(dp, dOs, r0, Vb + cur * TILE_ELEMS<D>);
         const int *kp = kpos[cur];
-        const bool seg_b = tile >= qb.kt.a_tiles;
-        const bool full = kp[TILE - 1] >= 0 && all_visible(t0, t1, kp[0], kp[TILE - 1], seg_b, s.wl);
+        const bool seg_b = tile >= qb.kt.a_tiles, full = tile_all_visible(qb, kp, seg_b, s.wl);
 #pragma unroll
-        for (int n = 0; n < 8; n++)
+        for (int mt = 0; mt < M; mt++)
 #pragma unroll
-            for (int e = 0; e < 4; e++) {
-                const int r = e >> 1;
-                bool vis = true;
-                if (!full) {
-                    const int t = row_t[r], key = kp[frag_col(n, e)];
-                    vis = t <= t1 && (seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl));
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int r = e >> 1;
+                    bool vis = true;
+                    if (!full) {
+                        const int t = row_t[mt][r], key = kp[frag_col(n, e)];
+                        vis = t <= qb.t1 && (seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl));
+                    }
+                    const float p = vis ? exp2f(sc[mt][n][e] * c - row_lse[mt][r]) : 0.0f;
+                    sc[mt][n][e] = p * (dp[mt][n][e] - row_delta[mt][r]); // dS
                 }
-                const float p = vis ? exp2f(sc[n][e] * c - row_lse[r]) : 0.0f;
-                sc[n][e] = p * (dp[n][e] - row_delta[r]); // dS
-            }
-        products_px<D>(acc, sc, Ks);
+        products_px<D, M>(acc, sc, Ks);
         __syncthreads();
     }
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int t = row_t[r];
-        if (t > t1) continue;
-        float *out = dq + (((size_t)b * s.L + t) * s.Hq + hq) * D;
+    for (int mt = 0; mt < M; mt++)
 #pragma unroll
-        for (int n = 0; n < D / 8; n++)
-            *(float2 *)(out + frag_col(n, 0)) = make_float2(s.scale * acc[n][2 * r], s.scale * acc[n][2 * r + 1]);
-    }
+        for (int r = 0; r < 2; r++) {
+            const int t = row_t[mt][r];
+            if (t > qb.t1) continue;
+            float *out = dq + (((size_t)qb.b * s.L + t) * s.Hq + qb.hq) * D;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++)
+                *(float2 *)(out + frag_col(n, 0)) =
+                    make_float2(s.scale * acc[mt][n][2 * r], s.scale * acc[mt][n][2 * r + 1]);
+        }
 }
+
+template <int D> constexpr size_t dkdv_smem_bytes() { return sizeof(bf16) * 6 * TILE_ELEMS<D>; } // K, V, 2 x (Q, dO)
 
 // dk, dv of 64 keys over the group's query heads and the query tiles that see them (each warp
 // 16 keys); selected_pass as in the fp32 kernel (0: window keys written, 1: selected keys
@@ -339,11 +416,11 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv,
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
     const int row_key[2] = {kpos[16 * warp + g], kpos[16 * warp + g + 8]}; // this lane's keys (-1: none)
     const float c = s.scale * LOG2E;
-    float adk[D / 8][4], adv[D / 8][4];
+    float adk[1][D / 8][4], adv[1][D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) adk[n][e] = adv[n][e] = 0.0f;
+        for (int e = 0; e < 4; e++) adk[0][n][e] = adv[0][n][e] = 0.0f;
     for (int i = 0; i < steps; i++) {
         const int cur = i & 1, nxt = cur ^ 1;
         if (i + 1 < steps) stage(i + 1, nxt);
@@ -351,18 +428,17 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv,
         __pipeline_wait_prior(1);
         __syncthreads();
         const bf16 *Qs = Qb + cur * TILE_ELEMS<D>, *dOs = dOb + cur * TILE_ELEMS<D>;
-        float sc[8][4], dp[8][4];
+        float sc[1][8][4], dp[1][8][4], ds[1][8][4];
         {
-            uint32_t a[D / 16][4]; // K and V rows as A operands, reloaded per step (registers)
-            load_a<D>(a, Ks, 16 * warp);
-            products_abt<D>(sc, a, Qs); // S^T: rows keys, columns queries
-            load_a<D>(a, Vs, 16 * warp);
-            products_abt<D>(dp, a, dOs); // dP^T
+            uint32_t a[1][D / 16][4]; // K and V rows as A operands, reloaded per step (registers)
+            load_a<D>(a[0], Ks, 16 * warp);
+            products_abt<D, 1>(sc, a, Qs); // S^T: rows keys, columns queries
+            load_a<D>(a[0], Vs, 16 * warp);
+            products_abt<D, 1>(dp, a, dOs); // dP^T
         }
         const int *qp = qpos[cur];
         const bool full = qp[TILE - 1] >= 0 && n_keys == TILE &&
                           all_visible(qp[0], qp[TILE - 1], k0, k1, selected_pass != 0, s.wl);
-        float ds[8][4];
 #pragma unroll
         for (int n = 0; n < 8; n++)
 #pragma unroll
@@ -374,12 +450,12 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv,
                     vis = tq >= 0 && key >= 0 &&
                           (selected_pass ? visible_b(tq, key, s.wl) : visible_a(tq, key, s.wl));
                 }
-                const float p = vis ? exp2f(sc[n][e] * c - qlse[cur][col]) : 0.0f;
-                sc[n][e] = p;
-                ds[n][e] = p * (dp[n][e] - qdelta[cur][col]);
+                const float p = vis ? exp2f(sc[0][n][e] * c - qlse[cur][col]) : 0.0f;
+                sc[0][n][e] = p;
+                ds[0][n][e] = p * (dp[0][n][e] - qdelta[cur][col]);
             }
-        products_px<D>(adv, sc, dOs); // dv += P^T dO
-        products_px<D>(adk, ds, Qs);  // dk += dS^T q (scaled below)
+        products_px<D, 1>(adv, sc, dOs); // dv += P^T dO
+        products_px<D, 1>(adk, ds, Qs);  // dk += dS^T q (scaled below)
         __syncthreads();
     }
 #pragma unroll
@@ -390,8 +466,8 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv,
 #pragma unroll
         for (int n = 0; n < D / 8; n++) {
             const int col = frag_col(n, 0);
-            float2 x = make_float2(adv[n][2 * r], adv[n][2 * r + 1]);
-            float2 y = make_float2(s.scale * adk[n][2 * r], s.scale * adk[n][2 * r + 1]);
+            float2 x = make_float2(adv[0][n][2 * r], adv[0][n][2 * r + 1]);
+            float2 y = make_float2(s.scale * adk[0][n][2 * r], s.scale * adk[0][n][2 * r + 1]);
             if (selected_pass) {
                 const float2 ox = *(float2 *)(dv + out + col), oy = *(float2 *)(dk + out + col);
                 x.x += ox.x, x.y += ox.y, y.x += oy.x, y.y += oy.y;
@@ -410,8 +486,8 @@ template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
     bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk);
     allow((const void *)mma_fwd_kernel<D>, fwd_smem_bytes<D>());
-    mma_fwd_kernel<D><<<dim3((s.L + TILE - 1) / TILE, s.B * s.Hq), THREADS, fwd_smem_bytes<D>()>>>(o, lse, qh, kh,
-                                                                                                  vh, s);
+    mma_fwd_kernel<D><<<dim3((s.L + QROWS<D> - 1) / QROWS<D>, s.B * s.Hq), THREADS, fwd_smem_bytes<D>()>>>(
+        o, lse, qh, kh, vh, s);
     CUDA_LAUNCH_CHECK();
     for (bf16 *p : {qh, kh, vh}) CUDA_CHECK(cudaFreeAsync(p, 0));
 }
@@ -421,11 +497,12 @@ void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, c
            const float *lse, const float *delta, const flash_shape &s) {
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
     bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk), *doh = bf16_copy(dout, nq);
-    const size_t bytes = bwd_smem_bytes<D>();
-    allow((const void *)mma_dq_kernel<D>, bytes);
+    const size_t bytes = dkdv_smem_bytes<D>();
+    allow((const void *)mma_dq_kernel<D>, dq_smem_bytes<D>());
     allow((const void *)mma_dkdv_kernel<D>, bytes);
     const int tiles = (s.L + TILE - 1) / TILE;
-    mma_dq_kernel<D><<<dim3(tiles, s.B * s.Hq), THREADS, bytes>>>(dq, doh, qh, kh, vh, lse, delta, s);
+    mma_dq_kernel<D><<<dim3((s.L + QROWS<D> - 1) / QROWS<D>, s.B * s.Hq), THREADS, dq_smem_bytes<D>()>>>(
+        dq, doh, qh, kh, vh, lse, delta, s);
     CUDA_LAUNCH_CHECK();
     mma_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 0);
     CUDA_LAUNCH_CHECK();
