@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Everything one GPU call checks after a session's changes (built with `gpu-check.sh pack`),
-# most important first (a call cut short still returns what it wrote): every op against the
-# CPU (FALLBACKS=1: also the per-row NSA kernels and the delta rule's recurrence),
-# compute-sanitizer on the newest kernels, the 0.4B configs' training throughput, the tiny
-# models' loss curves against the CPU, the kernels at the reference's shapes, the laLTE step's
-# per-op profile. Printed output is the summary; the raw files go into
-# $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after every part.
+# most important first, each part under its own time limit (a call cut short still returns
+# what it wrote): every op against the CPU (FALLBACKS=1: also the per-row NSA kernels and the
+# delta rule's recurrence), the 0.4B configs' training throughput, the tiny models' loss
+# curves against the CPU, compute-sanitizer on the newest kernels, the kernels at the
+# reference's shapes, the laLTE step's per-op profile. Printed output is the summary; the raw
+# files go into $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after
+# every part. About 6 minutes on an H100.
 cd "$(dirname "$0")/.."
 final=${OUT:-.}
 out=/tmp/gpu-session && rm -rf $out && mkdir -p $out
@@ -13,16 +14,21 @@ save() { tar czf "$final/gpu-session.tgz" -C /tmp gpu-session; }
 export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 train() { # MODEL BATCH
-  timeout 90 ./gpu-carry/hyla bench train gpu-carry/configs/models/$1.yaml --backend cuda --steps 3 --warmup 1 \
-    --set train.micro_batch=$2 --set train.seq_len=4096 --set train.precision=bf16 --format json \
+  timeout ${TRAIN_TIMEOUT:-50} ./gpu-carry/hyla bench train gpu-carry/configs/models/$1.yaml --backend cuda --steps 3 \
+    --warmup 1 --set train.micro_batch=$2 --set train.seq_len=4096 --set train.precision=bf16 --format json \
     >"$out/bench-train-$1-bf16-b$2.json" 2>"$out/bench-train-$1.err"
   echo "$1 B=$2: exit $? $(tr -d '\n ' <"$out/bench-train-$1-bf16-b$2.json" | grep -o '"tokens_per_s[^,]*,[^,]*' | head -1) $(tr -d '\n ' <"$out/bench-train-$1-bf16-b$2.json" | grep -o '"mfu[^}]*') $(tail -c 200 "$out/bench-train-$1.err")"
 }
 ops() { # NAME [GROUP...]: test_cuda_ops with the environment's switches
   local name=$1; shift
-  (cd gpu-carry && OMP_NUM_THREADS=16 OPENBLAS_NUM_THREADS=1 timeout ${TEST_TIMEOUT:-150} ./test_cuda_ops "$@" \
+  (cd gpu-carry && OMP_NUM_THREADS=16 OPENBLAS_NUM_THREADS=1 timeout ${TEST_TIMEOUT:-120} ./test_cuda_ops "$@" \
      >"$out/test_cuda_ops-$name.txt" 2>&1
    echo "test_cuda_ops $name ($*): exit $?"; grep -v "^ok" "$out/test_cuda_ops-$name.txt" | tail -8)
+}
+sanitize() { # TOOL SECONDS
+  (cd gpu-carry && timeout $2 /usr/local/cuda/bin/compute-sanitizer --tool $1 --error-exitcode 3 \
+     ./test_cuda_ops ${SANITIZE_GROUPS:-attention lte_router linear} >"$out/$1.txt" 2>&1
+   echo "$1 (${SANITIZE_GROUPS:-attention lte_router linear}): exit $? $(tail -1 "$out/$1.txt")")
 }
 ops all $TEST_GROUPS
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace (NSA's per-row kernels, the recurrence)
@@ -30,23 +36,21 @@ if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace (NSA's per-r
   HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr
 fi
 save
-for tool in memcheck racecheck; do
-  (cd gpu-carry && timeout ${SANITIZE_TIMEOUT:-90} /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 3 \
-     ./test_cuda_ops ${SANITIZE_GROUPS:-attention lte_router} >"$out/$tool.txt" 2>&1
-   echo "$tool (${SANITIZE_GROUPS:-attention lte_router}): exit $? $(tail -1 "$out/$tool.txt")")
-done
-save
 for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
   train ${mb%%:*} ${mb##*:}
 done
 save
-OUT=$out timeout ${RUN_TIMEOUT:-150} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"
+OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"
 save
-for only in ${KERNELS:-gdr nsa lte_router attention}; do
-  timeout 60 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
+sanitize memcheck ${MEMCHECK_TIMEOUT:-70}
+save
+for only in ${KERNELS:-attention gdr lte_router nsa}; do
+  timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
     grep -E "fwd|bwd" | tee -a "$out/bench-kernels-bf16.txt"
 done
 save
+sanitize racecheck ${RACECHECK_TIMEOUT:-60}
+save
 # where the laLTE step goes now (every op synchronised)
-OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 100 bash scripts/gpu-profile.sh | grep -A 24 "per-op"
+OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op"
 save
