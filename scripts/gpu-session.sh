@@ -31,6 +31,7 @@ sanitize() { # TOOL SECONDS
    echo "$1 (${SANITIZE_GROUPS:-attention lte_router linear}): exit $? $(tail -1 "$out/$1.txt")")
 }
 ops all $TEST_GROUPS
+HYLA_ROUTER_TAPS=1 ops router-taps lte_router # the per-tap router the fused kernels fall back to
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace (NSA's per-row kernels, the recurrence)
   HYLA_NSA_TILED=0 ops nsa-rows nsa
   HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr

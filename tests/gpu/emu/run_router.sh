@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The LTE router's CUDA kernels (kernels/cuda/cuda_lte_router.cu: the fused forward / backward
+# kernels and the per-tap form they fall back to, cuBLAS done by plain loops) on the CPU through
+# emu.h (a fiber per CUDA thread, barriers for __syncthreads; cp.async copies landing only at
+# the wait, NaN before, through cp_async_emu.h), against the CPU twins
+# (kernels/cpu/op_lte_router.c): score, acts, dk, dv and each parameter group's gradient within
+# 1e-5 relative error of the fp64 twin, the outputs within 1e-5 of the fp32 twin (test_cuda_ops'
+# fp32 bound; router_emu.cpp). A check of the kernels' logic (halos, padding,
+# dropout indices, layouts, the partial-sum slots) where no GPU is at hand; not of their speed,
+# and not a race detector. Where the CPU has FMA the emulation is built with contraction on, as
+# nvcc builds the kernels. Needs build-cuda/ (or $BUILD) for the twin's objects.
+#   bash tests/gpu/emu/run_router.sh [B L H d p kernels dilations sms fused]...
+# EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+build=${BUILD:-$root/build-cuda}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$root/kernels/cuda" "$work" <<'PY'
+import re, sys
+src, out = sys.argv[1], sys.argv[2]
+for name in ["cuda_lte_router.cu", "cuda_column_sum.cuh"]:
+    s = open(f"{src}/{name}").read()
+    s = re.sub(r'#include (<cuda_pipeline.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
+    # cp.async whose copies land at the wait, the destination NaN until then (cp_async_emu.h)
+    for f in ["memcpy_async", "commit", "wait_prior"]:
+        s = s.replace(f"__pipeline_{f}(", f"emu_cp_{f.replace('memcpy_', '')}(")
+    # dynamic shared memory: the block's buffer
+    s = re.sub(r"extern __shared__ (?:__align__\(\d+\) )?([\w ]+?) (\w+)\[\];", r"\1 *\2 = (\1 *)g_smem;", s)
+    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
+               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
+    s = re.sub(r'extern "C" void cuda_register_lte_router\(.*?\n}\n', "", s, flags=re.S)
+    open(f"{out}/{name.replace('.cu', '.cpp') if name.endswith('.cu') else name}", "w").write(s)
+PY
+cp "$root/tests/gpu/emu/"{emu.h,cp_async_emu.h,router_emu.cpp} "$work/"
+fma=""
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast"; fi
+cd "$work"
+g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -c router_emu.cpp -o router_emu.o
+g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_lte_router.c.o" \
+  "$build/CMakeFiles/hyla_cpu_ops_f64.dir/kernels/cpu/op_lte_router.c.o" \
+  "$build/libhyla_op_shapes.a" "$build/libhyla_common.a" -lopenblas -fopenmp -lm -o "$work/emu"
+# Default shapes (B L H d p kernels dilations sms fused):
+#   the 0.4B head (d 64, kernels 3,3,3, dilations 2,2,2) at L 300: several tiles both ways, and
+#     blocks of 2 backward tiles in 2 segments (sms 4: slots added to across tiles, reduced over
+#     segments); p 0 at L 37, B 3 (one partial tile); L 5, shorter than the receptive field's
+#     halo (12); test_cuda_ops' L 2;
+#   kernels 5,3 / dilations 1,3 (n 2); even kernels 2,4,3,3 / dilations 1,2,1,3 (n 4, reaches
+#     not centred, channels 48 .. 3 not multiples of 4 or 8), one block of 3 backward tiles;
+#   head dims 8 (long forward tiles), 5 (channels 10, 5, 2, 1), 100 (200 .. 25), 128 with kernel
+#     5 (weight chunks wider than 8 KB); a single conv;
+#   shapes the fused kernels cannot take (the per-tap form runs): d 128 with a 9-tap dilation-8
+#     second conv (no forward tile fits one 64-row pass), a single conv of dilation 110 (no
+#     tile fits in shared memory either way; L below its reach).
+if [ $# -eq 0 ]; then
+  set -- 2 300 2 64 0.1 3,3,3 2,2,2 4 1   3 37 2 64 0 3,3,3 2,2,2 2 1   1 5 3 64 0.1 3,3,3 2,2,2 2 1 \
+         1 2 2 8 0.1 3,3,3 2,2,2 2 1   2 400 2 16 0.1 5,3 1,3 2 1   1 600 2 24 0.1 2,4,3,3 1,2,1,3 1 1 \
+         2 300 3 8 0.1 3,3,3 2,2,2 2 1   2 50 2 5 0.1 3,3,3 2,2,2 2 1   1 150 1 100 0.1 3,3,3 2,2,2 1 1 \
+         1 40 1 128 0.1 5,3 1,1 2 1   2 90 2 16 0.1 3 2 2 1 \
+         1 100 1 128 0.1 3,9 1,8 2 bwd   1 40 1 128 0.1 3 110 2 0
+fi
+status=0 # every shape runs; any above the bound fails the script
+while [ $# -ge 9 ]; do
+  OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" "$9" || status=1
+  shift 9
+done
+exit $status
