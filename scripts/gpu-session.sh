@@ -6,7 +6,8 @@
 # curves against the CPU, compute-sanitizer on the newest kernels, the kernels at the
 # reference's shapes, the laLTE step's per-op profile. Printed output is the summary; the raw
 # files go into $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after
-# every part. About 6 minutes on an H100.
+# every part. About 6 minutes on an H100; PARTS picks parts (default: ops train check memcheck
+# kernels racecheck profile).
 cd "$(dirname "$0")/.."
 final=${OUT:-.}
 out=/tmp/gpu-session && rm -rf $out && mkdir -p $out
@@ -30,28 +31,29 @@ sanitize() { # TOOL SECONDS
      ./test_cuda_ops ${SANITIZE_GROUPS:-attention lte_router linear} >"$out/$1.txt" 2>&1
    echo "$1 (${SANITIZE_GROUPS:-attention lte_router linear}): exit $? $(tail -1 "$out/$1.txt")")
 }
-ops all $TEST_GROUPS
-HYLA_ROUTER_TAPS=1 ops router-taps lte_router # the per-tap router the fused kernels fall back to
+want() { case " ${PARTS:-ops train check memcheck kernels racecheck profile} " in *" $1 "*) return 0 ;; esac; return 1; }
+want ops && ops all $TEST_GROUPS
+want ops && HYLA_ROUTER_TAPS=1 ops router-taps lte_router # the per-tap router the fused kernels fall back to
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace (NSA's per-row kernels, the recurrence)
   HYLA_NSA_TILED=0 ops nsa-rows nsa
   HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr
 fi
 save
-for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
+want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
   train ${mb%%:*} ${mb##*:}
 done
 save
-OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"
+want check && { SKIP_OPS=1 OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"; }
 save
-sanitize memcheck ${MEMCHECK_TIMEOUT:-70}
+want memcheck && sanitize memcheck ${MEMCHECK_TIMEOUT:-70}
 save
-for only in ${KERNELS:-attention gdr lte_router nsa}; do
+want kernels && for only in ${KERNELS:-attention gdr lte_router nsa}; do
   timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
     grep -E "fwd|bwd" | tee -a "$out/bench-kernels-bf16.txt"
 done
 save
-sanitize racecheck ${RACECHECK_TIMEOUT:-60}
+want racecheck && sanitize racecheck ${RACECHECK_TIMEOUT:-60}
 save
 # where the laLTE step goes now (every op synchronised)
-OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op"
+want profile && OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op"
 save
