@@ -81,11 +81,20 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 // In bf16 mode, products of at least this many multiply-adds round their operands to bf16
 // copies first (cuda_gemm_bf16.cu: cuBLAS's own rounding of fp32 operands runs far below the
 // bf16 rate); smaller ones are not worth the copies.
+// HYLA_GEMM_BF16_COPIES=0 leaves all rounding to cuBLAS (to compare).
 static const double BF16_COPY_MIN_MACS = 1 << 26;
+static bool bf16_copies_wanted(void) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYLA_GEMM_BF16_COPIES");
+        on = !(e && strcmp(e, "0") == 0);
+    }
+    return on;
+}
 
 static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc) {
-    if (cuda_matmul_bf16() && (double)m * n * k >= BF16_COPY_MIN_MACS) {
+    if (cuda_matmul_bf16() && (double)m * n * k >= BF16_COPY_MIN_MACS && bf16_copies_wanted()) {
         cuda_gemm_bf16_operands(cublas(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
