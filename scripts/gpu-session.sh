@@ -17,8 +17,9 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/dev
 train() { # MODEL BATCH
   timeout ${TRAIN_TIMEOUT:-50} ./gpu-carry/hyla bench train gpu-carry/configs/models/$1.yaml --backend cuda --steps 3 \
     --warmup 1 --set train.micro_batch=$2 --set train.seq_len=4096 --set train.precision=bf16 --format json \
-    >"$out/bench-train-$1-bf16-b$2.json" 2>"$out/bench-train-$1.err"
-  echo "$1 B=$2: exit $? $(tr -d '\n ' <"$out/bench-train-$1-bf16-b$2.json" | grep -o '"tokens_per_s[^,]*,[^,]*' | head -1) $(tr -d '\n ' <"$out/bench-train-$1-bf16-b$2.json" | grep -o '"mfu[^}]*') $(tail -c 200 "$out/bench-train-$1.err")"
+    >"$out/bench-train-$1-bf16-b$2${TAG:-}.json" 2>"$out/bench-train-$1${TAG:-}.err"
+  local rc=$? json="$out/bench-train-$1-bf16-b$2${TAG:-}.json"
+  echo "$1 B=$2${TAG:-}: exit $rc $(tr -d '\n ' <"$json" | grep -o '"tokens_per_s[^,]*,[^,]*' | head -1) $(tr -d '\n ' <"$json" | grep -o '"mfu[^}]*') $(tail -c 200 "$out/bench-train-$1${TAG:-}.err")"
 }
 ops() { # NAME [GROUP...]: test_cuda_ops with the environment's switches
   local name=$1; shift
@@ -33,7 +34,11 @@ sanitize() { # TOOL SECONDS
 }
 want() { case " ${PARTS:-ops train check memcheck kernels racecheck profile} " in *" $1 "*) return 0 ;; esac; return 1; }
 want ops && ops all $TEST_GROUPS
-want ops && HYLA_ROUTER_TAPS=1 ops router-taps lte_router # the per-tap router the fused kernels fall back to
+# the paths that wait for a GPU run to become the defaults (docs/cuda.md, "Switched off"):
+# the fused router kernels, bf16 operand copies for large products, two m-tiles per warp in
+# the attention forward and dq kernels
+new_paths="HYLA_ROUTER_TAPS=0 HYLA_GEMM_BF16_COPIES=1 HYLA_ATTN_TWO_MTILES=1"
+want ops && (export $new_paths; ops new-paths lte_router linear lm_head_ce attention)
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace (NSA's per-row kernels, the recurrence)
   HYLA_NSA_TILED=0 ops nsa-rows nsa
   HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr
@@ -41,18 +46,21 @@ fi
 save
 want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
   train ${mb%%:*} ${mb##*:}
+  [ "${mb%%:*}" = gdn_lte_0.4B ] && (export $new_paths; TAG=-new-paths train ${mb%%:*} ${mb##*:})
 done
 save
 want check && { SKIP_OPS=1 OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"; }
 save
-want memcheck && sanitize memcheck ${MEMCHECK_TIMEOUT:-70}
+want memcheck && (export $new_paths; sanitize memcheck ${MEMCHECK_TIMEOUT:-70})
 save
 want kernels && for only in ${KERNELS:-attention gdr lte_router nsa}; do
-  timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
-    grep -E "fwd|bwd" | tee -a "$out/bench-kernels-bf16.txt"
+  for paths in "" "$new_paths"; do
+    env $paths timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
+      grep -E "fwd|bwd" | sed "s/^/${paths:+new paths: }/" | tee -a "$out/bench-kernels-bf16.txt"
+  done
 done
 save
-want racecheck && sanitize racecheck ${RACECHECK_TIMEOUT:-60}
+want racecheck && (export $new_paths; sanitize racecheck ${RACECHECK_TIMEOUT:-60})
 save
 # where the laLTE step goes now (every op synchronised)
 want profile && OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op"

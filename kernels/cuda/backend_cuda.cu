@@ -81,13 +81,15 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 // In bf16 mode, products of at least this many multiply-adds round their operands to bf16
 // copies first (cuda_gemm_bf16.cu: cuBLAS's own rounding of fp32 operands runs far below the
 // bf16 rate); smaller ones are not worth the copies.
-// HYLA_GEMM_BF16_COPIES=0 leaves all rounding to cuBLAS (to compare).
+// HYLA_GEMM_BF16_COPIES=1 / 0 switches the copies on / off; off by default until a GPU run has
+// checked them (COPIES_BY_DEFAULT: test_cuda_ops linear, then the training benchmarks).
 static const double BF16_COPY_MIN_MACS = 1 << 26;
+static const bool COPIES_BY_DEFAULT = false;
 static bool bf16_copies_wanted(void) {
     static int on = -1;
     if (on < 0) {
         const char *e = getenv("HYLA_GEMM_BF16_COPIES");
-        on = !(e && strcmp(e, "0") == 0);
+        on = e && *e ? strcmp(e, "0") != 0 : COPIES_BY_DEFAULT;
     }
     return on;
 }

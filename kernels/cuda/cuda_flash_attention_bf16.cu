@@ -7,6 +7,8 @@
 // P V. Key (or query) tiles stream through two shared buffers filled by cp.async while the
 // previous tile is worked on. Softmax runs in base 2 (exp2f on scores scaled by
 // scale * log2 e); lse is stored in base e as the contract says. No atomics.
+#include <stdlib.h>
+
 #include <cuda_bf16.h>
 #include <cuda_pipeline.h>
 
@@ -152,11 +154,11 @@ __device__ inline bool all_visible(int q0, int q1, int k0, int k1, bool seg_b, i
     return k1 <= q0 && (wl < 0 || q1 - k0 <= wl);
 }
 
-// m-tiles of 16 rows per warp in the forward and dq kernels: two at head dim 64 (128 queries a
-// block; each K / V fragment loaded from shared memory serves twice the rows), one at 128
-// (whose accumulators fill the registers).
-template <int D> constexpr int MT = D == 64 ? 2 : 1;
-template <int D> constexpr int QROWS = 16 * WARPS * MT<D>; // queries per block
+// M m-tiles of 16 rows per warp in the forward and dq kernels: queries per block. Two (128
+// queries a block; each K / V fragment loaded from shared memory serves twice the rows) fit
+// the registers at head dim 64 only; they wait for a GPU run to be the default there
+// (two_mtiles below), one m-tile being the form checked on an H100.
+template <int M> constexpr int QROWS = 16 * WARPS * M;
 
 // A forward or dq block: QROWS queries of one (batch, query head), their kv head and key tiles.
 struct query_block {
@@ -194,15 +196,15 @@ __device__ void next_keys(int (*kpos)[TILE], bf16 *Kb, bf16 *Vb, const bf16 *k, 
 }
 // The block's queries into qpos, key tile 0 staged, the query-side rows X[i] (Q, and dO for
 // dq) loaded: all landed when it returns.
-template <int D, int NX>
+template <int D, int M, int NX>
 __device__ void start_query_block(int *qpos, int (*kpos)[TILE], bf16 *Kb, bf16 *Vb, bf16 *const (&Xs)[NX],
                                   const bf16 *const (&x)[NX], const bf16 *k, const bf16 *v, const flash_shape &s,
                                   const query_block &qb) {
-    for (int r = threadIdx.x; r < QROWS<D>; r += THREADS) qpos[r] = qb.t0 + r <= qb.t1 ? qb.t0 + r : -1;
+    for (int r = threadIdx.x; r < QROWS<M>; r += THREADS) qpos[r] = qb.t0 + r <= qb.t1 ? qb.t0 + r : -1;
     if (qb.tiles > 0) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, 0, 0); // (its barrier publishes qpos)
     __syncthreads();
 #pragma unroll
-    for (int i = 0; i < NX; i++) load_rows_async<D, QROWS<D>>(Xs[i], x[i], qpos, qb.b, s.L, s.Hq, qb.hq);
+    for (int i = 0; i < NX; i++) load_rows_async<D, QROWS<M>>(Xs[i], x[i], qpos, qb.b, s.L, s.Hq, qb.hq);
     __pipeline_commit();
     __pipeline_wait_prior(0);
     __syncthreads();
@@ -212,20 +214,21 @@ __device__ inline bool tile_all_visible(const query_block &qb, const int *kp, bo
     return kp[TILE - 1] >= 0 && all_visible(qb.t0, qb.t1, kp[0], kp[TILE - 1], seg_b, wl);
 }
 
-template <int D> constexpr size_t query_rows_bytes() { return sizeof(bf16) * QROWS<D> * LD<D>; }
-template <int D> constexpr size_t fwd_smem_bytes() { return query_rows_bytes<D>() + sizeof(bf16) * 4 * TILE_ELEMS<D>; }
+template <int D, int M> constexpr size_t query_rows_bytes() { return sizeof(bf16) * QROWS<M> * LD<D>; }
+template <int D, int M> constexpr size_t fwd_smem_bytes() {
+    return query_rows_bytes<D, M>() + sizeof(bf16) * 4 * TILE_ELEMS<D>;
+}
 
 // O and lse of QROWS queries (one head) over their key tiles (cuda_flash_common.cuh).
-template <int D>
+template <int D, int M>
 __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, const bf16 *q, const bf16 *k,
                                                           const bf16 *v, flash_shape s) {
-    constexpr int M = MT<D>;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem, *Kb = Qs + QROWS<D> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
-    __shared__ int qpos[QROWS<D>], kpos[2][TILE];
-    const query_block qb = query_block_of(s, QROWS<D>);
+    bf16 *Qs = (bf16 *)smem, *Kb = Qs + QROWS<M> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
+    __shared__ int qpos[QROWS<M>], kpos[2][TILE];
+    const query_block qb = query_block_of(s, QROWS<M>);
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
-    start_query_block<D, 1>(qpos, kpos, Kb, Vb, {Qs}, {q}, k, v, s, qb);
+    start_query_block<D, M, 1>(qpos, kpos, Kb, Vb, {Qs}, {q}, k, v, s, qb);
     uint32_t qa[M][D / 16][4];
     int row_t[M][2]; // this lane's query rows: g and g + 8 of each m-tile
 #pragma unroll
@@ -302,21 +305,22 @@ __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, 
         }
 }
 
-template <int D> constexpr size_t dq_smem_bytes() { return 2 * query_rows_bytes<D>() + sizeof(bf16) * 4 * TILE_ELEMS<D>; }
+template <int D, int M> constexpr size_t dq_smem_bytes() {
+    return 2 * query_rows_bytes<D, M>() + sizeof(bf16) * 4 * TILE_ELEMS<D>;
+}
 
 // dq of QROWS queries: scale * sum over visible keys of P (dP - delta) k, dP = dO v. Q and dO
 // fragments are read from shared memory per product (registers hold dq, S and dP).
-template <int D>
+template <int D, int M>
 __global__ void __launch_bounds__(THREADS) mma_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
                                                          const bf16 *v, const float *lse, const float *delta,
                                                          flash_shape s) {
-    constexpr int M = MT<D>;
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem, *dOs = Qs + QROWS<D> * LD<D>, *Kb = dOs + QROWS<D> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
-    __shared__ int qpos[QROWS<D>], kpos[2][TILE];
-    const query_block qb = query_block_of(s, QROWS<D>);
+    bf16 *Qs = (bf16 *)smem, *dOs = Qs + QROWS<M> * LD<D>, *Kb = dOs + QROWS<M> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
+    __shared__ int qpos[QROWS<M>], kpos[2][TILE];
+    const query_block qb = query_block_of(s, QROWS<M>);
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, r0 = 16 * M * warp;
-    start_query_block<D, 2>(qpos, kpos, Kb, Vb, {Qs, dOs}, {q, dout}, k, v, s, qb);
+    start_query_block<D, M, 2>(qpos, kpos, Kb, Vb, {Qs, dOs}, {q, dout}, k, v, s, qb);
     int row_t[M][2];
     float row_lse[M][2], row_delta[M][2], acc[M][D / 8][4];
 #pragma unroll
@@ -482,14 +486,44 @@ void allow(const void *kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
+// Two m-tiles per warp at head dim 64: HYLA_ATTN_TWO_MTILES=1 / 0, TWO_MTILES_BY_DEFAULT
+// otherwise (off until a GPU run has checked them; ctest emu.attn runs them on the CPU).
+constexpr bool TWO_MTILES_BY_DEFAULT = false;
+bool two_mtiles(int d) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYLA_ATTN_TWO_MTILES");
+        on = e && *e ? atoi(e) != 0 : TWO_MTILES_BY_DEFAULT;
+    }
+    return on && d == 64;
+}
+
+template <int D, int M> void fwd_dm(float *o, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const flash_shape &s) {
+    allow((const void *)mma_fwd_kernel<D, M>, fwd_smem_bytes<D, M>());
+    mma_fwd_kernel<D, M><<<dim3((s.L + QROWS<M> - 1) / QROWS<M>, s.B * s.Hq), THREADS, fwd_smem_bytes<D, M>()>>>(
+        o, lse, q, k, v, s);
+    CUDA_LAUNCH_CHECK();
+}
+
 template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k, const float *v, const flash_shape &s) {
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
     bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk);
-    allow((const void *)mma_fwd_kernel<D>, fwd_smem_bytes<D>());
-    mma_fwd_kernel<D><<<dim3((s.L + QROWS<D> - 1) / QROWS<D>, s.B * s.Hq), THREADS, fwd_smem_bytes<D>()>>>(
-        o, lse, qh, kh, vh, s);
-    CUDA_LAUNCH_CHECK();
+    if constexpr (D == 64) {
+        if (two_mtiles(D)) fwd_dm<D, 2>(o, lse, qh, kh, vh, s);
+        else fwd_dm<D, 1>(o, lse, qh, kh, vh, s);
+    } else {
+        fwd_dm<D, 1>(o, lse, qh, kh, vh, s);
+    }
     for (bf16 *p : {qh, kh, vh}) CUDA_CHECK(cudaFreeAsync(p, 0));
+}
+
+template <int D, int M>
+void dq_dm(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+           const float *delta, const flash_shape &s) {
+    allow((const void *)mma_dq_kernel<D, M>, dq_smem_bytes<D, M>());
+    mma_dq_kernel<D, M><<<dim3((s.L + QROWS<M> - 1) / QROWS<M>, s.B * s.Hq), THREADS, dq_smem_bytes<D, M>()>>>(
+        dq, dout, q, k, v, lse, delta, s);
+    CUDA_LAUNCH_CHECK();
 }
 
 template <int D>
@@ -497,13 +531,15 @@ void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, c
            const float *lse, const float *delta, const flash_shape &s) {
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
     bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk), *doh = bf16_copy(dout, nq);
+    if constexpr (D == 64) {
+        if (two_mtiles(D)) dq_dm<D, 2>(dq, doh, qh, kh, vh, lse, delta, s);
+        else dq_dm<D, 1>(dq, doh, qh, kh, vh, lse, delta, s);
+    } else {
+        dq_dm<D, 1>(dq, doh, qh, kh, vh, lse, delta, s);
+    }
     const size_t bytes = dkdv_smem_bytes<D>();
-    allow((const void *)mma_dq_kernel<D>, dq_smem_bytes<D>());
     allow((const void *)mma_dkdv_kernel<D>, bytes);
     const int tiles = (s.L + TILE - 1) / TILE;
-    mma_dq_kernel<D><<<dim3((s.L + QROWS<D> - 1) / QROWS<D>, s.B * s.Hq), THREADS, dq_smem_bytes<D>()>>>(
-        dq, doh, qh, kh, vh, lse, delta, s);
-    CUDA_LAUNCH_CHECK();
     mma_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 0);
     CUDA_LAUNCH_CHECK();
     if (s.list) { // after the window pass (same stream): the selected keys' later queries

@@ -3,9 +3,10 @@
 // kernels/cpu/op_lte_router.c) and its saved activations (a_1 .. a_n, z). No atomics: the same
 // bits every run.
 //
-// Two forms. The fused kernels (default) do a whole router pass for a tile of tokens of one
-// (batch, kv head) in one block; the per-tap form (cuBLAS, below) is the fallback for shapes
-// whose tile does not fit in shared memory (and is forced by HYLA_ROUTER_TAPS=1).
+// Two forms. The fused kernels do a whole router pass for a tile of tokens of one (batch, kv
+// head) in one block; the per-tap form (cuBLAS, below) is the fallback for shapes whose tile
+// does not fit in shared memory, forced by HYLA_ROUTER_TAPS=1 — and, until a GPU run has
+// checked the fused kernels, the default (FUSED_BY_DEFAULT; HYLA_ROUTER_TAPS=0 picks fused).
 //
 // Why fused: at the 0.4B shape (B 4, L 4096, 16 kv heads, channels 128 -> 64 -> 32 -> 16, kernel
 // 3, dilation 2) the router is ~17 GFLOP forward, but as per-tap products it was 36 cuBLAS calls
@@ -1123,10 +1124,13 @@ static bool backward(float *dk, float *dv, float *dparams, const float *dscore, 
 } // namespace fused
 
 // ==== entry points ============================================================================
-// HYLA_ROUTER_TAPS=1 takes the per-tap form for every shape (to compare the two on a GPU).
+// HYLA_ROUTER_TAPS=1 takes the per-tap form for every shape, =0 the fused kernels where the
+// shape fits; unset, FUSED_BY_DEFAULT decides: the per-tap form until a GPU run has checked the
+// fused kernels (test_cuda_ops lte_router; they pass the CPU emulation, ctest emu.router).
+static const bool FUSED_BY_DEFAULT = false;
 static bool taps_forced(void) {
     const char *e = getenv("HYLA_ROUTER_TAPS");
-    return e && atoi(e) == 1;
+    return e && *e ? atoi(e) == 1 : !FUSED_BY_DEFAULT;
 }
 
 static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,

@@ -61,5 +61,14 @@ if [ $# -eq 0 ]; then
          1 130 4 2 128 16 0.5  1 100 2 1 64 0 0.9  1 65 2 2 64 200 0.5
 fi
 status=0 # every shape runs; any above the bound fails the script
-while [ $# -ge 7 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1; shift 7; done
+# Head dim 64 runs twice in bf16: one m-tile of 16 rows per warp (the default) and two
+# (HYLA_ATTN_TWO_MTILES=1: 128-query blocks in the forward and dq kernels).
+while [ $# -ge 7 ]; do
+  OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
+  if [ "$5" = 64 ] && [ "${EMU_ATTN_FP32:-0}" != 1 ]; then
+    HYLA_ATTN_TWO_MTILES=1 OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" | sed 's/^/two m-tiles: /'
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  fi
+  shift 7
+done
 exit $status
