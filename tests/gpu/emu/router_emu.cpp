@@ -43,7 +43,10 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
     }
 }
 
-#include "cuda_lte_router.cpp" // the rewritten cuda_lte_router.cu (run_router.sh)
+// the rewritten kernels/cuda/cuda_lte_router*.cu (run_router.sh), one translation unit
+#include "cuda_lte_router_taps.cpp"
+#include "cuda_lte_router_fused.cpp"
+#include "cuda_lte_router.cpp"
 
 extern "C" {
 void cpu_f32_lte_router_fwd(float *, float *, const float *, const float *, const float *,

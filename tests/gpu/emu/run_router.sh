@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The LTE router's CUDA kernels (kernels/cuda/cuda_lte_router.cu: the fused forward / backward
+# The LTE router's CUDA kernels (kernels/cuda/cuda_lte_router*.cu: the fused forward / backward
 # kernels and the per-tap form they fall back to, cuBLAS done by plain loops) on the CPU through
 # emu.h (a fiber per CUDA thread, barriers for __syncthreads; cp.async copies landing only at
 # the wait, NaN before, through cp_async_emu.h), against the CPU twins
@@ -19,7 +19,8 @@ trap 'rm -rf "$work"' EXIT
 python3 - "$root/kernels/cuda" "$work" <<'PY'
 import re, sys
 src, out = sys.argv[1], sys.argv[2]
-for name in ["cuda_lte_router.cu", "cuda_column_sum.cuh"]:
+for name in ["cuda_lte_router.cu", "cuda_lte_router_taps.cu", "cuda_lte_router_fused.cu", "cuda_lte_router.cuh",
+             "cuda_column_sum.cuh"]:
     s = open(f"{src}/{name}").read()
     s = re.sub(r'#include (<cuda_pipeline.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
     # cp.async whose copies land at the wait, the destination NaN until then (cp_async_emu.h)

@@ -1,0 +1,81 @@
+// The LTE router CNN on the GPU (MODEL.md §5.2): what its two forms share — the problem's
+// dimensions and offsets, and the CPU twin's dropout-masked conv inputs — and the entry points
+// of each form. cuda_lte_router.cu picks the form; cuda_lte_router_taps.cu is the per-tap
+// cuBLAS form, cuda_lte_router_fused.cu the fused kernels.
+#ifndef HYLA_CUDA_LTE_ROUTER_CUH
+#define HYLA_CUDA_LTE_ROUTER_CUH
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/rng.h"
+#include "kernels/ops/op_shapes.h"
+
+struct router_dims {
+    int B, L, H, d, n;
+    int c[HYLA_LTE_MAX_CONVS + 1], kernel[HYLA_LTE_MAX_CONVS], dilation[HYLA_LTE_MAX_CONVS];
+    size_t act[HYLA_LTE_MAX_CONVS + 2];     // a_1 .. a_n at act[1..n], z at act[n + 1]
+    size_t w[HYLA_LTE_MAX_CONVS], b[HYLA_LTE_MAX_CONVS], pw, pb;
+    float p, keep_scale;
+    uint32_t keep_min; // kept iff (draw >> 40) >= keep_min: hyla_rng_uniform(...) >= p, in integers
+    uint64_t key[HYLA_LTE_MAX_CONVS];
+};
+
+static inline struct router_dims dims_of(const struct hyla_lte_router_shape *s, int B, int L, float p, uint64_t key) {
+    struct router_dims r;
+    memset(&r, 0, sizeof r);
+    r.B = B, r.L = L, r.H = s->heads, r.d = s->head_dim, r.n = s->n_convs, r.p = p, r.keep_scale = 1.0f / (1.0f - p);
+    // the uniform is (draw >> 40) 2^-24 exactly, and p 2^24 is exact: the same comparison
+    r.keep_min = p > 0 ? (uint32_t)ceilf(p * 16777216.0f) : 0;
+    struct hyla_lte_router_offsets off = lte_router_offsets(s);
+    const size_t tokens = (size_t)B * L * r.H;
+    size_t at = 0;
+    for (int l = 0; l <= r.n; l++) r.c[l] = lte_router_channels(s, l);
+    for (int l = 0; l < r.n; l++) {
+        r.kernel[l] = s->kernel[l], r.dilation[l] = s->dilation[l];
+        r.w[l] = off.conv_weight[l], r.b[l] = off.conv_bias[l];
+        r.key[l] = hyla_rng_subkey(key, (uint64_t)l);
+        r.act[l + 1] = at;
+        at += tokens * (size_t)r.c[l + 1];
+    }
+    r.act[r.n + 1] = at;
+    r.pw = off.proj_weight, r.pb = off.proj_bias;
+    return r;
+}
+
+__device__ static inline float sig(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ static inline float silu(float x) { return x * sig(x); }
+__device__ static inline float silu_grad(float x) {
+    float s = sig(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
+// The (dropped-out) input of conv l at (b, t, h, channel ci); 1 when kept, 0 when dropped in *mask.
+__device__ static inline float conv_input(const struct router_dims &r, int l, const float *k, const float *v,
+                                   const float *acts, int b, int t, int h, int ci, float *mask) {
+    const size_t pos = ((size_t)b * r.L + t) * r.H + h;
+    float x = l == 0 ? (ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d])
+                     : silu(acts[r.act[l] + pos * r.c[l] + ci]);
+    float keep = 1.0f;
+    if (r.p > 0) keep = hyla_rng_uniform(r.key[l], pos * r.c[l] + ci) >= r.p ? r.keep_scale : 0.0f;
+    *mask = keep;
+    return x * keep;
+}
+
+// The per-tap form (cuda_lte_router_taps.cu): any shape.
+void taps_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
+                     const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key);
+void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
+                     const float *params, const float *acts, const struct hyla_lte_router_shape *shape, int B, int L,
+                     float p, uint64_t key);
+
+// The fused kernels (cuda_lte_router_fused.cu): false, having done nothing, for a shape whose
+// tile does not fit in shared memory.
+namespace fused {
+bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r);
+bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
+              const float *params, const float *acts, const router_dims &r);
+} // namespace fused
+
+#endif

@@ -1,0 +1,788 @@
+// CUDA: the LTE router's fused kernels (cuda_lte_router.cu picks them where a shape's tile fits).
+//
+// Why fused: at the 0.4B shape (B 4, L 4096, 16 kv heads, channels 128 -> 64 -> 32 -> 16, kernel
+// 3, dilation 2) the router is ~17 GFLOP forward, but as per-tap products it was 36 cuBLAS calls
+// forward and 72 backward plus element-wise passes over every activation: launch overhead and
+// memory traffic, 1.2 ms forward and 3.6 ms backward on an H200. Fused, each activation crosses
+// global memory once (k, v read; a_1 .. a_n, z written; backward: those read, dk, dv written)
+// and the products run from shared memory on the CUDA cores in fp32.
+//
+// Forward (fwd_kernel): a block per (tile of T output tokens, head, batch). It builds conv 0's
+// dropped-out input for the tile's rows plus the receptive field's halo (zero outside the
+// sequence), then runs the convs one after the other on shared memory: each conv's output rows
+// shrink by the conv's reach, and the output (SiLU, then the next conv's dropout) overwrites the
+// input in place once every thread has read it, so one buffer of (T + halo) rows holds the
+// whole stack. The pre-activations of the tile's own rows go to `acts`, then z and the score.
+// The halo is recomputed by the neighbouring tiles (at the 0.4B shape 128 conv-0 rows per 120
+// tokens: 7% more work for no inter-block traffic).
+//
+// Backward (bwd_kernel): a block per (segment of consecutive tiles, head, batch), tile after
+// tile: dz and da_n (gradient at the last pre-activation) for the tile plus the backward halo,
+// then per conv from the last: its input gradient as a product on shared memory (rows shrink by
+// the conv's reach; times the dropout mask and silu'(a_l), read from `acts`, it is the previous
+// conv's da), down to conv 0, whose input gradient goes to dk, dv for the tile's own rows only
+// (conv 0, three quarters of the work, has no halo backward); and its weight gradient over the
+// tile's own rows (da ⊗ the conv's dropped-out input, rebuilt from k, v or `acts`). Parameter
+// gradients accumulate in registers over a tile and across the block's tiles in its slot of a
+// stream-ordered scratch (each thread owns its entries: read, add, write; no atomics);
+// reduce_kernel then adds the slots of a head in a fixed order into dparams. Long segments keep
+// the scratch small (about 35 MB at the 0.4B shape).
+//
+// The products: tap i of a conv is a product of the input rows shifted by dilation * i with that
+// tap's [c_in, c_out] weights. A thread computes TM rows x 4 output channels (rows strided by
+// the number of row groups) as a 4-channel-deep outer product per step: 4 float4 weight loads +
+// TM float4 input loads for 16 TM fused multiply-adds. A warp holds 8 channel groups x 4
+// neighbouring row groups, so that each of its float4 loads is one shared-memory wavefront (8
+// distinct weight float4s; 4 rows whose strides are an odd number of float4s, distinct banks).
+// Weights are re-laid once per call by stage_weights_kernel ([head][tap][reduction channel]
+// [output channel], zero-padded to multiples of 4) so that a chunk of them is a few contiguous
+// runs: chunks of ~8 KB arrive by cp.async into two buffers, the next while the current one's
+// products run, one barrier per chunk. Weight gradients: a warp owns 32 output x 32 input
+// channels of one tap (a thread 8 x 4) and walks the tile's rows: 3 float4 loads for 32
+// multiply-adds per row.
+//
+// The host plans each direction once per shape (cached): TM (1 .. 8) and the passes of each
+// product, the tile length T and the backward's segments, by a small cost model (padding,
+// load-to-multiply ratio, halo, dropout draws, shared memory for two blocks per SM, whole waves
+// of blocks). At the 0.4B shape: forward T = 120 (128 conv-0 rows: 7% halo), 85 KB of shared
+// memory, 2240 blocks; backward T = 64, 16 tiles per block, 256 blocks, 68 KB. Any n_convs <=
+// HYLA_LTE_MAX_CONVS, kernel, dilation and head dim whose tile fits in 227 KB runs fused.
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+
+#include <cuda_pipeline.h>
+
+#include "backend_cuda.h"
+#include "cuda_check.h"
+#include "cuda_lte_router.cuh"
+
+namespace fused {
+
+constexpr int THREADS = 256;
+constexpr int TN = 4;                          // output channels of a thread in a product (a float4)
+constexpr int MAX_TM = 8;                      // its rows, at most
+constexpr int W_CHUNK = 2048;                  // floats of a staged weight chunk (8 KB; two in flight)
+constexpr int MAXC = HYLA_LTE_MAX_CONVS;
+constexpr int SMEM_MAX = 227 * 1024;           // bytes of shared memory a block may have (sm_90)
+constexpr int SMEM_TWO = 113 * 1024;           // at most this, two blocks share an SM
+constexpr int DW_CO = 8, DW_CI = 4;            // a thread's weight-gradient tile
+constexpr int DW_TILE = 32 * DW_CO * DW_CI;    // floats of a warp's
+constexpr double DRAW_COST = 24;               // a dropout draw, in multiply-adds (cost model only)
+
+__host__ __device__ inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+// Shared-memory row stride of c channels: room for 8-channel loads, and an odd number of float4s
+// so that the float4s of neighbouring rows fall in different banks.
+__host__ __device__ inline int row_stride(int c) { return round_up(c, 8) + 4; }
+// Tokens before (left) and after (right) an output that conv l reads.
+__host__ __device__ inline int left_reach(const router_dims &r, int l) {
+    return r.dilation[l] * ((r.kernel[l] - 1) / 2);
+}
+__host__ __device__ inline int right_reach(const router_dims &r, int l) {
+    return r.dilation[l] * (r.kernel[l] - 1) - left_reach(r, l);
+}
+__host__ __device__ inline int reach(const router_dims &r, int l) { return r.dilation[l] * (r.kernel[l] - 1); }
+
+// A conv as a product on shared memory: out[row][n] = sum over taps i and reduction channels kk
+// of A[row + shift_i][kk] * Wi[kk][n], shift_i = dil * i (forward: kk = input channel, n = output
+// channel) or dil * (taps - 1 - i) (backward to the input: kk = output channel, n = input).
+struct product {
+    int K, N, Kp, Np;        // reduction and output channels, and both padded to a multiple of 4
+    int taps, dil, reverse;
+    int ng, rg, tm, passes;  // ng channel groups x rg row groups of threads; tm rows each; passes over the rows
+    int wc, cb, rb;          // a warp: wc channel groups x 32 / wc row groups; cb x rb warp tiles
+    int kc;                  // reduction channels per staged chunk (a multiple of 4)
+    size_t w;                // where its staged weights start: [head][tap][Kp][Np]
+};
+struct products {
+    product p[MAXC];
+    int backward;  // staged for the input gradient (K = output channels)
+    size_t total;  // floats of staged weights, every conv and head
+};
+
+struct fwd_plan {
+    router_dims r;
+    products prod;
+    int T, tiles;            // tokens per tile, tiles per sequence
+    int lsum[MAXC + 1];      // rows of conv l's input before the tile's first token
+    int rows[MAXC + 1];      // rows of conv l's input held (rows[n]: u_n, the tile's T)
+    int act_floats, w_floats;
+};
+
+struct bwd_plan {
+    router_dims r;
+    products prod;
+    int T, tiles, tps, segs;  // tokens per tile, tiles per sequence, tiles per block, blocks per sequence
+    int hb[MAXC + 1];         // rows of da_l before the tile's first token (right reaches of convs < l)
+    int prows[MAXC + 1];      // rows of da_l held (l = 1 .. n)
+    int da_floats, x_floats, w_floats, dz_floats;
+    int dw_tiles[MAXC];
+    size_t slot_w[MAXC], slot_b[MAXC], slot_pw, slot_pb, slot_floats;  // a block's partial sums
+};
+
+// Conv l's weight gradient as warp tiles: 4 x 8 lanes, each 8 output x 4 input channels, per tap.
+struct dw_grid {
+    int cog, cig, cob, cib, tiles;  // channel groups of 8 out / 4 in; tiles of 4 x 8 groups; warp tiles
+};
+__host__ __device__ inline dw_grid dw_grid_of(const router_dims &r, int l) {
+    dw_grid g;
+    g.cog = (r.c[l + 1] + DW_CO - 1) / DW_CO, g.cig = (r.c[l] + DW_CI - 1) / DW_CI;
+    g.cob = (g.cog + 3) / 4, g.cib = (g.cig + 7) / 8;
+    g.tiles = r.kernel[l] * g.cob * g.cib;
+    return g;
+}
+
+// ---- device pieces ----
+__device__ inline float keep_factor(const router_dims &r, int l, size_t e) {
+    if (!(r.p > 0)) return 1.0f;
+    return (uint32_t)(hyla_rng_u64(r.key[l], e) >> 40) >= r.keep_min ? r.keep_scale : 0.0f;
+}
+__device__ inline size_t token_pos(const router_dims &r, int b, int t, int h) { return ((size_t)b * r.L + t) * r.H + h; }
+__device__ inline float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+__device__ inline void store4(float *p, const float (&v)[4]) {
+    *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ inline void fma4(float (&acc)[4], float x, const float4 &w) {
+    acc[0] = fmaf(x, w.x, acc[0]), acc[1] = fmaf(x, w.y, acc[1]);
+    acc[2] = fmaf(x, w.z, acc[2]), acc[3] = fmaf(x, w.w, acc[3]);
+}
+
+// Conv l's dropped-out input at tokens t_first .. t_first + rows - 1 (a row each; zero outside
+// the sequence) into X, stride row_stride(c_l), the padding channels up to a multiple of 4 zero.
+__device__ void load_input(float *X, const router_dims &r, int l, int b, int h, int t_first, int rows, const float *k,
+                           const float *v, const float *acts) {
+    const int c = r.c[l], groups = round_up(c, 4) / 4, xs = row_stride(c);
+    for (int e = threadIdx.x; e < rows * groups; e += THREADS) {
+        const int row = e / groups, c0 = e % groups * 4, t = t_first + row;
+        float x[4] = {0, 0, 0, 0};
+        if (t >= 0 && t < r.L) {
+            const size_t pos = token_pos(r, b, t, h);
+            for (int q = 0; q < 4 && c0 + q < c; q++) {
+                const int ci = c0 + q;
+                const float u = l > 0 ? silu(acts[r.act[l] + pos * c + ci])
+                                      : ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d];
+                x[q] = u * keep_factor(r, l, pos * c + ci);
+            }
+        }
+        store4(X + (size_t)row * xs + c0, x);
+    }
+}
+
+// Reduction channels c0 .. c0 + kc - 1 of one head's staged weights wh ([taps][Kp][Np]) into W as
+// [taps][kc][Np] (taps contiguous runs of kc * Np floats), by cp.async: one group, landing while
+// the previous chunk's products run.
+__device__ inline void chunk_issue(float *W, const float *wh, const product &p, int c0, int kc) {
+    const int run = kc * p.Np / 4, total = p.taps * run;
+    for (int f = threadIdx.x; f < total; f += THREADS)
+        __pipeline_memcpy_async(W + 4 * f, wh + ((size_t)(f / run) * p.Kp + c0) * p.Np + 4 * (f % run), 16);
+    __pipeline_commit();
+}
+
+// acc[j][q] += the chunk's part of out[row0 + j rg][n0 + q]. Rows past the held ones (a pass's
+// padding, results never stored) read the last held row.
+template <int TM>
+__device__ inline void accumulate(float (&acc)[TM][TN], const float *A, int as, int a_rows, const float *W,
+                                  const product &p, int c0, int kc, int row0, int n0) {
+    for (int i = 0; i < p.taps; i++) {
+        const int shift = p.dil * (p.reverse ? p.taps - 1 - i : i);
+        int a[TM];
+#pragma unroll
+        for (int j = 0; j < TM; j++) a[j] = min(row0 + j * p.rg + shift, a_rows - 1) * as + c0;
+        const float *w = W + i * kc * p.Np + n0;
+        for (int kk = 0; kk < kc; kk += 4) {
+            const float4 b0 = load4(w + kk * p.Np), b1 = load4(w + (kk + 1) * p.Np);
+            const float4 b2 = load4(w + (kk + 2) * p.Np), b3 = load4(w + (kk + 3) * p.Np);
+#pragma unroll
+            for (int j = 0; j < TM; j++) {
+                const float4 x = load4(A + a[j] + kk);
+                fma4(acc[j], x.x, b0), fma4(acc[j], x.y, b1), fma4(acc[j], x.z, b2), fma4(acc[j], x.w, b3);
+            }
+        }
+    }
+}
+
+// The product p of A (shared, stride as, a_rows rows) with the staged weights wh, pass by pass;
+// each thread hands its rows to epi(row, n0, values[4]). The weight chunks alternate between two
+// buffers of w_half floats at W: chunk c + 1 is copied in while chunk c's products run, and one
+// barrier per chunk both publishes chunk c and retires the buffer that chunk c + 1 overwrites.
+// An in-place epilogue (writing over A) waits for every thread's products first (the planner
+// gives such a product one pass).
+template <int TM, class Epi>
+__device__ void run_product_tm(const product &p, const float *A, int as, int a_rows, float *W, int w_half,
+                               const float *wh, const Epi &epi) {
+    // a warp holds wc channel groups x 32 / wc neighbouring row groups: its weight loads touch
+    // wc float4s, its input loads 32 / wc rows (one shared-memory wavefront each)
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, cb = warp % p.cb, rb = warp / p.cb;
+    const int cg = cb * p.wc + lane % p.wc, rgi = rb * (32 / p.wc) + lane / p.wc, n0 = cg * TN;
+    const bool active = rb < p.rb && cg < p.ng;
+    const int chunks = (p.Kp + p.kc - 1) / p.kc;
+    for (int pass = 0; pass < p.passes; pass++) {
+        const int row0 = pass * p.rg * TM + rgi;
+        float acc[TM][TN];
+#pragma unroll
+        for (int j = 0; j < TM; j++)
+            for (int q = 0; q < TN; q++) acc[j][q] = 0;
+        __syncthreads(); // W is no longer read (an earlier product or pass)
+        chunk_issue(W, wh, p, 0, min(p.kc, p.Kp));
+        for (int c = 0; c < chunks; c++) {
+            const int c0 = c * p.kc, kc = min(p.kc, p.Kp - c0);
+            float *Wc = W + (c % 2) * w_half;
+            __pipeline_wait_prior(0); // this thread's copies of chunk c have landed
+            __syncthreads();          // everyone's have (and A is complete); chunk c - 1's buffer is free
+            if (c + 1 < chunks) chunk_issue(W + ((c + 1) % 2) * w_half, wh, p, c0 + kc, min(p.kc, p.Kp - c0 - kc));
+            if (active) accumulate<TM>(acc, A, as, a_rows, Wc, p, c0, kc, row0, n0);
+        }
+        if (Epi::in_place) __syncthreads();
+        if (active)
+#pragma unroll
+            for (int j = 0; j < TM; j++) epi(row0 + j * p.rg, n0, acc[j]);
+    }
+}
+template <class Epi>
+__device__ void run_product(const product &p, const float *A, int as, int a_rows, float *W, int w_half,
+                            const float *wh, const Epi &epi) {
+    switch (p.tm) {
+    case 1: run_product_tm<1>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    case 2: run_product_tm<2>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    case 3: run_product_tm<3>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    case 4: run_product_tm<4>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    case 5: run_product_tm<5>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    case 6: run_product_tm<6>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    case 7: run_product_tm<7>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    default: run_product_tm<8>(p, A, as, a_rows, W, w_half, wh, epi); break;
+    }
+}
+
+// ---- forward ----
+// Conv l's outputs: a_{l+1} of the tile's own rows to acts; in place of the input, the next conv's
+// input (SiLU, then its dropout), or u_n before the projection; zero outside the sequence.
+struct fwd_out {
+    static constexpr bool in_place = true;
+    const fwd_plan *pl;
+    float *X, *acts;
+    const float *params;
+    int l, b, h, t0;
+    __device__ void operator()(int row, int n0, const float (&a)[TN]) const {
+        const router_dims &r = pl->r;
+        const int c = r.c[l + 1], before = pl->lsum[l + 1], t = t0 - before + row;
+        if (row >= pl->rows[l + 1]) return;
+        const bool inside = t >= 0 && t < r.L, own = inside && row >= before && row < before + pl->T;
+        const float *bias = params + r.b[l] + (size_t)h * c;
+        float u[4] = {0, 0, 0, 0};
+        if (inside) {
+            const size_t pos = token_pos(r, b, t, h);
+            for (int q = 0; q < TN && n0 + q < c; q++) {
+                const int co = n0 + q;
+                const float pre = a[q] + bias[co];
+                if (own) acts[r.act[l + 1] + pos * c + co] = pre;
+                u[q] = silu(pre);
+                if (l + 1 < r.n) u[q] *= keep_factor(r, l + 1, pos * c + co);
+            }
+        }
+        store4(X + (size_t)row * row_stride(c) + n0, u);
+    }
+};
+
+// z and the score for the tile's own tokens from u_n (row i = token t0 + i).
+__device__ void project(float *score, float *acts, const float *U, const float *params, const fwd_plan &pl, int b,
+                        int h, int t0) {
+    const router_dims &r = pl.r;
+    const int c = r.c[r.n], us = row_stride(c);
+    const float *w = params + r.pw + (size_t)h * c;
+    const float bias = params[r.pb + h];
+    for (int i = threadIdx.x; i < pl.T && t0 + i < r.L; i += THREADS) {
+        const size_t pos = token_pos(r, b, t0 + i, h);
+        float z = bias;
+        for (int j = 0; j < c; j++) z += w[j] * U[(size_t)i * us + j];
+        acts[r.act[r.n + 1] + pos] = z;
+        score[pos] = sig(z) - 0.5f;
+    }
+}
+
+__global__ void __launch_bounds__(THREADS, 2)
+    fwd_kernel(float *score, float *acts, const float *k, const float *v, const float *params, const float *wt,
+               const __grid_constant__ fwd_plan pl) {
+    extern __shared__ __align__(16) float smem[];
+    float *X = smem, *W = smem + pl.act_floats;
+    const router_dims &r = pl.r;
+    const int h = blockIdx.y, b = blockIdx.z, t0 = blockIdx.x * pl.T;
+    load_input(X, r, 0, b, h, t0 - pl.lsum[0], pl.rows[0], k, v, acts);
+    for (int l = 0; l < r.n; l++) {
+        const product &p = pl.prod.p[l];
+        const fwd_out epi{&pl, X, acts, params, l, b, h, t0};
+        run_product(p, X, row_stride(r.c[l]), pl.rows[l], W, pl.w_floats / 2,
+                    wt + p.w + (size_t)h * p.taps * p.Kp * p.Np, epi);
+    }
+    __syncthreads();
+    project(score, acts, X, params, pl, b, h, t0);
+}
+
+// ---- backward ----
+// The gradient at the projection: dz per row; da_n (at the last conv's pre-activation) into P
+// for rows 0 .. prows[n] - 1 (token t0 - hb[n] + row); dz silu(a_n) of the tile's own rows into
+// G (the projection weight's gradient terms). Zero outside the sequence.
+__device__ void projection_backward(float *P, float *G, float *dz, const bwd_plan &pl, const float *dscore,
+                                    const float *acts, const float *params, int b, int h, int t0) {
+    const router_dims &r = pl.r;
+    const int n = r.n, c = r.c[n], rows = pl.prows[n], first = t0 - pl.hb[n], groups = round_up(c, 4) / 4;
+    const int ps = row_stride(c);
+    for (int i = threadIdx.x; i < rows; i += THREADS) {
+        const int t = first + i;
+        float g = 0;
+        if (t >= 0 && t < r.L) {
+            const size_t pos = token_pos(r, b, t, h);
+            const float s = sig(acts[r.act[n + 1] + pos]);
+            g = dscore[pos] * s * (1.0f - s);
+        }
+        dz[i] = g;
+    }
+    __syncthreads();
+    const float *w = params + r.pw + (size_t)h * c;
+    for (int e = threadIdx.x; e < rows * groups; e += THREADS) {
+        const int i = e / groups, c0 = e % groups * 4, t = first + i;
+        float da[4] = {0, 0, 0, 0}, gw[4] = {0, 0, 0, 0};
+        if (t >= 0 && t < r.L) {
+            const size_t pos = token_pos(r, b, t, h);
+            for (int q = 0; q < 4 && c0 + q < c; q++) {
+                const float a = acts[r.act[n] + pos * c + c0 + q];
+                da[q] = dz[i] * w[c0 + q] * silu_grad(a);
+                gw[q] = dz[i] * silu(a);
+            }
+        }
+        store4(P + (size_t)i * ps + c0, da);
+        if (i >= pl.hb[n] && i < pl.hb[n] + pl.T) store4(G + (size_t)(i - pl.hb[n]) * ps + c0, gw);
+    }
+}
+
+// The sum of M[i * stride] over rows i < rows, in four interleaved partial sums (a fixed order).
+__device__ inline float column_sum(const float *M, int stride, int rows) {
+    float s[4] = {0, 0, 0, 0};
+    int i = 0;
+    for (; i + 4 <= rows; i += 4)
+        for (int q = 0; q < 4; q++) s[q] += M[(size_t)(i + q) * stride];
+    for (; i < rows; i++) s[0] += M[(size_t)i * stride];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+// A block's slot entry: written by its first tile, added to by the next ones.
+__device__ inline void add_partial(float *entry, float s, bool first) { *entry = first ? s : *entry + s; }
+
+// The projection's weight and bias gradients over the tile's own rows (G, dz from above).
+__device__ void projection_partials(float *slot, const float *G, const float *dz, const bwd_plan &pl, bool first) {
+    const int c = pl.r.c[pl.r.n];
+    for (int j = threadIdx.x; j <= c; j += THREADS) {
+        if (j < c) add_partial(slot + pl.slot_pw + j, column_sum(G + j, row_stride(c), pl.T), first);
+        else add_partial(slot + pl.slot_pb, column_sum(dz + pl.hb[pl.r.n], 1, pl.T), first);
+    }
+}
+
+// Conv l's input gradient: da_l = g * mask_l * silu'(a_l) into Q (rows of da_l, zero outside the
+// sequence), or for conv 0 g * mask_0 into dk, dv for the tile's own tokens.
+struct dx_out {
+    static constexpr bool in_place = false;
+    const bwd_plan *pl;
+    float *Q, *dk, *dv;
+    const float *acts;
+    int l, b, h, t0;
+    __device__ void operator()(int row, int n0, const float (&g)[TN]) const {
+        const router_dims &r = pl->r;
+        const int c = r.c[l];
+        if (l == 0) {
+            const int t = t0 + row;
+            if (row >= pl->T || t >= r.L) return;
+            const size_t pos = token_pos(r, b, t, h);
+            for (int q = 0; q < TN && n0 + q < c; q++) {
+                const int ci = n0 + q;
+                const float x = g[q] * keep_factor(r, 0, pos * c + ci);
+                if (ci < r.d) dk[pos * r.d + ci] = x;
+                else dv[pos * r.d + ci - r.d] = x;
+            }
+            return;
+        }
+        if (row >= pl->prows[l]) return;
+        const int t = t0 - pl->hb[l] + row;
+        float da[4] = {0, 0, 0, 0};
+        if (t >= 0 && t < r.L) {
+            const size_t pos = token_pos(r, b, t, h);
+            for (int q = 0; q < TN && n0 + q < c; q++) {
+                const size_t e = pos * c + n0 + q;
+                da[q] = g[q] * keep_factor(r, l, e) * silu_grad(acts[r.act[l] + e]);
+            }
+        }
+        store4(Q + (size_t)row * row_stride(c) + n0, da);
+    }
+};
+
+// Conv l's weight gradient over the tile's own rows, dW[co][ci][i] += sum over rows of
+// da_{l+1}[row][co] X[row + dil i][ci] (P: da_{l+1}; X: conv l's input from the tile's first
+// token minus its left reach), into the block's slot: warp tile wt, lane, acc[j][q] at
+// wt * DW_TILE + j * 128 + lane * 4 + q.
+__device__ void weight_partials(float *slot, const float *P, const float *X, const bwd_plan &pl, int l, bool first) {
+    const router_dims &r = pl.r;
+    const dw_grid g = dw_grid_of(r, l);
+    const int cout = r.c[l + 1], cin = r.c[l], ps = row_stride(cout), xs = row_stride(cin);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int wt = warp; wt < g.tiles; wt += THREADS / 32) {
+        const int i = wt / (g.cob * g.cib), ob = wt / g.cib % g.cob, ib = wt % g.cib;
+        // lanes past the channels compute a copy of the last group (never reduced)
+        const int co0 = min((ob * 4 + lane / 8) * DW_CO, round_up(cout, DW_CO) - DW_CO);
+        const int ci0 = min((ib * 8 + lane % 8) * DW_CI, round_up(cin, DW_CI) - DW_CI);
+        float4 *s = reinterpret_cast<float4 *>(slot + pl.slot_w[l] + (size_t)wt * DW_TILE) + lane;
+        float acc[DW_CO][DW_CI];
+#pragma unroll
+        for (int j = 0; j < DW_CO; j++) {
+            const float4 o = first ? make_float4(0, 0, 0, 0) : s[j * 32];
+            acc[j][0] = o.x, acc[j][1] = o.y, acc[j][2] = o.z, acc[j][3] = o.w;
+        }
+        const float *pa = P + (size_t)pl.hb[l + 1] * ps + co0, *xa = X + (size_t)r.dilation[l] * i * xs + ci0;
+#pragma unroll 2
+        for (int t = 0; t < pl.T; t++) {
+            const float4 p0 = load4(pa + (size_t)t * ps), p1 = load4(pa + (size_t)t * ps + 4);
+            const float4 x = load4(xa + (size_t)t * xs);
+            fma4(acc[0], p0.x, x), fma4(acc[1], p0.y, x), fma4(acc[2], p0.z, x), fma4(acc[3], p0.w, x);
+            fma4(acc[4], p1.x, x), fma4(acc[5], p1.y, x), fma4(acc[6], p1.z, x), fma4(acc[7], p1.w, x);
+        }
+#pragma unroll
+        for (int j = 0; j < DW_CO; j++) s[j * 32] = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+    }
+}
+// Conv l's bias gradient over the tile's own rows.
+__device__ void bias_partials(float *slot, const float *P, const bwd_plan &pl, int l, bool first) {
+    const int c = pl.r.c[l + 1], ps = row_stride(c);
+    for (int co = threadIdx.x; co < c; co += THREADS)
+        add_partial(slot + pl.slot_b[l] + co, column_sum(P + (size_t)pl.hb[l + 1] * ps + co, ps, pl.T), first);
+}
+
+// Shared memory: two buffers for da (P: da_{l+1}, read; Q: da_l, written), conv l's input X, a
+// weight chunk, dz. P is chosen so that at conv 0 it is buf0: conv 0's input (the widest) then
+// spans buf1 and Xr, free by then.
+__global__ void __launch_bounds__(THREADS, 2)
+    bwd_kernel(float *dk, float *dv, float *partial, const float *dscore, const float *k, const float *v,
+               const float *params, const float *acts, const float *wt, const __grid_constant__ bwd_plan pl) {
+    extern __shared__ __align__(16) float smem[];
+    const router_dims &r = pl.r;
+    const int seg = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    float *buf0 = smem, *buf1 = buf0 + pl.da_floats, *Xr = buf1 + pl.da_floats, *W = Xr + pl.x_floats;
+    float *dz = W + pl.w_floats;
+    float *slot = partial + (((size_t)b * r.H + h) * pl.segs + seg) * pl.slot_floats;
+    const int first_tile = seg * pl.tps, end = min(pl.tiles, first_tile + pl.tps);
+    for (int tile = first_tile; tile < end; tile++) {
+        const bool first = tile == first_tile;
+        const int t0 = tile * pl.T;
+        float *P = (r.n - 1) % 2 == 0 ? buf0 : buf1, *Q = P == buf0 ? buf1 : buf0;
+        __syncthreads(); // the previous tile is done with every buffer
+        projection_backward(P, Q, dz, pl, dscore, acts, params, b, h, t0);
+        __syncthreads();
+        projection_partials(slot, Q, dz, pl, first);
+        for (int l = r.n - 1; l >= 0; l--) {
+            const product &p = pl.prod.p[l];
+            const dx_out epi{&pl, Q, dk, dv, acts, l, b, h, t0};
+            run_product(p, P, row_stride(r.c[l + 1]), pl.prows[l + 1], W, pl.w_floats / 2,
+                        wt + p.w + (size_t)h * p.taps * p.Kp * p.Np, epi);
+            __syncthreads();
+            float *X = l > 0 ? Xr : Q;
+            load_input(X, r, l, b, h, t0 - left_reach(r, l), pl.T + reach(r, l), k, v, acts);
+            __syncthreads();
+            weight_partials(slot, P, X, pl, l, first);
+            bias_partials(slot, P, pl, l, first);
+            float *swap = P;
+            P = Q, Q = swap;
+        }
+    }
+}
+
+// The parameter that slot entry o of head h sums, or -1 (padding lanes and channels).
+__device__ long long slot_param(const bwd_plan &pl, size_t o, int h) {
+    const router_dims &r = pl.r;
+    for (int l = 0; l < r.n; l++) {
+        const int cout = r.c[l + 1], cin = r.c[l];
+        if (o >= pl.slot_w[l] && o < pl.slot_w[l] + (size_t)pl.dw_tiles[l] * DW_TILE) {
+            const dw_grid g = dw_grid_of(r, l);
+            const size_t rel = o - pl.slot_w[l];
+            const int wt = (int)(rel / DW_TILE), j = (int)(rel % DW_TILE / 128), lane = (int)(rel % 128 / 4);
+            const int q = (int)(rel % 4), i = wt / (g.cob * g.cib), ob = wt / g.cib % g.cob, ib = wt % g.cib;
+            const int co = (ob * 4 + lane / 8) * DW_CO + j, ci = (ib * 8 + lane % 8) * DW_CI + q;
+            if (co >= cout || ci >= cin) return -1;
+            return (long long)(r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i);
+        }
+        if (o >= pl.slot_b[l] && o < pl.slot_b[l] + (size_t)cout) return (long long)(r.b[l] + (size_t)h * cout + (o - pl.slot_b[l]));
+    }
+    const int c = r.c[r.n];
+    if (o >= pl.slot_pw && o < pl.slot_pw + (size_t)c) return (long long)(r.pw + (size_t)h * c + (o - pl.slot_pw));
+    if (o == pl.slot_pb) return (long long)(r.pb + h);
+    return -1;
+}
+
+// dparams += the slots of head h, summed over batch and segment in that order.
+__global__ void reduce_kernel(float *dparams, const float *partial, const __grid_constant__ bwd_plan pl) {
+    const size_t o = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    const int h = blockIdx.y;
+    if (o >= pl.slot_floats) return;
+    const long long at = slot_param(pl, o, h);
+    if (at < 0) return;
+    float s = 0;
+    for (int b = 0; b < pl.r.B; b++)
+        for (int seg = 0; seg < pl.segs; seg++) s += partial[(((size_t)b * pl.r.H + h) * pl.segs + seg) * pl.slot_floats + o];
+    dparams[at] += s;
+}
+
+// Every conv's weights laid out for its products: [head][tap][Kp][Np], zero-padded.
+__global__ void stage_weights_kernel(float *wt, const float *params, const __grid_constant__ router_dims r,
+                                     const __grid_constant__ products prod) {
+    const size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= prod.total) return;
+    int l = 0;
+    while (l + 1 < r.n && e >= prod.p[l + 1].w) l++;
+    const product &p = prod.p[l];
+    size_t rest = e - p.w;
+    const int nn = (int)(rest % p.Np);
+    rest /= p.Np;
+    const int kk = (int)(rest % p.Kp);
+    rest /= p.Kp;
+    const int i = (int)(rest % p.taps), h = (int)(rest / p.taps);
+    const int co = prod.backward ? kk : nn, ci = prod.backward ? nn : kk, cin = r.c[l], cout = r.c[l + 1];
+    wt[e] = co < cout && ci < cin ? params[r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i] : 0.0f;
+}
+
+// ---- host: layouts and tile lengths ----
+// Thread-steps of a product (idle threads included): the multiply-adds and their operand loads
+// (4 + tm float4 loads per 16 tm multiply-adds).
+static double product_cost(const product &p) {
+    return (double)p.passes * p.tm * THREADS * TN * p.Kp * p.taps * (17.0 * p.tm + 4) / (16.0 * p.tm);
+}
+// Threads over the output channel groups: warp tiles of wc groups (a power of two, at most 8) by
+// 32 / wc row groups, cb tiles across the groups, rb down the rows (8 warps).
+static void thread_layout(product *p) {
+    p->ng = p->Np / TN;
+    p->wc = 1;
+    while (p->wc < 8 && p->wc < p->ng) p->wc *= 2;
+    p->cb = (p->ng + p->wc - 1) / p->wc;
+    p->rb = std::max(1, THREADS / 32 / p->cb);
+    p->rg = p->rb * (32 / p->wc);
+}
+// Lays out p over `rows` output rows at the cheapest tm; false when none fits (more output channel
+// groups than threads, or more than one pass if single_pass). A weight chunk holds at least 4
+// reduction channels: wide convs take chunks over W_CHUNK (the shared-memory check decides).
+static bool make_product(product *p, int K, int N, int rows, int taps, int dil, int reverse, bool single_pass) {
+    product base{};
+    base.K = K, base.N = N, base.Kp = round_up(K, 4), base.Np = round_up(N, 4);
+    base.taps = taps, base.dil = dil, base.reverse = reverse;
+    thread_layout(&base);
+    if (base.cb > THREADS / 32) return false;
+    base.kc = std::min(base.Kp, std::max(4, W_CHUNK / (taps * base.Np) / 4 * 4));
+    double best = -1;
+    for (int tm = 1; tm <= MAX_TM; tm++) {
+        product c = base;
+        c.tm = tm, c.passes = (rows + c.rg * tm - 1) / (c.rg * tm);
+        if (single_pass && c.passes > 1) continue;
+        const double cost = product_cost(c);
+        if (best < 0 || cost < best) best = cost, *p = c;
+    }
+    return best >= 0;
+}
+// Each product's staged weights one after the other.
+static void stage_layout(products *prod, int n, int H, int backward) {
+    prod->backward = backward, prod->total = 0;
+    for (int l = 0; l < n; l++) {
+        product &p = prod->p[l];
+        p.w = prod->total;
+        prod->total += (size_t)H * p.taps * p.Kp * p.Np;
+    }
+}
+// Time of a grid of equal blocks of `cost` each (thread-steps): whole waves of per_sm blocks on
+// every SM, then the rest spread over the SMs. An SM holding one block (8 warps) hides that
+// block's barriers and loads less well than one holding two: counted as 70% of its throughput
+// (a guess).
+static double grid_time(long long blocks, int sms, size_t bytes, double cost) {
+    const int per_sm = bytes <= (size_t)SMEM_TWO ? 2 : 1;
+    const long long slots = (long long)sms * per_sm, rest = blocks % slots;
+    auto wave = [&](long long k) { return k == 0 ? 0.0 : (double)k * cost / (k >= 2 ? 1.0 : 0.7); };
+    return (double)(blocks / slots) * wave(per_sm) + wave((rest + sms - 1) / sms);
+}
+
+// Forward: conv 0 covers one pass of rg * tm rows (so every conv can write its output over its
+// input); T is what is left after the later convs' reaches. The tm with the least grid time wins.
+static bool plan_forward(fwd_plan *out, const router_dims &r, int sms) {
+    const int n = r.n;
+    int span[MAXC + 1] = {0}, lsum[MAXC + 1] = {0}; // over convs >= l: reaches, left reaches
+    for (int l = n - 1; l >= 0; l--) span[l] = span[l + 1] + reach(r, l), lsum[l] = lsum[l + 1] + left_reach(r, l);
+    product conv0{};
+    conv0.Np = round_up(r.c[1], 4);
+    thread_layout(&conv0);
+    double best = -1;
+    for (int tm0 = 1; tm0 <= MAX_TM; tm0++) {
+        fwd_plan pl{};
+        pl.r = r, pl.T = conv0.rg * tm0 - span[1];
+        if (pl.T < 1) continue;
+        pl.tiles = (r.L + pl.T - 1) / pl.T;
+        int act = 0, wch = 0;
+        double cost = 0;
+        for (int l = 0; l <= n; l++) {
+            pl.lsum[l] = lsum[l], pl.rows[l] = pl.T + span[l];
+            act = std::max(act, pl.rows[l] * row_stride(r.c[l]));
+            cost += (double)pl.rows[l] * r.c[l] * (r.p > 0 && l < n ? DRAW_COST : 1);
+        }
+        bool ok = true;
+        for (int l = 0; l < n && ok; l++) {
+            product &p = pl.prod.p[l];
+            ok = make_product(&p, r.c[l], r.c[l + 1], pl.rows[l + 1], r.kernel[l], r.dilation[l], 0, true);
+            if (ok) wch = std::max(wch, p.taps * p.kc * p.Np), cost += product_cost(p) + p.taps * p.Kp * p.Np;
+        }
+        pl.act_floats = round_up(act, 4), pl.w_floats = 2 * wch;
+        const size_t bytes = sizeof(float) * (size_t)(pl.act_floats + pl.w_floats);
+        if (!ok || bytes > (size_t)SMEM_MAX) continue;
+        const double time = grid_time((long long)r.B * r.H * pl.tiles, sms, bytes, cost);
+        if (best < 0 || time < best) best = time, *out = pl;
+    }
+    if (best < 0) return false;
+    stage_layout(&out->prod, n, r.H, 0);
+    return true;
+}
+static size_t fwd_smem(const fwd_plan &pl) { return sizeof(float) * (size_t)(pl.act_floats + pl.w_floats); }
+static size_t bwd_smem(const bwd_plan &pl) {
+    return sizeof(float) * (size_t)(2 * pl.da_floats + pl.x_floats + pl.w_floats + pl.dz_floats);
+}
+
+// A backward tile of T tokens: its products, shared memory and cost (thread-steps); false if it
+// does not fit.
+static bool backward_tile(bwd_plan *pl, const router_dims &r, int T, double *cost) {
+    const int n = r.n;
+    *pl = bwd_plan{};
+    pl->r = r, pl->T = T, pl->tiles = (r.L + T - 1) / T;
+    int da = 0, x = 0, wch = 0;
+    *cost = 0;
+    for (int l = 0; l < n; l++) pl->hb[l + 1] = pl->hb[l] + right_reach(r, l);
+    for (int j = 1, lb = 0; j <= n; j++) {
+        lb += left_reach(r, j - 1);
+        pl->prows[j] = T + pl->hb[j] + lb;
+        da = std::max(da, pl->prows[j] * row_stride(r.c[j]));
+    }
+    for (int l = 0; l < n; l++) {
+        product &p = pl->prod.p[l];
+        const int rows = l > 0 ? pl->prows[l] : T;
+        if (!make_product(&p, r.c[l + 1], r.c[l], rows, r.kernel[l], r.dilation[l], 1, false)) return false;
+        wch = std::max(wch, p.taps * p.kc * p.Np);
+        if (l > 0) x = std::max(x, (T + reach(r, l)) * row_stride(r.c[l]));
+        const dw_grid g = dw_grid_of(r, l);
+        *cost += product_cost(p) + (double)p.passes * p.taps * p.Kp * p.Np;
+        *cost += (double)((g.tiles + 7) / 8) * THREADS * DW_CO * DW_CI * T * 35.0 / 32;
+        *cost += (double)(T + reach(r, l) + rows) * r.c[l] * (r.p > 0 ? DRAW_COST : 1);
+    }
+    pl->da_floats = round_up(da, 4);
+    const int x0 = (T + reach(r, 0)) * row_stride(r.c[0]); // conv 0's input spans buf1 and Xr
+    pl->x_floats = round_up(std::max(x, x0 - pl->da_floats), 4);
+    pl->w_floats = 2 * wch, pl->dz_floats = round_up(pl->prows[n], 4);
+    return bwd_smem(*pl) <= (size_t)SMEM_MAX;
+}
+
+// Backward: the tile length T and the segments (blocks of tps consecutive tiles) with the least
+// grid time; fewer segments (less partial-sum scratch) where equal. Then the slot layout.
+static bool plan_backward(bwd_plan *out, const router_dims &r, int sms) {
+    const int n = r.n;
+    const long long seqs = (long long)r.B * r.H;
+    double best = -1;
+    for (int T = 4; T <= 256; T++) {
+        bwd_plan pl;
+        double cost;
+        if (!backward_tile(&pl, r, T, &cost)) continue;
+        const size_t bytes = bwd_smem(pl);
+        const long long most = std::min<long long>(pl.tiles, 4LL * sms / seqs + 1); // more than 2 waves: no gain
+        for (int segs = 1; segs <= most; segs++) {
+            const int tps = (pl.tiles + segs - 1) / segs;
+            if (segs > 1 && (pl.tiles + tps - 1) / tps != segs) continue; // the same blocks as fewer segments
+            const double time = grid_time(seqs * segs, sms, bytes, tps * cost);
+            if (best < 0 || time < best * (1 - 1e-9)) best = time, *out = pl, out->tps = tps, out->segs = segs;
+        }
+    }
+    if (best < 0) return false;
+    bwd_plan &pl = *out;
+    size_t at = 0;
+    for (int l = 0; l < n; l++) pl.dw_tiles[l] = dw_grid_of(r, l).tiles, pl.slot_w[l] = at, at += (size_t)pl.dw_tiles[l] * DW_TILE;
+    for (int l = 0; l < n; l++) pl.slot_b[l] = at, at += round_up(r.c[l + 1], 4);
+    pl.slot_pw = at, at += round_up(r.c[n], 4);
+    pl.slot_pb = at, at += 4;
+    pl.slot_floats = at;
+    stage_layout(&pl.prod, n, r.H, 1);
+    return true;
+}
+
+// The last plan of each direction, for its shape: a training step asks for the same few shapes
+// again and again (the plan does not depend on the dropout keys or p, only on whether p > 0).
+struct plan_key {
+    int B, L, H, d, n, kernel[MAXC], dilation[MAXC], dropout, sms;
+};
+static plan_key key_of(const router_dims &r, int sms) {
+    plan_key k;
+    memset(&k, 0, sizeof k);
+    k.B = r.B, k.L = r.L, k.H = r.H, k.d = r.d, k.n = r.n, k.dropout = r.p > 0, k.sms = sms;
+    for (int l = 0; l < r.n; l++) k.kernel[l] = r.kernel[l], k.dilation[l] = r.dilation[l];
+    return k;
+}
+template <class Plan> struct plan_cache {
+    bool valid, fits;
+    plan_key key;
+    Plan plan;
+};
+template <class Plan>
+static bool cached_plan(plan_cache<Plan> *c, Plan *out, const router_dims &r, int sms,
+                        bool (*make)(Plan *, const router_dims &, int)) {
+    const plan_key k = key_of(r, sms);
+    if (!c->valid || memcmp(&k, &c->key, sizeof k) != 0) {
+        c->valid = true, c->key = k;
+        c->fits = make(&c->plan, r, sms);
+    }
+    *out = c->plan;
+    out->r = r; // this call's keys and p
+    return c->fits;
+}
+
+static int sm_count(void) {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n > 0 ? n : 1;
+}
+
+// Stream-ordered scratch with every conv's weights laid out for prod (cudaFreeAsync it).
+static float *staged_weights(const products &prod, const float *params, const router_dims &r) {
+    float *wt = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&wt, prod.total * sizeof(float), 0));
+    stage_weights_kernel<<<blocks_for(prod.total, 256), 256>>>(wt, params, r, prod);
+    CUDA_LAUNCH_CHECK();
+    return wt;
+}
+
+// false: the shape does not fit the fused kernels (the caller takes the per-tap form).
+bool forward(float *score, float *acts, const float *k, const float *v, const float *params,
+                    const router_dims &r) {
+    static plan_cache<fwd_plan> cache;
+    fwd_plan pl;
+    if (r.B < 1 || r.L < 1 || !cached_plan(&cache, &pl, r, sm_count(), plan_forward)) return false;
+    float *wt = staged_weights(pl.prod, params, r);
+    const size_t bytes = fwd_smem(pl);
+    CUDA_CHECK(cudaFuncSetAttribute(fwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    fwd_kernel<<<dim3(pl.tiles, r.H, r.B), THREADS, bytes>>>(score, acts, k, v, params, wt, pl);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(wt, 0));
+    return true;
+}
+
+bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
+                     const float *params, const float *acts, const router_dims &r) {
+    static plan_cache<bwd_plan> cache;
+    bwd_plan pl;
+    if (r.B < 1 || r.L < 1 || !cached_plan(&cache, &pl, r, sm_count(), plan_backward)) return false;
+    float *wt = staged_weights(pl.prod, params, r), *partial = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * pl.slot_floats * r.B * r.H * pl.segs, 0));
+    const size_t bytes = bwd_smem(pl);
+    CUDA_CHECK(cudaFuncSetAttribute(bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    bwd_kernel<<<dim3(pl.segs, r.H, r.B), THREADS, bytes>>>(dk, dv, partial, dscore, k, v, params, acts, wt, pl);
+    CUDA_LAUNCH_CHECK();
+    reduce_kernel<<<dim3(blocks_for(pl.slot_floats, 256), r.H), 256>>>(dparams, partial, pl);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(wt, 0));
+    CUDA_CHECK(cudaFreeAsync(partial, 0));
+    return true;
+}
+
+} // namespace fused
