@@ -1,0 +1,225 @@
+// The ops of kernels/cuda/cuda_gdn_parts.cu and cuda_reduce_ops.cu under tests/gpu/emu/emu.h,
+// called through the table their cuda_register_* functions fill (as the backend does), against
+// the fp32 CPU twins, as test_cuda_ops' gdn_parts and optimizer groups call both: outputs
+// start as NaN (an element left unwritten shows), parameter gradients are added onto random
+// values, and each output's relative error (norm-based, test_cuda_ops' rel_err_f32) must be
+// within 1e-5; sum_squares_add within 1e-12 of the CPU's and the same bits on a second call;
+// the clipping factor and accumulate_f64 bit for bit; loss_mean_add within 1e-6 of the mean.
+// Arguments: groups, each a name and its shape:
+//   conv B L C kw | l2norm rows dim | gated_rmsnorm rows dim | gates rows H | rope B L H d pos0 |
+//   loss n | optimizer count
+// --every-op first: fail unless the groups called every op the two files register.
+#include "emu.h"
+#include <set>
+#include <string>
+
+extern "C" {
+#include "kernels/backend.h"
+#include "kernels/cpu/cpu_ops.h"
+void cuda_register_gdn_parts(struct hyla_backend *t);
+void cuda_register_reduce_ops(struct hyla_backend *t);
+}
+
+static struct hyla_backend gpu;      // only the two files' ops: "device" memory is host memory
+static std::set<std::string> called; // the ops the groups ran
+#define GPU(op) (called.insert(#op), gpu.op)
+
+static unsigned long long st = 1;
+static float rnd(float lo, float hi) {
+    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+    return lo + (hi - lo) * ((st >> 40) / 16777216.0f);
+}
+typedef std::vector<float> vec;
+static vec rv(size_t n, float lo, float hi) {
+    vec v(n);
+    for (auto &x : v) x = rnd(lo, hi);
+    return v;
+}
+static vec nans(size_t n) { return vec(n, NAN); }
+static double rel(const vec &got, const vec &want) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        const double d = (double)got[i] - want[i];
+        num += d * d, den += (double)want[i] * want[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static int bad;
+// Prints "name error" on the group's line; an error above bound (or NaN) fails.
+static void check(const char *name, double e, double bound = 1e-5) {
+    printf(" %s %.2e", name, e);
+    if (!(e <= bound)) printf(" (FAIL: bound %.0e)", bound), bad++;
+}
+static void check_vec(const char *name, const vec &got, const vec &want) { check(name, rel(got, want)); }
+static void check_true(const char *what, bool ok) {
+    if (!ok) printf(" (FAIL: %s)", what), bad++;
+}
+
+static void conv(int B, int L, int C, int kw) {
+    printf("conv B=%d L=%d C=%d kw=%d:", B, L, C, kw);
+    const size_t n = (size_t)B * L * C, nw = (size_t)C * kw;
+    const vec x = rv(n, -2, 2), w = rv(nw, -1, 1), dy = rv(n, -1, 1), dw0 = rv(nw, -1, 1);
+    vec y(n), dx(n), dw = dw0, gy = nans(n), gdx = nans(n), gdw = dw0;
+    cpu_f32_shortconv_silu_fwd(y.data(), x.data(), w.data(), B, L, C, kw);
+    cpu_f32_shortconv_silu_bwd(dx.data(), dw.data(), dy.data(), x.data(), w.data(), B, L, C, kw);
+    GPU(shortconv_silu_fwd)(gy.data(), x.data(), w.data(), B, L, C, kw);
+    GPU(shortconv_silu_bwd)(gdx.data(), gdw.data(), dy.data(), x.data(), w.data(), B, L, C, kw);
+    check_vec("y", gy, y), check_vec("dx", gdx, dx), check_vec("dw(acc)", gdw, dw);
+}
+
+static void l2norm(int rows, int dim) {
+    printf("l2norm rows=%d dim=%d:", rows, dim);
+    const size_t n = (size_t)rows * dim;
+    const vec x = rv(n, -2, 2), dy = rv(n, -1, 1);
+    vec y(n), r(rows), dx(n), gy = nans(n), gr = nans(rows), gdx = nans(n);
+    cpu_f32_l2norm_fwd(y.data(), r.data(), x.data(), rows, dim, 1e-6f);
+    cpu_f32_l2norm_bwd(dx.data(), dy.data(), y.data(), r.data(), rows, dim);
+    GPU(l2norm_fwd)(gy.data(), gr.data(), x.data(), rows, dim, 1e-6f);
+    GPU(l2norm_bwd)(gdx.data(), dy.data(), gy.data(), gr.data(), rows, dim); // from its own y, rstd
+    check_vec("y", gy, y), check_vec("rstd", gr, r), check_vec("dx", gdx, dx);
+}
+
+static void gated_rmsnorm(int rows, int dim) {
+    printf("gated_rmsnorm rows=%d dim=%d:", rows, dim);
+    const size_t n = (size_t)rows * dim;
+    const vec x = rv(n, -2, 2), z = rv(n, -3, 3), w = rv(dim, 0.5f, 1.5f), dy = rv(n, -1, 1), dw0 = rv(dim, -1, 1);
+    vec y(n), r(rows), dx(n), dz(n), dw = dw0;
+    vec gy = nans(n), gr = nans(rows), gdx = nans(n), gdz = nans(n), gdw = dw0;
+    cpu_f32_gated_rmsnorm_fwd(y.data(), r.data(), x.data(), z.data(), w.data(), rows, dim, 1e-6f);
+    cpu_f32_gated_rmsnorm_bwd(dx.data(), dz.data(), dw.data(), dy.data(), x.data(), z.data(), w.data(), r.data(), rows,
+                              dim);
+    GPU(gated_rmsnorm_fwd)(gy.data(), gr.data(), x.data(), z.data(), w.data(), rows, dim, 1e-6f);
+    GPU(gated_rmsnorm_bwd)(gdx.data(), gdz.data(), gdw.data(), dy.data(), x.data(), z.data(), w.data(), gr.data(),
+                           rows, dim);
+    check_vec("y", gy, y), check_vec("rstd", gr, r), check_vec("dx", gdx, dx), check_vec("dgate", gdz, dz);
+    check_vec("dw(acc)", gdw, dw);
+}
+
+static void gates(int rows, int H) {
+    printf("gates rows=%d H=%d:", rows, H);
+    const size_t n = (size_t)rows * H;
+    // a-logits up to 30: the softplus's linear branch above 20 is taken
+    const vec bl = rv(n, -4, 4), al = rv(n, -10, 30), A = rv(H, -1, 2), dt = rv(H, -3, 0);
+    const vec dbeta = rv(n, -1, 1), dg = rv(n, -1, 1), dA0 = rv(H, -1, 1), ddt0 = rv(H, -1, 1);
+    vec beta(n), g(n), dbl(n), dal(n), dA = dA0, ddt = ddt0;
+    vec gbeta = nans(n), gg = nans(n), gdbl = nans(n), gdal = nans(n), gdA = dA0, gddt = ddt0;
+    cpu_f32_gdn_gates_fwd(beta.data(), g.data(), bl.data(), al.data(), A.data(), dt.data(), rows, H);
+    cpu_f32_gdn_gates_bwd(dbl.data(), dal.data(), dA.data(), ddt.data(), dbeta.data(), dg.data(), bl.data(), al.data(),
+                          A.data(), dt.data(), rows, H);
+    GPU(gdn_gates_fwd)(gbeta.data(), gg.data(), bl.data(), al.data(), A.data(), dt.data(), rows, H);
+    GPU(gdn_gates_bwd)(gdbl.data(), gdal.data(), gdA.data(), gddt.data(), dbeta.data(), dg.data(), bl.data(),
+                       al.data(), A.data(), dt.data(), rows, H);
+    check_vec("beta", gbeta, beta), check_vec("g", gg, g), check_vec("db", gdbl, dbl), check_vec("da", gdal, dal);
+    check_vec("dA_log(acc)", gdA, dA), check_vec("ddt_bias(acc)", gddt, ddt);
+}
+
+static void rope(int B, int L, int H, int d, int pos0) {
+    printf("rope B=%d L=%d H=%d d=%d pos0=%d:", B, L, H, d, pos0);
+    const size_t n = (size_t)B * L * H * d;
+    const vec x = rv(n, -1, 1), dy = rv(n, -1, 1);
+    vec y(n), dx(n), gy = nans(n), gdx = nans(n);
+    cpu_f32_rope_fwd(y.data(), x.data(), B, L, H, d, 10000.0f, pos0);
+    cpu_f32_rope_bwd(dx.data(), dy.data(), B, L, H, d, 10000.0f, pos0);
+    GPU(rope_fwd)(gy.data(), x.data(), B, L, H, d, 10000.0f, pos0);
+    GPU(rope_bwd)(gdx.data(), dy.data(), B, L, H, d, 10000.0f, pos0);
+    vec inplace = x; // y may alias x
+    GPU(rope_fwd)(inplace.data(), inplace.data(), B, L, H, d, 10000.0f, pos0);
+    check_vec("y", gy, y), check_vec("dx", gdx, dx), check_vec("y(in place)", inplace, y);
+}
+
+// The mean loss added onto 0.25, every fifth row ignored (an exact 0, as cross-entropy leaves
+// it); and with no valid row, nothing added.
+static void loss(int n) {
+    printf("loss n=%d:", n);
+    vec losses = rv(n, 0, 10);
+    int valid = 0;
+    for (int i = 0; i < n; i++) {
+        if (i % 5 == 1) losses[i] = 0;
+        else valid++;
+    }
+    double c = 0.25, g = 0.25, g0 = 0.25;
+    cpu_f32_loss_mean_add(&c, losses.data(), n, valid);
+    GPU(loss_mean_add)(&g, losses.data(), n, valid);
+    GPU(loss_mean_add)(&g0, losses.data(), n, 0);
+    check("mean", fabs(g - c) / fabs(c - 0.25), 1e-6); // test_cuda_ops' bound
+    check_true("0 valid rows add 0", g0 == 0.25);
+}
+
+// test_optimizer's chain: the norm, the clipping factor and AdamW all on the "device".
+static void optimizer(size_t count) {
+    printf("optimizer count=%zu:", count);
+    vec p = rv(count, -1, 1), g = rv(count, -2, 2), m = rv(count, -0.1f, 0.1f), v = rv(count, 0, 0.1f);
+    vec P = p, M = m, V = v;
+    double sc = 0.25, sg = 0.25, sg2 = 0.25; // added onto a non-zero accumulator
+    cpu_f32_sum_squares_add(&sc, g.data(), count);
+    GPU(sum_squares_add)(&sg, g.data(), count);
+    GPU(sum_squares_add)(&sg2, g.data(), count);
+    check("sum_squares", fabs(sg - sc) / sc, 1e-12);
+    check_true("sum_squares_add twice: not the same bits", sg == sg2);
+    const float max_norm = (float)(0.7 * sqrt(sc)); // clips by about 0.7
+    float scale_c = 0, scale_g = 0;
+    cpu_f32_grad_clip_scale(&scale_c, &sc, max_norm);
+    GPU(grad_clip_scale)(&scale_g, &sg, max_norm);
+    check_true("grad_clip_scale: not the CPU's factor bit for bit", scale_g == scale_c && scale_c < 0.71f);
+    cpu_f32_adamw_step(p.data(), g.data(), m.data(), v.data(), count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, &scale_c, 5);
+    GPU(adamw_step)(P.data(), g.data(), M.data(), V.data(), count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, &scale_g, 5);
+    check_vec("adamw p", P, p), check_vec("m", M, m), check_vec("v", V, v);
+    // a non-finite norm: the factor is NaN and AdamW changes nothing
+    const double inf = INFINITY;
+    GPU(grad_clip_scale)(&scale_g, &inf, max_norm);
+    const vec before = P;
+    GPU(adamw_step)(P.data(), g.data(), M.data(), V.data(), count, 3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, &scale_g, 6);
+    check_true("an infinite norm: not a NaN factor", std::isnan(scale_g));
+    check_true("adamw_step after an infinite norm: parameters changed",
+               memcmp(P.data(), before.data(), count * sizeof(float)) == 0);
+    // step statistics: acc += weight * x in double, bit for bit
+    double acc_c[5] = {1, 2, 3, 4, 5}, acc_g[5] = {1, 2, 3, 4, 5};
+    cpu_f32_accumulate_f64(acc_c, g.data(), 5, 37.0);
+    GPU(accumulate_f64)(acc_g, g.data(), 5, 37.0);
+    check_true("accumulate_f64: not the CPU's sums", memcmp(acc_g, acc_c, sizeof acc_c) == 0);
+    cpu_f32_axpy(p.data(), g.data(), -0.5f, count);
+    GPU(axpy)(P.data(), g.data(), -0.5f, count);
+    check_vec("axpy", P, p);
+}
+
+int main(int argc, char **argv) {
+    cuda_register_gdn_parts(&gpu);
+    cuda_register_reduce_ops(&gpu);
+    int a = 1;
+    const bool every_op = a < argc && !strcmp(argv[a], "--every-op");
+    a += every_op;
+    auto arg = [&](int k) { return a + k < argc ? atol(argv[a + k]) : -1L; };
+    while (a < argc) {
+        const std::string group = argv[a++];
+        int used = 0;
+        if (group == "conv") conv(arg(0), arg(1), arg(2), arg(3)), used = 4;
+        else if (group == "l2norm") l2norm(arg(0), arg(1)), used = 2;
+        else if (group == "gated_rmsnorm") gated_rmsnorm(arg(0), arg(1)), used = 2;
+        else if (group == "gates") gates(arg(0), arg(1)), used = 2;
+        else if (group == "rope") rope(arg(0), arg(1), arg(2), arg(3), arg(4)), used = 5;
+        else if (group == "loss") loss(arg(0)), used = 1;
+        else if (group == "optimizer") optimizer((size_t)arg(0)), used = 1;
+        else {
+            fprintf(stderr, "unknown group %s (conv, l2norm, gated_rmsnorm, gates, rope, loss, optimizer)\n",
+                    group.c_str());
+            return 2;
+        }
+        printf("\n");
+        a += used;
+    }
+    // every op the two files put in the table, run by some group
+    int registered = 0;
+#define REAL float
+#define HYLA_OP(ret, name, args)                                                                                   \
+    if (gpu.name) {                                                                                                \
+        registered++;                                                                                              \
+        if (every_op && !called.count(#name)) printf("FAIL: %s is registered but no group ran it\n", #name), bad++; \
+    }
+#include "kernels/ops/all_ops.h"
+#undef HYLA_OP
+#undef REAL
+    if (bad) printf("FAIL: %d checks\n", bad);
+    else printf("ok: %d ops registered, %zu run\n", registered, called.size());
+    return bad ? 1 : 0;
+}

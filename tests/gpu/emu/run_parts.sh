@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The GDN's pieces and the step's reductions / optimizer on the CPU through emu.h (a fiber per
+# CUDA thread, barriers for __syncthreads; shuffles exchange through __syncwarp): every op that
+# kernels/cuda/cuda_gdn_parts.cu (short convolution + SiLU, L2 norm, gates, gated RMSNorm, RoPE)
+# and kernels/cuda/cuda_reduce_ops.cu (sum of squares, mean loss, accumulate_f64, clipping
+# factor, axpy, AdamW) register, called through the table their cuda_register_* functions fill,
+# against the fp32 CPU twins (kernels/cpu/op_gdn_parts.c, op_rope.c, op_optimizer.c) with
+# test_cuda_ops' bounds (parts_emu.cpp). A check of the kernels' logic (2-D grids, warps per row,
+# strides, reduction trees) where no GPU is at hand; not of their speed, and not a race
+# detector. Where the CPU has FMA the emulation is built with contraction on, as nvcc builds the
+# kernels. Needs build-cuda/ (or $BUILD) for the twins' objects.
+#   bash tests/gpu/emu/run_parts.sh [GROUP ARGS...]...   (groups: parts_emu.cpp's usage)
+# EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+build=${BUILD:-$root/build-cuda}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python3 - "$root/kernels/cuda" "$work" <<'PY'
+import re, sys
+src, out = sys.argv[1], sys.argv[2]
+for name in ["cuda_gdn_parts.cu", "cuda_reduce_ops.cu", "cuda_column_sum.cuh"]:
+    s = open(f"{src}/{name}").read()
+    s = s.replace('#include "cuda_check.h"\n', "")
+    # the table's type only (backend_cuda.h would bring cuBLAS)
+    s = s.replace('#include "backend_cuda.h"', '#include "kernels/backend.h"')
+    # static __shared__ arrays: one per OS thread (one block at a time on each)
+    s = re.sub(r"\b__shared__ ", "static thread_local ", s)
+    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
+               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
+    if name.endswith(".cu"):
+        # CUDA's rsqrtf is within 2 ulp; 1 / sqrtf within 1 (test_cuda_ops' bound is 1e-5)
+        s = '#include "emu.h"\nstatic inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }\n' + s
+    open(f"{out}/{name.replace('.cu', '.cpp') if name.endswith('.cu') else name}", "w").write(s)
+PY
+cp "$root/tests/gpu/emu/"{emu.h,parts_emu.cpp} "$work/"
+fma=""
+# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
+cd "$work"
+pids=""
+for f in cuda_gdn_parts cuda_reduce_ops parts_emu; do
+  g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -c $f.cpp -o $f.o &
+  pids="$pids $!"
+done
+for p in $pids; do wait "$p"; done
+ops="$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu"
+g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_rope.c.o" "$ops/op_optimizer.c.o" "$build/libhyla_common.a" \
+  -fopenmp -lm -o "$work/emu"
+# Default groups (parts_emu.cpp): the convolution with C 70 (one partial channel block) and 600
+#   (three blocks, the last partial) at B 2-3, L 37-50 >= kw (sequence starts inside a block of
+#   rows; B L 150 > 128: two column-sum chunks for dw), kw 2 and 8 (the CPU's widest), L 3 < kw;
+#   the L2 norm and the gated RMSNorm (a warp per row, 8 rows a block) at rows 37 and 131 (last
+#   block partial) and dims 13 (idle lanes), 70, 128, 130 (not multiples of 32, or exactly 4);
+#   gates at rows 37 / 131 (a-logits up to 30: softplus's linear branch); RoPE with pos0, d 16
+#   and 128; the mean loss at n 37 and 5000 (> 1024 threads: the stride), 0 valid rows too; the
+#   optimizer chain at count 100003, and 5000011: 1221 partial sums, more than the reducing
+#   block's 256 threads.
+every=""
+if [ $# -eq 0 ]; then
+  every="--every-op" # the default list must call every op the two files register
+  set -- conv 2 37 70 4  conv 3 50 600 4  conv 2 40 300 2  conv 2 20 33 8  conv 2 3 70 4 \
+         l2norm 37 130  l2norm 131 70  l2norm 131 128  l2norm 37 13 \
+         gated_rmsnorm 37 13  gated_rmsnorm 37 130  gated_rmsnorm 131 70  gated_rmsnorm 131 128 \
+         gates 37 5  gates 131 16  rope 2 37 3 16 5  rope 1 70 2 128 0 \
+         loss 37  loss 5000  optimizer 100003  optimizer 5000011
+fi
+OMP_NUM_THREADS=1 "$work/emu" $every "$@"
