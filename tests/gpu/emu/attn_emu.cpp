@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cuda_flash_attention.h"
+#include "emu_check.h"
 
 bool emu_attn_bf16 = true; // cuda_matmul_bf16() in the emulated cuda_flash_attention.cu (run_attn.sh)
 
@@ -25,24 +26,6 @@ void cpu_f32_attention_bwd(float *, float *, float *, const float *, const float
                            const float *, const float *, const uint8_t *, int, int, int, int, int, int, float);
 }
 
-static unsigned long long st = 1;
-static float rnd(float lo, float hi) {
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return lo + (hi - lo) * ((st >> 40) / 16777216.0f);
-}
-static std::vector<float> rv(size_t n) {
-    std::vector<float> v(n);
-    for (auto &x : v) x = rnd(-1, 1);
-    return v;
-}
-static double rel(const std::vector<float> &got, const std::vector<float> &want) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); i++) {
-        const double d = (double)got[i] - want[i];
-        num += d * d, den += (double)want[i] * want[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 
 int main(int argc, char **argv) {
     if (argc != 7 && argc != 8) {

@@ -1,7 +1,8 @@
 // The chunked GDR kernels under tests/gpu/emu/emu.h against the fp32 CPU twin: relative errors
 // (norm-based, as test_cuda_ops reports them) of the outputs and all gradients.
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient).
-#include "chunk.h"
+#include "emu.h"
+#include "chunk.h" // kernels/cuda/cuda_gdr_chunk.cuh rewritten (run.sh)
 extern "C" {
 void cpu_f32_gdr_chunk_fwd(float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);
 void cpu_f32_gdr_chunk_bwd(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);

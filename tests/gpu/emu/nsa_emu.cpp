@@ -3,6 +3,7 @@
 // relative error (norm-based, test_cuda_ops' rel_err_f32 and bound).
 // Arguments: B L Hq Hkv d block n_select window.
 #include "emu.h"
+#include "emu_check.h"
 #include "cuda_flash_common.cuh"
 #include "cuda_nsa.cpp" // the rewritten cuda_nsa.cu: its static fwd / bwd entry points
 extern "C" {
@@ -37,22 +38,6 @@ void bf16_bwd(float *, float *, float *, const float *, const float *, const flo
               const float *, const flash_shape &) { unreached("flash bf16_bwd"); }
 } // namespace flash
 
-static unsigned long long st = 1;
-static float rnd(float lo, float hi) {
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return lo + (hi - lo) * ((st >> 40) / 16777216.0f);
-}
-static std::vector<float> rv(size_t n, float lo, float hi) {
-    std::vector<float> v(n);
-    for (auto &x : v) x = rnd(lo, hi);
-    return v;
-}
-static double rel(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-static std::vector<float> nans(size_t n) { return std::vector<float>(n, NAN); } // what the kernels must write
 
 int main(int argc, char **argv) {
     if (argc != 9) {

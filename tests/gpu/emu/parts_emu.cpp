@@ -10,6 +10,7 @@
 //   loss n | optimizer count
 // --every-op first: fail unless the groups called every op the two files register.
 #include "emu.h"
+#include "emu_check.h"
 #include <set>
 #include <string>
 
@@ -24,26 +25,7 @@ static struct hyla_backend gpu;      // only the two files' ops: "device" memory
 static std::set<std::string> called; // the ops the groups ran
 #define GPU(op) (called.insert(#op), gpu.op)
 
-static unsigned long long st = 1;
-static float rnd(float lo, float hi) {
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return lo + (hi - lo) * ((st >> 40) / 16777216.0f);
-}
 typedef std::vector<float> vec;
-static vec rv(size_t n, float lo, float hi) {
-    vec v(n);
-    for (auto &x : v) x = rnd(lo, hi);
-    return v;
-}
-static vec nans(size_t n) { return vec(n, NAN); }
-static double rel(const vec &got, const vec &want) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); i++) {
-        const double d = (double)got[i] - want[i];
-        num += d * d, den += (double)want[i] * want[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 
 static int bad;
 // Prints "name error" on the group's line; an error above bound (or NaN) fails.

@@ -16,6 +16,7 @@
 //   must take the fused kernels both ways, "fwd" / "bwd" one way only, 0 neither; "plan": print the
 //   fused kernels' plans for the shape and stop (no run; any L).
 #include "emu.h"
+#include "emu_check.h"
 #include "cp_async_emu.h"
 #include <string>
 #define __grid_constant__
@@ -60,24 +61,6 @@ void cpu_f64_lte_router_bwd(double *, double *, double *, const double *, const 
                             uint64_t);
 }
 
-static unsigned long long st = 1;
-static float rnd(float lo, float hi) {
-    st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-    return lo + (hi - lo) * ((st >> 40) / 16777216.0f);
-}
-static std::vector<float> rv(size_t n, float lo, float hi) {
-    std::vector<float> v(n);
-    for (auto &x : v) x = rnd(lo, hi);
-    return v;
-}
-static double rel(const std::vector<float> &got, const std::vector<float> &want) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < got.size(); i++) {
-        const double d = (double)got[i] - want[i];
-        num += d * d, den += (double)want[i] * want[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
 static int parse_list(const char *s, int *out) {
     int n = 0;
     for (const char *p = s; *p && n < HYLA_LTE_MAX_CONVS; n++) {

@@ -10,19 +10,8 @@ root=$(cd "$(dirname "$0")/../../.." && pwd)
 build=${BUILD:-$root/build-cuda}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$root/kernels/cuda" "$work" <<'PY'
-import re, sys
-src, out = sys.argv[1], sys.argv[2]
-for name, dst in [("cuda_gdr_chunk.cuh", "chunk.h"), ("cuda_gdr_chunk_fwd.cu", "fwd.cpp"), ("cuda_gdr_chunk_bwd.cu", "bwd.cpp")]:
-    s = open(f"{src}/{name}").read()
-    s = re.sub(r'#include (<cuda_bf16.h>|<cuda_pipeline.h>|<mma.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
-    s = s.replace('#include "cuda_gdr_chunk.cuh"', '#include "chunk.h"')
-    s = s.replace("extern __shared__ __align__(128) char smem[];", "char *smem = g_smem;")
-    s = re.sub(r"(\w+)<<<(.*?)>>>\((.*?)\);", lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
-    if dst == "chunk.h":
-        s = '#include "emu.h"\n' + s
-    open(f"{out}/{dst}", "w").write(s)
-PY
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --replace '#include "cuda_gdr_chunk.cuh"=>#include "chunk.h"' \
+  cuda_gdr_chunk.cuh:chunk.h cuda_gdr_chunk_fwd.cu:fwd.cpp cuda_gdr_chunk_bwd.cu:bwd.cpp
 cp "$root/tests/gpu/emu/emu.h" "$root/tests/gpu/emu/gdr_chunk_emu.cpp" "$work/"
 g++ -std=c++20 -O1 -pthread -I"$work" "$work/gdr_chunk_emu.cpp" "$work/fwd.cpp" "$work/bwd.cpp" \
   "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_gdr_chunk.c.o" "$build/libhyla_common.a" \

@@ -17,31 +17,16 @@ root=$(cd "$(dirname "$0")/../../.." && pwd)
 build=${BUILD:-$root/build-cuda}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$root/kernels/cuda" "$work" <<'PY'
-import re, sys
-src, out = sys.argv[1], sys.argv[2]
-for name in ["cuda_flash_attention.cu", "cuda_flash_attention_bf16.cu"]:
-    s = open(f"{src}/{name}").read()
-    s = re.sub(r'#include (<cuda_bf16.h>|<cuda_pipeline.h>|<mma.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
-    s = s.replace('#include "cuda_mma.cuh"', '#include "mma_emu.h"')
-    # dynamic shared memory: the block's buffer; static __shared__ arrays: one per OS thread,
-    # aligned as asked (16-byte vector accesses)
-    s = re.sub(r"extern __shared__ (?:__align__\(\d+\) )?([\w ]+?) (\w+)\[\];", r"\1 *\2 = (\1 *)g_smem;", s)
-    s = re.sub(r"\b__shared__ ", "static thread_local ", s)
-    s = re.sub(r"__align__\((\d+)\)", r"alignas(\1)", s)
-    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
-               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
-    # the precision switch: attn_emu.cpp's flag (bf16 unless EMU_ATTN_FP32=1)
-    s = s.replace("cuda_matmul_bf16()", "emu_attn_bf16")
-    # cp.async whose copies land at the wait, the destination NaN until then (cp_async_emu.h)
-    for f in ["memcpy_async", "commit", "wait_prior"]:
-        s = s.replace(f"__pipeline_{f}(", f"emu_cp_{f.replace('memcpy_', '')}(")
-    head = '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;\n'
-    open(f"{out}/{name.replace('.cu', '.cpp')}", "w").write(head + s)
-PY
-cp "$root/tests/gpu/emu/"{emu.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
+# the tensor-core fragments through mma_emu.h, the precision switch as attn_emu.cpp's flag
+# (bf16 unless EMU_ATTN_FP32=1), cp.async copies landing only at the wait (cp_async_emu.h)
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' \
+  --replace "cuda_matmul_bf16()=>emu_attn_bf16" \
+  --head '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;' \
+  cuda_flash_attention.cu cuda_flash_attention_bf16.cu
+cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
 fma=""
-if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast"; fi
+# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
 cd "$work"
 pids=""
 for f in cuda_flash_attention cuda_flash_attention_bf16 attn_emu; do

@@ -16,24 +16,12 @@ root=$(cd "$(dirname "$0")/../../.." && pwd)
 build=${BUILD:-$root/build-cuda}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$root/kernels/cuda" "$work" <<'PY'
-import re, sys
-src, out = sys.argv[1], sys.argv[2]
-for name in ["cuda_nsa.cu", "cuda_nsa_select.cu", "cuda_nsa_query.cu", "cuda_nsa_keys.cu", "cuda_flash_attention.cu"]:
-    s = open(f"{src}/{name}").read()
-    s = re.sub(r'#include (<cuda_bf16.h>|<cuda_pipeline.h>|<mma.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
-    s = s.replace('#include "cuda_nsa_mma.cuh"', '#include "nsa_mma_stub.cuh"')
-    # dynamic shared memory: the block's buffer; static __shared__ arrays: one per OS thread
-    s = re.sub(r"extern __shared__ (?:__align__\(\d+\) )?([\w ]+?) (\w+)\[\];", r"\1 *\2 = (\1 *)g_smem;", s)
-    s = re.sub(r"\b__shared__ ", "static thread_local ", s)
-    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
-               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
-    s = re.sub(r'extern "C" void cuda_register_nsa\(.*?\n}\n', "", s, flags=re.S)
-    open(f"{out}/{name.replace('.cu', '.cpp')}", "w").write('#include "emu.h"\n' + s)
-PY
-cp "$root/tests/gpu/emu/emu.h" "$root/tests/gpu/emu/nsa_mma_stub.cuh" "$root/tests/gpu/emu/nsa_emu.cpp" "$work/"
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --replace '#include "cuda_nsa_mma.cuh"=>#include "nsa_mma_stub.cuh"' \
+  cuda_nsa.cu cuda_nsa_select.cu cuda_nsa_query.cu cuda_nsa_keys.cu cuda_flash_attention.cu
+cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,nsa_mma_stub.cuh,nsa_emu.cpp} "$work/"
 fma=""
-if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast"; fi
+# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
 cd "$work"
 pids=""
 for f in cuda_nsa_select cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu; do # nsa_emu includes cuda_nsa

@@ -16,24 +16,12 @@ root=$(cd "$(dirname "$0")/../../.." && pwd)
 build=${BUILD:-$root/build-cuda}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$root/kernels/cuda" "$work" <<'PY'
-import re, sys
-src, out = sys.argv[1], sys.argv[2]
-for name in ["cuda_gdn_parts.cu", "cuda_reduce_ops.cu", "cuda_column_sum.cuh"]:
-    s = open(f"{src}/{name}").read()
-    s = s.replace('#include "cuda_check.h"\n', "")
-    # the table's type only (backend_cuda.h would bring cuBLAS)
-    s = s.replace('#include "backend_cuda.h"', '#include "kernels/backend.h"')
-    # static __shared__ arrays: one per OS thread (one block at a time on each)
-    s = re.sub(r"\b__shared__ ", "static thread_local ", s)
-    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
-               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
-    if name.endswith(".cu"):
-        # CUDA's rsqrtf is within 2 ulp; 1 / sqrtf within 1 (test_cuda_ops' bound is 1e-5)
-        s = '#include "emu.h"\nstatic inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }\n' + s
-    open(f"{out}/{name.replace('.cu', '.cpp') if name.endswith('.cu') else name}", "w").write(s)
-PY
-cp "$root/tests/gpu/emu/"{emu.h,parts_emu.cpp} "$work/"
+# the table's type only (backend_cuda.h would bring cuBLAS); the ops' cuda_register_*
+# functions fill it; CUDA's rsqrtf is within 2 ulp, 1 / sqrtf within 1 (the bound is 1e-5)
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --keep-register --replace '#include "backend_cuda.h"=>#include "kernels/backend.h"' \
+  --head '#include "emu.h"\nstatic inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }' \
+  cuda_gdn_parts.cu cuda_reduce_ops.cu cuda_column_sum.cuh
+cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,parts_emu.cpp} "$work/"
 fma=""
 # (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
 if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi

@@ -16,26 +16,13 @@ root=$(cd "$(dirname "$0")/../../.." && pwd)
 build=${BUILD:-$root/build-cuda}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$root/kernels/cuda" "$work" <<'PY'
-import re, sys
-src, out = sys.argv[1], sys.argv[2]
-for name in ["cuda_lte_router.cu", "cuda_lte_router_taps.cu", "cuda_lte_router_fused.cu", "cuda_lte_router.cuh",
-             "cuda_column_sum.cuh"]:
-    s = open(f"{src}/{name}").read()
-    s = re.sub(r'#include (<cuda_pipeline.h>|"cuda_check.h"|"backend_cuda.h")\n', "", s)
-    # cp.async whose copies land at the wait, the destination NaN until then (cp_async_emu.h)
-    for f in ["memcpy_async", "commit", "wait_prior"]:
-        s = s.replace(f"__pipeline_{f}(", f"emu_cp_{f.replace('memcpy_', '')}(")
-    # dynamic shared memory: the block's buffer
-    s = re.sub(r"extern __shared__ (?:__align__\(\d+\) )?([\w ]+?) (\w+)\[\];", r"\1 *\2 = (\1 *)g_smem;", s)
-    s = re.sub(r"([\w:]+(?:<[^<>;()]*>)?)<<<(.*?)>>>\((.*?)\);",
-               lambda m: f"emu_launch({m.group(2)}, [=]() {{ {m.group(1)}({m.group(3)}); }});", s, flags=re.S)
-    s = re.sub(r'extern "C" void cuda_register_lte_router\(.*?\n}\n', "", s, flags=re.S)
-    open(f"{out}/{name.replace('.cu', '.cpp') if name.endswith('.cu') else name}", "w").write(s)
-PY
-cp "$root/tests/gpu/emu/"{emu.h,cp_async_emu.h,router_emu.cpp} "$work/"
+# cp.async copies landing only at the wait (cp_async_emu.h)
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu \
+  cuda_lte_router.cuh cuda_column_sum.cuh
+cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,cp_async_emu.h,router_emu.cpp} "$work/"
 fma=""
-if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast"; fi
+# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
+if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
 cd "$work"
 g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -c router_emu.cpp -o router_emu.o
 g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_lte_router.c.o" \
