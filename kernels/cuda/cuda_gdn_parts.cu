@@ -132,10 +132,12 @@ __global__ void l2norm_bwd_kernel(float *dx, const float *dy, const float *y, co
     for (int i = lane; i < dim; i += 32) dx[off + i] = r * (dy[off + i] - dot * y[off + i]);
 }
 static void cuda_l2norm_fwd(float *y, float *rstd, const float *x, int rows, int dim, float eps) {
+    if (rows <= 0) return; // an empty grid is a launch error
     l2norm_fwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, rows, dim, eps);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim) {
+    if (rows <= 0) return;
     l2norm_bwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dy, y, rstd, rows, dim);
     CUDA_LAUNCH_CHECK();
 }
@@ -174,12 +176,14 @@ struct A_log_term {
 };
 static void cuda_gdn_gates_fwd(float *beta, float *g, const float *bl, const float *al, const float *A_log,
                                const float *dt_bias, int rows, int H) {
+    if ((size_t)rows * H == 0) return;
     gates_fwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(beta, g, bl, al, A_log, dt_bias, rows, H);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_gdn_gates_bwd(float *dbl, float *dal, float *dA_log, float *ddt_bias, const float *dbeta,
                                const float *dg, const float *bl, const float *al, const float *A_log,
                                const float *dt_bias, int rows, int H) {
+    if ((size_t)rows * H == 0) return;
     gates_bwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(dbl, dal, dbeta, dg, bl, al, A_log, dt_bias,
                                                                          rows, H);
     CUDA_LAUNCH_CHECK();
@@ -227,11 +231,13 @@ struct gated_rmsnorm_dw_term {
 };
 static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
                                    int dim, float eps) {
+    if (rows <= 0) return;
     gated_rmsnorm_fwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const float *dy, const float *x,
                                    const float *gate, const float *w, const float *rstd, int rows, int dim) {
+    if (rows <= 0) return;
     column_sum_add(dw, rows, dim, gated_rmsnorm_dw_term{dy, x, gate, rstd, dim});
     gated_rmsnorm_bwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows, dim);
     CUDA_LAUNCH_CHECK();
@@ -253,10 +259,12 @@ __global__ void rope_kernel(float *y, const float *x, int B, int L, int H, int d
     y[hi] = b * c + a * s;
 }
 static void cuda_rope_fwd(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0) {
+    if ((size_t)B * L * H * (d / 2) == 0) return;
     rope_kernel<<<blocks_for((size_t)B * L * H * (d / 2), THREADS), THREADS>>>(y, x, B, L, H, d, theta, pos0, 1.0f);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_rope_bwd(float *dx, const float *dy, int B, int L, int H, int d, float theta, int pos0) {
+    if ((size_t)B * L * H * (d / 2) == 0) return;
     rope_kernel<<<blocks_for((size_t)B * L * H * (d / 2), THREADS), THREADS>>>(dx, dy, B, L, H, d, theta, pos0, -1.0f);
     CUDA_LAUNCH_CHECK();
 }

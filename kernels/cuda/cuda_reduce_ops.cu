@@ -95,6 +95,7 @@ __global__ void axpy_kernel(float *y, const float *x, float alpha, size_t count)
     if (i < count) y[i] += alpha * x[i];
 }
 static void cuda_axpy(float *y, const float *x, float alpha, size_t count) {
+    if (!count) return; // an empty grid is a launch error
     axpy_kernel<<<blocks_for(count, 256), 256>>>(y, x, alpha, count);
     CUDA_LAUNCH_CHECK();
 }
@@ -111,6 +112,7 @@ __global__ void adamw_kernel(float *p, const float *g, float *m, float *v, size_
 }
 static void cuda_adamw_step(float *p, const float *g, float *m, float *v, size_t count, float lr, float b1, float b2,
                             float eps, float wd, const float *scale, int step) {
+    if (!count) return;
     float bias1 = 1.0f - powf(b1, (float)step), bias2 = 1.0f - powf(b2, (float)step);
     adamw_kernel<<<blocks_for(count, 256), 256>>>(p, g, m, v, count, lr, b1, b2, eps, wd, scale, sqrtf(bias2),
                                                   lr / bias1);
