@@ -62,6 +62,6 @@ done
 save
 want racecheck && (export $new_paths; sanitize racecheck ${RACECHECK_TIMEOUT:-60})
 save
-# where the laLTE step goes now (every op synchronised)
-want profile && OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op"
+# where the laLTE step goes with the switched-off paths on (every op synchronised)
+want profile && (export $new_paths; OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op")
 save
