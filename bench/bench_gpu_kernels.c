@@ -30,6 +30,7 @@ struct gpu_bufs {
     const struct hyla_backend *be;
     float *q, *k, *v, *o, *lse, *dq, *dk, *dv, *dout, *beta, *g, *dbeta, *dg, *state;
     float *gates, *dgates, *nsa_saved, *score, *router, *drouter, *router_acts, *dscore;
+    float *w, *dw; /* a projection's weights: [2 DIM][DIM] */
     int32_t *block_idx;
     uint8_t *selected;
     struct hyla_nsa_shape nsa;
@@ -82,6 +83,7 @@ static void bufs_init(struct gpu_bufs *b, const struct hyla_backend *be) {
     b->gates = dev_rand(be, (size_t)N * 3 * NSA_HQ, 21, -1, 1), b->dgates = dev_rand(be, (size_t)N * 3 * NSA_HQ, 22, 0, 0);
     b->nsa_saved = dev_rand(be, nsa_saved_size(&b->nsa, B, T), 23, 0, 0);
     b->block_idx = be->alloc((size_t)N * NSA_HKV * NSA_SELECT * sizeof(int32_t));
+    b->w = dev_rand(be, (size_t)2 * DIM * DIM, 24, -0.03f, 0.03f), b->dw = dev_rand(be, (size_t)2 * DIM * DIM, 25, 0, 0);
 }
 
 /* ---- one function per benchmarked call ---------------------------------------------- */
@@ -121,6 +123,13 @@ static void nsa_fwd_bwd(struct gpu_bufs *b) {
                    &b->nsa, B, T);
 }
 
+/* The 0.4B models' projections (hidden 1024): the matrix products that take most of a step. */
+static void linear_fwd(struct gpu_bufs *b) { b->be->linear_fwd(b->o, b->q, b->w, NULL, N, DIM, DIM); }
+static void linear_wide_fwd_bwd(struct gpu_bufs *b) {
+    b->be->linear_fwd(b->o, b->q, b->w, NULL, N, DIM, 2 * DIM);
+    b->be->linear_bwd(b->dq, b->dw, NULL, b->dout, b->q, b->w, N, DIM, 2 * DIM);
+}
+
 struct gpu_case {
     const char *op, *shape;
     void (*run)(struct gpu_bufs *);
@@ -138,6 +147,8 @@ static const struct gpu_case cases[] = {
     {"nsa fwd+bwd", "B4 T4096 Hq32 Hkv2 d64 b64 S16 w512", nsa_fwd_bwd, 15.8},
     {"lte_router fwd", "B4 T4096 H16 d64 k3x3 dil2", router_fwd, 0},
     {"lte_router fwd+bwd", "B4 T4096 H16 d64 k3x3 dil2", router_fwd_bwd, 0},
+    {"linear fwd", "N16384 1024->1024", linear_fwd, 0},
+    {"linear fwd+bwd", "N16384 1024->2048", linear_wide_fwd_bwd, 0},
 };
 
 /* Warm up once, then repeat until min_seconds have passed (at least once). */
@@ -177,7 +188,7 @@ int bench_kernels_gpu(int json, double min_seconds, const char *only, int bf16) 
     for (int i = 0; i < N_CASES; i++) any += chosen[i] = !only || strstr(cases[i].op, only) != NULL;
     if (!any) {
         fprintf(stderr, "hyla: error: --only '%s' matches no benchmarked op; ops are named like 'gdr_chunk fwd', "
-                        "'lte_attention', 'causal_attention', 'nsa', 'lte_router'\n", only);
+                        "'lte_attention', 'causal_attention', 'nsa', 'lte_router', 'linear'\n", only);
         return 2;
     }
     if (!json) {

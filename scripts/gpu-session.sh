@@ -53,7 +53,7 @@ want check && { SKIP_OPS=1 OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu
 save
 want memcheck && (export $new_paths; sanitize memcheck ${MEMCHECK_TIMEOUT:-70})
 save
-want kernels && for only in ${KERNELS:-attention gdr lte_router nsa}; do
+want kernels && for only in ${KERNELS:-attention gdr lte_router nsa linear}; do
   for paths in "" "$new_paths"; do
     env $paths timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
       grep -E "fwd|bwd" | sed "s/^/${paths:+new paths: }/" | tee -a "$out/bench-kernels-bf16.txt"
