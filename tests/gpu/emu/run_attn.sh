@@ -24,16 +24,9 @@ python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-a
   --head '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;' \
   cuda_flash_attention.cu cuda_flash_attention_bf16.cu
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
-fma=""
-# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
-if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
+. "$root/tests/gpu/emu/emu_build.sh"
+emu_compile cuda_flash_attention cuda_flash_attention_bf16 attn_emu
 cd "$work"
-pids=""
-for f in cuda_flash_attention cuda_flash_attention_bf16 attn_emu; do
-  g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root/kernels/cuda" -c $f.cpp -o $f.o &
-  pids="$pids $!"
-done
-for p in $pids; do wait "$p"; done
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_attention.c.o" -fopenmp -lm -o "$work/emu"
 # Default shapes (B L Hq Hkv d wl density): causal at L 37 / 257 (partial tiles), d 64 and 128;
 # sliding windows 100 and 20 (key tiles starting mid-window), 63 at L 192 (whole tiles); GQA

@@ -19,16 +19,9 @@ trap 'rm -rf "$work"' EXIT
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --replace '#include "cuda_nsa_mma.cuh"=>#include "nsa_mma_stub.cuh"' \
   cuda_nsa.cu cuda_nsa_select.cu cuda_nsa_query.cu cuda_nsa_keys.cu cuda_flash_attention.cu
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,nsa_mma_stub.cuh,nsa_emu.cpp} "$work/"
-fma=""
-# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
-if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
+. "$root/tests/gpu/emu/emu_build.sh"
+emu_compile cuda_nsa_select cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu
 cd "$work"
-pids=""
-for f in cuda_nsa_select cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu; do # nsa_emu includes cuda_nsa
-  g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -I"$root/kernels/cuda" -c $f.cpp -o $f.o &
-  pids="$pids $!"
-done
-for p in $pids; do wait "$p"; done
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_nsa.c.o" "$build/libhyla_op_shapes.a" \
   "$build/libhyla_common.a" -fopenmp -lm -o "$work/emu"
 # Default shapes: GQA groups of 2 and 16 and MHA-like, partial last blocks, several query and key

@@ -22,16 +22,9 @@ python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --keep
   --head '#include "emu.h"\nstatic inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }' \
   cuda_gdn_parts.cu cuda_reduce_ops.cu cuda_column_sum.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,parts_emu.cpp} "$work/"
-fma=""
-# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
-if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
+. "$root/tests/gpu/emu/emu_build.sh"
+emu_compile cuda_gdn_parts cuda_reduce_ops parts_emu
 cd "$work"
-pids=""
-for f in cuda_gdn_parts cuda_reduce_ops parts_emu; do
-  g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -c $f.cpp -o $f.o &
-  pids="$pids $!"
-done
-for p in $pids; do wait "$p"; done
 ops="$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu"
 g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_rope.c.o" "$ops/op_optimizer.c.o" "$build/libhyla_common.a" \
   -fopenmp -lm -o "$work/emu"

@@ -20,11 +20,9 @@ trap 'rm -rf "$work"' EXIT
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu \
   cuda_lte_router.cuh cuda_column_sum.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,cp_async_emu.h,router_emu.cpp} "$work/"
-fma=""
-# (GCC fuses only in a pass that -O1 leaves out: -fexpensive-optimizations turns it on)
-if grep -qw fma /proc/cpuinfo 2>/dev/null; then fma="-mfma -ffp-contract=fast -fexpensive-optimizations"; fi
+. "$root/tests/gpu/emu/emu_build.sh"
+emu_compile router_emu
 cd "$work"
-g++ -std=c++20 -O1 $fma ${EMU_CXXFLAGS:-} -pthread -w -I"$work" -I"$root" -c router_emu.cpp -o router_emu.o
 g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_lte_router.c.o" \
   "$build/CMakeFiles/hyla_cpu_ops_f64.dir/kernels/cpu/op_lte_router.c.o" \
   "$build/libhyla_op_shapes.a" "$build/libhyla_common.a" -lopenblas -fopenmp -lm -o "$work/emu"
