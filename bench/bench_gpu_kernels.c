@@ -129,6 +129,11 @@ static void linear_wide_fwd_bwd(struct gpu_bufs *b) {
     b->be->linear_fwd(b->o, b->q, b->w, NULL, N, DIM, 2 * DIM);
     b->be->linear_bwd(b->dq, b->dw, NULL, b->dout, b->q, b->w, N, DIM, 2 * DIM);
 }
+/* The delta rule's gate projections (one output per head): thin, bound by reading x. */
+static void linear_narrow_fwd_bwd(struct gpu_bufs *b) {
+    b->be->linear_fwd(b->o, b->q, b->w, NULL, N, DIM, 8);
+    b->be->linear_bwd_accumulate(b->dq, b->dw, NULL, b->dout, b->q, b->w, N, DIM, 8);
+}
 
 struct gpu_case {
     const char *op, *shape;
@@ -149,6 +154,7 @@ static const struct gpu_case cases[] = {
     {"lte_router fwd+bwd", "B4 T4096 H16 d64 k3x3 dil2", router_fwd_bwd, 0},
     {"linear fwd", "N16384 1024->1024", linear_fwd, 0},
     {"linear fwd+bwd", "N16384 1024->2048", linear_wide_fwd_bwd, 0},
+    {"linear fwd+bwd", "N16384 1024->8", linear_narrow_fwd_bwd, 0},
 };
 
 /* Warm up once, then repeat until min_seconds have passed (at least once). */
