@@ -6,7 +6,7 @@
 # curves against the CPU, compute-sanitizer on the newest kernels, the kernels at the
 # reference's shapes, the laLTE step's per-op profile. Printed output is the summary; the raw
 # files go into $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after
-# every part. About 6 minutes on an H100; PARTS picks parts (default: ops train check memcheck
+# every part. About 6 minutes on an H100; PARTS picks parts (default: ops train ncu check memcheck
 # kernels racecheck profile).
 cd "$(dirname "$0")/.."
 final=${OUT:-.}
@@ -32,7 +32,7 @@ sanitize() { # TOOL SECONDS
      ./test_cuda_ops ${SANITIZE_GROUPS:-attention lte_router linear} >"$out/$1.txt" 2>&1
    echo "$1 (${SANITIZE_GROUPS:-attention lte_router linear}): exit $? $(tail -1 "$out/$1.txt")")
 }
-want() { case " ${PARTS:-ops train check memcheck kernels racecheck profile} " in *" $1 "*) return 0 ;; esac; return 1; }
+want() { case " ${PARTS:-ops train ncu check memcheck kernels racecheck profile} " in *" $1 "*) return 0 ;; esac; return 1; }
 want ops && ops all $TEST_GROUPS
 # the paths that wait for a GPU run to become the defaults (docs/cuda.md, "Switched off"):
 # the fused router kernels, bf16 operand copies for large products, two m-tiles per warp in
@@ -48,6 +48,16 @@ want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_s
   train ${mb%%:*} ${mb##*:}
   [ "${mb%%:*}" = gdn_lte_0.4B ] && (export $new_paths; TAG=-new-paths train ${mb%%:*} ${mb##*:})
 done
+save
+# every kernel of one laLTE training step (B = 4, the switched-off paths on) timed by Nsight
+# Compute: where the step's time goes, cuBLAS's kernels included (ncu serialises the kernels
+# and adds its own overhead per launch, so only the kernels' own durations count)
+ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+want ncu && (export $new_paths; timeout ${NCU_TIMEOUT:-120} "$ncu" --clock-control none --metrics gpu__time_duration.sum \
+    --print-kernel-base function --csv --page raw ./gpu-carry/hyla bench train gpu-carry/configs/models/gdn_lte_0.4B.yaml \
+    --backend cuda --steps 1 --warmup 0 --set train.micro_batch=4 --set train.seq_len=4096 --set train.precision=bf16 \
+    >"$out/ncu-gdn_lte_0.4B.csv" 2>&1
+  echo "ncu ($ncu): exit $?"; python3 scripts/ncu-summary.py "$out/ncu-gdn_lte_0.4B.csv" 45 | tee "$out/ncu-summary.txt")
 save
 want check && { SKIP_OPS=1 OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"; }
 save
