@@ -6,8 +6,6 @@
 // NULL (hyla_backend_cuda_missing).
 #include <string.h>
 
-#include <cub/device/device_radix_sort.cuh>
-
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
@@ -108,91 +106,6 @@ static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha
 
 // ---- block reductions (fixed tree: deterministic) ---------------------------------------
 enum { ROW_THREADS = 256 };
-
-// ---- embedding --------------------------------------------------------------------------
-__global__ void embedding_fwd_kernel(float *out, const int32_t *tokens, const float *table, int n, int dim) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= (size_t)n * dim) return;
-    size_t row = i / dim, c = i % dim;
-    out[i] = table[(size_t)tokens[row] * dim + c];
-}
-static void cuda_embedding_fwd(float *out, const int32_t *tokens, const float *table, int n, int dim) {
-    embedding_fwd_kernel<<<blocks_for((size_t)n * dim, 256), 256>>>(out, tokens, table, n, dim);
-    CUDA_LAUNCH_CHECK();
-}
-
-// dtable[token] += the rows of dout at that token, in a fixed order: no float atomics. A stable
-// radix sort of the positions by token (CUB; deterministic) puts each token's positions together
-// in increasing order; one block per start of such a run (the others leave at once) adds the
-// run's rows. A run of m rows is split over `lanes` = min(8, the largest power of two <= m) row
-// lanes, fixed by m: each lane sums every lanes-th row in order, and the lanes' partials are
-// added in lane order. A frequent token thus takes 8 warps, not one thread per column.
-enum { EMB_THREADS = 256, EMB_MAX_LANES = 8 };
-__global__ void iota_kernel(int32_t *v, int n) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) v[i] = i;
-}
-__global__ void embedding_bwd_kernel(float *dtable, const float *dout, const int32_t *sorted_tokens,
-                                     const int32_t *positions, int n, int dim, int padding_idx) {
-    __shared__ float partial[EMB_THREADS];
-    __shared__ int run_end;
-    const int start = blockIdx.x;
-    const int32_t token = sorted_tokens[start];
-    if (token == padding_idx || (start > 0 && sorted_tokens[start - 1] == token)) return; // not a run's start
-    if (threadIdx.x < 32) { // the run's end: warp 0 compares 32 sorted tokens at a time
-        for (int base = start + 1;; base += 32) {
-            const int i = base + (int)threadIdx.x;
-            const unsigned same = __ballot_sync(0xffffffffu, i < n && sorted_tokens[i] == token);
-            if (same != 0xffffffffu) {
-                if (threadIdx.x == 0) run_end = base + __ffs(~same) - 1;
-                break;
-            }
-        }
-    }
-    __syncthreads();
-    const int end = run_end;
-    int lanes = 1;
-    while (lanes < EMB_MAX_LANES && 2 * lanes <= end - start) lanes *= 2;
-    const int width = EMB_THREADS / lanes, lane = threadIdx.x / width, col = threadIdx.x % width;
-    float *row = dtable + (size_t)token * dim;
-    for (int c0 = 0; c0 < dim; c0 += width) { // the same trip count for every thread (__syncthreads)
-        const int c = c0 + col;
-        float acc = 0;
-        if (c < dim) {
-#pragma unroll 4
-            for (int j = start + lane; j < end; j += lanes) acc += dout[(size_t)positions[j] * dim + c];
-        }
-        partial[threadIdx.x] = acc;
-        __syncthreads();
-        if (lane == 0 && c < dim) {
-            float sum = row[c];
-            for (int l = 0; l < lanes; l++) sum += partial[l * width + col];
-            row[c] = sum;
-        }
-        __syncthreads();
-    }
-}
-static void cuda_embedding_bwd(float *dtable, const float *dout, const int32_t *tokens, int n, int dim,
-                               int padding_idx) {
-    if (n <= 0 || dim <= 0) return;
-    int32_t *sorted_tokens = NULL, *order = NULL, *positions = NULL; // stream-ordered scratch
-    void *sort_scratch = NULL;
-    size_t sort_bytes = 0;
-    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(NULL, sort_bytes, tokens, sorted_tokens, order, positions, n));
-    CUDA_CHECK(cudaMallocAsync((void **)&sorted_tokens, sizeof(int32_t) * (size_t)n, 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&order, sizeof(int32_t) * (size_t)n, 0));
-    CUDA_CHECK(cudaMallocAsync((void **)&positions, sizeof(int32_t) * (size_t)n, 0));
-    CUDA_CHECK(cudaMallocAsync(&sort_scratch, sort_bytes, 0));
-    iota_kernel<<<blocks_for((size_t)n, 256), 256>>>(order, n);
-    CUDA_LAUNCH_CHECK();
-    CUDA_CHECK(cub::DeviceRadixSort::SortPairs(sort_scratch, sort_bytes, tokens, sorted_tokens, order, positions, n));
-    embedding_bwd_kernel<<<n, EMB_THREADS>>>(dtable, dout, sorted_tokens, positions, n, dim, padding_idx);
-    CUDA_LAUNCH_CHECK();
-    CUDA_CHECK(cudaFreeAsync(sort_scratch, 0));
-    CUDA_CHECK(cudaFreeAsync(positions, 0));
-    CUDA_CHECK(cudaFreeAsync(order, 0));
-    CUDA_CHECK(cudaFreeAsync(sorted_tokens, 0));
-}
 
 // ---- RMSNorm and the fused add + RMSNorm ---------------------------------------------------
 // One block per row. sum (optional): x + residual written first, then normalised.
@@ -397,6 +310,7 @@ static void cuda_cross_entropy_bwd(float *dlogits, const float *logits, const in
 // ---- the table ------------------------------------------------------------------------------------
 static struct hyla_backend table;
 extern "C" void cuda_register_reduce_ops(struct hyla_backend *t); // cuda_reduce_ops.cu
+extern "C" void cuda_register_embedding(struct hyla_backend *t); // cuda_embedding.cu
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_parts.cu
 extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attention.cu
 extern "C" void cuda_register_lte_router(struct hyla_backend *t); // cuda_lte_router.cu
@@ -413,7 +327,6 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.alloc = cuda_alloc, table.free = cuda_free, table.to_device = cuda_to_device, table.to_host = cuda_to_host;
     table.copy = cuda_copy, table.zero = cuda_zero, table.synchronize = cuda_synchronize, table.gemm = cuda_gemm;
     table.set_matmul_precision = cuda_set_matmul_precision;
-    table.embedding_fwd = cuda_embedding_fwd, table.embedding_bwd = cuda_embedding_bwd;
     table.rmsnorm_fwd = cuda_rmsnorm_fwd, table.rmsnorm_bwd = cuda_rmsnorm_bwd;
     table.add_rmsnorm_fwd = cuda_add_rmsnorm_fwd, table.add_rmsnorm_bwd = cuda_add_rmsnorm_bwd;
     table.linear_fwd = cuda_linear_fwd, table.linear_bwd = cuda_linear_bwd;
@@ -421,6 +334,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.swiglu_fwd = cuda_swiglu_fwd, table.swiglu_bwd = cuda_swiglu_bwd;
     table.mlp_fwd = cuda_mlp_fwd, table.mlp_bwd = cuda_mlp_bwd;
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
+    cuda_register_embedding(&table);
     cuda_register_reduce_ops(&table);
     cuda_register_gdn_parts(&table);
     cuda_register_attention(&table);

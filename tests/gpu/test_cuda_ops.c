@@ -719,6 +719,7 @@ int main(int argc, char **argv) {
     if (want("linear")) test_bf16_gemm_strided(260, 520, 700); /* past the copies' threshold */
     if (want("linear")) test_bf16_gemm_strided(33, 17, 9);     /* below it: cuBLAS rounds */
     if (want("embedding_ce")) test_embedding_ce(129, 96, 1000);
+    if (want("embedding_ce")) test_embedding_ce(5000, 130, 7); /* runs of ~700 rows over many backward chunks */
     if (want("lm_head_ce")) test_lm_head_ce(300, 96, 1000, 37, 0); /* chunks of 37 rows: the last one short */
     if (want("lm_head_ce")) test_lm_head_ce(129, 127, 5003, 0, 0);  /* the default: one chunk */
     if (want("lm_head_ce")) test_lm_head_ce(1030, 64, 32000, 256, 0);

@@ -1,4 +1,4 @@
-// The ops of kernels/cuda/cuda_gdn_parts.cu and cuda_reduce_ops.cu under tests/gpu/emu/emu.h,
+// The ops of kernels/cuda/cuda_gdn_parts.cu, cuda_reduce_ops.cu and cuda_embedding.cu under emu.h,
 // called through the table their cuda_register_* functions fill (as the backend does), against
 // the fp32 CPU twins, as test_cuda_ops' gdn_parts and optimizer groups call both: outputs
 // start as NaN (an element left unwritten shows), parameter gradients are added onto random
@@ -7,7 +7,7 @@
 // the clipping factor and accumulate_f64 bit for bit; loss_mean_add within 1e-6 of the mean.
 // Arguments: groups, each a name and its shape:
 //   conv B L C kw | l2norm rows dim | gated_rmsnorm rows dim | gates rows H | rope B L H d pos0 |
-//   loss n | optimizer count
+//   embedding n dim vocab pad | loss n | optimizer count
 // --every-op first: fail unless the groups called every op the two files register.
 #include "emu.h"
 #include "emu_check.h"
@@ -19,6 +19,7 @@ extern "C" {
 #include "kernels/cpu/cpu_ops.h"
 void cuda_register_gdn_parts(struct hyla_backend *t);
 void cuda_register_reduce_ops(struct hyla_backend *t);
+void cuda_register_embedding(struct hyla_backend *t);
 }
 
 static struct hyla_backend gpu;      // only the two files' ops: "device" memory is host memory
@@ -110,6 +111,24 @@ static void rope(int B, int L, int H, int d, int pos0) {
     check_vec("y", gy, y), check_vec("dx", gdx, dx), check_vec("y(in place)", inplace, y);
 }
 
+// The embedding: tokens drawn from `vocab` values, so runs of one token cross the backward's
+// chunks of 64 sorted rows when n / vocab > 64; token 0 is made the padding row when pad.
+static void embedding(int n, int dim, int vocab, int pad) {
+    printf("embedding n=%d dim=%d vocab=%d%s:", n, dim, vocab, pad ? " padding 0" : "");
+    std::vector<int32_t> tok(n);
+    for (int i = 0; i < n; i++) tok[i] = (int32_t)(rv(1, 0, (float)vocab)[0]) % vocab;
+    const vec table = rv((size_t)vocab * dim, -1, 1), dout = rv((size_t)n * dim, -1, 1);
+    const vec dtable0 = rv((size_t)vocab * dim, -1, 1);
+    vec out((size_t)n * dim), gout = nans((size_t)n * dim), dtable = dtable0, gdtable = dtable0;
+    const int padding_idx = pad ? 0 : -1;
+    cpu_f32_embedding_fwd(out.data(), tok.data(), table.data(), n, dim);
+    cpu_f32_embedding_bwd(dtable.data(), dout.data(), tok.data(), n, dim, padding_idx);
+    GPU(embedding_fwd)(gout.data(), tok.data(), table.data(), n, dim);
+    GPU(embedding_bwd)(gdtable.data(), dout.data(), tok.data(), n, dim, padding_idx);
+    check_vec("out", gout, out), check_vec("dtable(acc)", gdtable, dtable);
+    if (pad) check_true("the padding row changed", memcmp(gdtable.data(), dtable0.data(), sizeof(float) * dim) == 0);
+}
+
 // The mean loss added onto 0.25, every fifth row ignored (an exact 0, as cross-entropy leaves
 // it); and with no valid row, nothing added.
 static void loss(int n) {
@@ -168,6 +187,7 @@ static void optimizer(size_t count) {
 int main(int argc, char **argv) {
     cuda_register_gdn_parts(&gpu);
     cuda_register_reduce_ops(&gpu);
+    cuda_register_embedding(&gpu);
     int a = 1;
     const bool every_op = a < argc && !strcmp(argv[a], "--every-op");
     a += every_op;
@@ -180,17 +200,18 @@ int main(int argc, char **argv) {
         else if (group == "gated_rmsnorm") gated_rmsnorm(arg(0), arg(1)), used = 2;
         else if (group == "gates") gates(arg(0), arg(1)), used = 2;
         else if (group == "rope") rope(arg(0), arg(1), arg(2), arg(3), arg(4)), used = 5;
+        else if (group == "embedding") embedding(arg(0), arg(1), arg(2), arg(3)), used = 4;
         else if (group == "loss") loss(arg(0)), used = 1;
         else if (group == "optimizer") optimizer((size_t)arg(0)), used = 1;
         else {
-            fprintf(stderr, "unknown group %s (conv, l2norm, gated_rmsnorm, gates, rope, loss, optimizer)\n",
+            fprintf(stderr, "unknown group %s (conv, l2norm, gated_rmsnorm, gates, rope, embedding, loss, optimizer)\n",
                     group.c_str());
             return 2;
         }
         printf("\n");
         a += used;
     }
-    // every op the two files put in the table, run by some group
+    // every op the three files put in the table, run by some group
     int registered = 0;
 #define REAL float
 #define HYLA_OP(ret, name, args)                                                                                   \
