@@ -82,7 +82,10 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 // bf16 rate); smaller ones are not worth the copies.
 // HYLA_GEMM_BF16_COPIES=1 / 0 switches the copies on / off; off by default until a GPU run has
 // checked them (COPIES_BY_DEFAULT: test_cuda_ops linear, then the training benchmarks).
+// Thin products (the delta rule's gate projections: 1024 -> 8) are bound by reading their wide
+// operand, which a copy would read once more: a copy needs every dimension >= BF16_COPY_MIN_DIM.
 static const double BF16_COPY_MIN_MACS = 1 << 26;
+static const int BF16_COPY_MIN_DIM = 64;
 static const bool COPIES_BY_DEFAULT = false;
 static bool bf16_copies_wanted(void) {
     static int on = -1;
@@ -95,7 +98,9 @@ static bool bf16_copies_wanted(void) {
 
 static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                       const float *b, int ldb, float beta, float *c, int ldc) {
-    if (cuda_matmul_bf16() && (double)m * n * k >= BF16_COPY_MIN_MACS && bf16_copies_wanted()) {
+    const bool big = (double)m * n * k >= BF16_COPY_MIN_MACS && m >= BF16_COPY_MIN_DIM && n >= BF16_COPY_MIN_DIM &&
+                     k >= BF16_COPY_MIN_DIM;
+    if (cuda_matmul_bf16() && big && bf16_copies_wanted()) {
         cuda_gemm_bf16_operands(cublas(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
