@@ -244,29 +244,34 @@ static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const flo
 }
 
 // ---- RoPE (rotate-half); sign -1 is the backward pass ---------------------------------------
-__global__ void rope_kernel(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0, float sign) {
-    const int half = d / 2;
-    size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x; // one (b, t, h, i < d/2) pair
-    if (e >= (size_t)B * L * H * half) return;
-    int i = (int)(e % half);
-    size_t row = e / half; // (b, t, h)
-    int t = (int)((row / H) % L);
-    float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)d);
-    float angle = (float)(pos0 + t) * inv_freq, c = cosf(angle), s = sign * sinf(angle);
-    size_t lo = row * d + i, hi = lo + half;
-    float a = x[lo], b = x[hi]; // read both first: y may alias x
+// A block holds whole (b, t, h) rows, a thread per (row, i < d/2) pair: its position comes from
+// one 32-bit division (the 64-bit ones per element cost more than the rotation). Rows fit an
+// int: B L H rows of d floats would otherwise exceed any GPU's memory.
+__global__ void rope_kernel(float *y, const float *x, int rows, int L, int H, int d, float theta, int pos0,
+                            float sign) {
+    const int half = d / 2, per_block = blockDim.x / half, local = threadIdx.x / half, i = threadIdx.x % half;
+    const int row = blockIdx.x * per_block + local; // (b, t, h)
+    if (local >= per_block || row >= rows) return;
+    const int t = row / H % L;
+    const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)d);
+    const float angle = (float)(pos0 + t) * inv_freq, c = cosf(angle), s = sign * sinf(angle);
+    const size_t lo = (size_t)row * d + i, hi = lo + half;
+    const float a = x[lo], b = x[hi]; // read both first: y may alias x
     y[lo] = a * c - b * s;
     y[hi] = b * c + a * s;
 }
-static void cuda_rope_fwd(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0) {
-    if ((size_t)B * L * H * (d / 2) == 0) return;
-    rope_kernel<<<blocks_for((size_t)B * L * H * (d / 2), THREADS), THREADS>>>(y, x, B, L, H, d, theta, pos0, 1.0f);
+static void rope(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0, float sign) {
+    const int rows = B * L * H, half = d / 2;
+    if (rows == 0 || half == 0) return;
+    const int threads = half <= THREADS ? THREADS : (half + 31) / 32 * 32, per_block = threads / half;
+    rope_kernel<<<(rows + per_block - 1) / per_block, threads>>>(y, x, rows, L, H, d, theta, pos0, sign);
     CUDA_LAUNCH_CHECK();
 }
+static void cuda_rope_fwd(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0) {
+    rope(y, x, B, L, H, d, theta, pos0, 1.0f);
+}
 static void cuda_rope_bwd(float *dx, const float *dy, int B, int L, int H, int d, float theta, int pos0) {
-    if ((size_t)B * L * H * (d / 2) == 0) return;
-    rope_kernel<<<blocks_for((size_t)B * L * H * (d / 2), THREADS), THREADS>>>(dx, dy, B, L, H, d, theta, pos0, -1.0f);
-    CUDA_LAUNCH_CHECK();
+    rope(dx, dy, B, L, H, d, theta, pos0, -1.0f);
 }
 
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t) {

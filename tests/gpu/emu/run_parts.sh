@@ -37,9 +37,10 @@ g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_rope.c.o" "$ops/op_optimizer.c
 #   inside a run), runs of ~1365 over n 4096, and one token only (every chunk one run's piece,
 #   all of it padding); the L2 norm and the gated RMSNorm (a warp per row, 8 rows a block) at rows 37 and 131 (last
 #   block partial) and dims 13 (idle lanes), 70, 128, 130 (not multiples of 32, or exactly 4);
-#   gates at rows 37 / 131 (a-logits up to 30: softplus's linear branch); RoPE with pos0, d 16
-#   and 128; the mean loss at n 37 and 5000 (> 1024 threads: the stride), 0 valid rows too; the
-#   optimizer chain at count 100003, and 5000011: 1221 partial sums, more than the reducing
+#   gates at rows 37 / 131 (a-logits up to 30: softplus's linear branch); RoPE with pos0, d 16,
+#   128, 100 (50 pairs: 5 rows a block, 6 threads idle) and 600 (300 pairs: a row is a block of
+#   320 threads); the mean loss at n 37 and 5000 (> 1024 threads: the stride), 0 valid rows too;
+#   the optimizer chain at count 100003, and 5000011: 1221 partial sums, more than the reducing
 #   block's 256 threads.
 every=""
 if [ $# -eq 0 ]; then
@@ -47,7 +48,7 @@ if [ $# -eq 0 ]; then
   set -- conv 2 37 70 4  conv 3 50 600 4  conv 2 40 300 2  conv 2 20 33 8  conv 2 3 70 4 \
          l2norm 37 130  l2norm 131 70  l2norm 131 128  l2norm 37 13 \
          gated_rmsnorm 37 13  gated_rmsnorm 37 130  gated_rmsnorm 131 70  gated_rmsnorm 131 128 \
-         gates 37 5  gates 131 16  rope 2 37 3 16 5  rope 1 70 2 128 0 \
+         gates 37 5  gates 131 16  rope 2 37 3 16 5  rope 1 70 2 128 0  rope 1 9 3 100 2  rope 1 5 2 600 1 \
          embedding 37 70 1000 0  embedding 700 300 5 1  embedding 4096 33 3 0  embedding 640 20 1 1 \
          loss 37  loss 5000  optimizer 100003  optimizer 5000011
 fi
