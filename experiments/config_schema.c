@@ -1,4 +1,5 @@
 #include "experiments/config_schema.h"
+#include "kernels/ops/op_shapes.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -79,7 +80,8 @@ static const struct hyla_config_key SCHEMA[] = {
     NULLABLE_INT_KEY("model.head_dim", model.head_dim, 0, 1, INT_MAX,
                      "GDN key dim d_k per head (GDN models) or attention head dim; null = hidden_size / num_heads"),
     INT_KEY("model.expand_v", model.expand_v, "1", 1, INT_MAX, "GDN value dim d_v = head_dim * expand_v"),
-    INT_KEY("model.conv_size", model.conv_size, "4", 1, INT_MAX, "GDN short convolution width"),
+    INT_KEY("model.conv_size", model.conv_size, "4", 1, HYLA_SHORTCONV_MAX_WIDTH,
+            "GDN short convolution width (the reference's kernels take 2-4; hyla's ops up to 8)"),
     BOOL_KEY("model.use_short_conv", model.use_short_conv, "true", "GDN short convolutions on q, k, v"),
     BOOL_KEY("model.use_gate", model.use_gate, "true", "GDN output gate"),
     DOUBLE_KEY("model.hidden_ratio", model.hidden_ratio, "4.0", 0, INFINITY, HYLA_CFG_LO_OPEN,

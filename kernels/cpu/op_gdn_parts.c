@@ -7,7 +7,7 @@
 
 #include "../../common/hyla_error.h"
 
-enum { CONV_CB = 32, CONV_KW_MAX = 8 }; /* channels per dw block; widest conv supported */
+enum { CONV_CB = 32, CONV_KW_MAX = HYLA_SHORTCONV_MAX_WIDTH }; /* channels per dw block; widest conv */
 
 /* ---- causal depthwise short convolution + SiLU ---------------------------------------- */
 

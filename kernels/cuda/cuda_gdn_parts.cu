@@ -64,15 +64,27 @@ __global__ void shortconv_dx_kernel(float *dx, const float *dpre, const float *w
     }
     dx[p.e] = acc;
 }
-// dw[c,i] += sum over rows (b, t) of dpre[t] x[t - kw + 1 + i]
-struct shortconv_dw_term {
-    const float *dpre, *x;
-    int L, C, kw;
-    __device__ float operator()(int row, int k) const {
-        const int c = k / kw, i = k % kw, t = row % L, ts = t - kw + 1 + i;
-        return ts >= 0 ? dpre[(size_t)row * C + c] * x[((size_t)row - t + ts) * C + c] : 0.0f;
+// dw[c,i] += sum over rows (b, t) of dpre[t] x[t - kw + 1 + i]: a thread owns one channel's kw
+// taps (kw <= HYLA_SHORTCONV_MAX_WIDTH, in registers) over a chunk of column_sum::ROWS rows —
+// a dpre load and kw x loads per row, each coalesced over the channels, the x rows shared by
+// neighbouring rows' taps in cache — then column_sum's finish adds the chunks in order.
+__global__ void shortconv_dw_partials_kernel(float *partial, const float *dpre, const float *x, int rows, int L,
+                                             int C, int kw) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    const int r0 = blockIdx.y * column_sum::ROWS, r1 = min(rows, r0 + column_sum::ROWS);
+    float acc[HYLA_SHORTCONV_MAX_WIDTH] = {0};
+    for (int r = r0, t = r0 % L; r < r1; r++, t = t + 1 == L ? 0 : t + 1) {
+        const float d = dpre[(size_t)r * C + c];
+#pragma unroll
+        for (int i = 0; i < HYLA_SHORTCONV_MAX_WIDTH; i++) {
+            const int back = kw - 1 - i; // x's row is `back` rows before r, in the same sequence
+            if (i < kw && t >= back) acc[i] += d * x[(size_t)(r - back) * C + c];
+        }
     }
-};
+    float *out = partial + (size_t)blockIdx.y * C * kw + (size_t)c * kw;
+    for (int i = 0; i < kw; i++) out[i] = acc[i];
+}
 static void cuda_shortconv_silu_fwd(float *y, const float *x, const float *w, int B, int L, int C, int kw) {
     if ((size_t)B * L * C == 0) return;
     shortconv_fwd_kernel<<<conv_grid(B, L, C), THREADS>>>(y, x, w, L, C, kw);
@@ -88,7 +100,16 @@ static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const
     CUDA_LAUNCH_CHECK();
     shortconv_dx_kernel<<<conv_grid(B, L, C), THREADS>>>(dx, dpre, w, L, C, kw);
     CUDA_LAUNCH_CHECK();
-    column_sum_add(dw, B * L, C * kw, shortconv_dw_term{dpre, x, L, C, kw});
+    const int rows = B * L, chunks = (rows + column_sum::ROWS - 1) / column_sum::ROWS;
+    float *partial = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)chunks * C * kw, 0));
+    shortconv_dw_partials_kernel<<<dim3(blocks_for((size_t)C, column_sum::THREADS), chunks), column_sum::THREADS>>>(
+        partial, dpre, x, rows, L, C, kw);
+    CUDA_LAUNCH_CHECK();
+    column_sum::finish_kernel<<<blocks_for((size_t)C * kw, column_sum::THREADS), column_sum::THREADS>>>(
+        dw, partial, chunks, C * kw);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(partial, 0));
     CUDA_CHECK(cudaFreeAsync(dpre, 0));
 }
 

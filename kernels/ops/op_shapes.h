@@ -10,6 +10,8 @@ extern "C" { /* the CUDA backend calls these C functions */
 #endif
 
 #define HYLA_LTE_MAX_CONVS 4
+/* The widest GDN short convolution the ops take (their per-channel taps live in registers). */
+#define HYLA_SHORTCONV_MAX_WIDTH 8
 
 /* LTE router: in channels c0 = 2*head_dim, each conv halves them: c_{l+1} = c_l / 2. */
 struct hyla_lte_router_shape {

@@ -3,7 +3,8 @@
 
 /* Causal depthwise convolution of width kw with zero left padding, then SiLU:
  *   y[b,t,c] = silu( sum_{i<kw} w[c,i] * x[b,t-kw+1+i,c] ),  x[b,<0,c] = 0.
- * x, y: [B, L, C]; w: [C, kw] (the reference's [C,1,kw]). The tap i = kw-1 multiplies token t. */
+ * x, y: [B, L, C]; w: [C, kw] (the reference's [C,1,kw]). The tap i = kw-1 multiplies token t.
+ * kw <= HYLA_SHORTCONV_MAX_WIDTH (op_shapes.h; the config's bound on model.conv_size). */
 HYLA_OP(void, shortconv_silu_fwd, (REAL *y, const REAL *x, const REAL *w, int B, int L, int C, int kw))
 /* Recomputes the pre-activation. dx written, dw accumulated. */
 HYLA_OP(void, shortconv_silu_bwd, (REAL *dx, REAL *dw, const REAL *dy, const REAL *x, const REAL *w, int B, int L,
