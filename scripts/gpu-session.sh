@@ -53,7 +53,7 @@ save
 # Compute: where the step's time goes, cuBLAS's kernels included (ncu serialises the kernels
 # and adds its own overhead per launch, so only the kernels' own durations count)
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-want ncu && (export $new_paths; timeout -s INT ${NCU_TIMEOUT:-150} "$ncu" --clock-control none --metrics gpu__time_duration.sum \
+want ncu && (export $new_paths; timeout -s INT ${NCU_TIMEOUT:-150} "$ncu" --clock-control none --metrics gpu__time_duration.sum,launch__registers_per_thread,launch__shared_mem_per_block_dynamic,launch__shared_mem_per_block_static,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem \
     --print-kernel-base function --csv --page raw ./gpu-carry/hyla bench train gpu-carry/configs/models/gdn_lte_0.4B.yaml \
     --backend cuda --steps 1 --warmup 0 --set train.micro_batch=4 --set train.seq_len=4096 --set train.precision=bf16 \
     >"$out/ncu-gdn_lte_0.4B.csv" 2>&1
