@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Everything one GPU call checks after a session's changes (built with `gpu-check.sh pack`),
 # most important first, each part under its own time limit (a call cut short still returns
-# what it wrote): every op against the CPU (FALLBACKS=1: also the per-row NSA kernels and the
-# delta rule's recurrence), the 0.4B configs' training throughput, the tiny models' loss
-# curves against the CPU, compute-sanitizer on the newest kernels, the kernels at the
-# reference's shapes, the laLTE step's per-op profile. Printed output is the summary; the raw
-# files go into $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after
-# every part. About 6 minutes on an H100; PARTS picks parts (default: ops train ncu check memcheck
+# what it wrote): every op against the CPU (FALLBACKS=1: also the paths the defaults replace;
+# NEW_PATHS: paths not yet the defaults, switched on), the 0.4B configs' training throughput,
+# every kernel of a laLTE step timed by Nsight Compute, the tiny models' loss curves against
+# the CPU, compute-sanitizer on the op tests (SANITIZE_GROUPS), the kernels at the reference's
+# shapes, the laLTE step's per-op profile. Printed output is the summary; the raw files go
+# into $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after every
+# part. About 6 minutes on an H100; PARTS picks parts (default: ops train ncu check memcheck
 # kernels racecheck profile).
 cd "$(dirname "$0")/.."
 final=${OUT:-.}
@@ -34,22 +35,26 @@ sanitize() { # TOOL SECONDS
 }
 want() { case " ${PARTS:-ops train ncu check memcheck kernels racecheck profile} " in *" $1 "*) return 0 ;; esac; return 1; }
 want ops && ops all $TEST_GROUPS
-# the paths that wait for a GPU run to become the defaults (docs/cuda.md, "Switched off"):
-# the fused router kernels, bf16 operand copies for large products, two m-tiles per warp in
-# the attention forward and dq kernels
-new_paths="HYLA_ROUTER_TAPS=0 HYLA_GEMM_BF16_COPIES=1 HYLA_ATTN_TWO_MTILES=1"
-want ops && (export $new_paths; ops new-paths lte_router linear lm_head_ce attention)
-if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace (NSA's per-row kernels, the recurrence)
+# NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
+# (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
+# the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
+# timings and ncu run them switched on as well. None wait now.
+new_paths=${NEW_PATHS:-}
+want ops && [ -n "$new_paths" ] && (export $new_paths; ops new-paths ${NEW_PATHS_GROUPS:-})
+if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_NSA_TILED=0 ops nsa-rows nsa
   HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr
+  HYLA_ROUTER_TAPS=1 ops router-taps lte_router
+  HYLA_GEMM_BF16_COPIES=0 ops no-copies linear lm_head_ce
+  HYLA_ATTN_TWO_MTILES=0 ops one-mtile attention
 fi
 save
 want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
   train ${mb%%:*} ${mb##*:}
-  [ "${mb%%:*}" = gdn_lte_0.4B ] && (export $new_paths; TAG=-new-paths train ${mb%%:*} ${mb##*:})
+  [ "${mb%%:*}" = gdn_lte_0.4B ] && [ -n "$new_paths" ] && (export $new_paths; TAG=-new-paths train ${mb%%:*} ${mb##*:})
 done
 save
-# every kernel of one laLTE training step (B = 4, the switched-off paths on) timed by Nsight
+# every kernel of one laLTE training step (B = 4, NEW_PATHS on) timed by Nsight
 # Compute: where the step's time goes, cuBLAS's kernels included (ncu serialises the kernels
 # and adds its own overhead per launch, so only the kernels' own durations count)
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
@@ -64,7 +69,7 @@ save
 want memcheck && (export $new_paths; sanitize memcheck ${MEMCHECK_TIMEOUT:-70})
 save
 want kernels && for only in ${KERNELS:-attention gdr lte_router nsa linear}; do
-  for paths in "" "$new_paths"; do
+  for paths in "" ${new_paths:+"$new_paths"}; do
     env $paths timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
       grep -E "fwd|bwd" | sed "s/^/${paths:+new paths: }/" | tee -a "$out/bench-kernels-bf16.txt"
   done
@@ -72,6 +77,6 @@ done
 save
 want racecheck && (export $new_paths; sanitize racecheck ${RACECHECK_TIMEOUT:-60})
 save
-# where the laLTE step goes with the switched-off paths on (every op synchronised)
+# where the laLTE step goes, NEW_PATHS on (every op synchronised)
 want profile && (export $new_paths; OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op")
 save

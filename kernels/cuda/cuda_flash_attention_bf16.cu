@@ -156,8 +156,8 @@ __device__ inline bool all_visible(int q0, int q1, int k0, int k1, bool seg_b, i
 
 // M m-tiles of 16 rows per warp in the forward and dq kernels: queries per block. Two (128
 // queries a block; each K / V fragment loaded from shared memory serves twice the rows) fit
-// the registers at head dim 64 only; they wait for a GPU run to be the default there
-// (two_mtiles below), one m-tile being the form checked on an H100.
+// the registers at head dim 64 only, where they are the default since their GPU run (H100,
+// 2026-12-07); HYLA_ATTN_TWO_MTILES=0 gives one m-tile (two_mtiles below).
 template <int M> constexpr int QROWS = 16 * WARPS * M;
 
 // A forward or dq block: QROWS queries of one (batch, query head), their kv head and key tiles.
@@ -487,8 +487,8 @@ void allow(const void *kernel, size_t bytes) {
 }
 
 // Two m-tiles per warp at head dim 64: HYLA_ATTN_TWO_MTILES=1 / 0, TWO_MTILES_BY_DEFAULT
-// otherwise (off until a GPU run has checked them; ctest emu.attn runs them on the CPU).
-constexpr bool TWO_MTILES_BY_DEFAULT = false;
+// otherwise (ctest emu.attn runs both forms on the CPU).
+constexpr bool TWO_MTILES_BY_DEFAULT = true;
 bool two_mtiles(int d) {
     static int on = -1;
     if (on < 0) {

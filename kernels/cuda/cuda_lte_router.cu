@@ -4,9 +4,10 @@
 // bits every run.
 //
 // Two forms. The fused kernels do a whole router pass for a tile of tokens of one (batch, kv
-// head) in one block; the per-tap form (cuBLAS, cuda_lte_router_taps.cu) is the fallback for shapes whose tile
-// does not fit in shared memory, forced by HYLA_ROUTER_TAPS=1 — and, until a GPU run has
-// checked the fused kernels, the default (FUSED_BY_DEFAULT; HYLA_ROUTER_TAPS=0 picks fused).
+// head) in one block, the default since their GPU run (H100, 2026-12-07: test_cuda_ops
+// lte_router, memcheck and racecheck clean); the per-tap form (cuBLAS, cuda_lte_router_taps.cu)
+// is the fallback for shapes whose tile does not fit in shared memory, forced by
+// HYLA_ROUTER_TAPS=1.
 // This file picks the form; cuda_lte_router.cuh holds what they share.
 #include <stdlib.h>
 
@@ -14,9 +15,8 @@
 #include "cuda_lte_router.cuh"
 
 // HYLA_ROUTER_TAPS=1 takes the per-tap form for every shape, =0 the fused kernels where the
-// shape fits; unset, FUSED_BY_DEFAULT decides: the per-tap form until a GPU run has checked the
-// fused kernels (test_cuda_ops lte_router; they pass the CPU emulation, ctest emu.router).
-static const bool FUSED_BY_DEFAULT = false;
+// shape fits; unset, FUSED_BY_DEFAULT decides (fused; ctest emu.router checks them on the CPU).
+static const bool FUSED_BY_DEFAULT = true;
 static bool taps_forced(void) {
     const char *e = getenv("HYLA_ROUTER_TAPS");
     return e && *e ? atoi(e) == 1 : !FUSED_BY_DEFAULT;
