@@ -39,9 +39,12 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     const int KD = H * dk, VD = H * dv, kw = m->cfg.conv_size;
     float *tmp = m->scratch[7];
 
-    be->linear_fwd(a->qbar, h, layer_param(m, layer, L->q_proj), NULL, N, D, KD);
-    be->linear_fwd(a->kbar, h, layer_param(m, layer, L->k_proj), NULL, N, D, KD);
-    be->linear_fwd(a->vbar, h, layer_param(m, layer, L->v_proj), NULL, N, D, VD);
+    /* q, k, v and the output gate's input z: one op, so that the backend prepares h once */
+    float *const ys[4] = {a->qbar, a->kbar, a->vbar, a->z};
+    const float *const ws[4] = {layer_param(m, layer, L->q_proj), layer_param(m, layer, L->k_proj),
+                                layer_param(m, layer, L->v_proj), layer_param(m, layer, L->g_proj)};
+    const int outs[4] = {KD, KD, VD, VD};
+    be->projections_fwd(4, ys, h, ws, outs, N, D);
     be->shortconv_silu_fwd(tmp, a->qbar, layer_param(m, layer, L->q_conv), m->B, m->T, KD, kw);
     be->l2norm_fwd(a->qn, a->rq, tmp, N * H, dk, 1e-6f);
     be->shortconv_silu_fwd(tmp, a->kbar, layer_param(m, layer, L->k_conv), m->B, m->T, KD, kw);
@@ -55,7 +58,6 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
 
     be->gdr_chunk_fwd(a->o, NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL, 1.0f / sqrtf((float)dk), m->B, m->T, H,
                       dk, dv);
-    be->linear_fwd(a->z, h, layer_param(m, layer, L->g_proj), NULL, N, D, VD);
     be->gated_rmsnorm_fwd(a->on, a->ro, a->o, a->z, layer_param(m, layer, L->o_norm), N * H, dv,
                           (float)m->cfg.norm_eps);
     be->linear_fwd(y, a->on, layer_param(m, layer, L->o_proj), NULL, N, VD, D);
@@ -71,39 +73,39 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
     const int KD = H * dk, VD = H * dv, kw = m->cfg.conv_size;
     float **S = m->scratch;
 
-    /* output projection, gated norm, gate projection */
+    /* output projection, gated norm: S1 = d on, S2 = d o, S3 = d z (kept to the end) */
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->on, layer_param(m, layer, L->o_proj), N, VD, D);
     be->gated_rmsnorm_bwd(S[2], S[3], layer_grad(m, layer, L->o_norm), S[1], a->o, a->z,
                           layer_param(m, layer, L->o_norm), a->ro, N * H, dv);
-    be->linear_bwd(dh, layer_grad(m, layer, L->g_proj), NULL, S[3], h, layer_param(m, layer, L->g_proj), N, D, VD);
 
-    /* the delta rule: S1 = dqn, S3 = dkn, S4 = dv, S5 = dbeta, S6 = dg */
-    be->gdr_chunk_bwd(S[1], S[3], S[4], S[5], S[6], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
+    /* the delta rule: S1 = dqn, S4 = dkn, S5 = dv, S6 = dbeta, S7 = dg */
+    be->gdr_chunk_bwd(S[1], S[4], S[5], S[6], S[7], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
                       1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv);
 
-    /* gates: S2 = d b-logits, S7 = d a-logits */
-    be->gdn_gates_bwd(S[2], S[7], layer_grad(m, layer, L->A_log), layer_grad(m, layer, L->dt_bias), S[5], S[6],
+    /* gates (d b-logits and d a-logits, [N, H] each, share S2) and their projections: dh written */
+    float *dblog = S[2], *dalog = S[2] + (size_t)N * H;
+    be->gdn_gates_bwd(dblog, dalog, layer_grad(m, layer, L->A_log), layer_grad(m, layer, L->dt_bias), S[6], S[7],
                       a->blog, a->alog, layer_param(m, layer, L->A_log), layer_param(m, layer, L->dt_bias), N, H);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->b_proj), NULL, S[2], h, layer_param(m, layer, L->b_proj),
-                              N, D, H);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->a_proj), NULL, S[7], h, layer_param(m, layer, L->a_proj),
+    be->linear_bwd(dh, layer_grad(m, layer, L->b_proj), NULL, dblog, h, layer_param(m, layer, L->b_proj), N, D, H);
+    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->a_proj), NULL, dalog, h, layer_param(m, layer, L->a_proj),
                               N, D, H);
 
-    /* q: L2 norm, convolution, projection */
+    /* L2 norms and convolutions: S1 = d qbar, S4 = d kbar, S6 = d vbar (S2 in between) */
     be->l2norm_bwd(S[2], S[1], a->qn, a->rq, N * H, dk);
     be->shortconv_silu_bwd(S[1], layer_grad(m, layer, L->q_conv), S[2], a->qbar, layer_param(m, layer, L->q_conv),
                            m->B, m->T, KD, kw);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->q_proj), NULL, S[1], h, layer_param(m, layer, L->q_proj),
-                              N, D, KD);
-    /* k */
-    be->l2norm_bwd(S[2], S[3], a->kn, a->rk, N * H, dk);
-    be->shortconv_silu_bwd(S[1], layer_grad(m, layer, L->k_conv), S[2], a->kbar, layer_param(m, layer, L->k_conv),
+    be->l2norm_bwd(S[2], S[4], a->kn, a->rk, N * H, dk);
+    be->shortconv_silu_bwd(S[4], layer_grad(m, layer, L->k_conv), S[2], a->kbar, layer_param(m, layer, L->k_conv),
                            m->B, m->T, KD, kw);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, S[1], h, layer_param(m, layer, L->k_proj),
-                              N, D, KD);
-    /* v */
-    be->shortconv_silu_bwd(S[1], layer_grad(m, layer, L->v_conv), S[4], a->vbar, layer_param(m, layer, L->v_conv),
+    be->shortconv_silu_bwd(S[6], layer_grad(m, layer, L->v_conv), S[5], a->vbar, layer_param(m, layer, L->v_conv),
                            m->B, m->T, VD, kw);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->v_proj), NULL, S[1], h, layer_param(m, layer, L->v_proj),
-                              N, D, VD);
+
+    /* the q, k, v and gate projections, added onto dh: one op, so that the backend prepares h once */
+    float *const dws[4] = {layer_grad(m, layer, L->q_proj), layer_grad(m, layer, L->k_proj),
+                           layer_grad(m, layer, L->v_proj), layer_grad(m, layer, L->g_proj)};
+    const float *const dys[4] = {S[1], S[4], S[6], S[3]};
+    const float *const ws[4] = {layer_param(m, layer, L->q_proj), layer_param(m, layer, L->k_proj),
+                                layer_param(m, layer, L->v_proj), layer_param(m, layer, L->g_proj)};
+    const int outs[4] = {KD, KD, VD, VD};
+    be->projections_bwd(4, dh, 1, dws, dys, h, ws, outs, N, D);
 }

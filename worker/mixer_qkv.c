@@ -10,9 +10,11 @@ void qkv_forward(struct hyla_model *m, int layer, const float *h, float *q, floa
     const struct hyla_layer_layout *L = &lay->layers[layer];
     const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
     const float theta = (float)model_rope_theta(m);
-    be->linear_fwd(q, h, layer_param(m, layer, L->q_proj), NULL, N, D, Hq * d);
-    be->linear_fwd(k_raw, h, layer_param(m, layer, L->k_proj), NULL, N, D, Hkv * d);
-    be->linear_fwd(v, h, layer_param(m, layer, L->v_proj), NULL, N, D, Hkv * d);
+    float *const ys[3] = {q, k_raw, v};
+    const float *const ws[3] = {layer_param(m, layer, L->q_proj), layer_param(m, layer, L->k_proj),
+                                layer_param(m, layer, L->v_proj)};
+    const int outs[3] = {Hq * d, Hkv * d, Hkv * d};
+    be->projections_fwd(3, ys, h, ws, outs, N, D);
     be->rope_fwd(q, q, m->B, m->T, Hq, d, theta, 0);
     be->rope_fwd(k, k_raw, m->B, m->T, Hkv, d, theta, 0);
 }
@@ -31,9 +33,11 @@ void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, c
     const struct hyla_layer_layout *L = &lay->layers[layer];
     const float *h = m->acts[layer].h;
     const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
-    be->linear_bwd(dh, layer_grad(m, layer, L->q_proj), NULL, dq, h, layer_param(m, layer, L->q_proj), N, D, Hq * d);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->k_proj), NULL, dk, h, layer_param(m, layer, L->k_proj), N,
-                              D, Hkv * d);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->v_proj), NULL, dv, h, layer_param(m, layer, L->v_proj), N,
-                              D, Hkv * d);
+    float *const dws[3] = {layer_grad(m, layer, L->q_proj), layer_grad(m, layer, L->k_proj),
+                           layer_grad(m, layer, L->v_proj)};
+    const float *const dys[3] = {dq, dk, dv};
+    const float *const ws[3] = {layer_param(m, layer, L->q_proj), layer_param(m, layer, L->k_proj),
+                                layer_param(m, layer, L->v_proj)};
+    const int outs[3] = {Hq * d, Hkv * d, Hkv * d};
+    be->projections_bwd(3, dh, 0, dws, dys, h, ws, outs, N, D);
 }

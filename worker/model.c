@@ -32,7 +32,8 @@ void model_set_dropout_keys(struct hyla_model *m, uint64_t key) {
 static size_t scratch_width(const struct hyla_model_layout *lay) {
     size_t w = (size_t)lay->dim;
     size_t cand[] = {(size_t)lay->gdn_heads * lay->gdn_dk, (size_t)lay->gdn_heads * lay->gdn_dv,
-                     (size_t)lay->att_q_heads * lay->att_dim, 3 * (size_t)lay->att_q_heads, 2 * (size_t)lay->inter};
+                     (size_t)lay->att_q_heads * lay->att_dim, 3 * (size_t)lay->att_q_heads, 2 * (size_t)lay->inter,
+                     2 * (size_t)lay->gdn_heads /* the GDN's two gate-logit gradients share a buffer */};
     for (size_t i = 0; i < sizeof cand / sizeof cand[0]; i++) w = cand[i] > w ? cand[i] : w;
     return w;
 }

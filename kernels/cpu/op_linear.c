@@ -33,6 +33,19 @@ void K(linear_bwd_accumulate)(REAL *dx, REAL *dweight, REAL *dbias, const REAL *
     linear_param_grads(dweight, dbias, dy, x, n, in, out);
 }
 
+void K(projections_fwd)(int count, REAL *const *ys, const REAL *x, const REAL *const *weights, const int *outs,
+                        int n, int in) {
+    for (int i = 0; i < count; i++) K(linear_fwd)(ys[i], x, weights[i], NULL, n, in, outs[i]);
+}
+
+void K(projections_bwd)(int count, REAL *dx, int accumulate, REAL *const *dweights, const REAL *const *dys,
+                        const REAL *x, const REAL *const *weights, const int *outs, int n, int in) {
+    for (int i = 0; i < count; i++) {
+        if (i == 0 && !accumulate) K(linear_bwd)(dx, dweights[i], NULL, dys[i], x, weights[i], n, in, outs[i]);
+        else K(linear_bwd_accumulate)(dx, dweights[i], NULL, dys[i], x, weights[i], n, in, outs[i]);
+    }
+}
+
 void K(swiglu_fwd)(REAL *z, const REAL *gate, const REAL *up, size_t count) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < count; i++) z[i] = real_silu(gate[i]) * up[i];

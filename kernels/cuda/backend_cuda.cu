@@ -1,5 +1,6 @@
-// The CUDA backend, fp32: memory, cuBLAS matrix products and the dense ops of ops_basic.h (its
-// reductions and the optimizer are in cuda_reduce_ops.cu), with the CPU twin's semantics
+// The CUDA backend: memory, the products' precision and cuBLAS calls, norms and cross-entropy
+// (linear layers and the MLP are in cuda_linear.cu, the embedding in cuda_embedding.cu, the
+// reductions and the optimizer in cuda_reduce_ops.cu), with the CPU twin's semantics
 // (backward writes activation gradients, adds parameter gradients). Reductions whose result
 // must be reproducible use a fixed order: a block reduces its row with a fixed tree, and
 // column sums loop over rows in order — no float atomics. Ops not written for the GPU yet stay
@@ -12,11 +13,12 @@
 #include "cuda_device.h"
 #include "cuda_reduce.cuh"
 
-static cublasHandle_t cublas(void) {
+cublasHandle_t cuda_cublas(void) {
     static cublasHandle_t handle;
     if (!handle) CUBLAS_CHECK(cublasCreate(&handle)); // one handle for the process, default stream
     return handle;
 }
+static cublasHandle_t cublas(void) { return cuda_cublas(); }
 
 // ---- memory ---------------------------------------------------------------------------
 // Stream-ordered allocation from the device's pool, which keeps what is freed: FSDP's
@@ -59,7 +61,7 @@ static void cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 
 // fp32 (no TF32: the CPU twin's numbers), or bf16 operands on the tensor cores with fp32
 // accumulation: storage stays fp32, and the operands are rounded to bf16 by cuBLAS (small
-// products) or into bf16 copies first (large ones, cuda_gemm below).
+// products) or into bf16 copies first (large ones, cuda_gemm_takes_copies below).
 static cublasComputeType_t gemm_compute = CUBLAS_COMPUTE_32F;
 static void cuda_set_matmul_precision(int bf16) {
     gemm_compute = bf16 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
@@ -78,8 +80,8 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 }
 
 // In bf16 mode, products of at least this many multiply-adds round their operands to bf16
-// copies first (cuda_gemm_bf16.cu: cuBLAS's own rounding of fp32 operands runs far below the
-// bf16 rate); smaller ones are not worth the copies.
+// copies first (cuda_linear.cu, cuda_gemm_bf16.cu: cuBLAS's own rounding of fp32 operands
+// runs far below the bf16 rate); smaller ones are not worth the copies.
 // HYLA_GEMM_BF16_COPIES=0 / 1 switches the copies off / on; on by default (COPIES_BY_DEFAULT)
 // since test_cuda_ops passed with them on an H100 and laLTE trained 21% faster (2026-12-07).
 // Thin products (the delta rule's gate projections: 1024 -> 8) are bound by reading their wide
@@ -95,15 +97,14 @@ static bool bf16_copies_wanted(void) {
     }
     return on;
 }
-
-static void cuda_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
-                      const float *b, int ldb, float beta, float *c, int ldc) {
+bool cuda_gemm_takes_copies(int m, int n, int k) {
     const bool big = (double)m * n * k >= BF16_COPY_MIN_MACS && m >= BF16_COPY_MIN_DIM && n >= BF16_COPY_MIN_DIM &&
                      k >= BF16_COPY_MIN_DIM;
-    if (cuda_matmul_bf16() && big && bf16_copies_wanted()) {
-        cuda_gemm_bf16_operands(cublas(), trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-        return;
-    }
+    return cuda_matmul_bf16() && big && bf16_copies_wanted();
+}
+
+void cuda_gemm_fp32_operands(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                             const float *b, int ldb, float beta, float *c, int ldc) {
     CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
                               k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc,
                               gemm_compute, CUBLAS_GEMM_DEFAULT));
@@ -179,82 +180,6 @@ static void cuda_add_rmsnorm_bwd(float *dx, float *dw, const float *dy, const fl
     CUDA_LAUNCH_CHECK();
 }
 
-// ---- linear -------------------------------------------------------------------------------
-__global__ void add_bias_kernel(float *y, const float *b, int n, int out) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < (size_t)n * out) y[i] += b[i % out];
-}
-// The bias gradient: a column sum of dy over the rows, in parallel over row blocks.
-struct bias_grad_term {
-    const float *dy;
-    int out;
-    __device__ float operator()(int row, int col) const { return dy[(size_t)row * out + col]; }
-};
-static void cuda_linear_fwd(float *y, const float *x, const float *w, const float *b, int n, int in, int out) {
-    cuda_gemm(0, 1, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
-    if (!b) return;
-    add_bias_kernel<<<blocks_for((size_t)n * out, 256), 256>>>(y, b, n, out);
-    CUDA_LAUNCH_CHECK();
-}
-static void linear_param_grads(float *dw, float *db, const float *dy, const float *x, int n, int in, int out) {
-    cuda_gemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
-    if (!db) return;
-    column_sum_add(db, n, out, bias_grad_term{dy, out});
-}
-static void cuda_linear_bwd(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w, int n,
-                            int in, int out) {
-    if (dx) cuda_gemm(0, 0, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
-    linear_param_grads(dw, db, dy, x, n, in, out);
-}
-static void cuda_linear_bwd_accumulate(float *dx, float *dw, float *db, const float *dy, const float *x,
-                                       const float *w, int n, int in, int out) {
-    cuda_gemm(0, 0, n, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
-    linear_param_grads(dw, db, dy, x, n, in, out);
-}
-
-// ---- SwiGLU and the MLP ---------------------------------------------------------------------
-__device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-__global__ void swiglu_fwd_kernel(float *z, const float *gate, const float *up, size_t count) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < count) z[i] = gate[i] * sigmoidf_(gate[i]) * up[i];
-}
-__global__ void swiglu_bwd_kernel(float *dgate, float *dup, const float *dz, const float *gate, const float *up,
-                                  size_t count) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= count) return;
-    float d = dz[i], g = gate[i], s = sigmoidf_(g);
-    dup[i] = d * g * s;
-    dgate[i] = d * up[i] * s * (1.0f + g * (1.0f - s));
-}
-static void cuda_swiglu_fwd(float *z, const float *gate, const float *up, size_t count) {
-    swiglu_fwd_kernel<<<blocks_for(count, 256), 256>>>(z, gate, up, count);
-    CUDA_LAUNCH_CHECK();
-}
-static void cuda_swiglu_bwd(float *dgate, float *dup, const float *dz, const float *gate, const float *up,
-                            size_t count) {
-    swiglu_bwd_kernel<<<blocks_for(count, 256), 256>>>(dgate, dup, dz, gate, up, count);
-    CUDA_LAUNCH_CHECK();
-}
-static void cuda_mlp_fwd(float *y, float *acts, const float *x, const float *wg, const float *wu, const float *wd,
-                         int n, int dim, int inter) {
-    size_t size = (size_t)n * inter;
-    cuda_linear_fwd(acts, x, wg, NULL, n, dim, inter);
-    cuda_linear_fwd(acts + size, x, wu, NULL, n, dim, inter);
-    cuda_swiglu_fwd(acts + 2 * size, acts, acts + size, size);
-    cuda_linear_fwd(y, acts + 2 * size, wd, NULL, n, inter, dim);
-}
-static void cuda_mlp_bwd(float *dx, float *dwg, float *dwu, float *dwd, const float *dy, const float *x,
-                         const float *acts, const float *wg, const float *wu, const float *wd, float *scratch, int n,
-                         int dim, int inter) {
-    size_t size = (size_t)n * inter;
-    float *dz = scratch, *dup = scratch + size;
-    cuda_linear_bwd(dz, dwd, NULL, dy, acts + 2 * size, wd, n, inter, dim);
-    cuda_swiglu_bwd(dz, dup, dz, acts, acts + size, size);
-    cuda_linear_bwd(dx, dwg, NULL, dz, x, wg, n, dim, inter);
-    cuda_linear_bwd_accumulate(dx, dwu, NULL, dup, x, wu, n, dim, inter);
-}
-
 // ---- cross-entropy ---------------------------------------------------------------------------
 __device__ float row_lse(const float *row, int vocab, float *shared) {
     float m = -INFINITY;
@@ -315,6 +240,7 @@ static void cuda_cross_entropy_bwd(float *dlogits, const float *logits, const in
 // ---- the table ------------------------------------------------------------------------------------
 static struct hyla_backend table;
 extern "C" void cuda_register_reduce_ops(struct hyla_backend *t); // cuda_reduce_ops.cu
+extern "C" void cuda_register_linear(struct hyla_backend *t);    // cuda_linear.cu
 extern "C" void cuda_register_embedding(struct hyla_backend *t); // cuda_embedding.cu
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_parts.cu
 extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attention.cu
@@ -330,15 +256,12 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.device_memory = 1;
     table.current_device = hyla_cuda_current_device;
     table.alloc = cuda_alloc, table.free = cuda_free, table.to_device = cuda_to_device, table.to_host = cuda_to_host;
-    table.copy = cuda_copy, table.zero = cuda_zero, table.synchronize = cuda_synchronize, table.gemm = cuda_gemm;
+    table.copy = cuda_copy, table.zero = cuda_zero, table.synchronize = cuda_synchronize;
     table.set_matmul_precision = cuda_set_matmul_precision;
     table.rmsnorm_fwd = cuda_rmsnorm_fwd, table.rmsnorm_bwd = cuda_rmsnorm_bwd;
     table.add_rmsnorm_fwd = cuda_add_rmsnorm_fwd, table.add_rmsnorm_bwd = cuda_add_rmsnorm_bwd;
-    table.linear_fwd = cuda_linear_fwd, table.linear_bwd = cuda_linear_bwd;
-    table.linear_bwd_accumulate = cuda_linear_bwd_accumulate;
-    table.swiglu_fwd = cuda_swiglu_fwd, table.swiglu_bwd = cuda_swiglu_bwd;
-    table.mlp_fwd = cuda_mlp_fwd, table.mlp_bwd = cuda_mlp_bwd;
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
+    cuda_register_linear(&table);
     cuda_register_embedding(&table);
     cuda_register_reduce_ops(&table);
     cuda_register_gdn_parts(&table);

@@ -19,11 +19,22 @@ const struct hyla_backend *hyla_backend_profiled(const struct hyla_backend *base
 #ifdef __cplusplus
 }
 
-/* Inside the CUDA backend: a product with both operands rounded to bf16 copies first and fp32
- * sums (cuda_gemm_bf16.cu; cuda_gemm's contract), for large products in bf16 mode. */
+/* Inside the CUDA backend: bf16 products (cuda_gemm_bf16.cu). A dense bf16 copy of a row-major
+ * [rows][cols] fp32 matrix with row stride ld (stream-ordered scratch: cudaFreeAsync it), and
+ * row-major C = alpha op(A) op(B) + beta C from such copies, fp32 C and sums. */
 #include <cublas_v2.h>
-void cuda_gemm_bf16_operands(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                             const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+#include <cuda_bf16.h>
+__nv_bfloat16 *cuda_bf16_matrix(const float *src, int rows, int cols, int ld);
+void cuda_gemm_bf16(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                    const __nv_bfloat16 *a, const __nv_bfloat16 *b, float beta, float *c, int ldc);
+/* Inside the CUDA backend (backend_cuda.cu): the process's cuBLAS handle (default stream);
+ * whether an m x n x k product takes bf16 copies of its operands (bf16 mode, large, not
+ * switched off by HYLA_GEMM_BF16_COPIES=0); the product on fp32 operands in the backend's
+ * precision (cuBLAS rounds them itself in bf16 mode). */
+cublasHandle_t cuda_cublas(void);
+bool cuda_gemm_takes_copies(int m, int n, int k);
+void cuda_gemm_fp32_operands(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                             const float *b, int ldb, float beta, float *c, int ldc);
 /* Inside the CUDA backend: whether train.precision = bf16 is in force (set_matmul_precision). */
 bool cuda_matmul_bf16(void);
 /* Inside the CUDA backend: `batch` row-major products C_j = alpha op(A_j) op(B_j) + beta C_j,

@@ -1,10 +1,9 @@
 // CUDA: matrix products with bf16 operands for train.precision = bf16, where activations and
-// gathered parameters are stored in fp32. Handing cuBLAS the fp32 matrices with
-// CUBLAS_COMPUTE_32F_FAST_16BF (it rounds the operands itself) measured 93 TFLOP/s for the
-// 0.4B models' [16384 x 1024] x [1024 x 1024] projections on an H100 (linear_fwd, 0.37 ms a
-// call, per-op profile of 2026-12-07); rounding both operands to dense bf16 copies first (one
-// pass over each, a few hundredths of a millisecond) and multiplying bf16 x bf16 -> fp32
-// runs at the tensor cores' bf16 rate. The rounding is the same round-to-nearest-even, so the
+// gathered parameters are stored in fp32: dense bf16 copies of the operands and the product
+// bf16 x bf16 -> fp32 on them (cuda_linear.cu decides which products take copies and shares
+// them within an op). Handing cuBLAS the fp32 matrices with CUBLAS_COMPUTE_32F_FAST_16BF (it
+// rounds the operands itself) ran far below the bf16 rate; with copies laLTE trained 21%
+// faster on an H100 (2026-12-07). The rounding is the same round-to-nearest-even, so the
 // results are those of the fused path up to the order of the sums.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -36,9 +35,11 @@ unsigned grid_for(size_t count) {
     return (unsigned)(blocks < 4096 ? (blocks ? blocks : 1) : 4096);
 }
 
+} // namespace
+
 // A dense bf16 copy of a row-major [rows][cols] matrix with row stride ld (stream-ordered
-// scratch, freed by the caller).
-__nv_bfloat16 *bf16_matrix(const float *src, int rows, int cols, int ld) {
+// scratch, freed by the caller with cudaFreeAsync).
+__nv_bfloat16 *cuda_bf16_matrix(const float *src, int rows, int cols, int ld) {
     __nv_bfloat16 *dst = NULL;
     const size_t count = (size_t)rows * cols;
     CUDA_CHECK(cudaMallocAsync((void **)&dst, count * sizeof(__nv_bfloat16), 0));
@@ -50,18 +51,13 @@ __nv_bfloat16 *bf16_matrix(const float *src, int rows, int cols, int ld) {
     return dst;
 }
 
-} // namespace
-
-// Row-major C = alpha op(A) op(B) + beta C with A, B rounded to bf16 and fp32 C and sums
-// (cuda_gemm's contract; the column-major call computes C^T = op(B)^T op(A)^T).
-void cuda_gemm_bf16_operands(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
-                             const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-    const int a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
-    const int b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
-    __nv_bfloat16 *ah = bf16_matrix(a, a_rows, a_cols, lda), *bh = bf16_matrix(b, b_rows, b_cols, ldb);
+// Row-major C = alpha op(A) op(B) + beta C from dense bf16 copies of A and B (their leading
+// dimensions are their column counts), fp32 C and sums (the column-major call computes
+// C^T = op(B)^T op(A)^T).
+void cuda_gemm_bf16(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                    const __nv_bfloat16 *a, const __nv_bfloat16 *b, float beta, float *c, int ldc) {
+    const int a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;
     CUBLAS_CHECK(cublasGemmEx(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
-                              k, &alpha, bh, CUDA_R_16BF, b_cols, ah, CUDA_R_16BF, a_cols, &beta, c, CUDA_R_32F, ldc,
+                              k, &alpha, b, CUDA_R_16BF, b_cols, a, CUDA_R_16BF, a_cols, &beta, c, CUDA_R_32F, ldc,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    CUDA_CHECK(cudaFreeAsync(ah, 0));
-    CUDA_CHECK(cudaFreeAsync(bh, 0));
 }

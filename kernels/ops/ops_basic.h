@@ -25,6 +25,16 @@ HYLA_OP(void, linear_fwd, (REAL *y, const REAL *x, const REAL *weight, const REA
 /* dx = dy W (dx may be NULL to skip); dW += dy^T x; db += column sums of dy (NULL: no bias). */
 HYLA_OP(void, linear_bwd, (REAL *dx, REAL *dweight, REAL *dbias, const REAL *dy, const REAL *x,
                            const REAL *weight, int n, int in, int out))
+/* Projections of one input without biases (a mixer's q, k, v): ys[i] = x weights[i]^T, [n, outs[i]],
+ * for i < count. One op so that a backend can prepare x once for all of them (the CUDA
+ * backend's bf16 copy). */
+HYLA_OP(void, projections_fwd, (int count, REAL *const *ys, const REAL *x, const REAL *const *weights,
+                                const int *outs, int n, int in))
+/* Their backward: dweights[i] += dys[i]^T x for every i; dx = sum_i dys[i] weights[i] (added onto dx
+ * when accumulate), the terms in order i. */
+HYLA_OP(void, projections_bwd, (int count, REAL *dx, int accumulate, REAL *const *dweights,
+                                const REAL *const *dys, const REAL *x, const REAL *const *weights,
+                                const int *outs, int n, int in))
 /* As linear_bwd but dx += dy W: for inputs that feed several projections. */
 HYLA_OP(void, linear_bwd_accumulate, (REAL *dx, REAL *dweight, REAL *dbias, const REAL *dy, const REAL *x,
                                       const REAL *weight, int n, int in, int out))

@@ -79,6 +79,50 @@ static void test_bf16_gemm_strided(int m, int n, int k) {
     free(a), free(b), free(c), free(want), free(got), gpu->free(A), gpu->free(Bm), gpu->free(C);
 }
 
+/* Projections of one input (projections_fwd / _bwd): three widths, so that in bf16 mode some
+ * products take the op's shared bf16 copies (>= 2^26 multiply-adds) and some do not; dx added
+ * onto random values (accumulate), dweights onto random values. Bound 1e-5 in fp32, 1e-2 in
+ * bf16 (against the fp32 CPU twin). */
+static void test_projections(int n, int in, const int outs[3], int bf16) {
+    enum { P = 3 };
+    float *x = host_rand((size_t)n * in, -1, 1), *dx = host_rand((size_t)n * in, -1, 1);
+    float *X = dev_copy(x, (size_t)n * in), *DX = dev_copy(dx, (size_t)n * in);
+    float *w[P], *y[P], *dy[P], *dw[P], *W[P], *Y[P], *DY[P], *DW[P];
+    for (int i = 0; i < P; i++) {
+        const size_t nw = (size_t)outs[i] * in, ny = (size_t)n * outs[i];
+        w[i] = host_rand(nw, -0.2f, 0.2f), dy[i] = host_rand(ny, -1, 1), dw[i] = host_rand(nw, -1, 1);
+        y[i] = alloc_f32(ny);
+        W[i] = dev_copy(w[i], nw), DY[i] = dev_copy(dy[i], ny), DW[i] = dev_copy(dw[i], nw);
+        Y[i] = gpu->alloc(ny * sizeof(float));
+    }
+    cpu_f32_projections_fwd(P, y, x, (const float *const *)w, outs, n, in);
+    cpu_f32_projections_bwd(P, dx, 1, dw, (const float *const *)dy, x, (const float *const *)w, outs, n, in);
+    gpu->set_matmul_precision(bf16);
+    gpu->projections_fwd(P, Y, X, (const float *const *)W, outs, n, in);
+    gpu->projections_bwd(P, DX, 1, DW, (const float *const *)DY, X, (const float *const *)W, outs, n, in);
+    gpu->set_matmul_precision(0);
+    const double bound = bf16 ? 1e-2 : 1e-5;
+    char label[160];
+    for (int i = 0; i < P; i++) {
+        float *got = back(Y[i], (size_t)n * outs[i]);
+        snprintf(label, sizeof label, "projections_fwd %s n=%d %d -> %d: y%d", bf16 ? "bf16" : "fp32", n, in, outs[i], i);
+        check_le(label, rel_err_f32(got, y[i], (size_t)n * outs[i]), bound);
+        free(got);
+        got = back(DW[i], (size_t)outs[i] * in);
+        snprintf(label, sizeof label, "projections_bwd %s: dweight%d (accumulated)", bf16 ? "bf16" : "fp32", i);
+        check_le(label, rel_err_f32(got, dw[i], (size_t)outs[i] * in), bound);
+        free(got);
+    }
+    float *got = back(DX, (size_t)n * in);
+    snprintf(label, sizeof label, "projections_bwd %s n=%d in=%d: dx (accumulated)", bf16 ? "bf16" : "fp32", n, in);
+    check_le(label, rel_err_f32(got, dx, (size_t)n * in), bound);
+    free(got), free(x), free(dx), gpu->free(X), gpu->free(DX);
+    for (int i = 0; i < P; i++) {
+        free(w[i]), free(y[i]), free(dy[i]), free(dw[i]);
+        gpu->free(W[i]), gpu->free(Y[i]), gpu->free(DY[i]), gpu->free(DW[i]);
+    }
+}
+
 static void test_rmsnorm(int n, int dim, int fused) {
     float *x = host_rand((size_t)n * dim, -2, 2), *res = host_rand((size_t)n * dim, -1, 1), *w = host_rand(dim, 0.5f, 1.5f);
     float *dy = host_rand((size_t)n * dim, -1, 1), *dsum = host_rand((size_t)n * dim, -1, 1);
@@ -718,6 +762,11 @@ int main(int argc, char **argv) {
     if (want("linear")) test_bf16_matmul(300, 1024, 520);
     if (want("linear")) test_bf16_gemm_strided(260, 520, 700); /* past the copies' threshold */
     if (want("linear")) test_bf16_gemm_strided(33, 17, 9);     /* below it: cuBLAS rounds */
+    for (int bf16 = 0; want("linear") && bf16 < 2; bf16++) {
+        static const int mixed[3] = {384, 200, 96}, wide[3] = {256, 256, 72};
+        test_projections(600, 320, mixed, bf16); /* 600 x 320 x 384 takes copies, the others not */
+        test_projections(1030, 256, wide, bf16); /* two past the copies' threshold */
+    }
     if (want("embedding_ce")) test_embedding_ce(129, 96, 1000);
     if (want("embedding_ce")) test_embedding_ce(5000, 130, 7); /* runs of ~700 rows over many backward chunks */
     if (want("lm_head_ce")) test_lm_head_ce(300, 96, 1000, 37, 0); /* chunks of 37 rows: the last one short */
