@@ -30,7 +30,9 @@ struct gpu_bufs {
     const struct hyla_backend *be;
     float *q, *k, *v, *o, *lse, *dq, *dk, *dv, *dout, *beta, *g, *dbeta, *dg, *state;
     float *gates, *dgates, *nsa_saved, *score, *router, *drouter, *router_acts, *dscore;
-    float *w, *dw; /* a projection's weights: [2 DIM][DIM] */
+    float *w, *dw;     /* a projection's weights: [2 DIM][DIM] */
+    float *gdr_saved;  /* the delta rule's forward quantities kept for its backward (as the model does) */
+    int gdr_saved_set; /* gdr_saved allocated (in the precision of the first fwd + bwd) */
     int32_t *block_idx;
     uint8_t *selected;
     struct hyla_nsa_shape nsa;
@@ -89,12 +91,18 @@ static void bufs_init(struct gpu_bufs *b, const struct hyla_backend *be) {
 /* ---- one function per benchmarked call ---------------------------------------------- */
 static void gdr_fwd(struct gpu_bufs *b) {
     b->be->gdr_chunk_fwd(b->o, b->state, b->q, b->k, b->v, b->beta, b->g, NULL, 0.08838835f, B, T, GDR_H, GDR_D,
-                         GDR_D);
+                         GDR_D, NULL);
 }
+/* The forward keeping its chunk quantities for the backward, as the model's GDN layers do. */
 static void gdr_fwd_bwd(struct gpu_bufs *b) {
-    gdr_fwd(b);
+    if (!b->gdr_saved_set) {
+        const size_t n = b->be->gdr_chunk_saved_floats ? b->be->gdr_chunk_saved_floats(B, T, GDR_H, GDR_D, GDR_D) : 0;
+        b->gdr_saved = n ? b->be->alloc(n * sizeof(float)) : NULL, b->gdr_saved_set = 1;
+    }
+    b->be->gdr_chunk_fwd(b->o, b->state, b->q, b->k, b->v, b->beta, b->g, NULL, 0.08838835f, B, T, GDR_H, GDR_D,
+                         GDR_D, b->gdr_saved);
     b->be->gdr_chunk_bwd(b->dq, b->dk, b->dv, b->dbeta, b->dg, NULL, b->dout, NULL, b->q, b->k, b->v, b->beta, b->g,
-                         NULL, 0.08838835f, B, T, GDR_H, GDR_D, GDR_D);
+                         NULL, 0.08838835f, B, T, GDR_H, GDR_D, GDR_D, b->gdr_saved);
 }
 static void attention(struct gpu_bufs *b, const uint8_t *selected, int window, int backward) {
     b->be->attention_fwd(b->o, b->lse, b->q, b->k, b->v, selected, B, T, LTE_H, LTE_H, LTE_D, window, 0.125f);

@@ -92,11 +92,11 @@ static void mlp_bwd(struct bufs *b) {
 static void shortconv_fwd(struct bufs *b) { b->be->shortconv_silu_fwd(b->y, b->x, b->w, B, L, D, 4); }
 static void shortconv_bwd(struct bufs *b) { b->be->shortconv_silu_bwd(b->dx, b->dw, b->dy, b->x, b->w, B, L, D, 4); }
 static void gdr_chunk_fwd(struct bufs *b) {
-    b->be->gdr_chunk_fwd(b->o, b->state, b->q, b->k, b->v, b->beta, b->g, NULL, 0.125f, B, L, GDN_H, GDN_DK, GDN_DK);
+    b->be->gdr_chunk_fwd(b->o, b->state, b->q, b->k, b->v, b->beta, b->g, NULL, 0.125f, B, L, GDN_H, GDN_DK, GDN_DK, NULL);
 }
 static void gdr_chunk_bwd(struct bufs *b) {
     b->be->gdr_chunk_bwd(b->dq, b->dk, b->dv, b->dbeta, b->dg, NULL, b->dy, NULL, b->q, b->k, b->v, b->beta, b->g,
-                         NULL, 0.125f, B, L, GDN_H, GDN_DK, GDN_DK);
+                         NULL, 0.125f, B, L, GDN_H, GDN_DK, GDN_DK, NULL);
 }
 static void gdr_recurrent_fwd(struct bufs *b) {
     b->be->gdr_recurrent_fwd(b->o, b->state, b->q, b->k, b->v, b->beta, b->g, NULL, 0.125f, B, L, GDN_H, GDN_DK,

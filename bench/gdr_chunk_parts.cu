@@ -7,8 +7,8 @@
 #include <vector>
 #include "kernels/cuda/cuda_gdr_chunk.cuh"
 
-void cuda_gdr_chunk_fwd_bf16(float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);
-void cuda_gdr_chunk_bwd_bf16(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int);
+void cuda_gdr_chunk_fwd_bf16(float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int, float *);
+void cuda_gdr_chunk_bwd_bf16(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int, const float *);
 __global__ void fill(float *p, size_t n, float lo, float hi, unsigned seed) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         unsigned x = (unsigned)i * 2654435761u ^ seed; x ^= x >> 13; x *= 0x5bd1e995; x ^= x >> 15;
@@ -40,9 +40,9 @@ int main() {
         cudaEventRecord(e[2]);
         gdrc::launch_out(o, s, q, k, d);
         cudaEventRecord(e[3]);
-        cuda_gdr_chunk_fwd_bf16(o, st, q, k, v, beta, g, nullptr, 0.0883883f, B, L, H, D, D);
+        cuda_gdr_chunk_fwd_bf16(o, st, q, k, v, beta, g, nullptr, 0.0883883f, B, L, H, D, D, nullptr);
         cudaEventRecord(e[4]);
-        cuda_gdr_chunk_bwd_bf16(dq, dk, dv, db, dg, nullptr, dO, nullptr, q, k, v, beta, g, nullptr, 0.0883883f, B, L, H, D, D);
+        cuda_gdr_chunk_bwd_bf16(dq, dk, dv, db, dg, nullptr, dO, nullptr, q, k, v, beta, g, nullptr, 0.0883883f, B, L, H, D, D, nullptr);
         cudaEventRecord(e[5]);
         cudaEventSynchronize(e[5]);
         gdrc::free_scratch(s);

@@ -35,6 +35,10 @@ struct hyla_backend {
     void (*gemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);
 
+    /* How many floats gdr_chunk_fwd's `saved` holds for these shapes (0 or NULL: the backend
+     * keeps nothing; its backward recomputes). In the current matmul precision. */
+    size_t (*gdr_chunk_saved_floats)(int B, int L, int H, int dim_k, int dim_v);
+
     /* One entry per op of kernels/ops/all_ops.h, in fp32. */
 #define REAL float
 #define HYLA_OP(ret, name, args) ret(*name) args;

@@ -11,7 +11,25 @@ struct gdn_acts {
     float *v;                         /* v after the convolution */
     float *blog, *alog, *beta, *g;    /* gate logits and gates [N, H] */
     float *o, *z, *on, *ro;           /* delta-rule output, gate input, gated-norm output, its rstd */
+    float *gdr_saved;                 /* the delta rule's forward quantities for its backward (or NULL) */
+    int gdr_saved_set;                /* gdr_saved allocated, at the first forward (in the step's precision) */
 };
+
+/* The delta rule's `saved` (kernels/ops/ops_gdn.h): what the backend keeps for the backward
+ * instead of computing it again there — on the GPU in bf16 mode the chunks' W, U, T, states
+ * (~285 MB a layer at B = 4, T = 4096, H = 8, d = 128; HYLA_GDR_SAVED=0: none). Sized at the
+ * first forward, when the matmul precision is set. */
+static float *gdr_saved(struct hyla_model *m, struct gdn_acts *a) {
+    if (!a->gdr_saved_set) {
+        const struct hyla_model_layout *lay = &m->lay;
+        const size_t n = m->be->gdr_chunk_saved_floats
+                             ? m->be->gdr_chunk_saved_floats(m->B, m->T, lay->gdn_heads, lay->gdn_dk, lay->gdn_dv)
+                             : 0;
+        a->gdr_saved = n ? m->be->alloc(n * sizeof(float)) : NULL;
+        a->gdr_saved_set = 1;
+    }
+    return a->gdr_saved;
+}
 
 void gdn_alloc(struct hyla_model *m, int layer) {
     const struct hyla_model_layout *lay = &m->lay;
@@ -57,7 +75,7 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
                       layer_param(m, layer, L->dt_bias), N, H);
 
     be->gdr_chunk_fwd(a->o, NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL, 1.0f / sqrtf((float)dk), m->B, m->T, H,
-                      dk, dv);
+                      dk, dv, gdr_saved(m, a));
     be->gated_rmsnorm_fwd(a->on, a->ro, a->o, a->z, layer_param(m, layer, L->o_norm), N * H, dv,
                           (float)m->cfg.norm_eps);
     be->linear_fwd(y, a->on, layer_param(m, layer, L->o_proj), NULL, N, VD, D);
@@ -80,7 +98,7 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
 
     /* the delta rule: S1 = dqn, S4 = dkn, S5 = dv, S6 = dbeta, S7 = dg */
     be->gdr_chunk_bwd(S[1], S[4], S[5], S[6], S[7], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
-                      1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv);
+                      1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv, a->gdr_saved);
 
     /* gates (d b-logits and d a-logits, [N, H] each, share S2) and their projections: dh written */
     float *dblog = S[2], *dalog = S[2] + (size_t)N * H;

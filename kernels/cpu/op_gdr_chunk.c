@@ -232,9 +232,11 @@ static void load_state(REAL *H, const REAL *init, size_t n) {
 
 static int n_chunks(int L) { return (L + CH - 1) / CH; }
 
+/* `saved` is ignored: the CPU backend keeps nothing between the passes (its size is 0). */
 void K(gdr_chunk_fwd)(REAL *o, REAL *final_state, const REAL *q, const REAL *k, const REAL *v, const REAL *beta,
                       const REAL *g, const REAL *initial_state, REAL scale, int B, int L, int H, int dim_k,
-                      int dim_v) {
+                      int dim_v, REAL *saved) {
+    (void)saved;
     struct gdr_dims d = {B, L, H, dim_k, dim_v, scale};
     size_t kv = (size_t)dim_k * dim_v;
 #pragma omp parallel
@@ -419,7 +421,8 @@ static void bwd_chunk(struct ws *w, const struct gdr_dims *d, const struct chunk
 void K(gdr_chunk_bwd)(REAL *dq, REAL *dk, REAL *dv, REAL *dbeta, REAL *dg, REAL *dinitial_state, const REAL *dout,
                       const REAL *dfinal_state, const REAL *q, const REAL *k, const REAL *v, const REAL *beta,
                       const REAL *g, const REAL *initial_state, REAL scale, int B, int L, int H, int dim_k,
-                      int dim_v) {
+                      int dim_v, const REAL *saved) {
+    (void)saved;
     struct gdr_dims d = {B, L, H, dim_k, dim_v, scale};
     struct gdr_grads gr = {dq, dk, dv, dbeta, dg};
     size_t kv = (size_t)dim_k * dim_v;

@@ -376,10 +376,12 @@ void cuda_gdr_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, floa
 // The chunked form on the tensor cores (cuda_gdr_chunk_*.cu): bf16 operands, so bf16 mode only.
 void cuda_gdr_chunk_fwd_bf16(float *o, float *final_state, const float *q, const float *k, const float *v,
                              const float *beta, const float *g, const float *S0, float scale, int B, int L, int H,
-                             int dk, int dv);
+                             int dk, int dv, float *saved);
 void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
                              const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
-                             const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd);
+                             const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd,
+                             const float *saved);
+size_t cuda_gdr_chunk_saved_floats_bf16(int B, int L, int H, int dk, int dv);
 
 namespace {
 
@@ -396,18 +398,35 @@ bool use_chunked(int dk, int dv) {
     return enabled && cuda_matmul_bf16() && dk <= 128 && dv <= 128;
 }
 
+// `saved` (the forward's chunk quantities for the backward) where the chunked form runs and
+// the caller gave room for it; HYLA_GDR_SAVED=0 turns it off (the backward recomputes them).
+bool use_saved(void) {
+    static int enabled = -1;
+    if (enabled < 0) {
+        const char *env = getenv("HYLA_GDR_SAVED");
+        enabled = env && *env ? atoi(env) != 0 : 1;
+    }
+    return enabled;
+}
+size_t gdr_chunk_saved_floats(int B, int L, int H, int dk, int dv) {
+    return use_chunked(dk, dv) && use_saved() ? cuda_gdr_chunk_saved_floats_bf16(B, L, H, dk, dv) : 0;
+}
+
 void gdr_chunk_fwd(float *o, float *final_state, const float *q, const float *k, const float *v, const float *beta,
-                   const float *g, const float *S0, float scale, int B, int L, int H, int dk, int dv) {
-    if (use_chunked(dk, dv)) cuda_gdr_chunk_fwd_bf16(o, final_state, q, k, v, beta, g, S0, scale, B, L, H, dk, dv);
+                   const float *g, const float *S0, float scale, int B, int L, int H, int dk, int dv, float *saved) {
+    if (use_chunked(dk, dv))
+        cuda_gdr_chunk_fwd_bf16(o, final_state, q, k, v, beta, g, S0, scale, B, L, H, dk, dv,
+                                use_saved() ? saved : NULL);
     else cuda_gdr_fwd(o, final_state, q, k, v, beta, g, S0, scale, B, L, H, dk, dv);
 }
 
 void gdr_chunk_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
                    const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
-                   const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd) {
+                   const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd,
+                   const float *saved) {
     if (use_chunked(dkd, dvd))
         cuda_gdr_chunk_bwd_bf16(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd,
-                                dvd);
+                                dvd, use_saved() ? saved : NULL);
     else cuda_gdr_bwd(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd, dvd);
 }
 
@@ -416,4 +435,5 @@ void gdr_chunk_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, flo
 extern "C" void cuda_register_gdr(struct hyla_backend *t) {
     t->gdr_recurrent_fwd = cuda_gdr_fwd, t->gdr_recurrent_bwd = cuda_gdr_bwd;
     t->gdr_chunk_fwd = gdr_chunk_fwd, t->gdr_chunk_bwd = gdr_chunk_bwd;
+    t->gdr_chunk_saved_floats = gdr_chunk_saved_floats;
 }

@@ -54,7 +54,7 @@ struct scratch {
     bf16 *wn;         // [cb][64][dkp] -W = -T diag(beta e^gam) K
     bf16 *ke;         // [cb][64][dkp] diag(e^{gam_last - gam}) K
     bf16 *qs;         // [cb][64][dkp] scale diag(e^gam) Q
-    bf16 *t;          // [cb][64][64] T = (I + A)^-1 (backward only, else NULL)
+    bf16 *t;          // [cb][64][64] T = (I + A)^-1 (backward, or a forward that saves; else NULL)
     float *u;         // [cb][64][dvp] U = T diag(beta) V
     bf16 *delta;      // [cb][64][dvp] Delta = U - W H_n
     bf16 *states;     // [cb][dkp][dvp] H_n, the state entering chunk n
@@ -166,6 +166,10 @@ __device__ inline void load_rows_bf16(bf16 *dst, int ld, const float *src, size_
 // Host side: scratch of the forward quantities (t only when with_t) and the kernel launches.
 scratch alloc_scratch(const dims &d, bool with_t);
 void free_scratch(scratch &s);
+// The same quantities with t laid out in caller memory (the op's `saved`, which the forward
+// fills for the backward): its size in floats, and the layout.
+size_t saved_floats(const dims &d);
+scratch carve_saved(float *base, const dims &d);
 // F1-F4 per chunk: gcum, -W, Ke, Qs, U (and T).
 void launch_prep(const scratch &s, const float *q, const float *k, const float *v, const float *beta, const float *g,
                  const dims &d);

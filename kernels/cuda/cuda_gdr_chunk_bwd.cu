@@ -343,10 +343,12 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
 } // namespace
 } // namespace gdrc
 
-// The backend's gdr_chunk_bwd in bf16 mode (dk, dv <= 128; cuda_gdr.cu chooses).
+// The backend's gdr_chunk_bwd in bf16 mode (dk, dv <= 128; cuda_gdr.cu chooses). `saved`: what
+// the forward of the same inputs kept (B1 done), or NULL (B1 runs the forward's kernels again).
 void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
                              const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
-                             const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd) {
+                             const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd,
+                             const float *saved) {
     using namespace gdrc;
     if (B * H == 0) return;
     const size_t s_bytes = sizeof(float) * B * H * dkd * dvd;
@@ -363,9 +365,13 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
         allow_smem(local_kernel, LOCAL_SMEM), allow_smem(state_bwd_kernel, STATE_SMEM);
         allow_smem(grads_kernel, GRADS_SMEM), ready = true;
     }
-    scratch s = alloc_scratch(d, true); // B1: the forward again, keeping T
-    launch_prep(s, q, k, v, beta, g, d);
-    launch_state_fwd(s, NULL, S0, d);
+    // B1: the forward's quantities with T, kept by the forward or computed again (the backward
+    // only reads them)
+    scratch s = saved ? carve_saved(const_cast<float *>(saved), d) : alloc_scratch(d, true);
+    if (!saved) {
+        launch_prep(s, q, k, v, beta, g, d);
+        launch_state_fwd(s, NULL, S0, d);
+    }
     const size_t nc = (size_t)B * H * d.nt, cv = nc * CH * d.dvp;
     float *ddl = NULL;
     bf16 *dob = NULL, *dd = NULL, *gend = NULL;
@@ -383,5 +389,5 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     CUDA_CHECK(cudaFreeAsync(dob, 0));
     CUDA_CHECK(cudaFreeAsync(dd, 0));
     CUDA_CHECK(cudaFreeAsync(gend, 0));
-    free_scratch(s);
+    if (!saved) free_scratch(s);
 }

@@ -25,6 +25,31 @@ scratch alloc_scratch(const dims &d, bool with_t) {
     return s;
 }
 
+// The pieces of `saved`, in alloc_scratch's order, each rounded up to 128 bytes.
+namespace {
+struct saved_layout {
+    size_t at[8], total; // byte offsets of gcum, wn, ke, qs, t, u, delta, states
+};
+saved_layout layout_of(const dims &d) {
+    const size_t nc = (size_t)d.B * d.H * d.nt, ck = nc * CH * d.dkp, cv = nc * CH * d.dvp;
+    const size_t bytes[8] = {sizeof(float) * nc * CH, sizeof(bf16) * ck, sizeof(bf16) * ck, sizeof(bf16) * ck,
+                             sizeof(bf16) * nc * CH * CH, sizeof(float) * cv, sizeof(bf16) * cv,
+                             sizeof(bf16) * nc * d.dkp * d.dvp};
+    saved_layout l{};
+    for (int i = 0; i < 8; i++) l.at[i] = l.total, l.total += carve_size(bytes[i]);
+    return l;
+}
+} // namespace
+
+size_t saved_floats(const dims &d) { return layout_of(d).total / sizeof(float); }
+
+scratch carve_saved(float *base, const dims &d) {
+    const saved_layout l = layout_of(d);
+    char *p = (char *)base;
+    return scratch{(float *)(p + l.at[0]), (bf16 *)(p + l.at[1]), (bf16 *)(p + l.at[2]), (bf16 *)(p + l.at[3]),
+                   (bf16 *)(p + l.at[4]), (float *)(p + l.at[5]), (bf16 *)(p + l.at[6]), (bf16 *)(p + l.at[7])};
+}
+
 void free_scratch(scratch &s) {
     void *all[] = {s.gcum, s.wn, s.ke, s.qs, s.t, s.u, s.delta, s.states};
     for (void *p : all)
@@ -280,10 +305,17 @@ void launch_out(float *o, const scratch &s, const float *q, const float *k, cons
 
 } // namespace gdrc
 
-// The backend's gdr_chunk_fwd in bf16 mode (dk, dv <= 128; cuda_gdr.cu chooses).
+// The size of the forward's `saved` in bf16 mode (dk, dv <= 128).
+size_t cuda_gdr_chunk_saved_floats_bf16(int B, int L, int H, int dk, int dv) {
+    return B * H * L == 0 ? 0 : gdrc::saved_floats(gdrc::make_dims(B, L, H, dk, dv, 1.0f));
+}
+
+// The backend's gdr_chunk_fwd in bf16 mode (dk, dv <= 128; cuda_gdr.cu chooses). With `saved`
+// (gdrc::saved_floats of the shape), the chunks' quantities, T included, stay there for the
+// backward, which then skips running the forward's prep and state kernels again.
 void cuda_gdr_chunk_fwd_bf16(float *o, float *final_state, const float *q, const float *k, const float *v,
                              const float *beta, const float *g, const float *S0, float scale, int B, int L, int H,
-                             int dk, int dv) {
+                             int dk, int dv, float *saved) {
     using namespace gdrc;
     if (B * H == 0) return;
     const dims d = make_dims(B, L, H, dk, dv, scale);
@@ -294,9 +326,9 @@ void cuda_gdr_chunk_fwd_bf16(float *o, float *final_state, const float *q, const
         }
         return;
     }
-    scratch s = alloc_scratch(d, false);
+    scratch s = saved ? carve_saved(saved, d) : alloc_scratch(d, false);
     launch_prep(s, q, k, v, beta, g, d);
     launch_state_fwd(s, final_state, S0, d);
     launch_out(o, s, q, k, d);
-    free_scratch(s);
+    if (!saved) free_scratch(s);
 }

@@ -38,16 +38,19 @@ HYLA_OP(void, gdr_recurrent_bwd, (REAL *dq, REAL *dk, REAL *dv, REAL *dbeta, REA
                                   const REAL *dout, const REAL *dfinal_state, const REAL *q, const REAL *k,
                                   const REAL *v, const REAL *beta, const REAL *g, const REAL *initial_state,
                                   REAL scale, int B, int L, int H, int dim_k, int dim_v))
-/* The same function computed chunkwise (chunk 64, MODEL.md §3.4-3.5), same arguments.
- * Allocates per-thread scratch on each call: the forward 64*(13 dim_k + 9 dim_v + 392) + 3 dim_k dim_v
- * values; the backward that plus, per 64-token chunk, dim_k dim_v + 64*(65 + dim_k + 2 dim_v). */
+/* The same function computed chunkwise (chunk 64, MODEL.md §3.4-3.5), same arguments, plus `saved`:
+ * NULL, or the backend's gdr_chunk_saved_floats(B, L, H, dim_k, dim_v) values (struct hyla_backend)
+ * that the forward fills with what the backward would otherwise compute again, for the backward of
+ * the same inputs (the contents are the backend's own; a backend whose size is 0 ignores it).
+ * The CPU allocates per-thread scratch on each call: the forward 64*(13 dim_k + 9 dim_v + 392) +
+ * 3 dim_k dim_v values; the backward that plus, per 64-token chunk, dim_k dim_v + 64*(65 + dim_k + 2 dim_v). */
 HYLA_OP(void, gdr_chunk_fwd, (REAL *o, REAL *final_state, const REAL *q, const REAL *k, const REAL *v,
                               const REAL *beta, const REAL *g, const REAL *initial_state, REAL scale, int B, int L,
-                              int H, int dim_k, int dim_v))
+                              int H, int dim_k, int dim_v, REAL *saved))
 HYLA_OP(void, gdr_chunk_bwd, (REAL *dq, REAL *dk, REAL *dv, REAL *dbeta, REAL *dg, REAL *dinitial_state,
                               const REAL *dout, const REAL *dfinal_state, const REAL *q, const REAL *k, const REAL *v,
                               const REAL *beta, const REAL *g, const REAL *initial_state, REAL scale, int B, int L,
-                              int H, int dim_k, int dim_v))
+                              int H, int dim_k, int dim_v, const REAL *saved))
 
 /* Gated RMSNorm per row (rows = B*L*H, dim = dim_v, weight [dim_v] shared by the heads):
  *   y = x * rstd * weight * silu(gate),  rstd = 1/sqrt(mean(x^2) + eps). */

@@ -492,16 +492,16 @@ static void test_gdr(int B, int L, int H, int dk, int dv) {
     struct pair dq = zero_pair(nq), dkk = zero_pair(nq), dvv = zero_pair(nv), db = zero_pair(ng), dg = zero_pair(ng);
     struct pair dS0 = zero_pair(ns);
     const float scale = 1.0f / sqrtf((float)dk);
-    cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, S0.h, scale, B, L, H, dk, dv);
-    gpu->gdr_chunk_fwd(o.d, S.d, q.d, k.d, v.d, beta.d, g.d, S0.d, scale, B, L, H, dk, dv);
+    cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, S0.h, scale, B, L, H, dk, dv, NULL);
+    gpu->gdr_chunk_fwd(o.d, S.d, q.d, k.d, v.d, beta.d, g.d, S0.d, scale, B, L, H, dk, dv, NULL);
     char label[160];
     snprintf(label, sizeof label, "gated delta rule B=%d L=%d H=%d dk=%d dv=%d (vs CPU chunked): o", B, L, H, dk, dv);
     check_pair(label, o);
     check_pair("gated delta rule: final state", S);
     cpu_f32_gdr_chunk_bwd(dq.h, dkk.h, dvv.h, db.h, dg.h, dS0.h, dO.h, dS.h, q.h, k.h, v.h, beta.h, g.h, S0.h, scale, B,
-                          L, H, dk, dv);
+                          L, H, dk, dv, NULL);
     gpu->gdr_chunk_bwd(dq.d, dkk.d, dvv.d, db.d, dg.d, dS0.d, dO.d, dS.d, q.d, k.d, v.d, beta.d, g.d, S0.d, scale, B, L,
-                       H, dk, dv);
+                       H, dk, dv, NULL);
     struct pair grads[] = {dq, dkk, dvv, db, dg, dS0};
     const char *names[] = {"dq", "dk", "dv", "dbeta", "dg", "dinitial_state"};
     for (int i = 0; i < 6; i++) {
@@ -513,8 +513,10 @@ static void test_gdr(int B, int L, int H, int dk, int dv) {
 }
 
 /* bf16 mode: gdr_chunk_* run the chunked tensor-core kernels (cuda_gdr_chunk_*.cu); against
- * the fp32 CPU twin within 1e-2, and a second run bit-identical to the first. with_states = 0
- * passes NULL initial/final states and state gradients (as the model does). */
+ * the fp32 CPU twin within 1e-2, and a second run bit-identical to the first: the first with
+ * saved = NULL (the backward computes the forward's chunk quantities again), the second with
+ * the forward keeping them in `saved` for the backward. with_states = 0 passes NULL
+ * initial/final states and state gradients (as the model does). */
 static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) {
     const size_t nq = (size_t)B * L * H * dk, nv = (size_t)B * L * H * dv, ng = (size_t)B * L * H;
     const size_t ns = (size_t)B * H * dk * dv;
@@ -532,17 +534,21 @@ static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) 
     const float scale = 1.0f / sqrtf((float)dk);
     const float *s0h = with_states ? S0.h : NULL, *s0d = with_states ? S0.d : NULL;
     const float *dsh = with_states ? dS.h : NULL, *dsd = with_states ? dS.d : NULL;
-    cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, s0h, scale, B, L, H, dk, dv);
+    cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, s0h, scale, B, L, H, dk, dv, NULL);
     cpu_f32_gdr_chunk_bwd(dq.h, dkk.h, dvv.h, db.h, dg.h, dS0.h, dO.h, dsh, q.h, k.h, v.h, beta.h, g.h, s0h, scale, B, L,
-                          H, dk, dv);
+                          H, dk, dv, NULL);
     struct pair outs[] = {o, S, dq, dkk, dvv, db, dg, dS0};
     const char *names[] = {"o", "final state", "dq", "dk", "dv", "dbeta", "dg", "dinitial_state"};
     float *first[8];
     gpu->set_matmul_precision(1);
+    const size_t n_saved = gpu->gdr_chunk_saved_floats(B, L, H, dk, dv);
+    check_true("gdr_chunk_saved_floats: room for the forward's chunk quantities in bf16 mode", n_saved > 0);
+    float *saved = gpu->alloc(n_saved * sizeof(float) + 1);
     for (int run = 0; run < 2; run++) {
-        gpu->gdr_chunk_fwd(o.d, S.d, q.d, k.d, v.d, beta.d, g.d, s0d, scale, B, L, H, dk, dv);
+        float *keep = run == 0 ? NULL : saved;
+        gpu->gdr_chunk_fwd(o.d, S.d, q.d, k.d, v.d, beta.d, g.d, s0d, scale, B, L, H, dk, dv, keep);
         gpu->gdr_chunk_bwd(dq.d, dkk.d, dvv.d, db.d, dg.d, dS0.d, dO.d, dsd, q.d, k.d, v.d, beta.d, g.d, s0d, scale, B,
-                           L, H, dk, dv);
+                           L, H, dk, dv, keep);
         for (int i = 0; i < 8; i++) {
             char label[160];
             if (run == 0) {
@@ -552,13 +558,15 @@ static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) 
                 check_le(label, rel_err_f32(first[i], outs[i].h, outs[i].n), 1e-2);
             } else {
                 float *again = back(outs[i].d, outs[i].n);
-                snprintf(label, sizeof label, "gated delta rule in bf16: %s bit-identical on a second run", names[i]);
+                snprintf(label, sizeof label, "gated delta rule in bf16: %s bit-identical with the forward's saved quantities",
+                         names[i]);
                 check_bitwise_equal(label, first[i], again, outs[i].n * sizeof(float));
                 free(again), free(first[i]);
             }
         }
     }
     gpu->set_matmul_precision(0);
+    gpu->free(saved);
     struct pair all[] = {q, k, v, beta, g, S0, o, S, dO, dS, dq, dkk, dvv, db, dg, dS0};
     free_pairs(all, 16);
 }

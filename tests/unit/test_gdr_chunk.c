@@ -83,9 +83,9 @@ static void run_f64(int chunk, const struct set *s, struct res *r) {
     struct dims d = s->d;
     if (chunk) {
         cpu_f64_gdr_chunk_fwd(r->o, r->fin, s->q, s->k, s->v, s->beta, s->g, s->h0, s->scale, d.B, d.L, d.H, d.dk,
-                              d.dv);
+                              d.dv, NULL);
         cpu_f64_gdr_chunk_bwd(r->dq, r->dk, r->dv, r->dbeta, r->dg, r->dh0, s->po, s->ps, s->q, s->k, s->v, s->beta,
-                              s->g, s->h0, s->scale, d.B, d.L, d.H, d.dk, d.dv);
+                              s->g, s->h0, s->scale, d.B, d.L, d.H, d.dk, d.dv, NULL);
     } else {
         cpu_f64_gdr_recurrent_fwd(r->o, r->fin, s->q, s->k, s->v, s->beta, s->g, s->h0, s->scale, d.B, d.L, d.H,
                                   d.dk, d.dv);
@@ -123,9 +123,9 @@ static void f32_free(struct f32_bufs *f) {
 static void f32_run(struct f32_bufs *f, const struct set *s) {
     struct dims d = s->d;
     float sc = (float)s->scale;
-    cpu_f32_gdr_chunk_fwd(f->o, f->fin, f->q, f->k, f->v, f->beta, f->g, f->h0, sc, d.B, d.L, d.H, d.dk, d.dv);
+    cpu_f32_gdr_chunk_fwd(f->o, f->fin, f->q, f->k, f->v, f->beta, f->g, f->h0, sc, d.B, d.L, d.H, d.dk, d.dv, NULL);
     cpu_f32_gdr_chunk_bwd(f->dq, f->dk, f->dv, f->dbeta, f->dg, f->dh0, f->po, f->ps, f->q, f->k, f->v, f->beta, f->g,
-                          f->h0, sc, d.B, d.L, d.H, d.dk, d.dv);
+                          f->h0, sc, d.B, d.L, d.H, d.dk, d.dv, NULL);
 }
 
 static void f32_widen(struct res *r, const struct f32_bufs *f, const struct set *s) {
@@ -167,7 +167,7 @@ static double chunk_loss(void *p) {
     struct fd_ctx *c = p;
     struct set *s = c->s;
     struct dims d = s->d;
-    cpu_f64_gdr_chunk_fwd(c->o, c->fin, s->q, s->k, s->v, s->beta, s->g, s->h0, s->scale, d.B, d.L, d.H, d.dk, d.dv);
+    cpu_f64_gdr_chunk_fwd(c->o, c->fin, s->q, s->k, s->v, s->beta, s->g, s->h0, s->scale, d.B, d.L, d.H, d.dk, d.dv, NULL);
     return dot_f64(s->po, c->o, s->nv) + dot_f64(s->ps, c->fin, s->ns);
 }
 
@@ -233,13 +233,13 @@ static void test_nulls(void) {
     struct res a, b;
     res_alloc(&a, &s), res_alloc(&b, &s);
     double *zero = alloc_f64(s.ns);
-    cpu_f64_gdr_chunk_fwd(a.o, NULL, s.q, s.k, s.v, s.beta, s.g, NULL, s.scale, d.B, d.L, d.H, d.dk, d.dv);
-    cpu_f64_gdr_chunk_fwd(b.o, b.fin, s.q, s.k, s.v, s.beta, s.g, zero, s.scale, d.B, d.L, d.H, d.dk, d.dv);
+    cpu_f64_gdr_chunk_fwd(a.o, NULL, s.q, s.k, s.v, s.beta, s.g, NULL, s.scale, d.B, d.L, d.H, d.dk, d.dv, NULL);
+    cpu_f64_gdr_chunk_fwd(b.o, b.fin, s.q, s.k, s.v, s.beta, s.g, zero, s.scale, d.B, d.L, d.H, d.dk, d.dv, NULL);
     check_bitwise_equal("gdr_chunk: initial_state NULL equals zeros (o)", a.o, b.o, s.nv * sizeof(double));
     cpu_f64_gdr_chunk_bwd(a.dq, a.dk, a.dv, a.dbeta, a.dg, NULL, s.po, NULL, s.q, s.k, s.v, s.beta, s.g, NULL,
-                          s.scale, d.B, d.L, d.H, d.dk, d.dv);
+                          s.scale, d.B, d.L, d.H, d.dk, d.dv, NULL);
     cpu_f64_gdr_chunk_bwd(b.dq, b.dk, b.dv, b.dbeta, b.dg, b.dh0, s.po, zero, s.q, s.k, s.v, s.beta, s.g, zero,
-                          s.scale, d.B, d.L, d.H, d.dk, d.dv);
+                          s.scale, d.B, d.L, d.H, d.dk, d.dv, NULL);
     check_true("gdr_chunk: dfinal_state and initial_state NULL equal zeros (all gradients bitwise)",
                !memcmp(a.dq, b.dq, s.nk * 8) && !memcmp(a.dk, b.dk, s.nk * 8) && !memcmp(a.dv, b.dv, s.nv * 8) &&
                    !memcmp(a.dbeta, b.dbeta, s.ng * 8) && !memcmp(a.dg, b.dg, s.ng * 8));
