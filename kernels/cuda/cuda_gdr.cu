@@ -399,12 +399,14 @@ bool use_chunked(int dk, int dv) {
 }
 
 // `saved` (the forward's chunk quantities for the backward) where the chunked form runs and
-// the caller gave room for it; HYLA_GDR_SAVED=0 turns it off (the backward recomputes them).
+// the caller gave room for it. Switched off until a GPU run has checked it (SAVED_BY_DEFAULT;
+// emu.gdr_chunk finds the same bits with and without it); HYLA_GDR_SAVED=1 / 0 overrides.
+constexpr bool SAVED_BY_DEFAULT = false;
 bool use_saved(void) {
     static int enabled = -1;
     if (enabled < 0) {
         const char *env = getenv("HYLA_GDR_SAVED");
-        enabled = env && *env ? atoi(env) != 0 : 1;
+        enabled = env && *env ? atoi(env) != 0 : SAVED_BY_DEFAULT;
     }
     return enabled;
 }

@@ -7,6 +7,9 @@
 // 2026-12-07). So each op keeps its copies (op_copies) and every product of the op that reads
 // the same operand reuses the copy: a linear backward's dy feeds dx and dW, an MLP's input
 // feeds the gate and up projections, projections_fwd / _bwd's input feeds all of q, k, v.
+// Switched off until a GPU run has checked it (SHARED_BY_DEFAULT; HYLA_GEMM_SHARED_COPIES=1
+// switches it on): then every product makes its own copies, as before.
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend_cuda.h"
@@ -14,6 +17,16 @@
 #include "cuda_column_sum.cuh"
 
 namespace {
+
+constexpr bool SHARED_BY_DEFAULT = false;
+bool shared_copies() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYLA_GEMM_SHARED_COPIES");
+        on = e && *e ? atoi(e) != 0 : SHARED_BY_DEFAULT;
+    }
+    return on;
+}
 
 // The bf16 copies one op has made, each of a row-major [rows][cols] matrix with row stride ld
 // at src; freed (in stream order, after the products queued before) when the op returns. An
@@ -33,7 +46,7 @@ class op_copies {
     op_copies(const op_copies &) = delete;
     op_copies &operator=(const op_copies &) = delete;
     const __nv_bfloat16 *of(const float *src, int rows, int cols, int ld) {
-        for (int i = 0; i < n; i++)
+        for (int i = 0; i < n && shared_copies(); i++)
             if (list[i].src == src && list[i].rows == rows && list[i].cols == cols && list[i].ld == ld)
                 return list[i].h;
         __nv_bfloat16 *h = cuda_bf16_matrix(src, rows, cols, ld);
