@@ -18,7 +18,6 @@ cublasHandle_t cuda_cublas(void) {
     if (!handle) CUBLAS_CHECK(cublasCreate(&handle)); // one handle for the process, default stream
     return handle;
 }
-static cublasHandle_t cublas(void) { return cuda_cublas(); }
 
 // ---- memory ---------------------------------------------------------------------------
 // Stream-ordered allocation from the device's pool, which keeps what is freed: FSDP's
@@ -73,7 +72,7 @@ bool cuda_matmul_bf16(void) { return gemm_compute == CUBLAS_COMPUTE_32F_FAST_16B
 void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                        long long stride_a, const float *b, int ldb, long long stride_b, float beta, float *c, int ldc,
                        long long stride_c, int batch) {
-    CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(cuda_cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
                                             trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, CUDA_R_32F, ldb,
                                             stride_b, a, CUDA_R_32F, lda, stride_a, &beta, c, CUDA_R_32F, ldc,
                                             stride_c, batch, gemm_compute, CUBLAS_GEMM_DEFAULT));
@@ -105,7 +104,7 @@ bool cuda_gemm_takes_copies(int m, int n, int k) {
 
 void cuda_gemm_fp32_operands(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                              const float *b, int ldb, float beta, float *c, int ldc) {
-    CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+    CUBLAS_CHECK(cublasGemmEx(cuda_cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
                               k, &alpha, b, CUDA_R_32F, ldb, a, CUDA_R_32F, lda, &beta, c, CUDA_R_32F, ldc,
                               gemm_compute, CUBLAS_GEMM_DEFAULT));
 }
