@@ -370,6 +370,9 @@ static void test_errors(void) {
     expect_error("qkv_bias true is refused", rc, &err, (const char *const[]){"model.attn.qkv_bias", "false", NULL});
     rc = load_text(&cfg, "range.yaml", "train:\n  lr: -0.1\n", NULL, 0, &err);
     expect_error("out of range", rc, &err, (const char *const[]){"train.lr", "-0.1", "> 0", NULL});
+    rc = load_text(&cfg, "conv_width.yaml", "model:\n  conv_size: 9\n", NULL, 0, &err);
+    expect_error("a short convolution wider than the ops take", rc, &err,
+                 (const char *const[]){"model.conv_size", "9", "[1, 8]", NULL});
     rc = load_text(&cfg, "malformed.yaml", "model:\n  hidden_size: 64\n   num_heads: 2\n", NULL, 0, &err);
     expect_error("malformed YAML: file:line:column and the parser's message", rc, &err,
                  (const char *const[]){"malformed.yaml:3:", "malformed YAML", "not allowed", NULL});
