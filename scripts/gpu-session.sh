@@ -30,8 +30,8 @@ ops() { # NAME [GROUP...]: test_cuda_ops with the environment's switches
 }
 sanitize() { # TOOL SECONDS
   (cd gpu-carry && timeout $2 /usr/local/cuda/bin/compute-sanitizer --tool $1 --error-exitcode 3 \
-     ./test_cuda_ops ${SANITIZE_GROUPS:-attention lte_router linear} >"$out/$1.txt" 2>&1
-   echo "$1 (${SANITIZE_GROUPS:-attention lte_router linear}): exit $? $(tail -1 "$out/$1.txt")")
+     ./test_cuda_ops ${SANITIZE_GROUPS:-attention lte_router linear gdr} >"$out/$1.txt" 2>&1
+   echo "$1 (${SANITIZE_GROUPS:-attention lte_router linear gdr}): exit $? $(tail -1 "$out/$1.txt")")
 }
 want() { case " ${PARTS:-ops train ncu check memcheck kernels racecheck profile} " in *" $1 "*) return 0 ;; esac; return 1; }
 want ops && ops all $TEST_GROUPS
