@@ -8,7 +8,7 @@
 // the same operand reuses the copy: a linear backward's dy feeds dx and dW, an MLP's input
 // feeds the gate and up projections, projections_fwd / _bwd's input feeds all of q, k, v.
 // Switched off until a GPU run has checked it (SHARED_BY_DEFAULT; HYLA_GEMM_SHARED_COPIES=1
-// switches it on): then every product makes its own copies, as before.
+// switches it on): until then every product makes its own copies and frees them after it.
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,7 +46,7 @@ class op_copies {
     op_copies(const op_copies &) = delete;
     op_copies &operator=(const op_copies &) = delete;
     const __nv_bfloat16 *of(const float *src, int rows, int cols, int ld) {
-        for (int i = 0; i < n && shared_copies(); i++)
+        for (int i = 0; i < n; i++)
             if (list[i].src == src && list[i].rows == rows && list[i].cols == cols && list[i].ld == ld)
                 return list[i].h;
         __nv_bfloat16 *h = cuda_bf16_matrix(src, rows, cols, ld);
@@ -62,14 +62,17 @@ class op_copies {
     }
 };
 
-// Row-major C = alpha op(A) op(B) + beta C: from the op's bf16 copies where the shape takes
-// them, else cuBLAS on the fp32 operands in the backend's precision.
-void gemm(op_copies &copies, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-          const float *b, int ldb, float beta, float *c, int ldc) {
+// Row-major C = alpha op(A) op(B) + beta C: from bf16 copies where the shape takes them — the
+// op's (shared_copies) or the product's own, freed right after it — else cuBLAS on the fp32
+// operands in the backend's precision.
+void gemm(op_copies &op, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+          int ldb, float beta, float *c, int ldc) {
     if (!cuda_gemm_takes_copies(m, n, k)) {
         cuda_gemm_fp32_operands(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
+    op_copies own;
+    op_copies &copies = shared_copies() ? op : own;
     const __nv_bfloat16 *ah = copies.of(a, ta ? k : m, ta ? m : k, lda), *bh = copies.of(b, tb ? n : k, tb ? k : n, ldb);
     cuda_gemm_bf16(cuda_cublas(), ta, tb, m, n, k, alpha, ah, bh, beta, c, ldc);
 }
