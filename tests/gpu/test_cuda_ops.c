@@ -476,40 +476,54 @@ static void test_lte_router(int B, int L, int H, int d, float p) {
     free_pairs(all, 9);
 }
 
-static void test_gdr(int B, int L, int H, int dk, int dv) {
+/* The delta rule's inputs (q, k L2-normalised as in training), outputs and gradients, on the
+ * host and the device. */
+struct gdr_case {
+    struct pair q, k, v, beta, g, S0, o, S, dO, dS, dq, dk, dv, db, dg, dS0;
+    float scale;
+};
+static struct gdr_case gdr_case_make(int B, int L, int H, int dk, int dv) {
     const size_t nq = (size_t)B * L * H * dk, nv = (size_t)B * L * H * dv, ng = (size_t)B * L * H;
     const size_t ns = (size_t)B * H * dk * dv;
-    struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nq, -1, 1), v = rand_pair(nv, -1, 1);
-    /* q, k L2-normalised as in training */
+    struct gdr_case c;
+    c.q = rand_pair(nq, -1, 1), c.k = rand_pair(nq, -1, 1), c.v = rand_pair(nv, -1, 1);
     for (size_t r = 0; r < ng; r++) {
         double sq = 0, sk = 0;
-        for (int i = 0; i < dk; i++) sq += q.h[r * dk + i] * q.h[r * dk + i], sk += k.h[r * dk + i] * k.h[r * dk + i];
-        for (int i = 0; i < dk; i++) q.h[r * dk + i] /= (float)sqrt(sq), k.h[r * dk + i] /= (float)sqrt(sk);
+        for (int i = 0; i < dk; i++) sq += c.q.h[r * dk + i] * c.q.h[r * dk + i], sk += c.k.h[r * dk + i] * c.k.h[r * dk + i];
+        for (int i = 0; i < dk; i++) c.q.h[r * dk + i] /= (float)sqrt(sq), c.k.h[r * dk + i] /= (float)sqrt(sk);
     }
-    gpu->to_device(q.d, q.h, nq * 4), gpu->to_device(k.d, k.h, nq * 4);
-    struct pair beta = rand_pair(ng, 0.1f, 0.9f), g = rand_pair(ng, -0.5f, -0.01f), S0 = rand_pair(ns, -0.5f, 0.5f);
-    struct pair o = zero_pair(nv), S = zero_pair(ns), dO = rand_pair(nv, -1, 1), dS = rand_pair(ns, -1, 1);
-    struct pair dq = zero_pair(nq), dkk = zero_pair(nq), dvv = zero_pair(nv), db = zero_pair(ng), dg = zero_pair(ng);
-    struct pair dS0 = zero_pair(ns);
-    const float scale = 1.0f / sqrtf((float)dk);
-    cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, S0.h, scale, B, L, H, dk, dv, NULL);
-    gpu->gdr_chunk_fwd(o.d, S.d, q.d, k.d, v.d, beta.d, g.d, S0.d, scale, B, L, H, dk, dv, NULL);
+    gpu->to_device(c.q.d, c.q.h, nq * 4), gpu->to_device(c.k.d, c.k.h, nq * 4);
+    c.beta = rand_pair(ng, 0.1f, 0.9f), c.g = rand_pair(ng, -0.5f, -0.01f), c.S0 = rand_pair(ns, -0.5f, 0.5f);
+    c.o = zero_pair(nv), c.S = zero_pair(ns), c.dO = rand_pair(nv, -1, 1), c.dS = rand_pair(ns, -1, 1);
+    c.dq = zero_pair(nq), c.dk = zero_pair(nq), c.dv = zero_pair(nv), c.db = zero_pair(ng), c.dg = zero_pair(ng);
+    c.dS0 = zero_pair(ns);
+    c.scale = 1.0f / sqrtf((float)dk);
+    return c;
+}
+static void gdr_case_free(struct gdr_case *c) {
+    struct pair all[] = {c->q, c->k, c->v, c->beta, c->g, c->S0, c->o, c->S, c->dO, c->dS, c->dq, c->dk, c->dv, c->db, c->dg, c->dS0};
+    free_pairs(all, 16);
+}
+
+static void test_gdr(int B, int L, int H, int dk, int dv) {
+    struct gdr_case c = gdr_case_make(B, L, H, dk, dv);
+    cpu_f32_gdr_chunk_fwd(c.o.h, c.S.h, c.q.h, c.k.h, c.v.h, c.beta.h, c.g.h, c.S0.h, c.scale, B, L, H, dk, dv, NULL);
+    gpu->gdr_chunk_fwd(c.o.d, c.S.d, c.q.d, c.k.d, c.v.d, c.beta.d, c.g.d, c.S0.d, c.scale, B, L, H, dk, dv, NULL);
     char label[160];
     snprintf(label, sizeof label, "gated delta rule B=%d L=%d H=%d dk=%d dv=%d (vs CPU chunked): o", B, L, H, dk, dv);
-    check_pair(label, o);
-    check_pair("gated delta rule: final state", S);
-    cpu_f32_gdr_chunk_bwd(dq.h, dkk.h, dvv.h, db.h, dg.h, dS0.h, dO.h, dS.h, q.h, k.h, v.h, beta.h, g.h, S0.h, scale, B,
-                          L, H, dk, dv, NULL);
-    gpu->gdr_chunk_bwd(dq.d, dkk.d, dvv.d, db.d, dg.d, dS0.d, dO.d, dS.d, q.d, k.d, v.d, beta.d, g.d, S0.d, scale, B, L,
-                       H, dk, dv, NULL);
-    struct pair grads[] = {dq, dkk, dvv, db, dg, dS0};
+    check_pair(label, c.o);
+    check_pair("gated delta rule: final state", c.S);
+    cpu_f32_gdr_chunk_bwd(c.dq.h, c.dk.h, c.dv.h, c.db.h, c.dg.h, c.dS0.h, c.dO.h, c.dS.h, c.q.h, c.k.h, c.v.h, c.beta.h,
+                          c.g.h, c.S0.h, c.scale, B, L, H, dk, dv, NULL);
+    gpu->gdr_chunk_bwd(c.dq.d, c.dk.d, c.dv.d, c.db.d, c.dg.d, c.dS0.d, c.dO.d, c.dS.d, c.q.d, c.k.d, c.v.d, c.beta.d,
+                       c.g.d, c.S0.d, c.scale, B, L, H, dk, dv, NULL);
+    struct pair grads[] = {c.dq, c.dk, c.dv, c.db, c.dg, c.dS0};
     const char *names[] = {"dq", "dk", "dv", "dbeta", "dg", "dinitial_state"};
     for (int i = 0; i < 6; i++) {
         snprintf(label, sizeof label, "gated delta rule backward: %s", names[i]);
         compare(label, grads[i].d, grads[i].h, grads[i].n);
     }
-    struct pair all[] = {q, k, v, beta, g, S0, o, S, dO, dS, dq, dkk, dvv, db, dg, dS0};
-    free_pairs(all, 16);
+    gdr_case_free(&c);
 }
 
 /* bf16 mode: gdr_chunk_* run the chunked tensor-core kernels (cuda_gdr_chunk_*.cu); against
@@ -518,20 +532,10 @@ static void test_gdr(int B, int L, int H, int dk, int dv) {
  * the forward keeping them in `saved` for the backward. with_states = 0 passes NULL
  * initial/final states and state gradients (as the model does). */
 static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) {
-    const size_t nq = (size_t)B * L * H * dk, nv = (size_t)B * L * H * dv, ng = (size_t)B * L * H;
-    const size_t ns = (size_t)B * H * dk * dv;
-    struct pair q = rand_pair(nq, -1, 1), k = rand_pair(nq, -1, 1), v = rand_pair(nv, -1, 1);
-    for (size_t r = 0; r < ng; r++) {
-        double sq = 0, sk = 0;
-        for (int i = 0; i < dk; i++) sq += q.h[r * dk + i] * q.h[r * dk + i], sk += k.h[r * dk + i] * k.h[r * dk + i];
-        for (int i = 0; i < dk; i++) q.h[r * dk + i] /= (float)sqrt(sq), k.h[r * dk + i] /= (float)sqrt(sk);
-    }
-    gpu->to_device(q.d, q.h, nq * 4), gpu->to_device(k.d, k.h, nq * 4);
-    struct pair beta = rand_pair(ng, 0.1f, 0.9f), g = rand_pair(ng, -0.5f, -0.01f), S0 = rand_pair(ns, -0.5f, 0.5f);
-    struct pair o = zero_pair(nv), S = zero_pair(ns), dO = rand_pair(nv, -1, 1), dS = rand_pair(ns, -1, 1);
-    struct pair dq = zero_pair(nq), dkk = zero_pair(nq), dvv = zero_pair(nv), db = zero_pair(ng), dg = zero_pair(ng);
-    struct pair dS0 = zero_pair(ns);
-    const float scale = 1.0f / sqrtf((float)dk);
+    struct gdr_case c = gdr_case_make(B, L, H, dk, dv);
+    struct pair q = c.q, k = c.k, v = c.v, beta = c.beta, g = c.g, S0 = c.S0, o = c.o, S = c.S, dO = c.dO, dS = c.dS;
+    struct pair dq = c.dq, dkk = c.dk, dvv = c.dv, db = c.db, dg = c.dg, dS0 = c.dS0;
+    const float scale = c.scale;
     const float *s0h = with_states ? S0.h : NULL, *s0d = with_states ? S0.d : NULL;
     const float *dsh = with_states ? dS.h : NULL, *dsd = with_states ? dS.d : NULL;
     cpu_f32_gdr_chunk_fwd(o.h, S.h, q.h, k.h, v.h, beta.h, g.h, s0h, scale, B, L, H, dk, dv, NULL);
@@ -570,8 +574,7 @@ static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) 
     }
     gpu->set_matmul_precision(0);
     if (saved) gpu->free(saved);
-    struct pair all[] = {q, k, v, beta, g, S0, o, S, dO, dS, dq, dkk, dvv, db, dg, dS0};
-    free_pairs(all, 16);
+    gdr_case_free(&c);
 }
 
 /* NSA against the CPU twin: o, the saved tensors, block_idx (identical), dq, dk, dv, dgate_logits;
