@@ -6,10 +6,7 @@
 # not of their speed, and not a race detector. Needs build-cuda/ (or build/) for the twin.
 #   bash tests/gpu/emu/run.sh [B L H dk dv states]...   states: 1 initial, 2 dfinal, 3 both
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../../.." && pwd)
-build=${BUILD:-$root/build-cuda}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --replace '#include "cuda_gdr_chunk.cuh"=>#include "chunk.h"' \
   cuda_gdr_chunk.cuh:chunk.h cuda_gdr_chunk_fwd.cu:fwd.cpp cuda_gdr_chunk_bwd.cu:bwd.cpp
 cp "$root/tests/gpu/emu/emu.h" "$root/tests/gpu/emu/gdr_chunk_emu.cpp" "$work/"

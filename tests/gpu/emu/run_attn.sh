@@ -13,10 +13,7 @@
 # EMU_ATTN_FP32=1: the fp32 tiles instead (bound 1e-5). EMU_WORKERS: OS threads running blocks
 # (default 2); EMU_CXXFLAGS: extra compiler flags.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../../.." && pwd)
-build=${BUILD:-$root/build-cuda}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 # the tensor-core fragments through mma_emu.h, the precision switch as attn_emu.cpp's flag
 # (bf16 unless EMU_ATTN_FP32=1), cp.async copies landing only at the wait (cp_async_emu.h)
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' \
@@ -24,7 +21,6 @@ python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-a
   --head '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;' \
   cuda_flash_attention.cu cuda_flash_attention_bf16.cu
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
-. "$root/tests/gpu/emu/emu_build.sh"
 emu_compile cuda_flash_attention cuda_flash_attention_bf16 attn_emu
 cd "$work"
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_attention.c.o" -fopenmp -lm -o "$work/emu"

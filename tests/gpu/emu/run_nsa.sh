@@ -12,14 +12,10 @@
 #   bash tests/gpu/emu/run_nsa.sh [B L Hq Hkv d block n_select window]...
 # EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../../.." && pwd)
-build=${BUILD:-$root/build-cuda}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --replace '#include "cuda_nsa_mma.cuh"=>#include "nsa_mma_stub.cuh"' \
   cuda_nsa.cu cuda_nsa_select.cu cuda_nsa_query.cu cuda_nsa_keys.cu cuda_flash_attention.cu
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,nsa_mma_stub.cuh,nsa_emu.cpp} "$work/"
-. "$root/tests/gpu/emu/emu_build.sh"
 emu_compile cuda_nsa_select cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu
 cd "$work"
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_nsa.c.o" "$build/libhyla_op_shapes.a" \

@@ -12,10 +12,7 @@
 #   bash tests/gpu/emu/run_parts.sh [GROUP ARGS...]...   (groups: parts_emu.cpp's usage)
 # EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../../.." && pwd)
-build=${BUILD:-$root/build-cuda}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 # the table's type only (backend_cuda.h would bring cuBLAS); the ops' cuda_register_*
 # functions fill it; CUDA's rsqrtf is within 2 ulp, 1 / sqrtf within 1 (the bound is 1e-5)
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --keep-register --replace '#include "backend_cuda.h"=>#include "kernels/backend.h"' \
@@ -23,7 +20,6 @@ python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --keep
   --head '#include "emu.h"\nstatic inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }' \
   cuda_gdn_parts.cu cuda_reduce_ops.cu cuda_embedding.cu cuda_column_sum.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,cub_emu.h,parts_emu.cpp} "$work/"
-. "$root/tests/gpu/emu/emu_build.sh"
 emu_compile cuda_gdn_parts cuda_reduce_ops cuda_embedding parts_emu
 cd "$work"
 ops="$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu"

@@ -12,15 +12,11 @@
 #   bash tests/gpu/emu/run_router.sh [B L H d p kernels dilations sms fused]...
 # EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/../../.." && pwd)
-build=${BUILD:-$root/build-cuda}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+. "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 # cp.async copies landing only at the wait (cp_async_emu.h)
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu \
   cuda_lte_router.cuh cuda_column_sum.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,cp_async_emu.h,router_emu.cpp} "$work/"
-. "$root/tests/gpu/emu/emu_build.sh"
 emu_compile router_emu
 cd "$work"
 g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_lte_router.c.o" \
