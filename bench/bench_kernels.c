@@ -85,7 +85,7 @@ static void add_rmsnorm_fwd(struct bufs *b) { b->be->add_rmsnorm_fwd(b->z, b->y,
 static void add_rmsnorm_bwd(struct bufs *b) { b->be->add_rmsnorm_bwd(b->dx, b->dw, b->dy, b->res, b->x, b->w, b->rstd, N_TOK, D); }
 static void linear_fwd(struct bufs *b) { b->be->linear_fwd(b->y, b->x, b->w, NULL, N_TOK, D, D); }
 static void linear_bwd(struct bufs *b) { b->be->linear_bwd(b->dx, b->dw, NULL, b->dy, b->x, b->w, N_TOK, D, D); }
-static void mlp_fwd(struct bufs *b) { b->be->mlp_fwd(b->y, b->acts, b->x, b->w, b->w, b->w, N_TOK, D, INTER); }
+static void mlp_fwd(struct bufs *b) { b->be->mlp_fwd(b->y, b->acts, b->x, NULL, b->w, b->w, b->w, N_TOK, D, INTER); }
 static void mlp_bwd(struct bufs *b) {
     b->be->mlp_bwd(b->dx, b->dw, b->dw, b->dw, b->dy, b->x, b->acts, b->w, b->w, b->w, b->scratch, N_TOK, D, INTER);
 }

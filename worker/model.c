@@ -55,7 +55,7 @@ static void alloc_activations(struct hyla_model *m) {
         a->x_in = model_alloc_floats(m, N * D), a->h = model_alloc_floats(m, N * D);
         a->rstd_attn = model_alloc_floats(m, N), a->mix_out = model_alloc_floats(m, N * D);
         a->sum = model_alloc_floats(m, N * D), a->h2 = model_alloc_floats(m, N * D);
-        a->rstd_mlp = model_alloc_floats(m, N), a->mlp_out = model_alloc_floats(m, N * D);
+        a->rstd_mlp = model_alloc_floats(m, N);
         a->mlp_acts = model_alloc_floats(m, 3 * N * (size_t)lay->inter);
         switch (lay->layers[l].mixer) {
         case HYLA_MIXER_GDN: gdn_alloc(m, l); break;
@@ -156,10 +156,8 @@ static void block_forward(struct hyla_model *m, int l, float *x_out) {
     be->rmsnorm_fwd(a->h, a->rstd_attn, a->x_in, layer_param(m, l, L->attn_norm), N, D, eps);
     mixer_forward(m, l, a->h, a->mix_out);
     be->add_rmsnorm_fwd(a->sum, a->h2, a->rstd_mlp, a->mix_out, a->x_in, layer_param(m, l, L->mlp_norm), N, D, eps);
-    be->mlp_fwd(a->mlp_out, a->mlp_acts, a->h2, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
+    be->mlp_fwd(x_out, a->mlp_acts, a->h2, a->sum, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
                 layer_param(m, l, L->down_proj), N, D, m->lay.inter);
-    be->copy(x_out, a->sum, (size_t)N * D * sizeof(float));
-    be->axpy(x_out, a->mlp_out, 1.0f, (size_t)N * D);
 }
 
 /* m->dx: gradient at the block's output on entry, at its input on exit. */
@@ -176,9 +174,10 @@ static void block_backward(struct hyla_model *m, int l) {
     be->add_rmsnorm_bwd(m->dx, layer_grad(m, l, L->mlp_norm), S[0], m->dx, a->sum, layer_param(m, l, L->mlp_norm),
                         a->rstd_mlp, N, D);
     mixer_backward(m, l, m->dx, S[0]);
-    be->rmsnorm_bwd(S[1], layer_grad(m, l, L->attn_norm), S[0], a->x_in, layer_param(m, l, L->attn_norm),
-                    a->rstd_attn, N, D);
-    be->axpy(m->dx, S[1], 1.0f, (size_t)N * D);
+    /* the residual's gradient plus the norm's: the fused add + RMSNorm backward with x_in as
+     * its sum, adding onto m->dx in place (one pass, where rmsnorm_bwd + axpy took two) */
+    be->add_rmsnorm_bwd(m->dx, layer_grad(m, l, L->attn_norm), S[0], m->dx, a->x_in, layer_param(m, l, L->attn_norm),
+                        a->rstd_attn, N, D);
 }
 
 static const float *lm_head_weight(const struct hyla_model *m) {

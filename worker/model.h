@@ -13,7 +13,7 @@
 #define HYLA_MAX_LTE_HEADS 256
 
 struct layer_acts {
-    float *x_in, *h, *rstd_attn, *mix_out, *sum, *h2, *rstd_mlp, *mlp_acts, *mlp_out;
+    float *x_in, *h, *rstd_attn, *mix_out, *sum, *h2, *rstd_mlp, *mlp_acts;
     void *mixer;                      /* the mixer's own saved tensors (mixer_*.c) */
 };
 

@@ -1,4 +1,6 @@
 /* Linear layers (y = x W^T + b), SwiGLU and the SwiGLU MLP (MODEL.md §1.2). */
+#include <string.h>
+
 #include "cpu_ops.h"
 #include "real.h"
 
@@ -60,14 +62,15 @@ void K(swiglu_bwd)(REAL *dgate, REAL *dup, const REAL *dz, const REAL *gate, con
     }
 }
 
-void K(mlp_fwd)(REAL *y, REAL *acts, const REAL *x, const REAL *w_gate, const REAL *w_up, const REAL *w_down, int n,
-                int dim, int inter) {
+void K(mlp_fwd)(REAL *y, REAL *acts, const REAL *x, const REAL *residual, const REAL *w_gate, const REAL *w_up,
+                const REAL *w_down, int n, int dim, int inter) {
     size_t size = (size_t)n * inter;
     REAL *gate = acts, *up = acts + size, *z = acts + 2 * size;
     K(linear_fwd)(gate, x, w_gate, NULL, n, dim, inter);
     K(linear_fwd)(up, x, w_up, NULL, n, dim, inter);
     K(swiglu_fwd)(z, gate, up, size);
-    K(linear_fwd)(y, z, w_down, NULL, n, inter, dim);
+    if (residual && residual != y) memcpy(y, residual, (size_t)n * dim * sizeof(REAL));
+    real_gemm(0, 1, n, dim, inter, (REAL)1, z, inter, w_down, inter, (REAL)(residual ? 1 : 0), y, dim);
 }
 
 void K(mlp_bwd)(REAL *dx, REAL *dw_gate, REAL *dw_up, REAL *dw_down, const REAL *dy, const REAL *x,

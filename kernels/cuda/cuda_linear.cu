@@ -160,15 +160,19 @@ void cuda_swiglu_bwd(float *dgate, float *dup, const float *dz, const float *gat
     swiglu_bwd_kernel<<<blocks_for(count, 256), 256>>>(dgate, dup, dz, gate, up, count);
     CUDA_LAUNCH_CHECK();
 }
-// acts = [gate | up | z], each [n, inter]; x copied once for the gate and up projections.
-void cuda_mlp_fwd(float *y, float *acts, const float *x, const float *wg, const float *wu, const float *wd, int n,
-                  int dim, int inter) {
+// acts = [gate | up | z], each [n, inter]; x copied once for the gate and up projections. The
+// down projection adds onto the residual (copied into y first unless y is it): one pass fewer
+// than a separate sum, and the block needs no buffer for the MLP's own output.
+void cuda_mlp_fwd(float *y, float *acts, const float *x, const float *residual, const float *wg, const float *wu,
+                  const float *wd, int n, int dim, int inter) {
     const size_t size = (size_t)n * inter;
     op_copies copies;
     linear_fwd(copies, acts, x, wg, NULL, n, dim, inter);
     linear_fwd(copies, acts + size, x, wu, NULL, n, dim, inter);
     cuda_swiglu_fwd(acts + 2 * size, acts, acts + size, size);
-    linear_fwd(copies, y, acts + 2 * size, wd, NULL, n, inter, dim);
+    if (residual && residual != y)
+        CUDA_CHECK(cudaMemcpyAsync(y, residual, (size_t)n * dim * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+    gemm(copies, 0, 1, n, dim, inter, 1.0f, acts + 2 * size, inter, wd, inter, residual ? 1.0f : 0.0f, y, dim);
 }
 // dy copied once for dz and dW_down, x once for dW_gate and dW_up, dz (after the SwiGLU
 // backward has written it in place: not copied before) and dup once each.

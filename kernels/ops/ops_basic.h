@@ -43,10 +43,12 @@ HYLA_OP(void, linear_bwd_accumulate, (REAL *dx, REAL *dweight, REAL *dbias, cons
 HYLA_OP(void, swiglu_fwd, (REAL *z, const REAL *gate, const REAL *up, size_t count))
 HYLA_OP(void, swiglu_bwd, (REAL *dgate, REAL *dup, const REAL *dz, const REAL *gate, const REAL *up, size_t count))
 
-/* SwiGLU MLP: y = W_down (silu(x W_gate^T) * (x W_up^T)). acts [n, 3*inter] saves gate,
- * up and z (in that order) for the backward pass. */
-HYLA_OP(void, mlp_fwd, (REAL *y, REAL *acts, const REAL *x, const REAL *w_gate, const REAL *w_up,
-                        const REAL *w_down, int n, int dim, int inter))
+/* SwiGLU MLP added onto a residual: y = residual + W_down (silu(x W_gate^T) * (x W_up^T))
+ * (residual NULL: the MLP alone; y may alias residual, not x or acts). Taking the residual
+ * lets the down projection add onto it (beta = 1) instead of a separate sum pass. acts
+ * [n, 3*inter] saves gate, up and z (in that order) for the backward pass. */
+HYLA_OP(void, mlp_fwd, (REAL *y, REAL *acts, const REAL *x, const REAL *residual, const REAL *w_gate,
+                        const REAL *w_up, const REAL *w_down, int n, int dim, int inter))
 /* scratch [n, 2*inter]. dx written; weight gradients accumulated. */
 HYLA_OP(void, mlp_bwd, (REAL *dx, REAL *dw_gate, REAL *dw_up, REAL *dw_down, const REAL *dy, const REAL *x,
                         const REAL *acts, const REAL *w_gate, const REAL *w_up, const REAL *w_down,

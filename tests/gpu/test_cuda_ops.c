@@ -176,10 +176,18 @@ static void test_linear_mlp(int n, int dim, int inter) {
     gpu->linear_fwd(Y, X, WG, B, n, dim, inter);
     snprintf(label, sizeof label, "linear_fwd with bias %dx%d -> %d", n, dim, inter);
     compare(label, Y, y, ni);
-    cpu_f32_mlp_fwd(out, acts, x, wg, wu, wd, n, dim, inter);
-    gpu->mlp_fwd(OUT, ACTS, X, WG, WU, WD, n, dim, inter);
+    cpu_f32_mlp_fwd(out, acts, x, NULL, wg, wu, wd, n, dim, inter);
+    gpu->mlp_fwd(OUT, ACTS, X, NULL, WG, WU, WD, n, dim, inter);
     snprintf(label, sizeof label, "mlp_fwd n=%d dim=%d inter=%d: y", n, dim, inter);
     compare(label, OUT, out, nd);
+    /* added onto a residual: into another buffer, and in place (y aliasing the residual) */
+    float *res = host_rand(nd, -1, 1), *RES = dev_copy(res, nd);
+    cpu_f32_mlp_fwd(out, acts, x, res, wg, wu, wd, n, dim, inter);
+    gpu->mlp_fwd(OUT, ACTS, X, RES, WG, WU, WD, n, dim, inter);
+    compare("mlp_fwd onto a residual", OUT, out, nd);
+    gpu->mlp_fwd(RES, ACTS, X, RES, WG, WU, WD, n, dim, inter);
+    compare("mlp_fwd onto a residual, in place", RES, out, nd);
+    free(res), gpu->free(RES);
     cpu_f32_mlp_bwd(dx, dwg, dwu, dwd, dy, x, acts, wg, wu, wd, scratch, n, dim, inter);
     gpu->mlp_bwd(DX, DWG, DWU, DWD, DY, X, ACTS, WG, WU, WD, SCR, n, dim, inter);
     snprintf(label, sizeof label, "mlp_bwd n=%d dim=%d inter=%d: dx", n, dim, inter);

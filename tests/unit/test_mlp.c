@@ -1,4 +1,5 @@
 /* SwiGLU (elementwise) and the SwiGLU MLP: backward vs finite differences. */
+#include <math.h>
 #include <stdlib.h>
 
 #include "harness.h"
@@ -12,7 +13,7 @@ struct mlp_ctx {
 
 static double mlp_loss(void *p) {
     struct mlp_ctx *c = p;
-    cpu_f64_mlp_fwd(c->y, c->acts, c->x, c->wg, c->wu, c->wd, N, DIM, INTER);
+    cpu_f64_mlp_fwd(c->y, c->acts, c->x, NULL, c->wg, c->wu, c->wd, N, DIM, INTER);
     return dot_f64(c->proj, c->y, N * DIM);
 }
 
@@ -50,6 +51,20 @@ int main(void) {
     fd_check("mlp dw_gate", c->wg, INTER * DIM, dwg, mlp_loss, c, 1e-5);
     fd_check("mlp dw_up", c->wu, INTER * DIM, dwu, mlp_loss, c, 1e-5);
     fd_check("mlp dw_down", c->wd, DIM * INTER, dwd, mlp_loss, c, 1e-5);
+    /* onto a residual: y - residual is the MLP alone, into another buffer and in place */
+    double *res = alloc_f64(N * DIM), *y = alloc_f64(N * DIM), *acts = alloc_f64(3 * N * INTER);
+    fill_uniform_f64(res, N * DIM, -1, 1, 9);
+    mlp_loss(c); /* c->y: the MLP alone at the unperturbed inputs */
+    cpu_f64_mlp_fwd(y, acts, c->x, res, c->wg, c->wu, c->wd, N, DIM, INTER);
+    double worst = 0;
+    for (int i = 0; i < N * DIM; i++) worst = fmax(worst, fabs(y[i] - res[i] - c->y[i]));
+    check_le("mlp onto a residual: y - residual vs the MLP alone", worst, 1e-12);
+    for (int i = 0; i < N * DIM; i++) y[i] = res[i];
+    cpu_f64_mlp_fwd(y, acts, c->x, y, c->wg, c->wu, c->wd, N, DIM, INTER);
+    worst = 0;
+    for (int i = 0; i < N * DIM; i++) worst = fmax(worst, fabs(y[i] - res[i] - c->y[i]));
+    check_le("mlp onto a residual, in place", worst, 1e-12);
+    free(res), free(y), free(acts);
     free(c), free(dx), free(dwg), free(dwu), free(dwd), free(scratch);
     return test_finish();
 }
