@@ -55,6 +55,41 @@ static void test_bf16_matmul(int n, int dim, int out) {
     free(x), free(w), free(y), free(got), gpu->free(X), gpu->free(W), gpu->free(Y);
 }
 
+/* The MLP in bf16 mode (n x dim x inter past the copies' threshold): its products take bf16
+ * operands, and with HYLA_MLP_BF16=1 z, dgate and dup are written in bf16 by the SwiGLU
+ * kernels (cuda_mlp.cu). Forward onto a residual and backward against the fp32 CPU twin. */
+static void test_bf16_mlp(int n, int dim, int inter) {
+    const size_t nd = (size_t)n * dim, ni = (size_t)n * inter, wi = (size_t)inter * dim;
+    float *x = host_rand(nd, -1, 1), *res = host_rand(nd, -1, 1), *wg = host_rand(wi, -0.1f, 0.1f);
+    float *wu = host_rand(wi, -0.1f, 0.1f), *wd = host_rand(wi, -0.1f, 0.1f), *dy = host_rand(nd, -1, 1);
+    float *y = alloc_f32(nd), *acts = alloc_f32(3 * ni), *scratch = alloc_f32(2 * ni), *dx = alloc_f32(nd);
+    float *dwg = host_rand(wi, -1, 1), *dwu = host_rand(wi, -1, 1), *dwd = host_rand(wi, -1, 1);
+    float *X = dev_copy(x, nd), *RES = dev_copy(res, nd), *WG = dev_copy(wg, wi), *WU = dev_copy(wu, wi);
+    float *WD = dev_copy(wd, wi), *DY = dev_copy(dy, nd), *DWG = dev_copy(dwg, wi), *DWU = dev_copy(dwu, wi);
+    float *DWD = dev_copy(dwd, wi), *Y = gpu->alloc(nd * 4), *ACTS = gpu->alloc(3 * ni * 4);
+    float *SCR = gpu->alloc(2 * ni * 4), *DX = gpu->alloc(nd * 4);
+    cpu_f32_mlp_fwd(y, acts, x, res, wg, wu, wd, n, dim, inter);
+    cpu_f32_mlp_bwd(dx, dwg, dwu, dwd, dy, x, acts, wg, wu, wd, scratch, n, dim, inter);
+    gpu->set_matmul_precision(1);
+    gpu->mlp_fwd(Y, ACTS, X, RES, WG, WU, WD, n, dim, inter);
+    gpu->mlp_bwd(DX, DWG, DWU, DWD, DY, X, ACTS, WG, WU, WD, SCR, n, dim, inter);
+    gpu->set_matmul_precision(0);
+    const float *want_of[5] = {y, dx, dwg, dwu, dwd}, *got_of[5] = {Y, DX, DWG, DWU, DWD};
+    const size_t count[5] = {nd, nd, wi, wi, wi};
+    const char *names[5] = {"y (onto a residual)", "dx", "dw_gate", "dw_up", "dw_down"};
+    for (int i = 0; i < 5; i++) {
+        float *got = back(got_of[i], count[i]);
+        char label[128];
+        snprintf(label, sizeof label, "mlp in bf16 %dx%d, inter %d: %s (bound 1e-2)", n, dim, inter, names[i]);
+        check_le(label, rel_err_f32(got, want_of[i], count[i]), 1e-2);
+        free(got);
+    }
+    free(x), free(res), free(wg), free(wu), free(wd), free(dy), free(y), free(acts), free(scratch), free(dx);
+    free(dwg), free(dwu), free(dwd);
+    gpu->free(X), gpu->free(RES), gpu->free(WG), gpu->free(WU), gpu->free(WD), gpu->free(DY), gpu->free(DWG);
+    gpu->free(DWU), gpu->free(DWD), gpu->free(Y), gpu->free(ACTS), gpu->free(SCR), gpu->free(DX);
+}
+
 /* A bf16 product whose operands sit inside wider rows (lda > k, ldb > n) and that adds onto C
  * (beta = 1): the strided rounding into bf16 copies (cuda_gemm_bf16.cu) against a double sum. */
 static void test_bf16_gemm_strided(int m, int n, int k) {
@@ -782,6 +817,7 @@ int main(int argc, char **argv) {
     if (want("rmsnorm")) test_rmsnorm(130, 1024, 1);
     if (want("linear")) test_linear_mlp(37, 127, 301);
     if (want("linear")) test_bf16_matmul(300, 1024, 520);
+    if (want("linear")) test_bf16_mlp(515, 256, 704); /* 93M multiply-adds a product: copies */
     if (want("linear")) test_bf16_gemm_strided(260, 520, 700); /* past the copies' threshold */
     if (want("linear")) test_bf16_gemm_strided(33, 17, 9);     /* below it: cuBLAS rounds */
     for (int bf16 = 0; want("linear") && bf16 < 2; bf16++) {
