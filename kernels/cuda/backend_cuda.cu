@@ -1,6 +1,6 @@
-// The CUDA backend: memory, the products' precision and cuBLAS calls, norms and cross-entropy
-// (linear layers and the MLP are in cuda_linear.cu, the embedding in cuda_embedding.cu, the
-// reductions and the optimizer in cuda_reduce_ops.cu), with the CPU twin's semantics
+// The CUDA backend: memory, the products' precision and cuBLAS calls and cross-entropy (linear
+// layers and the MLP are in cuda_linear.cu, RMSNorm in cuda_rmsnorm.cu, the embedding in
+// cuda_embedding.cu, the reductions and the optimizer in cuda_reduce_ops.cu), with the CPU twin's semantics
 // (backward writes activation gradients, adds parameter gradients). Reductions whose result
 // must be reproducible use a fixed order: a block reduces its row with a fixed tree, and
 // column sums loop over rows in order — no float atomics. Ops not written for the GPU yet stay
@@ -9,7 +9,6 @@
 
 #include "backend_cuda.h"
 #include "cuda_check.h"
-#include "cuda_column_sum.cuh"
 #include "cuda_device.h"
 #include "cuda_reduce.cuh"
 
@@ -112,73 +111,6 @@ void cuda_gemm_fp32_operands(int trans_a, int trans_b, int m, int n, int k, floa
 // ---- block reductions (fixed tree: deterministic) ---------------------------------------
 enum { ROW_THREADS = 256 };
 
-// ---- RMSNorm and the fused add + RMSNorm ---------------------------------------------------
-// One block per row. sum (optional): x + residual written first, then normalised.
-__global__ void rmsnorm_fwd_kernel(float *sum, float *y, float *rstd, const float *x, const float *residual,
-                                   const float *w, int dim, float eps) {
-    __shared__ float shared[ROW_THREADS];
-    const size_t off = (size_t)blockIdx.x * dim;
-    float ss = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = residual ? x[off + i] + residual[off + i] : x[off + i];
-        if (sum) sum[off + i] = v;
-        ss += v * v;
-    }
-    const float r = rsqrtf(block_sum(ss, shared) / dim + eps);
-    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float v = residual ? x[off + i] + residual[off + i] : x[off + i];
-        y[off + i] = v * r * w[i];
-    }
-}
-static void cuda_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int n, int dim, float eps) {
-    rmsnorm_fwd_kernel<<<n, ROW_THREADS>>>(NULL, y, rstd, x, NULL, w, dim, eps);
-    CUDA_LAUNCH_CHECK();
-}
-static void cuda_add_rmsnorm_fwd(float *sum, float *y, float *rstd, const float *x, const float *residual,
-                                 const float *w, int n, int dim, float eps) {
-    rmsnorm_fwd_kernel<<<n, ROW_THREADS>>>(sum, y, rstd, x, residual, w, dim, eps);
-    CUDA_LAUNCH_CHECK();
-}
-
-// dx = r (dy w - xh mean(dy w xh)) (+ dsum); one block per row.
-__global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                                  const float *dsum, int dim) {
-    __shared__ float shared[ROW_THREADS];
-    const size_t off = (size_t)blockIdx.x * dim;
-    const float r = rstd[blockIdx.x];
-    float c = 0;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) c += dy[off + i] * w[i] * x[off + i] * r;
-    c = block_sum(c, shared) / dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float g = r * (dy[off + i] * w[i] - x[off + i] * r * c);
-        dx[off + i] = dsum ? dsum[off + i] + g : g;
-    }
-}
-
-// dweight[i] += sum over rows of dy x r (cuda_column_sum.cuh: parallel, fixed order).
-struct rmsnorm_dw_term {
-    const float *dy, *x, *rstd;
-    int dim;
-    __device__ float operator()(int row, int i) const {
-        const size_t e = (size_t)row * dim + i;
-        return dy[e] * x[e] * rstd[row];
-    }
-};
-
-static void cuda_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
-                             int n, int dim) {
-    rmsnorm_dx_kernel<<<n, ROW_THREADS>>>(dx, dy, x, w, rstd, NULL, dim);
-    CUDA_LAUNCH_CHECK();
-    column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, x, rstd, dim});
-}
-static void cuda_add_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *dsum, const float *sum,
-                                 const float *w, const float *rstd, int n, int dim) {
-    column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, sum, rstd, dim}); // before dx: dx may alias dsum
-    rmsnorm_dx_kernel<<<n, ROW_THREADS>>>(dx, dy, sum, w, rstd, dsum, dim);
-    CUDA_LAUNCH_CHECK();
-}
-
 // ---- cross-entropy ---------------------------------------------------------------------------
 __device__ float row_lse(const float *row, int vocab, float *shared) {
     float m = -INFINITY;
@@ -243,6 +175,7 @@ extern "C" void cuda_register_linear(struct hyla_backend *t);    // cuda_linear.
 extern "C" void cuda_register_mlp(struct hyla_backend *t);       // cuda_mlp.cu
 extern "C" void cuda_register_embedding(struct hyla_backend *t); // cuda_embedding.cu
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_parts.cu
+extern "C" void cuda_register_rmsnorm(struct hyla_backend *t);   // cuda_rmsnorm.cu
 extern "C" void cuda_register_attention(struct hyla_backend *t); // cuda_attention.cu
 extern "C" void cuda_register_lte_router(struct hyla_backend *t); // cuda_lte_router.cu
 extern "C" void cuda_register_gdr(struct hyla_backend *t);        // cuda_gdr.cu
@@ -258,14 +191,13 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.alloc = cuda_alloc, table.free = cuda_free, table.to_device = cuda_to_device, table.to_host = cuda_to_host;
     table.copy = cuda_copy, table.zero = cuda_zero, table.synchronize = cuda_synchronize;
     table.set_matmul_precision = cuda_set_matmul_precision;
-    table.rmsnorm_fwd = cuda_rmsnorm_fwd, table.rmsnorm_bwd = cuda_rmsnorm_bwd;
-    table.add_rmsnorm_fwd = cuda_add_rmsnorm_fwd, table.add_rmsnorm_bwd = cuda_add_rmsnorm_bwd;
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
     cuda_register_linear(&table);
     cuda_register_mlp(&table);
     cuda_register_embedding(&table);
     cuda_register_reduce_ops(&table);
     cuda_register_gdn_parts(&table);
+    cuda_register_rmsnorm(&table);
     cuda_register_attention(&table);
     cuda_register_lte_router(&table);
     cuda_register_gdr(&table);

@@ -5,6 +5,7 @@
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
+#include "cuda_vec.cuh"
 
 enum { THREADS = 256 };
 
@@ -17,100 +18,249 @@ __device__ static float silu_grad_(float x) {
 __device__ static float softplus_(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 
 // ---- short convolution + SiLU ---------------------------------------------------------
-// Grid: x over rows (b, t), y over blocks of channels, so a thread finds its (row, channel)
-// without 64-bit divisions (they cost more than the arithmetic here).
-__device__ static float conv_pre(const float *x, const float *w, size_t b_off, int t, int c, int C, int kw) {
-    float acc = 0;
-    for (int i = 0; i < kw; i++) {
-        int ts = t - kw + 1 + i;
-        if (ts >= 0) acc += w[(size_t)c * kw + i] * x[b_off + (size_t)ts * C + c];
-    }
-    return acc;
-}
-struct conv_site {
-    int c, t;
-    size_t e, b_off; // the element (row * C + c) and its sequence's first element
+// A thread owns W channels (W = 4: float4 accesses, where C is a multiple of 4 and the pointers
+// aligned; else 1) over a run of up to RUN tokens of one sequence and slides along t: its taps
+// stay in registers and so do the last inputs, so each input row is loaded once per thread
+// (plus a halo of a few rows per run, mostly from cache), BATCH rows' loads issued together.
+// KW is the taps' compile-time bound (4, or HYLA_SHORTCONV_MAX_WIDTH), kw <= KW the real width:
+// the windows are indexed by compile-time positions (registers), and tap j multiplies the row
+// j tokens back (forward) or ahead (dx) — w[c, kw - 1 - j] — added for j from kw - 1 down to 0,
+// i.e. w's index ascending, the CPU twin's order. Rows outside the sequence are zeros in the
+// window: adding w * 0 leaves the sum's bits as skipping it does. The backward pass stores no
+// dpre = dy silu'(pre): the dx kernel and the dw partials each recompute it from dy and x
+// (reading dy and x twice costs less than writing dpre and reading it twice).
+enum { RUN = 16, BATCH = 4 };
+// Grid: x over blocks of runs (several runs a block when a row has fewer than THREADS units),
+// y over blocks of THREADS units (channel groups); 32-bit divisions, once per thread.
+struct conv_plan {
+    int units, slots, runs_per_seq, runs; // units: channel groups per row; slots: threads per run a block
+    dim3 grid;
 };
-// This thread's (row, channel), or c = -1 past the channels.
-__device__ static conv_site conv_site_of(int L, int C) {
-    conv_site p;
-    const int row = blockIdx.x;
-    p.c = blockIdx.y * blockDim.x + threadIdx.x;
-    p.t = row % L;
-    p.e = (size_t)row * C + p.c;
-    p.b_off = (size_t)(row - p.t) * C;
-    if (p.c >= C) p.c = -1;
+static conv_plan conv_plan_for(int B, int L, int C, int W) {
+    conv_plan p;
+    p.units = C / W;
+    p.slots = p.units < THREADS ? p.units : THREADS;
+    p.runs_per_seq = (L + RUN - 1) / RUN;
+    p.runs = B * p.runs_per_seq;
+    const int per_block = THREADS / p.slots;
+    p.grid = dim3((unsigned)((p.runs + per_block - 1) / per_block), (unsigned)((p.units + p.slots - 1) / p.slots));
     return p;
 }
-static dim3 conv_grid(int B, int L, int C) { return dim3((unsigned)(B * L), (unsigned)((C + THREADS - 1) / THREADS)); }
-
-__global__ void shortconv_fwd_kernel(float *y, const float *x, const float *w, int L, int C, int kw) {
-    const conv_site p = conv_site_of(L, C);
-    if (p.c >= 0) y[p.e] = silu_(conv_pre(x, w, p.b_off, p.t, p.c, C, kw));
+struct conv_site {
+    int u, t0, t1; // channel group, tokens [t0, t1) of the sequence
+    size_t seq;    // the sequence's first element
+};
+// This thread's run and channel group; u = -1 for none.
+__device__ static conv_site conv_site_of(const conv_plan &p, int L, int C) {
+    conv_site s;
+    const int run = blockIdx.x * (THREADS / p.slots) + threadIdx.x / p.slots;
+    s.u = blockIdx.y * p.slots + threadIdx.x % p.slots;
+    if (threadIdx.x >= THREADS / p.slots * p.slots || run >= p.runs || s.u >= p.units) s.u = -1;
+    const int b = run / p.runs_per_seq;
+    s.t0 = (run - b * p.runs_per_seq) * RUN, s.t1 = min(L, s.t0 + RUN);
+    s.seq = (size_t)b * L * C;
+    return s;
 }
-__global__ void shortconv_dpre_kernel(float *dpre, const float *dy, const float *x, const float *w, int L, int C,
-                                      int kw) {
-    const conv_site p = conv_site_of(L, C);
-    if (p.c >= 0) dpre[p.e] = dy[p.e] * silu_grad_(conv_pre(x, w, p.b_off, p.t, p.c, C, kw));
+// tap[j] = w[c, kw - 1 - j] for the W channels of unit u; zero for j >= kw.
+template <int KW, int W> __device__ static void conv_taps(floats<W> *tap, const float *w, int u, int kw) {
+#pragma unroll
+    for (int j = 0; j < KW; j++)
+#pragma unroll
+        for (int k = 0; k < W; k++) tap[j].v[k] = j < kw ? w[(size_t)(u * W + k) * kw + kw - 1 - j] : 0.0f;
 }
-// dx[t] = sum_i w[c,i] dpre[t + kw - 1 - i]
-__global__ void shortconv_dx_kernel(float *dx, const float *dpre, const float *w, int L, int C, int kw) {
-    const conv_site p = conv_site_of(L, C);
-    if (p.c < 0) return;
+// sum over j from kw - 1 down to 0 of tap[j] win[j], channel k.
+template <int KW, int W> __device__ static float conv_sum(const floats<W> *tap, const floats<W> *win, int k, int kw) {
     float acc = 0;
-    for (int i = 0; i < kw; i++) {
-        int to = p.t + kw - 1 - i;
-        if (to < L) acc += w[(size_t)p.c * kw + i] * dpre[p.b_off + (size_t)to * C + p.c];
-    }
-    dx[p.e] = acc;
+#pragma unroll
+    for (int j = KW - 1; j >= 0; j--)
+        if (j < kw) acc += tap[j].v[k] * win[j].v[k];
+    return acc;
 }
-// dw[c,i] += sum over rows (b, t) of dpre[t] x[t - kw + 1 + i]: a thread owns one channel's kw
-// taps (kw <= HYLA_SHORTCONV_MAX_WIDTH, in registers) over a chunk of column_sum::ROWS rows —
-// a dpre load and kw x loads per row, each coalesced over the channels, the x rows shared by
-// neighbouring rows' taps in cache — then column_sum's finish adds the chunks in order.
-__global__ void shortconv_dw_partials_kernel(float *partial, const float *dpre, const float *x, int rows, int L,
+// win[j - 1] = x[t0 - j] for 0 < j < kw (zeros before the sequence): the window's rows before
+// the run, shifted into place by its first step.
+template <int KW, int W>
+__device__ static void conv_window_before(floats<W> *win, const float *x, const conv_site &s, int units, int kw) {
+#pragma unroll
+    for (int j = 1; j < KW; j++)
+        win[j - 1] =
+            j < kw && s.t0 - j >= 0 ? load_unit<W>(x + s.seq, (size_t)(s.t0 - j) * units + s.u) : zero_unit<W>();
+}
+
+// y = silu(pre), win[j] holding x[t - j].
+template <int KW, int W>
+__global__ void shortconv_fwd_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
+                                     conv_plan p, int L, int C, int kw) {
+    const conv_site s = conv_site_of(p, L, C);
+    if (s.u < 0) return;
+    floats<W> tap[KW], win[KW];
+    conv_taps<KW, W>(tap, w, s.u, kw);
+    const int units = C / W;
+    conv_window_before<KW, W>(win, x, s, units, kw);
+#pragma unroll
+    for (int i0 = 0; i0 < RUN; i0 += BATCH) {
+        floats<W> xs[BATCH]; // a batch's loads first, issued together
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            const int t = s.t0 + i0 + q;
+            xs[q] = t < s.t1 ? load_unit<W>(x + s.seq, (size_t)t * units + s.u) : zero_unit<W>();
+        }
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            const int t = s.t0 + i0 + q;
+            if (t >= s.t1) break;
+#pragma unroll
+            for (int j = KW - 1; j > 0; j--) win[j] = win[j - 1];
+            win[0] = xs[q];
+            floats<W> o;
+#pragma unroll
+            for (int k = 0; k < W; k++) o.v[k] = silu_(conv_sum<KW, W>(tap, win, k, kw));
+            store_unit<W>(y + s.seq, (size_t)t * units + s.u, o);
+        }
+    }
+}
+// One step of the backward pass's lead position a: xw (xw[j] = x[a - j] after the shift) takes
+// x[a]; returns dpre[a] = dy[a] silu'(pre[a]) (xa, dya zeros past the sequence: dpre 0).
+template <int KW, int W>
+__device__ static floats<W> conv_lead(floats<W> *xw, const floats<W> *tap, const floats<W> &xa, const floats<W> &dya,
+                                      int kw) {
+#pragma unroll
+    for (int j = KW - 1; j > 0; j--) xw[j] = xw[j - 1];
+    xw[0] = xa;
+    floats<W> d;
+#pragma unroll
+    for (int k = 0; k < W; k++) d.v[k] = dya.v[k] * silu_grad_(conv_sum<KW, W>(tap, xw, k, kw));
+    return d;
+}
+// dx[t] = sum_i w[c,i] dpre[t + kw - 1 - i] (tokens past the sequence: none), with dpre = dy
+// silu'(pre) made on the fly rather than stored and read back: a lead position a = t + KW - 1
+// runs ahead (conv_lead, its own x window), dp[j] holding dpre[t + j]. A run's first KW - 1
+// lead steps make dp before its first output. Each dpre value has the bits the CPU twin's
+// conv_dpre gives it (the same sum in the same order), whichever thread makes it.
+template <int KW, int W>
+__global__ void shortconv_dx_kernel(float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ x,
+                                    const float *__restrict__ w, conv_plan p, int L, int C, int kw) {
+    const conv_site s = conv_site_of(p, L, C);
+    if (s.u < 0) return;
+    floats<W> tap[KW], xw[KW], dp[KW];
+    conv_taps<KW, W>(tap, w, s.u, kw);
+    const int units = C / W;
+    conv_window_before<KW, W>(xw, x, s, units, kw);
+#pragma unroll
+    for (int j = 1; j < KW; j++) { // dpre[t0 + j - 1] into dp[j], shifted into place by the first output step
+        const int a = s.t0 + j - 1;
+        const size_t e = (size_t)a * units + s.u;
+        const floats<W> xa = a < L ? load_unit<W>(x + s.seq, e) : zero_unit<W>();
+        const floats<W> da = a < L ? load_unit<W>(dy + s.seq, e) : zero_unit<W>();
+        dp[j] = conv_lead<KW, W>(xw, tap, xa, da, kw);
+    }
+#pragma unroll
+    for (int i0 = 0; i0 < RUN; i0 += BATCH) {
+        floats<W> xs[BATCH], ds[BATCH]; // x, dy at the batch's lead positions, loaded together
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            const int a = s.t0 + i0 + q + KW - 1;
+            const bool in = s.t0 + i0 + q < s.t1 && a < L;
+            const size_t e = (size_t)a * units + s.u;
+            xs[q] = in ? load_unit<W>(x + s.seq, e) : zero_unit<W>();
+            ds[q] = in ? load_unit<W>(dy + s.seq, e) : zero_unit<W>();
+        }
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            const int t = s.t0 + i0 + q;
+            if (t >= s.t1) break;
+#pragma unroll
+            for (int j = 0; j < KW - 1; j++) dp[j] = dp[j + 1];
+            dp[KW - 1] = conv_lead<KW, W>(xw, tap, xs[q], ds[q], kw);
+            floats<W> o;
+#pragma unroll
+            for (int k = 0; k < W; k++) o.v[k] = conv_sum<KW, W>(tap, dp, k, kw);
+            store_unit<W>(dx + s.seq, (size_t)t * units + s.u, o);
+        }
+    }
+}
+// Launches kernel K<KW, W> for the shape: float4 where C and the pointers allow, KW = 4 for
+// the usual widths.
+#define CONV_LAUNCH(K, vec4, kw, B, L, C, ...)                                                                         \
+    do {                                                                                                               \
+        const conv_plan p_ = conv_plan_for(B, L, C, (vec4) ? 4 : 1);                                                   \
+        if ((vec4) && (kw) <= 4) K<4, 4><<<p_.grid, THREADS>>>(__VA_ARGS__, p_, L, C, kw);                             \
+        else if (vec4) K<HYLA_SHORTCONV_MAX_WIDTH, 4><<<p_.grid, THREADS>>>(__VA_ARGS__, p_, L, C, kw);                \
+        else if ((kw) <= 4) K<4, 1><<<p_.grid, THREADS>>>(__VA_ARGS__, p_, L, C, kw);                                  \
+        else K<HYLA_SHORTCONV_MAX_WIDTH, 1><<<p_.grid, THREADS>>>(__VA_ARGS__, p_, L, C, kw);                          \
+        CUDA_LAUNCH_CHECK();                                                                                           \
+    } while (0)
+// dw[c,i] += sum over rows (b, t) of dpre[t] x[t - kw + 1 + i]: a thread owns one channel's
+// taps and their sums (registers) over a chunk of column_sum::ROWS rows, sliding as the
+// kernels above (win[j] = x[r - j]; taps past the sequence's start skipped), dpre = dy silu'(pre)
+// recomputed (the CPU twin's conv_dpre, taps in ascending order): a dy and an x load per row,
+// coalesced over the channels, BATCH rows' loads issued together; then column_sum's finish adds
+// the chunks in order.
+template <int KW>
+__global__ void shortconv_dw_partials_kernel(float *__restrict__ partial, const float *__restrict__ dy,
+                                             const float *__restrict__ x, const float *__restrict__ w, int rows, int L,
                                              int C, int kw) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= C) return;
     const int r0 = blockIdx.y * column_sum::ROWS, r1 = min(rows, r0 + column_sum::ROWS);
-    float acc[HYLA_SHORTCONV_MAX_WIDTH] = {0};
-    for (int r = r0, t = r0 % L; r < r1; r++, t = t + 1 == L ? 0 : t + 1) {
-        const float d = dpre[(size_t)r * C + c];
+    float tap[KW], win[KW], acc[KW]; // tap[j] = w[c, kw - 1 - j] multiplies win[j] = x[t - j]
 #pragma unroll
-        for (int i = 0; i < HYLA_SHORTCONV_MAX_WIDTH; i++) {
-            const int back = kw - 1 - i; // x's row is `back` rows before r, in the same sequence
-            if (i < kw && t >= back) acc[i] += d * x[(size_t)(r - back) * C + c];
+    for (int j = 0; j < KW; j++) tap[j] = j < kw ? w[(size_t)c * kw + kw - 1 - j] : 0.0f, acc[j] = 0;
+    int t = r0 % L; // the next row's token
+#pragma unroll
+    for (int j = 1; j < KW; j++) win[j - 1] = j < kw && t - j >= 0 ? x[(size_t)(r0 - j) * C + c] : 0.0f;
+    for (int rb = r0; rb < r1; rb += BATCH) {
+        float xs[BATCH], ds[BATCH];
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            const bool in = rb + q < r1;
+            xs[q] = in ? x[(size_t)(rb + q) * C + c] : 0.0f;
+            ds[q] = in ? dy[(size_t)(rb + q) * C + c] : 0.0f;
+        }
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            if (rb + q >= r1) break;
+#pragma unroll
+            for (int j = KW - 1; j > 0; j--) win[j] = win[j - 1];
+            win[0] = xs[q];
+            float pre = 0; // taps from the sequence's start on, w's index ascending
+#pragma unroll
+            for (int j = KW - 1; j >= 0; j--)
+                if (j < kw && t >= j) pre += tap[j] * win[j];
+            const float d = ds[q] * silu_grad_(pre);
+#pragma unroll
+            for (int j = 0; j < KW; j++)
+                if (j < kw && t >= j) acc[j] += d * win[j];
+            t = t + 1 == L ? 0 : t + 1;
         }
     }
     float *out = partial + (size_t)blockIdx.y * C * kw + (size_t)c * kw;
-    for (int i = 0; i < kw; i++) out[i] = acc[i];
+#pragma unroll
+    for (int j = 0; j < KW; j++)
+        if (j < kw) out[kw - 1 - j] = acc[j];
 }
 static void cuda_shortconv_silu_fwd(float *y, const float *x, const float *w, int B, int L, int C, int kw) {
     if ((size_t)B * L * C == 0) return;
-    shortconv_fwd_kernel<<<conv_grid(B, L, C), THREADS>>>(y, x, w, L, C, kw);
-    CUDA_LAUNCH_CHECK();
+    const bool vec4 = C % 4 == 0 && aligned16(y) && aligned16(x);
+    CONV_LAUNCH(shortconv_fwd_kernel, vec4, kw, B, L, C, y, x, w);
 }
 static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, int B, int L,
                                     int C, int kw) {
-    const size_t n = (size_t)B * L * C;
-    if (n == 0) return;
-    float *dpre = NULL; // stream-ordered scratch: no device-wide synchronisation
-    CUDA_CHECK(cudaMallocAsync((void **)&dpre, n * sizeof(float), 0));
-    shortconv_dpre_kernel<<<conv_grid(B, L, C), THREADS>>>(dpre, dy, x, w, L, C, kw);
-    CUDA_LAUNCH_CHECK();
-    shortconv_dx_kernel<<<conv_grid(B, L, C), THREADS>>>(dx, dpre, w, L, C, kw);
-    CUDA_LAUNCH_CHECK();
+    if ((size_t)B * L * C == 0) return;
+    const bool vec4 = C % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x);
+    CONV_LAUNCH(shortconv_dx_kernel, vec4, kw, B, L, C, dx, dy, x, w);
     const int rows = B * L, chunks = (rows + column_sum::ROWS - 1) / column_sum::ROWS;
-    float *partial = NULL;
+    float *partial = NULL; // stream-ordered scratch: no device-wide synchronisation
     CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)chunks * C * kw, 0));
-    shortconv_dw_partials_kernel<<<dim3(blocks_for((size_t)C, column_sum::THREADS), chunks), column_sum::THREADS>>>(
-        partial, dpre, x, rows, L, C, kw);
+    const dim3 grid(blocks_for((size_t)C, column_sum::THREADS), chunks);
+    if (kw <= 4) shortconv_dw_partials_kernel<4><<<grid, column_sum::THREADS>>>(partial, dy, x, w, rows, L, C, kw);
+    else
+        shortconv_dw_partials_kernel<HYLA_SHORTCONV_MAX_WIDTH><<<grid, column_sum::THREADS>>>(partial, dy, x, w, rows,
+                                                                                             L, C, kw);
     CUDA_LAUNCH_CHECK();
     column_sum::finish_kernel<<<blocks_for((size_t)C * kw, column_sum::THREADS), column_sum::THREADS>>>(
         dw, partial, chunks, C * kw);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(partial, 0));
-    CUDA_CHECK(cudaFreeAsync(dpre, 0));
 }
 
 // ---- L2 norm ------------------------------------------------------------------------------
@@ -213,9 +363,85 @@ static void cuda_gdn_gates_bwd(float *dbl, float *dal, float *dA_log, float *ddt
 }
 
 // ---- gated RMSNorm ------------------------------------------------------------------------
-// A warp per row, as the L2 norm's.
-__global__ void gated_rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, const float *gate, const float *w,
-                                         int rows, int dim, float eps) {
+// A warp per row, as the L2 norm's. Rows of up to 32 ROW_ITEMS units (W = 4: float4 accesses,
+// where dim is a multiple of 4 and the pointers aligned; else W = 1) are held in registers,
+// lane l owning units l, l + 32, ...: each array is read once (the backward pass reads dy, x
+// and gate once, computes the sigmoid once for silu and silu'); wider rows loop over the row
+// twice (the _wide kernels). Per element the arithmetic is the _wide kernels' (the same
+// expressions; the sums only group by unit before the shuffle tree).
+enum { ROW_ITEMS = 8 };
+template <int ITEMS, int W>
+__global__ void gated_rmsnorm_fwd_rows_kernel(float *y, float *rstd, const float *x, const float *gate,
+                                              const float *w, int rows, int dim, float eps) {
+    const long long row = warp_row(rows);
+    if (row < 0) return;
+    const int lane = threadIdx.x % 32, units = dim / W;
+    const size_t off = (size_t)row * dim;
+    floats<W> xv[ITEMS];
+    float ss = 0;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) {
+        const int u = j * 32 + lane;
+        xv[j] = u < units ? load_unit<W>(x + off, u) : zero_unit<W>();
+#pragma unroll
+        for (int k = 0; k < W; k++) ss += xv[j].v[k] * xv[j].v[k];
+    }
+    const float r = rsqrtf(warp_sum(ss) / dim + eps);
+    if (lane == 0) rstd[row] = r;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) {
+        const int u = j * 32 + lane;
+        if (u >= units) continue;
+        const floats<W> g = load_unit<W>(gate + off, u), wu = load_unit<W>(w, u);
+        floats<W> o;
+#pragma unroll
+        for (int k = 0; k < W; k++) o.v[k] = xv[j].v[k] * r * wu.v[k] * silu_(g.v[k]);
+        store_unit<W>(y + off, u, o);
+    }
+}
+template <int ITEMS, int W>
+__global__ void gated_rmsnorm_bwd_rows_kernel(float *dx, float *dgate, const float *dy, const float *x,
+                                              const float *gate, const float *w, const float *rstd, int rows,
+                                              int dim) {
+    const long long row = warp_row(rows);
+    if (row < 0) return;
+    const int lane = threadIdx.x % 32, units = dim / W;
+    const size_t off = (size_t)row * dim;
+    const float r = rstd[row];
+    floats<W> dyv[ITEMS], xv[ITEMS], gv[ITEMS], sg[ITEMS]; // sg: sigmoid(gate)
+    float c = 0;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) {
+        const int u = j * 32 + lane;
+        dyv[j] = xv[j] = gv[j] = sg[j] = zero_unit<W>();
+        if (u >= units) continue;
+        dyv[j] = load_unit<W>(dy + off, u), xv[j] = load_unit<W>(x + off, u), gv[j] = load_unit<W>(gate + off, u);
+        const floats<W> wu = load_unit<W>(w, u);
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            sg[j].v[k] = sigmoid_(gv[j].v[k]);
+            c += dyv[j].v[k] * wu.v[k] * (gv[j].v[k] * sg[j].v[k]) * xv[j].v[k] * r;
+        }
+    }
+    c = warp_sum(c) / dim;
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) {
+        const int u = j * 32 + lane;
+        if (u >= units) continue;
+        const floats<W> wu = load_unit<W>(w, u);
+        floats<W> ox, og;
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            const float s = sg[j].v[k], g = gv[j].v[k], n = xv[j].v[k] * r;
+            const float dn = dyv[j].v[k] * wu.v[k] * (g * s);              // silu_(g)
+            ox.v[k] = r * (dn - n * c);
+            og.v[k] = dyv[j].v[k] * wu.v[k] * n * (s * (1.0f + g * (1.0f - s))); // silu_grad_(g)
+        }
+        store_unit<W>(dx + off, u, ox), store_unit<W>(dgate + off, u, og);
+    }
+}
+__global__ void gated_rmsnorm_fwd_wide_kernel(float *y, float *rstd, const float *x, const float *gate,
+                                              const float *w, int rows, int dim, float eps) {
     const long long row = warp_row(rows);
     if (row < 0) return;
     const int lane = threadIdx.x % 32;
@@ -226,8 +452,9 @@ __global__ void gated_rmsnorm_fwd_kernel(float *y, float *rstd, const float *x, 
     if (lane == 0) rstd[row] = r;
     for (int i = lane; i < dim; i += 32) y[off + i] = x[off + i] * r * w[i] * silu_(gate[off + i]);
 }
-__global__ void gated_rmsnorm_bwd_kernel(float *dx, float *dgate, const float *dy, const float *x, const float *gate,
-                                         const float *w, const float *rstd, int rows, int dim) {
+__global__ void gated_rmsnorm_bwd_wide_kernel(float *dx, float *dgate, const float *dy, const float *x,
+                                              const float *gate, const float *w, const float *rstd, int rows,
+                                              int dim) {
     const long long row = warp_row(rows);
     if (row < 0) return;
     const int lane = threadIdx.x % 32;
@@ -242,6 +469,32 @@ __global__ void gated_rmsnorm_bwd_kernel(float *dx, float *dgate, const float *d
         dgate[off + i] = dy[off + i] * w[i] * n * silu_grad_(gate[off + i]);
     }
 }
+// Units of W floats a lane holds for a row of dim floats: 1, 2, 3, 4 or ROW_ITEMS (the
+// instantiated counts); 0: too wide for the registers.
+static int row_items(int dim, int W) {
+    const int items = (dim / W + 31) / 32;
+    return items > ROW_ITEMS ? 0 : items > 4 ? ROW_ITEMS : items < 1 ? 1 : items;
+}
+template <int I, int W>
+static void gated_rmsnorm_fwd_rows(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
+                                   int dim, float eps) {
+    gated_rmsnorm_fwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
+    CUDA_LAUNCH_CHECK();
+}
+template <int I, int W>
+static void gated_rmsnorm_bwd_rows(float *dx, float *dgate, const float *dy, const float *x, const float *gate,
+                                   const float *w, const float *rstd, int rows, int dim) {
+    gated_rmsnorm_bwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows,
+                                                                              dim);
+    CUDA_LAUNCH_CHECK();
+}
+// The instantiation of F<I, W> for `items` (1, 2, 3, 4 or ROW_ITEMS).
+#define ROW_ITEMS_PICK(F, items, W)                                                                                    \
+    ((items) == 1   ? F<1, W>                                                                                          \
+     : (items) == 2 ? F<2, W>                                                                                          \
+     : (items) == 3 ? F<3, W>                                                                                          \
+     : (items) == 4 ? F<4, W>                                                                                          \
+                    : F<ROW_ITEMS, W>)
 struct gated_rmsnorm_dw_term {
     const float *dy, *x, *gate, *rstd;
     int dim;
@@ -253,39 +506,96 @@ struct gated_rmsnorm_dw_term {
 static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
                                    int dim, float eps) {
     if (rows <= 0) return;
-    gated_rmsnorm_fwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
-    CUDA_LAUNCH_CHECK();
+    const bool vec4 = dim % 4 == 0 && aligned16(y) && aligned16(x) && aligned16(gate) && aligned16(w);
+    const int items = row_items(dim, vec4 ? 4 : 1);
+    if (items == 0) {
+        gated_rmsnorm_fwd_wide_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
+        CUDA_LAUNCH_CHECK();
+    } else if (vec4) ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 4)(y, rstd, x, gate, w, rows, dim, eps);
+    else ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 1)(y, rstd, x, gate, w, rows, dim, eps);
 }
 static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const float *dy, const float *x,
                                    const float *gate, const float *w, const float *rstd, int rows, int dim) {
     if (rows <= 0) return;
     column_sum_add(dw, rows, dim, gated_rmsnorm_dw_term{dy, x, gate, rstd, dim});
-    gated_rmsnorm_bwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows, dim);
-    CUDA_LAUNCH_CHECK();
+    const bool vec4 = dim % 4 == 0 && aligned16(dx) && aligned16(dgate) && aligned16(dy) && aligned16(x) &&
+                      aligned16(gate) && aligned16(w);
+    const int items = row_items(dim, vec4 ? 4 : 1);
+    if (items == 0) {
+        gated_rmsnorm_bwd_wide_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows,
+                                                                            dim);
+        CUDA_LAUNCH_CHECK();
+    } else if (vec4) ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 4)(dx, dgate, dy, x, gate, w, rstd, rows, dim);
+    else ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 1)(dx, dgate, dy, x, gate, w, rstd, rows, dim);
 }
 
 // ---- RoPE (rotate-half); sign -1 is the backward pass ---------------------------------------
-// A block holds whole (b, t, h) rows, a thread per (row, i < d/2) pair: its position comes from
-// one 32-bit division (the 64-bit ones per element cost more than the rotation). Rows fit an
-// int: B L H rows of d floats would otherwise exceed any GPU's memory.
-__global__ void rope_kernel(float *y, const float *x, int rows, int L, int H, int d, float theta, int pos0,
+// A thread owns W pairs (i, i + d/2) (W = 4: float4 accesses, where d/2 is a multiple of 4 and
+// the pointers aligned; else 1) of one token in up to HEADS heads, h = g, g + G, ... (G head
+// groups), so its W angles' powf / cosf / sinf serve HEADS heads, and its 2 HEADS loads are
+// issued before its stores (y may alias x: each element is read and written by one thread).
+// Neighbouring threads take neighbouring pairs, then the next head group: coalesced. Grid: x
+// over blocks of tokens (several a block when a token has fewer than THREADS threads), y over
+// blocks of THREADS threads of a token; 32-bit divisions, once per thread (tokens B L fit an
+// int: B L H d floats would otherwise exceed any GPU's memory).
+enum { HEADS = 4 };
+struct rope_plan {
+    int units, groups, slots, per_token, tokens; // units: W-pair groups a head; slots: threads a token a block
+    dim3 grid;
+};
+static rope_plan rope_plan_for(int B, int L, int H, int d, int W) {
+    rope_plan p;
+    p.units = d / 2 / W, p.groups = (H + HEADS - 1) / HEADS, p.per_token = p.units * p.groups;
+    p.slots = p.per_token < THREADS ? p.per_token : THREADS;
+    p.tokens = B * L;
+    const int per_block = THREADS / p.slots;
+    p.grid = dim3((unsigned)((p.tokens + per_block - 1) / per_block),
+                  (unsigned)((p.per_token + p.slots - 1) / p.slots));
+    return p;
+}
+template <int W>
+__global__ void rope_kernel(float *y, const float *x, rope_plan p, int L, int H, int d, float theta, int pos0,
                             float sign) {
-    const int half = d / 2, per_block = blockDim.x / half, local = threadIdx.x / half, i = threadIdx.x % half;
-    const int row = blockIdx.x * per_block + local; // (b, t, h)
-    if (local >= per_block || row >= rows) return;
-    const int t = row / H % L;
-    const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)d);
-    const float angle = (float)(pos0 + t) * inv_freq, c = cosf(angle), s = sign * sinf(angle);
-    const size_t lo = (size_t)row * d + i, hi = lo + half;
-    const float a = x[lo], b = x[hi]; // read both first: y may alias x
-    y[lo] = a * c - b * s;
-    y[hi] = b * c + a * s;
+    const int token = blockIdx.x * (THREADS / p.slots) + threadIdx.x / p.slots;
+    const int slot = blockIdx.y * p.slots + threadIdx.x % p.slots;
+    if (threadIdx.x >= THREADS / p.slots * p.slots || token >= p.tokens || slot >= p.per_token) return;
+    const int g = slot / p.units, u = slot - g * p.units, half = d / 2, t = token % L;
+    float c[W], s[W];
+#pragma unroll
+    for (int k = 0; k < W; k++) {
+        const int i = u * W + k;
+        const float inv_freq = 1.0f / powf(theta, (float)(2 * i) / (float)d);
+        const float angle = (float)(pos0 + t) * inv_freq;
+        c[k] = cosf(angle), s[k] = sign * sinf(angle);
+    }
+    floats<W> a[HEADS], b[HEADS];
+#pragma unroll
+    for (int j = 0; j < HEADS; j++) { // every load before any store
+        const int h = g + j * p.groups;
+        const size_t head = ((size_t)token * H + h) * d;
+        if (h < H) a[j] = load_unit<W>(x + head, u), b[j] = load_unit<W>(x + head + half, u);
+    }
+#pragma unroll
+    for (int j = 0; j < HEADS; j++) {
+        const int h = g + j * p.groups;
+        if (h >= H) continue;
+        const size_t head = ((size_t)token * H + h) * d;
+        floats<W> lo, hi;
+#pragma unroll
+        for (int k = 0; k < W; k++) {
+            lo.v[k] = a[j].v[k] * c[k] - b[j].v[k] * s[k];
+            hi.v[k] = b[j].v[k] * c[k] + a[j].v[k] * s[k];
+        }
+        store_unit<W>(y + head, u, lo), store_unit<W>(y + head + half, u, hi);
+    }
 }
 static void rope(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0, float sign) {
-    const int rows = B * L * H, half = d / 2;
-    if (rows == 0 || half == 0) return;
-    const int threads = half <= THREADS ? THREADS : (half + 31) / 32 * 32, per_block = threads / half;
-    rope_kernel<<<(rows + per_block - 1) / per_block, threads>>>(y, x, rows, L, H, d, theta, pos0, sign);
+    const int half = d / 2;
+    if ((size_t)B * L * H == 0 || half == 0) return;
+    const bool vec4 = half % 4 == 0 && aligned16(x) && aligned16(y);
+    const rope_plan p = rope_plan_for(B, L, H, d, vec4 ? 4 : 1);
+    if (vec4) rope_kernel<4><<<p.grid, THREADS>>>(y, x, p, L, H, d, theta, pos0, sign);
+    else rope_kernel<1><<<p.grid, THREADS>>>(y, x, p, L, H, d, theta, pos0, sign);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_rope_fwd(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0) {
