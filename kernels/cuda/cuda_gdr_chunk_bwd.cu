@@ -5,6 +5,9 @@
 //   state  (one block per (b, h, 32 value columns), in reverse over the chunks)
 //                                      ddelta = ddl + Ke G, G <- e^{gam_last} G + Qs^T dO - W^T ddelta
 //   grads  (one block per chunk)       dq, dk, dv, dbeta, dg from H_n, G (at the chunk's end), ddelta
+//     or, with HYLA_GDR_GRADS2=1, the same in two kernels of two blocks per SM each:
+//   grads_dq (one block per chunk)     dq; dk's and dgam's first terms (into dk, dg)
+//   grads_dk (one block per chunk)     the rest of dk, dv, dbeta, dg
 // Only one state and one state gradient per chunk are kept; every sum has a fixed order.
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
@@ -336,8 +339,435 @@ __global__ void __launch_bounds__(THREADS) grads_kernel(float *dq, float *dk, fl
     }
 }
 
+// The same step as two kernels that each fit two blocks on an SM (16 warps instead of 8 to
+// overlap one block's barriers and loads with the other's work): grads_dq_kernel (B4's terms
+// through P and dO H_n^T: dq, dk's first term Pm^T Q, dgam's first terms) and grads_dk_kernel
+// (the rest of dk, dv, dbeta, dg). The first hands dk's and dgam's partial sums to the second
+// through dk and dg themselves (fp32, so nothing is rounded on the way). Every product and
+// element step is grads_kernel's, in the same order: the same bits (emu.gdr_chunk compares).
+// HYLA_GDR_GRADS2=1 / 0 chooses; off until a GPU run has timed it (GRADS2_BY_DEFAULT).
+
+// 228 KB of shared memory per SM (H100, H200), less 1 KB the runtime keeps per block, halved.
+constexpr size_t SMEM_TWO_PER_SM = (228 * 1024) / 2 - 1024;
+constexpr size_t S128 = carve_size(sizeof(bf16) * DMAX * LDH), FS64 = carve_size(sizeof(float) * CH * LDSF),
+                 HS64 = carve_size(sizeof(bf16) * CH * LDS), STAGE = carve_size(sizeof(float) * WARPS * 256),
+                 VEC = carve_size(sizeof(float) * CH);
+constexpr size_t GRADS_DQ_SMEM = 4 * H64 + FS64 + HS64 + STAGE + 5 * VEC;
+constexpr size_t GRADS_DK_SMEM = F64 + S128 + 2 * H64 + HS64 + 11 * VEC;
+static_assert(GRADS_DQ_SMEM <= SMEM_TWO_PER_SM && GRADS_DK_SMEM <= SMEM_TWO_PER_SM, "two blocks per SM");
+static_assert(H64 + FS64 == S128, "a 64-row bf16 buffer and a 64 x 64 fp32 one, side by side, hold a state");
+static_assert(FS64 <= H64 && S128 == 2 * H64, "a 64 x 64 fp32 buffer fits in a 64-row bf16 one");
+
+// Loads from device memory with every load of a thread issued before the first is used, so
+// that a step waits for memory once rather than once per loop round (grads_kernel's loops
+// wait up to 16 times; the values, and so the bits, are the same).
+constexpr int PER_THREAD = CH * DMAX / THREADS; // elements of a 64 x 128 buffer per thread
+constexpr int ROWS_PER_WARP = CH / WARPS, COLS_PER_LANE = DMAX / 32;
+
+// load_rows_bf16 so, in two halves (all 32 at once costs more registers than
+// grads_dk_kernel has to spare).
+__device__ inline void load_rows_bf16_at_once(bf16 *dst, int ld, const float *src, size_t row_stride, int c,
+                                              int width, int wpad, const float *f = nullptr) {
+    constexpr int HALF = PER_THREAD / 2;
+    for (int m0 = 0; m0 < PER_THREAD; m0 += HALF) {
+        float x[HALF];
+#pragma unroll
+        for (int m = 0; m < HALF; m++) {
+            const int e = threadIdx.x + (m0 + m) * THREADS, r = e / wpad, i = e % wpad;
+            x[m] = e < CH * wpad && r < c && i < width ? src[(size_t)r * row_stride + i] * (f ? f[r] : 1.0f) : 0.0f;
+        }
+#pragma unroll
+        for (int m = 0; m < HALF; m++) {
+            const int e = threadIdx.x + (m0 + m) * THREADS;
+            if (e < CH * wpad) dst[(size_t)(e / wpad) * ld + e % wpad] = __float2bfloat16(x[m]);
+        }
+    }
+}
+
+// This warp's rows r = warp + WARPS m of a chunk of a [B, L, H, width] tensor at the columns
+// i = lane + 32 j of a row pass: x[m][j], zero outside the true sizes.
+__device__ inline void warp_rows(float (&x)[ROWS_PER_WARP][COLS_PER_LANE], const float *src, size_t row_stride, int c,
+                                 int width) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++)
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int r = warp + WARPS * m, i = lane + 32 * j;
+            x[m][j] = r < c && i < width ? src[(size_t)r * row_stride + i] : 0.0f;
+        }
+}
+
+// mma (C = alpha op(A) op(B), not accumulating) where C overlaps A or B: each warp keeps its
+// tiles (at most 4: M N <= 64 x 128) in registers until every warp has read its operands.
+// Every thread must call it (it has a block barrier inside); the caller synchronises after.
+template <bool TA, bool TB>
+__device__ void mma_in_place(float *C, int ldc, const bf16 *A, int lda, const bf16 *Bm, int ldb, int M, int N,
+                             int K, float alpha = 1.0f) {
+    typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type la;
+    typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type lb;
+    constexpr int HOLD = CH * DMAX / 256 / WARPS;
+    const int warp = threadIdx.x / 32, tm = M / 16, tn = N / 16;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod[HOLD];
+#pragma unroll
+    for (int t = 0; t < HOLD; t++) {
+        const int tile = warp + t * WARPS, mi = tile / tn, ni = tile % tn;
+        if (tile >= tm * tn) break;
+        wmma::fill_fragment(prod[t], 0.0f);
+        for (int k = 0; k < K; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, la> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, lb> b;
+            wmma::load_matrix_sync(a, TA ? A + (size_t)k * lda + mi * 16 : A + (size_t)mi * 16 * lda + k, lda);
+            wmma::load_matrix_sync(b, TB ? Bm + (size_t)ni * 16 * ldb + k : Bm + (size_t)k * ldb + ni * 16, ldb);
+            wmma::mma_sync(prod[t], a, b, prod[t]);
+        }
+    }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < HOLD; t++) {
+        const int tile = warp + t * WARPS, mi = tile / tn, ni = tile % tn;
+        if (tile >= tm * tn) break;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc; // as mma stores: 0 + alpha prod
+        wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+        for (int e = 0; e < acc.num_elements; e++) acc.x[e] += alpha * prod[t].x[e];
+        wmma::store_matrix_sync(C + (size_t)mi * 16 * ldc + ni * 16, acc, ldc, wmma::mem_row_major);
+    }
+}
+
+// B4's steps (a)-(c) of grads_kernel for chunk blockIdx.x of (b, h) = blockIdx.y: dq; dk =
+// scale Pm^T Q and dg = dgam's terms so far (Z's row and column sums, dO H_n^T . Q), both for
+// grads_dk_kernel to go on from. P is not kept: its epilogue combines it with Q K^T at once.
+__global__ void __launch_bounds__(THREADS, 2) grads_dq_kernel(float *dq, float *dk, float *dg, scratch s,
+                                                              const bf16 *dob, const float *q, const float *k,
+                                                              dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Qh = sc.take<bf16>(CH * LDH), *Kh = sc.take<bf16>(CH * LDH), *Ob = sc.take<bf16>(CH * LDH);
+    bf16 *Dh = sc.take<bf16>(CH * LDH);
+    float *Z = sc.take<float>(CH * LDSF); // right after Delta: the two make room for H_n (SG)
+    bf16 *HS = sc.take<bf16>(CH * LDS);
+    float *stage = sc.take<float>(WARPS * 256);
+    float *gc = sc.take<float>(CH), *eg = sc.take<float>(CH), *ra = sc.take<float>(CH), *rb = sc.take<float>(CH);
+    float *rc = sc.take<float>(CH);
+    bf16 *SG = Dh;
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int lane = tid % 32, warp = tid / 32;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    const size_t sk = (size_t)d.H * d.dk;
+    const float *qc = q + row0 * d.dk, *kc = k + row0 * d.dk;
+    const float scale = d.scale;
+    copy_async_bf16(Ob, LDH, dob + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(Dh, LDH, s.delta + cb * CH * dvp, dvp, CH, dvp);
+    __pipeline_commit();
+    if (tid < CH) {
+        gc[tid] = s.gcum[cb * CH + tid];
+        eg[tid] = expf(gc[tid]);
+    }
+    load_rows_bf16_at_once(Qh, LDH, qc, sk, c, d.dk, dkp);
+    load_rows_bf16_at_once(Kh, LDH, kc, sk, c, d.dk, dkp);
+    copy_async_wait();
+    __syncthreads();
+
+    // (a) Q K^T into Z; P = dO Delta^T through an epilogue: Z = scale P ⊙ (Q K^T ⊙ E), Pm = P ⊙ E
+    mma<false, true>(Z, LDSF, Qh, LDH, Kh, LDH, CH, CH, dkp);
+    __syncthreads();
+    mma_apply<false, true>(Ob, LDH, Dh, LDH, CH, CH, dvp, stage, [&](int r, int j, float x) {
+        const float E = j <= r ? expf(gc[r] - gc[j]) : 0.0f, p = 0.0f + x; // p as mma would store it
+        Z[r * LDSF + j] = scale * p * Z[r * LDSF + j] * E;
+        HS[r * LDS + j] = __float2bfloat16(p * E); // Pm = P ⊙ E, causal
+    });
+    __syncthreads(); // Delta is dead: H_n's first 64 rows go in its place (the rest in Z's, below)
+    const bf16 *hn = s.states + cb * dkp * dvp;
+    copy_async_bf16(SG, LDH, hn, dvp, min(dkp, CH), dvp);
+    __pipeline_commit();
+    if (tid < CH) { // row sums of Z
+        float x = 0.0f;
+        for (int j = 0; j <= tid; j++) x += Z[tid * LDSF + j];
+        ra[tid] = x;
+    } else if (tid < 2 * CH) { // column sums
+        const int j = tid - CH;
+        float x = 0.0f;
+        for (int r = j; r < CH; r++) x += Z[r * LDSF + j];
+        rb[j] = x;
+    }
+    // (c) dk = scale Pm^T Q (as mma stores it: 0 + alpha prod), straight to device memory
+    mma_apply<true, false>(HS, LDS, Qh, LDH, CH, dkp, CH, stage, [&](int r, int i, float x) {
+        if (r < c && i < d.dk) dk[(row0 + (size_t)r * d.H) * d.dk + i] = 0.0f + scale * x;
+    });
+    __syncthreads(); // Z is dead
+    if (dkp > CH) copy_async_bf16(SG + CH * LDH, LDH, hn + CH * dvp, dvp, dkp - CH, dvp);
+    copy_async_wait();
+    __syncthreads();
+    // (b) doh = dO H_n^T (F2, over H_n), then dq = scale (Pm K + diag(e^gam) doh)
+    float *F2 = (float *)SG;
+    mma_in_place<false, true>(F2, LDF, Ob, LDH, SG, LDH, CH, dkp, dvp);
+    float qr[ROWS_PER_WARP][COLS_PER_LANE]; // this warp's rows of q, in flight through the barrier
+    warp_rows(qr, qc, sk, c, d.dk);
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        float part = 0.0f;
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int i = lane + 32 * j;
+            if (i >= dkp) break;
+            const float x = F2[r * LDF + i];
+            if (r < c && i < d.dk) part += x * qr[m][j];
+            F2[r * LDF + i] = eg[r] * x;
+        }
+        part = warp_total(part);
+        if (lane == 0) rc[r] = scale * eg[r] * part;
+    }
+    __syncthreads();
+    if (tid < c) {
+        float x = ra[tid] - rb[tid];
+        x += rc[tid];
+        dg[row0 + (size_t)tid * d.H] = x;
+    }
+    mma<false, false>(F2, LDF, HS, LDS, Kh, LDH, CH, dkp, CH, 1.0f, true);
+    __syncthreads();
+    for (int e = tid; e < c * d.dk; e += THREADS) {
+        const int r = e / d.dk, i = e % d.dk;
+        dq[(row0 + (size_t)r * d.H) * d.dk + i] = scale * F2[r * LDF + i];
+    }
+}
+
+// B4-B6's steps (d)-(i) of grads_kernel for chunk blockIdx.x of (b, h) = blockIdx.y, going on
+// from grads_dq_kernel's dk and dg. Step (e) comes before (d) (they are independent), so that
+// Delta and G_end are dead before ddelta and H_n arrive. Buffers: F1 (dk), X (a state, or two
+// 64-row halves X1, X2), P1, P2 (64 rows each), HS (64 x 64 bf16).
+__global__ void __launch_bounds__(THREADS, 2) grads_dk_kernel(float *dk, float *dv, float *dbeta, float *dg,
+                                                              scratch s, const bf16 *gend, const bf16 *dd,
+                                                              const float *k, const float *v, const float *beta,
+                                                              dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    float *F1 = sc.take<float>(CH * LDF);
+    bf16 *X = sc.take<bf16>(DMAX * LDH), *P1 = sc.take<bf16>(CH * LDH), *P2 = sc.take<bf16>(CH * LDH);
+    bf16 *HS = sc.take<bf16>(CH * LDS);
+    float *gc = sc.take<float>(CH), *eg = sc.take<float>(CH), *el = sc.take<float>(CH), *bt = sc.take<float>(CH);
+    float *fb = sc.take<float>(CH), *dgam = sc.take<float>(CH), *dbs = sc.take<float>(CH);
+    float *ra = sc.take<float>(CH), *rb = sc.take<float>(CH), *kd = sc.take<float>(CH), *red = sc.take<float>(CH);
+    bf16 *X1 = X, *X2 = X + CH * LDH;
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int lane = tid % 32, warp = tid / 32;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    const size_t sk = (size_t)d.H * d.dk, sv = (size_t)d.H * d.dv;
+    const float *kc = k + row0 * d.dk, *vc = v + row0 * d.dv;
+    copy_async_bf16(P1, LDH, s.delta + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(X, LDH, gend + cb * dkp * dvp, dvp, dkp, dvp); // G_end
+    __pipeline_commit();
+    if (tid < CH) {
+        gc[tid] = s.gcum[cb * CH + tid];
+        eg[tid] = expf(gc[tid]);
+        bt[tid] = tid < c ? beta[row0 + (size_t)tid * d.H] : 0.0f;
+        fb[tid] = bt[tid] * eg[tid];
+        dgam[tid] = tid < c ? dg[row0 + (size_t)tid * d.H] : 0.0f;
+    }
+    { // dk so far (padding: zeros, never written out)
+        float x[PER_THREAD];
+#pragma unroll
+        for (int m = 0; m < PER_THREAD; m++) {
+            const int e = tid + m * THREADS, r = e / dkp, i = e % dkp;
+            x[m] = e < CH * dkp && r < c && i < d.dk ? dk[(row0 + (size_t)r * d.H) * d.dk + i] : 0.0f;
+        }
+#pragma unroll
+        for (int m = 0; m < PER_THREAD; m++) {
+            const int e = tid + m * THREADS;
+            if (e < CH * dkp) F1[(e / dkp) * LDF + e % dkp] = x[m];
+        }
+    }
+    __syncthreads();
+    if (tid < CH) el[tid] = expf(gc[CH - 1] - gc[tid]);
+    { // <H_n, G_end> for dgam_last, straight from device memory in a fixed order, 16 pairs at once
+        const bf16 *hs = s.states + cb * dkp * dvp, *gs = gend + cb * dkp * dvp;
+        const int ns = dkp * dvp;
+        float part = 0.0f;
+        for (int e0 = tid; e0 < ns; e0 += 16 * THREADS) {
+            bf16 hv[16], gv[16];
+#pragma unroll
+            for (int u = 0; u < 16; u++)
+                if (e0 + u * THREADS < ns) hv[u] = hs[e0 + u * THREADS], gv[u] = gs[e0 + u * THREADS];
+#pragma unroll
+            for (int u = 0; u < 16; u++)
+                if (e0 + u * THREADS < ns) part += __bfloat162float(hv[u]) * __bfloat162float(gv[u]);
+        }
+        part = warp_total(part);
+        if (lane == 0) red[warp] = part;
+    }
+    copy_async_wait();
+    __syncthreads();
+
+    // (e) dkh = diag(e^{gam_last - gam}) Delta G^T (F2, over G_end)
+    float *F2 = (float *)X;
+    mma_in_place<false, true>(F2, LDF, P1, LDH, X, LDH, CH, dkp, dvp);
+    copy_async_bf16(P1, LDH, dd + cb * CH * dvp, dvp, CH, dvp); // ddelta: Delta is dead
+    __pipeline_commit();
+    float kr[ROWS_PER_WARP][COLS_PER_LANE]; // this warp's rows of k (then v), in flight through the barrier
+    warp_rows(kr, kc, sk, c, d.dk);
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        float part = 0.0f;
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int i = lane + 32 * j;
+            if (i >= dkp) break;
+            const float x = el[r] * F2[r * LDF + i];
+            if (r < c && i < d.dk) part += x * kr[m][j];
+            F1[r * LDF + i] += x;
+        }
+        part = warp_total(part);
+        if (lane == 0) kd[r] = part;
+    }
+    __syncthreads();
+    if (tid < CH) dgam[tid] -= kd[tid];
+    // (d) dW = -ddelta H_n^T (F2 over H_n), as bf16 in P2; T comes with H_n
+    copy_async_bf16(X, LDH, s.states + cb * dkp * dvp, dvp, dkp, dvp); // H_n
+    copy_async_bf16(HS, LDS, s.t + cb * CH * CH, CH, CH, CH);
+    copy_async_wait();
+    __syncthreads();
+    mma_in_place<false, true>(F2, LDF, P1, LDH, X, LDH, CH, dkp, dvp);
+    __syncthreads();
+    for (int e = tid; e < CH * dkp; e += THREADS) {
+        const int r = e / dkp, i = e % dkp;
+        P2[r * LDH + i] = __float2bfloat16(-F2[r * LDF + i]);
+    }
+    __syncthreads();
+    // (f) through W = T Kb, U = T Vb: T^T dW, then T^T ddelta, each as F2 over H_n
+    mma<true, false>(F2, LDF, HS, LDS, P2, LDH, CH, dkp, CH);
+    warp_rows(kr, kc, sk, c, d.dk);
+    __syncthreads();
+    bf16 *tdwh = P2, *tduh = P1; // in place of dW and ddelta once the products are done
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        float kt = 0.0f;
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int i = lane + 32 * j;
+            if (i >= dkp) break;
+            const float x = F2[r * LDF + i];
+            if (r < c && i < d.dk) kt += x * kr[m][j];
+            F1[r * LDF + i] += fb[r] * x;
+            tdwh[r * LDH + i] = __float2bfloat16(x);
+        }
+        kt = warp_total(kt);
+        if (lane == 0) ra[r] = kt; // for dbeta and dgam below
+    }
+    __syncthreads();
+    float *tdu = F2;
+    mma<true, false>(tdu, LDF, HS, LDS, P1, LDH, CH, dvp, CH);
+    warp_rows(kr, vc, sv, c, d.dv);
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        float vt = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < COLS_PER_LANE; jj++) {
+            const int j = lane + 32 * jj;
+            if (j >= dvp) break;
+            const float x = tdu[r * LDF + j];
+            if (r < c && j < d.dv) {
+                vt += x * kr[m][jj];
+                dv[(row0 + (size_t)r * d.H) * d.dv + j] = bt[r] * x;
+            }
+            tduh[r * LDH + j] = __float2bfloat16(-x);
+        }
+        vt = warp_total(vt);
+        if (lane == 0) {
+            const float kt = ra[r];
+            dbs[r] = eg[r] * kt + vt, ra[r] = fb[r] * kt;
+        }
+    }
+    __syncthreads();
+    if (tid < CH) dgam[tid] += ra[tid];
+    // (g) dA = (T^T dW) (-W)^T + (-T^T ddelta) U^T in P2 (over T^T dW): -W in X1, U (as bf16) in X2
+    copy_async_bf16(X1, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+    __pipeline_commit();
+    {
+        float x[PER_THREAD];
+#pragma unroll
+        for (int m = 0; m < PER_THREAD; m++) {
+            const int e = tid + m * THREADS;
+            x[m] = e < CH * dvp ? s.u[cb * CH * dvp + e] : 0.0f;
+        }
+#pragma unroll
+        for (int m = 0; m < PER_THREAD; m++) {
+            const int e = tid + m * THREADS;
+            if (e < CH * dvp) X2[(e / dvp) * LDH + e % dvp] = __float2bfloat16(x[m]);
+        }
+    }
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    float *dA = (float *)P2;
+    mma_in_place<false, true>(dA, LDSF, tdwh, LDH, X1, LDH, CH, CH, dkp);
+    __syncthreads();
+    mma<false, true>(dA, LDSF, tduh, LDH, X2, LDH, CH, CH, dvp, 1.0f, true);
+    load_rows_bf16_at_once(X1, LDH, kc, sk, c, d.dk, dkp); // K replaces -W
+    __syncthreads();
+    float *kk = (float *)X2; // K K^T replaces U
+    mma<false, true>(kk, LDSF, X1, LDH, X1, LDH, CH, CH, dkp);
+    __syncthreads();
+    // (h) dM = strict_lower(dA ⊙ E); y = dM ⊙ K K^T gives dbeta and dgam; dM in P1 (over
+    // -T^T ddelta), then beta K in X2 (over K K^T)
+    bf16 *dMh = P1;
+    for (int e = tid; e < CH * CH; e += THREADS) {
+        const int r = e / CH, j = e % CH;
+        const float dm = j < r ? dA[r * LDSF + j] * expf(gc[r] - gc[j]) : 0.0f;
+        dA[r * LDSF + j] = dm * kk[r * LDSF + j];
+        HS[r * LDS + j] = __float2bfloat16(bt[r] * dm); // diag(beta) dM
+        dMh[r * LDS + j] = __float2bfloat16(dm);
+    }
+    __syncthreads();
+    load_rows_bf16_at_once(X2, LDH, kc, sk, c, d.dk, dkp, bt);
+    if (tid < CH) {
+        float x = 0.0f;
+        for (int j = 0; j < tid; j++) x += dA[tid * LDSF + j];
+        ra[tid] = x;
+    } else if (tid < 2 * CH) {
+        const int j = tid - CH;
+        float x = 0.0f;
+        for (int r = j + 1; r < CH; r++) x += bt[r] * dA[r * LDSF + j];
+        rb[j] = x;
+    }
+    // (i) dk += diag(beta) dM K + dM^T diag(beta) K
+    mma<false, false>(F1, LDF, HS, LDS, X1, LDH, CH, dkp, CH, 1.0f, true);
+    __syncthreads();
+    mma<true, false>(F1, LDF, dMh, LDS, X2, LDH, CH, dkp, CH, 1.0f, true);
+    if (tid < CH) dbs[tid] += ra[tid], dgam[tid] += bt[tid] * ra[tid] - rb[tid];
+    __syncthreads();
+    for (int e = tid; e < c * d.dk; e += THREADS) {
+        const int r = e / d.dk, i = e % d.dk;
+        dk[(row0 + (size_t)r * d.H) * d.dk + i] = F1[r * LDF + i];
+    }
+    if (tid < c) dbeta[row0 + (size_t)tid * d.H] = dbs[tid];
+    if (tid == 0) { // B4's last-row terms, then B6: dg = reverse cumsum of dgam
+        float hg = 0.0f, kdkh = 0.0f;
+        for (int w = 0; w < WARPS; w++) hg += red[w];
+        for (int r = 0; r < c; r++) kdkh += kd[r];
+        dgam[c - 1] += eg[c - 1] * hg + kdkh;
+        float acc = 0.0f;
+        for (int r = c - 1; r >= 0; r--) dg[row0 + (size_t)r * d.H] = acc += dgam[r];
+    }
+}
+
 template <typename K> void allow_smem(K kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+// The grads step as two kernels (grads_dq_kernel, grads_dk_kernel) or one (grads_kernel); the
+// same bits either way. Read at every call, so that a test can run both forms in one process.
+constexpr bool GRADS2_BY_DEFAULT = false;
+bool use_grads2(void) {
+    const char *env = getenv("HYLA_GDR_GRADS2");
+    return env && *env ? atoi(env) != 0 : GRADS2_BY_DEFAULT;
 }
 
 } // namespace
@@ -363,7 +793,8 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     static bool ready = false;
     if (!ready) {
         allow_smem(local_kernel, LOCAL_SMEM), allow_smem(state_bwd_kernel, STATE_SMEM);
-        allow_smem(grads_kernel, GRADS_SMEM), ready = true;
+        allow_smem(grads_kernel, GRADS_SMEM), allow_smem(grads_dq_kernel, GRADS_DQ_SMEM);
+        allow_smem(grads_dk_kernel, GRADS_DK_SMEM), ready = true;
     }
     // B1: the forward's quantities with T, kept by the forward or computed again (the backward
     // only reads them)
@@ -383,7 +814,11 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     CUDA_LAUNCH_CHECK();
     state_bwd_kernel<<<dim3(B * H, d.dvp / BV), THREADS, STATE_SMEM>>>(gend, dd, dS0, s, dob, ddl, dS_final, d);
     CUDA_LAUNCH_CHECK();
-    grads_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_SMEM>>>(dq, dk, dv, dbeta, dg, s, dob, gend, dd, q, k, v, beta, d);
+    if (use_grads2()) { // dk and dg carry the first kernel's partial sums to the second
+        grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM>>>(dq, dk, dg, s, dob, q, k, d);
+        CUDA_LAUNCH_CHECK();
+        grads_dk_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DK_SMEM>>>(dk, dv, dbeta, dg, s, gend, dd, k, v, beta, d);
+    } else grads_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_SMEM>>>(dq, dk, dv, dbeta, dg, s, dob, gend, dd, q, k, v, beta, d);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(ddl, 0));
     CUDA_CHECK(cudaFreeAsync(dob, 0));

@@ -1,7 +1,8 @@
 // The chunked GDR kernels under tests/gpu/emu/emu.h against the fp32 CPU twin: relative errors
 // (norm-based, as test_cuda_ops reports them) of the outputs and all gradients; then again with
 // the forward keeping its chunk quantities in `saved` for the backward, which must give the
-// same bits as computing them again.
+// same bits as computing them again. Both forms of the backward's last step (HYLA_GDR_GRADS2:
+// 0 one kernel, 1 two), each with and without `saved`; the two forms' bits are compared.
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient).
 #include "emu.h"
 #include "chunk.h" // kernels/cuda/cuda_gdr_chunk.cuh rewritten (run.sh)
@@ -29,23 +30,53 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 8; i++) ref[i].assign(sizes[i], 0), got[i].assign(sizes[i], 0);
     cpu_f32_gdr_chunk_fwd(ref[0].data(), ref[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
     cpu_f32_gdr_chunk_bwd(ref[2].data(), ref[3].data(), ref[4].data(), ref[5].data(), ref[6].data(), ref[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
+    // the backward's outputs (got[2..7]) from the form `grads2`, with `saved` or without
+    auto backward = [&](std::vector<std::vector<float>> &out, const char *grads2, const float *sv) {
+        setenv("HYLA_GDR_GRADS2", grads2, 1);
+        cuda_gdr_chunk_bwd_bf16(out[2].data(), out[3].data(), out[4].data(), out[5].data(), out[6].data(), out[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, sv);
+    };
     cuda_gdr_chunk_fwd_bf16(got[0].data(), got[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
-    cuda_gdr_chunk_bwd_bf16(got[2].data(), got[3].data(), got[4].data(), got[5].data(), got[6].data(), got[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
+    backward(got, "0", nullptr);
     // the same with `saved` (NaN-filled first: a piece the forward leaves unwritten shows)
     std::vector<float> saved(cuda_gdr_chunk_saved_floats_bf16(B, L, H, dk, dv), NAN);
-    std::vector<std::vector<float>> kept(8);
+    std::vector<std::vector<float>> kept(8), got2, kept2;
     for (int i = 0; i < 8; i++) kept[i].assign(sizes[i], 0);
     cuda_gdr_chunk_fwd_bf16(kept[0].data(), kept[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, saved.data());
-    cuda_gdr_chunk_bwd_bf16(kept[2].data(), kept[3].data(), kept[4].data(), kept[5].data(), kept[6].data(), kept[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, saved.data());
+    backward(kept, "0", saved.data());
+    // the two-kernel form of the last step (NaN-filled outputs: an element left unwritten shows)
+    got2 = got, kept2 = kept;
+    for (int i = 2; i < 8; i++) got2[i].assign(sizes[i], NAN), kept2[i].assign(sizes[i], NAN);
+    backward(got2, "1", nullptr);
+    backward(kept2, "1", saved.data());
+    unsetenv("HYLA_GDR_GRADS2");
     const char *names[8] = {"o", "final", "dq", "dk", "dv", "dbeta", "dg", "dS0"};
-    printf("B=%d L=%d H=%d dk=%d dv=%d states=%d:", B, L, H, dk, dv, ws);
     int bad = 0; /* the GPU test's bound for bf16 operands: 1e-2 relative (a NaN fails too) */
-    for (int i = 0; i < 8; i++) {
-        const double e = rel(got[i], ref[i]);
-        printf(" %s %.2e", names[i], e);
-        bad += !(e <= 1e-2);
-        if (memcmp(got[i].data(), kept[i].data(), sizes[i] * sizeof(float))) printf(" (%s differs with saved)", names[i]), bad++;
+    auto check = [&](const char *form, const std::vector<std::vector<float>> &a, const std::vector<std::vector<float>> &ak) {
+        printf("B=%d L=%d H=%d dk=%d dv=%d states=%d %s:", B, L, H, dk, dv, ws, form);
+        const int bad0 = bad;
+        for (int i = 0; i < 8; i++) {
+            const double e = rel(a[i], ref[i]);
+            printf(" %s %.2e", names[i], e);
+            bad += !(e <= 1e-2);
+            if (memcmp(a[i].data(), ak[i].data(), sizes[i] * sizeof(float))) printf(" (%s differs with saved)", names[i]), bad++;
+        }
+        printf(bad > bad0 ? "  FAIL (bound 1e-2; saved: the same bits)\n" : "  ok (bound 1e-2; saved: the same bits)\n");
+    };
+    check("grads2=0", got, kept);
+    check("grads2=1", got2, kept2);
+    // the two forms: the same bits, else the largest relative difference per output
+    printf("  grads2=1 against grads2=0:");
+    bool same = true;
+    for (int i = 2; i < 8; i++) {
+        if (!memcmp(got2[i].data(), got[i].data(), sizes[i] * sizeof(float))) continue;
+        double m = 0;
+        for (size_t j = 0; j < sizes[i]; j++) {
+            const double x = got2[i][j], y = got[i][j];
+            const double r = x == y ? 0 : fabs(x - y) / std::max(fabs(y), 1e-30);
+            m = std::max(m, r == r ? r : INFINITY);
+        }
+        printf(" %s differs (max rel %.2e)", names[i], m), same = false;
     }
-    printf(bad ? "  FAIL (bound 1e-2; saved: the same bits)\n" : "  ok (bound 1e-2; saved: the same bits)\n");
+    printf(same ? " the same bits\n" : "\n");
     return bad ? 1 : 0;
 }

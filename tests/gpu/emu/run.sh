@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # The chunked gated delta rule's CUDA kernels (kernels/cuda/cuda_gdr_chunk*.cu) run on the CPU
 # through emu.h (a fiber per CUDA thread, barriers for __syncthreads / __syncwarp,
-# WMMA tiles as plain 16 x 16 products on bf16-rounded values), against the fp32 CPU twin.
-# A check of the kernels' logic (indices, signs, layouts, padding) where no GPU is at hand;
-# not of their speed, and not a race detector. Needs build-cuda/ (or build/) for the twin.
+# WMMA tiles as plain 16 x 16 products on bf16-rounded values; cp.async copies landing only at
+# the wait, NaN before, through cp_async_emu.h), against the fp32 CPU twin; the backward's last
+# step in both forms (HYLA_GDR_GRADS2), each within the bound and compared bit for bit
+# (gdr_chunk_emu.cpp).
+# A check of the kernels' logic (indices, signs, layouts, padding, cp.async waits) where no GPU
+# is at hand; not of their speed, and not a race detector. Needs build-cuda/ (or build/) for the twin.
 #   bash tests/gpu/emu/run.sh [B L H dk dv states]...   states: 1 initial, 2 dfinal, 3 both
 set -euo pipefail
 . "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
-python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --replace '#include "cuda_gdr_chunk.cuh"=>#include "chunk.h"' \
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async \
+  --replace '#include "cuda_gdr_chunk.cuh"=>#include "chunk.h"' --replace '#include <cuda_pipeline.h>=>#include "cp_async_emu.h"' \
   cuda_gdr_chunk.cuh:chunk.h cuda_gdr_chunk_fwd.cu:fwd.cpp cuda_gdr_chunk_bwd.cu:bwd.cpp
-cp "$root/tests/gpu/emu/emu.h" "$root/tests/gpu/emu/gdr_chunk_emu.cpp" "$work/"
-g++ -std=c++20 -O1 -pthread -I"$work" "$work/gdr_chunk_emu.cpp" "$work/fwd.cpp" "$work/bwd.cpp" \
+cp "$root/tests/gpu/emu/"{emu.h,cp_async_emu.h,gdr_chunk_emu.cpp} "$work/"
+emu_compile gdr_chunk_emu fwd bwd
+g++ -pthread "$work/gdr_chunk_emu.o" "$work/fwd.o" "$work/bwd.o" \
   "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_gdr_chunk.c.o" "$build/libhyla_common.a" \
   -lopenblas -fopenmp -lm -o "$work/emu"
 if [ $# -eq 0 ]; then set -- 1 37 1 16 8 3 1 130 1 40 24 3 2 70 1 64 64 0 1 200 1 128 128 1; fi
