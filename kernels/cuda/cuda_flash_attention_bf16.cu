@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 #include <cuda_pipeline.h>
 
+#include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
 #include "cuda_flash_common.cuh"
 #include "cuda_mma.cuh"
@@ -28,16 +29,12 @@ constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 template <int D> constexpr int LD = D + 8;
 template <int D> constexpr int TILE_ELEMS = TILE * LD<D>;
 
-// dst[i] = bf16(src[i]): the operands are rounded once per op, not once per tile load.
-__global__ void to_bf16_kernel(bf16 *dst, const float *src, size_t count) {
-    const size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < count) dst[i] = __float2bfloat16(src[i]);
-}
-bf16 *bf16_copy(const float *src, size_t count) { // stream-ordered scratch, freed by the caller
+// dst[i] = bf16(src[i]): the operands are rounded once per op, not once per tile load
+// (stream-ordered scratch, freed by the caller).
+bf16 *bf16_copy(const float *src, size_t count) {
     bf16 *dst = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&dst, count * sizeof(bf16), 0));
-    to_bf16_kernel<<<blocks_for(count, 256), 256>>>(dst, src, count);
-    CUDA_LAUNCH_CHECK();
+    cuda_to_bf16(dst, src, count);
     return dst;
 }
 

@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 
 #include "backend_cuda.h"
+#include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
 
 namespace {
@@ -21,15 +22,6 @@ __global__ void strided_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, int
         dst[i] = __float2bfloat16(src[r * ld + c]);
     }
 }
-// The dense case, four values at a time (count a multiple of 4, src 16-byte aligned).
-__global__ void dense_to_bf16_kernel(__nv_bfloat162 *dst, const float4 *src, size_t count4) {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count4; i += (size_t)gridDim.x * blockDim.x) {
-        const float4 v = src[i];
-        dst[2 * i] = __floats2bfloat162_rn(v.x, v.y);
-        dst[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
-    }
-}
-
 unsigned grid_for(size_t count) {
     const size_t blocks = (count + 255) / 256;
     return (unsigned)(blocks < 4096 ? (blocks ? blocks : 1) : 4096);
@@ -43,10 +35,11 @@ __nv_bfloat16 *cuda_bf16_matrix(const float *src, int rows, int cols, int ld) {
     __nv_bfloat16 *dst = NULL;
     const size_t count = (size_t)rows * cols;
     CUDA_CHECK(cudaMallocAsync((void **)&dst, count * sizeof(__nv_bfloat16), 0));
-    if (ld == cols && count % 4 == 0 && ((uintptr_t)src & 15) == 0)
-        dense_to_bf16_kernel<<<grid_for(count / 4), 256>>>((__nv_bfloat162 *)dst, (const float4 *)src, count / 4);
-    else
-        strided_to_bf16_kernel<<<grid_for(count), 256>>>(dst, src, rows, cols, ld);
+    if (ld == cols) {
+        cuda_to_bf16(dst, src, count); // dense: vectorised (cuda_bf16_convert.cu)
+        return dst;
+    }
+    strided_to_bf16_kernel<<<grid_for(count), 256>>>(dst, src, rows, cols, ld);
     CUDA_LAUNCH_CHECK();
     return dst;
 }

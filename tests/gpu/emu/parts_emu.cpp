@@ -1,4 +1,4 @@
-// The ops of kernels/cuda/cuda_gdn_parts.cu, cuda_reduce_ops.cu and cuda_embedding.cu under emu.h,
+// The ops of kernels/cuda/cuda_gdn_parts.cu, cuda_rmsnorm.cu, cuda_reduce_ops.cu and cuda_embedding.cu under emu.h,
 // called through the table their cuda_register_* functions fill (as the backend does), against
 // the fp32 CPU twins, as test_cuda_ops' gdn_parts and optimizer groups call both: outputs
 // start as NaN (an element left unwritten shows), parameter gradients are added onto random
@@ -6,9 +6,9 @@
 // within 1e-5; sum_squares_add within 1e-12 of the CPU's and the same bits on a second call;
 // the clipping factor and accumulate_f64 bit for bit; loss_mean_add within 1e-6 of the mean.
 // Arguments: groups, each a name and its shape:
-//   conv B L C kw | l2norm rows dim | gated_rmsnorm rows dim | gates rows H | rope B L H d pos0 |
-//   embedding n dim vocab pad | loss n | optimizer count
-// --every-op first: fail unless the groups called every op the two files register.
+//   conv B L C kw | rmsnorm n dim | l2norm rows dim | gated_rmsnorm rows dim | gates rows H |
+//   rope B L H d pos0 | embedding n dim vocab pad | loss n | optimizer count | bf16 count offset
+// --every-op first: fail unless the groups called every op the files register.
 #include "emu.h"
 #include "emu_check.h"
 #include <set>
@@ -18,11 +18,15 @@ extern "C" {
 #include "kernels/backend.h"
 #include "kernels/cpu/cpu_ops.h"
 void cuda_register_gdn_parts(struct hyla_backend *t);
+void cuda_register_rmsnorm(struct hyla_backend *t);
 void cuda_register_reduce_ops(struct hyla_backend *t);
 void cuda_register_embedding(struct hyla_backend *t);
+void cuda_register_bf16_convert(struct hyla_backend *t);
 }
+#include "common/bf16.h"
+void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count); // cuda_bf16_convert.cu
 
-static struct hyla_backend gpu;      // only the two files' ops: "device" memory is host memory
+static struct hyla_backend gpu;      // only the files' ops: "device" memory is host memory
 static std::set<std::string> called; // the ops the groups ran
 #define GPU(op) (called.insert(#op), gpu.op)
 
@@ -49,6 +53,40 @@ static void conv(int B, int L, int C, int kw) {
     GPU(shortconv_silu_fwd)(gy.data(), x.data(), w.data(), B, L, C, kw);
     GPU(shortconv_silu_bwd)(gdx.data(), gdw.data(), dy.data(), x.data(), w.data(), B, L, C, kw);
     check_vec("y", gy, y), check_vec("dx", gdx, dx), check_vec("dw(acc)", gdw, dw);
+}
+
+// RMSNorm and the fused add + RMSNorm; the fused backward with dx in dsum's memory (dx may
+// alias dsum) and with no dsum; the forward again from a misaligned x (the scalar path where
+// float4 would run).
+static void rmsnorm(int n, int dim) {
+    printf("rmsnorm n=%d dim=%d:", n, dim);
+    const size_t e = (size_t)n * dim;
+    const float eps = 1e-6f;
+    const vec x = rv(e, -2, 2), res = rv(e, -2, 2), w = rv(dim, 0.5f, 1.5f), dy = rv(e, -1, 1), ds = rv(e, -1, 1);
+    const vec dw0 = rv(dim, -1, 1);
+    vec y(e), r(n), dx(e), dw = dw0, gy = nans(e), gr = nans(n), gdx = nans(e), gdw = dw0;
+    cpu_f32_rmsnorm_fwd(y.data(), r.data(), x.data(), w.data(), n, dim, eps);
+    cpu_f32_rmsnorm_bwd(dx.data(), dw.data(), dy.data(), x.data(), w.data(), r.data(), n, dim);
+    GPU(rmsnorm_fwd)(gy.data(), gr.data(), x.data(), w.data(), n, dim, eps);
+    GPU(rmsnorm_bwd)(gdx.data(), gdw.data(), dy.data(), x.data(), w.data(), gr.data(), n, dim);
+    check_vec("y", gy, y), check_vec("rstd", gr, r), check_vec("dx", gdx, dx), check_vec("dw(acc)", gdw, dw);
+    vec shifted(e + 1), gy1 = nans(e + 1);
+    memcpy(shifted.data() + 1, x.data(), e * sizeof(float));
+    GPU(rmsnorm_fwd)(gy1.data() + 1, gr.data(), shifted.data() + 1, w.data(), n, dim, eps);
+    check_vec("y(misaligned)", vec(gy1.begin() + 1, gy1.end()), y);
+
+    vec sum(e), gsum = nans(e), dx0(e), gdx0 = nans(e);
+    dw = gdw = dw0;
+    cpu_f32_add_rmsnorm_fwd(sum.data(), y.data(), r.data(), x.data(), res.data(), w.data(), n, dim, eps);
+    cpu_f32_add_rmsnorm_bwd(dx.data(), dw.data(), dy.data(), ds.data(), sum.data(), w.data(), r.data(), n, dim);
+    cpu_f32_add_rmsnorm_bwd(dx0.data(), dw.data(), dy.data(), NULL, sum.data(), w.data(), r.data(), n, dim);
+    gy = nans(e), gr = nans(n);
+    GPU(add_rmsnorm_fwd)(gsum.data(), gy.data(), gr.data(), x.data(), res.data(), w.data(), n, dim, eps);
+    vec galias = ds; // dx written over dsum
+    GPU(add_rmsnorm_bwd)(galias.data(), gdw.data(), dy.data(), galias.data(), gsum.data(), w.data(), gr.data(), n, dim);
+    GPU(add_rmsnorm_bwd)(gdx0.data(), gdw.data(), dy.data(), NULL, gsum.data(), w.data(), gr.data(), n, dim);
+    check_vec(" add: sum", gsum, sum), check_vec("y", gy, y), check_vec("rstd", gr, r);
+    check_vec("dx(=dsum)", galias, dx), check_vec("dx(no dsum)", gdx0, dx0), check_vec("dw(acc)", gdw, dw);
 }
 
 static void l2norm(int rows, int dim) {
@@ -184,10 +222,41 @@ static void optimizer(size_t count) {
     check_vec("axpy", P, p);
 }
 
+// bf16 rounding (round_to_bf16, FSDP's: common/bf16.h's rounding; cuda_to_bf16, the operand
+// copies': __float2bfloat16's) and widening of count values starting `offset` floats into their
+// buffers (an offset breaks the 16-byte alignment: the one-value path), against the CPU's
+// functions bit for bit; the values include ties, NaN, infinities and the largest finite float.
+static void bf16(long count, long offset) {
+    printf("bf16 count=%ld offset=%ld:", count, offset);
+    vec src = rv(count + offset, -3, 3);
+    const float specials[] = {NAN, INFINITY, -INFINITY, 3.4028235e38f, 1.00390625f, 1.01171875f, -0.0f};
+    for (size_t i = 0; i < sizeof specials / sizeof *specials && (long)i < count; i++) src[offset + i * 7 % count] = specials[i];
+    std::vector<uint16_t> h(count + offset, 0xdead), want(count);
+    GPU(round_to_bf16)(h.data() + offset, src.data() + offset, count);
+    for (long i = 0; i < count; i++) want[i] = hyla_bf16_round(src[offset + i]);
+    check_true("round_to_bf16: not common/bf16.h's bits", !memcmp(h.data() + offset, want.data(), count * 2));
+    vec wide(count + offset, NAN);
+    GPU(widen_bf16)(wide.data() + offset, h.data() + offset, count);
+    bool same = true;
+    for (long i = 0; i < count; i++) {
+        const float w = hyla_bf16_widen(want[i]);
+        same &= !memcmp(&wide[offset + i], &w, 4);
+    }
+    check_true("widen_bf16: not common/bf16.h's bits", same);
+    std::vector<__nv_bfloat16> c(count + offset);
+    cuda_to_bf16(c.data() + offset, src.data() + offset, count);
+    same = true;
+    for (long i = 0; i < count; i++) same &= c[offset + i].u == __float2bfloat16(src[offset + i]).u;
+    check_true("cuda_to_bf16: not __float2bfloat16's bits", same);
+    printf(" ok");
+}
+
 int main(int argc, char **argv) {
     cuda_register_gdn_parts(&gpu);
+    cuda_register_rmsnorm(&gpu);
     cuda_register_reduce_ops(&gpu);
     cuda_register_embedding(&gpu);
+    cuda_register_bf16_convert(&gpu);
     int a = 1;
     const bool every_op = a < argc && !strcmp(argv[a], "--every-op");
     a += every_op;
@@ -196,6 +265,7 @@ int main(int argc, char **argv) {
         const std::string group = argv[a++];
         int used = 0;
         if (group == "conv") conv(arg(0), arg(1), arg(2), arg(3)), used = 4;
+        else if (group == "rmsnorm") rmsnorm(arg(0), arg(1)), used = 2;
         else if (group == "l2norm") l2norm(arg(0), arg(1)), used = 2;
         else if (group == "gated_rmsnorm") gated_rmsnorm(arg(0), arg(1)), used = 2;
         else if (group == "gates") gates(arg(0), arg(1)), used = 2;
@@ -203,15 +273,17 @@ int main(int argc, char **argv) {
         else if (group == "embedding") embedding(arg(0), arg(1), arg(2), arg(3)), used = 4;
         else if (group == "loss") loss(arg(0)), used = 1;
         else if (group == "optimizer") optimizer((size_t)arg(0)), used = 1;
+        else if (group == "bf16") bf16(arg(0), arg(1)), used = 2;
         else {
-            fprintf(stderr, "unknown group %s (conv, l2norm, gated_rmsnorm, gates, rope, embedding, loss, optimizer)\n",
+            fprintf(stderr, "unknown group %s (conv, rmsnorm, l2norm, gated_rmsnorm, gates, rope, embedding, loss, "
+                            "optimizer, bf16)\n",
                     group.c_str());
             return 2;
         }
         printf("\n");
         a += used;
     }
-    // every op the three files put in the table, run by some group
+    // every op the files put in the table, run by some group
     int registered = 0;
 #define REAL float
 #define HYLA_OP(ret, name, args)                                                                                   \

@@ -18,10 +18,11 @@ set -euo pipefail
 # (bf16 unless EMU_ATTN_FP32=1), cp.async copies landing only at the wait (cp_async_emu.h)
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' \
   --replace "cuda_matmul_bf16()=>emu_attn_bf16" \
+  --replace '#include "backend_cuda.h"=>#include "kernels/backend.h"' \
   --head '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;' \
-  cuda_flash_attention.cu cuda_flash_attention_bf16.cu
+  cuda_flash_attention.cu cuda_flash_attention_bf16.cu cuda_bf16_convert.cu cuda_bf16_convert.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
-emu_compile cuda_flash_attention cuda_flash_attention_bf16 attn_emu
+emu_compile cuda_flash_attention cuda_flash_attention_bf16 cuda_bf16_convert attn_emu
 cd "$work"
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_attention.c.o" -fopenmp -lm -o "$work/emu"
 # Default shapes (B L Hq Hkv d wl density): causal at L 37 / 257 (partial tiles), d 64 and 128;

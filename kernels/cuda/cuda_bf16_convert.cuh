@@ -1,0 +1,12 @@
+// CUDA, inside the backend: dense fp32 -> bf16 rounding (cuda_bf16_convert.cu), for the kernels
+// that round their operands once per op (the products' copies, the attention's inputs).
+#ifndef HYLA_CUDA_BF16_CONVERT_CUH
+#define HYLA_CUDA_BF16_CONVERT_CUH
+
+#include <cuda_bf16.h>
+#include <stddef.h>
+
+// dst[i] = bf16(src[i]), round to nearest even (__float2bfloat16), i < count.
+void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count);
+
+#endif
