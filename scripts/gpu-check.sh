@@ -18,6 +18,10 @@ pack)
   ldd build-cuda/hyla build-cuda/test_cuda_ops | awk '$3 ~ /^\// { print $3 }' | sort -u |
     grep -v -E '/lib(c|m|stdc\+\+|gcc_s|pthread|dl|rt)\.so|cublas|nccl|libudev|libz\.so' |
     while read -r lib; do cp -L "$lib" gpu-carry/lib/; done
+  # a device call carries at most 64 MiB with the working tree: no symbol tables (kernel names
+  # live in the CUDA fat binaries, which strip keeps)
+  strip gpu-carry/hyla gpu-carry/test_cuda_ops gpu-carry/gpu_test_nccl
+  strip --strip-unneeded gpu-carry/lib/*.so* 2>/dev/null || true
   du -sh gpu-carry ;;
 run)
   out=${OUT:-.}
