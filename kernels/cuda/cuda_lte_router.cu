@@ -7,7 +7,8 @@
 // head) in one block, the default since their GPU run (H100, 2026-12-07: test_cuda_ops
 // lte_router, memcheck and racecheck clean); the per-tap form (cuBLAS, cuda_lte_router_taps.cu)
 // is the fallback for shapes whose tile does not fit in shared memory, forced by
-// HYLA_ROUTER_TAPS=1.
+// HYLA_ROUTER_TAPS=1. In bf16 mode the fused kernels can run their products on the tensor cores
+// (HYLA_ROUTER_MMA, below; cuda_lte_router_fused.cu).
 // This file picks the form; cuda_lte_router.cuh holds what they share.
 #include <stdlib.h>
 
@@ -22,10 +23,21 @@ static bool taps_forced(void) {
     return e && *e ? atoi(e) == 1 : !FUSED_BY_DEFAULT;
 }
 
+// HYLA_ROUTER_MMA=1 runs the fused kernels' products on the tensor cores (bf16 operands, fp32
+// sums) in bf16 mode (cuda_matmul_bf16()), =0 on the CUDA cores in fp32 as in fp32 mode; unset,
+// MMA_BY_DEFAULT decides (off until a GPU run validates the form; ctest emu.router checks it on
+// the CPU). Shapes the tensor-core form cannot take run on the CUDA cores.
+static const bool MMA_BY_DEFAULT = false;
+static bool mma_on(void) {
+    if (!cuda_matmul_bf16()) return false;
+    const char *e = getenv("HYLA_ROUTER_MMA");
+    return e && *e ? atoi(e) == 1 : MMA_BY_DEFAULT;
+}
+
 static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     const struct router_dims r = dims_of(shape, B, L, p, key);
-    if (taps_forced() || !fused::forward(score, acts, k, v, params, r))
+    if (taps_forced() || !fused::forward(score, acts, k, v, params, r, mma_on()))
         taps_router_fwd(score, acts, k, v, params, shape, B, L, p, key);
 }
 
@@ -33,7 +45,7 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
                                 const float *v, const float *params, const float *acts,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     const struct router_dims r = dims_of(shape, B, L, p, key);
-    if (taps_forced() || !fused::backward(dk, dv, dparams, dscore, k, v, params, acts, r))
+    if (taps_forced() || !fused::backward(dk, dv, dparams, dscore, k, v, params, acts, r, mma_on()))
         taps_router_bwd(dk, dv, dparams, dscore, k, v, params, acts, shape, B, L, p, key);
 }
 

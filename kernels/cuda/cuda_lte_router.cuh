@@ -71,11 +71,13 @@ void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, 
                      float p, uint64_t key);
 
 // The fused kernels (cuda_lte_router_fused.cu): false, having done nothing, for a shape whose
-// tile does not fit in shared memory.
+// tile does not fit in shared memory. mma: their products on the tensor cores in bf16 where the
+// shape fits that form (else on the CUDA cores in fp32).
 namespace fused {
-bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r);
+bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r,
+             bool mma);
 bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
-              const float *params, const float *acts, const router_dims &r);
+              const float *params, const float *acts, const router_dims &r, bool mma);
 } // namespace fused
 
 #endif

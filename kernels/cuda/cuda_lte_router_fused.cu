@@ -47,6 +47,46 @@
 // of blocks). At the 0.4B shape: forward T = 120 (128 conv-0 rows: 7% halo), 85 KB of shared
 // memory, 2240 blocks; backward T = 64, 16 tiles per block, 256 blocks, 68 KB. Any n_convs <=
 // HYLA_LTE_MAX_CONVS, kernel, dilation and head dim whose tile fits in 227 KB runs fused.
+//
+// The tensor-core form (bf16 mode, HYLA_ROUTER_MMA; cuda_lte_router.cu picks it). On an H100
+// the CUDA-core products above took 250 us forward and 510 us backward per call at the 0.4B
+// shape (Nsight Compute, B = 4, T = 4096: ~38 ms of a 331 ms step), for ~17 GFLOP forward that
+// the tensor cores run in a fraction of it. The reference runs the router under bf16 autocast,
+// so bf16 operands with fp32 sums are its arithmetic. Everything but the products stays: tiles,
+// halos, plans, epilogues (fwd_out, dx_out), dropout masks, slots, reduce_kernel, fixed-order
+// sums (the same bits every run), no atomics; the kernels are fwd_kernel<true> / bwd_kernel<true>
+// (<false>: the CUDA-core form, unchanged).
+//   Convs and input gradients (run_product_mma): mma.sync m16n8k16, a warp tile of mt x 16 rows
+// by nt x 8 output channels in registers (mt x nt in 1x1 .. 2x4 / 4x2, the planner's choice,
+// 8 warps as cbw across the channels by rbw down the rows). The activations stay in fp32 shared
+// memory in the CUDA-core layout (the epilogues and the bias gradients read them as they are)
+// and are rounded to bf16 as an A fragment is formed: two 16-byte loads per m-tile and 16
+// channels, the fragment's k order permuted (lane tig takes channels 4 tig .. 4 tig + 3) and its
+// rows permuted (mma_row) so that a quarter-warp's loads fill the 32 banks once. The weights are
+// staged once per call in bf16 as B fragments in that same k order (stage_weights_mma_kernel):
+// an 8-byte load a lane, a warp's 256 bytes contiguous; chunks of whole k-steps (<= 16 KB) by
+// cp.async into two buffers as above. The C fragments reach the epilogue 4 channels of a row at
+// a time (a shuffle between the lanes of a pair), after a barrier where the output overwrites
+// the input (forward).
+//   Weight gradients (weight_partials_mma): the reduction runs down the rows of both operands,
+// so both are copied to bf16 (da's own rows into the weight buffers, free by then; conv l's
+// dropped-out input where X went) with 16-byte rows an odd number of 16 bytes apart, and both
+// fragments load with ldmatrix .trans (4 ldmatrix x4 for 8 mma); a warp tile is 32 output x 32
+// input channels of a tap, its C fragments added into the block's slot in fragment order.
+//   Cost model: an mma product's time is its shared-memory wavefronts (A: 8 per m-tile and
+// k-step, B: 2 per n-tile), the same thread-step units as above. At the 0.4B shape per
+// sequence (B 1, L 4096, 16 heads, 132 SMs): forward T = 56 (64 conv-0 rows), 1184 blocks of
+// 60 KB (warp tiles 2x4, 2x4, 4x2), backward T = 125 (two 64-row passes for conv 0's input
+// gradient), 528 blocks of 112 KB: two blocks per SM both ways (registers: 128 a thread).
+//   Measured in the CPU emulation (tests/gpu/emu/run_router.sh, its default shapes), against the
+// fp64 twin: score 2e-4 .. 6.5e-3, acts 2.3e-3 .. 3.7e-3, dk and dv 2.9e-3 .. 1.6e-2, parameter
+// groups up to 1.8e-2 (a 2-value group 2.4e-2); at the 0.4B head (d 64, L 300) score 4.0e-3,
+// acts 3.5e-3, dk 8.9e-3, dv 9.1e-3, dparams 6.4e-3. The fp64 twin with the same operands
+// rounded to bf16 is as far from the exact values (bf16 rounding in six products in a row, grown
+// where silu' is near zero); against it the form is within 1e-7 .. 1.4e-3 (an operand rounds to
+// the neighbouring bf16 where fp32 and fp64 differ, and that spreads to later layers).
+// Shapes: any the CUDA-core form takes with at most 256 output channels (32 n-tiles for 8 warps),
+// whose tile fits; the rest run on the CUDA cores.
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +97,7 @@
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_lte_router.cuh"
+#include "cuda_mma.cuh"
 
 namespace fused {
 
@@ -64,6 +105,8 @@ constexpr int THREADS = 256;
 constexpr int TN = 4;                          // output channels of a thread in a product (a float4)
 constexpr int MAX_TM = 8;                      // its rows, at most
 constexpr int W_CHUNK = 2048;                  // floats of a staged weight chunk (8 KB; two in flight)
+constexpr int W_CHUNK_MMA = 4096;              // the same in the tensor-core form (16 KB of bf16 pairs)
+constexpr int FRAG = 64;                       // floats (bf16 pairs) of a staged B fragment: 32 lanes x 2
 constexpr int MAXC = HYLA_LTE_MAX_CONVS;
 constexpr int SMEM_MAX = 227 * 1024;           // bytes of shared memory a block may have (sm_90)
 constexpr int SMEM_TWO = 113 * 1024;           // at most this, two blocks share an SM
@@ -92,14 +135,27 @@ struct product {
     int taps, dil, reverse;
     int ng, rg, tm, passes;  // ng channel groups x rg row groups of threads; tm rows each; passes over the rows
     int wc, cb, rb;          // a warp: wc channel groups x 32 / wc row groups; cb x rb warp tiles
-    int kc;                  // reduction channels per staged chunk (a multiple of 4)
+    int kc;                  // reduction channels per staged chunk (a multiple of 4; 16 in the mma form)
     size_t w;                // where its staged weights start: [head][tap][Kp][Np]
+    // The tensor-core form (mma, bf16 mode): warp tiles of mt m-tiles (16 rows) x nt n-tiles (8
+    // channels), cbw across the ntt n-tiles by rbw down the rows: rpp rows a pass, `rows` in all;
+    // the reduction in k-steps of 16 (K16 channels). Staged weights: [head][tap][k-step][n-tile]
+    // [B fragment].
+    int mma, mt, nt, ntt, cbw, rbw, rpp, rows, K16;
 };
 struct products {
     product p[MAXC];
     int backward;  // staged for the input gradient (K = output channels)
+    int mma;       // staged as B fragments (the tensor-core form)
     size_t total;  // floats of staged weights, every conv and head
 };
+// Floats of one head's staged weights for p, and of one staged chunk of them.
+__host__ __device__ inline size_t head_floats(const product &p) {
+    return p.mma ? (size_t)p.taps * p.K16 * p.ntt * 4 : (size_t)p.taps * p.Kp * p.Np;
+}
+__host__ __device__ inline int chunk_floats(const product &p) {
+    return p.mma ? p.taps * p.kc * p.ntt * 4 : p.taps * p.kc * p.Np;
+}
 
 struct fwd_plan {
     router_dims r;
@@ -132,6 +188,22 @@ __host__ __device__ inline dw_grid dw_grid_of(const router_dims &r, int l) {
     g.tiles = r.kernel[l] * g.cob * g.cib;
     return g;
 }
+// The same on the tensor cores: a warp tile of one tap is DWM_MT m-tiles (16 output channels)
+// x DWM_NT n-tiles (8 input channels); mb x nb of them cover the channels (padded to 16).
+constexpr int DWM_MT = 2, DWM_NT = 4, DWM_TILE = DWM_MT * DWM_NT * 128; // floats of a warp tile's fragments
+struct dwm_grid {
+    int mtiles, ntiles, mb, nb, tiles;
+};
+__host__ __device__ inline dwm_grid dwm_grid_of(const router_dims &r, int l) {
+    dwm_grid g;
+    g.mtiles = round_up(r.c[l + 1], 16) / 16, g.ntiles = round_up(r.c[l], 16) / 8;
+    g.mb = (g.mtiles + DWM_MT - 1) / DWM_MT, g.nb = (g.ntiles + DWM_NT - 1) / DWM_NT;
+    g.tiles = r.kernel[l] * g.mb * g.nb;
+    return g;
+}
+// Row stride (bf16) of the weight gradient's bf16 operands of c channels: 16-byte rows (for
+// ldmatrix) an odd number of 16 bytes apart, so that 8 neighbouring rows fall in distinct banks.
+__host__ __device__ inline int bf16_stride(int c) { return round_up(c, 16) + 8; }
 
 // ---- device pieces ----
 __device__ inline float keep_factor(const router_dims &r, int l, size_t e) {
@@ -254,6 +326,139 @@ __device__ void run_product(const product &p, const float *A, int as, int a_rows
     }
 }
 
+// ---- the products on the tensor cores (bf16 mode) ----
+// The same product as run_product, on mma.sync m16n8k16 (bf16 operands, fp32 sums): a warp owns
+// mt x 16 rows by nt x 8 output channels and keeps them in registers. A (the activations) stays
+// in fp32 shared memory, laid out as for the CUDA cores, and is rounded to bf16 as a fragment is
+// formed; B (the weights) is staged in bf16 already in fragment order, so that a lane's B
+// fragment is one 8-byte load and a warp's 256 contiguous bytes (no bank conflicts).
+//
+// The reduction's order within a k-step is free as long as A and B agree: lane 4 g + tig takes
+// the 4 contiguous channels 4 tig .. 4 tig + 3 of a 16-channel step as one 16-byte load, the
+// fragment's k = 2 tig, 2 tig + 1 (a[0], a[1]) and k = 2 tig + 8, 2 tig + 9 (a[2], a[3]); the
+// staged B fragments take the same channels in the same places. And the fragment's rows are
+// free as long as the epilogue is told them: fragment row g is tile row mma_row(g), so that the
+// two rows a quarter-warp loads (g = 2 q, 2 q + 1) are 4 rows apart: 4 row_stride(c) floats is
+// 16 banks modulo 32 for every c, and the quarter-warp's 8 16-byte loads fill the 32 banks once.
+__device__ inline int mma_row(int g) { return 4 * (g % 2) + g / 2; }
+
+// Reduction channels c0 .. c0 + kc - 1 (whole k-steps) of one head's staged B fragments wh
+// ([taps][K16 / 16][ntt][FRAG]) into W as [taps][kc / 16][ntt][FRAG], by cp.async (one group).
+__device__ inline void chunk_issue_mma(float *W, const float *wh, const product &p, int c0, int kc) {
+    const int run = kc / 16 * p.ntt * (FRAG / 4), total = p.taps * run; // 16-byte copies per tap
+    for (int f = threadIdx.x; f < total; f += THREADS)
+        __pipeline_memcpy_async(
+            W + 4 * f, wh + ((size_t)(f / run) * (p.K16 / 16) + c0 / 16) * p.ntt * FRAG + 4 * (f % run), 16);
+    __pipeline_commit();
+}
+
+// acc[m][n] += the chunk's part of the warp tile (rows row0 + 16 m + fragment row, n-tile nt0 + n).
+// Rows past the held ones read the last held row (never stored); channels past the held ones
+// (K up to K16) read as zero: their weights are zero, but the shared memory there is not.
+template <int MT, int NT>
+__device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, int as, int a_rows, const float *W,
+                                      const product &p, int c0, int kc, int row0, int nt0) {
+    using namespace hyla_mma;
+    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4, held = round_up(p.K, 4), steps = kc / 16;
+    for (int i = 0; i < p.taps; i++) {
+        const int shift = p.dil * (p.reverse ? p.taps - 1 - i : i);
+        int lo[MT], hi[MT]; // where this lane's rows g and g + 8 of each m-tile start (32-bit: registers)
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            const int row = row0 + 16 * m + mma_row(g) + shift;
+            lo[m] = min(row, a_rows - 1) * as + 4 * tig, hi[m] = min(row + 8, a_rows - 1) * as + 4 * tig;
+        }
+        const float *w = W + ((size_t)i * steps * p.ntt + nt0) * FRAG + 2 * lane;
+        for (int s = 0; s < steps; s++) {
+            const int k = c0 + 16 * s;
+            const bool in = k + 4 * tig < held;
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                const float4 x = in ? load4(A + lo[m] + k) : make_float4(0, 0, 0, 0);
+                const float4 y = in ? load4(A + hi[m] + k) : make_float4(0, 0, 0, 0);
+                a[m][0] = pack(x.x, x.y), a[m][1] = pack(y.x, y.y), a[m][2] = pack(x.z, x.w), a[m][3] = pack(y.z, y.w);
+            }
+#pragma unroll
+            for (int n = 0; n < NT && nt0 + n < p.ntt; n++) { // the last warp column may have fewer n-tiles
+                const uint2 b = *reinterpret_cast<const uint2 *>(w + ((size_t)s * p.ntt + n) * FRAG);
+#pragma unroll
+                for (int m = 0; m < MT; m++) mma(acc[m][n], a[m], b.x, b.y);
+            }
+        }
+    }
+}
+
+// run_product_tm's passes, chunks and barriers around accumulate_mma. The epilogue takes 4
+// neighbouring channels of a row as in the CUDA-core form: in a C fragment lane 4 g + tig holds
+// channels 2 tig, 2 tig + 1 of rows g (c[0], c[1]) and g + 8 (c[2], c[3]); the lanes of a pair
+// (tig = 2 j, 2 j + 1) swap halves, the even one then holds row g's channels 4 j .. 4 j + 3, the
+// odd one row g + 8's.
+template <int MT, int NT, class Epi>
+__device__ void run_product_mma(const product &p, const float *A, int as, int a_rows, float *W, int w_half,
+                                const float *wh, const Epi &epi) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    const int nt0 = warp % p.cbw * NT, wm = warp / p.cbw;
+    const bool odd = lane & 1;
+    const int chunks = (p.K16 + p.kc - 1) / p.kc;
+    for (int pass = 0; pass < p.passes; pass++) {
+        const int row0 = pass * p.rpp + wm * 16 * MT;
+        const bool active = wm < p.rbw && row0 < p.rows; // the same for the whole warp
+        float acc[MT][NT][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int n = 0; n < NT; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0;
+        __syncthreads(); // W is no longer read (an earlier product or pass)
+        chunk_issue_mma(W, wh, p, 0, min(p.kc, p.K16));
+        for (int c = 0; c < chunks; c++) {
+            const int c0 = c * p.kc, kc = min(p.kc, p.K16 - c0);
+            __pipeline_wait_prior(0); // this thread's copies of chunk c have landed
+            __syncthreads();          // everyone's have (and A is complete); chunk c - 1's buffer is free
+            if (c + 1 < chunks)
+                chunk_issue_mma(W + ((c + 1) % 2) * w_half, wh, p, c0 + kc, min(p.kc, p.K16 - c0 - kc));
+            if (active) accumulate_mma<MT, NT>(acc, A, as, a_rows, W + (c % 2) * w_half, p, c0, kc, row0, nt0);
+        }
+        if (Epi::in_place) __syncthreads();
+        if (!active) continue;
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int n = 0; n < NT && nt0 + n < p.ntt; n++) {
+                const float *c = acc[m][n];
+                const float x = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
+                const float y = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
+                const float four[TN] = {odd ? x : c[0], odd ? y : c[1], odd ? c[2] : x, odd ? c[3] : y};
+                epi(row0 + 16 * m + mma_row(g) + (odd ? 8 : 0), 8 * (nt0 + n) + 4 * (tig / 2), four);
+            }
+    }
+}
+
+// Head h's staged weights for p (the form known when compiled: no test of p.mma).
+template <bool MMA> __device__ inline const float *staged(const float *wt, const product &p, int h) {
+    if constexpr (MMA) return wt + p.w + (size_t)h * p.taps * p.K16 * p.ntt * 4;
+    else return wt + p.w + (size_t)h * p.taps * p.Kp * p.Np;
+}
+// The warp tiles the planner may pick (mt x nt; at most 32 accumulators a thread).
+template <bool MMA, class Epi>
+__device__ void product_of(const product &p, const float *A, int as, int a_rows, float *W, int w_half,
+                           const float *wh, const Epi &epi) {
+    if constexpr (!MMA) {
+        run_product(p, A, as, a_rows, W, w_half, wh, epi);
+    } else {
+        switch (p.mt * 10 + p.nt) {
+        case 11: run_product_mma<1, 1>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        case 12: run_product_mma<1, 2>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        case 14: run_product_mma<1, 4>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        case 21: run_product_mma<2, 1>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        case 22: run_product_mma<2, 2>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        case 24: run_product_mma<2, 4>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        case 41: run_product_mma<4, 1>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        default: run_product_mma<4, 2>(p, A, as, a_rows, W, w_half, wh, epi); break;
+        }
+    }
+}
+
 // ---- forward ----
 // Conv l's outputs: a_{l+1} of the tile's own rows to acts; in place of the input, the next conv's
 // input (SiLU, then its dropout), or u_n before the projection; zero outside the sequence.
@@ -300,6 +505,7 @@ __device__ void project(float *score, float *acts, const float *U, const float *
     }
 }
 
+template <bool MMA>
 __global__ void __launch_bounds__(THREADS, 2)
     fwd_kernel(float *score, float *acts, const float *k, const float *v, const float *params, const float *wt,
                const __grid_constant__ fwd_plan pl) {
@@ -311,8 +517,7 @@ __global__ void __launch_bounds__(THREADS, 2)
     for (int l = 0; l < r.n; l++) {
         const product &p = pl.prod.p[l];
         const fwd_out epi{&pl, X, acts, params, l, b, h, t0};
-        run_product(p, X, row_stride(r.c[l]), pl.rows[l], W, pl.w_floats / 2,
-                    wt + p.w + (size_t)h * p.taps * p.Kp * p.Np, epi);
+        product_of<MMA>(p, X, row_stride(r.c[l]), pl.rows[l], W, pl.w_floats / 2, staged<MMA>(wt, p, h), epi);
     }
     __syncthreads();
     project(score, acts, X, params, pl, b, h, t0);
@@ -453,9 +658,103 @@ __device__ void bias_partials(float *slot, const float *P, const bwd_plan &pl, i
         add_partial(slot + pl.slot_b[l] + co, column_sum(P + (size_t)pl.hb[l + 1] * ps + co, ps, pl.T), first);
 }
 
+// ---- the weight gradient on the tensor cores (bf16 mode) ----
+// dW[co][ci][i] = sum over the tile's rows t of da[t][co] X[t + dil i][ci] is a product whose
+// reduction runs down the rows of both operands: as bf16 copies (rows of 16-byte runs) both
+// fragments load with ldmatrix .trans. The copies: da's own rows into Pb (zero to a multiple of
+// 16 rows and channels), conv l's dropped-out input into Xb (the same rows as X, zero after).
+
+__device__ inline void store_bf16x4(hyla_mma::bf16 *p, const float (&x)[4]) {
+    *reinterpret_cast<uint2 *>(p) = make_uint2(hyla_mma::pack(x[0], x[1]), hyla_mma::pack(x[2], x[3]));
+}
+// Conv l's dropped-out input at tokens t_first .. t_first + rows - 1 as bf16 into Xb (stride
+// bf16_stride(c)), zero to `held` rows and to a multiple of 16 channels (load_input's values).
+__device__ void load_input_bf16(hyla_mma::bf16 *Xb, const router_dims &r, int l, int b, int h, int t_first, int rows,
+                                int held, const float *k, const float *v, const float *acts) {
+    const int c = r.c[l], groups = round_up(c, 16) / 4, xs = bf16_stride(c);
+    for (int e = threadIdx.x; e < held * groups; e += THREADS) {
+        const int row = e / groups, c0 = e % groups * 4, t = t_first + row;
+        float x[4] = {0, 0, 0, 0};
+        if (row < rows && t >= 0 && t < r.L) {
+            const size_t pos = token_pos(r, b, t, h);
+            for (int q = 0; q < 4 && c0 + q < c; q++) {
+                const int ci = c0 + q;
+                const float u = l > 0 ? silu(acts[r.act[l] + pos * c + ci])
+                                      : ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d];
+                x[q] = u * keep_factor(r, l, pos * c + ci);
+            }
+        }
+        store_bf16x4(Xb + (size_t)row * xs + c0, x);
+    }
+}
+// Rows 0 .. rows - 1 of P (c channels, stride row_stride(c)) as bf16 into Pb, zero to `held`
+// rows and to a multiple of 16 channels.
+__device__ void rows_to_bf16(hyla_mma::bf16 *Pb, const float *P, int c, int rows, int held) {
+    const int groups = round_up(c, 16) / 4, ps = row_stride(c), bs = bf16_stride(c);
+    for (int e = threadIdx.x; e < held * groups; e += THREADS) {
+        const int row = e / groups, c0 = e % groups * 4;
+        float x[4] = {0, 0, 0, 0};
+        if (row < rows)
+            for (int q = 0; q < 4 && c0 + q < c; q++) x[q] = P[(size_t)row * ps + c0 + q];
+        store_bf16x4(Pb + (size_t)row * bs + c0, x);
+    }
+}
+
+// weight_partials on the tensor cores from Pb (da, the tile's rows) and Xb: warp tile wt (tap,
+// m-block, n-block) at wt * DWM_TILE in the slot, its C fragments in order ((m DWM_NT + n) 32 +
+// lane) 4 + element (each lane's float4s contiguous: coalesced).
+__device__ void weight_partials_mma(float *slot, const hyla_mma::bf16 *Pb, const hyla_mma::bf16 *Xb,
+                                    const bwd_plan &pl, int l, bool first) {
+    using namespace hyla_mma;
+    const router_dims &r = pl.r;
+    const dwm_grid g = dwm_grid_of(r, l);
+    const int ps = bf16_stride(r.c[l + 1]), xs = bf16_stride(r.c[l]), steps = round_up(pl.T, 16) / 16;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    // ldmatrix rows of this lane: A (da transposed) matrices (t 0-7 | 8-15) x (co 0-7 | 8-15)
+    // in the order of a[0..3]; B (X) matrices (t 0-7 | 8-15) x (ci 0-7 | 8-15): b0, b1 of two n-tiles
+    const int a_row = (lane & 7) + 8 * (lane >> 4), a_col = 8 * ((lane >> 3) & 1);
+    const int b_row = lane & 15, b_col = 8 * (lane >> 4);
+    for (int wt = warp; wt < g.tiles; wt += THREADS / 32) {
+        const int i = wt / (g.mb * g.nb), mt0 = wt / g.nb % g.mb * DWM_MT, nt0 = wt % g.nb * DWM_NT;
+        float acc[DWM_MT][DWM_NT][4];
+#pragma unroll
+        for (int m = 0; m < DWM_MT; m++)
+#pragma unroll
+            for (int n = 0; n < DWM_NT; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0;
+        const bf16 *pa = Pb + (size_t)a_row * ps + 16 * mt0 + a_col;
+        const bf16 *xb = Xb + (size_t)(r.dilation[l] * i + b_row) * xs + 8 * nt0 + b_col;
+        for (int s = 0; s < steps; s++) {
+            uint32_t a[DWM_MT][4];
+#pragma unroll
+            for (int m = 0; m < DWM_MT; m++)
+                if (mt0 + m < g.mtiles)
+                    ldsm_x4_trans(a[m][0], a[m][1], a[m][2], a[m][3], pa + (size_t)16 * s * ps + 16 * m);
+#pragma unroll
+            for (int np = 0; np < DWM_NT / 2; np++) {
+                if (nt0 + 2 * np >= g.ntiles) break;
+                uint32_t b0, b1, b2, b3;
+                ldsm_x4_trans(b0, b1, b2, b3, xb + (size_t)16 * s * xs + 16 * np);
+#pragma unroll
+                for (int m = 0; m < DWM_MT; m++)
+                    if (mt0 + m < g.mtiles) mma(acc[m][2 * np], a[m], b0, b1), mma(acc[m][2 * np + 1], a[m], b2, b3);
+            }
+        }
+        float4 *out = reinterpret_cast<float4 *>(slot + pl.slot_w[l] + (size_t)wt * DWM_TILE) + lane;
+#pragma unroll
+        for (int m = 0; m < DWM_MT; m++)
+#pragma unroll
+            for (int n = 0; n < DWM_NT; n++) {
+                float4 o = first ? make_float4(0, 0, 0, 0) : out[(m * DWM_NT + n) * 32];
+                o.x += acc[m][n][0], o.y += acc[m][n][1], o.z += acc[m][n][2], o.w += acc[m][n][3];
+                out[(m * DWM_NT + n) * 32] = o;
+            }
+    }
+}
+
 // Shared memory: two buffers for da (P: da_{l+1}, read; Q: da_l, written), conv l's input X, a
 // weight chunk, dz. P is chosen so that at conv 0 it is buf0: conv 0's input (the widest) then
 // spans buf1 and Xr, free by then.
+template <bool MMA>
 __global__ void __launch_bounds__(THREADS, 2)
     bwd_kernel(float *dk, float *dv, float *partial, const float *dscore, const float *k, const float *v,
                const float *params, const float *acts, const float *wt, const __grid_constant__ bwd_plan pl) {
@@ -477,13 +776,22 @@ __global__ void __launch_bounds__(THREADS, 2)
         for (int l = r.n - 1; l >= 0; l--) {
             const product &p = pl.prod.p[l];
             const dx_out epi{&pl, Q, dk, dv, acts, l, b, h, t0};
-            run_product(p, P, row_stride(r.c[l + 1]), pl.prows[l + 1], W, pl.w_floats / 2,
-                        wt + p.w + (size_t)h * p.taps * p.Kp * p.Np, epi);
+            product_of<MMA>(p, P, row_stride(r.c[l + 1]), pl.prows[l + 1], W, pl.w_floats / 2, staged<MMA>(wt, p, h),
+                            epi);
             __syncthreads();
             float *X = l > 0 ? Xr : Q;
-            load_input(X, r, l, b, h, t0 - left_reach(r, l), pl.T + reach(r, l), k, v, acts);
-            __syncthreads();
-            weight_partials(slot, P, X, pl, l, first);
+            if constexpr (MMA) { // bf16 copies: the input where X goes, da's own rows in W (free now)
+                const int held = round_up(pl.T, 16), t_first = t0 - left_reach(r, l);
+                hyla_mma::bf16 *Xb = reinterpret_cast<hyla_mma::bf16 *>(X), *Pb = reinterpret_cast<hyla_mma::bf16 *>(W);
+                load_input_bf16(Xb, r, l, b, h, t_first, pl.T + reach(r, l), held + reach(r, l), k, v, acts);
+                rows_to_bf16(Pb, P + (size_t)pl.hb[l + 1] * row_stride(r.c[l + 1]), r.c[l + 1], pl.T, held);
+                __syncthreads();
+                weight_partials_mma(slot, Pb, Xb, pl, l, first);
+            } else {
+                load_input(X, r, l, b, h, t0 - left_reach(r, l), pl.T + reach(r, l), k, v, acts);
+                __syncthreads();
+                weight_partials(slot, P, X, pl, l, first);
+            }
             bias_partials(slot, P, pl, l, first);
             float *swap = P;
             P = Q, Q = swap;
@@ -496,7 +804,17 @@ __device__ long long slot_param(const bwd_plan &pl, size_t o, int h) {
     const router_dims &r = pl.r;
     for (int l = 0; l < r.n; l++) {
         const int cout = r.c[l + 1], cin = r.c[l];
-        if (o >= pl.slot_w[l] && o < pl.slot_w[l] + (size_t)pl.dw_tiles[l] * DW_TILE) {
+        if (pl.prod.mma && o >= pl.slot_w[l] && o < pl.slot_w[l] + (size_t)pl.dw_tiles[l] * DWM_TILE) {
+            const dwm_grid g = dwm_grid_of(r, l);
+            const size_t rel = o - pl.slot_w[l];
+            const int wt = (int)(rel / DWM_TILE), mn = (int)(rel % DWM_TILE / 128), lane = (int)(rel % 128 / 4);
+            const int e = (int)(rel % 4), i = wt / (g.mb * g.nb), mb = wt / g.nb % g.mb, nb = wt % g.nb;
+            const int co = (mb * DWM_MT + mn / DWM_NT) * 16 + lane / 4 + 8 * (e / 2);
+            const int ci = (nb * DWM_NT + mn % DWM_NT) * 8 + 2 * (lane % 4) + e % 2;
+            if (co >= cout || ci >= cin) return -1;
+            return (long long)(r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i);
+        }
+        if (!pl.prod.mma && o >= pl.slot_w[l] && o < pl.slot_w[l] + (size_t)pl.dw_tiles[l] * DW_TILE) {
             const dw_grid g = dw_grid_of(r, l);
             const size_t rel = o - pl.slot_w[l];
             const int wt = (int)(rel / DW_TILE), j = (int)(rel % DW_TILE / 128), lane = (int)(rel % 128 / 4);
@@ -544,11 +862,48 @@ __global__ void stage_weights_kernel(float *wt, const float *params, const __gri
     wt[e] = co < cout && ci < cin ? params[r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i] : 0.0f;
 }
 
+// The same for the tensor-core form: [head][tap][k-step][n-tile][B fragment], a float each
+// holding two bf16 (register `reg` of lane 4 g + tig: column g of the n-tile, the k-step's
+// channels 4 tig + 2 reg, 4 tig + 2 reg + 1, as accumulate_mma's A fragments take them).
+__global__ void stage_weights_mma_kernel(float *wt, const float *params, const __grid_constant__ router_dims r,
+                                         const __grid_constant__ products prod) {
+    const size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+    if (e >= prod.total) return;
+    int l = 0;
+    while (l + 1 < r.n && e >= prod.p[l + 1].w) l++;
+    const product &p = prod.p[l];
+    size_t rest = e - p.w;
+    const int reg = (int)(rest % 2), lane = (int)(rest / 2 % 32);
+    rest /= FRAG;
+    const int nt = (int)(rest % p.ntt);
+    rest /= p.ntt;
+    const int ks = (int)(rest % (p.K16 / 16));
+    rest /= p.K16 / 16;
+    const int i = (int)(rest % p.taps), h = (int)(rest / p.taps), cin = r.c[l], cout = r.c[l + 1];
+    const int nn = nt * 8 + lane / 4, k0 = ks * 16 + 4 * (lane % 4) + 2 * reg;
+    float x[2];
+    for (int q = 0; q < 2; q++) {
+        const int kk = k0 + q, co = prod.backward ? kk : nn, ci = prod.backward ? nn : kk;
+        x[q] = co < cout && ci < cin ? params[r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i] : 0.0f;
+    }
+    reinterpret_cast<uint32_t *>(wt)[e] = hyla_mma::pack(x[0], x[1]);
+}
+
 // ---- host: layouts and tile lengths ----
 // Thread-steps of a product (idle threads included): the multiply-adds and their operand loads
 // (4 + tm float4 loads per 16 tm multiply-adds).
-static double product_cost(const product &p) {
+static double product_cost_simt(const product &p) {
     return (double)p.passes * p.tm * THREADS * TN * p.Kp * p.taps * (17.0 * p.tm + 4) / (16.0 * p.tm);
+}
+// The tensor-core form's: per warp tile, tap and k-step 2 mt 16-byte A loads (4 shared-memory
+// wavefronts each) and nt 8-byte B loads (2 each), a wavefront a cycle of the SM (the time of
+// 128 thread-steps); the mt nt mma issue behind them (about a cycle each, a guess). Warp tiles
+// wholly past the rows are skipped.
+static double product_cost(const product &p) {
+    if (!p.mma) return product_cost_simt(p);
+    const int tiles = (p.rows + 16 * p.mt - 1) / (16 * p.mt); // row tiles of all passes
+    const double per_step = std::max(8.0 * p.mt + 2.0 * p.nt, 1.0 * p.mt * p.nt) * 128;
+    return (double)tiles * p.cbw * p.taps * (p.K16 / 16) * per_step;
 }
 // Threads over the output channel groups: warp tiles of wc groups (a power of two, at most 8) by
 // 32 / wc row groups, cb tiles across the groups, rb down the rows (8 warps).
@@ -563,7 +918,10 @@ static void thread_layout(product *p) {
 // Lays out p over `rows` output rows at the cheapest tm; false when none fits (more output channel
 // groups than threads, or more than one pass if single_pass). A weight chunk holds at least 4
 // reduction channels: wide convs take chunks over W_CHUNK (the shared-memory check decides).
-static bool make_product(product *p, int K, int N, int rows, int taps, int dil, int reverse, bool single_pass) {
+static bool make_product_mma(product *p, int K, int N, int rows, int taps, int dil, int reverse, bool single_pass);
+static bool make_product(product *p, int K, int N, int rows, int taps, int dil, int reverse, bool single_pass,
+                         bool mma) {
+    if (mma) return make_product_mma(p, K, N, rows, taps, dil, reverse, single_pass);
     product base{};
     base.K = K, base.N = N, base.Kp = round_up(K, 4), base.Np = round_up(N, 4);
     base.taps = taps, base.dil = dil, base.reverse = reverse;
@@ -580,13 +938,36 @@ static bool make_product(product *p, int K, int N, int rows, int taps, int dil, 
     }
     return best >= 0;
 }
+// The tensor-core form: the cheapest warp tile (8 warps: cbw across the n-tiles, the last one
+// perhaps with fewer, by rbw down the rows); false when the n-tiles need more than 8 warps (N
+// over 256), or more than one pass if single_pass. A weight chunk holds whole k-steps.
+static bool make_product_mma(product *p, int K, int N, int rows, int taps, int dil, int reverse, bool single_pass) {
+    static const int tiles[][2] = {{1, 1}, {1, 2}, {1, 4}, {2, 1}, {2, 2}, {2, 4}, {4, 1}, {4, 2}}; // product_of's
+    product base{};
+    base.K = K, base.N = N, base.Kp = round_up(K, 4), base.Np = round_up(N, 4);
+    base.taps = taps, base.dil = dil, base.reverse = reverse;
+    base.mma = 1, base.K16 = round_up(K, 16), base.ntt = round_up(N, 8) / 8, base.rows = rows;
+    base.kc = std::min(base.K16, std::max(16, W_CHUNK_MMA / (taps * 8 * base.ntt * 8) * 16));
+    double best = -1;
+    for (const auto &t : tiles) {
+        product c = base;
+        c.mt = t[0], c.nt = t[1];
+        c.cbw = (c.ntt + c.nt - 1) / c.nt;
+        if (c.cbw > THREADS / 32) continue;
+        c.rbw = THREADS / 32 / c.cbw, c.rpp = c.rbw * 16 * c.mt, c.passes = (rows + c.rpp - 1) / c.rpp;
+        if (single_pass && c.passes > 1) continue;
+        const double cost = product_cost(c);
+        if (best < 0 || cost < best) best = cost, *p = c;
+    }
+    return best >= 0;
+}
 // Each product's staged weights one after the other.
 static void stage_layout(products *prod, int n, int H, int backward) {
-    prod->backward = backward, prod->total = 0;
+    prod->backward = backward, prod->mma = prod->p[0].mma, prod->total = 0;
     for (int l = 0; l < n; l++) {
         product &p = prod->p[l];
         p.w = prod->total;
-        prod->total += (size_t)H * p.taps * p.Kp * p.Np;
+        prod->total += (size_t)H * head_floats(p);
     }
 }
 // Time of a grid of equal blocks of `cost` each (thread-steps): whole waves of per_sm blocks on
@@ -602,7 +983,8 @@ static double grid_time(long long blocks, int sms, size_t bytes, double cost) {
 
 // Forward: conv 0 covers one pass of rg * tm rows (so every conv can write its output over its
 // input); T is what is left after the later convs' reaches. The tm with the least grid time wins.
-static bool plan_forward(fwd_plan *out, const router_dims &r, int sms) {
+// The tensor-core form (mma): conv 0 covers one pass of a warp-tile layout, 16 to 512 rows.
+static bool plan_forward(fwd_plan *out, const router_dims &r, int sms, bool mma) {
     const int n = r.n;
     int span[MAXC + 1] = {0}, lsum[MAXC + 1] = {0}; // over convs >= l: reaches, left reaches
     for (int l = n - 1; l >= 0; l--) span[l] = span[l + 1] + reach(r, l), lsum[l] = lsum[l + 1] + left_reach(r, l);
@@ -610,9 +992,9 @@ static bool plan_forward(fwd_plan *out, const router_dims &r, int sms) {
     conv0.Np = round_up(r.c[1], 4);
     thread_layout(&conv0);
     double best = -1;
-    for (int tm0 = 1; tm0 <= MAX_TM; tm0++) {
+    for (int j = 1; j <= (mma ? 6 : MAX_TM); j++) {
         fwd_plan pl{};
-        pl.r = r, pl.T = conv0.rg * tm0 - span[1];
+        pl.r = r, pl.T = (mma ? 8 << j : conv0.rg * j) - span[1];
         if (pl.T < 1) continue;
         pl.tiles = (r.L + pl.T - 1) / pl.T;
         int act = 0, wch = 0;
@@ -625,8 +1007,8 @@ static bool plan_forward(fwd_plan *out, const router_dims &r, int sms) {
         bool ok = true;
         for (int l = 0; l < n && ok; l++) {
             product &p = pl.prod.p[l];
-            ok = make_product(&p, r.c[l], r.c[l + 1], pl.rows[l + 1], r.kernel[l], r.dilation[l], 0, true);
-            if (ok) wch = std::max(wch, p.taps * p.kc * p.Np), cost += product_cost(p) + p.taps * p.Kp * p.Np;
+            ok = make_product(&p, r.c[l], r.c[l + 1], pl.rows[l + 1], r.kernel[l], r.dilation[l], 0, true, mma);
+            if (ok) wch = std::max(wch, chunk_floats(p)), cost += product_cost(p) + head_floats(p);
         }
         pl.act_floats = round_up(act, 4), pl.w_floats = 2 * wch;
         const size_t bytes = sizeof(float) * (size_t)(pl.act_floats + pl.w_floats);
@@ -645,11 +1027,11 @@ static size_t bwd_smem(const bwd_plan &pl) {
 
 // A backward tile of T tokens: its products, shared memory and cost (thread-steps); false if it
 // does not fit.
-static bool backward_tile(bwd_plan *pl, const router_dims &r, int T, double *cost) {
+static bool backward_tile(bwd_plan *pl, const router_dims &r, int T, double *cost, bool mma) {
     const int n = r.n;
     *pl = bwd_plan{};
     pl->r = r, pl->T = T, pl->tiles = (r.L + T - 1) / T;
-    int da = 0, x = 0, wch = 0;
+    int da = 0, x = 0, wch = 0, xb0 = 0, pbmax = 0;
     *cost = 0;
     for (int l = 0; l < n; l++) pl->hb[l + 1] = pl->hb[l] + right_reach(r, l);
     for (int j = 1, lb = 0; j <= n; j++) {
@@ -660,31 +1042,44 @@ static bool backward_tile(bwd_plan *pl, const router_dims &r, int T, double *cos
     for (int l = 0; l < n; l++) {
         product &p = pl->prod.p[l];
         const int rows = l > 0 ? pl->prows[l] : T;
-        if (!make_product(&p, r.c[l + 1], r.c[l], rows, r.kernel[l], r.dilation[l], 1, false)) return false;
-        wch = std::max(wch, p.taps * p.kc * p.Np);
-        if (l > 0) x = std::max(x, (T + reach(r, l)) * row_stride(r.c[l]));
+        if (!make_product(&p, r.c[l + 1], r.c[l], rows, r.kernel[l], r.dilation[l], 1, false, mma)) return false;
+        wch = std::max(wch, chunk_floats(p));
+        if (l > 0 && !mma) x = std::max(x, (T + reach(r, l)) * row_stride(r.c[l]));
         const dw_grid g = dw_grid_of(r, l);
-        *cost += product_cost(p) + (double)p.passes * p.taps * p.Kp * p.Np;
-        *cost += (double)((g.tiles + 7) / 8) * THREADS * DW_CO * DW_CI * T * 35.0 / 32;
+        *cost += product_cost(p) + (double)p.passes * head_floats(p);
+        if (mma) { // per warp tile and 16 rows 4 ldmatrix x4 (4 wavefronts each) for 8 mma; the copies
+            const dwm_grid gm = dwm_grid_of(r, l);
+            const int held = round_up(T, 16);
+            *cost += (double)((gm.tiles + 7) / 8) * 8 * (held / 16) * 16 * 128;
+            *cost += (double)(held + reach(r, l)) * round_up(r.c[l], 16) + (double)held * round_up(r.c[l + 1], 16);
+            // their room: the input's where X goes (conv 0: buf1 and Xr), da's in W
+            const int xb = (held + reach(r, l)) * bf16_stride(r.c[l]) / 2, pb = held * bf16_stride(r.c[l + 1]) / 2;
+            if (l > 0) x = std::max(x, xb);
+            else xb0 = xb;
+            pbmax = std::max(pbmax, pb);
+        } else {
+            *cost += (double)((g.tiles + 7) / 8) * THREADS * DW_CO * DW_CI * T * 35.0 / 32;
+        }
         *cost += (double)(T + reach(r, l) + rows) * r.c[l] * (r.p > 0 ? DRAW_COST : 1);
     }
     pl->da_floats = round_up(da, 4);
-    const int x0 = (T + reach(r, 0)) * row_stride(r.c[0]); // conv 0's input spans buf1 and Xr
+    const int x0 = mma ? xb0 : (T + reach(r, 0)) * row_stride(r.c[0]); // conv 0's input spans buf1 and Xr
     pl->x_floats = round_up(std::max(x, x0 - pl->da_floats), 4);
-    pl->w_floats = 2 * wch, pl->dz_floats = round_up(pl->prows[n], 4);
+    pl->w_floats = round_up(std::max(2 * wch, pbmax), 8); // two halves of whole 16 bytes
+    pl->dz_floats = round_up(pl->prows[n], 4);
     return bwd_smem(*pl) <= (size_t)SMEM_MAX;
 }
 
 // Backward: the tile length T and the segments (blocks of tps consecutive tiles) with the least
 // grid time; fewer segments (less partial-sum scratch) where equal. Then the slot layout.
-static bool plan_backward(bwd_plan *out, const router_dims &r, int sms) {
+static bool plan_backward(bwd_plan *out, const router_dims &r, int sms, bool mma) {
     const int n = r.n;
     const long long seqs = (long long)r.B * r.H;
     double best = -1;
     for (int T = 4; T <= 256; T++) {
         bwd_plan pl;
         double cost;
-        if (!backward_tile(&pl, r, T, &cost)) continue;
+        if (!backward_tile(&pl, r, T, &cost, mma)) continue;
         const size_t bytes = bwd_smem(pl);
         const long long most = std::min<long long>(pl.tiles, 4LL * sms / seqs + 1); // more than 2 waves: no gain
         for (int segs = 1; segs <= most; segs++) {
@@ -697,7 +1092,10 @@ static bool plan_backward(bwd_plan *out, const router_dims &r, int sms) {
     if (best < 0) return false;
     bwd_plan &pl = *out;
     size_t at = 0;
-    for (int l = 0; l < n; l++) pl.dw_tiles[l] = dw_grid_of(r, l).tiles, pl.slot_w[l] = at, at += (size_t)pl.dw_tiles[l] * DW_TILE;
+    for (int l = 0; l < n; l++) {
+        pl.dw_tiles[l] = mma ? dwm_grid_of(r, l).tiles : dw_grid_of(r, l).tiles, pl.slot_w[l] = at;
+        at += (size_t)pl.dw_tiles[l] * (mma ? DWM_TILE : DW_TILE);
+    }
     for (int l = 0; l < n; l++) pl.slot_b[l] = at, at += round_up(r.c[l + 1], 4);
     pl.slot_pw = at, at += round_up(r.c[n], 4);
     pl.slot_pb = at, at += 4;
@@ -723,13 +1121,15 @@ template <class Plan> struct plan_cache {
     plan_key key;
     Plan plan;
 };
+// (A cache per form: c[mma].)
 template <class Plan>
-static bool cached_plan(plan_cache<Plan> *c, Plan *out, const router_dims &r, int sms,
-                        bool (*make)(Plan *, const router_dims &, int)) {
+static bool cached_plan(plan_cache<Plan> *c, Plan *out, const router_dims &r, int sms, bool mma,
+                        bool (*make)(Plan *, const router_dims &, int, bool)) {
     const plan_key k = key_of(r, sms);
+    c += mma;
     if (!c->valid || memcmp(&k, &c->key, sizeof k) != 0) {
         c->valid = true, c->key = k;
-        c->fits = make(&c->plan, r, sms);
+        c->fits = make(&c->plan, r, sms, mma);
     }
     *out = c->plan;
     out->r = r; // this call's keys and p
@@ -747,36 +1147,61 @@ static int sm_count(void) {
 static float *staged_weights(const products &prod, const float *params, const router_dims &r) {
     float *wt = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&wt, prod.total * sizeof(float), 0));
-    stage_weights_kernel<<<blocks_for(prod.total, 256), 256>>>(wt, params, r, prod);
+    if (prod.mma) stage_weights_mma_kernel<<<blocks_for(prod.total, 256), 256>>>(wt, params, r, prod);
+    else stage_weights_kernel<<<blocks_for(prod.total, 256), 256>>>(wt, params, r, prod);
     CUDA_LAUNCH_CHECK();
     return wt;
 }
 
-// false: the shape does not fit the fused kernels (the caller takes the per-tap form).
-bool forward(float *score, float *acts, const float *k, const float *v, const float *params,
-                    const router_dims &r) {
-    static plan_cache<fwd_plan> cache;
+// A kernel of either form with its shared memory (the first launch of each sets its limit).
+template <class Kernel> static void allow_smem(Kernel kernel, size_t bytes) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+// false: the shape does not fit the fused kernels (the caller takes the per-tap form). mma: the
+// tensor-core form where the shape fits it, else the CUDA-core form.
+bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r,
+             bool mma) {
+    static plan_cache<fwd_plan> cache[2];
     fwd_plan pl;
-    if (r.B < 1 || r.L < 1 || !cached_plan(&cache, &pl, r, sm_count(), plan_forward)) return false;
+    if (r.B < 1 || r.L < 1) return false;
+    const int sms = sm_count();
+    mma = mma && cached_plan(cache, &pl, r, sms, true, plan_forward);
+    if (!mma && !cached_plan(cache, &pl, r, sms, false, plan_forward)) return false;
     float *wt = staged_weights(pl.prod, params, r);
     const size_t bytes = fwd_smem(pl);
-    CUDA_CHECK(cudaFuncSetAttribute(fwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    fwd_kernel<<<dim3(pl.tiles, r.H, r.B), THREADS, bytes>>>(score, acts, k, v, params, wt, pl);
+    const dim3 grid(pl.tiles, r.H, r.B);
+    if (mma) {
+        allow_smem(fwd_kernel<true>, bytes);
+        fwd_kernel<true><<<grid, THREADS, bytes>>>(score, acts, k, v, params, wt, pl);
+    } else {
+        allow_smem(fwd_kernel<false>, bytes);
+        fwd_kernel<false><<<grid, THREADS, bytes>>>(score, acts, k, v, params, wt, pl);
+    }
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(wt, 0));
     return true;
 }
 
 bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
-                     const float *params, const float *acts, const router_dims &r) {
-    static plan_cache<bwd_plan> cache;
+              const float *params, const float *acts, const router_dims &r, bool mma) {
+    static plan_cache<bwd_plan> cache[2];
     bwd_plan pl;
-    if (r.B < 1 || r.L < 1 || !cached_plan(&cache, &pl, r, sm_count(), plan_backward)) return false;
+    if (r.B < 1 || r.L < 1) return false;
+    const int sms = sm_count();
+    mma = mma && cached_plan(cache, &pl, r, sms, true, plan_backward);
+    if (!mma && !cached_plan(cache, &pl, r, sms, false, plan_backward)) return false;
     float *wt = staged_weights(pl.prod, params, r), *partial = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * pl.slot_floats * r.B * r.H * pl.segs, 0));
     const size_t bytes = bwd_smem(pl);
-    CUDA_CHECK(cudaFuncSetAttribute(bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
-    bwd_kernel<<<dim3(pl.segs, r.H, r.B), THREADS, bytes>>>(dk, dv, partial, dscore, k, v, params, acts, wt, pl);
+    const dim3 grid(pl.segs, r.H, r.B);
+    if (mma) {
+        allow_smem(bwd_kernel<true>, bytes);
+        bwd_kernel<true><<<grid, THREADS, bytes>>>(dk, dv, partial, dscore, k, v, params, acts, wt, pl);
+    } else {
+        allow_smem(bwd_kernel<false>, bytes);
+        bwd_kernel<false><<<grid, THREADS, bytes>>>(dk, dv, partial, dscore, k, v, params, acts, wt, pl);
+    }
     CUDA_LAUNCH_CHECK();
     reduce_kernel<<<dim3(blocks_for(pl.slot_floats, 256), r.H), 256>>>(dparams, partial, pl);
     CUDA_LAUNCH_CHECK();

@@ -151,7 +151,8 @@ inline float __fdiv_rn(float a, float b) { return emu_opaque(emu_opaque(a) / emu
 struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
 struct uint2 { unsigned x, y; };
-struct uint4 { unsigned x, y, z, w; };
+// 16-byte vectors aligned as CUDA's, so a misaligned 16-byte access can fault here too
+struct alignas(16) uint4 { unsigned x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }

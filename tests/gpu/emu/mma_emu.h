@@ -9,9 +9,7 @@
 #pragma once
 #include "emu.h"
 
-// What the register-fragment kernels use besides cuda_mma.cuh and emu.h lacks: 16-byte
-// vectors (aligned as CUDA's, so a misaligned 16-byte access can fault here too).
-struct alignas(16) uint4 { unsigned x, y, z, w; };
+// What the register-fragment kernels use besides cuda_mma.cuh and emu.h lacks (emu.h has uint4).
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 #ifndef __forceinline__
 #define __forceinline__ inline

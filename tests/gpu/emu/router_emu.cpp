@@ -10,6 +10,14 @@
 // twin's own error is printed beside: a group of one cancelling sum, the projection bias, is
 // ill-conditioned); accumulated onto random values it must be exactly those values plus it
 // (dparams +=). Each form runs twice and must give the same bits.
+// Then bf16 mode with HYLA_ROUTER_MMA=1: the fused kernels' products on the tensor cores
+// (mma.sync and ldmatrix through mma_emu.h: bf16 operands, fp32 sums), which must fit wherever
+// the fused kernels do. Every output and parameter group within 1e-2 of the fp64 twin, or twice
+// the error of bf16_twin (the fp64 twin with the operands the form rounds rounded to bf16) where
+// that is more: bf16 operands alone are up to ~1.8e-2 from the exact values on these inputs. The
+// outputs likewise against the fp32 twin; every output and group within 3e-3 of bf16_twin (a
+// layout or index error shows far above that); the score and dk different from the fp32 fused
+// kernels' (the tensor-core form really ran); the same bits twice; dparams += exact.
 // Arguments: B L H d p kernels dilations sms fused
 //   kernels, dilations: comma lists (one per conv); sms: the SM count the planner sees (it sizes
 //   the backward's segments: a small count gives blocks of several tiles); fused: 1 if the shape
@@ -20,6 +28,8 @@
 #include "cp_async_emu.h"
 #include <string>
 #define __grid_constant__
+
+bool emu_router_bf16 = false; // cuda_matmul_bf16() in the emulated cuda_lte_router.cu (run_router.sh)
 
 // What cuda_lte_router.cu takes from the CUDA runtime and backend_cuda.h beyond emu.h.
 enum { cudaDevAttrMultiProcessorCount = 16 };
@@ -100,35 +110,52 @@ static std::vector<group> groups_of(const struct hyla_lte_router_shape *s) {
 static std::vector<float> slice(const std::vector<float> &v, const group &g) {
     return std::vector<float>(v.begin() + g.at, v.begin() + g.at + g.n);
 }
+// bf16 mode's bounds: against the exact twins 1e-2, or twice the error that bf16 operands alone
+// give (the fp64 twin with the tensor-core form's operands rounded, bf16_twin) where that is
+// larger; against that twin itself SAME_OPS_BOUND (not bit-exact: an operand computed in fp32
+// on one side and fp64 on the other can round to neighbouring bf16 values, and the difference
+// spreads to the layers after it).
+static const double BF16_BOUND = 1e-2, SAME_OPS_BOUND = 3e-3;
 static int worst_bad = 0;
-static double worst_err = 0;
-// Prints each output's error against want; counts those above 1e-5 (a NaN too).
-static void compare(const char *what, const outputs &got, const outputs &want, const std::vector<group> &groups,
-                    bool bounded = true) {
-    struct err {
-        std::string name;
-        double e;
-    };
+static double worst_err = 0, worst_bf16 = 0, worst_same = 0;
+struct err {
+    std::string name;
+    double e;
+};
+// The relative error of each output, then of each parameter group.
+static std::vector<err> errors(const outputs &got, const outputs &want, const std::vector<group> &groups) {
     std::vector<err> errs = {{"score", rel(got.score, want.score)},
                              {"acts", rel(got.acts, want.acts)},
                              {"dk", rel(got.dk, want.dk)},
                              {"dv", rel(got.dv, want.dv)},
                              {"dparams", rel(got.dparams, want.dparams)}};
-    err worst{"", -1}; // the parameter groups': the worst one printed
-    for (const group &g : groups) {
-        const double e = rel(slice(got.dparams, g), slice(want.dparams, g));
-        if (!(e <= worst.e)) worst = {std::string("(worst group ") + g.name + ")", e};
+    for (const group &g : groups) errs.push_back({g.name, rel(slice(got.dparams, g), slice(want.dparams, g))});
+    return errs;
+}
+// Prints each output's error against want and the worst parameter group's (relative to its
+// bound); counts those above the bound (a NaN too); bound 0: not bounded. With `inherent` (the
+// same errors of bf16_twin), an entry's bound is at least twice its inherent error. The worst
+// error seen goes to *worst_seen.
+static void compare(const char *what, const outputs &got, const outputs &want, const std::vector<group> &groups,
+                    double bound = 1e-5, double *worst_seen = &worst_err, const std::vector<err> *inherent = nullptr) {
+    const std::vector<err> errs = errors(got, want, groups);
+    printf("  %-22s", what);
+    int bad = 0, worst = -1;
+    double worst_ratio = -1;
+    for (size_t i = 0; i < errs.size(); i++) {
+        const double b = inherent ? std::max(bound, 2 * (*inherent)[i].e) : bound, e = errs[i].e;
+        if (i < 5) printf(" %s %.2e", errs[i].name.c_str(), e);
+        else if (!(e / b <= worst_ratio)) worst_ratio = e / b, worst = (int)i; // NaN shows
+        if (bound <= 0) continue;
+        bad += !(e <= b);
+        if (!(e <= *worst_seen)) *worst_seen = e;
     }
-    if (!groups.empty()) errs.push_back(worst);
-    printf("  %-19s", what);
-    int bad = 0;
-    for (auto &x : errs) {
-        printf(" %s %.2e", x.name.c_str(), x.e);
-        if (!bounded) continue;
-        bad += !(x.e <= 1e-5);
-        if (!(x.e <= worst_err)) worst_err = x.e;
+    if (worst >= 0) printf(" (worst group %s) %.2e", errs[worst].name.c_str(), errs[worst].e);
+    if (inherent && bound > 0) { // the bounds that exceed `bound`
+        for (size_t i = 0; i < errs.size(); i++)
+            if (2 * (*inherent)[i].e > bound) printf(" [%s bound %.1e]", errs[i].name.c_str(), 2 * (*inherent)[i].e);
     }
-    printf(bad ? "  FAIL\n" : bounded ? "\n" : "  (not bounded)\n");
+    printf(bad ? "  FAIL\n" : bound > 0 ? "\n" : "  (not bounded)\n");
     worst_bad += bad;
 }
 
@@ -145,6 +172,108 @@ static outputs fp64_twin(const std::vector<float> &k, const std::vector<float> &
     cpu_f64_lte_router_bwd(dk.data(), dv.data(), dparams.data(), dscore8.data(), k8.data(), v8.data(), params8.data(),
                            acts.data(), shape, B, L, p, key);
     return outputs{narrow(score), narrow(acts), narrow(dk), narrow(dv), narrow(dparams), {}};
+}
+
+// The fp64 twin's arithmetic with the operands of the products that the tensor-core form runs
+// rounded to bf16 as it rounds them: the forward convs' inputs and weights (round_fwd), the
+// backward's da, weights and conv inputs (round_bwd: the input and weight gradients); the
+// projection and the bias gradients unrounded (fp32 on the CUDA cores). What the tensor-core form computes, up to
+// fp32 sums and the rare operand that rounds the other way: a layout or index error in it shows
+// here far above the bf16 rounding that the bound against the exact twin has to allow.
+static double bf16_of(double x) { return hyla_mma::emu_bf16_value(hyla_mma::emu_bf16_bits((float)x)); }
+static outputs bf16_twin(const std::vector<float> &k, const std::vector<float> &v, const std::vector<float> &params,
+                         const std::vector<float> &dscore, const struct hyla_lte_router_shape *shape, int B, int L,
+                         float p, uint64_t key, bool round_fwd, bool round_bwd) {
+    const router_dims r = dims_of(shape, B, L, p, key);
+    const int n = r.n, H = r.H, d = r.d;
+    auto rf = [&](double x) { return round_fwd ? bf16_of(x) : x; };
+    auto rb = [&](double x) { return round_bwd ? bf16_of(x) : x; };
+    auto sg = [](double x) { return 1 / (1 + exp(-x)); };
+    auto sl = [&](double x) { return x * sg(x); };
+    auto slg = [&](double x) { return sg(x) * (1 + x * (1 - sg(x))); };
+    auto keep = [&](int l, size_t e) {
+        return p > 0 ? (hyla_rng_uniform(r.key[l], e) >= p ? 1.0 / (1.0 - p) : 0.0) : 1.0;
+    };
+    auto W = [&](int l, int h, int co, int ci, int i) {
+        return (double)params[r.w[l] + (((size_t)h * r.c[l + 1] + co) * r.c[l] + ci) * r.kernel[l] + i];
+    };
+    outputs o{std::vector<float>((size_t)B * L * H), std::vector<float>(lte_router_acts_size(shape, B, L)),
+              std::vector<float>(k.size()), std::vector<float>(v.size()), std::vector<float>(params.size(), 0.0f), {}};
+    std::vector<double> dp(params.size(), 0.0);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            auto pos = [&](int t) { return ((size_t)b * L + t) * H + h; };
+            // in[l]: conv l's dropped-out input; a[l]: a_l (l = 1 .. n), as [t][channel]
+            std::vector<std::vector<double>> in(n), a(n + 1);
+            for (int l = 0; l < n; l++) {
+                const int c = r.c[l], co_n = r.c[l + 1], lr = r.dilation[l] * ((r.kernel[l] - 1) / 2);
+                in[l].assign((size_t)L * c, 0.0);
+                for (int t = 0; t < L; t++)
+                    for (int ci = 0; ci < c; ci++) {
+                        const double u = l == 0 ? (ci < d ? k[pos(t) * d + ci] : v[pos(t) * d + ci - d])
+                                                : sl(a[l][(size_t)t * c + ci]);
+                        in[l][(size_t)t * c + ci] = u * keep(l, pos(t) * c + ci);
+                    }
+                a[l + 1].assign((size_t)L * co_n, 0.0);
+                for (int t = 0; t < L; t++)
+                    for (int co = 0; co < co_n; co++) {
+                        double s = params[r.b[l] + (size_t)h * co_n + co];
+                        for (int i = 0; i < r.kernel[l]; i++) {
+                            const int ts = t + r.dilation[l] * i - lr;
+                            if (ts < 0 || ts >= L) continue;
+                            for (int ci = 0; ci < c; ci++) s += rf(W(l, h, co, ci, i)) * rf(in[l][(size_t)ts * c + ci]);
+                        }
+                        a[l + 1][(size_t)t * co_n + co] = s;
+                        o.acts[r.act[l + 1] + pos(t) * co_n + co] = (float)s;
+                    }
+            }
+            // the projection and its gradient; then da_n
+            const int cn = r.c[n];
+            std::vector<double> da((size_t)L * cn);
+            for (int t = 0; t < L; t++) {
+                double z = params[r.pb + h];
+                for (int j = 0; j < cn; j++) z += params[r.pw + (size_t)h * cn + j] * sl(a[n][(size_t)t * cn + j]);
+                o.acts[r.act[n + 1] + pos(t)] = (float)z;
+                o.score[pos(t)] = (float)(sg(z) - 0.5);
+                const double dz = dscore[pos(t)] * sg(z) * (1 - sg(z));
+                dp[r.pb + h] += dz;
+                for (int j = 0; j < cn; j++) {
+                    const double x = a[n][(size_t)t * cn + j];
+                    dp[r.pw + (size_t)h * cn + j] += dz * sl(x);
+                    da[(size_t)t * cn + j] = dz * params[r.pw + (size_t)h * cn + j] * slg(x);
+                }
+            }
+            for (int l = n - 1; l >= 0; l--) {
+                const int c = r.c[l], co_n = r.c[l + 1], lr = r.dilation[l] * ((r.kernel[l] - 1) / 2);
+                std::vector<double> g((size_t)L * c, 0.0);
+                for (int t = 0; t < L; t++)
+                    for (int co = 0; co < co_n; co++) {
+                        const double x = da[(size_t)t * co_n + co];
+                        dp[r.b[l] + (size_t)h * co_n + co] += x;
+                        for (int i = 0; i < r.kernel[l]; i++) {
+                            const int ts = t + r.dilation[l] * i - lr;
+                            if (ts < 0 || ts >= L) continue;
+                            for (int ci = 0; ci < c; ci++) {
+                                dp[r.w[l] + (((size_t)h * co_n + co) * c + ci) * r.kernel[l] + i] +=
+                                    rb(x) * rb(in[l][(size_t)ts * c + ci]);
+                                g[(size_t)ts * c + ci] += rb(W(l, h, co, ci, i)) * rb(x);
+                            }
+                        }
+                    }
+                std::vector<double> next((size_t)L * c);
+                for (int t = 0; t < L; t++)
+                    for (int ci = 0; ci < c; ci++) {
+                        const size_t e = pos(t) * c + ci;
+                        const double x = g[(size_t)t * c + ci] * keep(l, e);
+                        if (l > 0) next[(size_t)t * c + ci] = x * slg(a[l][(size_t)t * c + ci]);
+                        else if (ci < d) o.dk[pos(t) * d + ci] = (float)x;
+                        else o.dv[pos(t) * d + ci - d] = (float)x;
+                    }
+                da.swap(next);
+            }
+        }
+    o.dparams = narrow(dp);
+    return o;
 }
 
 int main(int argc, char **argv) {
@@ -169,7 +298,12 @@ int main(int argc, char **argv) {
     const router_dims r = dims_of(&shape, B, L, p, key);
     fused::fwd_plan fp;
     fused::bwd_plan bp;
-    const bool fits_fwd = fused::plan_forward(&fp, r, emu_sms), fits_bwd = fused::plan_backward(&bp, r, emu_sms);
+    const bool fits_fwd = fused::plan_forward(&fp, r, emu_sms, false);
+    const bool fits_bwd = fused::plan_backward(&bp, r, emu_sms, false);
+    fused::fwd_plan mfp;
+    fused::bwd_plan mbp;
+    const bool mma_fwd = fused::plan_forward(&mfp, r, emu_sms, true);
+    const bool mma_bwd = fused::plan_backward(&mbp, r, emu_sms, true);
     if (fits_fwd) {
         printf(" fused forward T %d x %d tiles, tm", fp.T, fp.tiles);
         for (int l = 0; l < r.n; l++) printf(" %d", fp.prod.p[l].tm);
@@ -180,10 +314,25 @@ int main(int argc, char **argv) {
         for (int l = 0; l < r.n; l++) printf(" %d/%d", bp.prod.p[l].tm, bp.prod.p[l].passes);
         printf(", %zu B shared", fused::bwd_smem(bp));
     } else printf(" backward per tap");
+    // the tensor-core form: warp tiles mt x nt (16 rows x 8 channels each), passes
+    printf("\n  mma:");
+    if (mma_fwd) {
+        printf(" forward T %d x %d tiles, warp tiles", mfp.T, mfp.tiles);
+        for (int l = 0; l < r.n; l++) printf(" %dx%d", mfp.prod.p[l].mt, mfp.prod.p[l].nt);
+        printf(", %zu B shared;", fused::fwd_smem(mfp));
+    } else printf(" forward does not fit;");
+    if (mma_bwd) {
+        printf(" backward T %d x %d tiles (%d per block, %d segments), warp tiles/passes", mbp.T, mbp.tiles, mbp.tps,
+               mbp.segs);
+        for (int l = 0; l < r.n; l++) printf(" %dx%d/%d", mbp.prod.p[l].mt, mbp.prod.p[l].nt, mbp.prod.p[l].passes);
+        printf(", %zu B shared", fused::bwd_smem(mbp));
+    } else printf(" backward does not fit");
     printf("\n");
     if (strcmp(argv[9], "plan") == 0) return 0;
     int bad = (fits_fwd != want_fwd) + (fits_bwd != want_bwd);
     if (bad) printf("  FAIL: expected the fused kernels %s\n", argv[9]);
+    // where the fused kernels run, so must the tensor-core form
+    if ((want_fwd && !mma_fwd) || (want_bwd && !mma_bwd)) printf("  FAIL: the tensor-core form does not fit\n"), bad++;
 
     const size_t nkv = (size_t)B * L * H * d, np = lte_router_param_count(&shape);
     const size_t na = lte_router_acts_size(&shape, B, L), ns = (size_t)B * L * H;
@@ -225,7 +374,7 @@ int main(int argc, char **argv) {
     setenv("HYLA_ROUTER_TAPS", "0", 1); // the fused kernels where the shape fits
     run(def);
     run(again);
-    compare("CPU fp32 vs fp64", cpu, exact, groups, false);
+    compare("CPU fp32 vs fp64", cpu, exact, groups, 0);
     compare("fused vs fp64", def, exact, groups);
     compare("fused vs CPU fp32", def, cpu, {});
     reproducible("fused", def, again);
@@ -236,7 +385,31 @@ int main(int argc, char **argv) {
     compare("per-tap vs fp64", taps, exact, groups);
     compare("per-tap vs CPU fp32", taps, cpu, {});
     reproducible("per-tap", taps, again);
+    // bf16 mode, the tensor-core form switched on (the fused kernels' CUDA-core form where the
+    // shape does not fit it; the per-tap form where neither does)
+    outputs mma;
+    emu_router_bf16 = true;
+    setenv("HYLA_ROUTER_MMA", "1", 1);
+    run(mma);
+    run(again);
+    unsetenv("HYLA_ROUTER_MMA");
+    emu_router_bf16 = false;
+    const outputs rounded = bf16_twin(k, v, params, dscore, &shape, B, L, p, key, mma_fwd, mma_bwd);
+    const std::vector<err> inherent = errors(rounded, exact, groups), inherent32 = errors(rounded, cpu, {});
+    compare("bf16 operands vs fp64", rounded, exact, groups, 0);
+    compare("bf16 mma vs fp64", mma, exact, groups, BF16_BOUND, &worst_bf16, &inherent);
+    compare("bf16 mma vs CPU fp32", mma, cpu, {}, BF16_BOUND, &worst_bf16, &inherent32);
+    compare("bf16 mma vs bf16 ops", mma, rounded, groups, SAME_OPS_BOUND, &worst_same);
+    reproducible("bf16 mma", mma, again);
+    // the tensor-core form really ran: bf16 rounding shows against the CUDA-core form
+    const double moved_fwd = rel(mma.score, def.score), moved_bwd = rel(mma.dk, def.dk);
+    printf("  bf16 mma vs fused fp32: score %.2e, dk %.2e\n", moved_fwd, moved_bwd);
+    if ((mma_fwd && !(moved_fwd > 1e-6)) || (mma_bwd && !(moved_bwd > 1e-6)))
+        printf("  FAIL: bf16 mode gave the fp32 results: the tensor-core form did not run\n"), bad++;
     bad += worst_bad;
-    printf(bad ? "  FAIL (bound 1e-5)\n" : "  ok (bound 1e-5; worst %.2e)\n", worst_err);
+    if (bad) printf("  FAIL\n");
+    else
+        printf("  ok (bound 1e-5, worst %.2e; bf16: %.0e, worst %.2e; vs bf16 operands: %.0e, worst %.2e)\n", worst_err,
+               BF16_BOUND, worst_bf16, SAME_OPS_BOUND, worst_same);
     return bad ? 1 : 0;
 }

@@ -5,18 +5,25 @@
 # the wait, NaN before, through cp_async_emu.h), against the CPU twins
 # (kernels/cpu/op_lte_router.c): score, acts, dk, dv and each parameter group's gradient within
 # 1e-5 relative error of the fp64 twin, the outputs within 1e-5 of the fp32 twin (test_cuda_ops'
-# fp32 bound; router_emu.cpp). A check of the kernels' logic (halos, padding,
-# dropout indices, layouts, the partial-sum slots) where no GPU is at hand; not of their speed,
+# fp32 bound; router_emu.cpp). Then bf16 mode with HYLA_ROUTER_MMA=1: the fused kernels'
+# products on the tensor cores (mma.sync and ldmatrix through mma_emu.h, on bf16-rounded values
+# with fp32 sums) wherever the fused kernels run: every output and parameter group within 1e-2
+# of the fp64 twin, or within twice the error that bf16 operands alone give where that is more
+# (an fp64 twin with the same operands rounded, printed), within 3e-3 of that twin, different
+# from the fp32 results, the same bits twice. A check of the kernels' logic (halos, padding,
+# dropout indices, fragment layouts, the partial-sum slots) where no GPU is at hand; not of their speed,
 # and not a race detector. Where the CPU has FMA the emulation is built with contraction on, as
 # nvcc builds the kernels. Needs build-cuda/ (or $BUILD) for the twin's objects.
 #   bash tests/gpu/emu/run_router.sh [B L H d p kernels dilations sms fused]...
 # EMU_WORKERS: OS threads running blocks (default 2); EMU_CXXFLAGS: extra compiler flags.
 set -euo pipefail
 . "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
-# cp.async copies landing only at the wait (cp_async_emu.h)
-python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu \
-  cuda_lte_router.cuh cuda_column_sum.cuh
-cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,cp_async_emu.h,router_emu.cpp} "$work/"
+# cp.async copies landing only at the wait (cp_async_emu.h), the tensor-core fragments through
+# mma_emu.h, the precision switch as router_emu.cpp's flag
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async \
+  --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' --replace "cuda_matmul_bf16()=>emu_router_bf16" \
+  cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu cuda_lte_router.cuh cuda_column_sum.cuh
+cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,router_emu.cpp} "$work/"
 emu_compile router_emu
 cd "$work"
 g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_lte_router.c.o" \
@@ -34,6 +41,9 @@ g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op
 #   shapes the fused kernels cannot take (the per-tap form runs): d 128 with a 9-tap dilation-8
 #     second conv (no forward tile fits one 64-row pass), a single conv of dilation 110 (no
 #     tile fits in shared memory either way; L below its reach).
+# The tensor-core form runs on each of them wherever the fused kernels do: warp tiles 1x1 .. 4x2,
+# one and two passes, n-tiles not filling the last warp column (d 100), channels not multiples
+# of 16 (zero past them), k-steps past the channels, rows past the tile, slots of several tiles.
 if [ $# -eq 0 ]; then
   set -- 2 300 2 64 0.1 3,3,3 2,2,2 4 1   3 37 2 64 0 3,3,3 2,2,2 2 1   1 5 3 64 0.1 3,3,3 2,2,2 2 1 \
          1 2 2 8 0.1 3,3,3 2,2,2 2 1   2 400 2 16 0.1 5,3 1,3 2 1   1 600 2 24 0.1 2,4,3,3 1,2,1,3 1 1 \
