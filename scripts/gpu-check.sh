@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, in one call to a GPU host (Ubuntu 24.04 + CUDA 13, no libyaml/SQLite):
 # build here on Debian with `bash scripts/gpu-check.sh pack` (CUDA on; the kernel test links
-# only the kernels), carry gpu-carry/ to the GPU host, and there run
-# `bash scripts/gpu-check.sh run`: it prints the device, runs every CUDA op against its CPU
+# only the kernels), carry gpu-carry.tgz to the GPU host, and there run
+# `tar xzf gpu-carry.tgz && bash scripts/gpu-check.sh run`: it prints the device, runs every CUDA op against its CPU
 # twin and trains tiny models 50 steps on the GPU and the CPU, writing the output to
 # $OUT/gpu-check.txt when $OUT is set; `sanitize` runs compute-sanitizer on the op tests.
 set -euo pipefail
@@ -19,11 +19,14 @@ pack)
     grep -v -E '/lib(c|m|stdc\+\+|gcc_s|pthread|dl|rt)\.so|cublas|nccl|libudev|libz\.so' |
     while read -r lib; do cp -L "$lib" gpu-carry/lib/; done
   # a device call carries at most 64 MiB with the working tree: no symbol tables (kernel names
-  # live in the CUDA fat binaries, which strip keeps)
+  # live in the CUDA fat binaries, which strip keeps), and gzipped (~22 MB of ~66): carry
+  # gpu-carry.tgz and unpack it there first (tar xzf gpu-carry.tgz)
   strip gpu-carry/hyla gpu-carry/test_cuda_ops gpu-carry/gpu_test_nccl
   strip --strip-unneeded gpu-carry/lib/*.so* 2>/dev/null || true
-  du -sh gpu-carry ;;
+  tar czf gpu-carry.tgz gpu-carry
+  du -sh gpu-carry gpu-carry.tgz ;;
 run)
+  [ -d gpu-carry ] || tar xzf gpu-carry.tgz
   out=${OUT:-.}
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     # (SKIP_OPS=1: the op test ran already, as gpu-session.sh runs it)

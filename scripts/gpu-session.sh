@@ -10,6 +10,7 @@
 # part. About 6 minutes on an H100; PARTS picks parts (default: ops train ncu check memcheck
 # kernels racecheck profile).
 cd "$(dirname "$0")/.."
+[ -d gpu-carry ] || tar xzf gpu-carry.tgz # carried packed (gpu-check.sh pack)
 final=${OUT:-.}
 out=/tmp/gpu-session && rm -rf $out && mkdir -p $out
 save() { tar czf "$final/gpu-session.tgz" -C /tmp gpu-session; }
