@@ -42,7 +42,7 @@ want ops && ops all $TEST_GROUPS
 # timings and ncu run them switched on as well. Waiting now (docs/cuda.md): the bf16 copies
 # shared within an op, the delta rule's saved forward quantities, the MLP's bf16 intermediates,
 # the delta rule's grads in two kernels; NEW_PATHS="" tests none.
-new_paths=${NEW_PATHS-HYLA_GEMM_SHARED_COPIES=1 HYLA_GDR_SAVED=1 HYLA_MLP_BF16=1 HYLA_GDR_GRADS2=1}
+new_paths=${NEW_PATHS-HYLA_GEMM_SHARED_COPIES=1 HYLA_GDR_SAVED=1 HYLA_MLP_BF16=1 HYLA_GDR_GRADS2=1 HYLA_ROUTER_MMA=1}
 want ops && [ -n "$new_paths" ] && (export $new_paths; ops new-paths ${NEW_PATHS_GROUPS:-})
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_NSA_TILED=0 ops nsa-rows nsa
