@@ -39,10 +39,9 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now (docs/cuda.md): the bf16 copies
-# shared within an op, the delta rule's saved forward quantities, the MLP's bf16 intermediates,
-# the delta rule's grads in two kernels; NEW_PATHS="" tests none.
-new_paths=${NEW_PATHS-HYLA_GEMM_SHARED_COPIES=1 HYLA_GDR_SAVED=1 HYLA_MLP_BF16=1 HYLA_GDR_GRADS2=1 HYLA_ROUTER_MMA=1}
+# timings and ncu run them switched on as well. Waiting now (docs/cuda.md): the LTE router's
+# products on the tensor cores; NEW_PATHS="" tests none.
+new_paths=${NEW_PATHS-HYLA_ROUTER_MMA=1}
 want ops && [ -n "$new_paths" ] && (export $new_paths; ops new-paths ${NEW_PATHS_GROUPS:-})
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_NSA_TILED=0 ops nsa-rows nsa

@@ -17,8 +17,8 @@ struct gdn_acts {
 
 /* The delta rule's `saved` (kernels/ops/ops_gdn.h): what the backend keeps for the backward
  * instead of computing it again there — on the GPU in bf16 mode the chunks' W, U, T, states
- * (~285 MB a layer at B = 4, T = 4096, H = 8, d = 128, with HYLA_GDR_SAVED=1; none until that is
- * the default). Sized at the first forward, when the matmul precision is set. */
+ * (~285 MB a layer at B = 4, T = 4096, H = 8, d = 128; none with HYLA_GDR_SAVED=0). Sized at
+ * the first forward, when the matmul precision is set. */
 static float *gdr_saved(struct hyla_model *m, struct gdn_acts *a) {
     if (!a->gdr_saved_set) {
         const struct hyla_model_layout *lay = &m->lay;

@@ -399,9 +399,10 @@ bool use_chunked(int dk, int dv) {
 }
 
 // `saved` (the forward's chunk quantities for the backward) where the chunked form runs and
-// the caller gave room for it. Switched off until a GPU run has checked it (SAVED_BY_DEFAULT;
-// emu.gdr_chunk finds the same bits with and without it); HYLA_GDR_SAVED=1 / 0 overrides.
-constexpr bool SAVED_BY_DEFAULT = false;
+// the caller gave room for it. On by default since its GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/: test_cuda_ops,
+// memcheck, racecheck; emu.gdr_chunk finds the same bits with and without it); HYLA_GDR_SAVED=0
+// / 1 overrides.
+constexpr bool SAVED_BY_DEFAULT = true;
 bool use_saved(void) {
     static int enabled = -1;
     if (enabled < 0) {

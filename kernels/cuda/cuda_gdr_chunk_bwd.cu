@@ -764,7 +764,9 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
 
 // The grads step as two kernels (grads_dq_kernel, grads_dk_kernel) or one (grads_kernel); the
 // same bits either way. Read at every call, so that a test can run both forms in one process.
-constexpr bool GRADS2_BY_DEFAULT = false;
+// Two kernels by default since their GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/; grads 19.1 -> 15.9 ms a
+// laLTE step by Nsight Compute); HYLA_GDR_GRADS2=0 gives the one kernel.
+constexpr bool GRADS2_BY_DEFAULT = true;
 bool use_grads2(void) {
     const char *env = getenv("HYLA_GDR_GRADS2");
     return env && *env ? atoi(env) != 0 : GRADS2_BY_DEFAULT;

@@ -7,8 +7,8 @@
 // 2026-12-07). So each op keeps its copies (op_copies) and every product of the op that reads
 // the same operand reuses the copy: a linear backward's dy feeds dx and dW, an MLP's input
 // feeds the gate and up projections, projections_fwd / _bwd's input feeds all of q, k, v.
-// Switched off until a GPU run has checked it (SHARED_BY_DEFAULT; HYLA_GEMM_SHARED_COPIES=1
-// switches it on): until then every product makes its own copies and frees them after it.
+// On by default since its GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/); HYLA_GEMM_SHARED_COPIES=0 makes
+// every product make its own copies and free them after it.
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,7 +35,7 @@ struct bias_grad_term {
 
 namespace products {
 
-constexpr bool SHARED_BY_DEFAULT = false;
+constexpr bool SHARED_BY_DEFAULT = true;
 bool shared_copies() {
     static int on = -1;
     if (on < 0) {

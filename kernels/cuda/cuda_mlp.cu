@@ -8,7 +8,7 @@
 // per layer, z in the forward and the backward, dgate and dup) and half the write. z lives in
 // acts' z slot (it takes half of it), dgate and dup in the second half of the scratch (dz, the
 // down projection's fp32 output that the SwiGLU backward reads, stays in the first).
-// Switched off until a GPU run (MLP_BF16_BY_DEFAULT; HYLA_MLP_BF16=1 switches it on).
+// On by default since its GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/); HYLA_MLP_BF16=0 switches it off.
 #include <stdlib.h>
 
 #include "backend_cuda.h"
@@ -20,7 +20,7 @@ namespace {
 
 typedef __nv_bfloat16 bf16;
 
-constexpr bool MLP_BF16_BY_DEFAULT = false;
+constexpr bool MLP_BF16_BY_DEFAULT = true;
 bool bf16_intermediates(int n, int dim, int inter) {
     static int on = -1;
     if (on < 0) {
