@@ -2,12 +2,15 @@
 // chunking (kernels/ops/lm_head_chunk.h): each chunk's logits come from the backend's GEMM
 // (cuBLAS, bf16 operands in bf16 mode) into a scratch from the stream-ordered pool, and one
 // block per row reduces them with a fixed tree. dweight is one GEMM with beta = 1 per chunk,
-// chunk after chunk on the stream: no float atomics, the same bits every run.
+// chunk after chunk on the stream: no float atomics, the same bits every run. In bf16 mode the
+// weight's bf16 copy is made once per op, not once per product (it was 25 copies of
+// [32000 x 1024] a laLTE step, 1.5 ms), and a chunk's dlogits copy serves dh and dweight.
 #include <math.h>
 
 #include "../ops/lm_head_chunk.h"
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_products.cuh"
 #include "cuda_reduce.cuh"
 
 enum { LM_THREADS = 256 };
@@ -22,9 +25,28 @@ static void check_shapes(const char *op, int n, int dim, int vocab) {
     }
 }
 
+using products::op_copies;
+
+// A product of one chunk (its three dimensions rows, vocab and dim in some order): from bf16
+// copies where the chunk takes them — the weight's from the op's `weights` (made once), the
+// chunk's operands from `chunk` (dlogits' scratch is rewritten every chunk) — else on the fp32
+// operands. The weight is A (a_is_weight) or B.
+static void chunk_gemm(op_copies &weights, op_copies &chunk, bool a_is_weight, int ta, int tb, int m, int n, int k,
+                       const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+    if (!cuda_gemm_takes_copies(m, n, k)) {
+        cuda_gemm_fp32_operands(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    const __nv_bfloat16 *w = a_is_weight ? weights.of(a, ta ? k : m, ta ? m : k, lda) : weights.of(b, tb ? n : k, tb ? k : n, ldb);
+    products::gemm_h(chunk, ta, tb, m, n, k, 1.0f, a, lda, a_is_weight ? w : NULL, b, ldb, a_is_weight ? NULL : w, beta, c,
+                     ldc);
+}
+
 // logits[rows, vocab] = h[r0 .. r0 + rows) weight^T
-static void chunk_logits(float *logits, const float *h, const float *weight, int r0, int rows, int dim, int vocab) {
-    backend->gemm(0, 1, rows, vocab, dim, 1.0f, h + (size_t)r0 * dim, dim, weight, dim, 0.0f, logits, vocab);
+static void chunk_logits(op_copies &weights, op_copies &chunk, float *logits, const float *h, const float *weight,
+                         int r0, int rows, int dim, int vocab) {
+    chunk_gemm(weights, chunk, false, 0, 1, rows, vocab, dim, h + (size_t)r0 * dim, dim, weight, dim, 0.0f, logits,
+               vocab);
 }
 
 // lse and loss of one row per block. The row is read once: each thread keeps a running
@@ -96,9 +118,11 @@ static void cuda_lm_head_ce_fwd(float *losses, float *lse, const float *h, const
     if (n == 0) return;
     const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
     float *logits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    op_copies weights;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         const int rows = n - r0 < chunk ? n - r0 : chunk;
-        chunk_logits(logits, h, weight, r0, rows, dim, vocab);
+        op_copies chunk_copies;
+        chunk_logits(weights, chunk_copies, logits, h, weight, r0, rows, dim, vocab);
         lm_head_lse_kernel<<<rows, LM_THREADS>>>(losses + r0, lse + r0, logits, targets + r0, vocab, ignore);
         CUDA_LAUNCH_CHECK();
     }
@@ -113,13 +137,20 @@ static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const
     const float scale = valid_count ? dloss / (float)valid_count : 0.0f;
     const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
     float *dlogits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    op_copies weights;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         const int rows = n - r0 < chunk ? n - r0 : chunk;
-        chunk_logits(dlogits, h, weight, r0, rows, dim, vocab);
+        { // the logits' copies end with the product: dlogits is written over the logits next
+            op_copies chunk_copies;
+            chunk_logits(weights, chunk_copies, dlogits, h, weight, r0, rows, dim, vocab);
+        }
         lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits, lse + r0, targets + r0, vocab, ignore, scale);
         CUDA_LAUNCH_CHECK();
-        backend->gemm(0, 0, rows, dim, vocab, 1.0f, dlogits, vocab, weight, dim, 0.0f, dh + (size_t)r0 * dim, dim);
-        backend->gemm(1, 0, vocab, dim, rows, 1.0f, dlogits, vocab, h + (size_t)r0 * dim, dim, 1.0f, dweight, dim);
+        op_copies chunk_copies; // dlogits copied once for dh and dweight
+        chunk_gemm(weights, chunk_copies, false, 0, 0, rows, dim, vocab, dlogits, vocab, weight, dim, 0.0f,
+                   dh + (size_t)r0 * dim, dim);
+        products::gemm(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, dlogits, vocab, h + (size_t)r0 * dim, dim, 1.0f,
+                       dweight, dim); // dweight += dlogits^T h
     }
     backend->free(dlogits);
 }
@@ -130,9 +161,11 @@ static void cuda_lm_head_argmax(int32_t *out, const float *h, const float *weigh
     if (n == 0) return;
     const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
     float *logits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    op_copies weights;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         const int rows = n - r0 < chunk ? n - r0 : chunk;
-        chunk_logits(logits, h, weight, r0, rows, dim, vocab);
+        op_copies chunk_copies;
+        chunk_logits(weights, chunk_copies, logits, h, weight, r0, rows, dim, vocab);
         lm_head_argmax_kernel<<<rows, LM_THREADS>>>(out + r0, logits, vocab);
         CUDA_LAUNCH_CHECK();
     }
