@@ -52,39 +52,58 @@
 // the CUDA-core products above took 250 us forward and 510 us backward per call at the 0.4B
 // shape (Nsight Compute, B = 4, T = 4096: ~38 ms of a 331 ms step), for ~17 GFLOP forward that
 // the tensor cores run in a fraction of it. The reference runs the router under bf16 autocast,
-// so bf16 operands with fp32 sums are its arithmetic. Everything but the products stays: tiles,
+// but plain bf16 operands were too coarse for this project's bar (every CUDA op within 1e-2 of
+// its CPU twin in bf16 mode): through six products in a row (three convs, three input gradients),
+// grown where silu' is near zero, they put dk and dv up to 1.6e-2 from the exact values. So the
+// products that chain run on ~16-bit operands (below). Everything but the products stays: tiles,
 // halos, plans, epilogues (fwd_out, dx_out), dropout masks, slots, reduce_kernel, fixed-order
 // sums (the same bits every run), no atomics; the kernels are fwd_kernel<true> / bwd_kernel<true>
 // (<false>: the CUDA-core form, unchanged).
+//   Precision. Measured in the emulation (tests/gpu/emu/router_emu.cpp, EMU_ROUND_STUDY: the fp64
+// twin with one product's operands rounded to bf16 at a time), the forward convs' rounding
+// dominated (alone dk 1.5e-2 at d 100, 5.8e-3 at d 64; their activations and weights about
+// equally), then the input gradients' (dk ~4e-3 alone; da and weights equally), the weight
+// gradients' least (dparams 1e-3 .. 2.3e-3: a product of its own, no chain). So convs and input
+// gradients split every operand x into bf16 hi + lo (lo = bf16(x - hi), pack_split; x to ~2^-17)
+// and run three products per fragment pair, lo hi + hi lo + hi hi (lo lo, ~2^-16 relative, left
+// out), fp32 sums; the weight gradients stay on plain bf16 operands.
 //   Convs and input gradients (run_product_mma): mma.sync m16n8k16, a warp tile of mt x 16 rows
 // by nt x 8 output channels in registers (mt x nt in 1x1 .. 2x4 / 4x2, the planner's choice,
-// 8 warps as cbw across the channels by rbw down the rows). The activations stay in fp32 shared
-// memory in the CUDA-core layout (the epilogues and the bias gradients read them as they are)
-// and are rounded to bf16 as an A fragment is formed: two 16-byte loads per m-tile and 16
-// channels, the fragment's k order permuted (lane tig takes channels 4 tig .. 4 tig + 3) and its
-// rows permuted (mma_row) so that a quarter-warp's loads fill the 32 banks once. The weights are
-// staged once per call in bf16 as B fragments in that same k order (stage_weights_mma_kernel):
-// an 8-byte load a lane, a warp's 256 bytes contiguous; chunks of whole k-steps (<= 16 KB) by
-// cp.async into two buffers as above. The C fragments reach the epilogue 4 channels of a row at
-// a time (a shuffle between the lanes of a pair), after a barrier where the output overwrites
-// the input (forward).
+// 8 warps as cbw across the channels by rbw down the rows). The activations (da backward) stay
+// in fp32 shared memory in the CUDA-core layout (the epilogues and the bias gradients read them
+// as they are) and are split to bf16 hi and lo as an A fragment is formed (the lo part costs
+// no load, ~5 more instructions per register): two 16-byte loads per m-tile and 16 channels, the
+// fragment's k order permuted (lane tig takes channels 4 tig .. 4 tig + 3) and its rows permuted
+// (mma_row) so that a quarter-warp's loads fill the 32 banks once. The weights are staged once
+// per call as B fragments in that same k order, hi and lo (stage_weights_mma_kernel): a 16-byte
+// load a lane (hi b0, b1, lo b0, b1), a warp's 512 bytes contiguous; chunks of whole (tap,
+// k-step) units, contiguous runs of the staged layout (<= 12 KB, or one unit), by cp.async into
+// two buffers as above. The C fragments reach the epilogue 4 channels of a row at a time (a
+// shuffle between the lanes of a pair), after a barrier where the output overwrites the input
+// (forward).
 //   Weight gradients (weight_partials_mma): the reduction runs down the rows of both operands,
 // so both are copied to bf16 (da's own rows into the weight buffers, free by then; conv l's
 // dropped-out input where X went) with 16-byte rows an odd number of 16 bytes apart, and both
 // fragments load with ldmatrix .trans (4 ldmatrix x4 for 8 mma); a warp tile is 32 output x 32
 // input channels of a tap, its C fragments added into the block's slot in fragment order.
 //   Cost model: an mma product's time is its shared-memory wavefronts (A: 8 per m-tile and
-// k-step, B: 2 per n-tile), the same thread-step units as above. At the 0.4B shape per
-// sequence (B 1, L 4096, 16 heads, 132 SMs): forward T = 56 (64 conv-0 rows), 1184 blocks of
-// 60 KB (warp tiles 2x4, 2x4, 4x2), backward T = 125 (two 64-row passes for conv 0's input
-// gradient), 528 blocks of 112 KB: two blocks per SM both ways (registers: 128 a thread).
+// unit, B: 4 per n-tile) or its mma (3 per m-tile and n-tile, about a cycle each, a guess),
+// whichever is more, in the same thread-step units as above. At the 0.4B shape per sequence (B 1,
+// L 4096, 16 heads, 132 SMs): forward T = 56 (64 conv-0 rows), 1184 blocks of 60 KB (warp tiles
+// 2x4, 2x4, 4x2), backward T = 125 (two 64-row passes for conv 0's input gradient), 528 blocks
+// of 112 KB: two blocks per SM both ways (registers: 128 a thread; ptxas reports some spill
+// code, 364 / 400 bytes of spill loads forward / backward against 76 / 112 with plain bf16
+// operands: where it runs is not known without a GPU profile). B 4: forward T = 120, 94 KB,
+// backward T = 64, 72 KB. The split costs, by the model, 1.31x (forward) and 1.34x (input
+// gradients) the plain-bf16 form's product time at B 4 (the B loads double; mma 3x but not the
+// bound), still 4.3x and 4.2x less than the CUDA-core products' (not yet timed on a GPU).
 //   Measured in the CPU emulation (tests/gpu/emu/run_router.sh, its default shapes), against the
-// fp64 twin: score 2e-4 .. 6.5e-3, acts 2.3e-3 .. 3.7e-3, dk and dv 2.9e-3 .. 1.6e-2, parameter
-// groups up to 1.8e-2 (a 2-value group 2.4e-2); at the 0.4B head (d 64, L 300) score 4.0e-3,
-// acts 3.5e-3, dk 8.9e-3, dv 9.1e-3, dparams 6.4e-3. The fp64 twin with the same operands
-// rounded to bf16 is as far from the exact values (bf16 rounding in six products in a row, grown
-// where silu' is near zero); against it the form is within 1e-7 .. 1.4e-3 (an operand rounds to
-// the neighbouring bf16 where fp32 and fp64 differ, and that spreads to later layers).
+// fp64 twin: score 3e-7 .. 1.1e-5, acts 4e-6 .. 7e-6, dk and dv 6e-6 .. 3.5e-5, dparams 9e-5 ..
+// 2.3e-3 (the weight gradients' bf16), parameter groups up to 2.8e-3; at the 0.4B head (d 64,
+// L 300) score 7.3e-6, acts 6.7e-6, dk 1.7e-5, dv 1.7e-5, dparams 1.6e-3 (plain bf16 operands:
+// 4.0e-3, 3.5e-3, 8.9e-3, 9.1e-3, 6.4e-3). Against the fp64 twin with the same operands (split or
+// rounded) within 4e-4 (a weight gradient operand rounds to the neighbouring bf16 where fp32 and
+// fp64 differ).
 // Shapes: any the CUDA-core form takes with at most 256 output channels (32 n-tiles for 8 warps),
 // whose tile fits; the rest run on the CUDA cores.
 #include <stdlib.h>
@@ -105,8 +124,9 @@ constexpr int THREADS = 256;
 constexpr int TN = 4;                          // output channels of a thread in a product (a float4)
 constexpr int MAX_TM = 8;                      // its rows, at most
 constexpr int W_CHUNK = 2048;                  // floats of a staged weight chunk (8 KB; two in flight)
-constexpr int W_CHUNK_MMA = 4096;              // the same in the tensor-core form (16 KB of bf16 pairs)
-constexpr int FRAG = 64;                       // floats (bf16 pairs) of a staged B fragment: 32 lanes x 2
+constexpr int W_CHUNK_MMA = 3072;              // the same in the tensor-core form (12 KB of bf16 pairs)
+constexpr int FRAG = 128;                      // floats (bf16 pairs) of a staged B fragment: 32 lanes x
+                                               // (2 hi + 2 lo)
 constexpr int MAXC = HYLA_LTE_MAX_CONVS;
 constexpr int SMEM_MAX = 227 * 1024;           // bytes of shared memory a block may have (sm_90)
 constexpr int SMEM_TWO = 113 * 1024;           // at most this, two blocks share an SM
@@ -135,12 +155,12 @@ struct product {
     int taps, dil, reverse;
     int ng, rg, tm, passes;  // ng channel groups x rg row groups of threads; tm rows each; passes over the rows
     int wc, cb, rb;          // a warp: wc channel groups x 32 / wc row groups; cb x rb warp tiles
-    int kc;                  // reduction channels per staged chunk (a multiple of 4; 16 in the mma form)
+    int kc;                  // reduction channels per staged chunk (a multiple of 4); mma: (tap, k-step) units
     size_t w;                // where its staged weights start: [head][tap][Kp][Np]
     // The tensor-core form (mma, bf16 mode): warp tiles of mt m-tiles (16 rows) x nt n-tiles (8
     // channels), cbw across the ntt n-tiles by rbw down the rows: rpp rows a pass, `rows` in all;
     // the reduction in k-steps of 16 (K16 channels). Staged weights: [head][tap][k-step][n-tile]
-    // [B fragment].
+    // [B fragment: each lane's hi, then lo].
     int mma, mt, nt, ntt, cbw, rbw, rpp, rows, K16;
 };
 struct products {
@@ -151,10 +171,10 @@ struct products {
 };
 // Floats of one head's staged weights for p, and of one staged chunk of them.
 __host__ __device__ inline size_t head_floats(const product &p) {
-    return p.mma ? (size_t)p.taps * p.K16 * p.ntt * 4 : (size_t)p.taps * p.Kp * p.Np;
+    return p.mma ? (size_t)p.taps * (p.K16 / 16) * p.ntt * FRAG : (size_t)p.taps * p.Kp * p.Np;
 }
 __host__ __device__ inline int chunk_floats(const product &p) {
-    return p.mma ? p.taps * p.kc * p.ntt * 4 : p.taps * p.kc * p.Np;
+    return p.mma ? p.kc * p.ntt * FRAG : p.taps * p.kc * p.Np;
 }
 
 struct fwd_plan {
@@ -327,11 +347,12 @@ __device__ void run_product(const product &p, const float *A, int as, int a_rows
 }
 
 // ---- the products on the tensor cores (bf16 mode) ----
-// The same product as run_product, on mma.sync m16n8k16 (bf16 operands, fp32 sums): a warp owns
-// mt x 16 rows by nt x 8 output channels and keeps them in registers. A (the activations) stays
-// in fp32 shared memory, laid out as for the CUDA cores, and is rounded to bf16 as a fragment is
-// formed; B (the weights) is staged in bf16 already in fragment order, so that a lane's B
-// fragment is one 8-byte load and a warp's 256 contiguous bytes (no bank conflicts).
+// The same product as run_product, on mma.sync m16n8k16 (bf16 operands split into hi + lo, fp32
+// sums): a warp owns mt x 16 rows by nt x 8 output channels and keeps them in registers. A (the
+// activations) stays in fp32 shared memory, laid out as for the CUDA cores, and is split to bf16
+// hi and lo as a fragment is formed; B (the weights) is staged in bf16 hi and lo already in
+// fragment order, so that a lane's B fragments are one 16-byte load and a warp's 512 contiguous
+// bytes (no bank conflicts).
 //
 // The reduction's order within a k-step is free as long as A and B agree: lane 4 g + tig takes
 // the 4 contiguous channels 4 tig .. 4 tig + 3 of a 16-channel step as one 16-byte load, the
@@ -342,25 +363,30 @@ __device__ void run_product(const product &p, const float *A, int as, int a_rows
 // 16 banks modulo 32 for every c, and the quarter-warp's 8 16-byte loads fill the 32 banks once.
 __device__ inline int mma_row(int g) { return 4 * (g % 2) + g / 2; }
 
-// Reduction channels c0 .. c0 + kc - 1 (whole k-steps) of one head's staged B fragments wh
-// ([taps][K16 / 16][ntt][FRAG]) into W as [taps][kc / 16][ntt][FRAG], by cp.async (one group).
-__device__ inline void chunk_issue_mma(float *W, const float *wh, const product &p, int c0, int kc) {
-    const int run = kc / 16 * p.ntt * (FRAG / 4), total = p.taps * run; // 16-byte copies per tap
-    for (int f = threadIdx.x; f < total; f += THREADS)
-        __pipeline_memcpy_async(
-            W + 4 * f, wh + ((size_t)(f / run) * (p.K16 / 16) + c0 / 16) * p.ntt * FRAG + 4 * (f % run), 16);
+// Units u0 .. u0 + nu - 1 of one head's staged B fragments wh ([taps][K16 / 16][ntt][FRAG]: a
+// unit is a (tap, k-step), so that a chunk of units is one contiguous run) into W, by cp.async
+// (one group).
+__device__ inline void chunk_issue_mma(float *W, const float *wh, const product &p, int u0, int nu) {
+    const int unit = p.ntt * FRAG, total = nu * unit / 4; // 16-byte copies
+    const float *from = wh + (size_t)u0 * unit;
+    for (int f = threadIdx.x; f < total; f += THREADS) __pipeline_memcpy_async(W + 4 * f, from + 4 * f, 16);
     __pipeline_commit();
 }
 
-// acc[m][n] += the chunk's part of the warp tile (rows row0 + 16 m + fragment row, n-tile nt0 + n).
-// Rows past the held ones read the last held row (never stored); channels past the held ones
-// (K up to K16) read as zero: their weights are zero, but the shared memory there is not.
+// acc[m][n] += the chunk's part of the warp tile (rows row0 + 16 m + fragment row, n-tile nt0 + n):
+// units u0 .. u0 + nu - 1, unit u = tap u / S, k-step u % S (S = K16 / 16). Rows past the held
+// ones read the last held row (never stored); channels past the held ones (K up to K16) read as
+// zero: their weights are zero, but the shared memory there is not.
+// Precision: each activation x is split as x = hi + lo (bf16 each, pack_split: ~16 bits) and so
+// is each weight (staged so); the products are lo w_hi + hi w_lo + hi w_hi (the small terms
+// first, into the same fp32 sums, a fixed order), x w but for lo_x lo_w (~2^-16 relative).
 template <int MT, int NT>
 __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, int as, int a_rows, const float *W,
-                                      const product &p, int c0, int kc, int row0, int nt0) {
+                                      const product &p, int u0, int nu, int row0, int nt0) {
     using namespace hyla_mma;
-    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4, held = round_up(p.K, 4), steps = kc / 16;
-    for (int i = 0; i < p.taps; i++) {
+    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4, held = round_up(p.K, 4), S = p.K16 / 16;
+    for (int u = u0; u < u0 + nu;) { // the chunk's units, a tap at a time (tap i, k-steps .. s_end)
+        const int i = u / S, s_end = min(S, u % S + u0 + nu - u);
         const int shift = p.dil * (p.reverse ? p.taps - 1 - i : i);
         int lo[MT], hi[MT]; // where this lane's rows g and g + 8 of each m-tile start (32-bit: registers)
 #pragma unroll
@@ -368,22 +394,32 @@ __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, i
             const int row = row0 + 16 * m + mma_row(g) + shift;
             lo[m] = min(row, a_rows - 1) * as + 4 * tig, hi[m] = min(row + 8, a_rows - 1) * as + 4 * tig;
         }
-        const float *w = W + ((size_t)i * steps * p.ntt + nt0) * FRAG + 2 * lane;
-        for (int s = 0; s < steps; s++) {
-            const int k = c0 + 16 * s;
+        for (int s = u % S; s < s_end; s++, u++) {
+            const int j = u - u0, k = 16 * s;
             const bool in = k + 4 * tig < held;
-            uint32_t a[MT][4];
+            // the warp's B fragments of this unit (hi b0, b1, lo b0, b1: one 16-byte load a lane, a
+            // warp's 512 contiguous bytes); then an m-tile at a time its A fragment, hi and lo
+            const float *w = W + ((size_t)j * p.ntt + nt0) * FRAG + 4 * lane;
+            uint32_t b[NT][4];
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                if (nt0 + n >= p.ntt) break; // the last warp column may have fewer n-tiles
+                const uint4 v = *reinterpret_cast<const uint4 *>(w + n * FRAG);
+                b[n][0] = v.x, b[n][1] = v.y, b[n][2] = v.z, b[n][3] = v.w;
+            }
 #pragma unroll
             for (int m = 0; m < MT; m++) {
                 const float4 x = in ? load4(A + lo[m] + k) : make_float4(0, 0, 0, 0);
                 const float4 y = in ? load4(A + hi[m] + k) : make_float4(0, 0, 0, 0);
-                a[m][0] = pack(x.x, x.y), a[m][1] = pack(y.x, y.y), a[m][2] = pack(x.z, x.w), a[m][3] = pack(y.z, y.w);
-            }
+                uint32_t a[4], al[4]; // hi, lo
+                pack_split(x.x, x.y, a[0], al[0]), pack_split(y.x, y.y, a[1], al[1]);
+                pack_split(x.z, x.w, a[2], al[2]), pack_split(y.z, y.w, a[3], al[3]);
 #pragma unroll
-            for (int n = 0; n < NT && nt0 + n < p.ntt; n++) { // the last warp column may have fewer n-tiles
-                const uint2 b = *reinterpret_cast<const uint2 *>(w + ((size_t)s * p.ntt + n) * FRAG);
-#pragma unroll
-                for (int m = 0; m < MT; m++) mma(acc[m][n], a[m], b.x, b.y);
+                for (int n = 0; n < NT; n++) {
+                    if (nt0 + n >= p.ntt) break;
+                    mma(acc[m][n], al, b[n][0], b[n][1]), mma(acc[m][n], a, b[n][2], b[n][3]);
+                    mma(acc[m][n], a, b[n][0], b[n][1]);
+                }
             }
         }
     }
@@ -400,7 +436,7 @@ __device__ void run_product_mma(const product &p, const float *A, int as, int a_
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
     const int nt0 = warp % p.cbw * NT, wm = warp / p.cbw;
     const bool odd = lane & 1;
-    const int chunks = (p.K16 + p.kc - 1) / p.kc;
+    const int units = p.taps * (p.K16 / 16), chunks = (units + p.kc - 1) / p.kc;
     for (int pass = 0; pass < p.passes; pass++) {
         const int row0 = pass * p.rpp + wm * 16 * MT;
         const bool active = wm < p.rbw && row0 < p.rows; // the same for the whole warp
@@ -410,14 +446,14 @@ __device__ void run_product_mma(const product &p, const float *A, int as, int a_
 #pragma unroll
             for (int n = 0; n < NT; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0;
         __syncthreads(); // W is no longer read (an earlier product or pass)
-        chunk_issue_mma(W, wh, p, 0, min(p.kc, p.K16));
+        chunk_issue_mma(W, wh, p, 0, min(p.kc, units));
         for (int c = 0; c < chunks; c++) {
-            const int c0 = c * p.kc, kc = min(p.kc, p.K16 - c0);
+            const int u0 = c * p.kc, nu = min(p.kc, units - u0);
             __pipeline_wait_prior(0); // this thread's copies of chunk c have landed
             __syncthreads();          // everyone's have (and A is complete); chunk c - 1's buffer is free
             if (c + 1 < chunks)
-                chunk_issue_mma(W + ((c + 1) % 2) * w_half, wh, p, c0 + kc, min(p.kc, p.K16 - c0 - kc));
-            if (active) accumulate_mma<MT, NT>(acc, A, as, a_rows, W + (c % 2) * w_half, p, c0, kc, row0, nt0);
+                chunk_issue_mma(W + ((c + 1) % 2) * w_half, wh, p, u0 + nu, min(p.kc, units - u0 - nu));
+            if (active) accumulate_mma<MT, NT>(acc, A, as, a_rows, W + (c % 2) * w_half, p, u0, nu, row0, nt0);
         }
         if (Epi::in_place) __syncthreads();
         if (!active) continue;
@@ -436,7 +472,7 @@ __device__ void run_product_mma(const product &p, const float *A, int as, int a_
 
 // Head h's staged weights for p (the form known when compiled: no test of p.mma).
 template <bool MMA> __device__ inline const float *staged(const float *wt, const product &p, int h) {
-    if constexpr (MMA) return wt + p.w + (size_t)h * p.taps * p.K16 * p.ntt * 4;
+    if constexpr (MMA) return wt + p.w + (size_t)h * p.taps * (p.K16 / 16) * p.ntt * FRAG;
     else return wt + p.w + (size_t)h * p.taps * p.Kp * p.Np;
 }
 // The warp tiles the planner may pick (mt x nt; at most 32 accumulators a thread).
@@ -864,7 +900,8 @@ __global__ void stage_weights_kernel(float *wt, const float *params, const __gri
 
 // The same for the tensor-core form: [head][tap][k-step][n-tile][B fragment], a float each
 // holding two bf16 (register `reg` of lane 4 g + tig: column g of the n-tile, the k-step's
-// channels 4 tig + 2 reg, 4 tig + 2 reg + 1, as accumulate_mma's A fragments take them).
+// channels 4 tig + 2 reg, 4 tig + 2 reg + 1, as accumulate_mma's A fragments take them), a
+// lane's 2 hi registers, then its 2 lo ones (pack_split).
 __global__ void stage_weights_mma_kernel(float *wt, const float *params, const __grid_constant__ router_dims r,
                                          const __grid_constant__ products prod) {
     const size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -873,7 +910,7 @@ __global__ void stage_weights_mma_kernel(float *wt, const float *params, const _
     while (l + 1 < r.n && e >= prod.p[l + 1].w) l++;
     const product &p = prod.p[l];
     size_t rest = e - p.w;
-    const int reg = (int)(rest % 2), lane = (int)(rest / 2 % 32);
+    const int reg = (int)(rest % 2), part = (int)(rest % 4 / 2), lane = (int)(rest / 4 % 32);
     rest /= FRAG;
     const int nt = (int)(rest % p.ntt);
     rest /= p.ntt;
@@ -886,7 +923,9 @@ __global__ void stage_weights_mma_kernel(float *wt, const float *params, const _
         const int kk = k0 + q, co = prod.backward ? kk : nn, ci = prod.backward ? nn : kk;
         x[q] = co < cout && ci < cin ? params[r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i] : 0.0f;
     }
-    reinterpret_cast<uint32_t *>(wt)[e] = hyla_mma::pack(x[0], x[1]);
+    uint32_t hi, lo;
+    hyla_mma::pack_split(x[0], x[1], hi, lo);
+    reinterpret_cast<uint32_t *>(wt)[e] = part ? lo : hi;
 }
 
 // ---- host: layouts and tile lengths ----
@@ -896,13 +935,14 @@ static double product_cost_simt(const product &p) {
     return (double)p.passes * p.tm * THREADS * TN * p.Kp * p.taps * (17.0 * p.tm + 4) / (16.0 * p.tm);
 }
 // The tensor-core form's: per warp tile, tap and k-step 2 mt 16-byte A loads (4 shared-memory
-// wavefronts each) and nt 8-byte B loads (2 each), a wavefront a cycle of the SM (the time of
-// 128 thread-steps); the mt nt mma issue behind them (about a cycle each, a guess). Warp tiles
+// wavefronts each) and nt 16-byte B loads (hi and lo: 4 each), a wavefront a cycle of the SM
+// (the time of 128 thread-steps); or, where more, its 3 mt nt mma (hi and lo: about a cycle
+// each, a guess). The split's ~20 more instructions per m-tile are not counted. Warp tiles
 // wholly past the rows are skipped.
 static double product_cost(const product &p) {
     if (!p.mma) return product_cost_simt(p);
     const int tiles = (p.rows + 16 * p.mt - 1) / (16 * p.mt); // row tiles of all passes
-    const double per_step = std::max(8.0 * p.mt + 2.0 * p.nt, 1.0 * p.mt * p.nt) * 128;
+    const double per_step = std::max(8.0 * p.mt + 4.0 * p.nt, 3.0 * p.mt * p.nt) * 128;
     return (double)tiles * p.cbw * p.taps * (p.K16 / 16) * per_step;
 }
 // Threads over the output channel groups: warp tiles of wc groups (a power of two, at most 8) by
@@ -947,7 +987,7 @@ static bool make_product_mma(product *p, int K, int N, int rows, int taps, int d
     base.K = K, base.N = N, base.Kp = round_up(K, 4), base.Np = round_up(N, 4);
     base.taps = taps, base.dil = dil, base.reverse = reverse;
     base.mma = 1, base.K16 = round_up(K, 16), base.ntt = round_up(N, 8) / 8, base.rows = rows;
-    base.kc = std::min(base.K16, std::max(16, W_CHUNK_MMA / (taps * 8 * base.ntt * 8) * 16));
+    base.kc = std::min(taps * base.K16 / 16, std::max(1, W_CHUNK_MMA / (FRAG * base.ntt))); // units a chunk
     double best = -1;
     for (const auto &t : tiles) {
         product c = base;

@@ -494,11 +494,12 @@ static void test_attention(int L, int Hq, int Hkv, int d, int wl, int lte) {
 }
 
 /* The LTE router against the CPU twin: fp32 within 1e-5. bf16 (train.precision = bf16 with
- * HYLA_ROUTER_MMA=1: the fused kernels' products on the tensor cores) within 3e-2, not 1e-2:
- * bf16 operands alone put dk, dv that far from the exact values on these inputs (six products in
- * a row, the errors grown where silu' is near zero; up to 1.6e-2 in tests/gpu/emu/run_router.sh,
- * which also checks the form against an fp64 twin with the same operands rounded); the score
- * must differ from fp32 (the tensor cores ran) and a second run give the same bits. */
+ * HYLA_ROUTER_MMA=1: the fused kernels' products on the tensor cores, their convs' and input
+ * gradients' operands split into bf16 hi + lo) within 1e-2: tests/gpu/emu/run_router.sh measures
+ * score and acts ~1e-5, dk and dv up to 3.5e-5, dparams up to 2.3e-3 (the weight gradients' bf16
+ * operands) from the exact values, and checks the form against an fp64 twin with the same
+ * operands. The saved activations must differ from fp32 by more than 1.5e-6 (the tensor cores
+ * ran: ~5e-6 where the fp32 kernels are ~5e-7 off) and a second run give the same bits. */
 static void test_lte_router_in(int B, int L, int H, int d, float p, int bf16) {
     const struct hyla_lte_router_shape shape = {.heads = H, .head_dim = d, .n_convs = 3, .kernel = {3, 3, 3},
                                                 .dilation = {2, 2, 2}};
@@ -510,7 +511,7 @@ static void test_lte_router_in(int B, int L, int H, int d, float p, int bf16) {
     float *dparams0 = alloc_f32(np); /* the values the gradient is added onto */
     memcpy(dparams0, dparams.h, np * sizeof(float));
     const uint64_t key = 12345;
-    const double bound = bf16 ? 3e-2 : 1e-5;
+    const double bound = bf16 ? 1e-2 : 1e-5;
     const char *env = getenv("HYLA_ROUTER_MMA");
     char *saved_env = env ? strdup(env) : NULL;
     if (bf16) setenv("HYLA_ROUTER_MMA", "1", 1), gpu->set_matmul_precision(1);
@@ -540,10 +541,11 @@ static void test_lte_router_in(int B, int L, int H, int d, float p, int bf16) {
         gpu->set_matmul_precision(0);
         if (saved_env) setenv("HYLA_ROUTER_MMA", saved_env, 1);
         else unsetenv("HYLA_ROUTER_MMA");
-        float *got = back(score.d, ns);
-        const double e = rel_err_f32(got, score.h, ns);
-        snprintf(label, sizeof label, "lte_router_fwd bf16: the score differs from fp32 by more than 1e-6 (%.2g)", e);
-        check_true(label, e > 1e-6);
+        float *got = back(acts.d, na);
+        const double e = rel_err_f32(got, acts.h, na);
+        snprintf(label, sizeof label, "lte_router_fwd bf16: the activations differ from fp32 by more than 1.5e-6 (%.2g)",
+                 e);
+        check_true(label, e > 1.5e-6);
         free(got);
     }
     free(saved_env);

@@ -33,6 +33,14 @@ inline float emu_bf16_value(uint32_t half) { // the low 16 bits as a bf16 value
     return f;
 }
 inline uint32_t pack(float lo, float hi) { return emu_bf16_bits(lo) | emu_bf16_bits(hi) << 16; }
+// x0, x1 as hi = pack(x0, x1) plus lo = pack of the remainders (cuda_mma.cuh's pack_split).
+inline void pack_split(float x0, float x1, uint32_t &hi, uint32_t &lo) {
+    hi = pack(x0, x1);
+    lo = pack(x0 - emu_bf16_value(hi & 0xffff), x1 - emu_bf16_value(hi >> 16));
+#ifdef EMU_DROP_LO // a check of the checks: EMU_CXXFLAGS=-DEMU_DROP_LO bash run_router.sh must fail
+    lo = 0;
+#endif
+}
 
 // Per-thread slots for the collectives (threadIdx.x < 1024; one block at a time per OS thread).
 inline thread_local uint32_t emu_slot[1024][8];

@@ -4,7 +4,8 @@
 //   (b) ldsm_x4_trans of a row-major [k][n] tile = the hand-built B fragments of its two n-tiles;
 //   (c) two C n-tiles packed to bf16 are the A fragment of that 16 x 16 (FlashAttention-2's
 //       P V without leaving the registers): equal to ldsm_x4 of the tile, and so is the product;
-//   (d) pack rounds to nearest even (low half = first argument) and keeps NaN a NaN.
+//   (d) pack rounds to nearest even (low half = first argument) and keeps NaN a NaN;
+//   (e) pack_split: hi = pack, lo = pack of the exact remainders, hi + lo within 2^-16 relative.
 // Exit status 1 on any mismatch. Built and run by run_mma.sh (ctest emu.mma).
 #include "mma_emu.h"
 
@@ -132,5 +133,17 @@ int main() {
     const uint32_t p1 = pack(1 + 0x1p-8f, 1 + 3 * 0x1p-8f), p2 = pack(1 + 0x1p-8f + 0x1p-12f, nan_ones);
     check("(d) pack rounds to nearest even, low half first, NaN stays NaN",
           p1 == (0x3f80u | 0x3f82u << 16) && (p2 & 0xffff) == 0x3f81 && isnan(emu_bf16_value(p2 >> 16)));
+    // (e) 1 + 2^-8 + 2^-12: hi 1 + 2^-7 (rounded up), lo -2^-8 + 2^-12 (exact in bf16); pv: hi + lo
+    // within 2^-16 of it; low halves first
+    uint32_t hi, lo, hi2, lo2;
+    const float x = 1 + 0x1p-8f + 0x1p-12f, pv = 3.14159265f;
+    pack_split(x, -pv, hi, lo);
+    pack_split(pv, 0, hi2, lo2);
+    const float xs = emu_bf16_value(hi & 0xffff) + emu_bf16_value(lo & 0xffff);
+    const float ps = emu_bf16_value(hi >> 16) + emu_bf16_value(lo >> 16);
+    check("(e) pack_split: hi = pack, lo = pack(x - hi), hi + lo = x to 2^-16",
+          hi == pack(x, -pv) && xs == x && emu_bf16_value(lo & 0xffff) == -0x1p-8f + 0x1p-12f &&
+              fabsf(ps + pv) <= 0x1p-16f * pv && hi2 == pack(pv, 0) && lo2 >> 16 == 0 &&
+              emu_bf16_value(lo2 & 0xffff) == -emu_bf16_value(lo >> 16));
     return fails ? 1 : 0;
 }
