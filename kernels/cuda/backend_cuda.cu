@@ -173,6 +173,7 @@ static struct hyla_backend table;
 extern "C" void cuda_register_reduce_ops(struct hyla_backend *t); // cuda_reduce_ops.cu
 extern "C" void cuda_register_linear(struct hyla_backend *t);    // cuda_linear.cu
 extern "C" void cuda_register_mlp(struct hyla_backend *t);       // cuda_mlp.cu
+extern "C" void cuda_register_swiglu(struct hyla_backend *t);    // cuda_swiglu.cu
 extern "C" void cuda_register_embedding(struct hyla_backend *t); // cuda_embedding.cu
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t); // cuda_gdn_parts.cu
 extern "C" void cuda_register_rmsnorm(struct hyla_backend *t);   // cuda_rmsnorm.cu
@@ -194,6 +195,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     table.cross_entropy_fwd = cuda_cross_entropy_fwd, table.cross_entropy_bwd = cuda_cross_entropy_bwd;
     cuda_register_linear(&table);
     cuda_register_mlp(&table);
+    cuda_register_swiglu(&table);
     cuda_register_embedding(&table);
     cuda_register_reduce_ops(&table);
     cuda_register_gdn_parts(&table);

@@ -1,4 +1,5 @@
-// CUDA: SwiGLU and the SwiGLU MLP, with the CPU twins' semantics (kernels/cpu/op_linear.c).
+// CUDA: the SwiGLU MLP, with the CPU twin's semantics (kernels/cpu/op_linear.c); SwiGLU itself
+// is in cuda_swiglu.cu.
 //
 // bf16 intermediates (bf16 mode, products large enough to take bf16 copies): the MLP's z (the
 // SwiGLU output) and its backward's dgate, dup are only ever operands of products, which round
@@ -14,6 +15,7 @@
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_products.cuh"
+#include "cuda_swiglu.cuh"
 
 using namespace products;
 namespace {
@@ -29,41 +31,6 @@ bool bf16_intermediates(int n, int dim, int inter) {
     }
     // every product of the MLP has the dimensions n, dim, inter in some order: one decision
     return on && cuda_gemm_takes_copies(n, dim, inter);
-}
-
-__device__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-// z = silu(gate) up, as float (fp32 z) or bf16 (Z = bf16).
-template <class Z> __device__ Z out_as(float x);
-template <> __device__ float out_as<float>(float x) { return x; }
-template <> __device__ bf16 out_as<bf16>(float x) { return __float2bfloat16(x); }
-
-template <class Z> __global__ void swiglu_fwd_kernel(Z *z, const float *gate, const float *up, size_t count) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i < count) z[i] = out_as<Z>(gate[i] * sigmoidf_(gate[i]) * up[i]);
-}
-// dgate may alias dz (each element read before it is written, by the same thread).
-template <class Z>
-__global__ void swiglu_bwd_kernel(Z *dgate, Z *dup, const float *dz, const float *gate, const float *up,
-                                  size_t count) {
-    size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (i >= count) return;
-    float d = dz[i], g = gate[i], s = sigmoidf_(g);
-    dup[i] = out_as<Z>(d * g * s);
-    dgate[i] = out_as<Z>(d * up[i] * s * (1.0f + g * (1.0f - s)));
-}
-template <class Z> void swiglu_fwd(Z *z, const float *gate, const float *up, size_t count) {
-    swiglu_fwd_kernel<Z><<<blocks_for(count, 256), 256>>>(z, gate, up, count);
-    CUDA_LAUNCH_CHECK();
-}
-template <class Z> void swiglu_bwd(Z *dgate, Z *dup, const float *dz, const float *gate, const float *up, size_t count) {
-    swiglu_bwd_kernel<Z><<<blocks_for(count, 256), 256>>>(dgate, dup, dz, gate, up, count);
-    CUDA_LAUNCH_CHECK();
-}
-
-void cuda_swiglu_fwd(float *z, const float *gate, const float *up, size_t count) { swiglu_fwd(z, gate, up, count); }
-void cuda_swiglu_bwd(float *dgate, float *dup, const float *dz, const float *gate, const float *up, size_t count) {
-    swiglu_bwd(dgate, dup, dz, gate, up, count);
 }
 
 // acts = [gate | up | z], each [n, inter] (z in bf16 in the first half of its slot with bf16
@@ -82,11 +49,11 @@ void cuda_mlp_fwd(float *y, float *acts, const float *x, const float *residual, 
     const float beta = residual ? 1.0f : 0.0f;
     if (bf16_intermediates(n, dim, inter)) {
         bf16 *zh = (bf16 *)z;
-        swiglu_fwd(zh, gate, up, size);
+        swiglu_forward(zh, gate, up, size);
         gemm_h(copies, 0, 1, n, dim, inter, 1.0f, NULL, inter, zh, wd, inter, NULL, beta, y, dim);
         return;
     }
-    swiglu_fwd(z, gate, up, size);
+    swiglu_forward(z, gate, up, size);
     gemm(copies, 0, 1, n, dim, inter, 1.0f, z, inter, wd, inter, beta, y, dim);
 }
 
@@ -104,7 +71,7 @@ void cuda_mlp_bwd(float *dx, float *dwg, float *dwu, float *dwd, const float *dy
         bf16 *dgh = (bf16 *)dup, *duh = dgh + size; // both in dup's fp32 slot; dz stays fp32
         gemm(copies, 0, 0, n, inter, dim, 1.0f, dy, dim, wd, inter, 0.0f, dz, inter);                // dz = dy Wd
         gemm_h(copies, 1, 0, dim, inter, n, 1.0f, dy, dim, NULL, NULL, inter, zh, 1.0f, dwd, inter); // dWd += dy^T z
-        swiglu_bwd(dgh, duh, dz, gate, up, size);
+        swiglu_backward(dgh, duh, dz, gate, up, size);
         gemm_h(copies, 0, 0, n, dim, inter, 1.0f, NULL, inter, dgh, wg, dim, NULL, 0.0f, dx, dim);   // dx = dg Wg
         gemm_h(copies, 1, 0, inter, dim, n, 1.0f, NULL, inter, dgh, x, dim, NULL, 1.0f, dwg, dim);   // dWg += dg^T x
         gemm_h(copies, 0, 0, n, dim, inter, 1.0f, NULL, inter, duh, wu, dim, NULL, 1.0f, dx, dim);   // dx += du Wu
@@ -112,7 +79,7 @@ void cuda_mlp_bwd(float *dx, float *dwg, float *dwu, float *dwd, const float *dy
         return;
     }
     linear_bwd(copies, dz, false, dwd, NULL, dy, z, wd, n, inter, dim);
-    swiglu_bwd(dz, dup, dz, gate, up, size);
+    swiglu_backward(dz, dup, dz, gate, up, size);
     linear_bwd(copies, dx, false, dwg, NULL, dz, x, wg, n, dim, inter);
     linear_bwd(copies, dx, true, dwu, NULL, dup, x, wu, n, dim, inter);
 }
@@ -120,6 +87,5 @@ void cuda_mlp_bwd(float *dx, float *dwg, float *dwu, float *dwd, const float *dy
 } // namespace
 
 extern "C" void cuda_register_mlp(struct hyla_backend *t) {
-    t->swiglu_fwd = cuda_swiglu_fwd, t->swiglu_bwd = cuda_swiglu_bwd;
     t->mlp_fwd = cuda_mlp_fwd, t->mlp_bwd = cuda_mlp_bwd;
 }

@@ -7,7 +7,8 @@
 // the clipping factor and accumulate_f64 bit for bit; loss_mean_add within 1e-6 of the mean.
 // Arguments: groups, each a name and its shape:
 //   conv B L C kw | rmsnorm n dim | l2norm rows dim | gated_rmsnorm rows dim | gates rows H |
-//   rope B L H d pos0 | embedding n dim vocab pad | loss n | optimizer count | bf16 count offset
+//   rope B L H d pos0 | embedding n dim vocab pad | loss n | optimizer count | bf16 count offset |
+//   swiglu count offset
 // --every-op first: fail unless the groups called every op the files register.
 #include "emu.h"
 #include "emu_check.h"
@@ -22,7 +23,10 @@ void cuda_register_rmsnorm(struct hyla_backend *t);
 void cuda_register_reduce_ops(struct hyla_backend *t);
 void cuda_register_embedding(struct hyla_backend *t);
 void cuda_register_bf16_convert(struct hyla_backend *t);
+void cuda_register_swiglu(struct hyla_backend *t);
 }
+#include "cuda_swiglu.cuh"
+
 #include "common/bf16.h"
 void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count); // cuda_bf16_convert.cu
 
@@ -251,12 +255,47 @@ static void bf16(long count, long offset) {
     printf(" ok");
 }
 
+// SwiGLU, count values `offset` floats into their buffers (an offset: the one-value path):
+// the table's fp32 ops against the CPU twins, dgate also in dz's memory (it may alias dz); the
+// bf16 outputs the MLP uses must be the fp32 ones rounded, bit for bit.
+static void swiglu(long count, long offset) {
+    printf("swiglu count=%ld offset=%ld:", count, offset);
+    const size_t n = count + offset;
+    const vec gate = rv(n, -4, 4), up = rv(n, -2, 2), dz = rv(n, -1, 1);
+    vec z(count), dg(count), du(count), gz = nans(n), gdg = nans(n), gdu = nans(n);
+    cpu_f32_swiglu_fwd(z.data(), gate.data() + offset, up.data() + offset, count);
+    cpu_f32_swiglu_bwd(dg.data(), du.data(), dz.data() + offset, gate.data() + offset, up.data() + offset, count);
+    GPU(swiglu_fwd)(gz.data() + offset, gate.data() + offset, up.data() + offset, count);
+    GPU(swiglu_bwd)(gdg.data() + offset, gdu.data() + offset, dz.data() + offset, gate.data() + offset,
+                    up.data() + offset, count);
+    auto tail = [&](const vec &v) { return vec(v.begin() + offset, v.end()); };
+    check_vec("z", tail(gz), z), check_vec("dgate", tail(gdg), dg), check_vec("dup", tail(gdu), du);
+    vec inplace = dz, gdu2 = nans(n); // dgate over dz
+    GPU(swiglu_bwd)(inplace.data() + offset, gdu2.data() + offset, inplace.data() + offset, gate.data() + offset,
+                    up.data() + offset, count);
+    check_true("swiglu_bwd with dgate over dz: not the same bits",
+               !memcmp(inplace.data() + offset, gdg.data() + offset, count * 4) &&
+                   !memcmp(gdu2.data() + offset, gdu.data() + offset, count * 4));
+    std::vector<__nv_bfloat16> hz(n), hdg(n), hdu(n);
+    swiglu_forward(hz.data() + offset, gate.data() + offset, up.data() + offset, count);
+    swiglu_backward(hdg.data() + offset, hdu.data() + offset, dz.data() + offset, gate.data() + offset,
+                    up.data() + offset, count);
+    bool same = true;
+    for (long i = 0; i < count; i++) {
+        same &= hz[offset + i].u == __float2bfloat16(gz[offset + i]).u;
+        same &= hdg[offset + i].u == __float2bfloat16(gdg[offset + i]).u;
+        same &= hdu[offset + i].u == __float2bfloat16(gdu[offset + i]).u;
+    }
+    check_true("bf16 outputs: not the fp32 ones rounded", same);
+}
+
 int main(int argc, char **argv) {
     cuda_register_gdn_parts(&gpu);
     cuda_register_rmsnorm(&gpu);
     cuda_register_reduce_ops(&gpu);
     cuda_register_embedding(&gpu);
     cuda_register_bf16_convert(&gpu);
+    cuda_register_swiglu(&gpu);
     int a = 1;
     const bool every_op = a < argc && !strcmp(argv[a], "--every-op");
     a += every_op;
@@ -274,9 +313,10 @@ int main(int argc, char **argv) {
         else if (group == "loss") loss(arg(0)), used = 1;
         else if (group == "optimizer") optimizer((size_t)arg(0)), used = 1;
         else if (group == "bf16") bf16(arg(0), arg(1)), used = 2;
+        else if (group == "swiglu") swiglu(arg(0), arg(1)), used = 2;
         else {
             fprintf(stderr, "unknown group %s (conv, rmsnorm, l2norm, gated_rmsnorm, gates, rope, embedding, loss, "
-                            "optimizer, bf16)\n",
+                            "optimizer, bf16, swiglu)\n",
                     group.c_str());
             return 2;
         }

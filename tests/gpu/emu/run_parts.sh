@@ -20,14 +20,14 @@ set -euo pipefail
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --keep-register --replace '#include "backend_cuda.h"=>#include "kernels/backend.h"' \
   --replace '#include <cub/device/device_radix_sort.cuh>=>#include "cub_emu.h"' \
   --head '#include "emu.h"\nstatic inline float rsqrtf(float x) { return 1.0f / sqrtf(x); }' \
-  cuda_gdn_parts.cu cuda_rmsnorm.cu cuda_reduce_ops.cu cuda_embedding.cu cuda_bf16_convert.cu cuda_column_sum.cuh \
-  cuda_reduce.cuh cuda_vec.cuh cuda_bf16_convert.cuh
+  cuda_gdn_parts.cu cuda_rmsnorm.cu cuda_reduce_ops.cu cuda_embedding.cu cuda_bf16_convert.cu cuda_swiglu.cu \
+  cuda_column_sum.cuh cuda_reduce.cuh cuda_vec.cuh cuda_bf16_convert.cuh cuda_swiglu.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,cub_emu.h,parts_emu.cpp} "$work/"
-emu_compile cuda_gdn_parts cuda_rmsnorm cuda_reduce_ops cuda_embedding cuda_bf16_convert parts_emu
+emu_compile cuda_gdn_parts cuda_rmsnorm cuda_reduce_ops cuda_embedding cuda_bf16_convert cuda_swiglu parts_emu
 cd "$work"
 ops="$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu"
-g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_norm.c.o" "$ops/op_rope.c.o" "$ops/op_optimizer.c.o" \
-  "$ops/op_embedding.c.o" "$build/libhyla_common.a" -fopenmp -lm -o "$work/emu"
+g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_norm.c.o" "$ops/op_rope.c.o" "$ops/op_optimizer.c.o" "$ops/op_linear.c.o" \
+  "$ops/op_embedding.c.o" "$build/libhyla_common.a" -lopenblas -fopenmp -lm -o "$work/emu"
 # Default groups (parts_emu.cpp): the convolution (a thread slides over a run of 16 tokens) with
 #   C 70 and 33 (scalar: one partial block of channels, several runs a block), 600 and 1024
 #   (float4; 1024: the 0.4B width, a block of 256 channel quads), 300 and 64 (float4, several
@@ -51,7 +51,8 @@ g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_norm.c.o" "$ops/op_rope.c.o" "
 #   the optimizer chain at count 100003, and 5000011: 1221 partial sums, more than the reducing
 #   block's 256 threads; bf16 rounding and widening (cuda_bf16_convert.cu: 8 values a thread where
 #   aligned, one elsewhere) at count 1003 aligned (a tail of 3) and 1003 / 16 one float off
-#   (the scalar path only).
+#   (the scalar path only); SwiGLU (cuda_swiglu.cu: 4 values a thread where aligned) at count
+#   1000 aligned and one float off, 1003 (not a multiple of 4), fp32 and bf16 outputs.
 every=""
 if [ $# -eq 0 ]; then
   every="--every-op" # the default list must call every op the files register
@@ -65,6 +66,7 @@ if [ $# -eq 0 ]; then
          gates 37 5  gates 131 16  rope 2 37 3 16 5  rope 1 70 2 128 0  rope 1 9 3 100 2  rope 1 5 2 600 1 \
          rope 1 7 16 64 3  rope 1 5 5 6 0  rope 1 3 2 2000 4 \
          embedding 37 70 1000 0  embedding 700 300 5 1  embedding 4096 33 3 0  embedding 640 20 1 1 \
-         loss 37  loss 5000  optimizer 100003  optimizer 5000011  bf16 1003 0  bf16 1003 1  bf16 16 1
+         loss 37  loss 5000  optimizer 100003  optimizer 5000011  bf16 1003 0  bf16 1003 1  bf16 16 1 \
+         swiglu 1000 0  swiglu 1000 1  swiglu 1003 0
 fi
 OMP_NUM_THREADS=1 "$work/emu" $every "$@"
