@@ -71,6 +71,10 @@ struct smem_carver {
 };
 __host__ __device__ constexpr size_t carve_size(size_t bytes) { return (bytes + 127) / 128 * 128; }
 
+// 228 KB of shared memory per SM (H100, H200), less 1 KB the runtime keeps per block, halved:
+// the most a block may take for two blocks to fit on an SM.
+constexpr size_t SMEM_TWO_PER_SM = (228 * 1024) / 2 - 1024;
+
 // C (fp32, M x N, ld ldc) = [C +] alpha op(A) op(B), op(A) M x K, op(B) K x N, all multiples
 // of 16, bf16 operands in shared memory. TA: A is stored K x M (row-major), so op(A) = A^T;
 // TB: B is stored N x K, op(B) = B^T. Warps take 16 x 16 output tiles round-robin; the
@@ -163,6 +167,27 @@ __device__ inline void load_rows_bf16(bf16 *dst, int ld, const float *src, size_
     }
 }
 
+constexpr int PER_THREAD = CH * DMAX / THREADS; // elements of a 64 x 128 buffer per thread
+// load_rows_bf16 with every load of a thread issued before the first is used (the same
+// values), in two halves (all 32 at once costs more registers than grads_dk_kernel has to spare).
+__device__ inline void load_rows_bf16_at_once(bf16 *dst, int ld, const float *src, size_t row_stride, int c,
+                                              int width, int wpad, const float *f = nullptr) {
+    constexpr int HALF = PER_THREAD / 2;
+    for (int m0 = 0; m0 < PER_THREAD; m0 += HALF) {
+        float x[HALF];
+#pragma unroll
+        for (int m = 0; m < HALF; m++) {
+            const int e = threadIdx.x + (m0 + m) * THREADS, r = e / wpad, i = e % wpad;
+            x[m] = e < CH * wpad && r < c && i < width ? src[(size_t)r * row_stride + i] * (f ? f[r] : 1.0f) : 0.0f;
+        }
+#pragma unroll
+        for (int m = 0; m < HALF; m++) {
+            const int e = threadIdx.x + (m0 + m) * THREADS;
+            if (e < CH * wpad) dst[(size_t)(e / wpad) * ld + e % wpad] = __float2bfloat16(x[m]);
+        }
+    }
+}
+
 // Host side: scratch of the forward quantities (t only when with_t) and the kernel launches.
 scratch alloc_scratch(const dims &d, bool with_t);
 void free_scratch(scratch &s);
@@ -177,6 +202,10 @@ void launch_prep(const scratch &s, const float *q, const float *k, const float *
 void launch_state_fwd(const scratch &s, float *final_state, const float *S0, const dims &d);
 // F6 per chunk: the output.
 void launch_out(float *o, const scratch &s, const float *q, const float *k, const dims &d);
+// HYLA_GDR_FWD2: the output kernel and the state chains (forward and backward) in the forms
+// that fit two blocks per SM (the state chains over 16 value columns a block); the same bits
+// (cuda_gdr_chunk_fwd.cu). Read at every call, so that a test can run both forms in one process.
+bool use_fwd2(void);
 
 } // namespace gdrc
 

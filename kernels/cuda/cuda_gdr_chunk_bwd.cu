@@ -8,6 +8,8 @@
 //     or, with HYLA_GDR_GRADS2=1, the same in two kernels of two blocks per SM each:
 //   grads_dq (one block per chunk)     dq; dk's and dgam's first terms (into dk, dg)
 //   grads_dk (one block per chunk)     the rest of dk, dv, dbeta, dg
+//   with HYLA_GDR_FWD2=1 the state step over 16 value columns a block, two blocks per SM
+//   (state_bwd2_kernel; the same bits)
 // Only one state and one state gradient per chunk are kept; every sum has a fixed order.
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
@@ -121,6 +123,103 @@ __global__ void __launch_bounds__(THREADS) state_bwd_kernel(bf16 *gend, bf16 *dd
         for (int e = tid; e < dkp * BV; e += THREADS) {
             const int i = e / BV, j = e % BV;
             if (i < d.dk && j0 + j < d.dv) dS0[bh * s_size + (size_t)i * d.dv + j0 + j] = G[i * LDVF + j];
+        }
+}
+
+// B2-B3 as state_bwd_kernel over BVT (16) value columns a block, two blocks per SM
+// (HYLA_GDR_FWD2=1; the same bits: each column's chain is independent, and a 16 x 16 tile sums
+// over k in the same order whatever the slice's width). To fit, the chunk operands Ke, Qs, -W
+// of the walk's step i take three of four rotating slots, each refilled for step i + 1 as soon
+// as its product is done: Ke_{i+1} into the free slot at the top of step i, Qs_{i+1} over Ke_i
+// after ddelta, -W_{i+1} over Qs_i after the Qs^T dO product. Slot of role r (0 Ke, 1 Qs, 2 -W,
+// 3 free) at step i: (r - i) mod 4. Three cp.async groups a step (empty ones past the last
+// chunk, so that "all but the newest two" always names the group needed).
+template <int BVT> constexpr size_t state_bwd2_smem() {
+    return carve_size(sizeof(bf16) * 4 * CH * LDH) + carve_size(sizeof(bf16) * 2 * CH * (BVT + 8)) +
+           carve_size(sizeof(float) * 2 * CH * (BVT + 4)) + carve_size(sizeof(float) * DMAX * (BVT + 4)) +
+           carve_size(sizeof(bf16) * DMAX * (BVT + 8)) + carve_size(sizeof(bf16) * CH * (BVT + 8));
+}
+constexpr int BV2 = 16; // value columns a block of the two-per-SM state chain
+static_assert(state_bwd2_smem<BV2>() <= SMEM_TWO_PER_SM, "two blocks per SM");
+
+template <int BVT>
+__global__ void __launch_bounds__(THREADS, 2) state_bwd2_kernel(bf16 *gend, bf16 *dd, float *dS0, scratch s,
+                                                                const bf16 *dob, const float *ddl,
+                                                                const float *dS_final, dims d) {
+    constexpr int LVF = BVT + 4, LVH = BVT + 8;
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Op0 = sc.take<bf16>(4 * CH * LDH), *Ob0 = sc.take<bf16>(2 * CH * LVH);
+    float *Db0 = sc.take<float>(2 * CH * LVF);
+    auto slot = [&](int r, int i) { return Op0 + ((r - i) & 3) * CH * LDH; };
+    auto Ob = [&](int x) { return Ob0 + x * CH * LVH; };
+    auto Db = [&](int x) { return Db0 + x * CH * LVF; };
+    float *G = sc.take<float>(DMAX * LVF);
+    bf16 *Gh = sc.take<bf16>(DMAX * LVH), *Dh = sc.take<bf16>(CH * LVH);
+    const int bh = blockIdx.x, j0 = blockIdx.y * BVT, tid = threadIdx.x, dkp = d.dkp, dvp = d.dvp, nt = d.nt;
+    const size_t s_size = (size_t)d.dk * d.dv;
+    for (int e = tid; e < dkp * BVT; e += THREADS) {
+        const int i = e / BVT, j = e % BVT;
+        const float x = (dS_final && i < d.dk && j0 + j < d.dv) ? dS_final[bh * s_size + (size_t)i * d.dv + j0 + j] : 0.0f;
+        G[i * LVF + j] = x;
+        Gh[i * LVH + j] = __float2bfloat16(x);
+    }
+    // step i of the walk is chunk n = nt - 1 - i; each fetch commits one group, empty past the end
+    auto fetch_a = [&](int i) { // Ke, dO, ddl
+        if (i < nt) {
+            const size_t cb = (size_t)bh * nt + (nt - 1 - i);
+            copy_async_bf16(slot(0, i), LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+            copy_async_bf16(Ob(i & 1), LVH, dob + cb * CH * dvp + j0, dvp, CH, BVT);
+            copy_async_f32(Db(i & 1), LVF, ddl + cb * CH * dvp + j0, dvp, CH, BVT);
+        }
+        __pipeline_commit();
+    };
+    auto fetch_b = [&](int i) { // Qs
+        if (i < nt) copy_async_bf16(slot(1, i), LDH, s.qs + ((size_t)bh * nt + (nt - 1 - i)) * CH * dkp, dkp, CH, dkp);
+        __pipeline_commit();
+    };
+    auto fetch_c = [&](int i) { // -W
+        if (i < nt) copy_async_bf16(slot(2, i), LDH, s.wn + ((size_t)bh * nt + (nt - 1 - i)) * CH * dkp, dkp, CH, dkp);
+        __pipeline_commit();
+    };
+    fetch_a(0), fetch_b(0), fetch_c(0);
+    for (int i = 0; i < nt; i++) {
+        const int n = nt - 1 - i, x = i & 1;
+        const size_t cb = (size_t)bh * nt + n;
+        const float glast = s.gcum[cb * CH + CH - 1];
+        __pipeline_wait_prior(2); // group a of step i (b and c may be in flight)
+        __syncthreads();          // Ke, dO, ddl of chunk n and Gh in place; the free slot and buffers x^1 free
+        fetch_a(i + 1);
+        for (int e = tid; e < dkp * BVT; e += THREADS) {
+            const int r = e / BVT, j = e % BVT;
+            gend[cb * dkp * dvp + (size_t)r * dvp + j0 + j] = Gh[r * LVH + j];
+        }
+        mma<false, false>(Db(x), LVF, slot(0, i), LDH, Gh, LVH, CH, BVT, dkp, 1.0f, true); // ddelta = ddl + Ke G
+        __pipeline_wait_prior(2); // group b of step i
+        __syncthreads();          // Ke_i dead: Qs_{i+1} takes its slot
+        fetch_b(i + 1);
+        const float a = expf(glast);
+        for (int e = tid; e < CH * BVT; e += THREADS) {
+            const int r = e / BVT, j = e % BVT;
+            const bf16 x16 = __float2bfloat16(Db(x)[r * LVF + j]);
+            Dh[r * LVH + j] = x16;
+            dd[cb * CH * dvp + (size_t)r * dvp + j0 + j] = x16;
+        }
+        for (int e = tid; e < dkp * BVT; e += THREADS) G[(e / BVT) * LVF + e % BVT] *= a;
+        __syncthreads();
+        mma<true, false>(G, LVF, slot(1, i), LDH, Ob(x), LVH, dkp, BVT, CH, 1.0f, true); // + scale (e^gam Q)^T dO
+        __pipeline_wait_prior(2); // group c of step i
+        __syncthreads();          // Qs_i dead: -W_{i+1} takes its slot
+        fetch_c(i + 1);
+        mma<true, false>(G, LVF, slot(2, i), LDH, Dh, LVH, dkp, BVT, CH, 1.0f, true); // - W^T ddelta
+        __syncthreads();
+        for (int e = tid; e < dkp * BVT; e += THREADS) Gh[(e / BVT) * LVH + e % BVT] = __float2bfloat16(G[(e / BVT) * LVF + e % BVT]);
+    }
+    __pipeline_wait_prior(0); // the empty groups past the end
+    if (dS0)
+        for (int e = tid; e < dkp * BVT; e += THREADS) {
+            const int i = e / BVT, j = e % BVT;
+            if (i < d.dk && j0 + j < d.dv) dS0[bh * s_size + (size_t)i * d.dv + j0 + j] = G[i * LVF + j];
         }
 }
 
@@ -347,8 +446,6 @@ __global__ void __launch_bounds__(THREADS) grads_kernel(float *dq, float *dk, fl
 // element step is grads_kernel's, in the same order: the same bits (emu.gdr_chunk compares).
 // HYLA_GDR_GRADS2=1 / 0 chooses; off until a GPU run has timed it (GRADS2_BY_DEFAULT).
 
-// 228 KB of shared memory per SM (H100, H200), less 1 KB the runtime keeps per block, halved.
-constexpr size_t SMEM_TWO_PER_SM = (228 * 1024) / 2 - 1024;
 constexpr size_t S128 = carve_size(sizeof(bf16) * DMAX * LDH), FS64 = carve_size(sizeof(float) * CH * LDSF),
                  HS64 = carve_size(sizeof(bf16) * CH * LDS), STAGE = carve_size(sizeof(float) * WARPS * 256),
                  VEC = carve_size(sizeof(float) * CH);
@@ -361,28 +458,7 @@ static_assert(FS64 <= H64 && S128 == 2 * H64, "a 64 x 64 fp32 buffer fits in a 6
 // Loads from device memory with every load of a thread issued before the first is used, so
 // that a step waits for memory once rather than once per loop round (grads_kernel's loops
 // wait up to 16 times; the values, and so the bits, are the same).
-constexpr int PER_THREAD = CH * DMAX / THREADS; // elements of a 64 x 128 buffer per thread
 constexpr int ROWS_PER_WARP = CH / WARPS, COLS_PER_LANE = DMAX / 32;
-
-// load_rows_bf16 so, in two halves (all 32 at once costs more registers than
-// grads_dk_kernel has to spare).
-__device__ inline void load_rows_bf16_at_once(bf16 *dst, int ld, const float *src, size_t row_stride, int c,
-                                              int width, int wpad, const float *f = nullptr) {
-    constexpr int HALF = PER_THREAD / 2;
-    for (int m0 = 0; m0 < PER_THREAD; m0 += HALF) {
-        float x[HALF];
-#pragma unroll
-        for (int m = 0; m < HALF; m++) {
-            const int e = threadIdx.x + (m0 + m) * THREADS, r = e / wpad, i = e % wpad;
-            x[m] = e < CH * wpad && r < c && i < width ? src[(size_t)r * row_stride + i] * (f ? f[r] : 1.0f) : 0.0f;
-        }
-#pragma unroll
-        for (int m = 0; m < HALF; m++) {
-            const int e = threadIdx.x + (m0 + m) * THREADS;
-            if (e < CH * wpad) dst[(size_t)(e / wpad) * ld + e % wpad] = __float2bfloat16(x[m]);
-        }
-    }
-}
 
 // This warp's rows r = warp + WARPS m of a chunk of a [B, L, H, width] tensor at the columns
 // i = lane + 32 j of a row pass: x[m][j], zero outside the true sizes.
@@ -814,7 +890,12 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     CUDA_CHECK(cudaMallocAsync((void **)&gend, sizeof(bf16) * nc * d.dkp * d.dvp, 0));
     local_kernel<<<dim3(d.nt, B * H), THREADS, LOCAL_SMEM>>>(ddl, dob, s, q, k, dout, d);
     CUDA_LAUNCH_CHECK();
-    state_bwd_kernel<<<dim3(B * H, d.dvp / BV), THREADS, STATE_SMEM>>>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    if (use_fwd2()) {
+        static bool ready2 = false;
+        if (!ready2) allow_smem(state_bwd2_kernel<BV2>, state_bwd2_smem<BV2>()), ready2 = true;
+        state_bwd2_kernel<BV2><<<dim3(B * H, d.dvp / BV2), THREADS, state_bwd2_smem<BV2>()>>>(gend, dd, dS0, s, dob, ddl,
+                                                                                            dS_final, d);
+    } else state_bwd_kernel<<<dim3(B * H, d.dvp / BV), THREADS, STATE_SMEM>>>(gend, dd, dS0, s, dob, ddl, dS_final, d);
     CUDA_LAUNCH_CHECK();
     if (use_grads2()) { // dk and dg carry the first kernel's partial sums to the second
         grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM>>>(dq, dk, dg, s, dob, q, k, d);

@@ -6,6 +6,9 @@
 // Only the state chain is sequential, 64 times shorter than the token recurrence; it keeps
 // its 128 x 32 slice of the state in fp32 shared memory and streams the next chunk's operands
 // in (cp.async) while it works on the current one.
+// HYLA_GDR_FWD2=1 (FWD2_BY_DEFAULT) swaps the state and output kernels, forward and backward,
+// for forms of two blocks per SM: the state chains over 16 value columns a block (twice the
+// blocks), the output kernel in 102 KB instead of 119 (out2_kernel). The same bits.
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
 
@@ -275,6 +278,177 @@ __global__ void __launch_bounds__(THREADS) out_kernel(float *o, scratch s, const
     }
 }
 
+// The forms that fit two blocks per SM (HYLA_GDR_FWD2=1): the same products in the same order,
+// so the same bits (emu.gdr_chunk compares).
+
+// F5 as state_fwd_kernel over BVT (16) value columns a block: twice the blocks (256 at the 0.4B
+// shape, against 132 SMs), two on an SM, so that one chain's barriers and waits overlap the
+// other's work. Each value column's chain is independent, and a 16 x 16 output tile of a
+// product sums over k in the same order whatever the width of the slice, so the bits are
+// those of BV = 32. The chunk's last gate is read before the chunk's wait.
+template <int BVT> constexpr size_t state_fwd2_smem() {
+    return 2 * carve_size(sizeof(bf16) * 2 * CH * LDH) + carve_size(sizeof(float) * 2 * CH * (BVT + 4)) +
+           carve_size(sizeof(float) * DMAX * (BVT + 4)) + carve_size(sizeof(bf16) * DMAX * (BVT + 8)) +
+           carve_size(sizeof(bf16) * CH * (BVT + 8));
+}
+constexpr int BV2 = 16; // value columns a block of the two-per-SM state chains
+static_assert(state_fwd2_smem<BV2>() <= SMEM_TWO_PER_SM, "two blocks per SM");
+
+template <int BVT>
+__global__ void __launch_bounds__(THREADS, 2) state_fwd2_kernel(scratch s, float *final_state, const float *S0, dims d) {
+    constexpr int LVF = BVT + 4, LVH = BVT + 8;
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Wn0 = sc.take<bf16>(2 * CH * LDH), *Ke0 = sc.take<bf16>(2 * CH * LDH);
+    float *Ub0 = sc.take<float>(2 * CH * LVF);
+    auto Wn = [&](int x) { return Wn0 + x * CH * LDH; };
+    auto Ke = [&](int x) { return Ke0 + x * CH * LDH; };
+    auto Ub = [&](int x) { return Ub0 + x * CH * LVF; };
+    float *S = sc.take<float>(DMAX * LVF);
+    bf16 *Sh = sc.take<bf16>(DMAX * LVH), *Dh = sc.take<bf16>(CH * LVH);
+    const int bh = blockIdx.x, j0 = blockIdx.y * BVT, tid = threadIdx.x, dkp = d.dkp, dvp = d.dvp;
+    const size_t s_size = (size_t)d.dk * d.dv;
+    for (int e = tid; e < dkp * BVT; e += THREADS) {
+        const int i = e / BVT, j = e % BVT;
+        const float x = (S0 && i < d.dk && j0 + j < d.dv) ? S0[bh * s_size + (size_t)i * d.dv + j0 + j] : 0.0f;
+        S[i * LVF + j] = x;
+        Sh[i * LVH + j] = __float2bfloat16(x);
+    }
+    auto fetch = [&](int n, int x) {
+        const size_t cb = (size_t)bh * d.nt + n;
+        copy_async_bf16(Wn(x), LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16(Ke(x), LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_f32(Ub(x), LVF, s.u + cb * CH * dvp + j0, dvp, CH, BVT);
+        __pipeline_commit();
+    };
+    fetch(0, 0);
+    for (int n = 0; n < d.nt; n++) {
+        const int x = n & 1;
+        const size_t cb = (size_t)bh * d.nt + n;
+        const float glast = s.gcum[cb * CH + CH - 1];
+        __pipeline_wait_prior(0);
+        __syncthreads(); // chunk n's operands and Sh in place; buffer x^1 free
+        if (n + 1 < d.nt) fetch(n + 1, x ^ 1);
+        for (int e = tid; e < dkp * BVT; e += THREADS) { // H_n, as the later kernels read it
+            const int i = e / BVT, j = e % BVT;
+            s.states[cb * dkp * dvp + (size_t)i * dvp + j0 + j] = Sh[i * LVH + j];
+        }
+        mma<false, false>(Ub(x), LVF, Wn(x), LDH, Sh, LVH, CH, BVT, dkp, 1.0f, true); // Delta = U + (-W) H_n
+        __syncthreads();
+        const float a = expf(glast);
+        for (int e = tid; e < CH * BVT; e += THREADS) {
+            const int r = e / BVT, j = e % BVT;
+            const bf16 x16 = __float2bfloat16(Ub(x)[r * LVF + j]);
+            Dh[r * LVH + j] = x16;
+            s.delta[cb * CH * dvp + (size_t)r * dvp + j0 + j] = x16;
+        }
+        for (int e = tid; e < dkp * BVT; e += THREADS) S[(e / BVT) * LVF + e % BVT] *= a;
+        __syncthreads();
+        mma<true, false>(S, LVF, Ke(x), LDH, Dh, LVH, dkp, BVT, CH, 1.0f, true); // H += Ke^T Delta
+        __syncthreads();
+        for (int e = tid; e < dkp * BVT; e += THREADS) Sh[(e / BVT) * LVH + e % BVT] = __float2bfloat16(S[(e / BVT) * LVF + e % BVT]);
+    }
+    if (final_state)
+        for (int e = tid; e < dkp * BVT; e += THREADS) {
+            const int i = e / BVT, j = e % BVT;
+            if (i < d.dk && j0 + j < d.dv) final_state[bh * s_size + (size_t)i * d.dv + j0 + j] = S[i * LVF + j];
+        }
+}
+
+// F6 as out_kernel in at most SMEM_TWO_PER_SM: no fp32 output buffer (each warp keeps its
+// output tiles, at most 4, in registers and writes them out through a 16 x 16 stage), and H_n
+// split: rows 0..63 arrive with the other operands, rows 64..127 go over Q once P = Q K^T is
+// formed (Sh and Qr are adjacent, so Sh reads as one 128-row buffer). While those rows land,
+// each warp runs its tiles of Qs H_n over k < 64 and the whole of P Delta, both in registers;
+// then k >= 64, and O = (0 + Qs H_n) + P Delta as out_kernel's two mma calls round it.
+constexpr size_t OUT2_SMEM = 5 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(float) * WARPS * 256) +
+                             carve_size(sizeof(bf16) * CH * LDS) + carve_size(sizeof(float) * CH);
+static_assert(OUT2_SMEM <= SMEM_TWO_PER_SM, "two blocks per SM");
+static_assert(carve_size(sizeof(bf16) * CH * LDH) == sizeof(bf16) * CH * LDH, "Sh and Qr adjacent, no gap");
+
+__global__ void __launch_bounds__(THREADS, 2) out2_kernel(float *o, scratch s, const float *q, const float *k, dims d) {
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
+    constexpr int HOLD = CH * DMAX / 256 / WARPS; // output tiles a warp at most
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Sh = sc.take<bf16>(CH * LDH), *Qr = sc.take<bf16>(CH * LDH); // adjacent: H_n's rows 64.. go over Q
+    bf16 *Kh = sc.take<bf16>(CH * LDH), *Qs = sc.take<bf16>(CH * LDH), *Dh = sc.take<bf16>(CH * LDH);
+    float *stage = sc.take<float>(WARPS * 256);
+    bf16 *Ph = sc.take<bf16>(CH * LDS);
+    float *gc = sc.take<float>(CH);
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp, k1 = min(dkp, CH);
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    const bf16 *hn = s.states + cb * dkp * dvp;
+    copy_async_bf16(Qs, LDH, s.qs + cb * CH * dkp, dkp, CH, dkp);
+    copy_async_bf16(Dh, LDH, s.delta + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(Sh, LDH, hn, dvp, k1, dvp);
+    __pipeline_commit();
+    if (tid < CH) gc[tid] = s.gcum[cb * CH + tid];
+    load_rows_bf16_at_once(Qr, LDH, q + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
+    load_rows_bf16_at_once(Kh, LDH, k + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    mma_apply<false, true>(Qr, LDH, Kh, LDH, CH, CH, dkp, stage, [&](int r, int j, float x) {
+        Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * x * expf(gc[r] - gc[j]) : 0.0f); // scale (Q K^T ⊙ E), causal
+    });
+    __syncthreads(); // Q is dead
+    if (dkp > CH) copy_async_bf16(Sh + CH * LDH, LDH, hn + CH * dvp, dvp, dkp - CH, dvp);
+    __pipeline_commit();
+    const int tn = dvp / 16, tiles = (CH / 16) * tn;
+    acc_t qh[HOLD], pd[HOLD]; // this warp's tiles of Qs H_n and P Delta
+#pragma unroll
+    for (int t = 0; t < HOLD; t++) {
+        const int tile = warp + t * WARPS, mi = tile / tn, ni = tile % tn;
+        if (tile >= tiles) break;
+        wmma::fill_fragment(qh[t], 0.0f);
+        for (int kk = 0; kk < k1; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> bb;
+            wmma::load_matrix_sync(a, Qs + (size_t)mi * 16 * LDH + kk, LDH);
+            wmma::load_matrix_sync(bb, Sh + (size_t)kk * LDH + ni * 16, LDH);
+            wmma::mma_sync(qh[t], a, bb, qh[t]);
+        }
+        wmma::fill_fragment(pd[t], 0.0f);
+        for (int kk = 0; kk < CH; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> bb;
+            wmma::load_matrix_sync(a, Ph + (size_t)mi * 16 * LDS + kk, LDS);
+            wmma::load_matrix_sync(bb, Dh + (size_t)kk * LDH + ni * 16, LDH);
+            wmma::mma_sync(pd[t], a, bb, pd[t]);
+        }
+    }
+    __pipeline_wait_prior(0);
+    __syncthreads(); // H_n's rows 64.. in place
+    float *st = stage + warp * 256;
+#pragma unroll
+    for (int t = 0; t < HOLD; t++) {
+        const int tile = warp + t * WARPS, mi = tile / tn, ni = tile % tn;
+        if (tile >= tiles) break;
+        for (int kk = k1; kk < dkp; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> bb;
+            wmma::load_matrix_sync(a, Qs + (size_t)mi * 16 * LDH + kk, LDH);
+            wmma::load_matrix_sync(bb, Sh + (size_t)kk * LDH + ni * 16, LDH);
+            wmma::mma_sync(qh[t], a, bb, qh[t]);
+        }
+        acc_t acc; // as out_kernel's mma calls round it: (0 + 1 Qs H_n) stored, then + 1 P Delta
+        wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+        for (int e = 0; e < acc.num_elements; e++) acc.x[e] += 1.0f * qh[t].x[e];
+#pragma unroll
+        for (int e = 0; e < acc.num_elements; e++) acc.x[e] += 1.0f * pd[t].x[e];
+        wmma::store_matrix_sync(st, acc, 16, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {
+            const int r = mi * 16 + e / 16, j = ni * 16 + e % 16;
+            if (r < c && j < d.dv) o[(row0 + (size_t)r * d.H) * d.dv + j] = st[e];
+        }
+        __syncwarp();
+    }
+}
+
 template <typename K> void allow_smem(K kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
@@ -289,7 +463,21 @@ void launch_prep(const scratch &s, const float *q, const float *k, const float *
     CUDA_LAUNCH_CHECK();
 }
 
+// Off until a GPU run has timed it; HYLA_GDR_FWD2=1 / 0 chooses.
+constexpr bool FWD2_BY_DEFAULT = false;
+bool use_fwd2(void) {
+    const char *env = getenv("HYLA_GDR_FWD2");
+    return env && *env ? atoi(env) != 0 : FWD2_BY_DEFAULT;
+}
+
 void launch_state_fwd(const scratch &s, float *final_state, const float *S0, const dims &d) {
+    if (use_fwd2()) {
+        static bool ready2 = false;
+        if (!ready2) allow_smem(state_fwd2_kernel<BV2>, state_fwd2_smem<BV2>()), ready2 = true;
+        state_fwd2_kernel<BV2><<<dim3(d.B * d.H, d.dvp / BV2), THREADS, state_fwd2_smem<BV2>()>>>(s, final_state, S0, d);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
     static bool ready = false;
     if (!ready) allow_smem(state_fwd_kernel, STATE_SMEM), ready = true;
     state_fwd_kernel<<<dim3(d.B * d.H, d.dvp / BV), THREADS, STATE_SMEM>>>(s, final_state, S0, d);
@@ -297,6 +485,13 @@ void launch_state_fwd(const scratch &s, float *final_state, const float *S0, con
 }
 
 void launch_out(float *o, const scratch &s, const float *q, const float *k, const dims &d) {
+    if (use_fwd2()) {
+        static bool ready2 = false;
+        if (!ready2) allow_smem(out2_kernel, OUT2_SMEM), ready2 = true;
+        out2_kernel<<<dim3(d.nt, d.B * d.H), THREADS, OUT2_SMEM>>>(o, s, q, k, d);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
     static bool ready = false;
     if (!ready) allow_smem(out_kernel, OUT_SMEM), ready = true;
     out_kernel<<<dim3(d.nt, d.B * d.H), THREADS, OUT_SMEM>>>(o, s, q, k, d);

@@ -2,7 +2,9 @@
 // (norm-based, as test_cuda_ops reports them) of the outputs and all gradients; then again with
 // the forward keeping its chunk quantities in `saved` for the backward, which must give the
 // same bits as computing them again. Both forms of the backward's last step (HYLA_GDR_GRADS2:
-// 0 one kernel, 1 two), each with and without `saved`; the two forms' bits are compared.
+// 0 one kernel, 1 two), each with and without `saved`; the two forms' bits are compared. All of
+// it twice, with the state and output kernels' old and new forms (HYLA_GDR_FWD2 0 / 1), whose
+// outputs must be the same bits (a difference fails).
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient).
 #include "emu.h"
 #include "chunk.h" // kernels/cuda/cuda_gdr_chunk.cuh rewritten (run.sh)
@@ -35,19 +37,29 @@ int main(int argc, char **argv) {
         setenv("HYLA_GDR_GRADS2", grads2, 1);
         cuda_gdr_chunk_bwd_bf16(out[2].data(), out[3].data(), out[4].data(), out[5].data(), out[6].data(), out[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, sv);
     };
-    cuda_gdr_chunk_fwd_bf16(got[0].data(), got[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
-    backward(got, "0", nullptr);
-    // the same with `saved` (NaN-filled first: a piece the forward leaves unwritten shows)
-    std::vector<float> saved(cuda_gdr_chunk_saved_floats_bf16(B, L, H, dk, dv), NAN);
-    std::vector<std::vector<float>> kept(8), got2, kept2;
-    for (int i = 0; i < 8; i++) kept[i].assign(sizes[i], 0);
-    cuda_gdr_chunk_fwd_bf16(kept[0].data(), kept[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, saved.data());
-    backward(kept, "0", saved.data());
-    // the two-kernel form of the last step (NaN-filled outputs: an element left unwritten shows)
-    got2 = got, kept2 = kept;
-    for (int i = 2; i < 8; i++) got2[i].assign(sizes[i], NAN), kept2[i].assign(sizes[i], NAN);
-    backward(got2, "1", nullptr);
-    backward(kept2, "1", saved.data());
+    // one form of the forward's output and state kernels (HYLA_GDR_FWD2): the outputs without
+    // `saved` and with it, each through both forms of the backward's last step
+    struct form_out { std::vector<std::vector<float>> got, kept, got2, kept2; };
+    auto run_form = [&](const char *fwd2) {
+        setenv("HYLA_GDR_FWD2", fwd2, 1);
+        form_out f;
+        f.got = got, f.kept = got;
+        cuda_gdr_chunk_fwd_bf16(f.got[0].data(), f.got[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
+        backward(f.got, "0", nullptr);
+        // the same with `saved` (NaN-filled first: a piece the forward leaves unwritten shows)
+        std::vector<float> saved(cuda_gdr_chunk_saved_floats_bf16(B, L, H, dk, dv), NAN);
+        cuda_gdr_chunk_fwd_bf16(f.kept[0].data(), f.kept[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, saved.data());
+        backward(f.kept, "0", saved.data());
+        // the two-kernel form of the last step (NaN-filled outputs: an element left unwritten shows)
+        f.got2 = f.got, f.kept2 = f.kept;
+        for (int i = 2; i < 8; i++) f.got2[i].assign(sizes[i], NAN), f.kept2[i].assign(sizes[i], NAN);
+        backward(f.got2, "1", nullptr);
+        backward(f.kept2, "1", saved.data());
+        unsetenv("HYLA_GDR_FWD2");
+        return f;
+    };
+    for (int i = 0; i < 8; i++) got[i].assign(sizes[i], NAN); // outputs NaN-filled: an element left unwritten shows
+    const form_out f0 = run_form("0"), f1 = run_form("1");
     unsetenv("HYLA_GDR_GRADS2");
     const char *names[8] = {"o", "final", "dq", "dk", "dv", "dbeta", "dg", "dS0"};
     int bad = 0; /* the GPU test's bound for bf16 operands: 1e-2 relative (a NaN fails too) */
@@ -62,21 +74,30 @@ int main(int argc, char **argv) {
         }
         printf(bad > bad0 ? "  FAIL (bound 1e-2; saved: the same bits)\n" : "  ok (bound 1e-2; saved: the same bits)\n");
     };
-    check("grads2=0", got, kept);
-    check("grads2=1", got2, kept2);
-    // the two forms: the same bits, else the largest relative difference per output
-    printf("  grads2=1 against grads2=0:");
-    bool same = true;
-    for (int i = 2; i < 8; i++) {
-        if (!memcmp(got2[i].data(), got[i].data(), sizes[i] * sizeof(float))) continue;
-        double m = 0;
-        for (size_t j = 0; j < sizes[i]; j++) {
-            const double x = got2[i][j], y = got[i][j];
-            const double r = x == y ? 0 : fabs(x - y) / std::max(fabs(y), 1e-30);
-            m = std::max(m, r == r ? r : INFINITY);
+    check("fwd2=0 grads2=0", f0.got, f0.kept);
+    check("fwd2=0 grads2=1", f0.got2, f0.kept2);
+    check("fwd2=1 grads2=0", f1.got, f1.kept);
+    check("fwd2=1 grads2=1", f1.got2, f1.kept2);
+    // two forms: the same bits, else the largest relative difference per output
+    auto compare = [&](const char *what, const std::vector<std::vector<float>> &x, const std::vector<std::vector<float>> &y, int from) {
+        printf("  %s:", what);
+        bool same = true;
+        for (int i = from; i < 8; i++) {
+            if (!memcmp(x[i].data(), y[i].data(), sizes[i] * sizeof(float))) continue;
+            double m = 0;
+            for (size_t j = 0; j < sizes[i]; j++) {
+                const double a = x[i][j], b = y[i][j];
+                const double r = a == b ? 0 : fabs(a - b) / std::max(fabs(b), 1e-30);
+                m = std::max(m, r == r ? r : INFINITY);
+            }
+            printf(" %s differs (max rel %.2e)", names[i], m), same = false;
         }
-        printf(" %s differs (max rel %.2e)", names[i], m), same = false;
-    }
-    printf(same ? " the same bits\n" : "\n");
+        printf(same ? " the same bits\n" : "\n");
+        return same;
+    };
+    compare("grads2=1 against grads2=0", f0.got2, f0.got, 2);
+    // the forward's new forms change no bit of anything (a difference fails: they must not)
+    bad += !compare("fwd2=1 against fwd2=0 (o, final, grads2=0)", f1.got, f0.got, 0);
+    bad += !compare("fwd2=1 against fwd2=0 (saved, grads2=1)", f1.kept2, f0.kept2, 0);
     return bad ? 1 : 0;
 }

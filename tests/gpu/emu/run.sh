@@ -3,8 +3,8 @@
 # through emu.h (a fiber per CUDA thread, barriers for __syncthreads / __syncwarp,
 # WMMA tiles as plain 16 x 16 products on bf16-rounded values; cp.async copies landing only at
 # the wait, NaN before, through cp_async_emu.h), against the fp32 CPU twin; the backward's last
-# step in both forms (HYLA_GDR_GRADS2), each within the bound and compared bit for bit
-# (gdr_chunk_emu.cpp).
+# step in both forms (HYLA_GDR_GRADS2) and the state / output kernels in both forms
+# (HYLA_GDR_FWD2), each within the bound and compared bit for bit (gdr_chunk_emu.cpp).
 # A check of the kernels' logic (indices, signs, layouts, padding, cp.async waits) where no GPU
 # is at hand; not of their speed, and not a race detector. Needs build-cuda/ (or build/) for the twin.
 #   bash tests/gpu/emu/run.sh [B L H dk dv states]...   states: 1 initial, 2 dfinal, 3 both
