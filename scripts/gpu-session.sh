@@ -41,7 +41,7 @@ want ops && ops all $TEST_GROUPS
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
 # timings and ncu run them switched on as well. Waiting now (docs/cuda.md): the LTE router's
 # products on the tensor cores; NEW_PATHS="" tests none.
-new_paths=${NEW_PATHS-HYLA_ROUTER_MMA=1}
+new_paths=${NEW_PATHS-HYLA_ROUTER_MMA=1 HYLA_GDR_FWD2=1}
 want ops && [ -n "$new_paths" ] && (export $new_paths; ops new-paths ${NEW_PATHS_GROUPS:-})
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_NSA_TILED=0 ops nsa-rows nsa
