@@ -27,26 +27,24 @@ static void check_shapes(const char *op, int n, int dim, int vocab) {
 
 using products::op_copies;
 
-// A product of one chunk (its three dimensions rows, vocab and dim in some order): from bf16
-// copies where the chunk takes them — the weight's from the op's `weights` (made once), the
-// chunk's operands from `chunk` (dlogits' scratch is rewritten every chunk) — else on the fp32
-// operands. The weight is A (a_is_weight) or B.
-static void chunk_gemm(op_copies &weights, op_copies &chunk, bool a_is_weight, int ta, int tb, int m, int n, int k,
-                       const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
-    if (!cuda_gemm_takes_copies(m, n, k)) {
-        cuda_gemm_fp32_operands(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
+// A product of one chunk with the weight as B (its three dimensions rows, vocab and dim in some
+// order): from bf16 copies where the chunk takes them — the weight's from the op's `weights`
+// (made once), A's from `chunk` (dlogits' scratch is rewritten every chunk) — else on the fp32
+// operands; HYLA_GEMM_SHARED_COPIES=0: every product makes its own copies.
+static void chunk_gemm(op_copies &weights, op_copies &chunk, int ta, int tb, int m, int n, int k, const float *a,
+                       int lda, const float *weight, int ldb, float beta, float *c, int ldc) {
+    if (!cuda_gemm_takes_copies(m, n, k) || !products::shared_copies()) {
+        products::gemm(chunk, ta, tb, m, n, k, 1.0f, a, lda, weight, ldb, beta, c, ldc);
         return;
     }
-    const __nv_bfloat16 *w = a_is_weight ? weights.of(a, ta ? k : m, ta ? m : k, lda) : weights.of(b, tb ? n : k, tb ? k : n, ldb);
-    products::gemm_h(chunk, ta, tb, m, n, k, 1.0f, a, lda, a_is_weight ? w : NULL, b, ldb, a_is_weight ? NULL : w, beta, c,
-                     ldc);
+    const __nv_bfloat16 *w = weights.of(weight, tb ? n : k, tb ? k : n, ldb);
+    products::gemm_h(chunk, ta, tb, m, n, k, 1.0f, a, lda, NULL, weight, ldb, w, beta, c, ldc);
 }
 
 // logits[rows, vocab] = h[r0 .. r0 + rows) weight^T
 static void chunk_logits(op_copies &weights, op_copies &chunk, float *logits, const float *h, const float *weight,
                          int r0, int rows, int dim, int vocab) {
-    chunk_gemm(weights, chunk, false, 0, 1, rows, vocab, dim, h + (size_t)r0 * dim, dim, weight, dim, 0.0f, logits,
-               vocab);
+    chunk_gemm(weights, chunk, 0, 1, rows, vocab, dim, h + (size_t)r0 * dim, dim, weight, dim, 0.0f, logits, vocab);
 }
 
 // lse and loss of one row per block. The row is read once: each thread keeps a running
@@ -147,7 +145,7 @@ static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const
         lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits, lse + r0, targets + r0, vocab, ignore, scale);
         CUDA_LAUNCH_CHECK();
         op_copies chunk_copies; // dlogits copied once for dh and dweight
-        chunk_gemm(weights, chunk_copies, false, 0, 0, rows, dim, vocab, dlogits, vocab, weight, dim, 0.0f,
+        chunk_gemm(weights, chunk_copies, 0, 0, rows, dim, vocab, dlogits, vocab, weight, dim, 0.0f,
                    dh + (size_t)r0 * dim, dim);
         products::gemm(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, dlogits, vocab, h + (size_t)r0 * dim, dim, 1.0f,
                        dweight, dim); // dweight += dlogits^T h
