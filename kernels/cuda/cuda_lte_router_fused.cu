@@ -240,23 +240,30 @@ __device__ inline void fma4(float (&acc)[4], float x, const float4 &w) {
     acc[2] = fmaf(x, w.z, acc[2]), acc[3] = fmaf(x, w.w, acc[3]);
 }
 
+// Channels c0 .. c0 + 3 of conv l's dropped-out input at token t into x (zero outside the
+// sequence and past the channels): [k; v] for conv 0, silu(a_l) after.
+__device__ inline void input_quad(float (&x)[4], const router_dims &r, int l, int b, int h, int t, int c0,
+                                  const float *k, const float *v, const float *acts) {
+    const int c = r.c[l];
+    x[0] = x[1] = x[2] = x[3] = 0;
+    if (t < 0 || t >= r.L) return;
+    const size_t pos = token_pos(r, b, t, h);
+    for (int q = 0; q < 4 && c0 + q < c; q++) {
+        const int ci = c0 + q;
+        const float u = l > 0 ? silu(acts[r.act[l] + pos * c + ci]) : ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d];
+        x[q] = u * keep_factor(r, l, pos * c + ci);
+    }
+}
+
 // Conv l's dropped-out input at tokens t_first .. t_first + rows - 1 (a row each; zero outside
 // the sequence) into X, stride row_stride(c_l), the padding channels up to a multiple of 4 zero.
 __device__ void load_input(float *X, const router_dims &r, int l, int b, int h, int t_first, int rows, const float *k,
                            const float *v, const float *acts) {
     const int c = r.c[l], groups = round_up(c, 4) / 4, xs = row_stride(c);
     for (int e = threadIdx.x; e < rows * groups; e += THREADS) {
-        const int row = e / groups, c0 = e % groups * 4, t = t_first + row;
-        float x[4] = {0, 0, 0, 0};
-        if (t >= 0 && t < r.L) {
-            const size_t pos = token_pos(r, b, t, h);
-            for (int q = 0; q < 4 && c0 + q < c; q++) {
-                const int ci = c0 + q;
-                const float u = l > 0 ? silu(acts[r.act[l] + pos * c + ci])
-                                      : ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d];
-                x[q] = u * keep_factor(r, l, pos * c + ci);
-            }
-        }
+        const int row = e / groups, c0 = e % groups * 4;
+        float x[4];
+        input_quad(x, r, l, b, h, t_first + row, c0, k, v, acts);
         store4(X + (size_t)row * xs + c0, x);
     }
 }
@@ -709,17 +716,9 @@ __device__ void load_input_bf16(hyla_mma::bf16 *Xb, const router_dims &r, int l,
                                 int held, const float *k, const float *v, const float *acts) {
     const int c = r.c[l], groups = round_up(c, 16) / 4, xs = bf16_stride(c);
     for (int e = threadIdx.x; e < held * groups; e += THREADS) {
-        const int row = e / groups, c0 = e % groups * 4, t = t_first + row;
-        float x[4] = {0, 0, 0, 0};
-        if (row < rows && t >= 0 && t < r.L) {
-            const size_t pos = token_pos(r, b, t, h);
-            for (int q = 0; q < 4 && c0 + q < c; q++) {
-                const int ci = c0 + q;
-                const float u = l > 0 ? silu(acts[r.act[l] + pos * c + ci])
-                                      : ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d];
-                x[q] = u * keep_factor(r, l, pos * c + ci);
-            }
-        }
+        const int row = e / groups, c0 = e % groups * 4;
+        float x[4];
+        input_quad(x, r, l, b, h, row < rows ? t_first + row : -1, c0, k, v, acts);
         store_bf16x4(Xb + (size_t)row * xs + c0, x);
     }
 }
