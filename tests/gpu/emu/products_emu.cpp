@@ -1,0 +1,182 @@
+// The ops built on matrix products — kernels/cuda/cuda_linear.cu (linear layers, projections),
+// cuda_mlp.cu (the MLP), cuda_swiglu.cu, cuda_lm_head_ce.cu (the LM head fused with
+// cross-entropy) — under emu.h, cuBLAS replaced by plain loops (products_emu.h), against the
+// fp32 CPU twins: within 1e-5 in fp32 mode, 1e-2 in bf16 mode (operands rounded to bf16, as
+// test_cuda_ops' bounds), and in bf16 mode different from fp32 (the copies were taken). Outputs
+// start as NaN; weight gradients are added onto random values. Copies are taken from 2^15
+// multiply-adds and dimensions >= 16 here (the backend: 2^26 and 64), so small shapes run both
+// paths. argv[1]: a file for every bf16-mode output, which run_products.sh compares bit for bit
+// across HYLA_GEMM_SHARED_COPIES and HYLA_MLP_BF16 (the same operand bits either way).
+#include "emu.h"
+#include "emu_check.h"
+#include "products_emu.h"
+#include <string>
+
+extern "C" {
+#include "kernels/cpu/cpu_ops.h"
+void cuda_register_linear(struct hyla_backend *t);
+void cuda_register_mlp(struct hyla_backend *t);
+void cuda_register_swiglu(struct hyla_backend *t);
+void cuda_register_lm_head_ce(struct hyla_backend *t);
+}
+
+// ---- cuBLAS as loops ----------------------------------------------------------------------
+bool emu_bf16 = false;
+bool cuda_gemm_takes_copies(int m, int n, int k) {
+    return emu_bf16 && (double)m * n * k >= (1 << 15) && m >= 16 && n >= 16 && k >= 16;
+}
+static float round_bf16(float x) { return __bfloat162float(__float2bfloat16(x)); }
+// Row-major C = alpha op(A) op(B) + beta C, k ascending in fp32; A(i, p) and B(p, j) by accessors.
+template <class GetA, class GetB>
+static void product(int m, int n, int k, float alpha, GetA a, GetB b, float beta, float *c, int ldc) {
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float s = 0;
+            for (int p = 0; p < k; p++) s += a(i, p) * b(p, j);
+            float &out = c[(size_t)i * ldc + j];
+            out = alpha * s + (beta == 0 ? 0.0f : beta * out);
+        }
+}
+// cuBLAS with CUBLAS_COMPUTE_32F_FAST_16BF rounds fp32 operands itself in bf16 mode.
+void cuda_gemm_fp32_operands(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                             int ldb, float beta, float *c, int ldc) {
+    auto r = [](float x) { return emu_bf16 ? round_bf16(x) : x; };
+    product(
+        m, n, k, alpha, [&](int i, int p) { return r(ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p]); },
+        [&](int p, int j) { return r(tb ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j]); }, beta, c, ldc);
+}
+__nv_bfloat16 *cuda_bf16_matrix(const float *src, int rows, int cols, int ld) {
+    __nv_bfloat16 *h = (__nv_bfloat16 *)malloc(sizeof(__nv_bfloat16) * (size_t)rows * cols);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) h[(size_t)r * cols + c] = __float2bfloat16(src[(size_t)r * ld + c]);
+    return h;
+}
+void cuda_gemm_bf16(cublasHandle_t, int ta, int tb, int m, int n, int k, float alpha, const __nv_bfloat16 *a,
+                    const __nv_bfloat16 *b, float beta, float *c, int ldc) {
+    const int a_cols = ta ? m : k, b_cols = tb ? k : n;
+    auto w = [](__nv_bfloat16 x) { return __bfloat162float(x); };
+    product(
+        m, n, k, alpha, [&](int i, int p) { return w(ta ? a[(size_t)p * a_cols + i] : a[(size_t)i * a_cols + p]); },
+        [&](int p, int j) { return w(tb ? b[(size_t)j * b_cols + p] : b[(size_t)p * b_cols + j]); }, beta, c, ldc);
+}
+
+// ---- the checks ----------------------------------------------------------------------------
+typedef std::vector<float> vec;
+static struct hyla_backend gpu;
+static int bad;
+static FILE *dump; // bf16-mode outputs
+static void check(const char *what, const vec &got, const vec &want) {
+    const double e = rel(got, want), bound = emu_bf16 ? 1e-2 : 1e-5;
+    printf(" %s %.2e", what, e);
+    if (!(e <= bound)) printf(" (FAIL: bound %.0e)", bound), bad++;
+    if (emu_bf16) fwrite(got.data(), sizeof(float), got.size(), dump);
+}
+
+// A linear layer with bias: forward, backward, backward adding onto dx.
+static void linear(int n, int in, int out) {
+    printf("%s linear n=%d %d -> %d:", emu_bf16 ? "bf16" : "fp32", n, in, out);
+    const vec x = rv((size_t)n * in), w = rv((size_t)out * in, -0.3f, 0.3f), b = rv(out), dy = rv((size_t)n * out);
+    const vec dw0 = rv((size_t)out * in), db0 = rv(out), dx0 = rv((size_t)n * in);
+    vec y((size_t)n * out), gy = nans(y.size());
+    cpu_f32_linear_fwd(y.data(), x.data(), w.data(), b.data(), n, in, out);
+    gpu.linear_fwd(gy.data(), x.data(), w.data(), b.data(), n, in, out);
+    check("y", gy, y);
+    if (emu_bf16 && !(rel(gy, y) > 1e-6)) printf(" (FAIL: bf16 mode gave fp32's y)"), bad++;
+    vec dx((size_t)n * in), dw = dw0, db = db0, gdx = nans(dx.size()), gdw = dw0, gdb = db0;
+    cpu_f32_linear_bwd(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), n, in, out);
+    gpu.linear_bwd(gdx.data(), gdw.data(), gdb.data(), dy.data(), x.data(), w.data(), n, in, out);
+    check("dx", gdx, dx), check("dw", gdw, dw), check("db", gdb, db);
+    vec adx = dx0, gadx = dx0;
+    cpu_f32_linear_bwd_accumulate(adx.data(), dw.data(), NULL, dy.data(), x.data(), w.data(), n, in, out);
+    gpu.linear_bwd_accumulate(gadx.data(), gdw.data(), NULL, dy.data(), x.data(), w.data(), n, in, out);
+    check("dx+=", gadx, adx), check("dw again", gdw, dw);
+}
+
+// Three projections of one input (one wide enough for copies, one thin), backward onto dx.
+static void projections(int n, int in, const int (&outs)[3]) {
+    printf("%s projections n=%d %d -> %d %d %d:", emu_bf16 ? "bf16" : "fp32", n, in, outs[0], outs[1], outs[2]);
+    const vec x = rv((size_t)n * in), dx0 = rv((size_t)n * in);
+    vec w[3], dy[3], y[3], gy[3], dw[3], gdw[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = rv((size_t)outs[i] * in, -0.3f, 0.3f), dy[i] = rv((size_t)n * outs[i]);
+        y[i] = vec((size_t)n * outs[i]), gy[i] = nans(y[i].size()), dw[i] = gdw[i] = rv(w[i].size());
+    }
+    float *ys[3] = {y[0].data(), y[1].data(), y[2].data()}, *gys[3] = {gy[0].data(), gy[1].data(), gy[2].data()};
+    const float *ws[3] = {w[0].data(), w[1].data(), w[2].data()}, *dys[3] = {dy[0].data(), dy[1].data(), dy[2].data()};
+    float *dws[3] = {dw[0].data(), dw[1].data(), dw[2].data()}, *gdws[3] = {gdw[0].data(), gdw[1].data(), gdw[2].data()};
+    cpu_f32_projections_fwd(3, ys, x.data(), ws, outs, n, in);
+    gpu.projections_fwd(3, gys, x.data(), ws, outs, n, in);
+    for (int i = 0; i < 3; i++) check(("y" + std::to_string(i)).c_str(), gy[i], y[i]);
+    vec dx = dx0, gdx = dx0;
+    cpu_f32_projections_bwd(3, dx.data(), 1, dws, dys, x.data(), ws, outs, n, in);
+    gpu.projections_bwd(3, gdx.data(), 1, gdws, dys, x.data(), ws, outs, n, in);
+    check("dx+=", gdx, dx);
+    for (int i = 0; i < 3; i++) check(("dw" + std::to_string(i)).c_str(), gdw[i], dw[i]);
+}
+
+// The MLP onto a residual (and in place), then its backward.
+static void mlp(int n, int dim, int inter) {
+    printf("%s mlp n=%d dim=%d inter=%d:", emu_bf16 ? "bf16" : "fp32", n, dim, inter);
+    const size_t nd = (size_t)n * dim, ni = (size_t)n * inter, wi = (size_t)inter * dim;
+    const vec x = rv(nd), res = rv(nd), wg = rv(wi, -0.3f, 0.3f), wu = rv(wi, -0.3f, 0.3f), wd = rv(wi, -0.3f, 0.3f);
+    const vec dy = rv(nd), dw0 = rv(wi);
+    vec y(nd), acts(3 * ni), gy = nans(nd), gacts = nans(3 * ni);
+    cpu_f32_mlp_fwd(y.data(), acts.data(), x.data(), res.data(), wg.data(), wu.data(), wd.data(), n, dim, inter);
+    gpu.mlp_fwd(gy.data(), gacts.data(), x.data(), res.data(), wg.data(), wu.data(), wd.data(), n, dim, inter);
+    check("y", gy, y);
+    vec inplace = res;
+    gpu.mlp_fwd(inplace.data(), gacts.data(), x.data(), inplace.data(), wg.data(), wu.data(), wd.data(), n, dim, inter);
+    check("y in place", inplace, y);
+    vec dx(nd), gdx = nans(nd), dwg = dw0, dwu = dw0, dwd = dw0, gdwg = dw0, gdwu = dw0, gdwd = dw0;
+    vec scratch(2 * ni), gscratch = nans(2 * ni);
+    cpu_f32_mlp_bwd(dx.data(), dwg.data(), dwu.data(), dwd.data(), dy.data(), x.data(), acts.data(), wg.data(),
+                    wu.data(), wd.data(), scratch.data(), n, dim, inter);
+    gpu.mlp_bwd(gdx.data(), gdwg.data(), gdwu.data(), gdwd.data(), dy.data(), x.data(), gacts.data(), wg.data(),
+                wu.data(), wd.data(), gscratch.data(), n, dim, inter);
+    check("dx", gdx, dx), check("dw_gate", gdwg, dwg), check("dw_up", gdwu, dwu), check("dw_down", gdwd, dwd);
+}
+
+// The LM head with cross-entropy in chunks (the last one short: fewer rows than copies need).
+static void lm_head(int n, int dim, int vocab, int chunk) {
+    printf("%s lm_head_ce n=%d dim=%d vocab=%d chunk=%d:", emu_bf16 ? "bf16" : "fp32", n, dim, vocab, chunk);
+    const vec h = rv((size_t)n * dim), w = rv((size_t)vocab * dim, -0.5f, 0.5f), dw0 = rv((size_t)vocab * dim);
+    std::vector<int32_t> targets(n);
+    int valid = 0;
+    for (int i = 0; i < n; i++) targets[i] = i % 7 == 3 ? -100 : (i * 37) % vocab, valid += targets[i] != -100;
+    vec losses(n), lse(n), glosses = nans(n), glse = nans(n);
+    cpu_f32_lm_head_ce_fwd(losses.data(), lse.data(), h.data(), w.data(), targets.data(), n, dim, vocab, -100, chunk);
+    gpu.lm_head_ce_fwd(glosses.data(), glse.data(), h.data(), w.data(), targets.data(), n, dim, vocab, -100, chunk);
+    check("losses", glosses, losses), check("lse", glse, lse);
+    vec dh((size_t)n * dim), gdh = nans(dh.size()), dw = dw0, gdw = dw0;
+    cpu_f32_lm_head_ce_bwd(dh.data(), dw.data(), h.data(), w.data(), lse.data(), targets.data(), n, dim, vocab, -100,
+                           valid, 0.7f, chunk);
+    gpu.lm_head_ce_bwd(gdh.data(), gdw.data(), h.data(), w.data(), glse.data(), targets.data(), n, dim, vocab, -100,
+                       valid, 0.7f, chunk);
+    check("dh", gdh, dh), check("dweight", gdw, dw);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return fprintf(stderr, "usage: %s DUMP_FILE\n", argv[0]), 2;
+    dump = fopen(argv[1], "wb");
+    gpu.alloc = [](size_t bytes) { return malloc(bytes); };
+    gpu.free = free;
+    cuda_register_linear(&gpu);
+    cuda_register_mlp(&gpu);
+    cuda_register_swiglu(&gpu);
+    cuda_register_lm_head_ce(&gpu);
+    const int outs[3] = {40, 24, 8};
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        emu_bf16 = bf16;
+        emu_rng_state = 7; // the same inputs in both modes
+        linear(70, 48, 40), printf("\n");
+        linear(37, 20, 8), printf("\n"); // thin: no copies
+        projections(70, 48, outs), printf("\n");
+        mlp(70, 32, 96), printf("\n");
+        lm_head(70, 32, 300, 16), printf("\n"); // chunks of 16, the last of 6 rows
+        lm_head(40, 24, 500, 0), printf("\n");  // one chunk
+    }
+    fclose(dump);
+    if (bad) printf("FAIL: %d checks\n", bad);
+    else printf("ok\n");
+    return bad ? 1 : 0;
+}
