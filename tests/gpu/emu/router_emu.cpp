@@ -62,6 +62,7 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 
 // the rewritten kernels/cuda/cuda_lte_router*.cu (run_router.sh), one translation unit
 #include "cuda_lte_router_taps.cpp"
+#include "cuda_lte_router_plan.cpp"
 #include "cuda_lte_router_fused.cpp"
 #include "cuda_lte_router.cpp"
 
