@@ -7,8 +7,8 @@
 // 2026-12-07). So each op keeps its copies (op_copies) and every product of the op that reads
 // the same operand reuses the copy: a linear backward's dy feeds dx and dW, an MLP's input
 // feeds the gate and up projections, projections_fwd / _bwd's input feeds all of q, k, v.
-// On by default since its GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/); HYLA_GEMM_SHARED_COPIES=0 makes
-// every product make its own copies and free them after it.
+// On by default since its GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/);
+// HYLA_GEMM_SHARED_COPIES=0 makes every product make its own copies and free them after it.
 #include <stdlib.h>
 #include <string.h>
 

@@ -41,8 +41,8 @@
 // channels of one tap (a thread 8 x 4) and walks the tile's rows: 3 float4 loads for 32
 // multiply-adds per row.
 //
-// The host plans each direction once per shape (cached; cuda_lte_router_plan.cu): TM (1 .. 8) and the passes of each
-// product, the tile length T and the backward's segments, by a small cost model (padding,
+// The host plans each direction once per shape (cached; cuda_lte_router_plan.cu): TM (1 .. 8)
+// and the passes of each product, the tile length T and the backward's segments, by a small cost model (padding,
 // load-to-multiply ratio, halo, dropout draws, shared memory for two blocks per SM, whole waves
 // of blocks). At the 0.4B shape: forward T = 120 (128 conv-0 rows: 7% halo), 85 KB of shared
 // memory, 2240 blocks; backward T = 64, 16 tiles per block, 256 blocks, 68 KB. Any n_convs <=
