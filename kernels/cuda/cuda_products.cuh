@@ -1,9 +1,11 @@
-// CUDA, inside the backend: the products of one op (cuda_linear.cu, cuda_mlp.cu) and the bf16
+// CUDA, inside the backend: the products of one op (cuda_linear.cu, cuda_mlp.cu, cuda_lm_head_ce.cu) and the bf16
 // copies of their operands that the op's products share (op_copies; why: cuda_linear.cu).
 #ifndef HYLA_CUDA_PRODUCTS_CUH
 #define HYLA_CUDA_PRODUCTS_CUH
 
 #include <cuda_bf16.h>
+
+#include <vector>
 
 #include "backend_cuda.h"
 #include "cuda_check.h"
@@ -19,28 +21,20 @@ class op_copies {
         int rows, cols, ld;
         __nv_bfloat16 *h;
     };
-    enum { MAX = 16 };
-    copy list[MAX];
-    int n = 0;
+    std::vector<copy> list; // every copy lives to the op's end: one a product uses is never freed under it
 
   public:
     op_copies() = default;
     op_copies(const op_copies &) = delete;
     op_copies &operator=(const op_copies &) = delete;
     const __nv_bfloat16 *of(const float *src, int rows, int cols, int ld) {
-        for (int i = 0; i < n; i++)
-            if (list[i].src == src && list[i].rows == rows && list[i].cols == cols && list[i].ld == ld)
-                return list[i].h;
-        __nv_bfloat16 *h = cuda_bf16_matrix(src, rows, cols, ld);
-        if (n == MAX) { // more operands than any op has: the last copy makes room (freed in stream order)
-            CUDA_CHECK(cudaFreeAsync(list[MAX - 1].h, 0));
-            n--;
-        }
-        list[n++] = copy{src, rows, cols, ld, h};
-        return h;
+        for (const copy &c : list)
+            if (c.src == src && c.rows == rows && c.cols == cols && c.ld == ld) return c.h;
+        list.push_back(copy{src, rows, cols, ld, cuda_bf16_matrix(src, rows, cols, ld)});
+        return list.back().h;
     }
     ~op_copies() {
-        for (int i = 0; i < n; i++) CUDA_CHECK(cudaFreeAsync(list[i].h, 0));
+        for (const copy &c : list) CUDA_CHECK(cudaFreeAsync(c.h, 0));
     }
 };
 
