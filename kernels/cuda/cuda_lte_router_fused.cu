@@ -775,13 +775,20 @@ __global__ void reduce_kernel(float *dparams, const float *partial, const __grid
     dparams[at] += s;
 }
 
+// The conv whose staged weights hold entry e of the staging (-1 past the last).
+__device__ inline int staged_conv(const products &prod, const router_dims &r, size_t e) {
+    if (e >= prod.total) return -1;
+    int l = 0;
+    while (l + 1 < r.n && e >= prod.p[l + 1].w) l++;
+    return l;
+}
+
 // Every conv's weights laid out for its products: [head][tap][Kp][Np], zero-padded.
 __global__ void stage_weights_kernel(float *wt, const float *params, const __grid_constant__ router_dims r,
                                      const __grid_constant__ products prod) {
     const size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= prod.total) return;
-    int l = 0;
-    while (l + 1 < r.n && e >= prod.p[l + 1].w) l++;
+    const int l = staged_conv(prod, r, e);
+    if (l < 0) return;
     const product &p = prod.p[l];
     size_t rest = e - p.w;
     const int nn = (int)(rest % p.Np);
@@ -800,9 +807,8 @@ __global__ void stage_weights_kernel(float *wt, const float *params, const __gri
 __global__ void stage_weights_mma_kernel(float *wt, const float *params, const __grid_constant__ router_dims r,
                                          const __grid_constant__ products prod) {
     const size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (e >= prod.total) return;
-    int l = 0;
-    while (l + 1 < r.n && e >= prod.p[l + 1].w) l++;
+    const int l = staged_conv(prod, r, e);
+    if (l < 0) return;
     const product &p = prod.p[l];
     size_t rest = e - p.w;
     const int reg = (int)(rest % 2), part = (int)(rest % 4 / 2), lane = (int)(rest / 4 % 32);
