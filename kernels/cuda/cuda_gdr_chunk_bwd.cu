@@ -223,6 +223,46 @@ __global__ void __launch_bounds__(THREADS, 2) state_bwd2_kernel(bf16 *gend, bf16
         }
 }
 
+// The grads step's end, the same in grads_kernel and grads_dk_kernel (every thread, after a
+// barrier): dA's row sums for dbeta and dgam, dk += diag(beta) dM K + dM^T diag(beta) K onto the
+// partial dk in F1 (Kh: K, bK: diag(beta) K, both bf16), then dk, dbeta and dg (B4's last-row
+// terms from red and kd, B6's reverse cumulative sum).
+__device__ inline void grads_finish(float *dk, float *dbeta, float *dg, float *F1, const float *dA, const bf16 *HS,
+                                    const bf16 *dMh, const bf16 *Kh, const bf16 *bK, const float *bt, const float *eg,
+                                    float *ra, float *rb, float *dbs, float *dgam, const float *red, const float *kd,
+                                    size_t row0, int c, int dkp, const dims &d) {
+    const int tid = threadIdx.x;
+    if (tid < CH) {
+        float x = 0.0f;
+        for (int j = 0; j < tid; j++) x += dA[tid * LDSF + j];
+        ra[tid] = x;
+    } else if (tid < 2 * CH) {
+        const int j = tid - CH;
+        float x = 0.0f;
+        for (int r = j + 1; r < CH; r++) x += bt[r] * dA[r * LDSF + j];
+        rb[j] = x;
+    }
+    // (i) dk += diag(beta) dM K + dM^T diag(beta) K
+    mma<false, false>(F1, LDF, HS, LDS, Kh, LDH, CH, dkp, CH, 1.0f, true);
+    __syncthreads();
+    mma<true, false>(F1, LDF, dMh, LDS, bK, LDH, CH, dkp, CH, 1.0f, true);
+    if (tid < CH) dbs[tid] += ra[tid], dgam[tid] += bt[tid] * ra[tid] - rb[tid];
+    __syncthreads();
+    for (int e = tid; e < c * d.dk; e += THREADS) {
+        const int r = e / d.dk, i = e % d.dk;
+        dk[(row0 + (size_t)r * d.H) * d.dk + i] = F1[r * LDF + i];
+    }
+    if (tid < c) dbeta[row0 + (size_t)tid * d.H] = dbs[tid];
+    if (tid == 0) { // B4's last-row terms, then B6: dg = reverse cumsum of dgam
+        float hg = 0.0f, kdkh = 0.0f;
+        for (int w = 0; w < WARPS; w++) hg += red[w];
+        for (int r = 0; r < c; r++) kdkh += kd[r];
+        dgam[c - 1] += eg[c - 1] * hg + kdkh;
+        float acc = 0.0f;
+        for (int r = c - 1; r >= 0; r--) dg[row0 + (size_t)r * d.H] = acc += dgam[r];
+    }
+}
+
 constexpr size_t H64 = carve_size(sizeof(bf16) * CH * LDH), F64 = carve_size(sizeof(float) * CH * LDF);
 constexpr size_t GRADS_SMEM = 4 * H64 + carve_size(sizeof(bf16) * DMAX * LDH) + 2 * carve_size(sizeof(float) * CH * LDSF) +
                               carve_size(sizeof(bf16) * CH * LDS) + 2 * F64 + 12 * carve_size(sizeof(float) * CH);
@@ -407,35 +447,7 @@ __global__ void __launch_bounds__(THREADS) grads_kernel(float *dq, float *dk, fl
     }
     load_rows_bf16(Ob, LDH, kc, sk, c, d.dk, dkp, bt);
     __syncthreads();
-    if (tid < CH) {
-        float x = 0.0f;
-        for (int j = 0; j < tid; j++) x += dA[tid * LDSF + j];
-        ra[tid] = x;
-    } else if (tid < 2 * CH) {
-        const int j = tid - CH;
-        float x = 0.0f;
-        for (int r = j + 1; r < CH; r++) x += bt[r] * dA[r * LDSF + j];
-        rb[j] = x;
-    }
-    // (i) dk += diag(beta) dM K + dM^T diag(beta) K
-    mma<false, false>(F1, LDF, HS, LDS, Kh, LDH, CH, dkp, CH, 1.0f, true);
-    __syncthreads();
-    mma<true, false>(F1, LDF, dMh, LDS, Ob, LDH, CH, dkp, CH, 1.0f, true);
-    if (tid < CH) dbs[tid] += ra[tid], dgam[tid] += bt[tid] * ra[tid] - rb[tid];
-    __syncthreads();
-    for (int e = tid; e < c * d.dk; e += THREADS) {
-        const int r = e / d.dk, i = e % d.dk;
-        dk[(row0 + (size_t)r * d.H) * d.dk + i] = F1[r * LDF + i];
-    }
-    if (tid < c) dbeta[row0 + (size_t)tid * d.H] = dbs[tid];
-    if (tid == 0) { // B4's last-row terms, then B6: dg = reverse cumsum of dgam
-        float hg = 0.0f, kdkh = 0.0f;
-        for (int w = 0; w < WARPS; w++) hg += red[w];
-        for (int r = 0; r < c; r++) kdkh += kd[r];
-        dgam[c - 1] += eg[c - 1] * hg + kdkh;
-        float acc = 0.0f;
-        for (int r = c - 1; r >= 0; r--) dg[row0 + (size_t)r * d.H] = acc += dgam[r];
-    }
+    grads_finish(dk, dbeta, dg, F1, dA, HS, dMh, Kh, Ob, bt, eg, ra, rb, dbs, dgam, red, kd, row0, c, dkp, d);
 }
 
 // The same step as two kernels that each fit two blocks on an SM (16 warps instead of 8 to
@@ -803,35 +815,7 @@ __global__ void __launch_bounds__(THREADS, 2) grads_dk_kernel(float *dk, float *
     }
     __syncthreads();
     load_rows_bf16_at_once(X2, LDH, kc, sk, c, d.dk, dkp, bt);
-    if (tid < CH) {
-        float x = 0.0f;
-        for (int j = 0; j < tid; j++) x += dA[tid * LDSF + j];
-        ra[tid] = x;
-    } else if (tid < 2 * CH) {
-        const int j = tid - CH;
-        float x = 0.0f;
-        for (int r = j + 1; r < CH; r++) x += bt[r] * dA[r * LDSF + j];
-        rb[j] = x;
-    }
-    // (i) dk += diag(beta) dM K + dM^T diag(beta) K
-    mma<false, false>(F1, LDF, HS, LDS, X1, LDH, CH, dkp, CH, 1.0f, true);
-    __syncthreads();
-    mma<true, false>(F1, LDF, dMh, LDS, X2, LDH, CH, dkp, CH, 1.0f, true);
-    if (tid < CH) dbs[tid] += ra[tid], dgam[tid] += bt[tid] * ra[tid] - rb[tid];
-    __syncthreads();
-    for (int e = tid; e < c * d.dk; e += THREADS) {
-        const int r = e / d.dk, i = e % d.dk;
-        dk[(row0 + (size_t)r * d.H) * d.dk + i] = F1[r * LDF + i];
-    }
-    if (tid < c) dbeta[row0 + (size_t)tid * d.H] = dbs[tid];
-    if (tid == 0) { // B4's last-row terms, then B6: dg = reverse cumsum of dgam
-        float hg = 0.0f, kdkh = 0.0f;
-        for (int w = 0; w < WARPS; w++) hg += red[w];
-        for (int r = 0; r < c; r++) kdkh += kd[r];
-        dgam[c - 1] += eg[c - 1] * hg + kdkh;
-        float acc = 0.0f;
-        for (int r = c - 1; r >= 0; r--) dg[row0 + (size_t)r * d.H] = acc += dgam[r];
-    }
+    grads_finish(dk, dbeta, dg, F1, dA, HS, dMh, X1, X2, bt, eg, ra, rb, dbs, dgam, red, kd, row0, c, dkp, d);
 }
 
 template <typename K> void allow_smem(K kernel, size_t bytes) {
