@@ -56,13 +56,38 @@ __global__ void attention_fwd_kernel(float *o, float *lse, const float *q, const
     if (threadIdx.x == 0) lse[row] = m + logf(l);
 }
 
-// delta[row] = <dO, O> of each query row.
-__global__ void attention_delta_kernel(float *delta, const float *dout, const float *o, int d) {
-    const size_t row = blockIdx.x;
-    float sdot = 0;
-    for (int c = threadIdx.x; c < d; c += WARP) sdot += dout[row * d + c] * o[row * d + c];
-    sdot = warp_sum(sdot);
-    if (threadIdx.x == 0) delta[row] = sdot;
+// out[r] = <a_r, b_r> over rows of d floats: the backward's delta = <dO, O> of each query row
+// and the LTE straight-through term dscore = <dv, v> of each key row. A group of `group` lanes
+// (a power of two <= 32) per row, float4 units where d and the pointers allow (W = 4): the
+// rows are read coalesced, at bandwidth (a thread per row, or a warp per 64-float row, used to
+// run 3-4x slower).
+template <int W>
+__global__ void row_dots_kernel(float *out, const float *a, const float *b, size_t rows, int d, int group) {
+    const size_t row = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) / group;
+    const int g = threadIdx.x % group, units = d / W;
+    float s = 0;
+    if (row < rows) {
+        const float *ar = a + row * d, *br = b + row * d;
+        for (int u = g; u < units; u += group) {
+            if constexpr (W == 4) {
+                const float4 x = ((const float4 *)ar)[u], y = ((const float4 *)br)[u];
+                s += x.x * y.x + x.y * y.y + x.z * y.z + x.w * y.w;
+            } else s += ar[u] * br[u];
+        }
+    }
+    for (int o = group / 2; o > 0; o /= 2) s += __shfl_xor_sync(0xffffffffu, s, o); // every lane: full warps
+    if (row < rows && g == 0) out[row] = s;
+}
+static void row_dots(float *out, const float *a, const float *b, size_t rows, int d) {
+    const bool vec4 = d % 4 == 0 && (uintptr_t)a % 16 == 0 && (uintptr_t)b % 16 == 0;
+    const int units = vec4 ? d / 4 : d;
+    int group = 1;
+    while (group < WARP && group < units) group *= 2;
+    const int threads = 256;
+    const size_t blocks = (rows * group + threads - 1) / threads;
+    if (vec4) row_dots_kernel<4><<<blocks, threads>>>(out, a, b, rows, d, group);
+    else row_dots_kernel<1><<<blocks, threads>>>(out, a, b, rows, d, group);
+    CUDA_LAUNCH_CHECK();
 }
 
 // dq of one query row: scale * sum_j P (dO.v_j - delta) k_j.
@@ -136,8 +161,7 @@ static void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dou
     struct attn_shape s = shape_of(B, L, Hq, Hkv, d, wl, scale);
     float *delta = NULL; // stream-ordered scratch: no device-wide synchronisation
     CUDA_CHECK(cudaMallocAsync((void **)&delta, sizeof(float) * (size_t)B * L * Hq, 0));
-    attention_delta_kernel<<<B * L * Hq, WARP>>>(delta, dout, o, d);
-    CUDA_LAUNCH_CHECK();
+    row_dots(delta, dout, o, (size_t)B * L * Hq, d);
     if (flash_attention_supported(d)) {
         flash_attention_bwd(dq, dk, dv, dout, q, k, v, lse, delta, selected, B, L, Hq, Hkv, d, wl, scale);
         CUDA_CHECK(cudaFreeAsync(delta, 0));
@@ -162,16 +186,9 @@ static void cuda_lte_select(uint8_t *selected, const float *score, int B, int L,
     CUDA_LAUNCH_CHECK();
 }
 
-__global__ void lte_ste_kernel(float *dscore, const float *dv, const float *v, size_t rows, int d) {
-    size_t r = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-    if (r >= rows) return;
-    float acc = 0;
-    for (int c = 0; c < d; c++) acc += dv[r * d + c] * v[r * d + c];
-    dscore[r] = acc;
-}
+// dscore = <dv, v> of each key row (MODEL.md §5.4's straight-through term).
 static void cuda_lte_ste_bwd(float *dscore, const float *dv, const float *v, int B, int L, int H, int d) {
-    lte_ste_kernel<<<blocks_for((size_t)B * L * H, 128), 128>>>(dscore, dv, v, (size_t)B * L * H, d);
-    CUDA_LAUNCH_CHECK();
+    row_dots(dscore, dv, v, (size_t)B * L * H, d);
 }
 
 // Per head (one block each): sum of relu(score) and the kept share over positions j < L -
