@@ -54,3 +54,16 @@ void cuda_gemm_bf16(cublasHandle_t handle, int trans_a, int trans_b, int m, int 
                               k, &alpha, b, CUDA_R_16BF, b_cols, a, CUDA_R_16BF, a_cols, &beta, c, CUDA_R_32F, ldc,
                               CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
+
+// The same product written to a bf16 C (declared in cuda_products.cuh): fp32 sums, each output
+// rounded once to bf16 (round to nearest even) as cuBLAS stores it, nothing added onto C (beta
+// 0). For outputs that only bf16-reading kernels consume (the MLP's gate, up and dz with
+// HYLA_MLP_BF16_ACTS, cuda_mlp.cu): half the write, and half the read behind it.
+void cuda_gemm_bf16_out(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                        const __nv_bfloat16 *a, const __nv_bfloat16 *b, __nv_bfloat16 *c, int ldc) {
+    const int a_cols = trans_a ? m : k, b_cols = trans_b ? k : n;
+    const float beta = 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(handle, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m,
+                              k, &alpha, b, CUDA_R_16BF, b_cols, a, CUDA_R_16BF, a_cols, &beta, c, CUDA_R_16BF, ldc,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}

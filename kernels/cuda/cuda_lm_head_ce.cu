@@ -4,7 +4,8 @@
 // block per row reduces them with a fixed tree. dweight is one GEMM with beta = 1 per chunk,
 // chunk after chunk on the stream: no float atomics, the same bits every run. In bf16 mode the
 // weight's bf16 copy is made once per op, not once per product (it was 25 copies of
-// [32000 x 1024] a laLTE step, 1.5 ms), and a chunk's dlogits copy serves dh and dweight.
+// [32000 x 1024] a laLTE step, 1.5 ms), and a chunk's dlogits are written once in bf16 for
+// both dh and dweight (lm_head_dlogits_kernel; the same bits as fp32 dlogits and a copy).
 #include <math.h>
 
 #include "../ops/lm_head_chunk.h"
@@ -73,17 +74,26 @@ __global__ void lm_head_lse_kernel(float *losses, float *lse, const float *logit
     }
 }
 
-// dlogits = scale (exp(logits - lse) - onehot(t)) in place, 0 on ignored rows.
-__global__ void lm_head_dlogits_kernel(float *logits, const float *lse, const int32_t *targets, int vocab, int ignore,
-                                       float scale) {
-    float *row = logits + (size_t)blockIdx.x * vocab;
+// dlogits = scale (exp(logits - lse) - onehot(t)), 0 on ignored rows: in place in fp32, or
+// (Out = __nv_bfloat16) rounded straight into the bf16 operand both backward products read —
+// the same values as the fp32 form followed by a copy (round to nearest even), without writing
+// and re-reading the fp32 [rows x vocab] (a chunk's copy took 126 us on an H100).
+template <typename Out> __device__ Out dlogit_as(float x);
+template <> __device__ float dlogit_as<float>(float x) { return x; }
+template <> __device__ __nv_bfloat16 dlogit_as<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <typename Out>
+__global__ void lm_head_dlogits_kernel(Out *dlogits, const float *logits, const float *lse, const int32_t *targets,
+                                       int vocab, int ignore, float scale) {
+    Out *out = dlogits + (size_t)blockIdx.x * vocab;
+    const float *row = logits + (size_t)blockIdx.x * vocab;
     const int t = targets[blockIdx.x];
     if (t == ignore) {
-        for (int j = threadIdx.x; j < vocab; j += blockDim.x) row[j] = 0;
+        for (int j = threadIdx.x; j < vocab; j += blockDim.x) out[j] = dlogit_as<Out>(0.0f);
         return;
     }
     const float l = lse[blockIdx.x];
-    for (int j = threadIdx.x; j < vocab; j += blockDim.x) row[j] = scale * expf(row[j] - l) - (j == t ? scale : 0.0f);
+    for (int j = threadIdx.x; j < vocab; j += blockDim.x)
+        out[j] = dlogit_as<Out>(scale * expf(row[j] - l) - (j == t ? scale : 0.0f));
 }
 
 // The first column of the row's maximum: each thread's first best over its columns (in
@@ -127,6 +137,13 @@ static void cuda_lm_head_ce_fwd(float *losses, float *lse, const float *h, const
     backend->free(logits);
 }
 
+// Whether a chunk's dlogits go straight to bf16 (lm_head_dlogits_kernel): where both backward
+// products take the op's shared copies.
+static bool dlogits_in_bf16(int chunk, int dim, int vocab) {
+    return products::shared_copies() && cuda_gemm_takes_copies(chunk, dim, vocab) &&
+           cuda_gemm_takes_copies(vocab, dim, chunk);
+}
+
 static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const float *weight, const float *lse,
                                 const int32_t *targets, int n, int dim, int vocab, int ignore, int valid_count,
                                 float dloss, int chunk_rows) {
@@ -135,6 +152,9 @@ static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const
     const float scale = valid_count ? dloss / (float)valid_count : 0.0f;
     const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
     float *dlogits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    __nv_bfloat16 *dlogits_h = NULL; // stream-ordered, as the copies
+    if (dlogits_in_bf16(chunk, dim, vocab))
+        CUDA_CHECK(cudaMallocAsync((void **)&dlogits_h, sizeof(__nv_bfloat16) * (size_t)chunk * vocab, 0));
     op_copies weights;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         const int rows = n - r0 < chunk ? n - r0 : chunk;
@@ -142,14 +162,26 @@ static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const
             op_copies chunk_copies;
             chunk_logits(weights, chunk_copies, dlogits, h, weight, r0, rows, dim, vocab);
         }
-        lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits, lse + r0, targets + r0, vocab, ignore, scale);
-        CUDA_LAUNCH_CHECK();
         op_copies chunk_copies; // dlogits copied once for dh and dweight
+        if (dlogits_h && dlogits_in_bf16(rows, dim, vocab)) { // both products read dlogits_h
+            lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits_h, dlogits, lse + r0, targets + r0, vocab, ignore,
+                                                         scale);
+            CUDA_LAUNCH_CHECK();
+            const __nv_bfloat16 *w = weights.of(weight, vocab, dim, dim);
+            products::gemm_h(chunk_copies, 0, 0, rows, dim, vocab, 1.0f, NULL, vocab, dlogits_h, weight, dim, w, 0.0f,
+                             dh + (size_t)r0 * dim, dim);
+            products::gemm_h(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, NULL, vocab, dlogits_h, h + (size_t)r0 * dim,
+                             dim, NULL, 1.0f, dweight, dim); // dweight += dlogits^T h
+            continue;
+        }
+        lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits, dlogits, lse + r0, targets + r0, vocab, ignore, scale);
+        CUDA_LAUNCH_CHECK();
         chunk_gemm(weights, chunk_copies, 0, 0, rows, dim, vocab, dlogits, vocab, weight, dim, 0.0f,
                    dh + (size_t)r0 * dim, dim);
         products::gemm(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, dlogits, vocab, h + (size_t)r0 * dim, dim, 1.0f,
                        dweight, dim); // dweight += dlogits^T h
     }
+    if (dlogits_h) CUDA_CHECK(cudaFreeAsync(dlogits_h, 0));
     backend->free(dlogits);
 }
 

@@ -10,6 +10,12 @@
 #include "backend_cuda.h"
 #include "cuda_check.h"
 
+// Row-major C = alpha op(A) op(B) from dense bf16 copies as cuda_gemm_bf16 (backend_cuda.h), but
+// C in bf16: fp32 sums, each output rounded once to nearest even, C written (no beta)
+// (cuda_gemm_bf16.cu).
+void cuda_gemm_bf16_out(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                        const __nv_bfloat16 *a, const __nv_bfloat16 *b, __nv_bfloat16 *c, int ldc);
+
 namespace products {
 
 // The bf16 copies one op has made, each of a row-major [rows][cols] matrix with row stride ld
