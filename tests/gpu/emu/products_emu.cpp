@@ -5,8 +5,12 @@
 // test_cuda_ops' bounds), and in bf16 mode different from fp32 (the copies were taken). Outputs
 // start as NaN; weight gradients are added onto random values. Copies are taken from 2^15
 // multiply-adds and dimensions >= 16 here (the backend: 2^26 and 64), so small shapes run both
-// paths. argv[1]: a file for every bf16-mode output, which run_products.sh compares bit for bit
-// across HYLA_GEMM_SHARED_COPIES and HYLA_MLP_BF16 (the same operand bits either way).
+// paths. The bf16-mode MLP is also held to a model of the roundings it makes (mlp_bf16_model:
+// equal but for rare fp32 rounding differences), with gate, up and dz rounded to bf16 when
+// HYLA_MLP_BF16_ACTS=1 and HYLA_MLP_BF16 is on (cuda_mlp.cu), which the bound against the fp32
+// twin alone would not notice. argv[1]: a file for every bf16-mode output, which
+// run_products.sh compares bit for bit across HYLA_GEMM_SHARED_COPIES and HYLA_MLP_BF16 (the
+// same operand bits either way).
 #include "emu.h"
 #include "emu_check.h"
 #include "products_emu.h"
@@ -60,6 +64,14 @@ void cuda_gemm_bf16(cublasHandle_t, int ta, int tb, int m, int n, int k, float a
         [&](int p, int j) { return w(tb ? b[(size_t)j * b_cols + p] : b[(size_t)p * b_cols + j]); }, beta, c, ldc);
 }
 
+void cuda_gemm_bf16_out(cublasHandle_t, int ta, int tb, int m, int n, int k, float alpha, const __nv_bfloat16 *a,
+                        const __nv_bfloat16 *b, __nv_bfloat16 *c, int ldc) {
+    std::vector<float> sums((size_t)m * n);
+    cuda_gemm_bf16(nullptr, ta, tb, m, n, k, alpha, a, b, 0.0f, sums.data(), n);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) c[(size_t)i * ldc + j] = __float2bfloat16(sums[(size_t)i * n + j]);
+}
+
 // ---- the checks ----------------------------------------------------------------------------
 typedef std::vector<float> vec;
 static struct hyla_backend gpu;
@@ -70,6 +82,16 @@ static void check(const char *what, const vec &got, const vec &want) {
     printf(" %s %.2e", what, e);
     if (!(e <= bound)) printf(" (FAIL: bound %.0e)", bound), bad++;
     if (emu_bf16) fwrite(got.data(), sizeof(float), got.size(), dump);
+}
+// Against a model of the bf16 path, which rounds where the backend does: all but equal. A
+// rounding left out or added (up to bf16's half ulp, 2^-9, on every value of a tensor) moves an
+// output by 1e-3 or more; the bound leaves room for the rare bf16 ulp where the model's fp32
+// arithmetic (the CPU twin's SwiGLU, its multiplies associated otherwise) lands on the other side
+// of a rounding than the kernel's: none at these shapes, 1.1e-5 at 515 x 256 x 704.
+static void check_model(const char *what, const vec &got, const vec &want) {
+    const double e = rel(got, want), bound = 1e-4;
+    printf(" %s %.2e", what, e);
+    if (!(e <= bound)) printf(" (FAIL: bound %.0e)", bound), bad++;
 }
 
 // A linear layer with bias: forward, backward, backward adding onto dx.
@@ -114,7 +136,50 @@ static void projections(int n, int in, const int (&outs)[3]) {
     for (int i = 0; i < 3; i++) check(("dw" + std::to_string(i)).c_str(), gdw[i], dw[i]);
 }
 
-// The MLP onto a residual (and in place), then its backward.
+// An environment switch as cuda_mlp.cu reads it: =1 on, =0 off, unset or empty: the default.
+static bool switched_on(const char *name, bool by_default) {
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) != 0 : by_default;
+}
+// cuda_mlp.cu's bf16 activations: HYLA_MLP_BF16_ACTS (default off) on top of HYLA_MLP_BF16
+// (default on), where the MLP's products take copies (all of this file's bf16 MLP shapes).
+static bool mlp_bf16_acts() { return switched_on("HYLA_MLP_BF16_ACTS", false) && switched_on("HYLA_MLP_BF16", true); }
+
+// The bf16-mode MLP (onto res) and its backward as the backend computes them, built from the
+// CPU twin's SwiGLU and the emulated products on fp32 operands (which round them to bf16 as the
+// copies do, sums in the same order): z, dgate and dup are rounded by the products that read
+// them, and with bf16 activations gate, up and dz are rounded where they are written.
+struct mlp_grads {
+    vec y, dx, dwg, dwu, dwd;
+};
+static mlp_grads mlp_bf16_model(bool acts, const vec &x, const vec &res, const vec &wg, const vec &wu, const vec &wd,
+                                const vec &dy, const vec &dw0, int n, int dim, int inter) {
+    const size_t ni = (size_t)n * inter;
+    auto out = [&](vec v) { // a product's [n, inter] output as the SwiGLU kernels read it
+        if (acts)
+            for (float &f : v) f = round_bf16(f);
+        return v;
+    };
+    vec gate(ni), up(ni), z(ni), dz(ni), dgate(ni), dup(ni);
+    mlp_grads g{res, vec((size_t)n * dim), dw0, dw0, dw0};
+    cuda_gemm_fp32_operands(0, 1, n, inter, dim, 1.0f, x.data(), dim, wg.data(), dim, 0.0f, gate.data(), inter);
+    cuda_gemm_fp32_operands(0, 1, n, inter, dim, 1.0f, x.data(), dim, wu.data(), dim, 0.0f, up.data(), inter);
+    gate = out(gate), up = out(up);
+    cpu_f32_swiglu_fwd(z.data(), gate.data(), up.data(), ni);
+    cuda_gemm_fp32_operands(0, 1, n, dim, inter, 1.0f, z.data(), inter, wd.data(), inter, 1.0f, g.y.data(), dim);
+    cuda_gemm_fp32_operands(0, 0, n, inter, dim, 1.0f, dy.data(), dim, wd.data(), inter, 0.0f, dz.data(), inter);
+    dz = out(dz);
+    cuda_gemm_fp32_operands(1, 0, dim, inter, n, 1.0f, dy.data(), dim, z.data(), inter, 1.0f, g.dwd.data(), inter);
+    cpu_f32_swiglu_bwd(dgate.data(), dup.data(), dz.data(), gate.data(), up.data(), ni);
+    cuda_gemm_fp32_operands(0, 0, n, dim, inter, 1.0f, dgate.data(), inter, wg.data(), dim, 0.0f, g.dx.data(), dim);
+    cuda_gemm_fp32_operands(1, 0, inter, dim, n, 1.0f, dgate.data(), inter, x.data(), dim, 1.0f, g.dwg.data(), dim);
+    cuda_gemm_fp32_operands(0, 0, n, dim, inter, 1.0f, dup.data(), inter, wu.data(), dim, 1.0f, g.dx.data(), dim);
+    cuda_gemm_fp32_operands(1, 0, inter, dim, n, 1.0f, dup.data(), inter, x.data(), dim, 1.0f, g.dwu.data(), dim);
+    return g;
+}
+
+// The MLP onto a residual (and in place), then its backward; in bf16 mode also against the
+// model of the bf16 path.
 static void mlp(int n, int dim, int inter) {
     printf("%s mlp n=%d dim=%d inter=%d:", emu_bf16 ? "bf16" : "fp32", n, dim, inter);
     const size_t nd = (size_t)n * dim, ni = (size_t)n * inter, wi = (size_t)inter * dim;
@@ -134,6 +199,12 @@ static void mlp(int n, int dim, int inter) {
     gpu.mlp_bwd(gdx.data(), gdwg.data(), gdwu.data(), gdwd.data(), dy.data(), x.data(), gacts.data(), wg.data(),
                 wu.data(), wd.data(), gscratch.data(), n, dim, inter);
     check("dx", gdx, dx), check("dw_gate", gdwg, dwg), check("dw_up", gdwu, dwu), check("dw_down", gdwd, dwd);
+    if (!emu_bf16) return;
+    const bool bf16_acts = mlp_bf16_acts();
+    const mlp_grads m = mlp_bf16_model(bf16_acts, x, res, wg, wu, wd, dy, dw0, n, dim, inter);
+    printf(" | vs the bf16 model%s:", bf16_acts ? " (gate, up, dz in bf16)" : "");
+    check_model("y", gy, m.y), check_model("dx", gdx, m.dx), check_model("dw_gate", gdwg, m.dwg);
+    check_model("dw_up", gdwu, m.dwu), check_model("dw_down", gdwd, m.dwd);
 }
 
 // The LM head with cross-entropy in chunks (the last one short: fewer rows than copies need).
@@ -174,6 +245,8 @@ int main(int argc, char **argv) {
         mlp(70, 32, 96), printf("\n");
         lm_head(70, 32, 300, 16), printf("\n"); // chunks of 16, the last of 6 rows
         lm_head(40, 24, 500, 0), printf("\n");  // one chunk
+        mlp(96, 64, 176), printf("\n");         // the 0.4B's inter / dim = 2.75
+        mlp(37, 24, 90), printf("\n");          // n inter not a multiple of 4: the SwiGLU kernels' scalar form
     }
     fclose(dump);
     if (bad) printf("FAIL: %d checks\n", bad);

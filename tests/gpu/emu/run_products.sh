@@ -2,11 +2,15 @@
 # The ops built on matrix products (kernels/cuda/cuda_linear.cu, cuda_mlp.cu, cuda_swiglu.cu,
 # cuda_lm_head_ce.cu) on the CPU through emu.h, cuBLAS replaced by plain loops
 # (products_emu.h), against the fp32 CPU twins: fp32 mode within 1e-5, bf16 mode within 1e-2
-# (products_emu.cpp). Then the bf16-mode outputs bit for bit across the switches that must not
-# change them: each op's copies shared or per product (HYLA_GEMM_SHARED_COPIES, which also
-# decides whether the LM head copies its weight once per op) and the MLP's intermediates
-# written in bf16 or copied (HYLA_MLP_BF16). A check of the ops' logic (operand shapes, strides,
-# transposes, which copy serves which product, scratch layouts), not of cuBLAS or of speed.
+# (products_emu.cpp), the bf16 MLP also against a model of its roundings. Then the bf16-mode
+# outputs bit for bit across the switches that must not change them: each op's copies shared or
+# per product (HYLA_GEMM_SHARED_COPIES, which also decides whether the LM head copies its weight
+# once per op) and the MLP's intermediates written in bf16 or copied (HYLA_MLP_BF16). With the
+# MLP's bf16 activations (HYLA_MLP_BF16_ACTS=1, which rounds gate, up and dz once more and acts
+# only with HYLA_MLP_BF16 on) the outputs must differ from those without and agree bit for bit
+# across HYLA_GEMM_SHARED_COPIES. Runs with HYLA_MLP_BF16_ACTS as set, else with 0 and with 1.
+# A check of the ops' logic (operand shapes, strides, transposes, which copy serves which
+# product, scratch layouts), not of cuBLAS or of speed.
 # Needs build-cuda/ (or $BUILD) for the twins' objects.
 set -euo pipefail
 . "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
@@ -22,13 +26,30 @@ ops="$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu"
 g++ -pthread *.o "$ops/op_linear.c.o" "$ops/op_lm_head_ce.c.o" "$build/libhyla_common.a" -lopenblas -fopenmp -lm \
   -o "$work/emu"
 status=0
-for mode in "1 1" "0 0" "1 0" "0 1"; do
-  set -- $mode
-  echo "HYLA_GEMM_SHARED_COPIES=$1 HYLA_MLP_BF16=$2:"
-  HYLA_GEMM_SHARED_COPIES=$1 HYLA_MLP_BF16=$2 OMP_NUM_THREADS=1 "$work/emu" "$work/out.$1$2" || status=1
+same() { # same FILE_A FILE_B WHAT: the bf16 outputs bit for bit
+  if cmp -s "$work/out.$1" "$work/out.$2"; then echo "bf16 outputs of $2: the same bits as $1 ($3)"
+  else echo "FAIL: bf16 outputs of $2 differ from $1 ($3)"; status=1; fi
+}
+acts_runs=${HYLA_MLP_BF16_ACTS:-0 1}
+for acts in $acts_runs; do
+  for mode in "1 1" "0 0" "1 0" "0 1"; do
+    set -- $mode
+    echo "HYLA_GEMM_SHARED_COPIES=$1 HYLA_MLP_BF16=$2 HYLA_MLP_BF16_ACTS=$acts:"
+    HYLA_GEMM_SHARED_COPIES=$1 HYLA_MLP_BF16=$2 HYLA_MLP_BF16_ACTS=$acts OMP_NUM_THREADS=1 "$work/emu" \
+      "$work/out.$acts$1$2" || status=1
+  done
+  # out.ASM: A = HYLA_MLP_BF16_ACTS, S = HYLA_GEMM_SHARED_COPIES, M = HYLA_MLP_BF16
+  if [ "$acts" = 0 ]; then
+    for other in 000 010 001; do same 011 "$other" "bf16 activations off"; done
+  else
+    same 111 101 "bf16 activations on: copies shared or not"
+    same 110 100 "bf16 activations on, HYLA_MLP_BF16 off: copies shared or not"
+  fi
 done
-for other in 00 10 01; do
-  if cmp -s "$work/out.11" "$work/out.$other"; then echo "bf16 outputs of $other: the same bits as 11"
-  else echo "FAIL: bf16 outputs of $other differ from 11"; status=1; fi
-done
+if [ -f "$work/out.011" ] && [ -f "$work/out.111" ]; then
+  if cmp -s "$work/out.011" "$work/out.111"; then
+    echo "FAIL: bf16 outputs the same with bf16 activations on and off (the MLP's path not taken?)"; status=1
+  else echo "bf16 outputs of 111 differ from 011 (bf16 activations on: the MLP's roundings)"; fi
+  same 010 110 "HYLA_MLP_BF16 off: bf16 activations take no effect"
+fi
 exit $status
