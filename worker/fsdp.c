@@ -91,8 +91,18 @@ static void release(struct fsdp *f, int u) {
     f->model->params[u] = NULL;
 }
 
+/* A group of one: the shard is the whole unit and the group's mean is the rank's own
+ * gradient, so the backward adds straight into the shard (as the model without FSDP adds into
+ * its gradients) — no full buffer to allocate and zero, no reduction and no add of it into the
+ * shard per unit (on an H100 at the 0.4B shape ~55 us a layer unit, 1.3 ms a step). */
+static int grads_in_shard(const struct fsdp *f) { return f->group_size == 1; }
+
 static void grad_begin(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
+    if (grads_in_shard(f)) {
+        f->model->grads[u] = unit->grad;
+        return;
+    }
     if (unit->full_grad) return;
     unit->full_grad = alloc_zero(f->be, unit->layout.padded_count);
     track(f, (long)unit_bytes(unit));
@@ -104,6 +114,10 @@ static void grad_begin(struct fsdp *f, int u) {
 static void grad_end(struct fsdp *f, int u) {
     struct fsdp_unit *unit = &f->units[u];
     const size_t S = unit->layout.shard_count;
+    if (grads_in_shard(f)) {
+        f->model->grads[u] = NULL;
+        return;
+    }
     if (f->comm) {
         serialise_before(f);
         finish_request(f, fsdp_grad_reduce_scatter_start(&unit->layout, f->data_comm, unit->full_grad, f->scatter_tmp));
@@ -188,6 +202,7 @@ void fsdp_free(struct fsdp *f) {
     for (int u = 0; u < f->n_units; u++) {
         struct fsdp_unit *unit = &f->units[u];
         if (unit->full_grad) f->be->free(unit->full_grad), f->model->grads[u] = NULL;
+        if (f->model->grads[u] == unit->grad) f->model->grads[u] = NULL; /* grads_in_shard, mid-backward */
         f->be->free(unit->param), f->be->free(unit->grad), f->be->free(unit->adam_m), f->be->free(unit->adam_v);
     }
     f->be->free(f->scatter_tmp);
