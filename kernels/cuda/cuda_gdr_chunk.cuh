@@ -206,6 +206,9 @@ void launch_out(float *o, const scratch &s, const float *q, const float *k, cons
 // that fit two blocks per SM (the state chains over 16 value columns a block); the same bits
 // (cuda_gdr_chunk_fwd.cu). Read at every call, so that a test can run both forms in one process.
 bool use_fwd2(void);
+// HYLA_GDR_PREP2: prep_kernel in a form of four blocks per SM with its loads in flight at once;
+// the same bits (cuda_gdr_chunk_fwd.cu). Read at every call, as use_fwd2.
+bool use_prep2(void);
 
 } // namespace gdrc
 

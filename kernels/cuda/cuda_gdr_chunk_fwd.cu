@@ -9,6 +9,10 @@
 // HYLA_GDR_FWD2=1 (FWD2_BY_DEFAULT) swaps the state and output kernels, forward and backward,
 // for forms of two blocks per SM: the state chains over 16 value columns a block (twice the
 // blocks), the output kernel in 102 KB instead of 119 (out2_kernel). The same bits.
+// HYLA_GDR_PREP2=1 (PREP2_BY_DEFAULT) swaps prep_kernel, forward and backward, for prep2_kernel:
+// four blocks per SM instead of two, every load of an operand in flight at once. The same bits.
+#include <stdint.h>
+
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
 
@@ -172,6 +176,305 @@ __global__ void __launch_bounds__(THREADS) prep_kernel(scratch s, const float *q
     mma_apply<false, false>(Th, LDS, Xh, LDH, CH, dkp, CH, stage,
                             [&](int r, int i, float x) { wn[r * dkp + i] = __float2bfloat16(-x); });
     mma_apply<false, false>(Th, LDS, Vh, LDH, CH, dvp, CH, stage, [&](int r, int j, float x) { u[r * dvp + j] = x; });
+}
+
+// HYLA_GDR_PREP2=1 (PREP2_BY_DEFAULT): prep_kernel in a form of four blocks per SM, the same
+// operations in the same order, so the same bits (emu.gdr_chunk compares). prep_kernel waits
+// on latency (H100, 0.4B shape: 613 us a call for ~370 MB): its loops over global memory load
+// one float per element with a few loads in flight per thread and read k three times; thread 0
+// sums the gates alone; the inversion's diagonal blocks go row by row through shared memory;
+// and at 86 KB only two blocks share an SM to cover it. Here each thread issues all its loads
+// of an operand at once (eight float4 where rows allow) and reads q, k, v once; A, T and Th are
+// kept as their 10 blocks on or below the diagonal, so that 54.5 KB suffice (and 64 registers);
+// the 64 gate threads each run the whole sum; the diagonal blocks are inverted with each lane's
+// column in registers; the blocks of K K^T above the diagonal, zero after the mask, are skipped.
+
+constexpr int NB = CH / 16;              // 16 x 16 blocks along a chunk
+constexpr int LOWER = NB * (NB + 1) / 2; // blocks on or below the diagonal
+constexpr int BELOW = NB * (NB - 1) / 2; // blocks below it
+constexpr int LDTH = 24;                 // bf16 rows of a block of Th (48 bytes: the 8 rows of an 8 x 8 fragment in distinct banks)
+constexpr int QUADS = CH / WARPS;        // rows of an operand a thread loads (a float4 of each)
+__host__ __device__ constexpr int lower_at(int i, int j) { return i * (i + 1) / 2 + j; } // block (i >= j) of the 10
+__host__ __device__ constexpr int below_at(int i, int j) { return i * (i - 1) / 2 + j; } // block (i > j) of the 6
+
+// Shared memory in four regions that change hands between the steps:
+//   Xh  diag(beta e^gam) K (bf16, 64 x LDH), the operand of W, throughout
+//   R1  K (bf16, until K K^T is formed), then diag(beta) V, the operand of U
+//   R2  A's 10 lower blocks (fp32 16 x 16), the diagonal ones replaced by their inverses D_i;
+//       then Th's 10 lower blocks and one zero block (bf16 16 x LDTH)
+//   R3  T's 6 off-diagonal blocks and the inversion's X blocks (fp32); then the W / U stage
+// plus 64 floats each of the raw and summed gates, beta, e^gam, e^{gam_last - gam}, beta e^gam.
+constexpr size_t P2_OPERAND = carve_size(sizeof(bf16) * CH * LDH);
+constexpr size_t P2_R2 = carve_size(sizeof(float) * LOWER * 256);
+constexpr size_t P2_R3 = carve_size(sizeof(float) * (BELOW + NB - 1) * 256);
+constexpr size_t PREP2_SMEM = 2 * P2_OPERAND + P2_R2 + P2_R3 + 6 * carve_size(sizeof(float) * CH);
+static_assert(sizeof(bf16) * (LOWER + 1) * 16 * LDTH <= P2_R2, "Th's blocks fit where A's were");
+static_assert(sizeof(float) * WARPS * 256 <= P2_R3, "the stage fits where T's blocks were");
+static_assert(PREP2_SMEM + 1024 <= 228 * 1024 / 4, "four blocks per SM");
+
+struct alignas(8) bf16x4 {
+    bf16 v[4];
+};
+struct alignas(16) bf16x8 {
+    bf16 v[8];
+};
+__device__ inline void put4(bf16 *p, float a, float b, float c, float e) { // 8-byte aligned
+    bf16x4 o;
+    o.v[0] = __float2bfloat16(a), o.v[1] = __float2bfloat16(b), o.v[2] = __float2bfloat16(c), o.v[3] = __float2bfloat16(e);
+    *(bf16x4 *)p = o;
+}
+
+// This thread's quads of one chunk of a [B, L, H, width] tensor: columns i = 4 (tid % 32) .. + 3
+// of the rows r = tid / 32 + 8 m, m = 0..7 (a warp reads 128 contiguous floats of a row), zeros
+// outside the true sizes; lanes with i >= wpad stay idle. Every load is issued before any is
+// used; float4 loads where the rows allow (vec: width and the base 4-float aligned), else one
+// float at a time.
+__device__ inline void load_quads(float4 (&x)[QUADS], const float *src, size_t row_stride, int c, int width, bool vec) {
+    const int r0 = threadIdx.x / 32, i = threadIdx.x % 32 * 4;
+#pragma unroll
+    for (int m = 0; m < QUADS; m++) {
+        const int r = r0 + m * WARPS;
+        float4 x4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < c && i < width) {
+            const float *p = src + (size_t)r * row_stride + i;
+            if (vec) x4 = *(const float4 *)p;
+            else {
+                x4.x = p[0];
+                if (i + 1 < width) x4.y = p[1];
+                if (i + 2 < width) x4.z = p[2];
+                if (i + 3 < width) x4.w = p[3];
+            }
+        }
+        x[m] = x4;
+    }
+}
+// f(r, i, x, n) for each quad of load_quads inside the padded width wpad (rows 0..63): row r,
+// columns i .. i + 3, the values x (zeros outside), n the number of them inside the true sizes
+// (<= 0: none).
+template <typename F> __device__ inline void each_quad(const float4 (&x)[QUADS], int c, int width, int wpad, F f) {
+    const int r0 = threadIdx.x / 32, i = threadIdx.x % 32 * 4;
+    if (i >= wpad) return;
+#pragma unroll
+    for (int m = 0; m < QUADS; m++) {
+        const int r = r0 + m * WARPS;
+        f(r, i, x[m], r < c ? width - i : 0);
+    }
+}
+
+// F2 on the lower blocks: A = strict_lower(diag(beta) K K^T ⊙ E), each value as prep_kernel
+// rounds it (the tile through mma(): 0 + 1 x, then beta_r x e^{gam_r - gam_j}). Warps take
+// blocks round-robin; the caller synchronises before and after.
+__device__ void kkt_lower(float *Ab, const bf16 *Kh, int dkp, const float *bt, const float *gc) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    for (int p = warp; p < LOWER; p += WARPS) {
+        int mi = 0;
+        while (lower_at(mi + 1, 0) <= p) mi++;
+        const int ni = p - lower_at(mi, 0);
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
+        wmma::fill_fragment(prod, 0.0f);
+        for (int k = 0; k < dkp; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
+            wmma::load_matrix_sync(a, Kh + (size_t)mi * 16 * LDH + k, LDH);
+            wmma::load_matrix_sync(b, Kh + (size_t)ni * 16 * LDH + k, LDH);
+            wmma::mma_sync(prod, a, b, prod);
+        }
+        float *blk = Ab + p * 256;
+        wmma::store_matrix_sync(blk, prod, 16, wmma::mem_row_major);
+        __syncwarp();
+        for (int e = lane; e < 256; e += 32) {
+            const int r = mi * 16 + e / 16, j = ni * 16 + e % 16;
+            blk[e] = j < r ? bt[r] * (blk[e] + 0.0f) * expf(gc[r] - gc[j]) : 0.0f;
+        }
+        __syncwarp();
+    }
+}
+
+// D = (I + A_ii)^-1 for the diagonal block blk (in place), by one warp, as invert_unit_lower's
+// warps form it: lane (m, half) follows column m and sums every other term of each row (half 0
+// j = m + 1, m + 3, ..., half 1 j = m + 2, ...), the halves joined by a shuffle; here the
+// column stays in registers (both halves hold it: their sums are the same two terms) instead
+// of going through shared memory row by row.
+__device__ void invert_diag_block(float *blk, int lane) {
+    const int m = lane % 16, half = lane / 16, first = m + 1 + half;
+    float t[16];
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < i; j++)
+            if (j >= first && (j & 1) == (first & 1)) sum += blk[i * 16 + j] * t[j];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+        t[i] = m < i ? -blk[i * 16 + m] - sum : (m == i ? 1.0f : 0.0f);
+    }
+    __syncwarp(); // every lane has read A_ii
+#pragma unroll
+    for (int i = 0; i < 16; i++)
+        if (i / 8 == half) blk[i * 16 + m] = t[i];
+}
+
+// F3 as invert_unit_lower, on blocks: the diagonal inverses D_i in place of A_ii (four warps),
+// then by distance from the diagonal T_ij = -D_i sum_{j <= k < i} A_ik T_kj into Tb (blocks
+// below_at), every sum in invert_unit_lower's order. xs: 3 * 256 floats.
+__device__ void invert_blocks(float *Ab, float *Tb, float *xs) {
+    const int tid = threadIdx.x, warp = tid / 32;
+    if (warp < NB) invert_diag_block(Ab + lower_at(warp, warp) * 256, tid % 32);
+    __syncthreads();
+    for (int dist = 1; dist < NB; dist++) {
+        const int blocks = NB - dist;
+        for (int e = tid; e < blocks * 256; e += THREADS) { // X_ij = sum_k A_ik T_kj
+            const int j = e / 256, i = j + dist, r = (e % 256) / 16, cc = e % 16;
+            float x = 0.0f;
+            for (int kb = j; kb < i; kb++) {
+                const float *ar = Ab + lower_at(i, kb) * 256 + r * 16;
+                const float *tc = (kb == j ? Ab + lower_at(j, j) * 256 : Tb + below_at(kb, j) * 256) + cc;
+#pragma unroll
+                for (int kk = 0; kk < 16; kk++) x += ar[kk] * tc[kk * 16];
+            }
+            xs[e] = x;
+        }
+        __syncthreads();
+        for (int e = tid; e < blocks * 256; e += THREADS) { // T_ij = -D_i X_ij
+            const int j = e / 256, i = j + dist, r = (e % 256) / 16, cc = e % 16;
+            const float *dr = Ab + lower_at(i, i) * 256 + r * 16;
+            float t = 0.0f;
+#pragma unroll
+            for (int m = 0; m < 16; m++) t += dr[m] * xs[j * 256 + m * 16 + cc];
+            Tb[below_at(i, j) * 256 + r * 16 + cc] = -t;
+        }
+        __syncthreads();
+    }
+}
+
+// T's blocks (fp32, D_i in Ab, the rest in Tb) to bf16: Th's lower blocks and a zero block in
+// R2 (over A, hence the barrier between reading and writing), and s.t when the backward wants
+// it (64 x 64, zeros above the diagonal, as prep_kernel stores it). Thread: row tid / 4,
+// columns 16 (tid % 4) .. + 15. Ends synchronised.
+__device__ void store_t(bf16 *Thb, const float *Ab, const float *Tb, bf16 *t_out) {
+    const int tid = threadIdx.x, r = tid / 4, bc = tid % 4, br = r / 16, rr = r % 16;
+    const float *src = bc < br ? Tb + below_at(br, bc) * 256 + rr * 16 : Ab + lower_at(br, br) * 256 + rr * 16;
+    bf16x8 h[2];
+#pragma unroll
+    for (int jj = 0; jj < 16; jj++)
+        h[jj / 8].v[jj % 8] = __float2bfloat16(bc < br || (bc == br && jj <= rr) ? src[jj] : 0.0f);
+    __syncthreads(); // T read: R2 is free
+    if (bc <= br) {
+        bf16x8 *dst = (bf16x8 *)(Thb + lower_at(br, bc) * 16 * LDTH + rr * LDTH);
+        dst[0] = h[0], dst[1] = h[1];
+    }
+    if (tid < 16 * LDTH / 8) {
+        bf16x8 z;
+        for (int u = 0; u < 8; u++) z.v[u] = __float2bfloat16(0.0f);
+        ((bf16x8 *)(Thb + LOWER * 16 * LDTH))[tid] = z;
+    }
+    if (t_out) {
+        bf16x8 *dst = (bf16x8 *)(t_out + r * CH + 16 * bc);
+        dst[0] = h[0], dst[1] = h[1];
+    }
+    __syncthreads();
+}
+
+// Th op(B) for [64 x N] op(B) = Bm (bf16, row-major, ld ldb), as prep_kernel's mma_apply forms
+// it: each 16 x 16 tile summed over kb = 0..3 in order, the blocks of Th above the diagonal
+// read as the zero block; then f(row, col, v) with 8 consecutive values v of a row per lane,
+// through this warp's 16 x 16 stage.
+template <typename F> __device__ void th_product(const bf16 *Thb, const bf16 *Bm, int ldb, int N, float *stage, F f) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, tn = N / 16;
+    float *st = stage + warp * 256;
+    for (int tile = warp; tile < NB * tn; tile += WARPS) {
+        const int mi = tile / tn, ni = tile % tn;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> prod;
+        wmma::fill_fragment(prod, 0.0f);
+        for (int kb = 0; kb < NB; kb++) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
+            wmma::load_matrix_sync(a, Thb + (kb <= mi ? lower_at(mi, kb) : LOWER) * 16 * LDTH, LDTH);
+            wmma::load_matrix_sync(b, Bm + (size_t)kb * 16 * ldb + ni * 16, ldb);
+            wmma::mma_sync(prod, a, b, prod);
+        }
+        wmma::store_matrix_sync(st, prod, 16, wmma::mem_row_major);
+        __syncwarp();
+        f(mi * 16 + lane / 2, ni * 16 + lane % 2 * 8, st + lane * 8);
+        __syncwarp();
+    }
+}
+
+// F1-F4 for chunk blockIdx.x of (b, h) = blockIdx.y, as prep_kernel.
+__global__ void __launch_bounds__(THREADS, 4) prep2_kernel(scratch s, const float *q, const float *k, const float *v,
+                                                          const float *beta, const float *g, dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Xh = sc.take<bf16>(CH * LDH), *R1 = sc.take<bf16>(CH * LDH);
+    float *R2 = sc.take<float>(LOWER * 256), *R3 = sc.take<float>((BELOW + NB - 1) * 256);
+    float *graw = sc.take<float>(CH), *gc = sc.take<float>(CH), *bt = sc.take<float>(CH);
+    float *eg = sc.take<float>(CH), *el = sc.take<float>(CH), *fk = sc.take<float>(CH);
+    bf16 *Kh = R1, *Vh = R1, *Thb = (bf16 *)R2;
+    float *Ab = R2, *Tb = R3, *xs = R3 + BELOW * 256, *stage = R3;
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    const size_t sk = (size_t)d.H * d.dk, sv = (size_t)d.H * d.dv;
+    const float *kc = k + row0 * d.dk, *qc = q + row0 * d.dk, *vc = v + row0 * d.dv;
+    const bool vec_k = d.dk % 4 == 0 && ((uintptr_t)k & 15) == 0 && ((uintptr_t)q & 15) == 0;
+    const bool vec_v = d.dv % 4 == 0 && ((uintptr_t)v & 15) == 0;
+    if (tid < CH) {
+        bt[tid] = tid < c ? beta[row0 + (size_t)tid * d.H] : 0.0f;
+        graw[tid] = tid < c ? g[row0 + (size_t)tid * d.H] : 0.0f; // padded rows: no decay, so gam stays gam_last
+    }
+    float4 x[QUADS];
+    load_quads(x, kc, sk, c, d.dk, vec_k); // in flight while the gates are summed
+    __syncthreads();
+    if (tid < CH) { // F1: each of these threads runs the CPU's whole sum (the same order), keeping its own prefix
+        float acc = 0.0f, mine = 0.0f;
+#pragma unroll
+        for (int r = 0; r < CH; r++) {
+            acc += graw[r];
+            if (r == tid) mine = acc;
+        }
+        gc[tid] = mine;
+        eg[tid] = expf(mine);
+        el[tid] = expf(acc - mine);
+        fk[tid] = bt[tid] * eg[tid];
+        s.gcum[cb * CH + tid] = mine;
+    }
+    __syncthreads();
+    bf16 *ke = s.ke + cb * CH * dkp, *qs = s.qs + cb * CH * dkp;
+    each_quad(x, c, d.dk, dkp, [&](int r, int i, float4 x4, int in) { // K, diag(beta e^gam) K, Ke
+        const float f = fk[r], e = el[r];
+        put4(Kh + r * LDH + i, x4.x, x4.y, x4.z, x4.w);
+        put4(Xh + r * LDH + i, in > 0 ? x4.x * f : 0.0f, in > 1 ? x4.y * f : 0.0f, in > 2 ? x4.z * f : 0.0f,
+             in > 3 ? x4.w * f : 0.0f);
+        put4(ke + r * dkp + i, e * x4.x, e * x4.y, e * x4.z, e * x4.w);
+    });
+    load_quads(x, qc, sk, c, d.dk, vec_k);
+    each_quad(x, c, d.dk, dkp, [&](int r, int i, float4 x4, int) { // Qs
+        const float f = eg[r];
+        put4(qs + r * dkp + i, d.scale * f * x4.x, d.scale * f * x4.y, d.scale * f * x4.z, d.scale * f * x4.w);
+    });
+    __syncthreads();
+    kkt_lower(Ab, Kh, dkp, bt, gc);
+    __syncthreads(); // K is dead: V goes in its place
+    load_quads(x, vc, sv, c, d.dv, vec_v);
+    each_quad(x, c, d.dv, dvp, [&](int r, int i, float4 x4, int in) { // diag(beta) V
+        const float f = bt[r];
+        put4(Vh + r * LDH + i, in > 0 ? x4.x * f : 0.0f, in > 1 ? x4.y * f : 0.0f, in > 2 ? x4.z * f : 0.0f,
+             in > 3 ? x4.w * f : 0.0f);
+    });
+    invert_blocks(Ab, Tb, xs); // its barriers also put V in place for U
+    store_t(Thb, Ab, Tb, s.t ? s.t + cb * CH * CH : nullptr);
+    bf16 *wn = s.wn + cb * CH * dkp;
+    float *u = s.u + cb * CH * dvp;
+    // W = T diag(beta e^gam) K, stored negated; U = T diag(beta) V
+    th_product(Thb, Xh, LDH, dkp, stage, [&](int r, int i, const float *x8) {
+        bf16x8 o;
+#pragma unroll
+        for (int e = 0; e < 8; e++) o.v[e] = __float2bfloat16(-x8[e]);
+        *(bf16x8 *)(wn + r * dkp + i) = o;
+    });
+    th_product(Thb, Vh, LDH, dvp, stage, [&](int r, int j, const float *x8) {
+        float4 *dst = (float4 *)(u + r * dvp + j);
+        dst[0] = make_float4(x8[0], x8[1], x8[2], x8[3]), dst[1] = make_float4(x8[4], x8[5], x8[6], x8[7]);
+    });
 }
 
 constexpr size_t STATE_SMEM = 2 * carve_size(sizeof(bf16) * 2 * CH * LDH) + carve_size(sizeof(float) * 2 * CH * LDVF) +
@@ -455,8 +758,22 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
 
 } // namespace
 
+// Off until a GPU run has timed it; HYLA_GDR_PREP2=1 / 0 chooses.
+constexpr bool PREP2_BY_DEFAULT = false;
+bool use_prep2(void) {
+    const char *env = getenv("HYLA_GDR_PREP2");
+    return env && *env ? atoi(env) != 0 : PREP2_BY_DEFAULT;
+}
+
 void launch_prep(const scratch &s, const float *q, const float *k, const float *v, const float *beta, const float *g,
                  const dims &d) {
+    if (use_prep2()) {
+        static bool ready2 = false;
+        if (!ready2) allow_smem(prep2_kernel, PREP2_SMEM), ready2 = true;
+        prep2_kernel<<<dim3(d.nt, d.B * d.H), THREADS, PREP2_SMEM>>>(s, q, k, v, beta, g, d);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
     static bool ready = false;
     if (!ready) allow_smem(prep_kernel, PREP_SMEM), ready = true;
     prep_kernel<<<dim3(d.nt, d.B * d.H), THREADS, PREP_SMEM>>>(s, q, k, v, beta, g, d);

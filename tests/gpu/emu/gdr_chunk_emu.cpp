@@ -3,9 +3,16 @@
 // the forward keeping its chunk quantities in `saved` for the backward, which must give the
 // same bits as computing them again. Both forms of the backward's last step (HYLA_GDR_GRADS2:
 // 0 one kernel, 1 two), each with and without `saved`; the two forms' bits are compared. All of
-// it twice, with the state and output kernels' old and new forms (HYLA_GDR_FWD2 0 / 1), whose
-// outputs must be the same bits (a difference fails).
-// Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient).
+// it four times, with the state and output kernels' old and new forms (HYLA_GDR_FWD2 0 / 1)
+// and the prep kernel's (HYLA_GDR_PREP2 0 / 1), whose outputs must be the same bits (a
+// difference fails), and so must the forward's `saved` (every chunk quantity: the gates, -W,
+// Ke, Qs, T, U, Delta, the states) with PREP2 on and off.
+// Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient, bit 2:
+// close keys). Close keys (one direction per run plus 0.3 noise, beta in [0.9, 1], gates near 0)
+// make I + A nearly singular, so that the fp32 rounding inside the inversion reaches T's bf16
+// bits: there the forms' bit comparisons see a changed summation order (with the usual keys
+// they hardly do: T leaves the prep kernel only in bf16), and the 1e-2 bound against the fp32
+// twin, which bf16 itself can miss there, is reported but not enforced (a NaN still fails).
 #include "emu.h"
 #include "chunk.h" // kernels/cuda/cuda_gdr_chunk.cuh rewritten (run.sh)
 extern "C" {
@@ -23,8 +30,10 @@ int main(int argc, char **argv) {
     int B = atoi(argv[1]), L = atoi(argv[2]), H = atoi(argv[3]), dk = atoi(argv[4]), dv = atoi(argv[5]), ws = atoi(argv[6]);
     size_t nq = (size_t)B * L * H * dk, nv = (size_t)B * L * H * dv, ng = (size_t)B * L * H, ns = (size_t)B * H * dk * dv;
     auto q = rv(nq, -1, 1), k = rv(nq, -1, 1), v = rv(nv, -1, 1);
+    const bool close = ws & 4;
+    if (close) { auto dir = rv(dk, -1, 1); for (size_t r = 0; r < ng; r++) for (int i = 0; i < dk; i++) k[r*dk+i] = dir[i] + 0.3f * k[r*dk+i]; }
     for (size_t r = 0; r < ng; r++) { double a = 0, b = 0; for (int i = 0; i < dk; i++) a += q[r*dk+i]*q[r*dk+i], b += k[r*dk+i]*k[r*dk+i]; for (int i = 0; i < dk; i++) q[r*dk+i] /= sqrt(a), k[r*dk+i] /= sqrt(b); }
-    auto beta = rv(ng, 0.1f, 0.9f), g = rv(ng, -0.5f, -0.01f), S0 = rv(ns, -0.5f, 0.5f), dO = rv(nv, -1, 1), dS = rv(ns, -1, 1);
+    auto beta = rv(ng, close ? 0.9f : 0.1f, close ? 1.0f : 0.9f), g = rv(ng, close ? -0.05f : -0.5f, close ? -0.001f : -0.01f), S0 = rv(ns, -0.5f, 0.5f), dO = rv(nv, -1, 1), dS = rv(ns, -1, 1);
     const float *s0 = (ws & 1) ? S0.data() : nullptr, *ds = (ws & 2) ? dS.data() : nullptr;
     float scale = 1 / sqrtf(dk);
     std::vector<std::vector<float>> ref(8), got(8);
@@ -37,11 +46,13 @@ int main(int argc, char **argv) {
         setenv("HYLA_GDR_GRADS2", grads2, 1);
         cuda_gdr_chunk_bwd_bf16(out[2].data(), out[3].data(), out[4].data(), out[5].data(), out[6].data(), out[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, sv);
     };
-    // one form of the forward's output and state kernels (HYLA_GDR_FWD2): the outputs without
-    // `saved` and with it, each through both forms of the backward's last step
-    struct form_out { std::vector<std::vector<float>> got, kept, got2, kept2; };
-    auto run_form = [&](const char *fwd2) {
+    // one form of the forward's output and state kernels (HYLA_GDR_FWD2) and prep kernel
+    // (HYLA_GDR_PREP2, forward and backward): the outputs without `saved` and with it, each
+    // through both forms of the backward's last step; and `saved` itself
+    struct form_out { std::vector<std::vector<float>> got, kept, got2, kept2; std::vector<float> saved; };
+    auto run_form = [&](const char *fwd2, const char *prep2) {
         setenv("HYLA_GDR_FWD2", fwd2, 1);
+        setenv("HYLA_GDR_PREP2", prep2, 1);
         form_out f;
         f.got = got, f.kept = got;
         cuda_gdr_chunk_fwd_bf16(f.got[0].data(), f.got[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
@@ -56,10 +67,12 @@ int main(int argc, char **argv) {
         backward(f.got2, "1", nullptr);
         backward(f.kept2, "1", saved.data());
         unsetenv("HYLA_GDR_FWD2");
+        unsetenv("HYLA_GDR_PREP2");
+        f.saved = std::move(saved);
         return f;
     };
     for (int i = 0; i < 8; i++) got[i].assign(sizes[i], NAN); // outputs NaN-filled: an element left unwritten shows
-    const form_out f0 = run_form("0"), f1 = run_form("1");
+    const form_out f0 = run_form("0", "0"), f1 = run_form("1", "0"), p0 = run_form("0", "1"), p1 = run_form("1", "1");
     unsetenv("HYLA_GDR_GRADS2");
     const char *names[8] = {"o", "final", "dq", "dk", "dv", "dbeta", "dg", "dS0"};
     int bad = 0; /* the GPU test's bound for bf16 operands: 1e-2 relative (a NaN fails too) */
@@ -69,15 +82,20 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 8; i++) {
             const double e = rel(a[i], ref[i]);
             printf(" %s %.2e", names[i], e);
-            bad += !(e <= 1e-2);
+            bad += close ? !(e == e) : !(e <= 1e-2);
             if (memcmp(a[i].data(), ak[i].data(), sizes[i] * sizeof(float))) printf(" (%s differs with saved)", names[i]), bad++;
         }
-        printf(bad > bad0 ? "  FAIL (bound 1e-2; saved: the same bits)\n" : "  ok (bound 1e-2; saved: the same bits)\n");
+        const char *bound = close ? "bound not enforced, close keys" : "bound 1e-2";
+        printf(bad > bad0 ? "  FAIL (%s; saved: the same bits)\n" : "  ok (%s; saved: the same bits)\n", bound);
     };
     check("fwd2=0 grads2=0", f0.got, f0.kept);
     check("fwd2=0 grads2=1", f0.got2, f0.kept2);
     check("fwd2=1 grads2=0", f1.got, f1.kept);
     check("fwd2=1 grads2=1", f1.got2, f1.kept2);
+    check("prep2=1 fwd2=0 grads2=0", p0.got, p0.kept);
+    check("prep2=1 fwd2=0 grads2=1", p0.got2, p0.kept2);
+    check("prep2=1 fwd2=1 grads2=0", p1.got, p1.kept);
+    check("prep2=1 fwd2=1 grads2=1", p1.got2, p1.kept2);
     // two forms: the same bits, else the largest relative difference per output
     auto compare = [&](const char *what, const std::vector<std::vector<float>> &x, const std::vector<std::vector<float>> &y, int from) {
         printf("  %s:", what);
@@ -99,5 +117,19 @@ int main(int argc, char **argv) {
     // the forward's new forms change no bit of anything (a difference fails: they must not)
     bad += !compare("fwd2=1 against fwd2=0 (o, final, grads2=0)", f1.got, f0.got, 0);
     bad += !compare("fwd2=1 against fwd2=0 (saved, grads2=1)", f1.kept2, f0.kept2, 0);
+    bad += !compare("prep2=1 against prep2=0 (o, final, grads2=0)", p0.got, f0.got, 0);
+    bad += !compare("prep2=1 against prep2=0 (saved, grads2=1)", p0.kept2, f0.kept2, 0);
+    bad += !compare("prep2=1 fwd2=1 against prep2=0 fwd2=0 (o, final, grads2=0)", p1.got, f0.got, 0);
+    bad += !compare("prep2=1 fwd2=1 against prep2=0 fwd2=0 (saved, grads2=1)", p1.kept2, f0.kept2, 0);
+    // the chunk quantities themselves (NaN-filled alike, so the padding between pieces compares too)
+    auto same_saved = [&](const char *what, const std::vector<float> &x, const std::vector<float> &y) {
+        size_t diff = 0;
+        for (size_t j = 0; j < x.size(); j++) diff += memcmp(&x[j], &y[j], sizeof(float)) != 0;
+        if (diff) printf("  %s: %zu of %zu words differ\n", what, diff, x.size());
+        else printf("  %s: the same bits\n", what);
+        return diff == 0;
+    };
+    bad += !same_saved("prep2=1 against prep2=0 (the forward's saved chunk quantities)", p0.saved, f0.saved);
+    bad += !same_saved("prep2=1 fwd2=1 against prep2=0 fwd2=0 (saved chunk quantities)", p1.saved, f0.saved);
     return bad ? 1 : 0;
 }
