@@ -1,7 +1,8 @@
 // CUDA: the Gated DeltaNet's pieces around the delta rule (short convolution + SiLU, L2
 // norm, gates, gated RMSNorm) and RoPE, with the CPU twins' semantics. Per-parameter sums
 // (conv weights, gate parameters, norm weights) are column sums in a fixed order
-// (cuda_column_sum.cuh): deterministic.
+// (cuda_column_sum.cuh): deterministic. With HYLA_NORM_FUSED_DW=1 the conv weights' and the
+// gated norm's weights' are summed by the backward kernels that read the rows anyway.
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
@@ -28,32 +29,36 @@ __device__ static float softplus_(float x) { return x > 20.0f ? x : log1pf(expf(
 // i.e. w's index ascending, the CPU twin's order. Rows outside the sequence are zeros in the
 // window: adding w * 0 leaves the sum's bits as skipping it does. The backward pass stores no
 // dpre = dy silu'(pre): the dx kernel and the dw partials each recompute it from dy and x
-// (reading dy and x twice costs less than writing dpre and reading it twice).
+// (reading dy and x twice costs less than writing dpre and reading it twice); with
+// HYLA_NORM_FUSED_DW=1 one kernel makes dx and dw's partial sums, reading them once.
 enum { RUN = 16, BATCH = 4 };
-// Grid: x over blocks of runs (several runs a block when a row has fewer than THREADS units),
-// y over blocks of THREADS units (channel groups); 32-bit divisions, once per thread.
+// Grid: x over blocks of runs (several runs a block when a row has fewer than max_slots units),
+// y over blocks of max_slots units (channel groups); 32-bit divisions, once per thread. With
+// steps > 1 (the fused dw, DW_STEPS) a block takes `steps` blocks of runs, grid.x apart.
 struct conv_plan {
     int units, slots, runs_per_seq, runs; // units: channel groups per row; slots: threads per run a block
+    int steps;                            // blocks of runs a block takes
     dim3 grid;
 };
-static conv_plan conv_plan_for(int B, int L, int C, int W) {
+static conv_plan conv_plan_for(int B, int L, int C, int W, int max_slots = THREADS, int steps = 1) {
     conv_plan p;
     p.units = C / W;
-    p.slots = p.units < THREADS ? p.units : THREADS;
+    p.slots = p.units < max_slots ? p.units : max_slots;
     p.runs_per_seq = (L + RUN - 1) / RUN;
     p.runs = B * p.runs_per_seq;
-    const int per_block = THREADS / p.slots;
-    p.grid = dim3((unsigned)((p.runs + per_block - 1) / per_block), (unsigned)((p.units + p.slots - 1) / p.slots));
+    const int per_block = THREADS / p.slots, run_blocks = (p.runs + per_block - 1) / per_block;
+    p.steps = steps;
+    p.grid = dim3((unsigned)((run_blocks + steps - 1) / steps), (unsigned)((p.units + p.slots - 1) / p.slots));
     return p;
 }
 struct conv_site {
     int u, t0, t1; // channel group, tokens [t0, t1) of the sequence
     size_t seq;    // the sequence's first element
 };
-// This thread's run and channel group; u = -1 for none.
-__device__ static conv_site conv_site_of(const conv_plan &p, int L, int C) {
+// This thread's run in block of runs run_block, and its channel group; u = -1 for none.
+__device__ static conv_site conv_site_at(const conv_plan &p, int L, int C, int run_block) {
     conv_site s;
-    const int run = blockIdx.x * (THREADS / p.slots) + threadIdx.x / p.slots;
+    const int run = run_block * (THREADS / p.slots) + threadIdx.x / p.slots;
     s.u = blockIdx.y * p.slots + threadIdx.x % p.slots;
     if (threadIdx.x >= THREADS / p.slots * p.slots || run >= p.runs || s.u >= p.units) s.u = -1;
     const int b = run / p.runs_per_seq;
@@ -61,6 +66,7 @@ __device__ static conv_site conv_site_of(const conv_plan &p, int L, int C) {
     s.seq = (size_t)b * L * C;
     return s;
 }
+__device__ static conv_site conv_site_of(const conv_plan &p, int L, int C) { return conv_site_at(p, L, C, blockIdx.x); }
 // tap[j] = w[c, kw - 1 - j] for the W channels of unit u; zero for j >= kw.
 template <int KW, int W> __device__ static void conv_taps(floats<W> *tap, const float *w, int u, int kw) {
 #pragma unroll
@@ -131,18 +137,27 @@ __device__ static floats<W> conv_lead(floats<W> *xw, const floats<W> *tap, const
     for (int k = 0; k < W; k++) d.v[k] = dya.v[k] * silu_grad_(conv_sum<KW, W>(tap, xw, k, kw));
     return d;
 }
+// dw's terms at position a (the fused dw): acc[j] += dpre[a] x[a - j] for the taps j < kw, those
+// before the sequence's start skipped (the CPU twin's order of factors).
+template <int KW, int W>
+__device__ static void conv_dw_add(floats<W> *acc, const floats<W> &d, const floats<W> *xw, int a, int kw) {
+#pragma unroll
+    for (int j = 0; j < KW; j++)
+        if (j < kw && a >= j)
+#pragma unroll
+            for (int k = 0; k < W; k++) acc[j].v[k] += d.v[k] * xw[j].v[k];
+}
 // dx[t] = sum_i w[c,i] dpre[t + kw - 1 - i] (tokens past the sequence: none), with dpre = dy
 // silu'(pre) made on the fly rather than stored and read back: a lead position a = t + KW - 1
 // runs ahead (conv_lead, its own x window), dp[j] holding dpre[t + j]. A run's first KW - 1
 // lead steps make dp before its first output. Each dpre value has the bits the CPU twin's
-// conv_dpre gives it (the same sum in the same order), whichever thread makes it.
-template <int KW, int W>
-__global__ void shortconv_dx_kernel(float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ x,
-                                    const float *__restrict__ w, conv_plan p, int L, int C, int kw) {
-    const conv_site s = conv_site_of(p, L, C);
-    if (s.u < 0) return;
-    floats<W> tap[KW], xw[KW], dp[KW];
-    conv_taps<KW, W>(tap, w, s.u, kw);
+// conv_dpre gives it (the same sum in the same order), whichever thread makes it. The lead
+// steps make dpre[a] once for each a from t0 on: with DW, those of the run's own tokens (a < t1)
+// also add dw's terms into acc (conv_dw_add).
+template <int KW, int W, bool DW>
+__device__ static void conv_dx_run(float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ x,
+                                   const floats<W> *tap, const conv_site &s, int L, int C, int kw, floats<W> *acc) {
+    floats<W> xw[KW], dp[KW];
     const int units = C / W;
     conv_window_before<KW, W>(xw, x, s, units, kw);
 #pragma unroll
@@ -152,8 +167,9 @@ __global__ void shortconv_dx_kernel(float *__restrict__ dx, const float *__restr
         const floats<W> xa = a < L ? load_unit<W>(x + s.seq, e) : zero_unit<W>();
         const floats<W> da = a < L ? load_unit<W>(dy + s.seq, e) : zero_unit<W>();
         dp[j] = conv_lead<KW, W>(xw, tap, xa, da, kw);
+        if (DW && a < s.t1) conv_dw_add<KW, W>(acc, dp[j], xw, a, kw);
     }
-#pragma unroll
+#pragma unroll(DW ? 1 : RUN / BATCH) // fused: a loop, for registers (dw's sums take W KW more)
     for (int i0 = 0; i0 < RUN; i0 += BATCH) {
         floats<W> xs[BATCH], ds[BATCH]; // x, dy at the batch's lead positions, loaded together
 #pragma unroll
@@ -166,17 +182,71 @@ __global__ void shortconv_dx_kernel(float *__restrict__ dx, const float *__restr
         }
 #pragma unroll
         for (int q = 0; q < BATCH; q++) {
-            const int t = s.t0 + i0 + q;
+            const int t = s.t0 + i0 + q, a = t + KW - 1;
             if (t >= s.t1) break;
 #pragma unroll
             for (int j = 0; j < KW - 1; j++) dp[j] = dp[j + 1];
             dp[KW - 1] = conv_lead<KW, W>(xw, tap, xs[q], ds[q], kw);
+            if (DW && a < s.t1) conv_dw_add<KW, W>(acc, dp[KW - 1], xw, a, kw);
             floats<W> o;
 #pragma unroll
             for (int k = 0; k < W; k++) o.v[k] = conv_sum<KW, W>(tap, dp, k, kw);
             store_unit<W>(dx + s.seq, (size_t)t * units + s.u, o);
         }
     }
+}
+template <int KW, int W>
+__global__ void shortconv_dx_kernel(float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ x,
+                                    const float *__restrict__ w, conv_plan p, int L, int C, int kw) {
+    const conv_site s = conv_site_of(p, L, C);
+    if (s.u < 0) return;
+    floats<W> tap[KW];
+    conv_taps<KW, W>(tap, w, s.u, kw);
+    conv_dx_run<KW, W, false>(dx, dy, x, tap, s, L, C, kw, NULL);
+}
+// The block's partial row of dw (C kw floats at out, dw's layout): run slot q's threads hold in
+// acc the sums of their channel group's taps (acc[j]: tap kw - 1 - j); the slots are added in
+// order through cols (THREADS / p.slots slots of p.slots W kw floats). A barrier: every thread.
+template <int KW, int W>
+__device__ static void conv_dw_block_partial(float *out, const floats<W> *acc, float *cols, const conv_plan &p, int C,
+                                             int kw) {
+    const int runs = THREADS / p.slots, width = p.slots * W * kw, q = threadIdx.x / p.slots;
+    const int g = threadIdx.x % p.slots, c0 = blockIdx.y * p.slots * W; // c0: the block's first channel
+    if (q < runs && blockIdx.y * p.slots + g < p.units)
+#pragma unroll
+        for (int j = 0; j < KW; j++)
+#pragma unroll
+            for (int k = 0; k < W; k++)
+                if (j < kw) cols[q * width + (g * W + k) * kw + kw - 1 - j] = acc[j].v[k];
+    __syncthreads();
+    const int n = min(width, (C - c0) * kw); // the block's channels' columns
+    for (int i = threadIdx.x; i < n; i += THREADS) {
+        float sum = 0;
+        for (int r = 0; r < runs; r++) sum += cols[r * width + i];
+        out[(size_t)c0 * kw + i] = sum;
+    }
+}
+// dx as above, and dw's partial sums (HYLA_NORM_FUSED_DW, cuda_column_sum.cuh): the block takes
+// p.steps blocks of runs, gridDim.x apart (the grid a function of the shape), its threads
+// summing dw's terms of their channels in registers over their runs; then the block's runs in
+// order into partial row blockIdx.x (C kw columns, dw's layout; this block's channel groups).
+// KW 4 capped at 128 registers, two blocks an SM as the dx kernel (144 uncapped: one).
+template <int KW, int W>
+__global__ void __launch_bounds__(THREADS, KW <= 4 ? 2 : 1)
+    shortconv_dx_dw_kernel(float *__restrict__ partial, float *__restrict__ dx, const float *__restrict__ dy,
+                           const float *__restrict__ x, const float *__restrict__ w, conv_plan p, int L, int C,
+                           int kw) {
+    extern __shared__ float cols[]; // THREADS / p.slots runs of p.slots W kw: the runs' sums
+    floats<W> tap[KW], acc[KW];
+    const conv_site first = conv_site_of(p, L, C); // none: none of the later runs either
+    if (first.u >= 0) conv_taps<KW, W>(tap, w, first.u, kw);
+#pragma unroll
+    for (int j = 0; j < KW; j++) acc[j] = zero_unit<W>();
+    for (int step = 0; step < p.steps; step++) {
+        const conv_site s = conv_site_at(p, L, C, step * gridDim.x + blockIdx.x);
+        if (s.u >= 0) conv_dx_run<KW, W, true>(dx, dy, x, tap, s, L, C, kw, acc);
+    }
+    conv_dw_block_partial<KW, W>(partial + (size_t)blockIdx.x * C * kw, acc, cols, p, C, kw);
 }
 // Launches kernel K<KW, W> for the shape: float4 where C and the pointers allow, KW = 4 for
 // the usual widths.
@@ -243,10 +313,32 @@ static void cuda_shortconv_silu_fwd(float *y, const float *x, const float *w, in
     const bool vec4 = C % 4 == 0 && aligned16(y) && aligned16(x);
     CONV_LAUNCH(shortconv_fwd_kernel, vec4, kw, B, L, C, y, x, w);
 }
+// The fused dx and dw (shortconv_dx_dw_kernel): DW_SLOTS threads a run (several runs a block to
+// add in shared memory), DW_STEPS blocks of runs a block. At B 4, L 4096, C 1024 (float4): 256
+// blocks (two an SM fit) and 64 partial rows of C kw floats, 1 MB (the column sum's: 2 MB).
+enum { DW_SLOTS = 64, DW_STEPS = 4 };
+template <int KW, int W>
+static void shortconv_dx_dw(float *dx, float *dw, const float *dy, const float *x, const float *w, int B, int L, int C,
+                            int kw) {
+    const conv_plan p = conv_plan_for(B, L, C, W, DW_SLOTS, DW_STEPS);
+    const size_t smem = sizeof(float) * (THREADS / p.slots) * p.slots * W * kw; // at most 32 KB
+    column_sum_fused(dw, p.grid.x, C * kw, [&](float *partial) {
+        shortconv_dx_dw_kernel<KW, W><<<p.grid, THREADS, smem>>>(partial, dx, dy, x, w, p, L, C, kw);
+        CUDA_LAUNCH_CHECK();
+    });
+}
 static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, int B, int L,
                                     int C, int kw) {
     if ((size_t)B * L * C == 0) return;
     const bool vec4 = C % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x);
+    if (column_sum::fused_dw()) {
+        auto *f = vec4 && kw <= 4 ? shortconv_dx_dw<4, 4>
+                  : vec4          ? shortconv_dx_dw<HYLA_SHORTCONV_MAX_WIDTH, 4>
+                  : kw <= 4       ? shortconv_dx_dw<4, 1>
+                                  : shortconv_dx_dw<HYLA_SHORTCONV_MAX_WIDTH, 1>;
+        f(dx, dw, dy, x, w, B, L, C, kw);
+        return;
+    }
     CONV_LAUNCH(shortconv_dx_kernel, vec4, kw, B, L, C, dx, dy, x, w);
     const int rows = B * L, chunks = (rows + column_sum::ROWS - 1) / column_sum::ROWS;
     float *partial = NULL; // stream-ordered scratch: no device-wide synchronisation
@@ -399,12 +491,12 @@ __global__ void gated_rmsnorm_fwd_rows_kernel(float *y, float *rstd, const float
         store_unit<W>(y + off, u, o);
     }
 }
-template <int ITEMS, int W>
-__global__ void gated_rmsnorm_bwd_rows_kernel(float *dx, float *dgate, const float *dy, const float *x,
-                                              const float *gate, const float *w, const float *rstd, int rows,
-                                              int dim) {
-    const long long row = warp_row(rows);
-    if (row < 0) return;
+// One row's backward pass by its warp; with DW, its weight gradient terms dy n silu(gate), n = x
+// r (the CPU twin's dweight term, (dy x r) silu(gate)), added into acc, the lane's own columns.
+template <int ITEMS, int W, bool DW>
+__device__ static void gated_rmsnorm_bwd_row(float *dx, float *dgate, const float *dy, const float *x,
+                                             const float *gate, const float *w, const float *rstd, long long row,
+                                             int dim, floats<W> *acc) {
     const int lane = threadIdx.x % 32, units = dim / W;
     const size_t off = (size_t)row * dim;
     const float r = rstd[row];
@@ -421,6 +513,7 @@ __global__ void gated_rmsnorm_bwd_rows_kernel(float *dx, float *dgate, const flo
         for (int k = 0; k < W; k++) {
             sg[j].v[k] = sigmoid_(gv[j].v[k]);
             c += dyv[j].v[k] * wu.v[k] * (gv[j].v[k] * sg[j].v[k]) * xv[j].v[k] * r;
+            if (DW) acc[j].v[k] += dyv[j].v[k] * xv[j].v[k] * r * (gv[j].v[k] * sg[j].v[k]); // silu_(g)
         }
     }
     c = warp_sum(c) / dim;
@@ -439,6 +532,30 @@ __global__ void gated_rmsnorm_bwd_rows_kernel(float *dx, float *dgate, const flo
         }
         store_unit<W>(dx + off, u, ox), store_unit<W>(dgate + off, u, og);
     }
+}
+template <int ITEMS, int W>
+__global__ void gated_rmsnorm_bwd_rows_kernel(float *dx, float *dgate, const float *dy, const float *x,
+                                              const float *gate, const float *w, const float *rstd, int rows,
+                                              int dim) {
+    const long long row = warp_row(rows);
+    if (row < 0) return;
+    gated_rmsnorm_bwd_row<ITEMS, W, false>(dx, dgate, dy, x, gate, w, rstd, row, dim, NULL);
+}
+// The rows kernel and the weight gradient's partial sums (HYLA_NORM_FUSED_DW, cuda_column_sum.cuh):
+// the grid (a function of the shape) strides over blocks of ROW_WARPS rows, each warp summing
+// the rows it takes in registers; then the block's warps in order into partial row blockIdx.x.
+template <int ITEMS, int W>
+__global__ void gated_rmsnorm_bwd_dw_rows_kernel(float *partial, float *dx, float *dgate, const float *dy,
+                                                 const float *x, const float *gate, const float *w,
+                                                 const float *rstd, int rows, int dim) {
+    extern __shared__ float cols[]; // ROW_WARPS rows of dim: the warps' sums
+    floats<W> acc[ITEMS];
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) acc[j] = zero_unit<W>();
+    const long long stride = (long long)gridDim.x * ROW_WARPS;
+    for (long long row = (long long)blockIdx.x * ROW_WARPS + threadIdx.x / 32; row < rows; row += stride)
+        gated_rmsnorm_bwd_row<ITEMS, W, true>(dx, dgate, dy, x, gate, w, rstd, row, dim, acc);
+    column_sum::block_partial<ITEMS, W>(partial + (size_t)blockIdx.x * dim, acc, cols, dim, 32);
 }
 __global__ void gated_rmsnorm_fwd_wide_kernel(float *y, float *rstd, const float *x, const float *gate,
                                               const float *w, int rows, int dim, float eps) {
@@ -481,12 +598,23 @@ static void gated_rmsnorm_fwd_rows(float *y, float *rstd, const float *x, const 
     gated_rmsnorm_fwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
     CUDA_LAUNCH_CHECK();
 }
+// dw: NULL, dx and dgate only; else also dw += the weight gradient (the _dw_ kernel).
 template <int I, int W>
-static void gated_rmsnorm_bwd_rows(float *dx, float *dgate, const float *dy, const float *x, const float *gate,
-                                   const float *w, const float *rstd, int rows, int dim) {
-    gated_rmsnorm_bwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows,
-                                                                              dim);
-    CUDA_LAUNCH_CHECK();
+static void gated_rmsnorm_bwd_rows(float *dx, float *dgate, float *dw, const float *dy, const float *x,
+                                   const float *gate, const float *w, const float *rstd, int rows, int dim) {
+    if (!dw) {
+        gated_rmsnorm_bwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd,
+                                                                                  rows, dim);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
+    const unsigned blocks = column_sum::fused_blocks(rows, ROW_WARPS);
+    const size_t smem = sizeof(float) * ROW_WARPS * dim; // at most 8 x 1024 floats: 32 KB
+    column_sum_fused(dw, blocks, dim, [&](float *partial) {
+        gated_rmsnorm_bwd_dw_rows_kernel<I, W><<<blocks, 32 * ROW_WARPS, smem>>>(partial, dx, dgate, dy, x, gate, w,
+                                                                                 rstd, rows, dim);
+        CUDA_LAUNCH_CHECK();
+    });
 }
 // The instantiation of F<I, W> for `items` (1, 2, 3, 4 or ROW_ITEMS).
 #define ROW_ITEMS_PICK(F, items, W)                                                                                    \
@@ -514,19 +642,24 @@ static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const 
     } else if (vec4) ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 4)(y, rstd, x, gate, w, rows, dim, eps);
     else ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 1)(y, rstd, x, gate, w, rows, dim, eps);
 }
+// dw += sum over rows of dy n silu(gate): with HYLA_NORM_FUSED_DW the rows kernels add its
+// partial sums as they read dy, x and gate; else (and for rows too wide for the registers) a
+// column sum reads them again.
 static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const float *dy, const float *x,
                                    const float *gate, const float *w, const float *rstd, int rows, int dim) {
     if (rows <= 0) return;
-    column_sum_add(dw, rows, dim, gated_rmsnorm_dw_term{dy, x, gate, rstd, dim});
     const bool vec4 = dim % 4 == 0 && aligned16(dx) && aligned16(dgate) && aligned16(dy) && aligned16(x) &&
                       aligned16(gate) && aligned16(w);
     const int items = row_items(dim, vec4 ? 4 : 1);
+    float *fused_dw = items != 0 && column_sum::fused_dw() ? dw : NULL;
+    if (!fused_dw) column_sum_add(dw, rows, dim, gated_rmsnorm_dw_term{dy, x, gate, rstd, dim});
     if (items == 0) {
         gated_rmsnorm_bwd_wide_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows,
                                                                             dim);
         CUDA_LAUNCH_CHECK();
-    } else if (vec4) ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 4)(dx, dgate, dy, x, gate, w, rstd, rows, dim);
-    else ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 1)(dx, dgate, dy, x, gate, w, rstd, rows, dim);
+    } else if (vec4)
+        ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 4)(dx, dgate, fused_dw, dy, x, gate, w, rstd, rows, dim);
+    else ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 1)(dx, dgate, fused_dw, dy, x, gate, w, rstd, rows, dim);
 }
 
 // ---- RoPE (rotate-half); sign -1 is the backward pass ---------------------------------------

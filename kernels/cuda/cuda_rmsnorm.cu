@@ -6,7 +6,8 @@
 // in the group), so every load of the group is coalesced. Rows wider than the registers hold
 // (more than 2048 units) take a block per row that reads the row twice. Sums are per thread in
 // unit order, then a fixed shuffle tree, then the group's warps in order: the same bits every
-// run. The weight gradient is a column sum in a fixed order (cuda_column_sum.cuh).
+// run. The weight gradient is a column sum in a fixed order (cuda_column_sum.cuh): a second pass
+// over dy and x, or (HYLA_NORM_FUSED_DW=1) partial sums added by the dx row kernel itself.
 #include "backend_cuda.h"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
@@ -153,12 +154,14 @@ static void cuda_add_rmsnorm_fwd(float *sum, float *y, float *rstd, const float 
 
 // ---- backward: dx = r (dy w - xh mean(dy w xh)) (+ dsum), xh = x r -----------------------------
 // dsum's unit is read before dx's is written, by the same thread: dx may alias dsum.
-template <int ITEMS, int W>
-__global__ void rmsnorm_dx_rows_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                                       const float *dsum, int n, int dim, int group) {
-    __shared__ float warp_sums[THREADS / 32];
+// One row's dx by its row group (rows past n: only group_sum's barriers); with DW, its weight
+// gradient terms dy x r (the CPU twin's rmsnorm_dweight term) added into acc, the thread's
+// own columns, as the loads arrive.
+template <int ITEMS, int W, bool DW>
+__device__ static void dx_row(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
+                              const float *dsum, int n, int dim, int group, int row, floats<W> *acc,
+                              float *warp_sums) {
     const int g = threadIdx.x % group, units = dim / W;
-    const int row = blockIdx.x * (THREADS / group) + threadIdx.x / group;
     const bool live = row < n;
     const size_t off = live ? (size_t)row * dim : 0;
     const float r = live ? rstd[row] : 0;
@@ -172,7 +175,10 @@ __global__ void rmsnorm_dx_rows_kernel(float *dx, const float *dy, const float *
         dyv[j] = load_unit<W>(dy + off, u), xv[j] = load_unit<W>(x + off, u);
         const floats<W> wu = load_unit<W>(w, u);
 #pragma unroll
-        for (int k = 0; k < W; k++) c += dyv[j].v[k] * wu.v[k] * xv[j].v[k] * r;
+        for (int k = 0; k < W; k++) {
+            c += dyv[j].v[k] * wu.v[k] * xv[j].v[k] * r;
+            if (DW) acc[j].v[k] += dyv[j].v[k] * xv[j].v[k] * r;
+        }
     }
     c = group_sum(c, group, warp_sums) / dim;
     if (!live) return;
@@ -190,6 +196,32 @@ __global__ void rmsnorm_dx_rows_kernel(float *dx, const float *dy, const float *
         store_unit<W>(dx + off, u, o);
     }
 }
+template <int ITEMS, int W>
+__global__ void rmsnorm_dx_rows_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
+                                       const float *dsum, int n, int dim, int group) {
+    __shared__ float warp_sums[THREADS / 32];
+    const int row = blockIdx.x * (THREADS / group) + threadIdx.x / group;
+    dx_row<ITEMS, W, false>(dx, dy, x, w, rstd, dsum, n, dim, group, row, NULL, warp_sums);
+}
+// dx as above, and the weight gradient's partial sums (HYLA_NORM_FUSED_DW, cuda_column_sum.cuh):
+// the grid (a function of the shape) strides over blocks of rows, each row group summing the
+// rows it takes in registers; then the block's row groups in order into partial row blockIdx.x.
+// Every thread takes the same number of steps: the barriers match.
+template <int ITEMS, int W>
+__global__ void rmsnorm_dx_dw_rows_kernel(float *partial, float *dx, const float *dy, const float *x, const float *w,
+                                          const float *rstd, const float *dsum, int n, int dim, int group, int steps) {
+    __shared__ float warp_sums[THREADS / 32];
+    extern __shared__ float cols[]; // THREADS / group rows of dim: the row groups' sums
+    const int per_block = THREADS / group;
+    floats<W> acc[ITEMS];
+#pragma unroll
+    for (int j = 0; j < ITEMS; j++) acc[j] = zero_unit<W>();
+    for (int step = 0; step < steps; step++) {
+        const int row = (step * gridDim.x + blockIdx.x) * per_block + threadIdx.x / group;
+        dx_row<ITEMS, W, true>(dx, dy, x, w, rstd, dsum, n, dim, group, row, acc, warp_sums);
+    }
+    column_sum::block_partial<ITEMS, W>(partial + (size_t)blockIdx.x * dim, acc, cols, dim, group);
+}
 
 // Wide rows: one block per row.
 __global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
@@ -206,32 +238,34 @@ __global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, co
     }
 }
 
+// dw: NULL, dx only; else dx and dw += the weight gradient (rmsnorm_dx_dw_rows_kernel).
 template <int I, int W>
-static void dx_rows(int group, float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                    const float *dsum, int n, int dim) {
-    rmsnorm_dx_rows_kernel<I, W><<<group_blocks(n, group), THREADS>>>(dx, dy, x, w, rstd, dsum, n, dim, group);
-    CUDA_LAUNCH_CHECK();
+static void dx_rows(int group, float *dx, float *dw, const float *dy, const float *x, const float *w,
+                    const float *rstd, const float *dsum, int n, int dim) {
+    if (!dw) {
+        rmsnorm_dx_rows_kernel<I, W><<<group_blocks(n, group), THREADS>>>(dx, dy, x, w, rstd, dsum, n, dim, group);
+        CUDA_LAUNCH_CHECK();
+        return;
+    }
+    const int per_block = THREADS / group;
+    const unsigned blocks = column_sum::fused_blocks(n, per_block);
+    const int steps = (int)((group_blocks(n, group) + blocks - 1) / blocks);
+    const size_t smem = sizeof(float) * per_block * dim; // at most THREADS MAX_ITEMS 4 floats: 32 KB
+    column_sum_fused(dw, blocks, dim, [&](float *partial) {
+        rmsnorm_dx_dw_rows_kernel<I, W><<<blocks, THREADS, smem>>>(partial, dx, dy, x, w, rstd, dsum, n, dim, group,
+                                                                    steps);
+        CUDA_LAUNCH_CHECK();
+    });
 }
 template <int W>
-static void dx_rows(const row_shape &s, float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                    const float *dsum, int n, int dim) {
+static void dx_rows(const row_shape &s, float *dx, float *dw, const float *dy, const float *x, const float *w,
+                    const float *rstd, const float *dsum, int n, int dim) {
     auto *f = s.items == 1   ? dx_rows<1, W>
               : s.items == 2 ? dx_rows<2, W>
               : s.items == 3 ? dx_rows<3, W>
               : s.items == 4 ? dx_rows<4, W>
                              : dx_rows<MAX_ITEMS, W>;
-    f(s.group, dx, dy, x, w, rstd, dsum, n, dim);
-}
-static void rmsnorm_dx(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                       const float *dsum, int n, int dim) {
-    if (n <= 0) return;
-    const bool vec4 = dim % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w) && aligned16(dsum);
-    const row_shape s = row_shape_for(vec4 ? dim / 4 : dim);
-    if (s.items == 0) {
-        rmsnorm_dx_kernel<<<n, THREADS>>>(dx, dy, x, w, rstd, dsum, dim);
-        CUDA_LAUNCH_CHECK();
-    } else if (vec4) dx_rows<4>(s, dx, dy, x, w, rstd, dsum, n, dim);
-    else dx_rows<1>(s, dx, dy, x, w, rstd, dsum, n, dim);
+    f(s.group, dx, dw, dy, x, w, rstd, dsum, n, dim);
 }
 
 // dweight[i] += sum over rows of dy x r (cuda_column_sum.cuh: parallel, fixed order).
@@ -244,15 +278,29 @@ struct rmsnorm_dw_term {
     }
 };
 
+// dx, and dw += sum over rows of dy x r: with HYLA_NORM_FUSED_DW the row kernels add dw's
+// partial sums as they read dy and x; else (and for rows too wide for the registers) a column
+// sum reads them again. dw first there: it reads dy and x only, so dx may alias dsum.
+static void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
+                        const float *dsum, int n, int dim) {
+    if (n <= 0) return;
+    const bool vec4 = dim % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w) && aligned16(dsum);
+    const row_shape s = row_shape_for(vec4 ? dim / 4 : dim);
+    float *fused_dw = s.items != 0 && column_sum::fused_dw() ? dw : NULL;
+    if (!fused_dw) column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, x, rstd, dim});
+    if (s.items == 0) {
+        rmsnorm_dx_kernel<<<n, THREADS>>>(dx, dy, x, w, rstd, dsum, dim);
+        CUDA_LAUNCH_CHECK();
+    } else if (vec4) dx_rows<4>(s, dx, fused_dw, dy, x, w, rstd, dsum, n, dim);
+    else dx_rows<1>(s, dx, fused_dw, dy, x, w, rstd, dsum, n, dim);
+}
 static void cuda_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                              int n, int dim) {
-    rmsnorm_dx(dx, dy, x, w, rstd, NULL, n, dim);
-    column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, x, rstd, dim});
+    rmsnorm_bwd(dx, dw, dy, x, w, rstd, NULL, n, dim);
 }
 static void cuda_add_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *dsum, const float *sum,
                                  const float *w, const float *rstd, int n, int dim) {
-    column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, sum, rstd, dim}); // before dx: dx may alias dsum
-    rmsnorm_dx(dx, dy, sum, w, rstd, dsum, n, dim);
+    rmsnorm_bwd(dx, dw, dy, sum, w, rstd, dsum, n, dim);
 }
 
 extern "C" void cuda_register_rmsnorm(struct hyla_backend *t) {

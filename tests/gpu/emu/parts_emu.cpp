@@ -10,6 +10,9 @@
 //   rope B L H d pos0 | embedding n dim vocab pad | loss n | optimizer count | bf16 count offset |
 //   swiglu count offset
 // --every-op first: fail unless the groups called every op the files register.
+// HYLA_NORM_FUSED_DW=1 / 0 (read by the ops at each call, cuda_column_sum.cuh) picks the
+// backward passes that sum the norm weights' and convolution taps' gradients in the row
+// kernels, or the separate column sums; the first line says which ran.
 #include "emu.h"
 #include "emu_check.h"
 #include <set>
@@ -25,6 +28,7 @@ void cuda_register_embedding(struct hyla_backend *t);
 void cuda_register_bf16_convert(struct hyla_backend *t);
 void cuda_register_swiglu(struct hyla_backend *t);
 }
+#include "cuda_column_sum.cuh"
 #include "cuda_swiglu.cuh"
 
 #include "common/bf16.h"
@@ -60,8 +64,8 @@ static void conv(int B, int L, int C, int kw) {
 }
 
 // RMSNorm and the fused add + RMSNorm; the fused backward with dx in dsum's memory (dx may
-// alias dsum) and with no dsum; the forward again from a misaligned x (the scalar path where
-// float4 would run).
+// alias dsum) and with no dsum; the forward again from a misaligned x and the backward from a
+// misaligned dy (the scalar paths where float4 would run).
 static void rmsnorm(int n, int dim) {
     printf("rmsnorm n=%d dim=%d:", n, dim);
     const size_t e = (size_t)n * dim;
@@ -78,6 +82,10 @@ static void rmsnorm(int n, int dim) {
     memcpy(shifted.data() + 1, x.data(), e * sizeof(float));
     GPU(rmsnorm_fwd)(gy1.data() + 1, gr.data(), shifted.data() + 1, w.data(), n, dim, eps);
     check_vec("y(misaligned)", vec(gy1.begin() + 1, gy1.end()), y);
+    vec gdx1 = nans(e), gdw1 = dw0;
+    memcpy(shifted.data() + 1, dy.data(), e * sizeof(float));
+    GPU(rmsnorm_bwd)(gdx1.data(), gdw1.data(), shifted.data() + 1, x.data(), w.data(), gr.data(), n, dim);
+    check_vec("dx(misaligned)", gdx1, dx), check_vec("dw(misaligned)", gdw1, dw);
 
     vec sum(e), gsum = nans(e), dx0(e), gdx0 = nans(e);
     dw = gdw = dw0;
@@ -296,6 +304,7 @@ int main(int argc, char **argv) {
     cuda_register_embedding(&gpu);
     cuda_register_bf16_convert(&gpu);
     cuda_register_swiglu(&gpu);
+    printf("fused dw (HYLA_NORM_FUSED_DW): %s\n", column_sum::fused_dw() ? "on" : "off");
     int a = 1;
     const bool every_op = a < argc && !strcmp(argv[a], "--every-op");
     a += every_op;

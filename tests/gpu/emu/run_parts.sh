@@ -53,20 +53,34 @@ g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_norm.c.o" "$ops/op_rope.c.o" "
 #   aligned, one elsewhere) at count 1003 aligned (a tail of 3) and 1003 / 16 one float off
 #   (the scalar path only); SwiGLU (cuda_swiglu.cu: 4 values a thread where aligned) at count
 #   1000 aligned and one float off, 1003 (not a multiple of 4), fp32 and bf16 outputs.
+# Then the convolution, RMSNorm and gated RMSNorm groups again with HYLA_NORM_FUSED_DW the other
+# way (weight gradients summed in the backward row kernels, or by a separate column sum), with
+# shapes for the fused sums: several partial rows (conv B 2 L 300 C 1024 float4 and B 3 L 200
+# C 70 scalar, two channel blocks; RMSNorm n 301 dim 1024, the last grid step partial, and its
+# backward from a misaligned dy: the scalar path, a 256-thread group a row; gated rows 1000 of
+# 128), and fewer rows than a block's row groups or warps (RMSNorm n 3, gated rows 5).
 every=""
+# the groups whose backward passes HYLA_NORM_FUSED_DW changes (cuda_column_sum.cuh), then the rest
+dw_groups="conv 2 37 70 4  conv 3 50 600 4  conv 2 40 300 2  conv 2 20 33 8  conv 2 3 70 4  conv 2 37 1024 4 \
+  conv 1 40 64 3  conv 2 19 36 6  conv 1 300 5 3  conv 2 300 1024 4  conv 3 200 70 4 \
+  rmsnorm 37 1024  rmsnorm 37 1000  rmsnorm 13 2048  rmsnorm 131 70  rmsnorm 37 3  rmsnorm 9 6 \
+  rmsnorm 9 5000  rmsnorm 5 5001  rmsnorm 301 1024  rmsnorm 3 1024 \
+  gated_rmsnorm 37 13  gated_rmsnorm 37 130  gated_rmsnorm 131 70  gated_rmsnorm 131 128 \
+  gated_rmsnorm 9 600  gated_rmsnorm 5 2000  gated_rmsnorm 5 1001  gated_rmsnorm 1000 128  gated_rmsnorm 5 128"
 if [ $# -eq 0 ]; then
   every="--every-op" # the default list must call every op the files register
-  set -- conv 2 37 70 4  conv 3 50 600 4  conv 2 40 300 2  conv 2 20 33 8  conv 2 3 70 4  conv 2 37 1024 4 \
-         conv 1 40 64 3  conv 2 19 36 6  conv 1 300 5 3 \
-         rmsnorm 37 1024  rmsnorm 37 1000  rmsnorm 13 2048  rmsnorm 131 70  rmsnorm 37 3  rmsnorm 9 6 \
-         rmsnorm 9 5000  rmsnorm 5 5001 \
+  set -- $dw_groups \
          l2norm 37 130  l2norm 131 70  l2norm 131 128  l2norm 37 13 \
-         gated_rmsnorm 37 13  gated_rmsnorm 37 130  gated_rmsnorm 131 70  gated_rmsnorm 131 128 \
-         gated_rmsnorm 9 600  gated_rmsnorm 5 2000  gated_rmsnorm 5 1001 \
          gates 37 5  gates 131 16  rope 2 37 3 16 5  rope 1 70 2 128 0  rope 1 9 3 100 2  rope 1 5 2 600 1 \
          rope 1 7 16 64 3  rope 1 5 5 6 0  rope 1 3 2 2000 4 \
          embedding 37 70 1000 0  embedding 700 300 5 1  embedding 4096 33 3 0  embedding 640 20 1 1 \
          loss 37  loss 5000  optimizer 100003  optimizer 5000011  bf16 1003 0  bf16 1003 1  bf16 16 1 \
          swiglu 1000 0  swiglu 1000 1  swiglu 1003 0
 fi
-OMP_NUM_THREADS=1 "$work/emu" $every "$@"
+OMP_NUM_THREADS=1 "$work/emu" $every "$@" | tee "$work/out"
+# The default list's dw groups again with HYLA_NORM_FUSED_DW the other way (the first line of
+# the run above says which way it went): both backward forms are checked.
+if [ -n "$every" ]; then
+  if grep -q "^fused dw.*: on" "$work/out"; then other=0; else other=1; fi
+  HYLA_NORM_FUSED_DW=$other OMP_NUM_THREADS=1 "$work/emu" $dw_groups
+fi
