@@ -39,9 +39,10 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now (docs/cuda.md): the LTE router's
-# products on the tensor cores; NEW_PATHS="" tests none.
-new_paths=${NEW_PATHS-HYLA_ROUTER_MMA=1 HYLA_GDR_FWD2=1}
+# timings and ncu run them switched on as well. Waiting now (docs/cuda.md's table): the LTE
+# router's products on the tensor cores, the delta rule's FWD2 and PREP2 forms, the MLP's bf16
+# activations, the norms' and convolution's fused weight gradients; NEW_PATHS="" tests none.
+new_paths=${NEW_PATHS-HYLA_ROUTER_MMA=1 HYLA_GDR_FWD2=1 HYLA_GDR_PREP2=1 HYLA_MLP_BF16_ACTS=1 HYLA_NORM_FUSED_DW=1}
 want ops && [ -n "$new_paths" ] && (export $new_paths; ops new-paths ${NEW_PATHS_GROUPS:-})
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_NSA_TILED=0 ops nsa-rows nsa
@@ -51,9 +52,17 @@ if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_ATTN_TWO_MTILES=0 ops one-mtile attention
 fi
 save
+# laLTE also runs with all NEW_PATHS on, and with EACH_PATH=1 with each of them alone (what each
+# gives); NEW_FOR_ALL=1: every model with all NEW_PATHS on as well.
 want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
   train ${mb%%:*} ${mb##*:}
-  [ "${mb%%:*}" = gdn_lte_0.4B ] && [ -n "$new_paths" ] && (export $new_paths; TAG=-new-paths train ${mb%%:*} ${mb##*:})
+  [ -n "$new_paths" ] || continue
+  if [ "${mb%%:*}" = gdn_lte_0.4B ] || [ "${NEW_FOR_ALL:-0}" = 1 ]; then
+    (export $new_paths; TAG=-new-paths train ${mb%%:*} ${mb##*:})
+  fi
+  [ "${mb%%:*}" = gdn_lte_0.4B ] && [ "${EACH_PATH:-0}" = 1 ] && for path in $new_paths; do
+    (export $path; TAG=-${path%%=*} train ${mb%%:*} ${mb##*:})
+  done
 done
 save
 # every kernel of one laLTE training step (B = 4, NEW_PATHS on) timed by Nsight
