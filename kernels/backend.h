@@ -30,6 +30,12 @@ struct hyla_backend {
      * FSDP gathers parameters in bf16 when train.precision = bf16. */
     void (*round_to_bf16)(uint16_t *dst, const float *src, size_t count);
     void (*widen_bf16)(float *dst, const uint16_t *src, size_t count);
+    /* Optional (NULL: none). full[0 .. count) is the exact widening of the bf16 values twin,
+     * and neither changes until forget_bf16_twin(full): the backend's bf16 products may read
+     * operands inside full from twin rather than round them again (FSDP's units gathered in
+     * bf16 keep their gathered copy for this). Returns whether it will: 0, the twin may go. */
+    int (*know_bf16_twin)(const float *full, const uint16_t *twin, size_t count);
+    void (*forget_bf16_twin)(const float *full);
 
     /* Row-major C[m,n] = alpha op(A) op(B) + beta C. */
     void (*gemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,

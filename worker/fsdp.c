@@ -61,6 +61,7 @@ static void finish_request(struct fsdp *f, struct hyla_comm_request *request) {
 }
 
 static void free_bf16(struct fsdp *f, struct fsdp_unit *unit) {
+    if (f->be->forget_bf16_twin && unit->full) f->be->forget_bf16_twin(unit->full);
     f->be->free(unit->full_bf16);
     track(f, -(long)bf16_bytes(unit));
     unit->full_bf16 = NULL;
@@ -73,9 +74,12 @@ static void gather_finish(struct fsdp *f, int u) {
         finish_request(f, unit->gathering);
         unit->gathering = NULL;
     }
-    if (unit->full_bf16) {
+    if (unit->full_bf16 && !unit->widened) {
         f->be->widen_bf16(unit->full, unit->full_bf16, unit->layout.padded_count);
-        free_bf16(f, unit);
+        unit->widened = 1;
+        /* the bf16 values stay with the fp32 ones until release: the products' operands */
+        if (!f->be->know_bf16_twin || !f->be->know_bf16_twin(unit->full, unit->full_bf16, unit->layout.padded_count))
+            free_bf16(f, unit);
     }
     f->model->params[u] = unit->full;
 }
@@ -85,6 +89,7 @@ static void release(struct fsdp *f, int u) {
     if (!unit->full) return;
     if (unit->gathering) finish_request(f, unit->gathering), unit->gathering = NULL;
     if (unit->full_bf16) free_bf16(f, unit);
+    unit->widened = 0;
     f->be->free(unit->full);
     track(f, -(long)unit_bytes(unit));
     unit->full = NULL;

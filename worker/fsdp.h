@@ -24,6 +24,7 @@ struct fsdp_unit {
     float *param, *grad, *adam_m, *adam_v;   /* the shard: layout.shard_count values each */
     float *full;                             /* gathered parameters, NULL when released */
     uint16_t *full_bf16;                     /* bf16 gather in flight (gather_bf16), then widened */
+    int widened;                             /* full holds full_bf16's values (kept: the backend's twin) */
     float *full_grad;                        /* full gradient during its backward, NULL otherwise */
     struct hyla_comm_request *gathering;     /* a gather in flight into `full` */
 };

@@ -183,6 +183,7 @@ extern "C" void cuda_register_gdr(struct hyla_backend *t);        // cuda_gdr.cu
 extern "C" void cuda_register_nsa(struct hyla_backend *t);        // cuda_nsa.cu
 extern "C" void cuda_register_bf16_convert(struct hyla_backend *t); // cuda_bf16_convert.cu
 extern "C" void cuda_register_lm_head_ce(struct hyla_backend *t); // cuda_lm_head_ce.cu
+extern "C" void cuda_register_bf16_twins(struct hyla_backend *t); // cuda_bf16_twins.cu
 
 extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     if (table.name) return &table;
@@ -206,6 +207,7 @@ extern "C" const struct hyla_backend *hyla_backend_cuda(void) {
     cuda_register_nsa(&table);
     cuda_register_bf16_convert(&table);
     cuda_register_lm_head_ce(&table);
+    cuda_register_bf16_twins(&table);
     return &table;
 }
 

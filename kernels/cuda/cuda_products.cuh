@@ -18,6 +18,10 @@ void cuda_gemm_bf16_out(cublasHandle_t handle, int trans_a, int trans_b, int m, 
 
 namespace products {
 
+// The operand's bf16 twin (cuda_bf16_twins.cu) if the matrix at src, extent values from src to
+// the end of its last row, lies inside an fp32 array that has one; else nullptr.
+const __nv_bfloat16 *bf16_twin_of(const float *src, size_t extent);
+
 // The bf16 copies one op has made, each of a row-major [rows][cols] matrix with row stride ld
 // at src; freed (in stream order, after the products queued before) when the op returns. An
 // op must not write an operand after copying it: its copies live for the op's duration only.
@@ -36,6 +40,8 @@ class op_copies {
     const __nv_bfloat16 *of(const float *src, int rows, int cols, int ld) {
         for (const copy &c : list)
             if (c.src == src && c.rows == rows && c.cols == cols && c.ld == ld) return c.h;
+        if (rows > 0 && cols > 0)
+            if (const __nv_bfloat16 *twin = bf16_twin_of(src, (size_t)(rows - 1) * ld + cols)) return twin;
         list.push_back(copy{src, rows, cols, ld, cuda_bf16_matrix(src, rows, cols, ld)});
         return list.back().h;
     }

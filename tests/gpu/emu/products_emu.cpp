@@ -10,7 +10,10 @@
 // HYLA_MLP_BF16_ACTS=1 and HYLA_MLP_BF16 is on (cuda_mlp.cu), which the bound against the fp32
 // twin alone would not notice. argv[1]: a file for every bf16-mode output, which
 // run_products.sh compares bit for bit across HYLA_GEMM_SHARED_COPIES and HYLA_MLP_BF16 (the
-// same operand bits either way).
+// same operand bits either way). EMU_TWINS=1: every weight is also handed to the backend as an
+// fp32 array with a bf16 twin (know_bf16_twin, cuda_bf16_twins.cu), as FSDP's gathered units
+// are; the products then read the twin instead of copying (run_products.sh: the same bits,
+// fewer copies). The copies made are printed last.
 #include "emu.h"
 #include "emu_check.h"
 #include "products_emu.h"
@@ -22,6 +25,7 @@ void cuda_register_linear(struct hyla_backend *t);
 void cuda_register_mlp(struct hyla_backend *t);
 void cuda_register_swiglu(struct hyla_backend *t);
 void cuda_register_lm_head_ce(struct hyla_backend *t);
+void cuda_register_bf16_twins(struct hyla_backend *t);
 }
 
 // ---- cuBLAS as loops ----------------------------------------------------------------------
@@ -49,7 +53,9 @@ void cuda_gemm_fp32_operands(int ta, int tb, int m, int n, int k, float alpha, c
         m, n, k, alpha, [&](int i, int p) { return r(ta ? a[(size_t)p * lda + i] : a[(size_t)i * lda + p]); },
         [&](int p, int j) { return r(tb ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j]); }, beta, c, ldc);
 }
+static long copies_made; // operand copies the products made (cuda_bf16_matrix)
 __nv_bfloat16 *cuda_bf16_matrix(const float *src, int rows, int cols, int ld) {
+    copies_made++;
     __nv_bfloat16 *h = (__nv_bfloat16 *)malloc(sizeof(__nv_bfloat16) * (size_t)rows * cols);
     for (int r = 0; r < rows; r++)
         for (int c = 0; c < cols; c++) h[(size_t)r * cols + c] = __float2bfloat16(src[(size_t)r * ld + c]);
@@ -76,6 +82,23 @@ void cuda_gemm_bf16_out(cublasHandle_t, int ta, int tb, int m, int n, int k, flo
 typedef std::vector<float> vec;
 static struct hyla_backend gpu;
 static int bad;
+
+// EMU_TWINS=1: w is known to the backend with a bf16 twin (its values rounded to nearest even,
+// what a copy holds) for the guard's life.
+static const bool emu_twins = getenv("EMU_TWINS") && atoi(getenv("EMU_TWINS")) != 0;
+struct weight_twin {
+    const float *full;
+    std::vector<__nv_bfloat16> h;
+    bool known = false;
+    explicit weight_twin(const std::vector<float> &w) : full(w.data()) {
+        if (!emu_twins) return;
+        for (float x : w) h.push_back(__float2bfloat16(x));
+        known = gpu.know_bf16_twin(full, (const uint16_t *)h.data(), w.size());
+    }
+    ~weight_twin() {
+        if (known) gpu.forget_bf16_twin(full);
+    }
+};
 static FILE *dump; // bf16-mode outputs
 static void check(const char *what, const vec &got, const vec &want) {
     const double e = rel(got, want), bound = emu_bf16 ? 1e-2 : 1e-5;
@@ -98,6 +121,7 @@ static void check_model(const char *what, const vec &got, const vec &want) {
 static void linear(int n, int in, int out) {
     printf("%s linear n=%d %d -> %d:", emu_bf16 ? "bf16" : "fp32", n, in, out);
     const vec x = rv((size_t)n * in), w = rv((size_t)out * in, -0.3f, 0.3f), b = rv(out), dy = rv((size_t)n * out);
+    const weight_twin w_twin(w);
     const vec dw0 = rv((size_t)out * in), db0 = rv(out), dx0 = rv((size_t)n * in);
     vec y((size_t)n * out), gy = nans(y.size());
     cpu_f32_linear_fwd(y.data(), x.data(), w.data(), b.data(), n, in, out);
@@ -123,6 +147,7 @@ static void projections(int n, int in, const int (&outs)[3]) {
         w[i] = rv((size_t)outs[i] * in, -0.3f, 0.3f), dy[i] = rv((size_t)n * outs[i]);
         y[i] = vec((size_t)n * outs[i]), gy[i] = nans(y[i].size()), dw[i] = gdw[i] = rv(w[i].size());
     }
+    const weight_twin w0_twin(w[0]), w1_twin(w[1]), w2_twin(w[2]);
     float *ys[3] = {y[0].data(), y[1].data(), y[2].data()}, *gys[3] = {gy[0].data(), gy[1].data(), gy[2].data()};
     const float *ws[3] = {w[0].data(), w[1].data(), w[2].data()}, *dys[3] = {dy[0].data(), dy[1].data(), dy[2].data()};
     float *dws[3] = {dw[0].data(), dw[1].data(), dw[2].data()}, *gdws[3] = {gdw[0].data(), gdw[1].data(), gdw[2].data()};
@@ -185,6 +210,7 @@ static void mlp(int n, int dim, int inter) {
     const size_t nd = (size_t)n * dim, ni = (size_t)n * inter, wi = (size_t)inter * dim;
     const vec x = rv(nd), res = rv(nd), wg = rv(wi, -0.3f, 0.3f), wu = rv(wi, -0.3f, 0.3f), wd = rv(wi, -0.3f, 0.3f);
     const vec dy = rv(nd), dw0 = rv(wi);
+    const weight_twin wg_twin(wg), wu_twin(wu), wd_twin(wd);
     vec y(nd), acts(3 * ni), gy = nans(nd), gacts = nans(3 * ni);
     cpu_f32_mlp_fwd(y.data(), acts.data(), x.data(), res.data(), wg.data(), wu.data(), wd.data(), n, dim, inter);
     gpu.mlp_fwd(gy.data(), gacts.data(), x.data(), res.data(), wg.data(), wu.data(), wd.data(), n, dim, inter);
@@ -211,6 +237,7 @@ static void mlp(int n, int dim, int inter) {
 static void lm_head(int n, int dim, int vocab, int chunk) {
     printf("%s lm_head_ce n=%d dim=%d vocab=%d chunk=%d:", emu_bf16 ? "bf16" : "fp32", n, dim, vocab, chunk);
     const vec h = rv((size_t)n * dim), w = rv((size_t)vocab * dim, -0.5f, 0.5f), dw0 = rv((size_t)vocab * dim);
+    const weight_twin w_twin(w);
     std::vector<int32_t> targets(n);
     int valid = 0;
     for (int i = 0; i < n; i++) targets[i] = i % 7 == 3 ? -100 : (i * 37) % vocab, valid += targets[i] != -100;
@@ -235,6 +262,7 @@ int main(int argc, char **argv) {
     cuda_register_mlp(&gpu);
     cuda_register_swiglu(&gpu);
     cuda_register_lm_head_ce(&gpu);
+    cuda_register_bf16_twins(&gpu);
     const int outs[3] = {40, 24, 8};
     for (int bf16 = 0; bf16 < 2; bf16++) {
         emu_bf16 = bf16;
@@ -249,6 +277,7 @@ int main(int argc, char **argv) {
         mlp(37, 24, 90), printf("\n");          // n inter not a multiple of 4: the SwiGLU kernels' scalar form
     }
     fclose(dump);
+    printf("copies made: %ld\n", copies_made);
     if (bad) printf("FAIL: %d checks\n", bad);
     else printf("ok\n");
     return bad ? 1 : 0;

@@ -17,10 +17,10 @@ set -euo pipefail
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --keep-register \
   --replace '#include "../ops/lm_head_chunk.h"=>#include "kernels/ops/lm_head_chunk.h"' \
   --head '#include "emu.h"\n#include "products_emu.h"' \
-  cuda_linear.cu cuda_mlp.cu cuda_swiglu.cu cuda_lm_head_ce.cu cuda_products.cuh cuda_swiglu.cuh cuda_column_sum.cuh \
+  cuda_linear.cu cuda_mlp.cu cuda_swiglu.cu cuda_lm_head_ce.cu cuda_bf16_twins.cu cuda_products.cuh cuda_swiglu.cuh cuda_column_sum.cuh \
   cuda_reduce.cuh cuda_vec.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,products_emu.h,products_emu.cpp} "$work/"
-emu_compile cuda_linear cuda_mlp cuda_swiglu cuda_lm_head_ce products_emu
+emu_compile cuda_linear cuda_mlp cuda_swiglu cuda_lm_head_ce cuda_bf16_twins products_emu
 cd "$work"
 ops="$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu"
 g++ -pthread *.o "$ops/op_linear.c.o" "$ops/op_lm_head_ce.c.o" "$build/libhyla_common.a" -lopenblas -fopenmp -lm \
@@ -52,4 +52,18 @@ if [ -f "$work/out.011" ] && [ -f "$work/out.111" ]; then
   else echo "bf16 outputs of 111 differ from 011 (bf16 activations on: the MLP's roundings)"; fi
   same 010 110 "HYLA_MLP_BF16 off: bf16 activations take no effect"
 fi
+# Weights with bf16 twins (EMU_TWINS=1, as FSDP's units gathered in bf16): read from the twin
+# (HYLA_BF16_TWINS=1) the products give the same bits with fewer copies; refused (=0), as many.
+copies() { grep -o "copies made: [0-9]*" "$1" | grep -o "[0-9]*$"; }
+for twins in 1 0; do
+  EMU_TWINS=1 HYLA_BF16_TWINS=$twins HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=0 OMP_NUM_THREADS=1 \
+    "$work/emu" "$work/out.twins$twins" >"$work/log.twins$twins" || { cat "$work/log.twins$twins"; status=1; }
+done
+HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=0 OMP_NUM_THREADS=1 "$work/emu" "$work/out.plain" >"$work/log.plain"
+same plain twins1 "weights read from their bf16 twins"
+same plain twins0 "twins refused"
+with=$(copies "$work/log.twins1") without=$(copies "$work/log.plain") refused=$(copies "$work/log.twins0")
+if [ "$with" -lt "$without" ] && [ "$refused" -eq "$without" ]; then
+  echo "copies with twins $with, without $without, refused $refused"
+else echo "FAIL: copies with twins $with, without $without, refused $refused"; status=1; fi
 exit $status
