@@ -9,6 +9,8 @@
 // scale * log2 e); lse is stored in base e as the contract says. No atomics.
 #include <stdlib.h>
 
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_pipeline.h>
 
@@ -84,14 +86,14 @@ __device__ void products_abt(float (&s)[M][8][4], const uint32_t (&a)[M][D / 16]
         }
 }
 // The same with A's fragments read from shared rows r0 .. r0 + 16 M - 1 one k-step at a time
-// (for kernels whose registers are taken by accumulators).
-template <int D, int M>
-__device__ void products_abt_rows(float (&s)[M][8][4], const bf16 *A, int r0, const bf16 *X) {
+// (for kernels whose registers are taken by accumulators); N n-tiles: X's first 8 N rows.
+template <int D, int M, int N = 8>
+__device__ void products_abt_rows(float (&s)[M][N][4], const bf16 *A, int r0, const bf16 *X) {
     const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int mt = 0; mt < M; mt++)
 #pragma unroll
-        for (int n = 0; n < 8; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+        for (int n = 0; n < N; n++) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
     const bf16 *pa = A + (r0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * LD<D> + 8 * (lane >> 4);
     const bf16 *p = X + ((lane & 7) + 8 * (lane >> 4)) * LD<D> + 8 * ((lane >> 3) & 1);
 #pragma unroll
@@ -100,7 +102,7 @@ __device__ void products_abt_rows(float (&s)[M][8][4], const bf16 *A, int r0, co
 #pragma unroll
         for (int mt = 0; mt < M; mt++) ldsm_x4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], pa + 16 * mt * LD<D> + 16 * ks);
 #pragma unroll
-        for (int np = 0; np < 4; np++) {
+        for (int np = 0; np < N / 2; np++) {
             uint32_t b0, b1, b2, b3;
             ldsm_x4(b0, b1, b2, b3, p + 16 * np * LD<D> + 16 * ks);
 #pragma unroll
@@ -112,14 +114,14 @@ __device__ void products_abt_rows(float (&s)[M][8][4], const bf16 *A, int r0, co
     }
 }
 
-// acc += P X for this warp's M m-tiles: P as 16 x 64 C fragments each (packed to bf16 as A
-// fragments), X a shared [64][LD] tile read as [k = its rows][n = its columns].
-template <int D, int M>
-__device__ void products_px(float (&acc)[M][D / 8][4], const float (&p)[M][8][4], const bf16 *X) {
+// acc += P X for this warp's M m-tiles: P as 16 x 8 N C fragments each (packed to bf16 as A
+// fragments), X a shared [8 N][LD] tile read as [k = its rows][n = its columns].
+template <int D, int M, int N = 8>
+__device__ void products_px(float (&acc)[M][D / 8][4], const float (&p)[M][N][4], const bf16 *X) {
     const int lane = threadIdx.x % 32;
     const bf16 *base = X + (lane & 15) * LD<D> + 8 * (lane >> 4);
 #pragma unroll
-    for (int ks = 0; ks < TILE / 16; ks++) {
+    for (int ks = 0; ks < N / 2; ks++) {
         uint32_t a[M][4];
 #pragma unroll
         for (int mt = 0; mt < M; mt++) {
@@ -479,6 +481,170 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv,
     }
 }
 
+// dk, dv restructured (HYLA_ATTN_DKDV2, dkdv2 below): KROWS keys a block, 16 M a warp, so each
+// Q / dO fragment loaded from shared memory serves M m-tiles (at head dim 64 M = 2: a third less
+// ldmatrix traffic per product than mma_dkdv_kernel, half the Q / dO copies per key); a query
+// tile's S and dP fragments are formed 32 queries at a time (the registers hold dk and dv of M
+// m-tiles beside them). Query tiles — Q, dO rows and their lse, delta — stream through QSTAGES
+// buffers by cp.async, no load from global memory on a tile's path, and at head dim 64 one
+// barrier a tile (3 buffers: one is refilled two tiles after it was read, and every warp has
+// passed the barrier in between; at 128, 2 buffers and a second barrier keep 2 blocks an SM).
+// A warp skips the tiles that none of its keys see. Blocks: x the (batch, kv head), y the keys,
+// so the selected pass's longest blocks (the first entries of each list) start first.
+template <int M> constexpr int KROWS = 16 * WARPS * M;
+template <int D> constexpr int QSTAGES = D == 64 ? 3 : 2;
+template <int D, int M> constexpr size_t dkdv2_smem_bytes() {
+    return sizeof(bf16) * (2 * KROWS<M> + 2 * QSTAGES<D> * TILE) * LD<D>; // K, V; QSTAGES x (Q, dO)
+}
+
+// The keys of a dkdv2 block (the blockIdx.y-th ROWS of (batch, kv head) bk) into kpos: window
+// positions, or (selected_pass) the list's entries; -1 past the last. Returns how many (0: none,
+// the block leaves) and the first query that sees them; the caller's barrier publishes kpos.
+template <int ROWS>
+__device__ int dkdv2_block_keys(const flash_shape &s, int bk, int selected_pass, int *kpos, int *first_query) {
+    const int n0 = blockIdx.y * ROWS, count = selected_pass ? s.count[bk] : s.L;
+    if (n0 >= count) return 0;
+    const int n = min(ROWS, count - n0);
+    const int *list = selected_pass ? s.list + (size_t)bk * s.L + n0 : NULL;
+    for (int r = threadIdx.x; r < ROWS; r += THREADS) kpos[r] = r < n ? (list ? list[r] : n0 + r) : -1;
+    *first_query = list ? list[0] + s.wl + 1 : n0; // past the window of the first selected key
+    return n;
+}
+
+template <int D, int M>
+__global__ void __launch_bounds__(THREADS) mma_dkdv2_kernel(float *dk, float *dv, const bf16 *dout, const bf16 *q,
+                                                            const bf16 *k, const bf16 *v, const float *lse,
+                                                            const float *delta, flash_shape s, int selected_pass) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    bf16 *Ks = (bf16 *)smem, *Vs = Ks + KROWS<M> * LD<D>, *Qb = Vs + KROWS<M> * LD<D>;
+    bf16 *dOb = Qb + QSTAGES<D> * TILE_ELEMS<D>;
+    __shared__ int kpos[KROWS<M>];
+    __shared__ float qlse[QSTAGES<D>][TILE], qdelta[QSTAGES<D>][TILE];
+    const int hk = blockIdx.x % s.Hkv, b = blockIdx.x / s.Hkv, bk = b * s.Hkv + hk, G = s.Hq / s.Hkv;
+    int first_query;
+    const int n_keys = dkdv2_block_keys<KROWS<M>>(s, bk, selected_pass, kpos, &first_query);
+    if (n_keys == 0) return; // the whole block leaves together
+    __syncthreads();
+    const int last_query = dkdv_last_query(s, selected_pass, kpos[n_keys - 1]);
+    const int qtiles = first_query <= last_query ? (last_query - first_query + TILE) / TILE : 0;
+    const int steps = G * qtiles; // (query head, query tile) pairs
+    // Step i's queries (head hk G + i / qtiles, positions from first_query + (i % qtiles) 64)
+    // into buffer buf: Q, dO rows, lse, delta; rows past last_query repeat it (finite values in
+    // columns that are masked). Not committed.
+    auto stage = [&](int i, int buf) {
+        constexpr int PER_ROW = D / 8;
+        const int hq = hk * G + i / qtiles, t0 = first_query + (i % qtiles) * TILE;
+        bf16 *Qs = Qb + buf * TILE_ELEMS<D>, *dOs = dOb + buf * TILE_ELEMS<D>;
+        for (int e = threadIdx.x; e < TILE * PER_ROW; e += THREADS) {
+            const int r = e / PER_ROW, c = (e % PER_ROW) * 8;
+            const size_t at = (((size_t)b * s.L + min(t0 + r, last_query)) * s.Hq + hq) * D + c;
+            __pipeline_memcpy_async(Qs + r * LD<D> + c, q + at, 16);
+            __pipeline_memcpy_async(dOs + r * LD<D> + c, dout + at, 16);
+        }
+        static_assert(THREADS == 2 * TILE, "a thread per row of lse, one per row of delta");
+        const size_t row = ((size_t)b * s.L + min(t0 + (int)threadIdx.x % TILE, last_query)) * s.Hq + hq;
+        if (threadIdx.x < TILE) __pipeline_memcpy_async(&qlse[buf][threadIdx.x], lse + row, 4);
+        else __pipeline_memcpy_async(&qdelta[buf][threadIdx.x - TILE], delta + row, 4);
+    };
+    load_rows_async<D, KROWS<M>>(Ks, k, kpos, b, s.L, s.Hkv, hk);
+    load_rows_async<D, KROWS<M>>(Vs, v, kpos, b, s.L, s.Hkv, hk);
+    if (steps > 0) stage(0, 0);
+    __pipeline_commit(); // waited for at step 0 (or below, when there is none)
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, r0 = 16 * M * warp;
+    // the warp's first and last keys (sorted), and whether all its rows hold one
+    const bool warp_full = r0 + 16 * M <= n_keys;
+    const int wk0 = kpos[r0], wk1 = kpos[max(0, min(r0 + 16 * M, n_keys) - 1)];
+    const bool sel = selected_pass != 0;
+    const float c = s.scale * LOG2E;
+    float adk[M][D / 8][4], adv[M][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < M; mt++)
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) adk[mt][n][e] = adv[mt][n][e] = 0.0f;
+    for (int i = 0; i < steps; i++) {
+        const int cur = i % QSTAGES<D>;
+        if (i + 1 < steps) stage(i + 1, (i + 1) % QSTAGES<D>); // read last at step i + 1 - QSTAGES
+        __pipeline_commit();
+        __pipeline_wait_prior(1);
+        __syncthreads();
+        const int t0 = first_query + (i % qtiles) * TILE, t1 = min(t0 + TILE - 1, last_query);
+        // none of the warp's keys seen by the tile's queries: the warp waits at the next barrier
+        if (wk0 < 0 || (sel ? t1 - wk0 <= s.wl : (t1 < wk0 || (s.wl >= 0 && t0 - wk1 > s.wl)))) {
+            if (QSTAGES<D> == 2) __syncthreads();
+            continue;
+        }
+        const bool full = warp_full && t1 == t0 + TILE - 1 && all_visible(t0, t1, wk0, wk1, sel, s.wl);
+        const bf16 *Qs = Qb + cur * TILE_ELEMS<D>, *dOs = dOb + cur * TILE_ELEMS<D>;
+#pragma unroll 1
+        for (int h = 0; h < TILE / 32; h++) { // queries 32 h .. 32 h + 31 of the tile
+            const bf16 *Qh = Qs + 32 * h * LD<D>, *dOh = dOs + 32 * h * LD<D>;
+            float sc[M][4][4], dp[M][4][4];
+            products_abt_rows<D, M, 4>(sc, Ks, r0, Qh); // S^T: rows keys, columns queries
+            auto probabilities = [&](auto masks) { // P^T in sc (masks: std::true_type, per element)
+                constexpr bool masked = decltype(masks)::value;
+#pragma unroll
+                for (int mt = 0; mt < M; mt++)
+#pragma unroll
+                    for (int r = 0; r < 2; r++) { // rows g (r = 0) and g + 8 (r = 1): a key each
+                        int lo = 0, hi = TILE - 1; // the columns (queries t0 + col) that see it
+                        if constexpr (masked) {
+                            const int key = kpos[r0 + 16 * mt + g + 8 * r];
+                            lo = (sel ? key + s.wl + 1 : key) - t0;
+                            hi = (sel || s.wl < 0 ? last_query : min(last_query, key + s.wl)) - t0;
+                            if (key < 0) lo = TILE; // none
+                        }
+#pragma unroll
+                        for (int n = 0; n < 4; n++)
+#pragma unroll
+                            for (int e = 2 * r; e < 2 * r + 2; e++) {
+                                const int col = 32 * h + frag_col(n, e);
+                                const float p = exp2f(sc[mt][n][e] * c - __fmul_rn(qlse[cur][col], LOG2E));
+                                sc[mt][n][e] = !masked || (col >= lo && col <= hi) ? p : 0.0f;
+                            }
+                    }
+            };
+            if (full) probabilities(std::false_type());
+            else probabilities(std::true_type());
+            products_px<D, M, 4>(adv, sc, dOh);          // dv += P^T dO
+            products_abt_rows<D, M, 4>(dp, Vs, r0, dOh); // dP^T
+#pragma unroll
+            for (int mt = 0; mt < M; mt++)
+#pragma unroll
+                for (int n = 0; n < 4; n++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) { // dS^T
+                        const float d_col = qdelta[cur][32 * h + frag_col(n, e)];
+                        dp[mt][n][e] = sc[mt][n][e] * (dp[mt][n][e] - d_col);
+                    }
+            products_px<D, M, 4>(adk, dp, Qh);  // dk += dS^T q (scaled below)
+        }
+        if (QSTAGES<D> == 2) __syncthreads(); // every warp is done with buffer cur before it refills
+    }
+    __pipeline_wait_prior(0); // (no steps: the K, V rows)
+#pragma unroll
+    for (int mt = 0; mt < M; mt++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int j = kpos[r0 + 16 * mt + g + 8 * r]; // this lane's keys (-1: none)
+            if (j < 0) continue;
+            const size_t out = (((size_t)b * s.L + j) * s.Hkv + hk) * D;
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                const int col = frag_col(n, 0);
+                float2 x = make_float2(adv[mt][n][2 * r], adv[mt][n][2 * r + 1]);
+                float2 y = make_float2(s.scale * adk[mt][n][2 * r], s.scale * adk[mt][n][2 * r + 1]);
+                if (selected_pass) {
+                    const float2 ox = *(float2 *)(dv + out + col), oy = *(float2 *)(dk + out + col);
+                    x.x += ox.x, x.y += ox.y, y.x += oy.x, y.y += oy.y;
+                }
+                *(float2 *)(dv + out + col) = x;
+                *(float2 *)(dk + out + col) = y;
+            }
+        }
+}
+
 void allow(const void *kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
@@ -493,6 +659,18 @@ bool two_mtiles(int d) {
         on = e && *e ? atoi(e) != 0 : TWO_MTILES_BY_DEFAULT;
     }
     return on && d == 64;
+}
+
+// dk, dv by mma_dkdv2_kernel (two m-tiles per warp at head dim 64, one at 128):
+// HYLA_ATTN_DKDV2=1 / 0, DKDV2_BY_DEFAULT otherwise (ctest emu.attn runs both forms on the CPU).
+constexpr bool DKDV2_BY_DEFAULT = false;
+bool dkdv2() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYLA_ATTN_DKDV2");
+        on = e && *e ? atoi(e) != 0 : DKDV2_BY_DEFAULT;
+    }
+    return on;
 }
 
 template <int D, int M> void fwd_dm(float *o, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const flash_shape &s) {
@@ -523,6 +701,20 @@ void dq_dm(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16
     CUDA_LAUNCH_CHECK();
 }
 
+template <int D, int M>
+void dkdv2_d(float *dk, float *dv, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+             const float *delta, const flash_shape &s) {
+    const size_t bytes = dkdv2_smem_bytes<D, M>();
+    allow((const void *)mma_dkdv2_kernel<D, M>, bytes);
+    const dim3 grid(s.B * s.Hkv, (s.L + KROWS<M> - 1) / KROWS<M>);
+    mma_dkdv2_kernel<D, M><<<grid, THREADS, bytes>>>(dk, dv, dout, q, k, v, lse, delta, s, 0);
+    CUDA_LAUNCH_CHECK();
+    if (s.list) { // after the window pass (same stream): the selected keys' later queries
+        mma_dkdv2_kernel<D, M><<<grid, THREADS, bytes>>>(dk, dv, dout, q, k, v, lse, delta, s, 1);
+        CUDA_LAUNCH_CHECK();
+    }
+}
+
 template <int D>
 void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
            const float *lse, const float *delta, const flash_shape &s) {
@@ -533,6 +725,11 @@ void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, c
         else dq_dm<D, 1>(dq, doh, qh, kh, vh, lse, delta, s);
     } else {
         dq_dm<D, 1>(dq, doh, qh, kh, vh, lse, delta, s);
+    }
+    if (dkdv2()) {
+        dkdv2_d<D, D == 64 ? 2 : 1>(dk, dv, doh, qh, kh, vh, lse, delta, s);
+        for (bf16 *p : {qh, kh, vh, doh}) CUDA_CHECK(cudaFreeAsync(p, 0));
+        return;
     }
     const size_t bytes = dkdv_smem_bytes<D>();
     allow((const void *)mma_dkdv_kernel<D>, bytes);

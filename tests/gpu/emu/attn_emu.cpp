@@ -6,7 +6,8 @@
 // differ from fp32 by more than 1e-6 (the bf16 kernels really ran); EMU_ATTN_FP32=1 runs the
 // fp32 tiles instead, bound 1e-5.
 // Arguments: B L Hq Hkv d wl [density]: wl < 0 causal; density > 0 (with wl >= 0) selects each
-// older key of each (batch, kv head) with that probability (LTE: segment B).
+// older key of each (batch, kv head) with that probability (LTE: segment B). EMU_ATTN_DUMP=FILE
+// writes o, lse, dq, dk, dv as computed (raw floats) there.
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -80,5 +81,10 @@ int main(int argc, char **argv) {
         bad++;
     }
     printf("  max %.2e %s (bound %.0e) %.1fs\n", worst, bad ? "FAIL" : "ok", bound, secs);
+    if (const char *dump = getenv("EMU_ATTN_DUMP")) { // the outputs' bits, to compare two forms (cmp)
+        FILE *f = fopen(dump, "wb");
+        for (auto &x : outs) fwrite(x.got.data(), sizeof(float), x.got.size(), f);
+        fclose(f);
+    }
     return bad ? 1 : 0;
 }

@@ -29,20 +29,35 @@ g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_attentio
 # sliding windows 100 and 20 (key tiles starting mid-window), 63 at L 192 (whole tiles); GQA
 # groups of 2 and 8; LTE (window plus random selected older keys: segment B, the second dk/dv
 # pass) at d 64 and 128, B = 2 (per-(batch, kv head) lists), a window of 0 (only the query
-# itself) with a dense selection, and a window longer than L (no segment B).
+# itself) with a dense selection, and a window longer than L (no segment B); lists of several
+# dk / dv key blocks (~360 entries at d 64: three of HYLA_ATTN_DKDV2's 128, the last partial;
+# ~280 at d 128: five of 64).
 if [ $# -eq 0 ]; then
   set -- 1 37 2 1 64 -1 0  1 257 2 2 64 -1 0  1 130 4 2 128 -1 0  2 200 2 1 64 100 0 \
          1 257 4 2 128 100 0  1 150 8 1 64 20 0  1 192 2 1 64 63 0  2 300 4 2 64 70 0.3 \
-         1 130 4 2 128 16 0.5  1 100 2 1 64 0 0.9  1 65 2 2 64 200 0.5
+         1 130 4 2 128 16 0.5  1 100 2 1 64 0 0.9  1 65 2 2 64 200 0.5  1 600 2 1 64 100 0.6 \
+         1 400 2 2 128 50 0.7
 fi
 status=0 # every shape runs; any above the bound fails the script
-# Head dim 64 runs twice in bf16: one m-tile of 16 rows per warp (the default) and two
-# (HYLA_ATTN_TWO_MTILES=1: 128-query blocks in the forward and dq kernels).
+# In bf16 each shape runs three times: as the environment says (the defaults: two m-tiles of
+# 16 rows per warp at head dim 64 in the forward and dq kernels, mma_dkdv_kernel for dk / dv);
+# with HYLA_ATTN_TWO_MTILES flipped (within the bound: with windows, 128-query blocks start their
+# key tiles elsewhere, so P V sums in other groups); with HYLA_ATTN_DKDV2 flipped, whose
+# outputs must be the first run's bits (dk / dv laid out in other blocks, every sum in the
+# same order).
+two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-0} == 0 ))
 while [ $# -ge 7 ]; do
-  OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
-  if [ "$5" = 64 ] && [ "${EMU_ATTN_FP32:-0}" != 1 ]; then
-    HYLA_ATTN_TWO_MTILES=1 OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" | sed 's/^/two m-tiles: /'
-    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+  EMU_ATTN_DUMP="$work/first.bin" OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
+  if [ "${EMU_ATTN_FP32:-0}" != 1 ]; then
+    if [ "$5" = 64 ]; then
+      out=$(HYLA_ATTN_TWO_MTILES=$two OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
+      printf '%s\n' "$out" | sed "s/^/two m-tiles $two: /"
+    fi
+    out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 OMP_NUM_THREADS=1 \
+            "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
+    printf '%s\n' "$out" | sed "s/^/dkdv2 $dkdv2: /"
+    if cmp -s "$work/first.bin" "$work/other.bin"; then echo "  dkdv2 $dkdv2: o, lse, dq, dk, dv the same bits"
+    else echo "  dkdv2 $dkdv2: outputs differ from the first run's bits (FAIL)"; status=1; fi
   fi
   shift 7
 done
