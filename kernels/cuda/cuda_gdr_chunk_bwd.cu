@@ -818,6 +818,363 @@ __global__ void __launch_bounds__(THREADS, 2) grads_dk_kernel(float *dk, float *
     grads_finish(dk, dbeta, dg, F1, dA, HS, dMh, X1, X2, bt, eg, ra, rb, dbs, dgam, red, kd, row0, c, dkp, d);
 }
 
+// HYLA_GDR_DK2: grads_dk_kernel's steps (d)-(i) restructured for an H100, where that kernel
+// waits more than it works (1.0 ms a call for ~12 MFLOP of products a block): about eleven
+// round trips to device memory one after another (H_n and T fetched only once G_end is dead,
+// k read four times, G_end and H_n twice, <H_n, G_end> in four dependent rounds of loads),
+// products whose warps run one 16 x 16 tile at a time, an integer division per element in the
+// element loops, and a tail of serial sums behind shared-memory latency. Here dk's partial sums
+// stay in registers (each thread its rows and columns of the row passes) until the last row
+// pass, which frees the fp32 buffer for H_n: every operand of steps (e), (d), (f) is in flight
+// at once at the start, v and k arrive during products, U during the last row pass and dA's
+// first product. The products are the same, in the same order, and so is every element step:
+// the same bits as grads_dk_kernel (emu.gdr_chunk compares). Off until a GPU run has timed it
+// (DK2_BY_DEFAULT).
+
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_tile;
+constexpr int WARP_TILES = CH * DMAX / 256 / WARPS; // a warp's 16 x 16 tiles of a 64 x 128 product
+
+// This warp's tiles of op(A) op(B) (M x N, summed over K) into prod, assigned as mma assigns
+// them (round-robin over the warps: NT of them from the warp's tile `first` on), with k outermost:
+// the warp's tiles are independent chains of mma_sync that interleave instead of running one
+// after another, and where they share a column of B (the tile columns divide WARPS) its
+// fragment is loaded once a step. Each tile sums over k in mma's order: the same bits.
+template <int NT, bool TA, bool TB>
+__device__ inline void warp_tiles(acc_tile (&prod)[NT], const bf16 *A, int lda, const bf16 *Bm, int ldb, int M, int N,
+                                  int K, int first = 0) {
+    typedef typename std::conditional<TA, wmma::col_major, wmma::row_major>::type la;
+    typedef typename std::conditional<TB, wmma::col_major, wmma::row_major>::type lb;
+    const int warp = threadIdx.x / 32, tn = N / 16, count = M / 16 * tn;
+    const bool share_b = WARPS % tn == 0;
+#pragma unroll
+    for (int t = 0; t < NT; t++) wmma::fill_fragment(prod[t], 0.0f);
+    for (int k = 0; k < K; k += 16) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, lb> b;
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            const int tile = warp + (first + t) * WARPS, mi = tile / tn, ni = tile % tn;
+            if (tile >= count) break;
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, la> a;
+            wmma::load_matrix_sync(a, TA ? A + (size_t)k * lda + mi * 16 : A + (size_t)mi * 16 * lda + k, lda);
+            if (t == 0 || !share_b)
+                wmma::load_matrix_sync(b, TB ? Bm + (size_t)ni * 16 * ldb + k : Bm + (size_t)k * ldb + ni * 16, ldb);
+            wmma::mma_sync(prod[t], a, b, prod[t]);
+        }
+    }
+}
+
+// C (fp32) = [C +] prod over this warp's tiles (warp_tiles' assignment), element by element
+// as mma stores a product: acc = C or 0, acc += 1 prod (1 prod is prod).
+template <int NT>
+__device__ inline void store_tiles(float *C, int ldc, const acc_tile (&prod)[NT], int M, int N, bool accumulate = false,
+                                   int first = 0) {
+    const int warp = threadIdx.x / 32, tn = N / 16, count = M / 16 * tn;
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const int tile = warp + (first + t) * WARPS, mi = tile / tn, ni = tile % tn;
+        if (tile >= count) break;
+        float *c = C + (size_t)mi * 16 * ldc + ni * 16;
+        acc_tile acc;
+        if (accumulate) wmma::load_matrix_sync(acc, c, ldc, wmma::mem_row_major);
+        else wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+        for (int e = 0; e < acc.num_elements; e++) acc.x[e] += prod[t].x[e];
+        wmma::store_matrix_sync(c, acc, ldc, wmma::mem_row_major);
+    }
+}
+
+// C (fp32) = op(A) op(B), M x N <= 64 x 128, C neither A nor B, in two rounds of half the
+// warp's tiles: for the products made while 64 other values a thread wait in registers.
+template <bool TA, bool TB>
+__device__ inline void mma_halves(float *C, int ldc, const bf16 *A, int lda, const bf16 *Bm, int ldb, int M, int N,
+                                  int K) {
+    constexpr int HALF = WARP_TILES / 2;
+    acc_tile prod[HALF];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        warp_tiles<HALF, TA, TB>(prod, A, lda, Bm, ldb, M, N, K, h * HALF);
+        store_tiles(C, ldc, prod, M, N, false, h * HALF);
+    }
+}
+
+// This warp's rows r = warp + WARPS m, columns i = lane + 32 j < width of a row-major matrix:
+// dst[r][i] = bf16(x[m][j] f[r]) where r < c and i < valid, else 0 (f NULL: 1). The values of
+// load_rows_bf16 from registers that warp_rows filled.
+__device__ inline void warp_rows_bf16(bf16 *dst, int ld, const float (&x)[ROWS_PER_WARP][COLS_PER_LANE], int c,
+                                      int valid, int width, const float *f = nullptr) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++)
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int r = warp + WARPS * m, i = lane + 32 * j;
+            if (i >= width) break;
+            dst[r * ld + i] = __float2bfloat16(r < c && i < valid ? x[m][j] * (f ? f[r] : 1.0f) : 0.0f);
+        }
+}
+
+// Buffers: X (G_end; then (e)'s product, and dk from (e)'s row pass on), Y (H_n; then the fp32
+// products of (d) and (f); then -W in its first 64 rows, Y1, and U in the rest, Y2; then K in
+// Y1 and dM in Y2), P1 (Delta, dW, T^T dW, dA / y as fp32), P2 (ddelta, -T^T ddelta, K K^T,
+// beta K), HS (T, diag(beta) dM).
+constexpr size_t GRADS_DK2_SMEM = 2 * S128 + 2 * H64 + HS64 + 8 * VEC;
+static_assert(GRADS_DK2_SMEM <= SMEM_TWO_PER_SM, "two blocks per SM");
+static_assert(F64 <= S128 && FS64 <= H64 && HS64 <= H64, "the fp32 buffers fit where they go");
+constexpr int U_VEC = CH * DMAX / 4 / THREADS, W_VEC = CH * DMAX / 8 / THREADS; // float4 of U, 8 bf16 of -W a thread
+
+__global__ void __launch_bounds__(THREADS, 2) grads_dk2_kernel(float *dk, float *dv, float *dbeta, float *dg,
+                                                               scratch s, const bf16 *gend, const bf16 *dd,
+                                                               const float *k, const float *v, const float *beta,
+                                                               dims d) {
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *X = sc.take<bf16>(DMAX * LDH), *Y = sc.take<bf16>(DMAX * LDH);
+    bf16 *P1 = sc.take<bf16>(CH * LDH), *P2 = sc.take<bf16>(CH * LDH), *HS = sc.take<bf16>(CH * LDS);
+    float *gc = sc.take<float>(CH), *eg = sc.take<float>(CH), *bt = sc.take<float>(CH), *dgam = sc.take<float>(CH);
+    float *dbs = sc.take<float>(CH), *ra = sc.take<float>(CH), *rb = sc.take<float>(CH), *kd = sc.take<float>(CH);
+    bf16 *Y1 = Y, *Y2 = Y + CH * LDH;
+    float *F = (float *)X, *FY = (float *)Y;
+    const int n = blockIdx.x, bh = blockIdx.y, b = bh / d.H, h = bh % d.H, tid = threadIdx.x;
+    const int lane = tid % 32, warp = tid / 32;
+    const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp;
+    const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
+    const size_t sk = (size_t)d.H * d.dk;
+    // every operand of steps (e), (d) and (f) at once, dk so far and k into registers meanwhile
+    copy_async_bf16(P1, LDH, s.delta + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(X, LDH, gend + cb * dkp * dvp, dvp, dkp, dvp); // G_end
+    copy_async_bf16(Y, LDH, s.states + cb * dkp * dvp, dvp, dkp, dvp); // H_n
+    copy_async_bf16(P2, LDH, dd + cb * CH * dvp, dvp, CH, dvp);
+    copy_async_bf16(HS, LDS, s.t + cb * CH * CH, CH, CH, CH);
+    __pipeline_commit();
+    if (tid < CH) {
+        gc[tid] = s.gcum[cb * CH + tid];
+        eg[tid] = expf(gc[tid]);
+        bt[tid] = tid < c ? beta[row0 + (size_t)tid * d.H] : 0.0f;
+        dgam[tid] = tid < c ? dg[row0 + (size_t)tid * d.H] : 0.0f;
+    }
+    // k stays in registers to the end (the row passes' layout: rows warp + WARPS m, columns lane + 32 j)
+    float f1[ROWS_PER_WARP][COLS_PER_LANE], kr[ROWS_PER_WARP][COLS_PER_LANE]; // dk so far (padding 0), k
+    warp_rows(f1, dk + row0 * d.dk, sk, c, d.dk);
+    warp_rows(kr, k + row0 * d.dk, sk, c, d.dk);
+    __pipeline_wait_prior(0);
+    __syncthreads();
+
+    { // <H_n, G_end> for dgam_last: each thread its elements tid + THREADS m in grads_dk_kernel's order
+        const int ns = dkp * dvp, di = THREADS / dvp, dj = THREADS % dvp;
+        int i = tid / dvp, j = tid % dvp;
+        float part = 0.0f;
+        for (int e = tid; e < ns; e += THREADS) {
+            part += __bfloat162float(Y[i * LDH + j]) * __bfloat162float(X[i * LDH + j]);
+            i += di, j += dj;
+            if (j >= dvp) j -= dvp, i++;
+        }
+        part = warp_total(part);
+        if (lane == 0) rb[warp] = part; // in rb until the finish needs it
+    }
+    // (e) dkh = diag(e^{gam_last - gam}) Delta G^T (F, over G_end once every warp has its tiles)
+    acc_tile prod[WARP_TILES];
+    warp_tiles<WARP_TILES, false, true>(prod, P1, LDH, X, LDH, CH, dkp, dvp);
+    __syncthreads();
+    float hg = 0.0f, kdkh = 0.0f; // thread 0: B4's last-row sums, in grads_finish's order
+    if (tid == 0)
+        for (int w = 0; w < WARPS; w++) hg += rb[w];
+    store_tiles(F, LDF, prod, CH, dkp);
+    __syncthreads();
+    const float glast = gc[CH - 1];
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        const float el = expf(glast - gc[r]);
+        float part = 0.0f;
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int i = lane + 32 * j;
+            if (i >= dkp) break;
+            const float x = el * F[r * LDF + i];
+            if (r < c && i < d.dk) part += x * kr[m][j];
+            F[r * LDF + i] = f1[m][j] + x; // dk so far, from here on in F
+        }
+        part = warp_total(part);
+        if (lane == 0) kd[r] = part;
+    }
+    __syncthreads();
+    if (tid == 0)
+        for (int r = 0; r < c; r++) kdkh += kd[r];
+    if (tid < CH) dgam[tid] -= kd[tid];
+    // (d) dW = -ddelta H_n^T (FY, over H_n), as bf16 in P1 (over Delta)
+    warp_tiles<WARP_TILES, false, true>(prod, P2, LDH, Y, LDH, CH, dkp, dvp);
+    __syncthreads();
+    store_tiles(FY, LDF, prod, CH, dkp);
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++)
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int r = warp + WARPS * m, i = lane + 32 * j;
+            if (i >= dkp) break;
+            P1[r * LDH + i] = __float2bfloat16(-FY[r * LDF + i]);
+        }
+    float vr[ROWS_PER_WARP][COLS_PER_LANE]; // v, for T^T ddelta's pass
+    warp_rows(vr, v + row0 * d.dv, (size_t)d.H * d.dv, c, d.dv);
+    __syncthreads();
+    // (f) through W = T Kb, U = T Vb: T^T ddelta first (dv, v's term of dbeta), then T^T dW
+    mma_halves<true, false>(FY, LDF, HS, LDS, P2, LDH, CH, dvp, CH);
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        float vt = 0.0f;
+#pragma unroll
+        for (int jj = 0; jj < COLS_PER_LANE; jj++) {
+            const int j = lane + 32 * jj;
+            if (j >= dvp) break;
+            const float x = FY[r * LDF + j];
+            if (r < c && j < d.dv) {
+                vt += x * vr[m][jj];
+                dv[(row0 + (size_t)r * d.H) * d.dv + j] = bt[r] * x;
+            }
+            P2[r * LDH + j] = __float2bfloat16(-x); // -T^T ddelta over ddelta
+        }
+        vt = warp_total(vt);
+        if (lane == 0) dbs[r] = vt; // until T^T dW's pass adds k's term
+    }
+    uint4 w8[W_VEC]; // -W for (g), in flight through T^T dW
+    const uint4 *ws = (const uint4 *)(s.wn + cb * CH * dkp);
+#pragma unroll
+    for (int m = 0; m < W_VEC; m++) {
+        const int e = tid + m * THREADS;
+        if (e < CH * dkp / 8) w8[m] = ws[e];
+    }
+    __syncthreads();
+    mma_halves<true, false>(FY, LDF, HS, LDS, P1, LDH, CH, dkp, CH);
+    float4 u4[U_VEC]; // U for (g), in flight through T^T dW's pass
+    const float4 *us = (const float4 *)(s.u + cb * CH * dvp);
+#pragma unroll
+    for (int m = 0; m < U_VEC; m++) {
+        const int e = tid + m * THREADS;
+        if (e < CH * dvp / 4) u4[m] = us[e];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        const float fb = bt[r] * eg[r];
+        float kt = 0.0f;
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int i = lane + 32 * j;
+            if (i >= dkp) break;
+            const float x = FY[r * LDF + i];
+            if (r < c && i < d.dk) kt += x * kr[m][j];
+            F[r * LDF + i] += fb * x;
+            P1[r * LDH + i] = __float2bfloat16(x); // T^T dW over dW
+        }
+        kt = warp_total(kt);
+        if (lane == 0) dbs[r] = eg[r] * kt + dbs[r], ra[r] = fb * kt;
+    }
+    __syncthreads();
+    if (tid < CH) dgam[tid] += ra[tid];
+#pragma unroll
+    for (int m = 0; m < W_VEC; m++) { // -W into Y1
+        const int e = 8 * (tid + m * THREADS);
+        if (e >= CH * dkp) break;
+        *(uint4 *)(Y1 + (e / dkp) * LDH + e % dkp) = w8[m];
+    }
+#pragma unroll
+    for (int m = 0; m < U_VEC; m++) { // U as bf16 into Y2
+        const int e = 4 * (tid + m * THREADS);
+        if (e >= CH * dvp) break;
+        bf16 *u = Y2 + (e / dvp) * LDH + e % dvp;
+        u[0] = __float2bfloat16(u4[m].x), u[1] = __float2bfloat16(u4[m].y);
+        u[2] = __float2bfloat16(u4[m].z), u[3] = __float2bfloat16(u4[m].w);
+    }
+    __syncthreads();
+    // (g) dA = (T^T dW) (-W)^T + (-T^T ddelta) U^T (over T^T dW); K K^T
+    float *dA = (float *)P1, *kk = (float *)P2;
+    acc_tile pa[WARP_TILES / 2], pk[WARP_TILES / 2];
+    warp_tiles<WARP_TILES / 2, false, true>(pa, P1, LDH, Y1, LDH, CH, CH, dkp);
+    __syncthreads(); // T^T dW and -W read: dA over the first, K over the second
+    store_tiles(dA, LDSF, pa, CH, CH);
+    warp_rows_bf16(Y1, LDH, kr, c, d.dk, dkp);
+    __syncthreads();
+    warp_tiles<WARP_TILES / 2, false, true>(pa, P2, LDH, Y2, LDH, CH, CH, dvp);
+    warp_tiles<WARP_TILES / 2, false, true>(pk, Y1, LDH, Y1, LDH, CH, CH, dkp);
+    __syncthreads(); // -T^T ddelta and U read: K K^T over the first
+    store_tiles(dA, LDSF, pa, CH, CH, true);
+    store_tiles(kk, LDSF, pk, CH, CH);
+    __syncthreads();
+    // (h) dM = strict_lower(dA ⊙ E); y = dM ⊙ K K^T gives dbeta and dgam; dM in Y2 (over U)
+    bf16 *dMh = Y2;
+    for (int e = tid; e < CH * CH; e += THREADS) {
+        const int r = e / CH, j = e % CH;
+        const float dm = j < r ? dA[r * LDSF + j] * expf(gc[r] - gc[j]) : 0.0f;
+        dA[r * LDSF + j] = dm * kk[r * LDSF + j];
+        HS[r * LDS + j] = __float2bfloat16(bt[r] * dm); // diag(beta) dM
+        dMh[r * LDS + j] = __float2bfloat16(dm);
+    }
+    __syncthreads();
+    // (i) dk += diag(beta) dM K + dM^T diag(beta) K (beta K over K K^T), with y's row sums
+    // (4 at a time) and column sums for dbeta and dgam
+    warp_rows_bf16(P2, LDH, kr, c, d.dk, dkp, bt);
+    if (tid < CH) {
+        const float4 *row = (const float4 *)(dA + tid * LDSF);
+        float x = 0.0f;
+#pragma unroll 4
+        for (int j4 = 0; j4 < CH / 4; j4++) {
+            const float4 y = row[j4];
+            const int j = 4 * j4;
+            if (j < tid) x += y.x;
+            if (j + 1 < tid) x += y.y;
+            if (j + 2 < tid) x += y.z;
+            if (j + 3 < tid) x += y.w;
+        }
+        ra[tid] = x;
+    } else if (tid < 2 * CH) {
+        const int j = tid - CH;
+        float x = 0.0f;
+#pragma unroll 8
+        for (int r = j + 1; r < CH; r++) x += bt[r] * dA[r * LDSF + j];
+        rb[j] = x;
+    }
+    warp_tiles<WARP_TILES, false, false>(prod, HS, LDS, Y1, LDH, CH, dkp, CH);
+    store_tiles(F, LDF, prod, CH, dkp, true);
+    __syncthreads(); // beta K and the sums in place
+    warp_tiles<WARP_TILES, true, false>(prod, dMh, LDS, P2, LDH, CH, dkp, CH);
+    store_tiles(F, LDF, prod, CH, dkp, true);
+    if (tid < CH) dbs[tid] += ra[tid], dgam[tid] += bt[tid] * ra[tid] - rb[tid];
+    __syncthreads();
+    if (tid == 0) { // B4's last-row terms, then B6: dg = reverse cumsum of dgam, 8 loads at a time
+        dgam[c - 1] += eg[c - 1] * hg + kdkh;
+        float acc = 0.0f;
+        for (int r1 = c - 1; r1 >= 0; r1 -= 8) {
+            float x[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) x[u] = r1 - u >= 0 ? dgam[r1 - u] : 0.0f;
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (r1 - u >= 0) dg[row0 + (size_t)(r1 - u) * d.H] = acc += x[u];
+        }
+    }
+    if (tid < c) dbeta[row0 + (size_t)tid * d.H] = dbs[tid];
+#pragma unroll
+    for (int m = 0; m < ROWS_PER_WARP; m++) {
+        const int r = warp + WARPS * m;
+        if (r >= c) break;
+#pragma unroll
+        for (int j = 0; j < COLS_PER_LANE; j++) {
+            const int i = lane + 32 * j;
+            if (i < d.dk) dk[(row0 + (size_t)r * d.H) * d.dk + i] = F[r * LDF + i];
+        }
+    }
+}
+
+// HYLA_GDR_DK2=1 / 0: grads_dk2_kernel or grads_dk_kernel (the same bits); read at every call.
+constexpr bool DK2_BY_DEFAULT = false;
+bool use_dk2(void) {
+    const char *env = getenv("HYLA_GDR_DK2");
+    return env && *env ? atoi(env) != 0 : DK2_BY_DEFAULT;
+}
+
 template <typename K> void allow_smem(K kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
@@ -884,7 +1241,11 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     if (use_grads2()) { // dk and dg carry the first kernel's partial sums to the second
         grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM>>>(dq, dk, dg, s, dob, q, k, d);
         CUDA_LAUNCH_CHECK();
-        grads_dk_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DK_SMEM>>>(dk, dv, dbeta, dg, s, gend, dd, k, v, beta, d);
+        if (use_dk2()) {
+            static bool ready3 = false;
+            if (!ready3) allow_smem(grads_dk2_kernel, GRADS_DK2_SMEM), ready3 = true;
+            grads_dk2_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DK2_SMEM>>>(dk, dv, dbeta, dg, s, gend, dd, k, v, beta, d);
+        } else grads_dk_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DK_SMEM>>>(dk, dv, dbeta, dg, s, gend, dd, k, v, beta, d);
     } else grads_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_SMEM>>>(dq, dk, dv, dbeta, dg, s, dob, gend, dd, q, k, v, beta, d);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(ddl, 0));

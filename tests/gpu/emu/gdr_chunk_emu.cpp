@@ -6,7 +6,9 @@
 // it four times, with the state and output kernels' old and new forms (HYLA_GDR_FWD2 0 / 1)
 // and the prep kernel's (HYLA_GDR_PREP2 0 / 1), whose outputs must be the same bits (a
 // difference fails), and so must the forward's `saved` (every chunk quantity: the gates, -W,
-// Ke, Qs, T, U, Delta, the states) with PREP2 on and off.
+// Ke, Qs, T, U, Delta, the states) with PREP2 on and off. In each of the four, the two-kernel
+// form once more with grads_dk's restructured kernel (HYLA_GDR_DK2=1), with and without `saved`,
+// whose outputs must be the same bits as grads_dk_kernel's (a difference fails).
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient, bit 2:
 // close keys). Close keys (one direction per run plus 0.3 noise, beta in [0.9, 1], gates near 0)
 // make I + A nearly singular, so that the fp32 rounding inside the inversion reaches T's bf16
@@ -41,15 +43,16 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 8; i++) ref[i].assign(sizes[i], 0), got[i].assign(sizes[i], 0);
     cpu_f32_gdr_chunk_fwd(ref[0].data(), ref[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
     cpu_f32_gdr_chunk_bwd(ref[2].data(), ref[3].data(), ref[4].data(), ref[5].data(), ref[6].data(), ref[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
-    // the backward's outputs (got[2..7]) from the form `grads2`, with `saved` or without
-    auto backward = [&](std::vector<std::vector<float>> &out, const char *grads2, const float *sv) {
+    // the backward's outputs (got[2..7]) from the form `grads2` (and `dk2`), with `saved` or without
+    auto backward = [&](std::vector<std::vector<float>> &out, const char *grads2, const float *sv, const char *dk2 = "0") {
         setenv("HYLA_GDR_GRADS2", grads2, 1);
+        setenv("HYLA_GDR_DK2", dk2, 1);
         cuda_gdr_chunk_bwd_bf16(out[2].data(), out[3].data(), out[4].data(), out[5].data(), out[6].data(), out[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, sv);
     };
     // one form of the forward's output and state kernels (HYLA_GDR_FWD2) and prep kernel
     // (HYLA_GDR_PREP2, forward and backward): the outputs without `saved` and with it, each
     // through both forms of the backward's last step; and `saved` itself
-    struct form_out { std::vector<std::vector<float>> got, kept, got2, kept2; std::vector<float> saved; };
+    struct form_out { std::vector<std::vector<float>> got, kept, got2, kept2, got3, kept3; std::vector<float> saved; };
     auto run_form = [&](const char *fwd2, const char *prep2) {
         setenv("HYLA_GDR_FWD2", fwd2, 1);
         setenv("HYLA_GDR_PREP2", prep2, 1);
@@ -66,6 +69,11 @@ int main(int argc, char **argv) {
         for (int i = 2; i < 8; i++) f.got2[i].assign(sizes[i], NAN), f.kept2[i].assign(sizes[i], NAN);
         backward(f.got2, "1", nullptr);
         backward(f.kept2, "1", saved.data());
+        // the same with grads_dk2_kernel (HYLA_GDR_DK2=1)
+        f.got3 = f.got2, f.kept3 = f.kept2;
+        for (int i = 2; i < 8; i++) f.got3[i].assign(sizes[i], NAN), f.kept3[i].assign(sizes[i], NAN);
+        backward(f.got3, "1", nullptr, "1");
+        backward(f.kept3, "1", saved.data(), "1");
         unsetenv("HYLA_GDR_FWD2");
         unsetenv("HYLA_GDR_PREP2");
         f.saved = std::move(saved);
@@ -74,6 +82,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 8; i++) got[i].assign(sizes[i], NAN); // outputs NaN-filled: an element left unwritten shows
     const form_out f0 = run_form("0", "0"), f1 = run_form("1", "0"), p0 = run_form("0", "1"), p1 = run_form("1", "1");
     unsetenv("HYLA_GDR_GRADS2");
+    unsetenv("HYLA_GDR_DK2");
     const char *names[8] = {"o", "final", "dq", "dk", "dv", "dbeta", "dg", "dS0"};
     int bad = 0; /* the GPU test's bound for bf16 operands: 1e-2 relative (a NaN fails too) */
     auto check = [&](const char *form, const std::vector<std::vector<float>> &a, const std::vector<std::vector<float>> &ak) {
@@ -96,6 +105,7 @@ int main(int argc, char **argv) {
     check("prep2=1 fwd2=0 grads2=1", p0.got2, p0.kept2);
     check("prep2=1 fwd2=1 grads2=0", p1.got, p1.kept);
     check("prep2=1 fwd2=1 grads2=1", p1.got2, p1.kept2);
+    check("fwd2=0 grads2=1 dk2=1", f0.got3, f0.kept3);
     // two forms: the same bits, else the largest relative difference per output
     auto compare = [&](const char *what, const std::vector<std::vector<float>> &x, const std::vector<std::vector<float>> &y, int from) {
         printf("  %s:", what);
@@ -121,6 +131,16 @@ int main(int argc, char **argv) {
     bad += !compare("prep2=1 against prep2=0 (saved, grads2=1)", p0.kept2, f0.kept2, 0);
     bad += !compare("prep2=1 fwd2=1 against prep2=0 fwd2=0 (o, final, grads2=0)", p1.got, f0.got, 0);
     bad += !compare("prep2=1 fwd2=1 against prep2=0 fwd2=0 (saved, grads2=1)", p1.kept2, f0.kept2, 0);
+    // grads_dk2_kernel against grads_dk_kernel in every form, with and without `saved` (a difference fails)
+    const form_out *forms[4] = {&f0, &f1, &p0, &p1};
+    const char *form_names[4] = {"", "fwd2=1, ", "prep2=1, ", "prep2=1 fwd2=1, "};
+    for (int i = 0; i < 4; i++) {
+        char what[2][96];
+        snprintf(what[0], sizeof what[0], "dk2=1 against dk2=0 (%sgrads2=1)", form_names[i]);
+        snprintf(what[1], sizeof what[1], "dk2=1 against dk2=0 (%ssaved, grads2=1)", form_names[i]);
+        bad += !compare(what[0], forms[i]->got3, forms[i]->got2, 2);
+        bad += !compare(what[1], forms[i]->kept3, forms[i]->kept2, 2);
+    }
     // the chunk quantities themselves (NaN-filled alike, so the padding between pieces compares too)
     auto same_saved = [&](const char *what, const std::vector<float> &x, const std::vector<float> &y) {
         size_t diff = 0;

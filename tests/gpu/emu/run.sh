@@ -4,7 +4,8 @@
 # WMMA tiles as plain 16 x 16 products on bf16-rounded values; cp.async copies landing only at
 # the wait, NaN before, through cp_async_emu.h), against the fp32 CPU twin; the backward's last
 # step in both forms (HYLA_GDR_GRADS2), the state / output kernels in both forms
-# (HYLA_GDR_FWD2) and the prep kernel in both forms (HYLA_GDR_PREP2), each within the bound and
+# (HYLA_GDR_FWD2), the prep kernel in both forms (HYLA_GDR_PREP2) and the two-kernel step's
+# grads_dk in both forms (HYLA_GDR_DK2), each within the bound and
 # compared bit for bit (gdr_chunk_emu.cpp). The default shapes: lengths that are and are not
 # multiples of 64, head dims from 8 to 128, several heads, dims not multiples of 4 (PREP2's
 # loads one float at a time there, float4 elsewhere), and one of close keys (states + 4: I + A
