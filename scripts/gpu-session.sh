@@ -39,11 +39,11 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now (docs/cuda.md's table): the LTE
-# router's products on the tensor cores, the delta rule's FWD2 and PREP2 forms, the MLP's bf16
-# activations, the norms' and convolution's fused weight gradients, the weights' bf16 twins;
-# NEW_PATHS="" tests none.
-new_paths=${NEW_PATHS-HYLA_ROUTER_MMA=1 HYLA_GDR_FWD2=1 HYLA_GDR_PREP2=1 HYLA_MLP_BF16_ACTS=1 HYLA_NORM_FUSED_DW=1 HYLA_BF16_TWINS=1}
+# timings and ncu run them switched on as well. Waiting now (docs/cuda.md's table): the
+# attention's restructured dk / dv kernel and the delta rule backward's restructured grads_dk
+# (the LTE router's split-operand products, HYLA_ROUTER_MMA=1, ran and gave nothing; they stay
+# off and out of this list); NEW_PATHS="" tests none.
+new_paths=${NEW_PATHS-HYLA_ATTN_DKDV2=1 HYLA_GDR_DK2=1}
 want ops && [ -n "$new_paths" ] && (export $new_paths; ops new-paths ${NEW_PATHS_GROUPS:-})
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_NSA_TILED=0 ops nsa-rows nsa

@@ -5,14 +5,14 @@
 // every weight operand of every product lies in one: ~5 weight copies per layer forward and
 // as many backward (4.5 to 7 us each at the 0.4B shape, ~2 ms a step), and the LM head's
 // weight once per op (60 us). Same bits: rounding a value that is already bf16 gives it back.
-// HYLA_BF16_TWINS=0 / 1 switches the lookup (TWINS_BY_DEFAULT: on once a GPU run has passed).
+// HYLA_BF16_TWINS=0 / 1 switches the lookup (TWINS_BY_DEFAULT: on since an H100 run passed).
 #include <stdlib.h>
 
 #include "cuda_products.cuh"
 
 namespace {
 
-constexpr bool TWINS_BY_DEFAULT = false;
+constexpr bool TWINS_BY_DEFAULT = true; // GPU-validated, H100 2026-12-07 (docs/gpu-runs/2026-12-07d-h100)
 bool twins_wanted() {
     static int on = -1;
     if (on < 0) {

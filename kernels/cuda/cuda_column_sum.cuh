@@ -54,10 +54,11 @@ template <typename Term> void column_sum_add(float *out, int rows, int cols, Ter
 // row groups' sums in shared memory in a fixed order and writes one partial row, and
 // column_sum_fused adds the partial rows. The grid is a function of the shape alone (never of
 // the GPU's SM count), so the bits are the same on every GPU. HYLA_NORM_FUSED_DW=1 / 0
-// chooses; off until a GPU run has timed it (FUSED_DW_BY_DEFAULT).
+// chooses; on by default since an H100 run timed and checked it (FUSED_DW_BY_DEFAULT,
+// docs/gpu-runs/2026-12-07d-h100).
 namespace column_sum {
 
-static const bool FUSED_DW_BY_DEFAULT = false;
+static const bool FUSED_DW_BY_DEFAULT = true;
 static inline bool fused_dw(void) {
     const char *env = getenv("HYLA_NORM_FUSED_DW");
     return env && *env ? atoi(env) != 0 : FUSED_DW_BY_DEFAULT;

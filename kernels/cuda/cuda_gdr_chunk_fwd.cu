@@ -758,8 +758,8 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
 
 } // namespace
 
-// Off until a GPU run has timed it; HYLA_GDR_PREP2=1 / 0 chooses.
-constexpr bool PREP2_BY_DEFAULT = false;
+// On since an H100 run timed and checked it (docs/gpu-runs/2026-12-07d-h100); HYLA_GDR_PREP2=1 / 0 chooses.
+constexpr bool PREP2_BY_DEFAULT = true;
 bool use_prep2(void) {
     const char *env = getenv("HYLA_GDR_PREP2");
     return env && *env ? atoi(env) != 0 : PREP2_BY_DEFAULT;
@@ -780,8 +780,8 @@ void launch_prep(const scratch &s, const float *q, const float *k, const float *
     CUDA_LAUNCH_CHECK();
 }
 
-// Off until a GPU run has timed it; HYLA_GDR_FWD2=1 / 0 chooses.
-constexpr bool FWD2_BY_DEFAULT = false;
+// On since an H100 run timed and checked it (docs/gpu-runs/2026-12-07d-h100); HYLA_GDR_FWD2=1 / 0 chooses.
+constexpr bool FWD2_BY_DEFAULT = true;
 bool use_fwd2(void) {
     const char *env = getenv("HYLA_GDR_FWD2");
     return env && *env ? atoi(env) != 0 : FWD2_BY_DEFAULT;

@@ -32,7 +32,7 @@ namespace {
 typedef __nv_bfloat16 bf16;
 
 constexpr bool MLP_BF16_BY_DEFAULT = true;
-constexpr bool MLP_BF16_ACTS_BY_DEFAULT = false;
+constexpr bool MLP_BF16_ACTS_BY_DEFAULT = true; // H100 2026-12-07 (docs/gpu-runs/2026-12-07d-h100)
 // An environment switch: =1 on, =0 off, unset or empty: the default.
 bool switched_on(const char *name, bool by_default) {
     const char *e = getenv(name);
