@@ -11,7 +11,7 @@
 // down projection's fp32 output that the SwiGLU backward reads, stays in the first).
 // On by default since its GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/); HYLA_MLP_BF16=0 switches it off.
 //
-// bf16 activations (HYLA_MLP_BF16_ACTS=1, on top of the above; off by default until a GPU run):
+// bf16 activations (HYLA_MLP_BF16_ACTS=1, on top of the above; on by default since its H100 run):
 // gate, up and the backward's dz are read by the SwiGLU kernels only, and the fp32 versions cost
 // a 4-byte write and a 4-byte read per value: the products write them in bf16 themselves (fp32
 // sums, each output rounded once to nearest even, cuda_gemm_bf16_out) and the SwiGLU kernels
