@@ -8,7 +8,7 @@
 # shapes, the laLTE step's per-op profile. Printed output is the summary; the raw files go
 # into $OUT/gpu-session.tgz (a device call returns at most 8 files), refreshed after every
 # part. About 6 minutes on an H100; PARTS picks parts (default: ops train ncu check memcheck
-# kernels racecheck profile).
+# kernels racecheck profile; ncu-kernels on request).
 cd "$(dirname "$0")/.."
 [ -d gpu-carry ] || tar xzf gpu-carry.tgz # carried packed (gpu-check.sh pack)
 final=${OUT:-.}
@@ -85,6 +85,15 @@ want ncu && (export $new_paths; timeout -s INT ${NCU_TIMEOUT:-150} "$ncu" --cloc
     --backend cuda --steps 1 --warmup 0 --set train.micro_batch=4 --set train.seq_len=4096 --set train.precision=bf16 \
     >"$out/ncu-gdn_lte_0.4B.csv" 2>&1
   echo "ncu ($ncu): exit $?"; python3 scripts/ncu-summary.py "$out/ncu-gdn_lte_0.4B.csv" 45 | tee "$out/ncu-summary.txt")
+save
+# one launch of each of NCU_KERNELS (KERNEL:bench-op pairs) under Nsight Compute's full set
+# (throughputs, occupancy, warp stall reasons, memory chart): why a kernel takes what it takes
+want ncu-kernels && for pair in ${NCU_KERNELS:-bwd_kernel:lte_router mma_dq_kernel:attention mma_dkdv_kernel:attention grads_dk_kernel:gdr}; do
+  (export $new_paths; timeout -s INT ${NCU_KERNEL_TIMEOUT:-60} "$ncu" --set full -k "regex:^${pair%%:*}$" -c 1 --csv --page details \
+     ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only ${pair##*:} --seconds 0.01 \
+     >"$out/ncu-full-${pair%%:*}.csv" 2>&1
+   echo "ncu full ${pair%%:*}: exit $? $(wc -l <"$out/ncu-full-${pair%%:*}.csv") lines")
+done
 save
 want check && { SKIP_OPS=1 OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"; }
 save
