@@ -49,12 +49,12 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now (docs/cuda.md's table): the
-# attention's restructured dk / dv kernel and the delta rule backward's restructured grads_dk
-# (the LTE router's split-operand products, HYLA_ROUTER_MMA=1, ran and gave nothing; they stay
-# off and out of this list); NEW_PATHS="" tests none.
-new_paths=${NEW_PATHS-HYLA_ATTN_DKDV2=1 HYLA_GDR_DK2=1}
-want ops && [ -n "$new_paths" ] && (export $new_paths; ops new-paths ${NEW_PATHS_GROUPS:-})
+# timings and ncu run them switched on as well. Waiting now: none (the LTE router's
+# split-operand products, HYLA_ROUTER_MMA=1, ran and gave nothing; they stay off and out of
+# this list); unset or NEW_PATHS="" tests none.
+new_paths=${NEW_PATHS-}
+# (`export` of nothing would print the environment: with no paths, a harmless variable instead)
+want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})
 if [ "${FALLBACKS:-0}" = 1 ]; then # the paths the defaults replace
   HYLA_NSA_TILED=0 ops nsa-rows nsa
   HYLA_GDR_CHUNKED=0 ops gdr-recurrence gdr
@@ -69,7 +69,7 @@ want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_s
   train ${mb%%:*} ${mb##*:}
   [ -n "$new_paths" ] || continue
   if [ "${mb%%:*}" = gdn_lte_0.4B ] || [ "${NEW_FOR_ALL:-0}" = 1 ]; then
-    (export $new_paths; TAG=-new-paths train ${mb%%:*} ${mb##*:})
+    (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; TAG=-new-paths train ${mb%%:*} ${mb##*:})
   fi
   [ "${mb%%:*}" = gdn_lte_0.4B ] && [ "${EACH_PATH:-0}" = 1 ] && for path in $new_paths; do
     (export $path; TAG=-${path%%=*} train ${mb%%:*} ${mb##*:})
@@ -80,7 +80,7 @@ save
 # Compute: where the step's time goes, cuBLAS's kernels included (ncu serialises the kernels
 # and adds its own overhead per launch, so only the kernels' own durations count)
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-want ncu && (export $new_paths; timeout -s INT ${NCU_TIMEOUT:-150} "$ncu" --clock-control none --metrics gpu__time_duration.sum,launch__registers_per_thread,launch__shared_mem_per_block_dynamic,launch__shared_mem_per_block_static,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem \
+want ncu && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; timeout -s INT ${NCU_TIMEOUT:-150} "$ncu" --clock-control none --metrics gpu__time_duration.sum,launch__registers_per_thread,launch__shared_mem_per_block_dynamic,launch__shared_mem_per_block_static,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem \
     --print-kernel-base function --csv --page raw ./gpu-carry/hyla bench train gpu-carry/configs/models/gdn_lte_0.4B.yaml \
     --backend cuda --steps 1 --warmup 0 --set train.micro_batch=4 --set train.seq_len=4096 --set train.precision=bf16 \
     >"$out/ncu-gdn_lte_0.4B.csv" 2>&1
@@ -89,7 +89,7 @@ save
 # one launch of each of NCU_KERNELS (KERNEL:bench-op pairs) under Nsight Compute's full set
 # (throughputs, occupancy, warp stall reasons, memory chart): why a kernel takes what it takes
 want ncu-kernels && for pair in ${NCU_KERNELS:-bwd_kernel:lte_router mma_dq_kernel:attention mma_dkdv_kernel:attention grads_dk_kernel:gdr}; do
-  (export $new_paths; timeout -s INT ${NCU_KERNEL_TIMEOUT:-60} "$ncu" --set full -k "regex:^${pair%%:*}$" -c 1 --csv --page details \
+  (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; timeout -s INT ${NCU_KERNEL_TIMEOUT:-60} "$ncu" --set full -k "regex:^${pair%%:*}$" -c 1 --csv --page details \
      ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only ${pair##*:} --seconds 0.01 \
      >"$out/ncu-full-${pair%%:*}.csv" 2>&1
    echo "ncu full ${pair%%:*}: exit $? $(wc -l <"$out/ncu-full-${pair%%:*}.csv") lines")
@@ -97,7 +97,7 @@ done
 save
 want check && { SKIP_OPS=1 OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"; }
 save
-want memcheck && (export $new_paths; sanitize memcheck ${MEMCHECK_TIMEOUT:-70})
+want memcheck && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; sanitize memcheck ${MEMCHECK_TIMEOUT:-70})
 save
 want kernels && for only in ${KERNELS:-attention gdr lte_router nsa linear}; do
   for paths in "" ${new_paths:+"$new_paths"}; do
@@ -106,8 +106,8 @@ want kernels && for only in ${KERNELS:-attention gdr lte_router nsa linear}; do
   done
 done
 save
-want racecheck && (export $new_paths; sanitize racecheck ${RACECHECK_TIMEOUT:-60})
+want racecheck && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; sanitize racecheck ${RACECHECK_TIMEOUT:-60})
 save
 # where the laLTE step goes, NEW_PATHS on (every op synchronised)
-want profile && (export $new_paths; OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op")
+want profile && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; OUT=$out MODELS=${PROFILE_MODELS:-gdn_lte_0.4B:4} timeout 60 bash scripts/gpu-profile.sh | grep -A 24 "per-op")
 save

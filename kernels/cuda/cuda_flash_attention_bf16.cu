@@ -663,7 +663,7 @@ bool two_mtiles(int d) {
 
 // dk, dv by mma_dkdv2_kernel (two m-tiles per warp at head dim 64, one at 128):
 // HYLA_ATTN_DKDV2=1 / 0, DKDV2_BY_DEFAULT otherwise (ctest emu.attn runs both forms on the CPU).
-constexpr bool DKDV2_BY_DEFAULT = false;
+constexpr bool DKDV2_BY_DEFAULT = true; // H100 2026-12-07 (docs/gpu-runs/2026-12-07e-h100)
 bool dkdv2() {
     static int on = -1;
     if (on < 0) {

@@ -828,8 +828,8 @@ __global__ void __launch_bounds__(THREADS, 2) grads_dk_kernel(float *dk, float *
 // pass, which frees the fp32 buffer for H_n: every operand of steps (e), (d), (f) is in flight
 // at once at the start, v and k arrive during products, U during the last row pass and dA's
 // first product. The products are the same, in the same order, and so is every element step:
-// the same bits as grads_dk_kernel (emu.gdr_chunk compares). Off until a GPU run has timed it
-// (DK2_BY_DEFAULT).
+// the same bits as grads_dk_kernel (emu.gdr_chunk compares). On since an H100 run timed and
+// checked it (DK2_BY_DEFAULT; 1.02 ms a call before).
 
 typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_tile;
 constexpr int WARP_TILES = CH * DMAX / 256 / WARPS; // a warp's 16 x 16 tiles of a 64 x 128 product
@@ -1169,7 +1169,7 @@ __global__ void __launch_bounds__(THREADS, 2) grads_dk2_kernel(float *dk, float 
 }
 
 // HYLA_GDR_DK2=1 / 0: grads_dk2_kernel or grads_dk_kernel (the same bits); read at every call.
-constexpr bool DK2_BY_DEFAULT = false;
+constexpr bool DK2_BY_DEFAULT = true; // H100 2026-12-07 (docs/gpu-runs/2026-12-07e-h100)
 bool use_dk2(void) {
     const char *env = getenv("HYLA_GDR_DK2");
     return env && *env ? atoi(env) != 0 : DK2_BY_DEFAULT;
