@@ -23,8 +23,8 @@ static bool taps_forced(void) {
     return e && *e ? atoi(e) == 1 : !FUSED_BY_DEFAULT;
 }
 
-// HYLA_ROUTER_MMA=1 runs the fused kernels' products on the tensor cores (bf16 operands, the
-// convs' and input gradients' split into hi + lo for ~16 bits; fp32 sums) in bf16 mode
+// HYLA_ROUTER_MMA=1 runs the fused kernels' products on the tensor cores (the convs' and input
+// gradients' on tf32 operands, the weight gradients' on bf16 ones; fp32 sums) in bf16 mode
 // (cuda_matmul_bf16()), =0 on the CUDA cores in fp32 as in fp32 mode; unset,
 // MMA_BY_DEFAULT decides (off until a GPU run validates the form; ctest emu.router checks it on
 // the CPU). Shapes the tensor-core form cannot take run on the CUDA cores.

@@ -55,55 +55,46 @@
 // but plain bf16 operands were too coarse for this project's bar (every CUDA op within 1e-2 of
 // its CPU twin in bf16 mode): through six products in a row (three convs, three input gradients),
 // grown where silu' is near zero, they put dk and dv up to 1.6e-2 from the exact values. So the
-// products that chain run on ~16-bit operands (below). Everything but the products stays: tiles,
-// halos, plans, epilogues (fwd_out, dx_out), dropout masks, slots, reduce_kernel, fixed-order
-// sums (the same bits every run), no atomics; the kernels are fwd_kernel<true> / bwd_kernel<true>
-// (<false>: the CUDA-core form, unchanged).
+// products that chain run on tf32 operands (10 fraction bits: a rounding 4x finer than bf16's);
+// a first version split every operand into bf16 hi + lo (three products per fragment pair, ~16
+// bits) and was no faster on an H100 than the CUDA cores (2026-12-07). Everything but the
+// products stays: tiles, halos, plans, epilogues (fwd_out, dx_out), dropout masks, slots,
+// reduce_kernel, fixed-order sums (the same bits every run), no atomics; the kernels are
+// fwd_kernel<true> / bwd_kernel<true> (<false>: the CUDA-core form, unchanged).
 //   Precision. Measured in the emulation (tests/gpu/emu/router_emu.cpp, EMU_ROUND_STUDY: the fp64
 // twin with one product's operands rounded to bf16 at a time), the forward convs' rounding
 // dominated (alone dk 1.5e-2 at d 100, 5.8e-3 at d 64; their activations and weights about
 // equally), then the input gradients' (dk ~4e-3 alone; da and weights equally), the weight
 // gradients' least (dparams 1e-3 .. 2.3e-3: a product of its own, no chain). So convs and input
-// gradients split every operand x into bf16 hi + lo (lo = bf16(x - hi), pack_split; x to ~2^-17)
-// and run three products per fragment pair, lo hi + hi lo + hi hi (lo lo, ~2^-16 relative, left
-// out), fp32 sums; the weight gradients stay on plain bf16 operands.
-//   Convs and input gradients (run_product_mma): mma.sync m16n8k16, a warp tile of mt x 16 rows
-// by nt x 8 output channels in registers (mt x nt in 1x1 .. 2x4 / 4x2, the planner's choice,
+// gradients run on tf32 operands (cvt.rna), the weight gradients on plain bf16 ones.
+//   Convs and input gradients (run_product_mma): mma.sync m16n8k8 tf32, a warp tile of mt x 16
+// rows by nt x 8 output channels in registers (mt x nt in 1x1 .. 2x4 / 4x2, the planner's choice,
 // 8 warps as cbw across the channels by rbw down the rows). The activations (da backward) stay
 // in fp32 shared memory in the CUDA-core layout (the epilogues and the bias gradients read them
-// as they are) and are split to bf16 hi and lo as an A fragment is formed (the lo part costs
-// no load, ~5 more instructions per register): two 16-byte loads per m-tile and 16 channels, the
-// fragment's k order permuted (lane tig takes channels 4 tig .. 4 tig + 3) and its rows permuted
-// (mma_row) so that a quarter-warp's loads fill the 32 banks once. The weights are staged once
-// per call as B fragments in that same k order, hi and lo (stage_weights_mma_kernel): a 16-byte
-// load a lane (hi b0, b1, lo b0, b1), a warp's 512 bytes contiguous; chunks of whole (tap,
-// k-step) units, contiguous runs of the staged layout (<= 12 KB, or one unit), by cp.async into
-// two buffers as above. The C fragments reach the epilogue 4 channels of a row at a time (a
-// shuffle between the lanes of a pair), after a barrier where the output overwrites the input
-// (forward).
+// as they are) and are rounded to tf32 as an A fragment is formed: two 16-byte loads per m-tile
+// and 16 channels feed two products, the fragments' k order permuted (lane tig takes channels
+// 4 tig .. 4 tig + 3: k = tig, tig + 4 of the first product, then of the second) and its rows
+// permuted (mma_row) so that a quarter-warp's loads fill the 32 banks once. The weights are
+// staged once per call as B fragments in that same k order, rounded to tf32
+// (stage_weights_mma_kernel): a 16-byte load a lane (b0, b1 of both products), a warp's 512
+// bytes contiguous; chunks of whole (tap, k-step) units, contiguous runs of the staged layout
+// (<= 12 KB, or one unit), by cp.async into two buffers as above. The C fragments reach the
+// epilogue 4 channels of a row at a time (a shuffle between the lanes of a pair), after a
+// barrier where the output overwrites the input (forward).
 //   Weight gradients (weight_partials_mma): the reduction runs down the rows of both operands,
 // so both are copied to bf16 (da's own rows into the weight buffers, free by then; conv l's
 // dropped-out input where X went) with 16-byte rows an odd number of 16 bytes apart, and both
 // fragments load with ldmatrix .trans (4 ldmatrix x4 for 8 mma); a warp tile is 32 output x 32
 // input channels of a tap, its C fragments added into the block's slot in fragment order.
 //   Cost model: an mma product's time is its shared-memory wavefronts (A: 8 per m-tile and
-// unit, B: 4 per n-tile) or its mma (3 per m-tile and n-tile, about a cycle each, a guess),
-// whichever is more, in the same thread-step units as above. At the 0.4B shape per sequence (B 1,
-// L 4096, 16 heads, 132 SMs): forward T = 56 (64 conv-0 rows), 1184 blocks of 60 KB (warp tiles
-// 2x4, 2x4, 4x2), backward T = 125 (two 64-row passes for conv 0's input gradient), 528 blocks
-// of 112 KB: two blocks per SM both ways (registers: 128 a thread; ptxas reports some spill
-// code, 364 / 400 bytes of spill loads forward / backward against 76 / 112 with plain bf16
-// operands: where it runs is not known without a GPU profile). B 4: forward T = 120, 94 KB,
-// backward T = 64, 72 KB. The split costs, by the model, 1.31x (forward) and 1.34x (input
-// gradients) the plain-bf16 form's product time at B 4 (the B loads double; mma 3x but not the
-// bound), still 4.3x and 4.2x less than the CUDA-core products' (not yet timed on a GPU).
+// unit, B: 4 per n-tile) or its mma (2 per m-tile and n-tile, about a cycle each, a guess),
+// whichever is more, in the same thread-step units as above.
 //   Measured in the CPU emulation (tests/gpu/emu/run_router.sh, its default shapes), against the
-// fp64 twin: score 3e-7 .. 1.1e-5, acts 4e-6 .. 7e-6, dk and dv 6e-6 .. 3.5e-5, dparams 9e-5 ..
-// 2.3e-3 (the weight gradients' bf16), parameter groups up to 2.8e-3; at the 0.4B head (d 64,
-// L 300) score 7.3e-6, acts 6.7e-6, dk 1.7e-5, dv 1.7e-5, dparams 1.6e-3 (plain bf16 operands:
-// 4.0e-3, 3.5e-3, 8.9e-3, 9.1e-3, 6.4e-3). Against the fp64 twin with the same operands (split or
-// rounded) within 4e-4 (a weight gradient operand rounds to the neighbouring bf16 where fp32 and
-// fp64 differ).
+// fp64 twin: at the 0.4B head (d 64, L 300) score 4.8e-4, acts 4.3e-4, dk 1.1e-3, dv 1.2e-3,
+// dparams 1.7e-3 (the split form: 7.3e-6, 6.7e-6, 1.7e-5, 1.7e-5, 1.6e-3; plain bf16 operands:
+// 4.0e-3, 3.5e-3, 8.9e-3, 9.1e-3, 6.4e-3); the worst shape, d 100: dk 2.3e-3, parameter groups
+// up to 3.6e-3. Against the fp64 twin with the same operands (tf32 or bf16) within 9.5e-4 (an
+// operand rounds to the neighbouring value where fp32 and fp64 differ).
 // Shapes: any the CUDA-core form takes with at most 256 output channels (32 n-tiles for 8 warps),
 // whose tile fits; the rest run on the CUDA cores.
 #include <stdlib.h>
@@ -250,17 +241,17 @@ __device__ void run_product(const product &p, const float *A, int as, int a_rows
 }
 
 // ---- the products on the tensor cores (bf16 mode) ----
-// The same product as run_product, on mma.sync m16n8k16 (bf16 operands split into hi + lo, fp32
-// sums): a warp owns mt x 16 rows by nt x 8 output channels and keeps them in registers. A (the
-// activations) stays in fp32 shared memory, laid out as for the CUDA cores, and is split to bf16
-// hi and lo as a fragment is formed; B (the weights) is staged in bf16 hi and lo already in
-// fragment order, so that a lane's B fragments are one 16-byte load and a warp's 512 contiguous
-// bytes (no bank conflicts).
+// The same product as run_product, on mma.sync m16n8k8 (tf32 operands, fp32 sums): a warp owns
+// mt x 16 rows by nt x 8 output channels and keeps them in registers. A (the activations) stays
+// in fp32 shared memory, laid out as for the CUDA cores, and is rounded to tf32 as a fragment is
+// formed; B (the weights) is staged in tf32 already in fragment order, so that a lane's B
+// fragments are one 16-byte load and a warp's 512 contiguous bytes (no bank conflicts).
 //
-// The reduction's order within a k-step is free as long as A and B agree: lane 4 g + tig takes
-// the 4 contiguous channels 4 tig .. 4 tig + 3 of a 16-channel step as one 16-byte load, the
-// fragment's k = 2 tig, 2 tig + 1 (a[0], a[1]) and k = 2 tig + 8, 2 tig + 9 (a[2], a[3]); the
-// staged B fragments take the same channels in the same places. And the fragment's rows are
+// The reduction's order within a 16-channel step is free as long as A and B agree: lane 4 g + tig
+// takes the 4 contiguous channels 4 tig .. 4 tig + 3 of the step as one 16-byte load, channels
+// 4 tig, 4 tig + 1 as k = tig, tig + 4 of the first m16n8k8 product (a[0], a[1] / a[2], a[3]),
+// 4 tig + 2, 4 tig + 3 as those of the second; the staged B fragments take the same channels in
+// the same places. And the fragment's rows are
 // free as long as the epilogue is told them: fragment row g is tile row mma_row(g), so that the
 // two rows a quarter-warp loads (g = 2 q, 2 q + 1) are 4 rows apart: 4 row_stride(c) floats is
 // 16 banks modulo 32 for every c, and the quarter-warp's 8 16-byte loads fill the 32 banks once.
@@ -280,9 +271,10 @@ __device__ inline void chunk_issue_mma(float *W, const float *wh, const product 
 // units u0 .. u0 + nu - 1, unit u = tap u / S, k-step u % S (S = K16 / 16). Rows past the held
 // ones read the last held row (never stored); channels past the held ones (K up to K16) read as
 // zero: their weights are zero, but the shared memory there is not.
-// Precision: each activation x is split as x = hi + lo (bf16 each, pack_split: ~16 bits) and so
-// is each weight (staged so); the products are lo w_hi + hi w_lo + hi w_hi (the small terms
-// first, into the same fp32 sums, a fixed order), x w but for lo_x lo_w (~2^-16 relative).
+// Precision: tf32 operands (10 fraction bits, to nearest: cvt.rna for the activations as the
+// fragment is formed, the weights staged so), fp32 sums: two m16n8k8 products per 16-channel
+// step, the lane's channels 4 tig, 4 tig + 1 in the first (k = tig, tig + 4), 4 tig + 2,
+// 4 tig + 3 in the second.
 template <int MT, int NT>
 __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, int as, int a_rows, const float *W,
                                       const product &p, int u0, int nu, int row0, int nt0) {
@@ -300,8 +292,9 @@ __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, i
         for (int s = u % S; s < s_end; s++, u++) {
             const int j = u - u0, k = 16 * s;
             const bool in = k + 4 * tig < held;
-            // the warp's B fragments of this unit (hi b0, b1, lo b0, b1: one 16-byte load a lane, a
-            // warp's 512 contiguous bytes); then an m-tile at a time its A fragment, hi and lo
+            // the warp's B fragments of this unit (b0, b1 of the first product, then of the second:
+            // one 16-byte load a lane, a warp's 512 contiguous bytes); then an m-tile at a time its
+            // two A fragments
             const float *w = W + ((size_t)j * p.ntt + nt0) * FRAG + 4 * lane;
             uint32_t b[NT][4];
 #pragma unroll
@@ -314,14 +307,12 @@ __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, i
             for (int m = 0; m < MT; m++) {
                 const float4 x = in ? load4(A + lo[m] + k) : make_float4(0, 0, 0, 0);
                 const float4 y = in ? load4(A + hi[m] + k) : make_float4(0, 0, 0, 0);
-                uint32_t a[4], al[4]; // hi, lo
-                pack_split(x.x, x.y, a[0], al[0]), pack_split(y.x, y.y, a[1], al[1]);
-                pack_split(x.z, x.w, a[2], al[2]), pack_split(y.z, y.w, a[3], al[3]);
+                const uint32_t a0[4] = {to_tf32(x.x), to_tf32(y.x), to_tf32(x.y), to_tf32(y.y)};
+                const uint32_t a1[4] = {to_tf32(x.z), to_tf32(y.z), to_tf32(x.w), to_tf32(y.w)};
 #pragma unroll
                 for (int n = 0; n < NT; n++) {
                     if (nt0 + n >= p.ntt) break;
-                    mma(acc[m][n], al, b[n][0], b[n][1]), mma(acc[m][n], a, b[n][2], b[n][3]);
-                    mma(acc[m][n], a, b[n][0], b[n][1]);
+                    mma_tf32(acc[m][n], a0, b[n][0], b[n][1]), mma_tf32(acc[m][n], a1, b[n][2], b[n][3]);
                 }
             }
         }
@@ -800,10 +791,10 @@ __global__ void stage_weights_kernel(float *wt, const float *params, const __gri
     wt[e] = co < cout && ci < cin ? params[r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i] : 0.0f;
 }
 
-// The same for the tensor-core form: [head][tap][k-step][n-tile][B fragment], a float each
-// holding two bf16 (register `reg` of lane 4 g + tig: column g of the n-tile, the k-step's
-// channels 4 tig + 2 reg, 4 tig + 2 reg + 1, as accumulate_mma's A fragments take them), a
-// lane's 2 hi registers, then its 2 lo ones (pack_split).
+// The same for the tensor-core form: [head][tap][k-step][n-tile][B fragment], a tf32 each
+// (register q of lane 4 g + tig: column g of the n-tile, the k-step's channel 4 tig + q, as
+// accumulate_mma's A fragments take them: q 0, 1 the first product's b0, b1, q 2, 3 the
+// second's).
 __global__ void stage_weights_mma_kernel(float *wt, const float *params, const __grid_constant__ router_dims r,
                                          const __grid_constant__ products prod) {
     const size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
@@ -811,22 +802,17 @@ __global__ void stage_weights_mma_kernel(float *wt, const float *params, const _
     if (l < 0) return;
     const product &p = prod.p[l];
     size_t rest = e - p.w;
-    const int reg = (int)(rest % 2), part = (int)(rest % 4 / 2), lane = (int)(rest / 4 % 32);
+    const int q = (int)(rest % 4), lane = (int)(rest / 4 % 32);
     rest /= FRAG;
     const int nt = (int)(rest % p.ntt);
     rest /= p.ntt;
     const int ks = (int)(rest % (p.K16 / 16));
     rest /= p.K16 / 16;
     const int i = (int)(rest % p.taps), h = (int)(rest / p.taps), cin = r.c[l], cout = r.c[l + 1];
-    const int nn = nt * 8 + lane / 4, k0 = ks * 16 + 4 * (lane % 4) + 2 * reg;
-    float x[2];
-    for (int q = 0; q < 2; q++) {
-        const int kk = k0 + q, co = prod.backward ? kk : nn, ci = prod.backward ? nn : kk;
-        x[q] = co < cout && ci < cin ? params[r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i] : 0.0f;
-    }
-    uint32_t hi, lo;
-    hyla_mma::pack_split(x[0], x[1], hi, lo);
-    reinterpret_cast<uint32_t *>(wt)[e] = part ? lo : hi;
+    const int nn = nt * 8 + lane / 4, kk = ks * 16 + 4 * (lane % 4) + q;
+    const int co = prod.backward ? kk : nn, ci = prod.backward ? nn : kk;
+    const float x = co < cout && ci < cin ? params[r.w[l] + (((size_t)h * cout + co) * cin + ci) * r.kernel[l] + i] : 0.0f;
+    reinterpret_cast<uint32_t *>(wt)[e] = hyla_mma::to_tf32(x);
 }
 
 // Stream-ordered scratch with every conv's weights laid out for prod (cudaFreeAsync it).

@@ -21,14 +21,14 @@ static double product_cost_simt(const product &p) {
     return (double)p.passes * p.tm * THREADS * TN * p.Kp * p.taps * (17.0 * p.tm + 4) / (16.0 * p.tm);
 }
 // The tensor-core form's: per warp tile, tap and k-step 2 mt 16-byte A loads (4 shared-memory
-// wavefronts each) and nt 16-byte B loads (hi and lo: 4 each), a wavefront a cycle of the SM
-// (the time of 128 thread-steps); or, where more, its 3 mt nt mma (hi and lo: about a cycle
-// each, a guess). The split's ~20 more instructions per m-tile are not counted. Warp tiles
+// wavefronts each) and nt 16-byte B loads (4 each), a wavefront a cycle of the SM (the time of
+// 128 thread-steps); or, where more, its 2 mt nt tf32 mma (m16n8k8 at half the bf16 rate:
+// about a cycle each, a guess). The 8 roundings to tf32 per m-tile are not counted. Warp tiles
 // wholly past the rows are skipped.
 double product_cost(const product &p) {
     if (!p.mma) return product_cost_simt(p);
     const int tiles = (p.rows + 16 * p.mt - 1) / (16 * p.mt); // row tiles of all passes
-    const double per_step = std::max(8.0 * p.mt + 4.0 * p.nt, 3.0 * p.mt * p.nt) * 128;
+    const double per_step = std::max(8.0 * p.mt + 4.0 * p.nt, 2.0 * p.mt * p.nt) * 128;
     return (double)tiles * p.cbw * p.taps * (p.K16 / 16) * per_step;
 }
 // Threads over the output channel groups: warp tiles of wc groups (a power of two, at most 8) by

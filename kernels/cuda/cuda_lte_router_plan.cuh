@@ -14,9 +14,9 @@ constexpr int THREADS = 256;
 constexpr int TN = 4;                          // output channels of a thread in a product (a float4)
 constexpr int MAX_TM = 8;                      // its rows, at most
 constexpr int W_CHUNK = 2048;                  // floats of a staged weight chunk (8 KB; two in flight)
-constexpr int W_CHUNK_MMA = 3072;              // the same in the tensor-core form (12 KB of bf16 pairs)
-constexpr int FRAG = 128;                      // floats (bf16 pairs) of a staged B fragment: 32 lanes x
-                                               // (2 hi + 2 lo)
+constexpr int W_CHUNK_MMA = 3072;              // the same in the tensor-core form (12 KB of tf32)
+constexpr int FRAG = 128;                      // tf32 values of a staged B fragment pair: 32 lanes x
+                                               // (b0, b1 of two m16n8k8 products)
 constexpr int MAXC = HYLA_LTE_MAX_CONVS;
 constexpr int SMEM_MAX = 227 * 1024;           // bytes of shared memory a block may have (sm_90)
 constexpr int SMEM_TWO = 113 * 1024;           // at most this, two blocks share an SM
@@ -50,7 +50,7 @@ struct product {
     // The tensor-core form (mma, bf16 mode): warp tiles of mt m-tiles (16 rows) x nt n-tiles (8
     // channels), cbw across the ntt n-tiles by rbw down the rows: rpp rows a pass, `rows` in all;
     // the reduction in k-steps of 16 (K16 channels). Staged weights: [head][tap][k-step][n-tile]
-    // [B fragment: each lane's hi, then lo].
+    // [B fragments: each lane's b0, b1 of the k-step's two tf32 products].
     int mma, mt, nt, ntt, cbw, rbw, rpp, rows, K16;
 };
 struct products {

@@ -39,6 +39,22 @@ __device__ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, u
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+// TF32 (the LTE router's products, cuda_lte_router_fused.cu): x rounded to tf32 (10 fraction
+// bits, to nearest, ties away from zero: cvt.rna), as the 32-bit register mma_tf32 takes.
+__device__ inline uint32_t to_tf32(float x) {
+    uint32_t t;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(t) : "f"(x));
+    return t;
+}
+// c += a b on mma.sync.m16n8k8 with tf32 operands (a float each), fp32 sums. Fragments, lane =
+// 4 g + tig: A (16 x 8) a[0] = (row g, k tig), a[1] = (g + 8, tig), a[2] = (g, tig + 4),
+// a[3] = (g + 8, tig + 4); B (8 x 8, B[k][n]) b0 = (k tig, n g), b1 = (tig + 4, g); C as above.
+__device__ inline void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 // Four 8 x 8 bf16 matrices from shared memory: lane l gives the address of row l % 8 of matrix
 // l / 8 (16 contiguous bytes); register i of lane 4 g + tig gets matrix i's row g, columns
 // 2 tig, 2 tig + 1. With the matrices at (rows 0-7, cols 0-7), (8-15, 0-7), (0-7, 8-15),

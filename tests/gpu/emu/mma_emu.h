@@ -74,6 +74,44 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
     __syncwarp();
 }
 
+// cvt.rna.tf32.f32: 10 fraction bits, to nearest, ties away from zero (adding half a unit of
+// the last kept place to the magnitude's bits); NaN and infinity pass through.
+inline uint32_t to_tf32(float x) {
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    if ((b & 0x7f800000u) == 0x7f800000u) return b;
+#ifdef EMU_TF32_AS_BF16 // a check of the checks: EMU_CXXFLAGS=-DEMU_TF32_AS_BF16 bash run_router.sh must fail
+    return (b + 0x8000u) & 0xffff0000u;
+#endif
+    return (b + 0x1000u) & 0xffffe000u;
+}
+inline float emu_tf32_value(uint32_t r) { // a register as mma_tf32 reads it: its tf32 bits only
+    r &= 0xffffe000u;
+    float f;
+    memcpy(&f, &r, 4);
+    return f;
+}
+// c += a b on m16n8k8 tf32 fragments (cuda_mma.cuh's layout): A a[0] (g, tig), a[1] (g + 8,
+// tig), a[2] (g, tig + 4), a[3] (g + 8, tig + 4); B b0 (k tig, n g), b1 (tig + 4, g).
+inline void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    uint32_t *mine = emu_slot[threadIdx.x];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b0, mine[5] = b1;
+    __syncwarp();
+    const int g = (threadIdx.x % 32) / 4, tig = threadIdx.x % 4;
+    for (int i = 0; i < 4; i++) {
+        const int r = g + 8 * (i / 2), n = 2 * tig + i % 2;
+        float s = c[i];
+        for (int k = 0; k < 8; k++) { // tf32 products: exact in fp32
+            const float x = emu_tf32_value(emu_lane_slot(4 * (r % 8) + k % 4)[r / 8 + 2 * (k / 4)]);
+            const float w = emu_tf32_value(emu_lane_slot(4 * n + k % 4)[4 + k / 4]);
+            s += x * w;
+        }
+        c[i] = s;
+    }
+    __syncwarp();
+}
+
 // ldmatrix .x4: lane l gives the address of row l % 8 of matrix l / 8 (8 contiguous bf16).
 // Plain: register i of lane 4 g + tig = matrix i's row g, columns 2 tig (low half), 2 tig + 1.
 // Transposed: matrix i's column g, rows 2 tig (low half), 2 tig + 1.

@@ -6,12 +6,12 @@
 # (kernels/cpu/op_lte_router.c): score, acts, dk, dv and each parameter group's gradient within
 # 1e-5 relative error of the fp64 twin, the outputs within 1e-5 of the fp32 twin (test_cuda_ops'
 # fp32 bound; router_emu.cpp). Then bf16 mode with HYLA_ROUTER_MMA=1: the fused kernels'
-# products on the tensor cores (mma.sync and ldmatrix through mma_emu.h, on bf16 values, the
-# convs' and input gradients' operands split into hi + lo, with fp32 sums) wherever the fused
-# kernels run: every output and parameter group within 5e-3 of the fp64 twin (tiny groups: or
-# twice what the form's operands alone give), within 1e-3 of an fp64 twin with the form's
+# products on the tensor cores (mma.sync and ldmatrix through mma_emu.h, the convs' and input
+# gradients' operands rounded to tf32, the weight gradients' to bf16, fp32 sums) wherever the
+# fused kernels run: every output and parameter group within 5e-3 of the fp64 twin (tiny groups:
+# or twice what the form's operands alone give), within 2e-3 of an fp64 twin with the form's
 # operands (printed), different from the fp32 results, the same bits twice
-# (EMU_CXXFLAGS=-DEMU_DROP_LO: the lo parts dropped, the plain bf16 errors back: must fail). A check of the kernels' logic (halos, padding,
+# (EMU_CXXFLAGS=-DEMU_TF32_AS_BF16: tf32 roundings keeping only bf16's bits: must fail). A check of the kernels' logic (halos, padding,
 # dropout indices, fragment layouts, the partial-sum slots) where no GPU is at hand; not of their speed,
 # and not a race detector. Where the CPU has FMA the emulation is built with contraction on, as
 # nvcc builds the kernels. Needs build-cuda/ (or $BUILD) for the twin's objects.
