@@ -308,26 +308,31 @@ template <int D, int M> constexpr size_t dq_smem_bytes() {
     return 2 * query_rows_bytes<D, M>() + sizeof(bf16) * 4 * TILE_ELEMS<D>;
 }
 
+// KP keys at a time in the dq kernel: 64, the whole key tile (S and dP of 64 keys live beside
+// dq: ~255 registers, two blocks an SM), or 32 (HYLA_ATTN_DQ2: half the S and dP registers, at
+// most 168 a thread so that three blocks share an SM; the same products in the same order,
+// the same bits).
+template <int D, int KP> constexpr int DQ_MIN_BLOCKS = D == 64 && KP == 32 ? 3 : 1; // (at 128: shared memory for 2)
+
 // dq of QROWS queries: scale * sum over visible keys of P (dP - delta) k, dP = dO v. Q and dO
 // fragments are read from shared memory per product (registers hold dq, S and dP).
-template <int D, int M>
-__global__ void __launch_bounds__(THREADS) mma_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k,
-                                                         const bf16 *v, const float *lse, const float *delta,
-                                                         flash_shape s) {
+template <int D, int M, int KP>
+__global__ void __launch_bounds__(THREADS, DQ_MIN_BLOCKS<D, KP>)
+    mma_dq_kernel(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+                  const float *delta, flash_shape s) {
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *Qs = (bf16 *)smem, *dOs = Qs + QROWS<M> * LD<D>, *Kb = dOs + QROWS<M> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
     __shared__ int qpos[QROWS<M>], kpos[2][TILE];
     const query_block qb = query_block_of(s, QROWS<M>);
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, r0 = 16 * M * warp;
     start_query_block<D, M, 2>(qpos, kpos, Kb, Vb, {Qs, dOs}, {q, dout}, k, v, s, qb);
-    int row_t[M][2];
+    auto row_t = [&](int mt, int r) { return qb.t0 + r0 + 16 * mt + g + 8 * r; }; // this lane's query rows
     float row_lse[M][2], row_delta[M][2], acc[M][D / 8][4];
 #pragma unroll
     for (int mt = 0; mt < M; mt++) {
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            row_t[mt][r] = qb.t0 + r0 + 16 * mt + g + 8 * r;
-            const size_t i = ((size_t)qb.b * s.L + min(row_t[mt][r], qb.t1)) * s.Hq + qb.hq;
+            const size_t i = ((size_t)qb.b * s.L + min(row_t(mt, r), qb.t1)) * s.Hq + qb.hq;
             row_lse[mt][r] = lse[i] * LOG2E, row_delta[mt][r] = delta[i];
         }
 #pragma unroll
@@ -337,35 +342,38 @@ __global__ void __launch_bounds__(THREADS) mma_dq_kernel(float *dq, const bf16 *
     for (int tile = 0; tile < qb.tiles; tile++) {
         const int cur = tile & 1;
         next_keys<D>(kpos, Kb, Vb, k, v, s, qb, tile);
-        const bf16 *Ks = Kb + cur * TILE_ELEMS<D>;
-        float sc[M][8][4], dp[M][8][4];
-        products_abt_rows<D, M>(sc, Qs, r0, Ks);
-        products_abt_rows<D, M>(dp, dOs, r0, Vb + cur * TILE_ELEMS<D>);
         const int *kp = kpos[cur];
         const bool seg_b = tile >= qb.kt.a_tiles, full = tile_all_visible(qb, kp, seg_b, s.wl);
+#pragma unroll 1
+        for (int part = 0; part < TILE / KP; part++) { // keys KP part .. KP part + KP - 1 of the tile
+            const bf16 *Ks = Kb + cur * TILE_ELEMS<D> + KP * part * LD<D>, *Vs = Vb + cur * TILE_ELEMS<D> + KP * part * LD<D>;
+            float sc[M][KP / 8][4], dp[M][KP / 8][4];
+            products_abt_rows<D, M, KP / 8>(sc, Qs, r0, Ks);
+            products_abt_rows<D, M, KP / 8>(dp, dOs, r0, Vs);
 #pragma unroll
-        for (int mt = 0; mt < M; mt++)
+            for (int mt = 0; mt < M; mt++)
 #pragma unroll
-            for (int n = 0; n < 8; n++)
+                for (int n = 0; n < KP / 8; n++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int r = e >> 1;
-                    bool vis = true;
-                    if (!full) {
-                        const int t = row_t[mt][r], key = kp[frag_col(n, e)];
-                        vis = t <= qb.t1 && (seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl));
+                    for (int e = 0; e < 4; e++) {
+                        const int r = e >> 1;
+                        bool vis = true;
+                        if (!full) {
+                            const int t = row_t(mt, r), key = kp[KP * part + frag_col(n, e)];
+                            vis = t <= qb.t1 && (seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl));
+                        }
+                        const float p = vis ? exp2f(sc[mt][n][e] * c - row_lse[mt][r]) : 0.0f;
+                        sc[mt][n][e] = p * (dp[mt][n][e] - row_delta[mt][r]); // dS
                     }
-                    const float p = vis ? exp2f(sc[mt][n][e] * c - row_lse[mt][r]) : 0.0f;
-                    sc[mt][n][e] = p * (dp[mt][n][e] - row_delta[mt][r]); // dS
-                }
-        products_px<D, M>(acc, sc, Ks);
+            products_px<D, M, KP / 8>(acc, sc, Ks);
+        }
         __syncthreads();
     }
 #pragma unroll
     for (int mt = 0; mt < M; mt++)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const int t = row_t[mt][r];
+            const int t = row_t(mt, r);
             if (t > qb.t1) continue;
             float *out = dq + (((size_t)qb.b * s.L + t) * s.Hq + qb.hq) * D;
 #pragma unroll
@@ -692,13 +700,31 @@ template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k
     for (bf16 *p : {qh, kh, vh}) CUDA_CHECK(cudaFreeAsync(p, 0));
 }
 
+// dq 32 keys at a time (three blocks an SM): HYLA_ATTN_DQ2=1 / 0, DQ2_BY_DEFAULT otherwise
+// (ctest emu.attn requires the same bits both ways).
+constexpr bool DQ2_BY_DEFAULT = false;
+bool dq2() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYLA_ATTN_DQ2");
+        on = e && *e ? atoi(e) != 0 : DQ2_BY_DEFAULT;
+    }
+    return on;
+}
+
+template <int D, int M, int KP>
+void dq_launch(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
+               const float *delta, const flash_shape &s) {
+    allow((const void *)mma_dq_kernel<D, M, KP>, dq_smem_bytes<D, M>());
+    mma_dq_kernel<D, M, KP><<<dim3((s.L + QROWS<M> - 1) / QROWS<M>, s.B * s.Hq), THREADS, dq_smem_bytes<D, M>()>>>(
+        dq, dout, q, k, v, lse, delta, s);
+    CUDA_LAUNCH_CHECK();
+}
 template <int D, int M>
 void dq_dm(float *dq, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v, const float *lse,
            const float *delta, const flash_shape &s) {
-    allow((const void *)mma_dq_kernel<D, M>, dq_smem_bytes<D, M>());
-    mma_dq_kernel<D, M><<<dim3((s.L + QROWS<M> - 1) / QROWS<M>, s.B * s.Hq), THREADS, dq_smem_bytes<D, M>()>>>(
-        dq, dout, q, k, v, lse, delta, s);
-    CUDA_LAUNCH_CHECK();
+    if (dq2()) dq_launch<D, M, 32>(dq, dout, q, k, v, lse, delta, s);
+    else dq_launch<D, M, TILE>(dq, dout, q, k, v, lse, delta, s);
 }
 
 template <int D, int M>

@@ -40,12 +40,12 @@ if [ $# -eq 0 ]; then
 fi
 status=0 # every shape runs; any above the bound fails the script
 # In bf16 each shape runs three times: as the environment says (the defaults: two m-tiles of
-# 16 rows per warp at head dim 64 in the forward and dq kernels, mma_dkdv2_kernel for dk / dv);
-# with HYLA_ATTN_TWO_MTILES flipped (within the bound: with windows, 128-query blocks start their
-# key tiles elsewhere, so P V sums in other groups); with HYLA_ATTN_DKDV2 flipped, whose
-# outputs must be the first run's bits (dk / dv laid out in other blocks, every sum in the
-# same order).
-two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 ))
+# 16 rows per warp at head dim 64 in the forward and dq kernels, mma_dkdv2_kernel for dk / dv,
+# dq 64 keys at a time); with HYLA_ATTN_TWO_MTILES flipped (within the bound: with windows,
+# 128-query blocks start their key tiles elsewhere, so P V sums in other groups); with
+# HYLA_ATTN_DKDV2 and HYLA_ATTN_DQ2 flipped, whose outputs must be the first run's bits (dk / dv
+# laid out in other blocks, dq 32 keys at a time: every sum in the same order).
+two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 )) dq2=$(( ${HYLA_ATTN_DQ2:-0} == 0 ))
 while [ $# -ge 7 ]; do
   EMU_ATTN_DUMP="$work/first.bin" OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
   if [ "${EMU_ATTN_FP32:-0}" != 1 ]; then
@@ -53,11 +53,11 @@ while [ $# -ge 7 ]; do
       out=$(HYLA_ATTN_TWO_MTILES=$two OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
       printf '%s\n' "$out" | sed "s/^/two m-tiles $two: /"
     fi
-    out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 OMP_NUM_THREADS=1 \
+    out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 HYLA_ATTN_DQ2=$dq2 OMP_NUM_THREADS=1 \
             "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
-    printf '%s\n' "$out" | sed "s/^/dkdv2 $dkdv2: /"
-    if cmp -s "$work/first.bin" "$work/other.bin"; then echo "  dkdv2 $dkdv2: o, lse, dq, dk, dv the same bits"
-    else echo "  dkdv2 $dkdv2: outputs differ from the first run's bits (FAIL)"; status=1; fi
+    printf '%s\n' "$out" | sed "s/^/dkdv2 $dkdv2 dq2 $dq2: /"
+    if cmp -s "$work/first.bin" "$work/other.bin"; then echo "  dkdv2 $dkdv2 dq2 $dq2: o, lse, dq, dk, dv the same bits"
+    else echo "  dkdv2 $dkdv2 dq2 $dq2: outputs differ from the first run's bits (FAIL)"; status=1; fi
   fi
   shift 7
 done
