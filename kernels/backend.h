@@ -36,6 +36,11 @@ struct hyla_backend {
      * bf16 keep their gathered copy for this). Returns whether it will: 0, the twin may go. */
     int (*know_bf16_twin)(const float *full, const uint16_t *twin, size_t count);
     void (*forget_bf16_twin)(const float *full);
+    /* Optional (NULL: none). full[0 .. count) (an activation saved for the backward pass) will
+     * not change until forget_bf16_twin(full): the backend may round it to bf16 once now and
+     * let its bf16 products read that copy instead of rounding it again in each op that takes
+     * it (the same bits). A second hold of the same full replaces the first. */
+    void (*hold_bf16_copy)(const float *full, size_t count);
 
     /* Row-major C[m,n] = alpha op(A) op(B) + beta C. */
     void (*gemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,

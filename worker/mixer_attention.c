@@ -30,8 +30,11 @@ void attention_forward(struct hyla_model *m, int layer, const float *h, float *y
     const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
 
     qkv_forward(m, layer, h, a->q, a->k, a->k, a->v);
+    hold_activation(m, a->q, (size_t)N * Hq * d), hold_activation(m, a->k, (size_t)N * Hkv * d);
+    hold_activation(m, a->v, (size_t)N * Hkv * d);
     be->attention_fwd(a->o, a->lse, a->q, a->k, a->v, NULL, m->B, m->T, Hq, Hkv, d, L->window_left,
                       1.0f / sqrtf((float)d));
+    hold_activation(m, a->o, (size_t)N * Hq * d);
     be->linear_fwd(y, a->o, layer_param(m, layer, L->o_proj), NULL, N, Hq * d, D);
 }
 
@@ -45,8 +48,10 @@ void attention_backward(struct hyla_model *m, int layer, const float *dy, float 
 
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->o, layer_param(m, layer, L->o_proj), N,
                    Hq * d, D);
+    release_activation(m, a->o);
     be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, NULL, m->B, m->T, Hq, Hkv, d,
                       L->window_left, 1.0f / sqrtf((float)d));
+    release_activation(m, a->q), release_activation(m, a->k), release_activation(m, a->v);
     qkv_rope_backward(m, S[2], S[3]);
     qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);
 }

@@ -78,6 +78,7 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
                       dk, dv, gdr_saved(m, a));
     be->gated_rmsnorm_fwd(a->on, a->ro, a->o, a->z, layer_param(m, layer, L->o_norm), N * H, dv,
                           (float)m->cfg.norm_eps);
+    hold_activation(m, a->on, (size_t)N * VD);
     be->linear_fwd(y, a->on, layer_param(m, layer, L->o_proj), NULL, N, VD, D);
 }
 
@@ -93,6 +94,7 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
 
     /* output projection, gated norm: S1 = d on, S2 = d o, S3 = d z (kept to the end) */
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->on, layer_param(m, layer, L->o_proj), N, VD, D);
+    release_activation(m, a->on);
     be->gated_rmsnorm_bwd(S[2], S[3], layer_grad(m, layer, L->o_norm), S[1], a->o, a->z,
                           layer_param(m, layer, L->o_norm), a->ro, N * H, dv);
 

@@ -97,6 +97,8 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     const int margin = lte_margin(m), kept_len = m->T - margin;
 
     qkv_forward(m, layer, h, a->q, a->k_raw, a->k, a->v); /* the router reads k_raw (no RoPE) */
+    hold_activation(m, a->q, (size_t)N * Hq * d), hold_activation(m, a->k, (size_t)N * H * d);
+    hold_activation(m, a->v, (size_t)N * H * d);
     if (m->router_disabled) { /* warm-up: every token selected, no router, no L1, no statistics */
         lte_select_all(m, a);
     } else {
@@ -108,6 +110,7 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     }
     be->attention_fwd(a->o, a->lse, a->q, a->k, a->v, a->selected, m->B, m->T, Hq, H, d, L->window_left,
                       1.0f / sqrtf((float)d));
+    hold_activation(m, a->o, (size_t)N * Hq * d);
     be->linear_fwd(y, a->o, layer_param(m, layer, L->o_proj), NULL, N, Hq * d, D);
 
     if (m->router_disabled) return;
@@ -156,8 +159,10 @@ void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
 
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->o, layer_param(m, layer, L->o_proj), N,
                    Hq * d, D);
+    release_activation(m, a->o);
     be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, a->selected, m->B, m->T, Hq, H, d,
                       L->window_left, 1.0f / sqrtf((float)d));
+    release_activation(m, a->q), release_activation(m, a->k), release_activation(m, a->v);
     qkv_rope_backward(m, S[2], S[3]);
     if (!m->router_disabled) score_backward(m, layer, a, S[3], S[4]);
     qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);

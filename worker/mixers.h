@@ -33,6 +33,15 @@ void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, c
                              float *dh);
 
 /* Shared helpers. */
+/* x[0 .. n) is an activation saved for the backward pass that stays as it is until released:
+ * the backend may round it to bf16 once for its products (hold_bf16_copy; the same bits). */
+static inline void hold_activation(const struct hyla_model *m, const float *x, size_t n) {
+    if (m->be->hold_bf16_copy) m->be->hold_bf16_copy(x, n);
+}
+/* After its last use in the backward pass (the held copy is freed). */
+static inline void release_activation(const struct hyla_model *m, const float *x) {
+    if (m->be->hold_bf16_copy && m->be->forget_bf16_twin) m->be->forget_bf16_twin(x);
+}
 double model_rope_theta(const struct hyla_model *m); /* RoPE base of the attention layers */
 static inline float *layer_param(struct hyla_model *m, int layer, size_t offset) {
     return m->params[m->lay.layers[layer].unit] + offset;

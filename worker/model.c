@@ -154,8 +154,10 @@ static void block_forward(struct hyla_model *m, int l, float *x_out) {
     const int N = m->B * m->T, D = m->lay.dim;
     const float eps = (float)m->cfg.norm_eps;
     be->rmsnorm_fwd(a->h, a->rstd_attn, a->x_in, layer_param(m, l, L->attn_norm), N, D, eps);
+    hold_activation(m, a->h, (size_t)N * D);
     mixer_forward(m, l, a->h, a->mix_out);
     be->add_rmsnorm_fwd(a->sum, a->h2, a->rstd_mlp, a->mix_out, a->x_in, layer_param(m, l, L->mlp_norm), N, D, eps);
+    hold_activation(m, a->h2, (size_t)N * D);
     be->mlp_fwd(x_out, a->mlp_acts, a->h2, a->sum, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
                 layer_param(m, l, L->down_proj), N, D, m->lay.inter);
 }
@@ -170,10 +172,12 @@ static void block_backward(struct hyla_model *m, int l) {
     be->mlp_bwd(S[0], layer_grad(m, l, L->gate_proj), layer_grad(m, l, L->up_proj), layer_grad(m, l, L->down_proj),
                 m->dx, a->h2, a->mlp_acts, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
                 layer_param(m, l, L->down_proj), S[1], N, D, m->lay.inter);
+    release_activation(m, a->h2);
     /* dsum = dx_out + norm backward; the residual and the mixer both receive it */
     be->add_rmsnorm_bwd(m->dx, layer_grad(m, l, L->mlp_norm), S[0], m->dx, a->sum, layer_param(m, l, L->mlp_norm),
                         a->rstd_mlp, N, D);
     mixer_backward(m, l, m->dx, S[0]);
+    release_activation(m, a->h);
     /* the residual's gradient plus the norm's: the fused add + RMSNorm backward with x_in as
      * its sum, adding onto m->dx in place (one pass, where rmsnorm_bwd + axpy took two) */
     be->add_rmsnorm_bwd(m->dx, layer_grad(m, l, L->attn_norm), S[0], m->dx, a->x_in, layer_param(m, l, L->attn_norm),

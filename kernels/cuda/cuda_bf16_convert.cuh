@@ -9,4 +9,9 @@
 // dst[i] = bf16(src[i]), round to nearest even (__float2bfloat16), i < count.
 void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count);
 
+// The bf16 form of src[0 .. extent) that the backend already holds — inside an FSDP unit's
+// gathered twin or a held activation copy (cuda_bf16_twins.cu) — or nullptr: an op reads it
+// rather than rounding src itself (the same bits).
+const __nv_bfloat16 *cuda_bf16_twin_of(const float *src, size_t extent);
+
 #endif

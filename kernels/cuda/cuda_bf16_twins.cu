@@ -6,9 +6,13 @@
 // as many backward (4.5 to 7 us each at the 0.4B shape, ~2 ms a step), and the LM head's
 // weight once per op (60 us). Same bits: rounding a value that is already bf16 gives it back.
 // HYLA_BF16_TWINS=0 / 1 switches the lookup (TWINS_BY_DEFAULT: on since an H100 run passed).
+// The same table keeps the activations the model holds (hold_bf16_copy, below): not exact in
+// bf16, but their copies are what a product would round them to, so again the same bits.
 #include <stdlib.h>
 
-#include "cuda_products.cuh"
+#include "backend_cuda.h"
+#include "cuda_bf16_convert.cuh"
+#include "cuda_check.h"
 
 namespace {
 
@@ -22,35 +26,65 @@ bool twins_wanted() {
     return on;
 }
 
-// A few units are gathered at a time (the current one, the prefetched next, the final norm and
-// the tied embedding): a small table; a twin that does not fit is simply not used.
-constexpr int MAX_TWINS = 64;
+// Held copies (hold_bf16_copy): an activation saved for the backward pass, rounded once when
+// its producer has written it, read by the products of the forward and the backward ops that
+// take it (a layer's norm outputs, attention's q, k, v and output: ~110 roundings a laLTE step
+// fewer). The copy is the backend's (stream-ordered memory), freed when forgotten.
+// HYLA_HOLD_COPIES=0 / 1 switches holding (HOLD_BY_DEFAULT: off until an H100 run).
+constexpr bool HOLD_BY_DEFAULT = false;
+bool hold_wanted() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYLA_HOLD_COPIES");
+        on = e && *e ? atoi(e) != 0 : HOLD_BY_DEFAULT;
+    }
+    return on;
+}
+
+// FSDP's units gathered at a time (the current one, the prefetched next, the final norm and
+// the tied embedding) and the held activations of every layer (~6 a layer): a twin that does
+// not fit is simply not used.
+constexpr int MAX_TWINS = 512;
 struct twin {
     const float *full;
     const __nv_bfloat16 *h;
     size_t count;
+    __nv_bfloat16 *owned; // a held copy (freed when forgotten); NULL: the caller's
 };
 twin twins[MAX_TWINS];
 int n_twins = 0;
 
 int know_bf16_twin(const float *full, const uint16_t *h, size_t count) {
     if (!twins_wanted() || n_twins == MAX_TWINS) return 0;
-    twins[n_twins++] = twin{full, (const __nv_bfloat16 *)h, count};
+    twins[n_twins++] = twin{full, (const __nv_bfloat16 *)h, count, nullptr};
     return 1;
 }
 void forget_bf16_twin(const float *full) {
     for (int i = 0; i < n_twins; i++)
         if (twins[i].full == full) {
+            if (twins[i].owned) CUDA_CHECK(cudaFreeAsync(twins[i].owned, 0)); // after the products queued
             twins[i] = twins[--n_twins];
             return;
         }
 }
+void hold_bf16_copy(const float *full, size_t count) {
+    if (!hold_wanted() || !twins_wanted() || !cuda_matmul_bf16() || count == 0) return;
+    for (int i = 0; i < n_twins; i++) // held before (a step ago): round again into the same copy
+        if (twins[i].full == full && twins[i].owned && twins[i].count == count) {
+            cuda_to_bf16(twins[i].owned, full, count);
+            return;
+        }
+    forget_bf16_twin(full);
+    if (n_twins == MAX_TWINS) return;
+    __nv_bfloat16 *h = nullptr;
+    CUDA_CHECK(cudaMallocAsync((void **)&h, count * sizeof(__nv_bfloat16), 0));
+    cuda_to_bf16(h, full, count);
+    twins[n_twins++] = twin{full, h, count, h};
+}
 
 } // namespace
 
-namespace products {
-
-const __nv_bfloat16 *bf16_twin_of(const float *src, size_t extent) {
+const __nv_bfloat16 *cuda_bf16_twin_of(const float *src, size_t extent) {
     for (int i = 0; i < n_twins; i++) {
         const twin &t = twins[i];
         if (src >= t.full && src + extent <= t.full + t.count) return t.h + (src - t.full);
@@ -58,8 +92,6 @@ const __nv_bfloat16 *bf16_twin_of(const float *src, size_t extent) {
     return nullptr;
 }
 
-} // namespace products
-
 extern "C" void cuda_register_bf16_twins(struct hyla_backend *t) {
-    t->know_bf16_twin = know_bf16_twin, t->forget_bf16_twin = forget_bf16_twin;
+    t->know_bf16_twin = know_bf16_twin, t->forget_bf16_twin = forget_bf16_twin, t->hold_bf16_copy = hold_bf16_copy;
 }

@@ -31,14 +31,27 @@ constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 template <int D> constexpr int LD = D + 8;
 template <int D> constexpr int TILE_ELEMS = TILE * LD<D>;
 
-// dst[i] = bf16(src[i]): the operands are rounded once per op, not once per tile load
-// (stream-ordered scratch, freed by the caller).
-bf16 *bf16_copy(const float *src, size_t count) {
-    bf16 *dst = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&dst, count * sizeof(bf16), 0));
-    cuda_to_bf16(dst, src, count);
-    return dst;
-}
+// An operand in bf16: rounded once per op, not once per tile load — or not at all where the
+// backend holds its bf16 copy (a saved activation, hold_bf16_copy: the forward's q, k, v serve
+// the backward too). Its own copy is stream-ordered scratch, freed with it.
+class bf16_operand {
+    const bf16 *h_;
+    bf16 *own_ = NULL;
+
+  public:
+    bf16_operand(const float *src, size_t count) : h_(cuda_bf16_twin_of(src, count)) {
+        if (h_) return;
+        CUDA_CHECK(cudaMallocAsync((void **)&own_, count * sizeof(bf16), 0));
+        cuda_to_bf16(own_, src, count);
+        h_ = own_;
+    }
+    bf16_operand(const bf16_operand &) = delete;
+    bf16_operand &operator=(const bf16_operand &) = delete;
+    ~bf16_operand() {
+        if (own_) CUDA_CHECK(cudaFreeAsync(own_, 0));
+    }
+    operator const bf16 *() const { return h_; }
+};
 
 // Rows (b, pos[r], head) of a bf16 [B, L, H, D] tensor into sh[ROWS][LD] by cp.async (16 bytes
 // a copy); pos < 0: zeros. The caller commits and waits.
@@ -690,14 +703,14 @@ template <int D, int M> void fwd_dm(float *o, float *lse, const bf16 *q, const b
 
 template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k, const float *v, const flash_shape &s) {
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
-    bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk);
+    const bf16_operand q_op(q, nq), k_op(k, nk), v_op(v, nk);
+    const bf16 *qh = q_op, *kh = k_op, *vh = v_op;
     if constexpr (D == 64) {
         if (two_mtiles(D)) fwd_dm<D, 2>(o, lse, qh, kh, vh, s);
         else fwd_dm<D, 1>(o, lse, qh, kh, vh, s);
     } else {
         fwd_dm<D, 1>(o, lse, qh, kh, vh, s);
     }
-    for (bf16 *p : {qh, kh, vh}) CUDA_CHECK(cudaFreeAsync(p, 0));
 }
 
 // dq 32 keys at a time (three blocks an SM): HYLA_ATTN_DQ2=1 / 0, DQ2_BY_DEFAULT otherwise
@@ -745,7 +758,8 @@ template <int D>
 void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
            const float *lse, const float *delta, const flash_shape &s) {
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
-    bf16 *qh = bf16_copy(q, nq), *kh = bf16_copy(k, nk), *vh = bf16_copy(v, nk), *doh = bf16_copy(dout, nq);
+    const bf16_operand q_op(q, nq), k_op(k, nk), v_op(v, nk), do_op(dout, nq);
+    const bf16 *qh = q_op, *kh = k_op, *vh = v_op, *doh = do_op;
     if constexpr (D == 64) {
         if (two_mtiles(D)) dq_dm<D, 2>(dq, doh, qh, kh, vh, lse, delta, s);
         else dq_dm<D, 1>(dq, doh, qh, kh, vh, lse, delta, s);
@@ -754,7 +768,6 @@ void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, c
     }
     if (dkdv2()) {
         dkdv2_d<D, D == 64 ? 2 : 1>(dk, dv, doh, qh, kh, vh, lse, delta, s);
-        for (bf16 *p : {qh, kh, vh, doh}) CUDA_CHECK(cudaFreeAsync(p, 0));
         return;
     }
     const size_t bytes = dkdv_smem_bytes<D>();
@@ -766,7 +779,6 @@ void bwd_d(float *dq, float *dk, float *dv, const float *dout, const float *q, c
         mma_dkdv_kernel<D><<<dim3(tiles, s.B * s.Hkv), THREADS, bytes>>>(dk, dv, doh, qh, kh, vh, lse, delta, s, 1);
         CUDA_LAUNCH_CHECK();
     }
-    for (bf16 *p : {qh, kh, vh, doh}) CUDA_CHECK(cudaFreeAsync(p, 0));
 }
 
 } // namespace

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend_cuda.h"
+#include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
 
 // Row-major C = alpha op(A) op(B) from dense bf16 copies as cuda_gemm_bf16 (backend_cuda.h), but
@@ -17,10 +18,6 @@ void cuda_gemm_bf16_out(cublasHandle_t handle, int trans_a, int trans_b, int m, 
                         const __nv_bfloat16 *a, const __nv_bfloat16 *b, __nv_bfloat16 *c, int ldc);
 
 namespace products {
-
-// The operand's bf16 twin (cuda_bf16_twins.cu) if the matrix at src, extent values from src to
-// the end of its last row, lies inside an fp32 array that has one; else nullptr.
-const __nv_bfloat16 *bf16_twin_of(const float *src, size_t extent);
 
 // The bf16 copies one op has made, each of a row-major [rows][cols] matrix with row stride ld
 // at src; freed (in stream order, after the products queued before) when the op returns. An
@@ -41,7 +38,7 @@ class op_copies {
         for (const copy &c : list)
             if (c.src == src && c.rows == rows && c.cols == cols && c.ld == ld) return c.h;
         if (rows > 0 && cols > 0)
-            if (const __nv_bfloat16 *twin = bf16_twin_of(src, (size_t)(rows - 1) * ld + cols)) return twin;
+            if (const __nv_bfloat16 *twin = cuda_bf16_twin_of(src, (size_t)(rows - 1) * ld + cols)) return twin;
         list.push_back(copy{src, rows, cols, ld, cuda_bf16_matrix(src, rows, cols, ld)});
         return list.back().h;
     }

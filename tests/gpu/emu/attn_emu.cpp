@@ -7,7 +7,9 @@
 // fp32 tiles instead, bound 1e-5.
 // Arguments: B L Hq Hkv d wl [density]: wl < 0 causal; density > 0 (with wl >= 0) selects each
 // older key of each (batch, kv head) with that probability (LTE: segment B). EMU_ATTN_DUMP=FILE
-// writes o, lse, dq, dk, dv as computed (raw floats) there.
+// writes o, lse, dq, dk, dv as computed (raw floats) there. HYLA_HOLD_COPIES=1: q, k, v are held
+// as the model holds them (hold_bf16_copy, cuda_bf16_twins.cu: the kernels read those bf16
+// copies rather than rounding q, k, v themselves; run_attn.sh requires the same bits).
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -16,10 +18,12 @@
 #include <vector>
 
 #include "cuda_flash_attention.h"
+#include "kernels/backend.h"
 #include "emu_check.h"
 
 bool emu_attn_bf16 = true; // cuda_matmul_bf16() in the emulated cuda_flash_attention.cu (run_attn.sh)
 
+extern "C" void cuda_register_bf16_twins(struct hyla_backend *t);
 extern "C" {
 void cpu_f32_attention_fwd(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int,
                            int, int, int, int, float);
@@ -51,6 +55,9 @@ int main(int argc, char **argv) {
     cpu_f32_attention_fwd(o.data(), lse.data(), q.data(), k.data(), v.data(), S, B, L, Hq, Hkv, d, wl, scale);
     cpu_f32_attention_bwd(dq.data(), dk.data(), dv.data(), dO.data(), q.data(), k.data(), v.data(), o.data(),
                           lse.data(), S, B, L, Hq, Hkv, d, wl, scale);
+    static struct hyla_backend twins; // only its bf16 twin entries
+    cuda_register_bf16_twins(&twins);
+    for (const std::vector<float> *x : {&q, &k, &v}) twins.hold_bf16_copy(x->data(), x->size()); // (if switched on)
     const auto t0 = std::chrono::steady_clock::now();
     flash_attention_fwd(o2.data(), lse2.data(), q.data(), k.data(), v.data(), S, B, L, Hq, Hkv, d, wl, scale);
     for (size_t r = 0; r < rows; r++) { // cuda_attention.cu's attention_delta_kernel, from the GPU's o
@@ -61,6 +68,7 @@ int main(int argc, char **argv) {
     flash_attention_bwd(dq2.data(), dk2.data(), dv2.data(), dO.data(), q.data(), k.data(), v.data(), lse2.data(),
                         delta.data(), S, B, L, Hq, Hkv, d, wl, scale);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    for (const std::vector<float> *x : {&q, &k, &v}) twins.forget_bf16_twin(x->data());
     printf("%s B=%d L=%d Hq=%d Hkv=%d d=%d wl=%d sel=%.2f:", emu_attn_bf16 ? "bf16" : "fp32", B, L, Hq, Hkv, d, wl,
            density);
     const struct {

@@ -13,7 +13,9 @@
 // same operand bits either way). EMU_TWINS=1: every weight is also handed to the backend as an
 // fp32 array with a bf16 twin (know_bf16_twin, cuda_bf16_twins.cu), as FSDP's gathered units
 // are; the products then read the twin instead of copying (run_products.sh: the same bits,
-// fewer copies). The copies made are printed last.
+// fewer copies). EMU_HOLD=1: every activation operand (x, h) is held (hold_bf16_copy) as the
+// model holds its saved activations; the products then read the held copy (run_products.sh:
+// the same bits, fewer copies with HYLA_HOLD_COPIES=1). The copies made are printed last.
 #include "emu.h"
 #include "emu_check.h"
 #include "products_emu.h"
@@ -54,6 +56,9 @@ void cuda_gemm_fp32_operands(int ta, int tb, int m, int n, int k, float alpha, c
         [&](int p, int j) { return r(tb ? b[(size_t)j * ldb + p] : b[(size_t)p * ldb + j]); }, beta, c, ldc);
 }
 static long copies_made; // operand copies the products made (cuda_bf16_matrix)
+void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count) { // a held copy (cuda_bf16_twins.cu)
+    for (size_t i = 0; i < count; i++) dst[i] = __float2bfloat16(src[i]);
+}
 __nv_bfloat16 *cuda_bf16_matrix(const float *src, int rows, int cols, int ld) {
     copies_made++;
     __nv_bfloat16 *h = (__nv_bfloat16 *)malloc(sizeof(__nv_bfloat16) * (size_t)rows * cols);
@@ -99,6 +104,17 @@ struct weight_twin {
         if (known) gpu.forget_bf16_twin(full);
     }
 };
+// EMU_HOLD=1: x is held by the backend (hold_bf16_copy) for the guard's life.
+static const bool emu_hold = getenv("EMU_HOLD") && atoi(getenv("EMU_HOLD")) != 0;
+struct held_activation {
+    const float *x;
+    explicit held_activation(const std::vector<float> &v) : x(v.data()) {
+        if (emu_hold) gpu.hold_bf16_copy(x, v.size());
+    }
+    ~held_activation() {
+        if (emu_hold) gpu.forget_bf16_twin(x);
+    }
+};
 static FILE *dump; // bf16-mode outputs
 static void check(const char *what, const vec &got, const vec &want) {
     const double e = rel(got, want), bound = emu_bf16 ? 1e-2 : 1e-5;
@@ -122,6 +138,7 @@ static void linear(int n, int in, int out) {
     printf("%s linear n=%d %d -> %d:", emu_bf16 ? "bf16" : "fp32", n, in, out);
     const vec x = rv((size_t)n * in), w = rv((size_t)out * in, -0.3f, 0.3f), b = rv(out), dy = rv((size_t)n * out);
     const weight_twin w_twin(w);
+    const held_activation x_held(x);
     const vec dw0 = rv((size_t)out * in), db0 = rv(out), dx0 = rv((size_t)n * in);
     vec y((size_t)n * out), gy = nans(y.size());
     cpu_f32_linear_fwd(y.data(), x.data(), w.data(), b.data(), n, in, out);
@@ -148,6 +165,7 @@ static void projections(int n, int in, const int (&outs)[3]) {
         y[i] = vec((size_t)n * outs[i]), gy[i] = nans(y[i].size()), dw[i] = gdw[i] = rv(w[i].size());
     }
     const weight_twin w0_twin(w[0]), w1_twin(w[1]), w2_twin(w[2]);
+    const held_activation x_held(x);
     float *ys[3] = {y[0].data(), y[1].data(), y[2].data()}, *gys[3] = {gy[0].data(), gy[1].data(), gy[2].data()};
     const float *ws[3] = {w[0].data(), w[1].data(), w[2].data()}, *dys[3] = {dy[0].data(), dy[1].data(), dy[2].data()};
     float *dws[3] = {dw[0].data(), dw[1].data(), dw[2].data()}, *gdws[3] = {gdw[0].data(), gdw[1].data(), gdw[2].data()};
@@ -211,6 +229,7 @@ static void mlp(int n, int dim, int inter) {
     const vec x = rv(nd), res = rv(nd), wg = rv(wi, -0.3f, 0.3f), wu = rv(wi, -0.3f, 0.3f), wd = rv(wi, -0.3f, 0.3f);
     const vec dy = rv(nd), dw0 = rv(wi);
     const weight_twin wg_twin(wg), wu_twin(wu), wd_twin(wd);
+    const held_activation x_held(x);
     vec y(nd), acts(3 * ni), gy = nans(nd), gacts = nans(3 * ni);
     cpu_f32_mlp_fwd(y.data(), acts.data(), x.data(), res.data(), wg.data(), wu.data(), wd.data(), n, dim, inter);
     gpu.mlp_fwd(gy.data(), gacts.data(), x.data(), res.data(), wg.data(), wu.data(), wd.data(), n, dim, inter);
@@ -238,6 +257,7 @@ static void lm_head(int n, int dim, int vocab, int chunk) {
     printf("%s lm_head_ce n=%d dim=%d vocab=%d chunk=%d:", emu_bf16 ? "bf16" : "fp32", n, dim, vocab, chunk);
     const vec h = rv((size_t)n * dim), w = rv((size_t)vocab * dim, -0.5f, 0.5f), dw0 = rv((size_t)vocab * dim);
     const weight_twin w_twin(w);
+    const held_activation h_held(h);
     std::vector<int32_t> targets(n);
     int valid = 0;
     for (int i = 0; i < n; i++) targets[i] = i % 7 == 3 ? -100 : (i * 37) % vocab, valid += targets[i] != -100;

@@ -16,13 +16,13 @@ set -euo pipefail
 . "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 # the tensor-core fragments through mma_emu.h, the precision switch as attn_emu.cpp's flag
 # (bf16 unless EMU_ATTN_FP32=1), cp.async copies landing only at the wait (cp_async_emu.h)
-python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' \
+python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async --keep-register --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' \
   --replace "cuda_matmul_bf16()=>emu_attn_bf16" \
   --replace '#include "backend_cuda.h"=>#include "kernels/backend.h"' \
   --head '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;' \
-  cuda_flash_attention.cu cuda_flash_attention_bf16.cu cuda_bf16_convert.cu cuda_bf16_convert.cuh
+  cuda_flash_attention.cu cuda_flash_attention_bf16.cu cuda_bf16_convert.cu cuda_bf16_convert.cuh cuda_bf16_twins.cu
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
-emu_compile cuda_flash_attention cuda_flash_attention_bf16 cuda_bf16_convert attn_emu
+emu_compile cuda_flash_attention cuda_flash_attention_bf16 cuda_bf16_convert cuda_bf16_twins attn_emu
 cd "$work"
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_attention.c.o" -fopenmp -lm -o "$work/emu"
 # Default shapes (B L Hq Hkv d wl density): causal at L 37 / 257 (partial tiles), d 64 and 128;
@@ -43,9 +43,10 @@ status=0 # every shape runs; any above the bound fails the script
 # 16 rows per warp at head dim 64 in the forward and dq kernels, mma_dkdv2_kernel for dk / dv,
 # dq 64 keys at a time); with HYLA_ATTN_TWO_MTILES flipped (within the bound: with windows,
 # 128-query blocks start their key tiles elsewhere, so P V sums in other groups); with
-# HYLA_ATTN_DKDV2 and HYLA_ATTN_DQ2 flipped, whose outputs must be the first run's bits (dk / dv
-# laid out in other blocks, dq 32 keys at a time: every sum in the same order).
-two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 )) dq2=$(( ${HYLA_ATTN_DQ2:-0} == 0 ))
+# HYLA_ATTN_DKDV2, HYLA_ATTN_DQ2 and HYLA_HOLD_COPIES flipped, whose outputs must be the first
+# run's bits (dk / dv laid out in other blocks, dq 32 keys at a time: every sum in the same
+# order; q, k, v read from held bf16 copies: the same roundings).
+two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 )) dq2=$(( ${HYLA_ATTN_DQ2:-0} == 0 )) hold=$(( ${HYLA_HOLD_COPIES:-0} == 0 ))
 while [ $# -ge 7 ]; do
   EMU_ATTN_DUMP="$work/first.bin" OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
   if [ "${EMU_ATTN_FP32:-0}" != 1 ]; then
@@ -53,11 +54,11 @@ while [ $# -ge 7 ]; do
       out=$(HYLA_ATTN_TWO_MTILES=$two OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
       printf '%s\n' "$out" | sed "s/^/two m-tiles $two: /"
     fi
-    out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 HYLA_ATTN_DQ2=$dq2 OMP_NUM_THREADS=1 \
+    out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 HYLA_ATTN_DQ2=$dq2 HYLA_HOLD_COPIES=$hold OMP_NUM_THREADS=1 \
             "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
-    printf '%s\n' "$out" | sed "s/^/dkdv2 $dkdv2 dq2 $dq2: /"
-    if cmp -s "$work/first.bin" "$work/other.bin"; then echo "  dkdv2 $dkdv2 dq2 $dq2: o, lse, dq, dk, dv the same bits"
-    else echo "  dkdv2 $dkdv2 dq2 $dq2: outputs differ from the first run's bits (FAIL)"; status=1; fi
+    printf '%s\n' "$out" | sed "s/^/dkdv2 $dkdv2 dq2 $dq2 hold $hold: /"
+    if cmp -s "$work/first.bin" "$work/other.bin"; then echo "  dkdv2 $dkdv2 dq2 $dq2 hold $hold: o, lse, dq, dk, dv the same bits"
+    else echo "  dkdv2 $dkdv2 dq2 $dq2 hold $hold: outputs differ from the first run's bits (FAIL)"; status=1; fi
   fi
   shift 7
 done

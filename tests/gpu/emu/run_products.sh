@@ -9,6 +9,8 @@
 # MLP's bf16 activations (HYLA_MLP_BF16_ACTS=1, which rounds gate, up and dz once more and acts
 # only with HYLA_MLP_BF16 on) the outputs must differ from those without and agree bit for bit
 # across HYLA_GEMM_SHARED_COPIES. Runs with HYLA_MLP_BF16_ACTS as set, else with 0 and with 1.
+# Then weights with bf16 twins (FSDP's) and held activations (hold_bf16_copy): the same bits as
+# without, fewer copies.
 # A check of the ops' logic (operand shapes, strides, transposes, which copy serves which
 # product, scratch layouts), not of cuBLAS or of speed.
 # Needs build-cuda/ (or $BUILD) for the twins' objects.
@@ -16,8 +18,9 @@ set -euo pipefail
 . "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --keep-register \
   --replace '#include "../ops/lm_head_chunk.h"=>#include "kernels/ops/lm_head_chunk.h"' \
+  --replace "cuda_matmul_bf16()=>emu_bf16" \
   --head '#include "emu.h"\n#include "products_emu.h"' \
-  cuda_linear.cu cuda_mlp.cu cuda_swiglu.cu cuda_lm_head_ce.cu cuda_bf16_twins.cu cuda_products.cuh cuda_swiglu.cuh cuda_column_sum.cuh \
+  cuda_linear.cu cuda_mlp.cu cuda_swiglu.cu cuda_lm_head_ce.cu cuda_bf16_twins.cu cuda_products.cuh cuda_swiglu.cuh cuda_column_sum.cuh cuda_bf16_convert.cuh \
   cuda_reduce.cuh cuda_vec.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,products_emu.h,products_emu.cpp} "$work/"
 emu_compile cuda_linear cuda_mlp cuda_swiglu cuda_lm_head_ce cuda_bf16_twins products_emu
@@ -66,4 +69,17 @@ with=$(copies "$work/log.twins1") without=$(copies "$work/log.plain") refused=$(
 if [ "$with" -lt "$without" ] && [ "$refused" -eq "$without" ]; then
   echo "copies with twins $with, without $without, refused $refused"
 else echo "FAIL: copies with twins $with, without $without, refused $refused"; status=1; fi
+# Activations held (EMU_HOLD=1, as the model holds its saved activations): read from the held
+# copies (HYLA_HOLD_COPIES=1) the products give the same bits with fewer copies; not held (=0),
+# as many.
+for hold in 1 0; do
+  EMU_HOLD=1 HYLA_HOLD_COPIES=$hold HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=0 OMP_NUM_THREADS=1 \
+    "$work/emu" "$work/out.hold$hold" >"$work/log.hold$hold" || { cat "$work/log.hold$hold"; status=1; }
+done
+same plain hold1 "activations read from held copies"
+same plain hold0 "holding switched off"
+with=$(copies "$work/log.hold1") refused=$(copies "$work/log.hold0")
+if [ "$with" -lt "$without" ] && [ "$refused" -eq "$without" ]; then
+  echo "copies with held activations $with, without $without, holding off $refused"
+else echo "FAIL: copies with held activations $with, without $without, holding off $refused"; status=1; fi
 exit $status
