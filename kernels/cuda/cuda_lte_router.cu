@@ -11,6 +11,7 @@
 // (HYLA_ROUTER_MMA, below; cuda_lte_router_fused.cu).
 // This file picks the form; cuda_lte_router.cuh holds what they share.
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend_cuda.h"
 #include "cuda_lte_router.cuh"
@@ -25,20 +26,23 @@ static bool taps_forced(void) {
 
 // HYLA_ROUTER_MMA=1 runs the fused kernels' products on the tensor cores (the convs' and input
 // gradients' on tf32 operands, the weight gradients' on bf16 ones; fp32 sums) in bf16 mode
-// (cuda_matmul_bf16()), =0 on the CUDA cores in fp32 as in fp32 mode; unset,
-// MMA_BY_DEFAULT decides (off until a GPU run validates the form; ctest emu.router checks it on
-// the CPU). Shapes the tensor-core form cannot take run on the CUDA cores.
-static const bool MMA_BY_DEFAULT = false;
-static bool mma_on(void) {
+// (cuda_matmul_bf16()) both ways, =fwd / =bwd one way only, =0 on the CUDA cores in fp32 as in
+// fp32 mode; unset, MMA_BY_DEFAULT decides (off until a GPU run validates the form; ctest
+// emu.router checks it on the CPU). On an H100 (2026-12-07, before the quads' 16-byte
+// accesses) the backward took 398 us a call on the tensor cores against 509 on the CUDA cores,
+// the forward 339 against 248. Shapes the tensor-core form cannot take run on the CUDA cores.
+static const char *const MMA_BY_DEFAULT = "0";
+static bool mma_on(bool backward) {
     if (!cuda_matmul_bf16()) return false;
     const char *e = getenv("HYLA_ROUTER_MMA");
-    return e && *e ? atoi(e) == 1 : MMA_BY_DEFAULT;
+    if (!e || !*e) e = MMA_BY_DEFAULT;
+    return atoi(e) == 1 || !strcmp(e, backward ? "bwd" : "fwd");
 }
 
 static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     const struct router_dims r = dims_of(shape, B, L, p, key);
-    if (taps_forced() || !fused::forward(score, acts, k, v, params, r, mma_on()))
+    if (taps_forced() || !fused::forward(score, acts, k, v, params, r, mma_on(false)))
         taps_router_fwd(score, acts, k, v, params, shape, B, L, p, key);
 }
 
@@ -46,7 +50,7 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
                                 const float *v, const float *params, const float *acts,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
     const struct router_dims r = dims_of(shape, B, L, p, key);
-    if (taps_forced() || !fused::backward(dk, dv, dparams, dscore, k, v, params, acts, r, mma_on()))
+    if (taps_forced() || !fused::backward(dk, dv, dparams, dscore, k, v, params, acts, r, mma_on(true)))
         taps_router_bwd(dk, dv, dparams, dscore, k, v, params, acts, shape, B, L, p, key);
 }
 

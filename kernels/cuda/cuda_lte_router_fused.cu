@@ -122,6 +122,22 @@ __device__ inline float4 load4(const float *p) { return *reinterpret_cast<const 
 __device__ inline void store4(float *p, const float (&v)[4]) {
     *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
 }
+// The n (1 .. 4) floats at p into x (the rest 0), or x into p: one 16-byte access where all
+// four are wanted and p is aligned to it, else one by one. A warp's 32 quads of a row are then
+// 512 contiguous bytes in 16 accesses, where 4-byte accesses 16 bytes apart used a quarter of
+// each sector they moved (Nsight Compute, H100: 58% of the forward's sectors excess).
+__device__ inline void load_quad(float (&x)[4], const float *p, int n) {
+    if (n == 4 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) {
+        const float4 u = load4(p);
+        x[0] = u.x, x[1] = u.y, x[2] = u.z, x[3] = u.w;
+        return;
+    }
+    for (int q = 0; q < 4; q++) x[q] = q < n ? p[q] : 0.0f;
+}
+__device__ inline void store_quad(float *p, const float (&x)[4], int n) {
+    if (n == 4 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) return store4(p, x);
+    for (int q = 0; q < n; q++) p[q] = x[q];
+}
 __device__ inline void fma4(float (&acc)[4], float x, const float4 &w) {
     acc[0] = fmaf(x, w.x, acc[0]), acc[1] = fmaf(x, w.y, acc[1]);
     acc[2] = fmaf(x, w.z, acc[2]), acc[3] = fmaf(x, w.w, acc[3]);
@@ -131,15 +147,21 @@ __device__ inline void fma4(float (&acc)[4], float x, const float4 &w) {
 // sequence and past the channels): [k; v] for conv 0, silu(a_l) after.
 __device__ inline void input_quad(float (&x)[4], const router_dims &r, int l, int b, int h, int t, int c0,
                                   const float *k, const float *v, const float *acts) {
-    const int c = r.c[l];
+    const int c = r.c[l], n = min(4, c - c0);
     x[0] = x[1] = x[2] = x[3] = 0;
     if (t < 0 || t >= r.L) return;
     const size_t pos = token_pos(r, b, t, h);
-    for (int q = 0; q < 4 && c0 + q < c; q++) {
-        const int ci = c0 + q;
-        const float u = l > 0 ? silu(acts[r.act[l] + pos * c + ci]) : ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d];
-        x[q] = u * keep_factor(r, l, pos * c + ci);
+    if (l > 0) {
+        load_quad(x, acts + r.act[l] + pos * c + c0, n);
+        for (int q = 0; q < n; q++) x[q] = silu(x[q]);
+    } else if (c0 + n <= r.d) {
+        load_quad(x, k + pos * r.d + c0, n);
+    } else if (c0 >= r.d) {
+        load_quad(x, v + pos * r.d + c0 - r.d, n);
+    } else { // the quad straddles k and v (d not a multiple of 4)
+        for (int q = 0; q < n; q++) x[q] = c0 + q < r.d ? k[pos * r.d + c0 + q] : v[pos * r.d + c0 + q - r.d];
     }
+    for (int q = 0; q < n; q++) x[q] *= keep_factor(r, l, pos * c + c0 + q);
 }
 
 // Conv l's dropped-out input at tokens t_first .. t_first + rows - 1 (a row each; zero outside
@@ -404,16 +426,17 @@ struct fwd_out {
         if (row >= pl->rows[l + 1]) return;
         const bool inside = t >= 0 && t < r.L, own = inside && row >= before && row < before + pl->T;
         const float *bias = params + r.b[l] + (size_t)h * c;
-        float u[4] = {0, 0, 0, 0};
+        float u[4] = {0, 0, 0, 0}, pre[4] = {0, 0, 0, 0};
         if (inside) {
             const size_t pos = token_pos(r, b, t, h);
-            for (int q = 0; q < TN && n0 + q < c; q++) {
+            const int n = min(TN, c - n0);
+            for (int q = 0; q < n; q++) {
                 const int co = n0 + q;
-                const float pre = a[q] + bias[co];
-                if (own) acts[r.act[l + 1] + pos * c + co] = pre;
-                u[q] = silu(pre);
+                pre[q] = a[q] + bias[co];
+                u[q] = silu(pre[q]);
                 if (l + 1 < r.n) u[q] *= keep_factor(r, l + 1, pos * c + co);
             }
+            if (own) store_quad(acts + r.act[l + 1] + pos * c + n0, pre, n);
         }
         store4(X + (size_t)row * row_stride(c) + n0, u);
     }
@@ -479,10 +502,11 @@ __device__ void projection_backward(float *P, float *G, float *dz, const bwd_pla
         float da[4] = {0, 0, 0, 0}, gw[4] = {0, 0, 0, 0};
         if (t >= 0 && t < r.L) {
             const size_t pos = token_pos(r, b, t, h);
+            float a[4];
+            load_quad(a, acts + r.act[n] + pos * c + c0, min(4, c - c0));
             for (int q = 0; q < 4 && c0 + q < c; q++) {
-                const float a = acts[r.act[n] + pos * c + c0 + q];
-                da[q] = dz[i] * w[c0 + q] * silu_grad(a);
-                gw[q] = dz[i] * silu(a);
+                da[q] = dz[i] * w[c0 + q] * silu_grad(a[q]);
+                gw[q] = dz[i] * silu(a[q]);
             }
         }
         store4(P + (size_t)i * ps + c0, da);
@@ -526,11 +550,18 @@ struct dx_out {
             const int t = t0 + row;
             if (row >= pl->T || t >= r.L) return;
             const size_t pos = token_pos(r, b, t, h);
-            for (int q = 0; q < TN && n0 + q < c; q++) {
-                const int ci = n0 + q;
-                const float x = g[q] * keep_factor(r, 0, pos * c + ci);
-                if (ci < r.d) dk[pos * r.d + ci] = x;
-                else dv[pos * r.d + ci - r.d] = x;
+            const int n = min(TN, c - n0);
+            float x[4] = {0, 0, 0, 0};
+            for (int q = 0; q < n; q++) x[q] = g[q] * keep_factor(r, 0, pos * c + n0 + q);
+            if (n0 + n <= r.d) {
+                store_quad(dk + pos * r.d + n0, x, n);
+            } else if (n0 >= r.d) {
+                store_quad(dv + pos * r.d + n0 - r.d, x, n);
+            } else { // the quad straddles dk and dv (d not a multiple of 4)
+                for (int q = 0; q < n; q++) {
+                    if (n0 + q < r.d) dk[pos * r.d + n0 + q] = x[q];
+                    else dv[pos * r.d + n0 + q - r.d] = x[q];
+                }
             }
             return;
         }
@@ -539,10 +570,10 @@ struct dx_out {
         float da[4] = {0, 0, 0, 0};
         if (t >= 0 && t < r.L) {
             const size_t pos = token_pos(r, b, t, h);
-            for (int q = 0; q < TN && n0 + q < c; q++) {
-                const size_t e = pos * c + n0 + q;
-                da[q] = g[q] * keep_factor(r, l, e) * silu_grad(acts[r.act[l] + e]);
-            }
+            const int n = min(TN, c - n0);
+            float a[4];
+            load_quad(a, acts + r.act[l] + pos * c + n0, n);
+            for (int q = 0; q < n; q++) da[q] = g[q] * keep_factor(r, l, pos * c + n0 + q) * silu_grad(a[q]);
         }
         store4(Q + (size_t)row * row_stride(c) + n0, da);
     }
