@@ -114,13 +114,15 @@ static void lte_fwd(struct gpu_bufs *b) { attention(b, b->selected, LTE_WINDOW, 
 static void lte_fwd_bwd(struct gpu_bufs *b) { attention(b, b->selected, LTE_WINDOW, 1); }
 static void causal_fwd(struct gpu_bufs *b) { attention(b, NULL, -1, 0); }
 static void causal_fwd_bwd(struct gpu_bufs *b) { attention(b, NULL, -1, 1); }
+/* The router's dropout keys, one per row (B rows). */
+static const uint64_t ROUTER_KEYS[B] = {99, 100, 101, 102};
 static void router_fwd(struct gpu_bufs *b) {
-    b->be->lte_router_fwd(b->score, b->router_acts, b->k, b->v, b->router, &b->lte, B, T, 0.1f, 99);
+    b->be->lte_router_fwd(b->score, b->router_acts, b->k, b->v, b->router, &b->lte, B, T, 0.1f, ROUTER_KEYS);
 }
 static void router_fwd_bwd(struct gpu_bufs *b) {
     router_fwd(b);
     b->be->lte_router_bwd(b->dk, b->dv, b->drouter, b->dscore, b->k, b->v, b->router, b->router_acts, &b->lte, B, T,
-                          0.1f, 99);
+                          0.1f, ROUTER_KEYS);
 }
 static void nsa_fwd(struct gpu_bufs *b) {
     b->be->nsa_fwd(b->o, b->nsa_saved, b->block_idx, b->q, b->k, b->v, b->gates, &b->nsa, B, T, 0);

@@ -131,12 +131,14 @@ static void lte_attention_bwd(struct bufs *b) {
     b->be->attention_bwd(b->dq, b->dk, b->dv, b->dy, b->q, b->k, b->v, b->o, b->lse, b->selected, B, L, ATT_HQ,
                          ATT_HKV, ATT_D, LTE_WINDOW, 0.17677669f);
 }
+/* The router's dropout keys, one per row (B rows). */
+static const uint64_t ROUTER_KEYS[B] = {99, 100};
 static void lte_router_fwd(struct bufs *b) {
-    b->be->lte_router_fwd(b->score, b->router_acts, b->k, b->v, b->router, &b->lte, B, L, 0.1f, 99);
+    b->be->lte_router_fwd(b->score, b->router_acts, b->k, b->v, b->router, &b->lte, B, L, 0.1f, ROUTER_KEYS);
 }
 static void lte_router_bwd(struct bufs *b) {
     b->be->lte_router_bwd(b->dk, b->dv, b->drouter, b->dy, b->k, b->v, b->router, b->router_acts, &b->lte, B, L,
-                          0.1f, 99);
+                          0.1f, ROUTER_KEYS);
 }
 static void nsa_fwd(struct bufs *b) {
     b->be->nsa_fwd(b->o, b->nsa_saved, b->block_idx, b->q, b->k, b->v, b->gates, &b->nsa, B, L, 0);

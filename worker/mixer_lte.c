@@ -2,6 +2,7 @@
  * selection (score > 0, plus sinks), RoPE, sliding-window attention over the window plus
  * the selected keys, the straight-through estimator and the L1 term on relu(score). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/hyla_error.h"
@@ -41,36 +42,33 @@ static int lte_margin(const struct hyla_model *m) { return lte_router_receptive_
 
 static float lte_dropout(const struct hyla_model *m) { return m->training ? (float)m->cfg.attn.dropout_prob : 0.0f; }
 
-static uint64_t lte_dropout_key(const struct hyla_model *m, int layer, int row) {
-    return hyla_rng_subkey(m->row_keys[row], (uint64_t)layer);
+/* Each sequence's dropout masks come from its own key (the trainer derives it from the
+ * sequence's global index): masks then do not depend on the micro-batch size or the number of
+ * ranks. The router op takes one key per row (its rows are independent problems). */
+static void lte_dropout_keys(uint64_t *keys, const struct hyla_model *m, int layer) {
+    for (int b = 0; b < m->B; b++) keys[b] = hyla_rng_subkey(m->row_keys[b], (uint64_t)layer);
 }
 
-/* The router runs one sequence at a time so that each sequence's dropout mask comes from its
- * own key (the trainer derives it from the sequence's global index): masks then do not depend
- * on the micro-batch size or the number of ranks. acts holds one router workspace per row. */
 static void router_forward(struct hyla_model *m, int layer, struct lte_acts *a) {
     const struct hyla_model_layout *lay = &m->lay;
-    const int T = m->T, H = lay->att_kv_heads, d = lay->att_dim;
-    const size_t row_acts = lte_router_acts_size(&lay->router, 1, T), row = (size_t)T * H * d;
-    const float *params = layer_param(m, layer, lay->layers[layer].router);
-    for (int b = 0; b < m->B; b++)
-        m->be->lte_router_fwd(a->score + (size_t)b * T * H, a->router_acts + b * row_acts, a->k_raw + b * row,
-                              a->v + b * row, params, &lay->router, 1, T, lte_dropout(m), lte_dropout_key(m, layer, b));
+    uint64_t *keys = hyla_malloc(sizeof(uint64_t) * (size_t)m->B);
+    lte_dropout_keys(keys, m, layer);
+    m->be->lte_router_fwd(a->score, a->router_acts, a->k_raw, a->v, layer_param(m, layer, lay->layers[layer].router),
+                          &lay->router, m->B, m->T, lte_dropout(m), keys);
+    free(keys);
 }
 
 static void router_backward(struct hyla_model *m, int layer, struct lte_acts *a, const float *dscore, float *dk,
                             float *dv) {
     const struct hyla_model_layout *lay = &m->lay;
-    const int T = m->T, H = lay->att_kv_heads, d = lay->att_dim;
-    const size_t row_acts = lte_router_acts_size(&lay->router, 1, T), row = (size_t)T * H * d;
     const size_t router = lay->layers[layer].router;
     /* frozen (routing_freeze_steps): k and v still receive the router's gradient; its weights not */
     float *dparams = m->router_frozen ? a->frozen_dparams : layer_grad(m, layer, router);
-    for (int b = 0; b < m->B; b++)
-        m->be->lte_router_bwd(dk + b * row, dv + b * row, dparams, dscore + (size_t)b * T * H,
-                              a->k_raw + b * row, a->v + b * row, layer_param(m, layer, router),
-                              a->router_acts + b * row_acts, &lay->router, 1, T, lte_dropout(m),
-                              lte_dropout_key(m, layer, b));
+    uint64_t *keys = hyla_malloc(sizeof(uint64_t) * (size_t)m->B);
+    lte_dropout_keys(keys, m, layer);
+    m->be->lte_router_bwd(dk, dv, dparams, dscore, a->k_raw, a->v, layer_param(m, layer, router), a->router_acts,
+                          &lay->router, m->B, m->T, lte_dropout(m), keys);
+    free(keys);
 }
 
 /* Evaluation applies the hard budget on the host copy of the selection. */

@@ -8,14 +8,16 @@
  * whose column c k + i multiplies input channel c at tap i, so a tile row holds the
  * (dropped-out) inputs in that same order.
  *
- * Dropout: element e of conv l's input is kept iff
- *   hyla_rng_uniform(hyla_rng_subkey(dropout_key, l), e) >= (float)p,
- *   e = ((b L + t) H + h) c_l + c   (flat index in a [B, L, H, c_l] layout; for l = 0 the
+ * Each of the B rows (sequences) is a problem of its own, as if the op were called once per row:
+ * its own dropout key and its own block of saved activations.
+ * Dropout: element e of conv l's input in row b is kept iff
+ *   hyla_rng_uniform(hyla_rng_subkey(dropout_keys[b], l), e) >= (float)p,
+ *   e = (t H + h) c_l + c   (flat index in the row's [L, H, c_l] layout; for l = 0 the
  *   channel order of head h is [k_h (d values), v_h (d values)]),
  * and kept values are scaled by 1/(1-p). The comparison is made in float so that the fp32
  * and fp64 builds draw the same mask. Masks are regenerated, never stored.
  *
- * acts (lte_shape.c): a_1 .. a_n as [B, L, H, c_l], then z as [B, L, H]. */
+ * acts (lte_shape.c): per row, a_1 .. a_n as [L, H, c_l], then z as [L, H]. */
 #include "cpu_ops.h"
 #include "real.h"
 #include "../../common/hyla_error.h"
@@ -33,46 +35,61 @@ struct router {
     int B, L, H, d, n;
     int c[HYLA_LTE_MAX_CONVS + 1];         /* channels per head of u_0 .. u_n */
     int kernel[HYLA_LTE_MAX_CONVS], dilation[HYLA_LTE_MAX_CONVS];
-    size_t act[HYLA_LTE_MAX_CONVS + 2];    /* offsets of a_1 .. a_n (index l) and z (index n+1) in acts */
+    size_t act[HYLA_LTE_MAX_CONVS + 2];    /* offsets of a_1 .. a_n (index l) and z (index n+1) in a row's block */
+    size_t row_acts;                       /* values of a row's block of acts */
     struct hyla_lte_router_offsets off;
     const REAL *k, *v, *params, *acts;
     REAL p, keep_scale;
-    uint64_t key[HYLA_LTE_MAX_CONVS];
-    int parallel; /* worth starting threads */
+    uint64_t *key; /* [B][n]: conv l's key of row b (p > 0), freed by router_free */
+    int parallel;  /* worth starting threads */
 };
 
 static struct router router_init(const struct hyla_lte_router_shape *s, int B, int L, const REAL *k, const REAL *v,
-                                 const REAL *params, const REAL *acts, REAL p, uint64_t dropout_key) {
+                                 const REAL *params, const REAL *acts, REAL p, const uint64_t *dropout_keys) {
     if (s->n_convs < 1 || s->n_convs > HYLA_LTE_MAX_CONVS)
         hyla_die("lte router: n_convs = %d, expected 1..%d", s->n_convs, HYLA_LTE_MAX_CONVS);
     if (!(p >= 0 && p < 1)) hyla_die("lte router: dropout probability %g is outside [0, 1)", (double)p);
     struct router r = {.B = B, .L = L, .H = s->heads, .d = s->head_dim, .n = s->n_convs,
                        .off = lte_router_offsets(s), .k = k, .v = v, .params = params, .acts = acts,
                        .p = p, .keep_scale = (REAL)1 / ((REAL)1 - p)};
-    size_t tokens = (size_t)B * L * r.H, at = 0;
+    const size_t row_tokens = (size_t)L * r.H;
+    size_t at = 0;
     for (int l = 0; l <= r.n; l++) r.c[l] = lte_router_channels(s, l);
     for (int l = 0; l < r.n; l++) {
         r.kernel[l] = s->kernel[l], r.dilation[l] = s->dilation[l];
-        r.key[l] = hyla_rng_subkey(dropout_key, (uint64_t)l);
         if ((size_t)r.c[l] * r.kernel[l] > TILE_CAP)
             hyla_die("lte router: conv %d has %d x %d inputs per position, more than the tile capacity %d",
                      l, r.c[l], r.kernel[l], TILE_CAP);
     }
-    for (int l = 1; l <= r.n; l++) r.act[l] = at, at += tokens * r.c[l];
+    r.key = NULL;
+    if (p > 0) {
+        r.key = hyla_malloc(sizeof(uint64_t) * (size_t)B * r.n);
+        for (int b = 0; b < B; b++)
+            for (int l = 0; l < r.n; l++) r.key[(size_t)b * r.n + l] = hyla_rng_subkey(dropout_keys[b], (uint64_t)l);
+    }
+    for (int l = 1; l <= r.n; l++) r.act[l] = at, at += row_tokens * r.c[l];
     r.act[r.n + 1] = at;
-    r.parallel = (double)tokens * r.c[0] * r.kernel[0] * r.c[1] >= PARALLEL_MIN_WORK;
+    r.row_acts = at + row_tokens;
+    r.parallel = (double)B * row_tokens * r.c[0] * r.kernel[0] * r.c[1] >= PARALLEL_MIN_WORK;
     return r;
 }
+static void router_free(struct router *r) { free(r->key); }
 
-/* Dropout factor of element e of conv l's input: 0 or 1/(1-p). */
-static REAL dropout_factor(const struct router *r, int l, size_t e) {
+/* Dropout factor of element e (index within row b) of conv l's input: 0 or 1/(1-p). */
+static REAL dropout_factor(const struct router *r, int l, int b, size_t e) {
     if (r->p == 0) return 1;
-    return hyla_rng_uniform(r->key[l], e) >= (float)r->p ? r->keep_scale : 0;
+    return hyla_rng_uniform(r->key[(size_t)b * r->n + l], e) >= (float)r->p ? r->keep_scale : 0;
 }
 
-/* Flat index of token (b, t), head h, in a [B, L, H] layout. */
+/* Flat index of token (b, t), head h, in a [B, L, H] layout (k, v, score). */
 static size_t token_index(const struct router *r, int b, int t, int h) {
     return ((size_t)b * r->L + t) * r->H + h;
+}
+/* The same within a row: (t, h) in [L, H] (dropout indices, a row's saved activations). */
+static size_t row_token(const struct router *r, int t, int h) { return (size_t)t * r->H + h; }
+/* Where a_l (l = 1 .. n; z: l = n + 1, one value a token) of token (b, t), head h, starts in acts. */
+static size_t act_index(const struct router *r, int l, int b, int t, int h) {
+    return (size_t)b * r->row_acts + r->act[l] + row_token(r, t, h) * (l <= r->n ? (size_t)r->c[l] : 1);
 }
 
 /* Conv l's input channel c at token (b, t), head h, after dropout. */
@@ -80,8 +97,8 @@ static REAL conv_input(const struct router *r, int l, int b, int t, int h, int c
     size_t tok = token_index(r, b, t, h);
     REAL x;
     if (l == 0) x = c < r->d ? r->k[tok * r->d + c] : r->v[tok * r->d + c - r->d];
-    else x = real_silu(r->acts[r->act[l] + tok * r->c[l] + c]);
-    return x * dropout_factor(r, l, tok * r->c[l] + c);
+    else x = real_silu(r->acts[act_index(r, l, b, t, h) + c]);
+    return x * dropout_factor(r, l, b, row_token(r, t, h) * r->c[l] + c);
 }
 
 /* im2col rows t0 .. t0+rows-1 of conv l for (b, h): g[row, c k + i] = input c at t + dil (i - (k-1)/2). */
@@ -102,7 +119,7 @@ static void conv_fwd(REAL *acts, const struct router *r, int l, int b, int h) {
     int cout = r->c[l + 1], ck = r->c[l] * r->kernel[l], tile = TILE_CAP / ck, ld = r->H * cout;
     const REAL *w = r->params + r->off.conv_weight[l] + (size_t)h * cout * ck;
     const REAL *bias = r->params + r->off.conv_bias[l] + (size_t)h * cout;
-    REAL *out = acts + r->act[l + 1] + token_index(r, b, 0, h) * cout;
+    REAL *out = acts + act_index(r, l + 1, b, 0, h);
     REAL g[TILE_CAP];
     for (int t0 = 0; t0 < r->L; t0 += tile) {
         int rows = r->L - t0 < tile ? r->L - t0 : tile;
@@ -120,19 +137,18 @@ static void proj_fwd(REAL *score, REAL *acts, const struct router *r, int b, int
     const REAL *w = r->params + r->off.proj_weight + (size_t)h * cn;
     REAL bias = r->params[r->off.proj_bias + h];
     for (int t = 0; t < r->L; t++) {
-        size_t tok = token_index(r, b, t, h);
-        const REAL *a = acts + r->act[r->n] + tok * cn;
+        const REAL *a = acts + act_index(r, r->n, b, t, h);
         REAL z = bias;
         for (int c = 0; c < cn; c++) z += w[c] * real_silu(a[c]);
-        acts[r->act[r->n + 1] + tok] = z;
-        score[tok] = real_sigmoid(z) - (REAL)0.5;
+        acts[act_index(r, r->n + 1, b, t, h)] = z;
+        score[token_index(r, b, t, h)] = real_sigmoid(z) - (REAL)0.5;
     }
 }
 
 void K(lte_router_fwd)(REAL *score, REAL *acts, const REAL *k, const REAL *v, const REAL *params,
                        const struct hyla_lte_router_shape *shape, int B, int L, REAL dropout_p,
-                       uint64_t dropout_key) {
-    struct router r = router_init(shape, B, L, k, v, params, acts, dropout_p, dropout_key);
+                       const uint64_t *dropout_keys) {
+    struct router r = router_init(shape, B, L, k, v, params, acts, dropout_p, dropout_keys);
     int tasks = B * r.H;
 #pragma omp parallel for schedule(static) if (r.parallel)
     for (int task = 0; task < tasks; task++) { /* (b, h): each writes only its own rows of acts */
@@ -140,6 +156,7 @@ void K(lte_router_fwd)(REAL *score, REAL *acts, const REAL *k, const REAL *v, co
         for (int l = 0; l < r.n; l++) conv_fwd(acts, &r, l, b, h);
         proj_fwd(score, acts, &r, b, h);
     }
+    router_free(&r);
 }
 
 /* ---- backward ------------------------------------------------------------------------- */
@@ -170,9 +187,9 @@ static void proj_bwd(REAL *da_n, REAL *dparams, const REAL *dscore, const struct
     REAL *dw = dparams + r->off.proj_weight + (size_t)h * cn;
     for (int t = 0; t < r->L; t++) {
         size_t tok = token_index(r, b, t, h);
-        REAL s = real_sigmoid(r->acts[r->act[r->n + 1] + tok]);
+        REAL s = real_sigmoid(r->acts[act_index(r, r->n + 1, b, t, h)]);
         REAL dz = dscore[tok] * s * ((REAL)1 - s);
-        const REAL *a = r->acts + r->act[r->n] + tok * cn;
+        const REAL *a = r->acts + act_index(r, r->n, b, t, h);
         dparams[r->off.proj_bias + h] += dz;
         for (int c = 0; c < cn; c++) {
             dw[c] += dz * real_silu(a[c]);
@@ -220,11 +237,11 @@ static void conv_bwd(REAL *dk, REAL *dv, REAL *dparams, struct router_scratch *s
         }
     }
     for (int t = 0; t < r->L; t++) {
-        size_t tok = token_index(r, b, t, h);
+        size_t tok = row_token(r, t, h);
         for (int c = 0; c < cin; c++) {
             REAL *gx = input_grad(dk, dv, s->da[l], r, l, b, t, h, c);
-            *gx *= dropout_factor(r, l, tok * cin + c);
-            if (l > 0) *gx *= real_silu_grad(r->acts[r->act[l] + tok * cin + c]);
+            *gx *= dropout_factor(r, l, b, tok * cin + c);
+            if (l > 0) *gx *= real_silu_grad(r->acts[act_index(r, l, b, t, h) + c]);
         }
     }
 }
@@ -233,8 +250,8 @@ static void conv_bwd(REAL *dk, REAL *dv, REAL *dparams, struct router_scratch *s
  * in a fixed order; the batch rows of dk, dv for that head are disjoint. */
 void K(lte_router_bwd)(REAL *dk, REAL *dv, REAL *dparams, const REAL *dscore, const REAL *k, const REAL *v,
                        const REAL *params, const REAL *acts, const struct hyla_lte_router_shape *shape, int B, int L,
-                       REAL dropout_p, uint64_t dropout_key) {
-    struct router r = router_init(shape, B, L, k, v, params, acts, dropout_p, dropout_key);
+                       REAL dropout_p, const uint64_t *dropout_keys) {
+    struct router r = router_init(shape, B, L, k, v, params, acts, dropout_p, dropout_keys);
 #pragma omp parallel if (r.parallel)
     {
         struct router_scratch s = scratch_alloc(&r);
@@ -247,4 +264,5 @@ void K(lte_router_bwd)(REAL *dk, REAL *dv, REAL *dparams, const REAL *dscore, co
         }
         free(s.base);
     }
+    router_free(&r);
 }

@@ -39,19 +39,60 @@ static bool mma_on(bool backward) {
     return atoi(e) == 1 || !strcmp(e, backward ? "bwd" : "fwd");
 }
 
+// The rows (sequences) are independent problems (ops_lte.h): the forward launches up to
+// ROUTER_ROWS of them at once (the model's micro-batch in one launch: at B 1 a launch's 560
+// blocks left its third wave nearly empty), the backward one at a time (its plan fills the SMs
+// with one row's segments; a launch per row also keeps the parameter gradient's sums in the
+// order of one call per row). The per-tap form takes one row at a time.
+static const int FWD_ROWS = ROUTER_ROWS, BWD_ROWS = 1;
+
+// Row row0's pointers: k, v, score, dk, dv and dscore at row0 L H tokens, acts at row0 blocks.
+struct router_rows {
+    size_t tokens, acts;
+};
+static router_rows rows_at(const struct hyla_lte_router_shape *s, int row0, int L) {
+    return router_rows{(size_t)row0 * L * s->heads, (size_t)row0 * lte_router_acts_size(s, 1, L)};
+}
+
 static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
-                                const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
-    const struct router_dims r = dims_of(shape, B, L, p, key);
-    if (taps_forced() || !fused::forward(score, acts, k, v, params, r, mma_on(false)))
-        taps_router_fwd(score, acts, k, v, params, shape, B, L, p, key);
+                                const struct hyla_lte_router_shape *shape, int B, int L, float p,
+                                const uint64_t *keys) {
+    const int d = shape->head_dim;
+    for (int row0 = 0; row0 < B; row0 += FWD_ROWS) {
+        const int rows = B - row0 < FWD_ROWS ? B - row0 : FWD_ROWS;
+        const router_rows at = rows_at(shape, row0, L);
+        const router_dims r = dims_of(shape, rows, L, p, keys + (p > 0 ? row0 : 0));
+        if (!taps_forced() && fused::forward(score + at.tokens, acts + at.acts, k + at.tokens * d, v + at.tokens * d,
+                                             params, r, mma_on(false)))
+            continue;
+        for (int row = row0; row < row0 + rows; row++) {
+            const router_rows one = rows_at(shape, row, L);
+            taps_router_fwd(score + one.tokens, acts + one.acts, k + one.tokens * d, v + one.tokens * d, params, shape,
+                            dims_of(shape, 1, L, p, keys + (p > 0 ? row : 0)));
+        }
+    }
 }
 
 static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
                                 const float *v, const float *params, const float *acts,
-                                const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
-    const struct router_dims r = dims_of(shape, B, L, p, key);
-    if (taps_forced() || !fused::backward(dk, dv, dparams, dscore, k, v, params, acts, r, mma_on(true)))
-        taps_router_bwd(dk, dv, dparams, dscore, k, v, params, acts, shape, B, L, p, key);
+                                const struct hyla_lte_router_shape *shape, int B, int L, float p,
+                                const uint64_t *keys) {
+    const int d = shape->head_dim;
+    for (int row0 = 0; row0 < B; row0 += BWD_ROWS) {
+        const int rows = B - row0 < BWD_ROWS ? B - row0 : BWD_ROWS;
+        const router_rows at = rows_at(shape, row0, L);
+        const size_t kv = at.tokens * d;
+        const router_dims r = dims_of(shape, rows, L, p, keys + (p > 0 ? row0 : 0));
+        if (!taps_forced() && fused::backward(dk + kv, dv + kv, dparams, dscore + at.tokens, k + kv, v + kv, params,
+                                              acts + at.acts, r, mma_on(true)))
+            continue;
+        for (int row = row0; row < row0 + rows; row++) {
+            const router_rows one = rows_at(shape, row, L);
+            const size_t kv1 = one.tokens * d;
+            taps_router_bwd(dk + kv1, dv + kv1, dparams, dscore + one.tokens, k + kv1, v + kv1, params,
+                            acts + one.acts, shape, dims_of(shape, 1, L, p, keys + (p > 0 ? row : 0)));
+        }
+    }
 }
 
 extern "C" void cuda_register_lte_router(struct hyla_backend *t) {

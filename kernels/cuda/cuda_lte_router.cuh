@@ -12,36 +12,55 @@
 #include "common/rng.h"
 #include "kernels/ops/op_shapes.h"
 
+// Rows (sequences) of one launch, each with its own dropout keys (kernel parameters): a call on
+// more rows launches once per ROUTER_ROWS of them.
+constexpr int ROUTER_ROWS = 8;
+
+// One launch's problem: B (<= ROUTER_ROWS) rows of L tokens; row b's k, v, score at b L H
+// tokens, its saved activations at b row_acts (a row's block: a_1 .. a_n, z; ops_lte.h).
 struct router_dims {
     int B, L, H, d, n;
     int c[HYLA_LTE_MAX_CONVS + 1], kernel[HYLA_LTE_MAX_CONVS], dilation[HYLA_LTE_MAX_CONVS];
-    size_t act[HYLA_LTE_MAX_CONVS + 2];     // a_1 .. a_n at act[1..n], z at act[n + 1]
+    size_t act[HYLA_LTE_MAX_CONVS + 2]; // in a row's block: a_1 .. a_n at act[1..n], z at act[n + 1]
+    size_t row_acts;
     size_t w[HYLA_LTE_MAX_CONVS], b[HYLA_LTE_MAX_CONVS], pw, pb;
     float p, keep_scale;
     uint32_t keep_min; // kept iff (draw >> 40) >= keep_min: hyla_rng_uniform(...) >= p, in integers
-    uint64_t key[HYLA_LTE_MAX_CONVS];
+    uint64_t key[ROUTER_ROWS][HYLA_LTE_MAX_CONVS]; // conv l's key of row b
 };
 
-static inline struct router_dims dims_of(const struct hyla_lte_router_shape *s, int B, int L, float p, uint64_t key) {
+// keys: B (<= ROUTER_ROWS) rows' dropout keys, read when p > 0.
+static inline struct router_dims dims_of(const struct hyla_lte_router_shape *s, int B, int L, float p,
+                                         const uint64_t *keys) {
     struct router_dims r;
     memset(&r, 0, sizeof r);
     r.B = B, r.L = L, r.H = s->heads, r.d = s->head_dim, r.n = s->n_convs, r.p = p, r.keep_scale = 1.0f / (1.0f - p);
     // the uniform is (draw >> 40) 2^-24 exactly, and p 2^24 is exact: the same comparison
     r.keep_min = p > 0 ? (uint32_t)ceilf(p * 16777216.0f) : 0;
     struct hyla_lte_router_offsets off = lte_router_offsets(s);
-    const size_t tokens = (size_t)B * L * r.H;
+    const size_t row_tokens = (size_t)L * r.H;
     size_t at = 0;
     for (int l = 0; l <= r.n; l++) r.c[l] = lte_router_channels(s, l);
     for (int l = 0; l < r.n; l++) {
         r.kernel[l] = s->kernel[l], r.dilation[l] = s->dilation[l];
         r.w[l] = off.conv_weight[l], r.b[l] = off.conv_bias[l];
-        r.key[l] = hyla_rng_subkey(key, (uint64_t)l);
+        for (int row = 0; row < B && p > 0; row++) r.key[row][l] = hyla_rng_subkey(keys[row], (uint64_t)l);
         r.act[l + 1] = at;
-        at += tokens * (size_t)r.c[l + 1];
+        at += row_tokens * (size_t)r.c[l + 1];
     }
     r.act[r.n + 1] = at;
+    r.row_acts = at + row_tokens;
     r.pw = off.proj_weight, r.pb = off.proj_bias;
     return r;
+}
+
+// Where a_l (l = 1 .. n; z: l = n + 1, a value a token) of token t, head h of row b starts in acts.
+__host__ __device__ static inline size_t act_of(const struct router_dims &r, int l, int b, int t, int h) {
+    return (size_t)b * r.row_acts + r.act[l] + ((size_t)t * r.H + h) * (l <= r.n ? (size_t)r.c[l] : 1);
+}
+// The dropout index of channel ci of conv l's input at token t, head h (within its row).
+__host__ __device__ static inline size_t drop_index(const struct router_dims &r, int l, int t, int h, int ci) {
+    return ((size_t)t * r.H + h) * r.c[l] + ci;
 }
 
 __device__ static inline float sig(float x) { return 1.0f / (1.0f + expf(-x)); }
@@ -55,20 +74,19 @@ __device__ static inline float silu_grad(float x) {
 __device__ static inline float conv_input(const struct router_dims &r, int l, const float *k, const float *v,
                                    const float *acts, int b, int t, int h, int ci, float *mask) {
     const size_t pos = ((size_t)b * r.L + t) * r.H + h;
-    float x = l == 0 ? (ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d])
-                     : silu(acts[r.act[l] + pos * r.c[l] + ci]);
+    float x = l == 0 ? (ci < r.d ? k[pos * r.d + ci] : v[pos * r.d + ci - r.d]) : silu(acts[act_of(r, l, b, t, h) + ci]);
     float keep = 1.0f;
-    if (r.p > 0) keep = hyla_rng_uniform(r.key[l], pos * r.c[l] + ci) >= r.p ? r.keep_scale : 0.0f;
+    if (r.p > 0) keep = hyla_rng_uniform(r.key[b][l], drop_index(r, l, t, h, ci)) >= r.p ? r.keep_scale : 0.0f;
     *mask = keep;
     return x * keep;
 }
 
-// The per-tap form (cuda_lte_router_taps.cu): any shape.
+// The per-tap form (cuda_lte_router_taps.cu): any shape, one row (r.B = 1).
 void taps_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
-                     const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key);
+                     const struct hyla_lte_router_shape *shape, const router_dims &r);
 void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
-                     const float *params, const float *acts, const struct hyla_lte_router_shape *shape, int B, int L,
-                     float p, uint64_t key);
+                     const float *params, const float *acts, const struct hyla_lte_router_shape *shape,
+                     const router_dims &r);
 
 // The fused kernels (cuda_lte_router_fused.cu): false, having done nothing, for a shape whose
 // tile does not fit in shared memory. mma: their products on the tensor cores in bf16 where the

@@ -113,9 +113,10 @@
 namespace fused {
 
 // ---- device pieces ----
-__device__ inline float keep_factor(const router_dims &r, int l, size_t e) {
+// Element e (drop_index: within row b) of conv l's input: 0 or 1 / (1 - p).
+__device__ inline float keep_factor(const router_dims &r, int l, int b, size_t e) {
     if (!(r.p > 0)) return 1.0f;
-    return (uint32_t)(hyla_rng_u64(r.key[l], e) >> 40) >= r.keep_min ? r.keep_scale : 0.0f;
+    return (uint32_t)(hyla_rng_u64(r.key[b][l], e) >> 40) >= r.keep_min ? r.keep_scale : 0.0f;
 }
 __device__ inline size_t token_pos(const router_dims &r, int b, int t, int h) { return ((size_t)b * r.L + t) * r.H + h; }
 __device__ inline float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
@@ -152,7 +153,7 @@ __device__ inline void input_quad(float (&x)[4], const router_dims &r, int l, in
     if (t < 0 || t >= r.L) return;
     const size_t pos = token_pos(r, b, t, h);
     if (l > 0) {
-        load_quad(x, acts + r.act[l] + pos * c + c0, n);
+        load_quad(x, acts + act_of(r, l, b, t, h) + c0, n);
         for (int q = 0; q < n; q++) x[q] = silu(x[q]);
     } else if (c0 + n <= r.d) {
         load_quad(x, k + pos * r.d + c0, n);
@@ -161,7 +162,7 @@ __device__ inline void input_quad(float (&x)[4], const router_dims &r, int l, in
     } else { // the quad straddles k and v (d not a multiple of 4)
         for (int q = 0; q < n; q++) x[q] = c0 + q < r.d ? k[pos * r.d + c0 + q] : v[pos * r.d + c0 + q - r.d];
     }
-    for (int q = 0; q < n; q++) x[q] *= keep_factor(r, l, pos * c + c0 + q);
+    for (int q = 0; q < n; q++) x[q] *= keep_factor(r, l, b, drop_index(r, l, t, h, c0 + q));
 }
 
 // Conv l's dropped-out input at tokens t_first .. t_first + rows - 1 (a row each; zero outside
@@ -428,15 +429,14 @@ struct fwd_out {
         const float *bias = params + r.b[l] + (size_t)h * c;
         float u[4] = {0, 0, 0, 0}, pre[4] = {0, 0, 0, 0};
         if (inside) {
-            const size_t pos = token_pos(r, b, t, h);
             const int n = min(TN, c - n0);
             for (int q = 0; q < n; q++) {
                 const int co = n0 + q;
                 pre[q] = a[q] + bias[co];
                 u[q] = silu(pre[q]);
-                if (l + 1 < r.n) u[q] *= keep_factor(r, l + 1, pos * c + co);
+                if (l + 1 < r.n) u[q] *= keep_factor(r, l + 1, b, drop_index(r, l + 1, t, h, co));
             }
-            if (own) store_quad(acts + r.act[l + 1] + pos * c + n0, pre, n);
+            if (own) store_quad(acts + act_of(r, l + 1, b, t, h) + n0, pre, n);
         }
         store4(X + (size_t)row * row_stride(c) + n0, u);
     }
@@ -453,7 +453,7 @@ __device__ void project(float *score, float *acts, const float *U, const float *
         const size_t pos = token_pos(r, b, t0 + i, h);
         float z = bias;
         for (int j = 0; j < c; j++) z += w[j] * U[(size_t)i * us + j];
-        acts[r.act[r.n + 1] + pos] = z;
+        acts[act_of(r, r.n + 1, b, t0 + i, h)] = z;
         score[pos] = sig(z) - 0.5f;
     }
 }
@@ -490,7 +490,7 @@ __device__ void projection_backward(float *P, float *G, float *dz, const bwd_pla
         float g = 0;
         if (t >= 0 && t < r.L) {
             const size_t pos = token_pos(r, b, t, h);
-            const float s = sig(acts[r.act[n + 1] + pos]);
+            const float s = sig(acts[act_of(r, n + 1, b, t, h)]);
             g = dscore[pos] * s * (1.0f - s);
         }
         dz[i] = g;
@@ -501,9 +501,8 @@ __device__ void projection_backward(float *P, float *G, float *dz, const bwd_pla
         const int i = e / groups, c0 = e % groups * 4, t = first + i;
         float da[4] = {0, 0, 0, 0}, gw[4] = {0, 0, 0, 0};
         if (t >= 0 && t < r.L) {
-            const size_t pos = token_pos(r, b, t, h);
             float a[4];
-            load_quad(a, acts + r.act[n] + pos * c + c0, min(4, c - c0));
+            load_quad(a, acts + act_of(r, n, b, t, h) + c0, min(4, c - c0));
             for (int q = 0; q < 4 && c0 + q < c; q++) {
                 da[q] = dz[i] * w[c0 + q] * silu_grad(a[q]);
                 gw[q] = dz[i] * silu(a[q]);
@@ -552,7 +551,7 @@ struct dx_out {
             const size_t pos = token_pos(r, b, t, h);
             const int n = min(TN, c - n0);
             float x[4] = {0, 0, 0, 0};
-            for (int q = 0; q < n; q++) x[q] = g[q] * keep_factor(r, 0, pos * c + n0 + q);
+            for (int q = 0; q < n; q++) x[q] = g[q] * keep_factor(r, 0, b, drop_index(r, 0, t, h, n0 + q));
             if (n0 + n <= r.d) {
                 store_quad(dk + pos * r.d + n0, x, n);
             } else if (n0 >= r.d) {
@@ -569,11 +568,10 @@ struct dx_out {
         const int t = t0 - pl->hb[l] + row;
         float da[4] = {0, 0, 0, 0};
         if (t >= 0 && t < r.L) {
-            const size_t pos = token_pos(r, b, t, h);
             const int n = min(TN, c - n0);
             float a[4];
-            load_quad(a, acts + r.act[l] + pos * c + n0, n);
-            for (int q = 0; q < n; q++) da[q] = g[q] * keep_factor(r, l, pos * c + n0 + q) * silu_grad(a[q]);
+            load_quad(a, acts + act_of(r, l, b, t, h) + n0, n);
+            for (int q = 0; q < n; q++) da[q] = g[q] * keep_factor(r, l, b, drop_index(r, l, t, h, n0 + q)) * silu_grad(a[q]);
         }
         store4(Q + (size_t)row * row_stride(c) + n0, da);
     }

@@ -185,10 +185,10 @@ static size_t taps_bytes(const struct router_dims &r) {
     return sizeof(float) * (size_t)r.H * widest;
 }
 
+// One row (r.B = 1: with its row's acts block, the [B, L, H, c_l] layouts below are that row's).
 void taps_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
-                                const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
-    struct router_dims r = dims_of(shape, B, L, p, key);
-    const size_t tokens = (size_t)B * L * r.H;
+                     const struct hyla_lte_router_shape *, const router_dims &r) {
+    const size_t tokens = (size_t)r.B * r.L * r.H;
     float *X = NULL, *Wt = NULL; // stream-ordered scratch
     CUDA_CHECK(cudaMallocAsync((void **)&X, inputs_bytes(r), 0));
     CUDA_CHECK(cudaMallocAsync((void **)&Wt, taps_bytes(r), 0));
@@ -224,10 +224,10 @@ __global__ void input_grad_kernel(float *du_in, float *dk, float *dv, const floa
     else dv[pos * r.d + ci - r.d] = g;
 }
 
-void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
-                                const float *v, const float *params, const float *acts,
-                                const struct hyla_lte_router_shape *shape, int B, int L, float p, uint64_t key) {
-    struct router_dims r = dims_of(shape, B, L, p, key);
+void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
+                     const float *params, const float *acts, const struct hyla_lte_router_shape *,
+                     const router_dims &r) {
+    const int B = r.B, L = r.L;
     const size_t tokens = (size_t)B * L * r.H;
     const size_t widest = widest_channels(r);
     // stream-ordered scratch: the gradients at a conv's outputs and inputs, its inputs X and

@@ -1,8 +1,9 @@
 /* Sizes and layouts of the LTE router (see op_shapes.h, ops_lte.h): shared by every backend.
  *
- * Saved activations (`acts`, lte_router_acts_size values), in this order:
- *   a_1, ..., a_n : the pre-activation (before SiLU) of conv l-1's output, [B, L, H, c_l] each;
- *   z             : the projection output (score = sigmoid(z) - 0.5), [B, L, H].
+ * Saved activations (`acts`, lte_router_acts_size values): per row (sequence) of the batch, one
+ * after the other, in this order:
+ *   a_1, ..., a_n : the pre-activation (before SiLU) of conv l-1's output, [L, H, c_l] each;
+ *   z             : the projection output (score = sigmoid(z) - 0.5), [L, H].
  * The post-SiLU values and the dropout masks are recomputed from these (and from k, v). */
 #include "op_shapes.h"
 

@@ -7,21 +7,25 @@
  * params: the flat concatenation, in state-dict order, of convs.0.weight [c1*H, c0, 1, k0],
  * convs.0.bias [c1*H], convs.1..., proj.weight [H, c_last, 1, 1], proj.bias [H]
  * (lte_router_param_count / lte_router_offsets in op_shapes.h).
- * acts: saved activations, lte_router_acts_size(shape, B, L) values: the pre-SiLU conv
- * outputs a_1 .. a_n as [B, L, H, c_l] each, then z as [B, L, H] (kernels/ops/lte_shape.c).
+ * The B rows (sequences) are independent problems: a call on B rows does what B calls on one
+ * row each would (a backend may batch them or not), each row with its own dropout key and its
+ * own block of saved activations.
+ * acts: saved activations, lte_router_acts_size(shape, B, L) values, row after row, each row
+ * lte_router_acts_size(shape, 1, L) values: the pre-SiLU conv outputs a_1 .. a_n as [L, H, c_l]
+ * each, then z as [L, H] (kernels/ops/lte_shape.c).
  * Dropout (keep prob 1 - p, scale 1/(1-p)) on the input of every conv; the mask of element
- * e of conv layer l is hyla_rng_uniform(hyla_rng_subkey(dropout_key, l), e) >= (float)p, so the
- * backward pass regenerates it, with e = ((b L + t) H + h) c_l + c, the flat index in a
- * [B, L, H, c_l] layout (for l = 0 head h's channels are [k_h, v_h]).
- * p = 0 disables dropout (evaluation). */
+ * e of conv layer l in row b is hyla_rng_uniform(hyla_rng_subkey(dropout_keys[b], l), e) >= (float)p,
+ * so the backward pass regenerates it, with e = (t H + h) c_l + c, the flat index in the row's
+ * [L, H, c_l] layout (for l = 0 head h's channels are [k_h, v_h]). dropout_keys: B keys in host
+ * memory, read only when p > 0; p = 0 disables dropout (evaluation). */
 HYLA_OP(void, lte_router_fwd, (REAL *score, REAL *acts, const REAL *k, const REAL *v, const REAL *params,
                                const struct hyla_lte_router_shape *shape, int B, int L, REAL dropout_p,
-                               uint64_t dropout_key))
+                               const uint64_t *dropout_keys))
 /* dk, dv written (the router's contribution only); dparams accumulated. The CPU version
  * allocates scratch per call: L (c_1 + ... + c_n) + 16384 values per thread. */
 HYLA_OP(void, lte_router_bwd, (REAL *dk, REAL *dv, REAL *dparams, const REAL *dscore, const REAL *k, const REAL *v,
                                const REAL *params, const REAL *acts, const struct hyla_lte_router_shape *shape, int B,
-                               int L, REAL dropout_p, uint64_t dropout_key))
+                               int L, REAL dropout_p, const uint64_t *dropout_keys))
 
 /* selected[b,j,h] = score > 0 or j < sinks. */
 HYLA_OP(void, lte_select, (uint8_t *selected, const REAL *score, int B, int L, int H, int sinks))

@@ -25,7 +25,7 @@ static double l1_f32(float *kept, const float *score, const float *lambda, float
 }
 
 static const double THETA = 10000.0;
-static const uint64_t DROPOUT_KEY = 77;
+static const uint64_t DROPOUT_KEYS[4] = {77, 78, 79, 80}; /* one per row (CB <= 4) */
 
 /* ---- selection --------------------------------------------------------------------------- */
 
@@ -162,7 +162,7 @@ struct layer {
 
 /* Forward of the layer with the selection held fixed; v' = v (1 + score - score0). */
 static void layer_fwd(struct layer *x) {
-    cpu_f64_lte_router_fwd(x->score, x->acts, x->k, x->v, x->params, &x->rs, CB, CL, x->p, DROPOUT_KEY);
+    cpu_f64_lte_router_fwd(x->score, x->acts, x->k, x->v, x->params, &x->rs, CB, CL, x->p, DROPOUT_KEYS);
     cpu_f64_rope_fwd(x->qr, x->q, CB, CL, HQ, D, THETA, 0);
     cpu_f64_rope_fwd(x->kr, x->k, CB, CL, HKV, D, THETA, 0);
     for (int i = 0; i < NS; i++)
@@ -251,7 +251,7 @@ static void test_composite(double p, int fd) {
     fill_uniform_f64(x.dout, NQ, -1, 1, 24);
 
     /* Router on the raw k, v; selection held fixed from here on. */
-    cpu_f64_lte_router_fwd(x.score0, x.acts, x.k, x.v, x.params, &x.rs, CB, CL, p, DROPOUT_KEY);
+    cpu_f64_lte_router_fwd(x.score0, x.acts, x.k, x.v, x.params, &x.rs, CB, CL, p, DROPOUT_KEYS);
     cpu_f64_lte_select(x.sel, x.score0, CB, CL, HKV, SINKS);
     int evicted = 0, kept_old = 0;
     for (int i = 0; i < NS; i++) {
@@ -282,7 +282,7 @@ static void test_composite(double p, int fd) {
         for (int c = 0; c < D; c++) want[i] += dvs[(size_t)i * D + c] * x.v[(size_t)i * D + c];
     snprintf(label, sizeof label, "LTE layer p=%.1f: dscore = sum_c dv' v", p);
     check_le(label, rel_err_f64(dscore, want, NS), 1e-15);
-    cpu_f64_lte_router_bwd(rdk, rdv, dparams, dscore, x.k, x.v, x.params, x.acts, &x.rs, CB, CL, p, DROPOUT_KEY);
+    cpu_f64_lte_router_bwd(rdk, rdv, dparams, dscore, x.k, x.v, x.params, x.acts, &x.rs, CB, CL, p, DROPOUT_KEYS);
     cpu_f64_rope_bwd(dq, dqr, CB, CL, HQ, D, THETA, 0);
     cpu_f64_rope_bwd(dk, dkr, CB, CL, HKV, D, THETA, 0);
     for (int i = 0; i < NKV; i++) dk[i] += rdk[i], dv[i] = dvs[i] + rdv[i];

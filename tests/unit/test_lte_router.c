@@ -1,7 +1,8 @@
 /* LTE router CNN: parameter counts of the reference configs (MODEL.md §2), offsets and
  * receptive field; the forward pass against a naive evaluation with explicit loops; the
  * backward pass against finite differences on every parameter tensor and on k, v, with
- * and without dropout; fp32 against double; determinism. */
+ * and without dropout; fp32 against double; determinism; a call on B rows is B calls on one
+ * row each, bit for bit. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,8 @@
 
 #include "harness.h"
 
-static const uint64_t DROPOUT_KEY = 0x1234abcdULL;
+/* One dropout key per row (sequence) of a call; up to 4 rows. */
+static const uint64_t DROPOUT_KEYS[4] = {0x1234abcdULL, 0x9e3779b97f4a7c15ULL, 0x5bd1e995ULL, 0xdeadbeef01ULL};
 
 /* ---- shapes ---------------------------------------------------------------------------- */
 
@@ -40,9 +42,10 @@ static void test_shapes(void) {
 
 /* ---- naive reference ----------------------------------------------------------------- */
 
-static double naive_keep(int layer, size_t e, double p) {
+/* Row b's mask of element e (its index within the row) of conv `layer`'s input. */
+static double naive_keep(int layer, int b, size_t e, double p) {
     if (p == 0) return 1;
-    uint64_t key = hyla_rng_subkey(DROPOUT_KEY, (uint64_t)layer);
+    uint64_t key = hyla_rng_subkey(DROPOUT_KEYS[b], (uint64_t)layer);
     return hyla_rng_uniform(key, e) >= (float)p ? 1 / (1 - p) : 0;
 }
 
@@ -76,8 +79,8 @@ static void router_naive(double *score, const double *k, const double *v, const 
                             int src = t + dil * (i - (kk - 1) / 2);
                             if (src < 0 || src >= L) continue;
                             for (int ch = 0; ch < cin; ch++) {
-                                size_t e = (((size_t)b * L + src) * H + h) * cin + ch;
-                                double x = u[e] * naive_keep(l, e, p);
+                                size_t e_row = ((size_t)src * H + h) * cin + ch;
+                                double x = u[(size_t)b * L * H * cin + e_row] * naive_keep(l, b, e_row, p);
                                 acc += W[(((size_t)h * cout + o) * cin + ch) * kk + i] * x;
                             }
                         }
@@ -140,7 +143,7 @@ static void free_case(struct router_case *c) {
 
 static double router_loss(void *p) {
     struct router_case *c = p;
-    cpu_f64_lte_router_fwd(c->score, c->acts, c->k, c->v, c->params, &c->s, c->B, c->L, c->p, DROPOUT_KEY);
+    cpu_f64_lte_router_fwd(c->score, c->acts, c->k, c->v, c->params, &c->s, c->B, c->L, c->p, DROPOUT_KEYS);
     return dot_f64(c->proj, c->score, c->nscore);
 }
 
@@ -163,7 +166,7 @@ static void test_backward_fd(struct hyla_lte_router_shape s, int B, int L, doubl
     double *dk = alloc_f64(c.nkv), *dv = alloc_f64(c.nkv), *dparams = alloc_f64(c.np);
     router_loss(&c);
     for (size_t i = 0; i < c.nkv; i++) dk[i] = dv[i] = 1e30; /* written, not accumulated */
-    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEY);
+    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
     struct hyla_lte_router_offsets o = lte_router_offsets(&s);
     char label[200];
     for (int l = 0; l < s.n_convs; l++) {
@@ -189,9 +192,9 @@ static void test_backward_fd(struct hyla_lte_router_shape s, int B, int L, doubl
     router_loss(&c); /* fd_check left acts at a perturbed point */
     double *dp2 = alloc_f64(c.np);
     memset(dparams, 0, c.np * sizeof(double));
-    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEY);
+    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
     memcpy(dp2, dparams, c.np * sizeof(double));
-    cpu_f64_lte_router_bwd(dk, dv, dp2, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEY);
+    cpu_f64_lte_router_bwd(dk, dv, dp2, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
     for (size_t i = 0; i < c.np; i++) dparams[i] *= 2;
     snprintf(label, sizeof label, "router %s p=%.1f dparams accumulate: second call adds the same", name, p);
     check_le(label, rel_err_f64(dp2, dparams, c.np), 1e-14);
@@ -205,7 +208,7 @@ static void test_backward_directional(struct hyla_lte_router_shape s, int B, int
     struct router_case c = make_case(s, B, L, p, 80);
     double *dk = alloc_f64(c.nkv), *dv = alloc_f64(c.nkv), *dparams = alloc_f64(c.np);
     router_loss(&c);
-    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEY);
+    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
     double *xs[3] = {c.params, c.k, c.v}, *gs[3] = {dparams, dk, dv};
     size_t ns[3] = {c.np, c.nkv, c.nkv};
     const char *names[3] = {"params", "k", "v"};
@@ -245,14 +248,14 @@ static void test_fp32(struct hyla_lte_router_shape s, int B, int L, double p) {
     copy_f32_to_f64(c.proj, proj, c.nscore);
     double *dk = alloc_f64(c.nkv), *dv = alloc_f64(c.nkv), *dparams = alloc_f64(c.np);
     router_loss(&c);
-    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEY);
+    cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
 
     float *score[2], *acts[2], *fdk[2], *fdv[2], *fdp[2];
     for (int r = 0; r < 2; r++) {
         score[r] = alloc_f32(c.nscore), acts[r] = alloc_f32(nacts), fdk[r] = alloc_f32(c.nkv),
         fdv[r] = alloc_f32(c.nkv), fdp[r] = alloc_f32(c.np);
-        cpu_f32_lte_router_fwd(score[r], acts[r], k, v, params, &s, B, L, (float)p, DROPOUT_KEY);
-        cpu_f32_lte_router_bwd(fdk[r], fdv[r], fdp[r], proj, k, v, params, acts[r], &s, B, L, (float)p, DROPOUT_KEY);
+        cpu_f32_lte_router_fwd(score[r], acts[r], k, v, params, &s, B, L, (float)p, DROPOUT_KEYS);
+        cpu_f32_lte_router_bwd(fdk[r], fdv[r], fdp[r], proj, k, v, params, acts[r], &s, B, L, (float)p, DROPOUT_KEYS);
     }
     char label[200];
     double *tmp = alloc_f64(c.np > c.nkv ? c.np : c.nkv);
@@ -277,14 +280,42 @@ static void test_fp32(struct hyla_lte_router_shape s, int B, int L, double p) {
 
     /* Dropout does something: about a fraction p of the first conv's inputs are dropped. */
     if (p > 0) {
-        uint64_t key = hyla_rng_subkey(DROPOUT_KEY, 0);
-        size_t n = c.nkv * 2, dropped = 0;
+        uint64_t key = hyla_rng_subkey(DROPOUT_KEYS[0], 0);
+        size_t n = c.nkv * 2 / (size_t)B, dropped = 0; /* row 0's */
         for (size_t e = 0; e < n; e++) dropped += hyla_rng_uniform(key, e) < (float)p;
         snprintf(label, sizeof label, "router dropout: |dropped fraction - p| on conv 0 (%zu inputs)", n);
         check_le(label, fabs((double)dropped / (double)n - p), 0.01);
     }
     for (int r = 0; r < 2; r++) free(score[r]), free(acts[r]), free(fdk[r]), free(fdv[r]), free(fdp[r]);
     free(k), free(v), free(params), free(proj), free(dk), free(dv), free(dparams), free(tmp);
+    free_case(&c);
+}
+
+/* A call on B rows against B calls on one row each (ops_lte.h: the rows are independent
+ * problems): score, the rows' blocks of acts, dk, dv, and the parameter gradient summed row
+ * after row, all bit for bit. */
+static void test_rows(struct hyla_lte_router_shape s, int B, int L, double p) {
+    struct router_case c = make_case(s, B, L, p, 120);
+    const size_t row_acts = lte_router_acts_size(&s, 1, L), row_tok = (size_t)L * s.heads;
+    const size_t row_kv = row_tok * s.head_dim;
+    double *acts1 = alloc_f64(lte_router_acts_size(&s, B, L)), *score1 = alloc_f64(c.nscore);
+    double *dk = alloc_f64(c.nkv), *dv = alloc_f64(c.nkv), *dp = alloc_f64(c.np);
+    double *dk1 = alloc_f64(c.nkv), *dv1 = alloc_f64(c.nkv), *dp1 = alloc_f64(c.np);
+    router_loss(&c);
+    cpu_f64_lte_router_bwd(dk, dv, dp, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
+    for (int b = 0; b < B; b++) {
+        cpu_f64_lte_router_fwd(score1 + b * row_tok, acts1 + b * row_acts, c.k + b * row_kv, c.v + b * row_kv,
+                               c.params, &s, 1, L, p, DROPOUT_KEYS + b);
+        cpu_f64_lte_router_bwd(dk1 + b * row_kv, dv1 + b * row_kv, dp1, c.proj + b * row_tok, c.k + b * row_kv,
+                               c.v + b * row_kv, c.params, acts1 + b * row_acts, &s, 1, L, p, DROPOUT_KEYS + b);
+    }
+    char label[200];
+    snprintf(label, sizeof label, "router B=%d rows in one call = %d calls of one row (p=%.1f): bit for bit", B, B, p);
+    check_true(label, !memcmp(c.score, score1, c.nscore * sizeof(double)) &&
+                          !memcmp(c.acts, acts1, lte_router_acts_size(&s, B, L) * sizeof(double)) &&
+                          !memcmp(dk, dk1, c.nkv * sizeof(double)) && !memcmp(dv, dv1, c.nkv * sizeof(double)) &&
+                          !memcmp(dp, dp1, c.np * sizeof(double)));
+    free(acts1), free(score1), free(dk), free(dv), free(dp), free(dk1), free(dv1), free(dp1);
     free_case(&c);
 }
 
@@ -307,5 +338,7 @@ int main(void) {
     }
     test_backward_fd(small, 1, 1, 0.1, "d=8 H=2 L=1");
     test_fp32(reference_shape(4, 64), 2, 150, 0.1);
+    test_rows(odd, 3, 9, 0.1);
+    test_rows(small, 2, 20, 0.0);
     return test_finish();
 }

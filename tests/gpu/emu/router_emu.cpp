@@ -65,14 +65,14 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 
 extern "C" {
 void cpu_f32_lte_router_fwd(float *, float *, const float *, const float *, const float *,
-                            const struct hyla_lte_router_shape *, int, int, float, uint64_t);
+                            const struct hyla_lte_router_shape *, int, int, float, const uint64_t *);
 void cpu_f32_lte_router_bwd(float *, float *, float *, const float *, const float *, const float *, const float *,
-                            const float *, const struct hyla_lte_router_shape *, int, int, float, uint64_t);
+                            const float *, const struct hyla_lte_router_shape *, int, int, float, const uint64_t *);
 void cpu_f64_lte_router_fwd(double *, double *, const double *, const double *, const double *,
-                            const struct hyla_lte_router_shape *, int, int, double, uint64_t);
+                            const struct hyla_lte_router_shape *, int, int, double, const uint64_t *);
 void cpu_f64_lte_router_bwd(double *, double *, double *, const double *, const double *, const double *,
                             const double *, const double *, const struct hyla_lte_router_shape *, int, int, double,
-                            uint64_t);
+                            const uint64_t *);
 }
 
 static int parse_list(const char *s, int *out) {
@@ -88,6 +88,8 @@ static int parse_list(const char *s, int *out) {
 struct outputs {
     std::vector<float> score, acts, dk, dv, dparams; // dparams: the gradient alone (from zero)
     std::vector<float> accumulated;                  // the gradient added onto d0
+    bool rows_same = true;                           // B calls of one row gave the same score, acts, dk, dv
+    std::vector<std::vector<float>> row_dparams;     // those calls' gradients (from zero), row by row
 };
 // The parameter groups (each conv's weight and bias, the projection's): their gradients are
 // bounded one by one, so that an error in a small group cannot hide in the norm of all.
@@ -174,7 +176,7 @@ static std::vector<float> narrow(const std::vector<double> &v) { return std::vec
 // The fp64 twin's outputs (rounded to float) on the same inputs: the reference.
 static outputs fp64_twin(const std::vector<float> &k, const std::vector<float> &v, const std::vector<float> &params,
                          const std::vector<float> &dscore, const struct hyla_lte_router_shape *shape, int B, int L,
-                         float p, uint64_t key) {
+                         float p, const uint64_t *key) {
     const std::vector<double> k8 = wide(k), v8 = wide(v), params8 = wide(params), dscore8 = wide(dscore);
     std::vector<double> score(dscore.size()), acts(lte_router_acts_size(shape, B, L)), dk(k.size()), dv(v.size());
     std::vector<double> dparams(params.size(), 0.0);
@@ -206,15 +208,15 @@ static double tf32_of(double x) { // cvt.rna.tf32.f32 (finite x), written out ap
 }
 static outputs bf16_twin(const std::vector<float> &k, const std::vector<float> &v, const std::vector<float> &params,
                          const std::vector<float> &dscore, const struct hyla_lte_router_shape *shape, int B, int L,
-                         float p, uint64_t key, unsigned mask) {
+                         float p, const uint64_t *key, unsigned mask) {
     const router_dims r = dims_of(shape, B, L, p, key);
     const int n = r.n, H = r.H, d = r.d;
     auto rd = [&](unsigned bit, double x) { return mask & bit ? bf16_of(x) : x; };
     auto sg = [](double x) { return 1 / (1 + exp(-x)); };
     auto sl = [&](double x) { return x * sg(x); };
     auto slg = [&](double x) { return sg(x) * (1 + x * (1 - sg(x))); };
-    auto keep = [&](int l, size_t e) {
-        return p > 0 ? (hyla_rng_uniform(r.key[l], e) >= p ? 1.0 / (1.0 - p) : 0.0) : 1.0;
+    auto keep = [&](int l, int b, size_t e) { // e: the index within row b (drop_index)
+        return p > 0 ? (hyla_rng_uniform(r.key[b][l], e) >= p ? 1.0 / (1.0 - p) : 0.0) : 1.0;
     };
     auto W = [&](int l, int h, int co, int ci, int i) {
         return (double)params[r.w[l] + (((size_t)h * r.c[l + 1] + co) * r.c[l] + ci) * r.kernel[l] + i];
@@ -234,7 +236,7 @@ static outputs bf16_twin(const std::vector<float> &k, const std::vector<float> &
                     for (int ci = 0; ci < c; ci++) {
                         const double u = l == 0 ? (ci < d ? k[pos(t) * d + ci] : v[pos(t) * d + ci - d])
                                                 : sl(a[l][(size_t)t * c + ci]);
-                        in[l][(size_t)t * c + ci] = u * keep(l, pos(t) * c + ci);
+                        in[l][(size_t)t * c + ci] = u * keep(l, b, drop_index(r, l, t, h, ci));
                     }
                 a[l + 1].assign((size_t)L * co_n, 0.0);
                 for (int t = 0; t < L; t++)
@@ -250,7 +252,7 @@ static outputs bf16_twin(const std::vector<float> &k, const std::vector<float> &
                             }
                         }
                         a[l + 1][(size_t)t * co_n + co] = s;
-                        o.acts[r.act[l + 1] + pos(t) * co_n + co] = (float)s;
+                        o.acts[act_of(r, l + 1, b, t, h) + co] = (float)s;
                     }
             }
             // the projection and its gradient; then da_n
@@ -259,7 +261,7 @@ static outputs bf16_twin(const std::vector<float> &k, const std::vector<float> &
             for (int t = 0; t < L; t++) {
                 double z = params[r.pb + h];
                 for (int j = 0; j < cn; j++) z += params[r.pw + (size_t)h * cn + j] * sl(a[n][(size_t)t * cn + j]);
-                o.acts[r.act[n + 1] + pos(t)] = (float)z;
+                o.acts[act_of(r, n + 1, b, t, h)] = (float)z;
                 o.score[pos(t)] = (float)(sg(z) - 0.5);
                 const double dz = dscore[pos(t)] * sg(z) * (1 - sg(z));
                 dp[r.pb + h] += dz;
@@ -291,8 +293,7 @@ static outputs bf16_twin(const std::vector<float> &k, const std::vector<float> &
                 std::vector<double> next((size_t)L * c);
                 for (int t = 0; t < L; t++)
                     for (int ci = 0; ci < c; ci++) {
-                        const size_t e = pos(t) * c + ci;
-                        const double x = g[(size_t)t * c + ci] * keep(l, e);
+                        const double x = g[(size_t)t * c + ci] * keep(l, b, drop_index(r, l, t, h, ci));
                         if (l > 0) next[(size_t)t * c + ci] = x * slg(a[l][(size_t)t * c + ci]);
                         else if (ci < d) o.dk[pos(t) * d + ci] = (float)x;
                         else o.dv[pos(t) * d + ci - d] = (float)x;
@@ -321,7 +322,12 @@ int main(int argc, char **argv) {
     emu_sms = atoi(argv[8]);
     const bool want_fwd = !strcmp(argv[9], "1") || !strcmp(argv[9], "fwd");
     const bool want_bwd = !strcmp(argv[9], "1") || !strcmp(argv[9], "bwd");
-    const uint64_t key = 12345;
+    if (B > ROUTER_ROWS) { // the twins below read one launch's dims
+        fprintf(stderr, "B %d: at most %d rows\n", B, ROUTER_ROWS);
+        return 2;
+    }
+    uint64_t key[ROUTER_ROWS]; // one dropout key per row
+    for (int b = 0; b < ROUTER_ROWS; b++) key[b] = 12345 + 7919 * (uint64_t)b;
     printf("B=%d L=%d H=%d d=%d p=%.1f kernels %s dilations %s:", B, L, H, d, p, argv[6], argv[7]);
     const router_dims r = dims_of(&shape, B, L, p, key);
     fused::fwd_plan fp;
@@ -420,18 +426,37 @@ int main(int argc, char **argv) {
         std::vector<float> dk2(nkv), dv2(nkv);
         cuda_lte_router_bwd(dk2.data(), dv2.data(), o.accumulated.data(), dscore.data(), k.data(), v.data(),
                             params.data(), o.acts.data(), &shape, B, L, p, key);
+        // the same rows one call each (ops_lte.h: a call on B rows is B calls on one row)
+        const size_t rt = (size_t)L * H, rkv = rt * d, ra = lte_router_acts_size(&shape, 1, L);
+        o.rows_same = true, o.row_dparams.clear();
+        for (int b = 0; b < B; b++) {
+            std::vector<float> s1(rt, NAN), a1(ra, NAN), dk1(rkv, NAN), dv1(rkv, NAN), dp1(np, 0.0f);
+            cuda_lte_router_fwd(s1.data(), a1.data(), k.data() + b * rkv, v.data() + b * rkv, params.data(), &shape, 1,
+                                L, p, key + b);
+            cuda_lte_router_bwd(dk1.data(), dv1.data(), dp1.data(), dscore.data() + b * rt, k.data() + b * rkv,
+                                v.data() + b * rkv, params.data(), a1.data(), &shape, 1, L, p, key + b);
+            o.rows_same = o.rows_same && !memcmp(s1.data(), o.score.data() + b * rt, rt * sizeof(float)) &&
+                          !memcmp(a1.data(), o.acts.data() + b * ra, ra * sizeof(float)) &&
+                          !memcmp(dk1.data(), o.dk.data() + b * rkv, rkv * sizeof(float)) &&
+                          !memcmp(dv1.data(), o.dv.data() + b * rkv, rkv * sizeof(float));
+            o.row_dparams.push_back(dp1);
+        }
     };
     auto bits = [](const std::vector<float> &a, const std::vector<float> &b) {
         return a.size() == b.size() && memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
     };
-    // the same bits from a second run, and accumulation = d0 + the gradient, rounded once
+    // the same bits from a second run and from one call per row; accumulation = d0 plus each
+    // row's gradient in turn (the backward runs row by row: cuda_lte_router.cu), each rounded once
     auto reproducible = [&](const char *what, const outputs &o, const outputs &again) {
-        std::vector<float> sum(np);
-        for (size_t i = 0; i < np; i++) sum[i] = d0[i] + o.dparams[i];
+        std::vector<float> sum = d0;
+        for (const std::vector<float> &g : o.row_dparams)
+            for (size_t i = 0; i < np; i++) sum[i] = sum[i] + g[i];
         const bool same = bits(again.score, o.score) && bits(again.acts, o.acts) && bits(again.dk, o.dk) &&
                           bits(again.dv, o.dv) && bits(again.dparams, o.dparams);
         if (!same) printf("  FAIL: %s: a second run differs in its bits\n", what), bad++;
-        if (!bits(o.accumulated, sum)) printf("  FAIL: %s: dparams += gradient is not d0 + gradient\n", what), bad++;
+        if (!o.rows_same) printf("  FAIL: %s: B rows in one call differ from one call per row\n", what), bad++;
+        if (!bits(o.accumulated, sum))
+            printf("  FAIL: %s: dparams += gradient is not d0 plus each row's gradient\n", what), bad++;
     };
     outputs def, taps, again;
     setenv("HYLA_ROUTER_TAPS", "0", 1); // the fused kernels where the shape fits
