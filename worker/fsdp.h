@@ -47,6 +47,7 @@ struct fsdp {
     double *norm_squared;                    /* backend memory: the step's squared gradient norm */
     float *clip_scale;                       /* backend memory: its clipping factor (NaN: skip) */
     int serial;                              /* HYLA_FSDP_SERIAL=1: no overlap (for measuring it) */
+    int keep_units;                          /* a group of one keeps the forward's units for the backward */
     int gather_bf16;                         /* parameters gathered as bf16 (train.precision = bf16) */
     int gathering_all;                       /* inside fsdp_gather_all: exact fp32 gathers */
     struct fsdp_memory memory;
