@@ -41,12 +41,12 @@ fi
 status=0 # every shape runs; any above the bound fails the script
 # In bf16 each shape runs three times: as the environment says (the defaults: two m-tiles of
 # 16 rows per warp at head dim 64 in the forward and dq kernels, mma_dkdv2_kernel for dk / dv,
-# dq 64 keys at a time); with HYLA_ATTN_TWO_MTILES flipped (within the bound: with windows,
-# 128-query blocks start their key tiles elsewhere, so P V sums in other groups); with
-# HYLA_ATTN_DKDV2, HYLA_ATTN_DQ2 and HYLA_HOLD_COPIES flipped, whose outputs must be the first
-# run's bits (dk / dv laid out in other blocks, dq 32 keys at a time: every sum in the same
-# order; q, k, v read from held bf16 copies: the same roundings).
-two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 )) dq2=$(( ${HYLA_ATTN_DQ2:-0} == 0 )) hold=$(( ${HYLA_HOLD_COPIES:-0} == 0 ))
+# dq 32 keys at a time, q, k, v held in bf16); with HYLA_ATTN_TWO_MTILES flipped (within the
+# bound: with windows, 128-query blocks start their key tiles elsewhere, so P V sums in other
+# groups); with HYLA_ATTN_DKDV2, HYLA_ATTN_DQ2 and HYLA_HOLD_COPIES flipped, whose outputs must
+# be the first run's bits (dk / dv laid out in other blocks, dq 64 keys at a time: every sum in
+# the same order; q, k, v rounded by the op: the same roundings).
+two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 )) dq2=$(( ${HYLA_ATTN_DQ2:-1} == 0 )) hold=$(( ${HYLA_HOLD_COPIES:-1} == 0 ))
 while [ $# -ge 7 ]; do
   EMU_ATTN_DUMP="$work/first.bin" OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
   if [ "${EMU_ATTN_FP32:-0}" != 1 ]; then
