@@ -11,6 +11,7 @@
 #include "cuda_check.h"
 #include "cuda_device.h"
 #include "cuda_reduce.cuh"
+#include "cuda_switch.h"
 
 cublasHandle_t cuda_cublas(void) {
     static cublasHandle_t handle;
@@ -88,11 +89,7 @@ static const double BF16_COPY_MIN_MACS = 1 << 26;
 static const int BF16_COPY_MIN_DIM = 64;
 static const bool COPIES_BY_DEFAULT = true;
 static bool bf16_copies_wanted(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_GEMM_BF16_COPIES");
-        on = e && *e ? strcmp(e, "0") != 0 : COPIES_BY_DEFAULT;
-    }
+    static const bool on = cuda_switch("HYLA_GEMM_BF16_COPIES", COPIES_BY_DEFAULT);
     return on;
 }
 bool cuda_gemm_takes_copies(int m, int n, int k) {

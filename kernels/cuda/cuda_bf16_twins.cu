@@ -13,16 +13,13 @@
 #include "backend_cuda.h"
 #include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
+#include "cuda_switch.h"
 
 namespace {
 
 constexpr bool TWINS_BY_DEFAULT = true; // GPU-validated, H100 2026-12-07 (docs/gpu-runs/2026-12-07d-h100)
 bool twins_wanted() {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_BF16_TWINS");
-        on = e && *e ? atoi(e) != 0 : TWINS_BY_DEFAULT;
-    }
+    static const bool on = cuda_switch("HYLA_BF16_TWINS", TWINS_BY_DEFAULT);
     return on;
 }
 
@@ -34,11 +31,7 @@ bool twins_wanted() {
 // laLTE 73.5k -> 75.1k tokens/s alone, the tiny models within their bounds).
 constexpr bool HOLD_BY_DEFAULT = true;
 bool hold_wanted() {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_HOLD_COPIES");
-        on = e && *e ? atoi(e) != 0 : HOLD_BY_DEFAULT;
-    }
+    static const bool on = cuda_switch("HYLA_HOLD_COPIES", HOLD_BY_DEFAULT);
     return on;
 }
 

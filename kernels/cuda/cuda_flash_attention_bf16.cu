@@ -18,6 +18,7 @@
 #include "cuda_check.h"
 #include "cuda_flash_common.cuh"
 #include "cuda_mma.cuh"
+#include "cuda_switch.h"
 
 namespace flash {
 namespace {
@@ -674,11 +675,7 @@ void allow(const void *kernel, size_t bytes) {
 // otherwise (ctest emu.attn runs both forms on the CPU).
 constexpr bool TWO_MTILES_BY_DEFAULT = true;
 bool two_mtiles(int d) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_ATTN_TWO_MTILES");
-        on = e && *e ? atoi(e) != 0 : TWO_MTILES_BY_DEFAULT;
-    }
+    static const bool on = cuda_switch("HYLA_ATTN_TWO_MTILES", TWO_MTILES_BY_DEFAULT);
     return on && d == 64;
 }
 
@@ -686,11 +683,7 @@ bool two_mtiles(int d) {
 // HYLA_ATTN_DKDV2=1 / 0, DKDV2_BY_DEFAULT otherwise (ctest emu.attn runs both forms on the CPU).
 constexpr bool DKDV2_BY_DEFAULT = true; // H100 2026-12-07 (docs/gpu-runs/2026-12-07e-h100)
 bool dkdv2() {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_ATTN_DKDV2");
-        on = e && *e ? atoi(e) != 0 : DKDV2_BY_DEFAULT;
-    }
+    static const bool on = cuda_switch("HYLA_ATTN_DKDV2", DKDV2_BY_DEFAULT);
     return on;
 }
 
@@ -717,11 +710,7 @@ template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k
 // (ctest emu.attn requires the same bits both ways).
 constexpr bool DQ2_BY_DEFAULT = true; // H100 2026-12-07: dq 13.5 -> 13.0 ms a laLTE step, ops tests passing
 bool dq2() {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_ATTN_DQ2");
-        on = e && *e ? atoi(e) != 0 : DQ2_BY_DEFAULT;
-    }
+    static const bool on = cuda_switch("HYLA_ATTN_DQ2", DQ2_BY_DEFAULT);
     return on;
 }
 

@@ -16,6 +16,7 @@
 // (cuda_gdr_chunk_*.cu; off by default until it has passed test_cuda_ops on a GPU).
 #include "backend_cuda.h"
 #include "cuda_check.h"
+#include "cuda_switch.h"
 
 namespace {
 
@@ -390,11 +391,7 @@ namespace {
 // or 1 overrides the default (CHUNKED_BY_DEFAULT), read once.
 constexpr bool CHUNKED_BY_DEFAULT = true; // test_cuda_ops on an H200, 2026-12-06 (docs/gpu-runs/)
 bool use_chunked(int dk, int dv) {
-    static int enabled = -1;
-    if (enabled < 0) {
-        const char *env = getenv("HYLA_GDR_CHUNKED");
-        enabled = env && *env ? atoi(env) != 0 : CHUNKED_BY_DEFAULT;
-    }
+    static const bool enabled = cuda_switch("HYLA_GDR_CHUNKED", CHUNKED_BY_DEFAULT);
     return enabled && cuda_matmul_bf16() && dk <= 128 && dv <= 128;
 }
 
@@ -404,11 +401,7 @@ bool use_chunked(int dk, int dv) {
 // / 1 overrides.
 constexpr bool SAVED_BY_DEFAULT = true;
 bool use_saved(void) {
-    static int enabled = -1;
-    if (enabled < 0) {
-        const char *env = getenv("HYLA_GDR_SAVED");
-        enabled = env && *env ? atoi(env) != 0 : SAVED_BY_DEFAULT;
-    }
+    static const bool enabled = cuda_switch("HYLA_GDR_SAVED", SAVED_BY_DEFAULT);
     return enabled;
 }
 size_t gdr_chunk_saved_floats(int B, int L, int H, int dk, int dv) {

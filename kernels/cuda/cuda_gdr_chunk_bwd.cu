@@ -13,6 +13,7 @@
 // Only one state and one state gradient per chunk are kept; every sum has a fixed order.
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
+#include "cuda_switch.h"
 
 namespace gdrc {
 namespace {
@@ -1170,10 +1171,7 @@ __global__ void __launch_bounds__(THREADS, 2) grads_dk2_kernel(float *dk, float 
 
 // HYLA_GDR_DK2=1 / 0: grads_dk2_kernel or grads_dk_kernel (the same bits); read at every call.
 constexpr bool DK2_BY_DEFAULT = true; // H100 2026-12-07 (docs/gpu-runs/2026-12-07e-h100)
-bool use_dk2(void) {
-    const char *env = getenv("HYLA_GDR_DK2");
-    return env && *env ? atoi(env) != 0 : DK2_BY_DEFAULT;
-}
+bool use_dk2(void) { return cuda_switch("HYLA_GDR_DK2", DK2_BY_DEFAULT); }
 
 template <typename K> void allow_smem(K kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
@@ -1184,10 +1182,7 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
 // Two kernels by default since their GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/; grads 19.1 -> 15.9 ms a
 // laLTE step by Nsight Compute); HYLA_GDR_GRADS2=0 gives the one kernel.
 constexpr bool GRADS2_BY_DEFAULT = true;
-bool use_grads2(void) {
-    const char *env = getenv("HYLA_GDR_GRADS2");
-    return env && *env ? atoi(env) != 0 : GRADS2_BY_DEFAULT;
-}
+bool use_grads2(void) { return cuda_switch("HYLA_GDR_GRADS2", GRADS2_BY_DEFAULT); }
 
 } // namespace
 } // namespace gdrc

@@ -15,6 +15,7 @@
 
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
+#include "cuda_switch.h"
 
 namespace gdrc {
 
@@ -760,10 +761,7 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
 
 // On since an H100 run timed and checked it (docs/gpu-runs/2026-12-07d-h100); HYLA_GDR_PREP2=1 / 0 chooses.
 constexpr bool PREP2_BY_DEFAULT = true;
-bool use_prep2(void) {
-    const char *env = getenv("HYLA_GDR_PREP2");
-    return env && *env ? atoi(env) != 0 : PREP2_BY_DEFAULT;
-}
+bool use_prep2(void) { return cuda_switch("HYLA_GDR_PREP2", PREP2_BY_DEFAULT); }
 
 void launch_prep(const scratch &s, const float *q, const float *k, const float *v, const float *beta, const float *g,
                  const dims &d) {
@@ -782,10 +780,7 @@ void launch_prep(const scratch &s, const float *q, const float *k, const float *
 
 // On since an H100 run timed and checked it (docs/gpu-runs/2026-12-07d-h100); HYLA_GDR_FWD2=1 / 0 chooses.
 constexpr bool FWD2_BY_DEFAULT = true;
-bool use_fwd2(void) {
-    const char *env = getenv("HYLA_GDR_FWD2");
-    return env && *env ? atoi(env) != 0 : FWD2_BY_DEFAULT;
-}
+bool use_fwd2(void) { return cuda_switch("HYLA_GDR_FWD2", FWD2_BY_DEFAULT); }
 
 void launch_state_fwd(const scratch &s, float *final_state, const float *S0, const dims &d) {
     if (use_fwd2()) {

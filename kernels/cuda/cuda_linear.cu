@@ -16,6 +16,7 @@
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
 #include "cuda_products.cuh"
+#include "cuda_switch.h"
 
 namespace {
 
@@ -37,11 +38,7 @@ namespace products {
 
 constexpr bool SHARED_BY_DEFAULT = true;
 bool shared_copies() {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_GEMM_SHARED_COPIES");
-        on = e && *e ? atoi(e) != 0 : SHARED_BY_DEFAULT;
-    }
+    static const bool on = cuda_switch("HYLA_GEMM_SHARED_COPIES", SHARED_BY_DEFAULT);
     return on;
 }
 

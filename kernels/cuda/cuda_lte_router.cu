@@ -15,14 +15,12 @@
 
 #include "backend_cuda.h"
 #include "cuda_lte_router.cuh"
+#include "cuda_switch.h"
 
 // HYLA_ROUTER_TAPS=1 takes the per-tap form for every shape, =0 the fused kernels where the
 // shape fits; unset, FUSED_BY_DEFAULT decides (fused; ctest emu.router checks them on the CPU).
 static const bool FUSED_BY_DEFAULT = true;
-static bool taps_forced(void) {
-    const char *e = getenv("HYLA_ROUTER_TAPS");
-    return e && *e ? atoi(e) == 1 : !FUSED_BY_DEFAULT;
-}
+static bool taps_forced(void) { return cuda_switch("HYLA_ROUTER_TAPS", !FUSED_BY_DEFAULT); }
 
 // HYLA_ROUTER_MMA=1 runs the fused kernels' products on the tensor cores (the convs' and input
 // gradients' on tf32 operands, the weight gradients' on bf16 ones; fp32 sums) in bf16 mode

@@ -25,6 +25,7 @@
 #include "cuda_check.h"
 #include "cuda_products.cuh"
 #include "cuda_swiglu.cuh"
+#include "cuda_switch.h"
 
 using namespace products;
 namespace {
@@ -33,19 +34,14 @@ typedef __nv_bfloat16 bf16;
 
 constexpr bool MLP_BF16_BY_DEFAULT = true;
 constexpr bool MLP_BF16_ACTS_BY_DEFAULT = true; // H100 2026-12-07 (docs/gpu-runs/2026-12-07d-h100)
-// An environment switch: =1 on, =0 off, unset or empty: the default.
-bool switched_on(const char *name, bool by_default) {
-    const char *e = getenv(name);
-    return e && *e ? atoi(e) != 0 : by_default;
-}
 bool bf16_intermediates(int n, int dim, int inter) {
-    static const bool on = switched_on("HYLA_MLP_BF16", MLP_BF16_BY_DEFAULT);
+    static const bool on = cuda_switch("HYLA_MLP_BF16", MLP_BF16_BY_DEFAULT);
     // every product of the MLP has the dimensions n, dim, inter in some order: one decision
     return on && cuda_gemm_takes_copies(n, dim, inter);
 }
 // gate, up and dz in bf16 as well (HYLA_MLP_BF16_ACTS): only where z, dgate, dup are.
 bool bf16_activations(int n, int dim, int inter) {
-    static const bool on = switched_on("HYLA_MLP_BF16_ACTS", MLP_BF16_ACTS_BY_DEFAULT);
+    static const bool on = cuda_switch("HYLA_MLP_BF16_ACTS", MLP_BF16_ACTS_BY_DEFAULT);
     return on && bf16_intermediates(n, dim, inter);
 }
 

@@ -16,6 +16,7 @@
 #include "cuda_check.h"
 #include "cuda_flash_attention.h"
 #include "cuda_nsa.h"
+#include "cuda_switch.h"
 
 static int nsa_check_shape(const struct hyla_nsa_shape *s) {
     if (s->kv_heads < 1 || s->q_heads % s->kv_heads != 0 || s->block_size < 1 || s->window < 1 || s->n_select < 0 ||
@@ -29,11 +30,7 @@ static int nsa_check_shape(const struct hyla_nsa_shape *s) {
 
 // The tiled kernels unless HYLA_NSA_TILED=0 (the per-row kernels, for comparison).
 static bool tiled_wanted(void) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("HYLA_NSA_TILED");
-        on = !(e && strcmp(e, "0") == 0);
-    }
+    static const bool on = cuda_switch("HYLA_NSA_TILED", true);
     return on;
 }
 
