@@ -46,9 +46,9 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now: none (the LTE router's
-# split-operand products, HYLA_ROUTER_MMA=1, ran and gave nothing; they stay off and out of
-# this list); unset or NEW_PATHS="" tests none.
+# timings and ncu run them switched on as well. Waiting now: HYLA_ROUTER_MMA=1 (the LTE
+# router's forward on the tensor cores too; its backward's form is the default); unset or
+# NEW_PATHS="" tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)
 want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})
