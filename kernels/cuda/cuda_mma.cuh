@@ -25,13 +25,6 @@ __device__ inline uint32_t pack(float lo, float hi) {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x (low half) = lo
     return *(uint32_t *)&v;
 }
-// A pair of floats as two bf16 pairs, hi = pack(x0, x1) and lo = the pack of what hi leaves out
-// (x - hi, exact in fp32): x = hi + lo to about 2^-17 relative, a 16-bit operand for the
-// products hi hi + lo hi (+ hi lo) on the same fragments.
-__device__ inline void pack_split(float x0, float x1, uint32_t &hi, uint32_t &lo) {
-    hi = pack(x0, x1);
-    lo = pack(x0 - __uint_as_float(hi << 16), x1 - __uint_as_float(hi & 0xffff0000u));
-}
 // c += a b.
 __device__ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "

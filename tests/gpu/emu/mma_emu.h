@@ -33,14 +33,6 @@ inline float emu_bf16_value(uint32_t half) { // the low 16 bits as a bf16 value
     return f;
 }
 inline uint32_t pack(float lo, float hi) { return emu_bf16_bits(lo) | emu_bf16_bits(hi) << 16; }
-// x0, x1 as hi = pack(x0, x1) plus lo = pack of the remainders (cuda_mma.cuh's pack_split).
-inline void pack_split(float x0, float x1, uint32_t &hi, uint32_t &lo) {
-    hi = pack(x0, x1);
-    lo = pack(x0 - emu_bf16_value(hi & 0xffff), x1 - emu_bf16_value(hi >> 16));
-#ifdef EMU_DROP_LO // a check of the checks: EMU_CXXFLAGS=-DEMU_DROP_LO bash run_router.sh must fail
-    lo = 0;
-#endif
-}
 
 // Per-thread slots for the collectives (threadIdx.x < 1024; one block at a time per OS thread).
 inline thread_local uint32_t emu_slot[1024][8];
@@ -58,8 +50,12 @@ inline float emu_a(int r, int k) { return emu_elem((r / 8) + 2 * (k / 8), r % 8,
 // B (16 x 8), B[k][n]: lane 4 n + tig holds k = 2 tig, 2 tig + 1 in b0, k + 8 in b1.
 inline float emu_b(int k, int n) { return emu_elem(k / 8, n, k, 4); }
 
-// c += a b (16 x 16 by 16 x 8). C: c[0], c[1] = row g, columns 2 tig, 2 tig + 1; c[2], c[3] row g + 8.
-inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+// An mma.sync of K reduction steps as a warp collective: every lane deposits its fragments
+// (a[0..3], b0, b1) in its slot, then computes its C elements (c[0], c[1] = row g, columns
+// 2 tig, 2 tig + 1; c[2], c[3] row g + 8) as c += sum over k of product(row, k, column), the
+// products read from the 32 slots.
+template <int K, class Product>
+inline void emu_mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, Product product) {
     uint32_t *mine = emu_slot[threadIdx.x];
     for (int i = 0; i < 4; i++) mine[i] = a[i];
     mine[4] = b0, mine[5] = b1;
@@ -68,10 +64,15 @@ inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
     for (int i = 0; i < 4; i++) {
         const int r = g + 8 * (i / 2), n = 2 * tig + i % 2;
         float s = c[i];
-        for (int k = 0; k < 16; k++) s += emu_a(r, k) * emu_b(k, n); // bf16 products: exact in fp32
+        for (int k = 0; k < K; k++) s += product(r, k, n);
         c[i] = s;
     }
     __syncwarp();
+}
+
+// c += a b (16 x 16 by 16 x 8), bf16 operands (their products exact in fp32).
+inline void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    emu_mma<16>(c, a, b0, b1, [](int r, int k, int n) { return emu_a(r, k) * emu_b(k, n); });
 }
 
 // cvt.rna.tf32.f32: 10 fraction bits, to nearest, ties away from zero (adding half a unit of
@@ -94,22 +95,10 @@ inline float emu_tf32_value(uint32_t r) { // a register as mma_tf32 reads it: it
 // c += a b on m16n8k8 tf32 fragments (cuda_mma.cuh's layout): A a[0] (g, tig), a[1] (g + 8,
 // tig), a[2] (g, tig + 4), a[3] (g + 8, tig + 4); B b0 (k tig, n g), b1 (tig + 4, g).
 inline void mma_tf32(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    uint32_t *mine = emu_slot[threadIdx.x];
-    for (int i = 0; i < 4; i++) mine[i] = a[i];
-    mine[4] = b0, mine[5] = b1;
-    __syncwarp();
-    const int g = (threadIdx.x % 32) / 4, tig = threadIdx.x % 4;
-    for (int i = 0; i < 4; i++) {
-        const int r = g + 8 * (i / 2), n = 2 * tig + i % 2;
-        float s = c[i];
-        for (int k = 0; k < 8; k++) { // tf32 products: exact in fp32
-            const float x = emu_tf32_value(emu_lane_slot(4 * (r % 8) + k % 4)[r / 8 + 2 * (k / 4)]);
-            const float w = emu_tf32_value(emu_lane_slot(4 * n + k % 4)[4 + k / 4]);
-            s += x * w;
-        }
-        c[i] = s;
-    }
-    __syncwarp();
+    emu_mma<8>(c, a, b0, b1, [](int r, int k, int n) { // tf32 products: exact in fp32
+        const float x = emu_tf32_value(emu_lane_slot(4 * (r % 8) + k % 4)[r / 8 + 2 * (k / 4)]);
+        return x * emu_tf32_value(emu_lane_slot(4 * n + k % 4)[4 + k / 4]);
+    });
 }
 
 // ldmatrix .x4: lane l gives the address of row l % 8 of matrix l / 8 (8 contiguous bf16).

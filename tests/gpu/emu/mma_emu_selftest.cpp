@@ -5,8 +5,7 @@
 //   (c) two C n-tiles packed to bf16 are the A fragment of that 16 x 16 (FlashAttention-2's
 //       P V without leaving the registers): equal to ldsm_x4 of the tile, and so is the product;
 //   (d) pack rounds to nearest even (low half = first argument) and keeps NaN a NaN;
-//   (e) pack_split: hi = pack, lo = pack of the exact remainders, hi + lo within 2^-16 relative;
-//   (f) mma_tf32 (m16n8k8) on hand-built tf32 fragments = the naive product of the rounded
+//   (e) mma_tf32 (m16n8k8) on hand-built tf32 fragments = the naive product of the rounded
 //       operands; to_tf32 rounds to nearest with ties away from zero (cvt.rna).
 // Exit status 1 on any mismatch. Built and run by run_mma.sh (ctest emu.mma).
 #include "mma_emu.h"
@@ -66,7 +65,7 @@ static void warp(tiles *T) {
     T->PV[g][2 * tig] = pv[0], T->PV[g][2 * tig + 1] = pv[1], T->PV[g + 8][2 * tig] = pv[2], T->PV[g + 8][2 * tig + 1] = pv[3];
 }
 
-// (f): A [16][8], B [8][8] floats; C = A B on m16n8k8 tf32 fragments built by hand from the
+// (e): A [16][8], B [8][8] floats; C = A B on m16n8k8 tf32 fragments built by hand from the
 // PTX layout: a[0] (g, tig), a[1] (g + 8, tig), a[2] (g, tig + 4), a[3] (g + 8, tig + 4);
 // b0 (k tig, n g), b1 (k tig + 4, n g).
 struct tf32_tiles {
@@ -150,19 +149,7 @@ int main() {
     const uint32_t p1 = pack(1 + 0x1p-8f, 1 + 3 * 0x1p-8f), p2 = pack(1 + 0x1p-8f + 0x1p-12f, nan_ones);
     check("(d) pack rounds to nearest even, low half first, NaN stays NaN",
           p1 == (0x3f80u | 0x3f82u << 16) && (p2 & 0xffff) == 0x3f81 && isnan(emu_bf16_value(p2 >> 16)));
-    // (e) 1 + 2^-8 + 2^-12: hi 1 + 2^-7 (rounded up), lo -2^-8 + 2^-12 (exact in bf16); pv: hi + lo
-    // within 2^-16 of it; low halves first
-    uint32_t hi, lo, hi2, lo2;
-    const float x = 1 + 0x1p-8f + 0x1p-12f, pv = 3.14159265f;
-    pack_split(x, -pv, hi, lo);
-    pack_split(pv, 0, hi2, lo2);
-    const float xs = emu_bf16_value(hi & 0xffff) + emu_bf16_value(lo & 0xffff);
-    const float ps = emu_bf16_value(hi >> 16) + emu_bf16_value(lo >> 16);
-    check("(e) pack_split: hi = pack, lo = pack(x - hi), hi + lo = x to 2^-16",
-          hi == pack(x, -pv) && xs == x && emu_bf16_value(lo & 0xffff) == -0x1p-8f + 0x1p-12f &&
-              fabsf(ps + pv) <= 0x1p-16f * pv && hi2 == pack(pv, 0) && lo2 >> 16 == 0 &&
-              emu_bf16_value(lo2 & 0xffff) == -emu_bf16_value(lo >> 16));
-    // (f) random operands rounded to tf32 by to_tf32 (their products exact in fp32)
+    // (e) random operands rounded to tf32 by to_tf32 (their products exact in fp32)
     static tf32_tiles F;
     for (int r = 0; r < 16; r++)
         for (int k = 0; k < 8; k++) F.A[r][k] = rnd(-1, 1);
@@ -178,11 +165,11 @@ int main() {
             for (int k = 0; k < 8; k++) want += (double)tf(F.A[r][k]) * tf(F.B[k][n]), mag += fabs((double)tf(F.A[r][k]) * tf(F.B[k][n]));
             worst_tf32 = std::max(worst_tf32, fabs(F.C[r][n] - want) / mag);
         }
-    snprintf(msg, sizeof msg, "(f) mma_tf32 on hand-built fragments = naive product (rel err %.1e, bound 1e-6)", worst_tf32);
+    snprintf(msg, sizeof msg, "(e) mma_tf32 on hand-built fragments = naive product (rel err %.1e, bound 1e-6)", worst_tf32);
     check(msg, worst_tf32 <= 1e-6);
     // tf32 keeps 10 fraction bits: 1 + 2^-11 is a tie (away: 1 + 2^-10), 1 + 2^-12 rounds down,
     // -(1 + 3 2^-11) is a tie too (away: -(1 + 2^-9)); 1 + 2^-10 + 2^-12 keeps 1 + 2^-10
-    check("(f) to_tf32 rounds to nearest, ties away from zero",
+    check("(e) to_tf32 rounds to nearest, ties away from zero",
           tf(1 + 0x1p-11f) == 1 + 0x1p-10f && tf(1 + 0x1p-12f) == 1 && tf(-(1 + 3 * 0x1p-11f)) == -(1 + 0x1p-9f) &&
               tf(1 + 0x1p-10f + 0x1p-12f) == 1 + 0x1p-10f);
     return fails ? 1 : 0;
