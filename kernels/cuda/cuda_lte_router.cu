@@ -46,53 +46,57 @@ static bool mma_on(bool backward) {
 // order of one call per row). The per-tap form takes one row at a time.
 static const int FWD_ROWS = ROUTER_ROWS, BWD_ROWS = 1;
 
-// Row row0's pointers: k, v, score, dk, dv and dscore at row0 L H tokens, acts at row0 blocks.
+// Row row0's offsets: score, dscore at row0 L H tokens; k, v, dk, dv at row0 L H d values;
+// acts at row0 blocks.
 struct router_rows {
-    size_t tokens, acts;
+    size_t tokens, kv, acts;
 };
 static router_rows rows_at(const struct hyla_lte_router_shape *s, int row0, int L) {
-    return router_rows{(size_t)row0 * L * s->heads, (size_t)row0 * lte_router_acts_size(s, 1, L)};
+    const size_t tokens = (size_t)row0 * L * s->heads;
+    return router_rows{tokens, tokens * s->head_dim, (size_t)row0 * lte_router_acts_size(s, 1, L)};
+}
+
+// `fused` on groups of up to `group` rows (their offsets and one launch's dims); where it
+// declines (a shape whose tile does not fit), `taps` on each row of the group.
+template <class Fused, class Taps>
+static void by_row_groups(const struct hyla_lte_router_shape *s, int B, int L, float p, const uint64_t *keys,
+                          int group, Fused fused, Taps taps) {
+    for (int row0 = 0; row0 < B; row0 += group) {
+        const int rows = B - row0 < group ? B - row0 : group;
+        if (!taps_forced() && fused(rows_at(s, row0, L), dims_of(s, rows, L, p, keys + (p > 0 ? row0 : 0))))
+            continue;
+        for (int row = row0; row < row0 + rows; row++)
+            taps(rows_at(s, row, L), dims_of(s, 1, L, p, keys + (p > 0 ? row : 0)));
+    }
 }
 
 static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p,
                                 const uint64_t *keys) {
-    const int d = shape->head_dim;
-    for (int row0 = 0; row0 < B; row0 += FWD_ROWS) {
-        const int rows = B - row0 < FWD_ROWS ? B - row0 : FWD_ROWS;
-        const router_rows at = rows_at(shape, row0, L);
-        const router_dims r = dims_of(shape, rows, L, p, keys + (p > 0 ? row0 : 0));
-        if (!taps_forced() && fused::forward(score + at.tokens, acts + at.acts, k + at.tokens * d, v + at.tokens * d,
-                                             params, r, mma_on(false)))
-            continue;
-        for (int row = row0; row < row0 + rows; row++) {
-            const router_rows one = rows_at(shape, row, L);
-            taps_router_fwd(score + one.tokens, acts + one.acts, k + one.tokens * d, v + one.tokens * d, params, shape,
-                            dims_of(shape, 1, L, p, keys + (p > 0 ? row : 0)));
-        }
-    }
+    by_row_groups(
+        shape, B, L, p, keys, FWD_ROWS,
+        [&](const router_rows &at, const router_dims &r) {
+            return fused::forward(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, r, mma_on(false));
+        },
+        [&](const router_rows &at, const router_dims &r) {
+            taps_router_fwd(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, shape, r);
+        });
 }
 
 static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k,
                                 const float *v, const float *params, const float *acts,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p,
                                 const uint64_t *keys) {
-    const int d = shape->head_dim;
-    for (int row0 = 0; row0 < B; row0 += BWD_ROWS) {
-        const int rows = B - row0 < BWD_ROWS ? B - row0 : BWD_ROWS;
-        const router_rows at = rows_at(shape, row0, L);
-        const size_t kv = at.tokens * d;
-        const router_dims r = dims_of(shape, rows, L, p, keys + (p > 0 ? row0 : 0));
-        if (!taps_forced() && fused::backward(dk + kv, dv + kv, dparams, dscore + at.tokens, k + kv, v + kv, params,
-                                              acts + at.acts, r, mma_on(true)))
-            continue;
-        for (int row = row0; row < row0 + rows; row++) {
-            const router_rows one = rows_at(shape, row, L);
-            const size_t kv1 = one.tokens * d;
-            taps_router_bwd(dk + kv1, dv + kv1, dparams, dscore + one.tokens, k + kv1, v + kv1, params,
-                            acts + one.acts, shape, dims_of(shape, 1, L, p, keys + (p > 0 ? row : 0)));
-        }
-    }
+    by_row_groups(
+        shape, B, L, p, keys, BWD_ROWS,
+        [&](const router_rows &at, const router_dims &r) {
+            return fused::backward(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,
+                                   acts + at.acts, r, mma_on(true));
+        },
+        [&](const router_rows &at, const router_dims &r) {
+            taps_router_bwd(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,
+                            acts + at.acts, shape, r);
+        });
 }
 
 extern "C" void cuda_register_lte_router(struct hyla_backend *t) {
