@@ -46,9 +46,8 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now: HYLA_ROUTER_MMA=1 (the LTE
-# router's forward on the tensor cores too; its backward's form is the default); unset or
-# NEW_PATHS="" tests none.
+# timings and ncu run them switched on as well. Waiting now: none; unset or NEW_PATHS=""
+# tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)
 want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})
@@ -73,15 +72,15 @@ want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_s
   done
 done
 save
-# every kernel of one laLTE training step (B = 4, NEW_PATHS on) timed by Nsight
+# every kernel of one training step of NCU_MODEL (default laLTE; B = 4, NEW_PATHS on) timed by Nsight
 # Compute: where the step's time goes, cuBLAS's kernels included (ncu serialises the kernels
 # and adds its own overhead per launch, so only the kernels' own durations count)
 ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 want ncu && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; timeout -s INT ${NCU_TIMEOUT:-150} "$ncu" --clock-control none --metrics gpu__time_duration.sum,launch__registers_per_thread,launch__shared_mem_per_block_dynamic,launch__shared_mem_per_block_static,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem \
-    --print-kernel-base function --csv --page raw ./gpu-carry/hyla bench train gpu-carry/configs/models/gdn_lte_0.4B.yaml \
+    --print-kernel-base function --csv --page raw ./gpu-carry/hyla bench train gpu-carry/configs/models/${NCU_MODEL:-gdn_lte_0.4B}.yaml \
     --backend cuda --steps 1 --warmup 0 --set train.micro_batch=4 --set train.seq_len=4096 --set train.precision=bf16 \
-    >"$out/ncu-gdn_lte_0.4B.csv" 2>&1
-  echo "ncu ($ncu): exit $?"; python3 scripts/ncu-summary.py "$out/ncu-gdn_lte_0.4B.csv" 45 | tee "$out/ncu-summary.txt")
+    >"$out/ncu-${NCU_MODEL:-gdn_lte_0.4B}.csv" 2>&1
+  echo "ncu ($ncu): exit $?"; python3 scripts/ncu-summary.py "$out/ncu-${NCU_MODEL:-gdn_lte_0.4B}.csv" 45 | tee "$out/ncu-summary.txt")
 save
 # one launch of each of NCU_KERNELS (KERNEL:bench-op pairs) under Nsight Compute's full set
 # (throughputs, occupancy, warp stall reasons, memory chart): why a kernel takes what it takes

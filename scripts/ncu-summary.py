@@ -4,7 +4,9 @@ gpu__time_duration.sum[,launch__...]`): one line per kernel function, largest to
 with its launch count, mean duration and share of all kernel time, and, when the CSV has
 them, the first launch's registers per thread, shared memory per block (KB, dynamic +
 static) and the blocks per SM that its registers and shared memory allow (occupancy
-limits). Usage: ncu-summary.py FILE [TOP]."""
+limits). `hyla bench train` measures the GPU's bf16 product rate (for MFU) after its steps:
+the trailing run of one kernel's launches that this leaves at the end of the file is left out
+and named. Usage: ncu-summary.py FILE [TOP]."""
 import csv
 import sys
 from collections import defaultdict
@@ -14,8 +16,7 @@ def main():
     path, top = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 40
     with open(path, newline="") as f:
         lines = [line for line in f if line.startswith('"')]  # ncu's own log lines are not CSV
-    totals, counts, launch = defaultdict(float), defaultdict(int), {}
-    units = {}
+    units, launches = {}, []
     for row in csv.DictReader(lines):
         if not row.get("ID"):  # the units row: bytes or Kbytes, per column
             units = row
@@ -24,7 +25,19 @@ def main():
             ns = float(row["gpu__time_duration.sum"].replace(",", ""))
         except (KeyError, ValueError):
             continue  # the units row
-        name = row.get("Kernel Name", "?")
+        launches.append((row.get("Kernel Name", "?"), ns, row))
+    # the rate measurement's products: the last launches, all of one kernel (a step ends with
+    # the optimizer's kernels, never with a run of products)
+    tail = 0
+    while tail < len(launches) and launches[-1 - tail][0] == launches[-1][0]:
+        tail += 1
+    if tail >= 4 and tail < len(launches):
+        left = launches[-tail:]
+        launches = launches[:-tail]
+        print(f"left out: the last {tail} launches, {sum(ns for _, ns, _ in left) / 1e6:.2f} ms of "
+              f"{left[0][0][:60]} (the bf16 rate measurement after the step)")
+    totals, counts, launch = defaultdict(float), defaultdict(int), {}
+    for name, ns, row in launches:
         totals[name] += ns
         counts[name] += 1
         if name not in launch:

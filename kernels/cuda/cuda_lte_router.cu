@@ -26,12 +26,13 @@ static bool taps_forced(void) { return cuda_switch("HYLA_ROUTER_TAPS", !FUSED_BY
 // gradients' on tf32 operands, the weight gradients' on bf16 ones; fp32 sums) in bf16 mode
 // (cuda_matmul_bf16()) both ways, =fwd / =bwd one way only, =0 on the CUDA cores in fp32 as in
 // fp32 mode; unset, MMA_BY_DEFAULT decides (ctest emu.router checks the form on the CPU). On an
-// H100 (2026-12-07, docs/gpu-runs/2026-12-07f-h100: op tests and the tiny models passing with
-// it, one row a launch, before the quads' 16-byte accesses) the backward took 398 us a call on
-// the tensor cores against 509 on the CUDA cores, the forward 339 against 248: the backward's
-// form is the default, the forward's waits for a measurement of its 8-row launches. Shapes
-// the tensor-core form cannot take run on the CUDA cores.
-static const char *const MMA_BY_DEFAULT = "bwd";
+// H100 (2026-12-07, docs/gpu-runs/2026-12-07f-h100, one row a launch) the backward took 398 us a
+// call on the tensor cores against 509 on the CUDA cores, the forward 339 against 248; with
+// the forward's 8-row launches and 16-byte accesses (docs/gpu-runs/2026-12-07g-h100) the
+// forward took 740 us a 4-row launch on the tensor cores (0.755 ms against 0.880 in the kernel
+// bench) and laLTE trained at 80,396 tokens/s against 79,927: both ways are the default.
+// Shapes the tensor-core form cannot take run on the CUDA cores.
+static const char *const MMA_BY_DEFAULT = "1";
 static bool mma_on(bool backward) {
     if (!cuda_matmul_bf16()) return false;
     const char *e = getenv("HYLA_ROUTER_MMA");
