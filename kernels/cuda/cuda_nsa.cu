@@ -60,8 +60,7 @@ static void cuda_nsa_fwd(float *o, float *saved, int32_t *block_idx, const float
     const nsa_dims s = dims_of(shape, B, L);
     const nsa_saved sv = saved_of(saved, shape, B, L);
     nsa_pool(sv, k, v, s);
-    nsa_cmp_fwd(sv, q, s); // selection reads its lse
-    if (!reuse) nsa_select(block_idx, sv, q, s);
+    nsa_compressed_select(sv, reuse ? NULL : block_idx, q, s); // (selection reads the compressed lse)
     const bool mma = cuda_matmul_bf16() && nsa_mma_supported(s); // train.precision = bf16
     if (mma) nsa_slc_fwd_bf16(sv, q, k, v, block_idx, s);
     else nsa_slc_fwd(sv, q, k, v, block_idx, s);

@@ -3,6 +3,8 @@
 //   cuda_nsa_select.cu  row-wise pieces in the CPU's exact arithmetic: pooling, the compressed
 //                       branch's forward pass, block importance and top-n selection (so that
 //                       block_idx is the CPU's), the gate mix, the gate gradients;
+//   cuda_nsa_compressed.cu  the compressed branch and block importance in one kernel (the
+//                       same arithmetic, reads from shared memory);
 //   cuda_nsa_query.cu   query-side tiles (one token x 16 heads of a kv group against 64 keys):
 //                       the selected branch's forward pass, dq of the compressed and selected
 //                       branches;
@@ -34,12 +36,17 @@ enum { NSA_CMP = 0, NSA_SLC = 1, NSA_SWA = 2 }; // branch = gate channel 3i + x
 
 // cuda_nsa_select.cu
 void nsa_pool(const nsa_saved &sv, const float *k, const float *v, const nsa_dims &s);
-void nsa_cmp_fwd(const nsa_saved &sv, const float *q, const nsa_dims &s);
-void nsa_select(int32_t *block_idx, const nsa_saved &sv, const float *q, const nsa_dims &s);
+// The compressed branch's o and lse, then (block_idx not NULL) the top-n selection.
+void nsa_compressed_select(const nsa_saved &sv, int32_t *block_idx, const float *q, const nsa_dims &s);
 void nsa_mix(float *o, const nsa_saved &sv, const float *gate_logits, const nsa_dims &s);
 // dgate_logits; delta[x * rows + r] = g_x <dout, o_x> (D of branch x); dout_swa = g_swa dout.
 void nsa_gate_bwd(float *dgate_logits, float *delta, float *dout_swa, const float *dout, const nsa_saved &sv,
                   const nsa_dims &s);
+
+// cuda_nsa_compressed.cu: the compressed branch and the importances (imp, or NULL) in one kernel,
+// the same arithmetic as cuda_nsa_select.cu's two, for head dims <= 64 and groups <= 128.
+bool nsa_compressed_supported(const nsa_dims &s);
+void nsa_compressed(const nsa_saved &sv, float *imp, const float *q, const nsa_dims &s);
 
 // cuda_nsa_query.cu
 void nsa_slc_fwd(const nsa_saved &sv, const float *q, const float *k, const float *v, const int32_t *block_idx,

@@ -8,33 +8,19 @@
 // last step is not exact: glibc's expf / logf are not correctly rounded for about 0.06 % /
 // 0.3 % of arguments, so a few compressed lse and gate values differ from the CPU's by an ulp
 // (tests/gpu/emu/run_nsa.sh counts them) and a selection can flip where two importances tie
-// within an ulp. These pieces are small next to the selected and window branches.
+// within an ulp. The compressed branch and the importances of head dims up to 64 run in
+// cuda_nsa_compressed.cu's kernel, the same arithmetic with its reads from shared memory
+// (HYLA_NSA_COMPRESSED=0: the two kernels here, which take every shape).
 #include <math.h>
 
 #include "cuda_check.h"
 #include "cuda_nsa.h"
+#include "cuda_nsa_exact.cuh"
+#include "cuda_switch.h"
 
 namespace {
 
-// nsa_rows.h's dot: four interleaved partial sums, then the tail into the first, each product
-// and sum rounded on its own. a in registers (DP a multiple of 4, zero padded past d).
-template <int DP> __device__ inline float dot_exact(const float (&a)[DP], const float *b, int d) {
-    float s[4] = {0, 0, 0, 0};
-#pragma unroll
-    for (int x = 0; x < DP; x += 4) {
-        if (x + 4 <= d) {
-#pragma unroll
-            for (int u = 0; u < 4; u++) s[u] = __fadd_rn(s[u], __fmul_rn(a[x + u], b[x + u]));
-        } else {
-#pragma unroll
-            for (int u = 0; u < 4; u++)
-                if (x + u < d) s[0] = __fadd_rn(s[0], __fmul_rn(a[x + u], b[x + u]));
-        }
-    }
-    return __fadd_rn(__fadd_rn(s[0], s[1]), __fadd_rn(s[2], s[3]));
-}
-__device__ inline float exp_c(float x) { return (float)exp((double)x); } // expf, correctly rounded
-__device__ inline float log_c(float x) { return (float)log((double)x); }
+using namespace nsa_exact;
 
 // kbar, vbar = the mean of each block's rows: the CPU's sum from the first row, then a division.
 __global__ void pool_kernel(float *kbar, float *vbar, const float *k, const float *v, nsa_dims s) {
@@ -48,11 +34,6 @@ __global__ void pool_kernel(float *kbar, float *vbar, const float *k, const floa
         ks = __fadd_rn(ks, k[i]), vs = __fadd_rn(vs, v[i]);
     }
     kbar[e] = __fdiv_rn(ks, (float)(j1 - j0)), vbar[e] = __fdiv_rn(vs, (float)(j1 - j0));
-}
-
-template <int DP> __device__ inline void load_row(float (&r)[DP], const float *x, int d) {
-#pragma unroll
-    for (int e = 0; e < DP; e++) r[e] = e < d ? x[e] : 0.0f;
 }
 
 // The compressed branch, a thread per query row: attn_row_fwd over the complete pooled blocks
@@ -187,11 +168,12 @@ __global__ void gate_bwd_kernel(float *dgate, float *delta, float *dout_swa, con
     }
 }
 
-template <int DP> void launch_cmp(const nsa_saved &sv, const float *q, const nsa_dims &s) {
+// The compressed branch (its lse first: the importances read it), then the importances unless
+// imp is NULL.
+template <int DP> void launch_cmp_importance(const nsa_saved &sv, float *imp, const float *q, const nsa_dims &s) {
     cmp_fwd_kernel<DP><<<blocks_for((size_t)s.B * s.L * s.Hq, 128), 128>>>(sv, q, s);
     CUDA_LAUNCH_CHECK();
-}
-template <int DP> void launch_importance(float *imp, const nsa_saved &sv, const float *q, const nsa_dims &s) {
+    if (!imp) return;
     importance_kernel<DP><<<blocks_for((size_t)s.B * s.L * s.Hkv * s.NB, 128), 128>>>(imp, sv, q, s);
     CUDA_LAUNCH_CHECK();
 }
@@ -203,20 +185,16 @@ void nsa_pool(const nsa_saved &sv, const float *k, const float *v, const nsa_dim
     CUDA_LAUNCH_CHECK();
 }
 
-void nsa_cmp_fwd(const nsa_saved &sv, const float *q, const nsa_dims &s) {
-    if (s.d <= 16) launch_cmp<16>(sv, q, s);
-    else if (s.d <= 32) launch_cmp<32>(sv, q, s);
-    else if (s.d <= 64) launch_cmp<64>(sv, q, s);
-    else launch_cmp<128>(sv, q, s);
-}
-
-void nsa_select(int32_t *block_idx, const nsa_saved &sv, const float *q, const nsa_dims &s) {
-    float *imp;
-    CUDA_CHECK(cudaMallocAsync((void **)&imp, sizeof(float) * ((size_t)s.B * s.L * s.Hkv * s.NB + 1), 0));
-    if (s.d <= 16) launch_importance<16>(imp, sv, q, s);
-    else if (s.d <= 32) launch_importance<32>(imp, sv, q, s);
-    else if (s.d <= 64) launch_importance<64>(imp, sv, q, s);
-    else launch_importance<128>(imp, sv, q, s);
+void nsa_compressed_select(const nsa_saved &sv, int32_t *block_idx, const float *q, const nsa_dims &s) {
+    static const bool fused = cuda_switch("HYLA_NSA_COMPRESSED", true);
+    float *imp = NULL; // [B, L, Hkv, NB] importances of the unforced candidates
+    if (block_idx) CUDA_CHECK(cudaMallocAsync((void **)&imp, sizeof(float) * ((size_t)s.B * s.L * s.Hkv * s.NB + 1), 0));
+    if (fused && nsa_compressed_supported(s)) nsa_compressed(sv, imp, q, s);
+    else if (s.d <= 16) launch_cmp_importance<16>(sv, imp, q, s);
+    else if (s.d <= 32) launch_cmp_importance<32>(sv, imp, q, s);
+    else if (s.d <= 64) launch_cmp_importance<64>(sv, imp, q, s);
+    else launch_cmp_importance<128>(sv, imp, q, s);
+    if (!block_idx) return;
     select_kernel<<<blocks_for((size_t)s.B * s.L * s.Hkv, 128), 128>>>(block_idx, imp, s);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(imp, 0));

@@ -61,6 +61,14 @@ int main(int argc, char **argv) {
     // the backward pass reads the CPU's saved tensors and selection, as test_cuda_ops' does its own
     cuda_nsa_bwd(dq2.data(), dk2.data(), dv2.data(), dgl2.data(), dO.data(), saved2.data(), idx.data(), q.data(),
                   k.data(), v.data(), gl.data(), &shape, B, L);
+    if (const char *dump = getenv("EMU_NSA_DUMP")) { // the forward's outputs, for run_nsa.sh to compare two forms
+        FILE *f = fopen(dump, "wb");
+        if (!f || fwrite(o2.data(), sizeof(float), nq, f) != nq || fwrite(saved2.data(), sizeof(float), nsv, f) != nsv ||
+            fwrite(idx2.data(), sizeof(int32_t), nidx, f) != nidx || fclose(f)) {
+            fprintf(stderr, "emu: cannot write %s\n", dump);
+            return 1;
+        }
+    }
     size_t idx_diff = 0;
     for (size_t i = 0; i < nidx; i++) idx_diff += idx[i] != idx2[i];
     printf("B=%d L=%d Hq=%d Hkv=%d d=%d block=%d S=%d w=%d: block_idx %s", B, L, Hq, Hkv, d, block, nsel, window,

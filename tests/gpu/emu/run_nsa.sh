@@ -14,16 +14,18 @@
 set -euo pipefail
 . "$(dirname "$0")/emu_build.sh" # root, build, work (removed at exit), emu_compile
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --replace '#include "cuda_nsa_mma.cuh"=>#include "nsa_mma_stub.cuh"' \
-  cuda_nsa.cu cuda_nsa_select.cu cuda_nsa_query.cu cuda_nsa_keys.cu cuda_flash_attention.cu
+  cuda_nsa.cu cuda_nsa_select.cu cuda_nsa_compressed.cu cuda_nsa_query.cu cuda_nsa_keys.cu cuda_flash_attention.cu
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,nsa_mma_stub.cuh,nsa_emu.cpp} "$work/"
-emu_compile cuda_nsa_select cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu
+emu_compile cuda_nsa_select cuda_nsa_compressed cuda_nsa_query cuda_nsa_keys cuda_flash_attention nsa_emu
 cd "$work"
 g++ -pthread *.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op_nsa.c.o" "$build/libhyla_op_shapes.a" \
   "$build/libhyla_common.a" -fopenmp -lm -o "$work/emu"
 # Default shapes: GQA groups of 2 and 16 and MHA-like, partial last blocks, several query and key
 # tiles; L 300 with a group of 20 cuts block 0's 6000 query rows into two work items
 # (SEG_ROWS 4096) and the heads into two query tiles, block 80 into two 64-key parts, head dim
-# 5 pads the tiles; head dims 40 and 100 take the 64- and 128-wide tiles; n_select 0, window 1.
+# 5 pads the tiles; head dims 40 and 100 take the 64- and 128-wide tiles; n_select 0, window 1;
+# 75 pooled blocks (L 600, block 8; L 300, block 4) take cuda_nsa_compressed.cu's kernel through
+# two chunks of 64, with 8 positions (group 16) and 4 (group 32) a block.
 # EMU_NSA_FULL=1 runs test_cuda_ops' fp32 NSA shapes instead (all but the 0.4B layout; ~30 s).
 if [ $# -eq 0 ] && [ "${EMU_NSA_FULL:-0}" = 1 ]; then
   set -- 2 40 4 2 8 4 4 5  1 130 8 2 64 16 4 32  1 300 2 2 64 64 3 100  1 130 16 2 64 64 1 512 \
@@ -31,8 +33,19 @@ if [ $# -eq 0 ] && [ "${EMU_NSA_FULL:-0}" = 1 ]; then
 fi
 if [ $# -eq 0 ]; then
   set -- 1 40 4 2 8 4 4 5  1 130 8 2 16 16 4 32  2 70 16 1 8 32 3 20  1 300 20 1 5 80 2 70 \
-         1 90 4 2 40 16 4 40  1 70 2 1 100 8 5 30  1 50 4 2 12 8 0 1
+         1 90 4 2 40 16 4 40  1 70 2 1 100 8 5 30  1 50 4 2 12 8 0 1  1 600 16 2 64 8 4 32  1 300 32 1 16 4 4 20
 fi
-status=0 # every shape runs; any above the bound fails the script
-while [ $# -ge 8 ]; do OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" || status=1; shift 8; done
+# Each shape twice: the compressed branch and the importances in cuda_nsa_compressed.cu's kernel
+# (the default) and in cuda_nsa_select.cu's two (HYLA_NSA_COMPRESSED=0): the same arithmetic, so
+# the forward's outputs (o, saved, block_idx) must be the same bits.
+status=0 # every shape runs; any above the bound, or any bit apart between the forms, fails the script
+while [ $# -ge 8 ]; do
+  for form in 1 0; do
+    HYLA_NSA_COMPRESSED=$form EMU_NSA_DUMP="$work/fwd-$form" OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$8" ||
+      status=1
+  done
+  if cmp -s "$work/fwd-1" "$work/fwd-0"; then echo "  the two forms of the compressed branch: the same bits"
+  else echo "  FAIL: the two forms of the compressed branch differ"; status=1; fi
+  shift 8
+done
 exit $status
