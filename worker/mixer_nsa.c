@@ -29,11 +29,16 @@ void nsa_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     const struct hyla_model_layout *lay = &m->lay;
     const struct hyla_layer_layout *L = &lay->layers[layer];
     struct nsa_acts *a = m->acts[layer].mixer;
-    const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, d = lay->att_dim;
+    const int N = m->B * m->T, D = lay->dim, Hq = lay->att_q_heads, Hkv = lay->att_kv_heads, d = lay->att_dim;
 
     qkv_forward(m, layer, h, a->q, a->k, a->k, a->v);
+    /* the window branch's and the selected branch's tensor-core kernels read q, k, v in bf16,
+       forward and backward: rounded once here */
+    hold_activation(m, a->q, (size_t)N * Hq * d), hold_activation(m, a->k, (size_t)N * Hkv * d);
+    hold_activation(m, a->v, (size_t)N * Hkv * d);
     be->linear_fwd(a->gates, h, layer_param(m, layer, L->g_proj), NULL, N, D, 3 * Hq);
     be->nsa_fwd(a->o, a->saved, a->block_idx, a->q, a->k, a->v, a->gates, &lay->nsa, m->B, m->T, m->hold_discrete);
+    hold_activation(m, a->o, (size_t)N * Hq * d);
     be->linear_fwd(y, a->o, layer_param(m, layer, L->o_proj), NULL, N, Hq * d, D);
 }
 
@@ -47,8 +52,10 @@ void nsa_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
 
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->o, layer_param(m, layer, L->o_proj), N,
                    Hq * d, D);
+    release_activation(m, a->o);
     be->nsa_bwd(S[2], S[3], S[4], S[5], S[1], a->saved, a->block_idx, a->q, a->k, a->v, a->gates, &lay->nsa, m->B,
                 m->T);
+    release_activation(m, a->q), release_activation(m, a->k), release_activation(m, a->v);
     qkv_rope_backward(m, S[2], S[3]);
     qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);
     be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->g_proj), NULL, S[5], m->acts[layer].h, layer_param(m, layer, L->g_proj),

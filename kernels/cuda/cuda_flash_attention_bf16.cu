@@ -14,7 +14,7 @@
 #include <cuda_bf16.h>
 #include <cuda_pipeline.h>
 
-#include "cuda_bf16_convert.cuh"
+#include "cuda_bf16_operand.cuh"
 #include "cuda_check.h"
 #include "cuda_flash_common.cuh"
 #include "cuda_mma.cuh"
@@ -31,28 +31,6 @@ constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 // distinct bank groups (ldmatrix without conflicts).
 template <int D> constexpr int LD = D + 8;
 template <int D> constexpr int TILE_ELEMS = TILE * LD<D>;
-
-// An operand in bf16: rounded once per op, not once per tile load — or not at all where the
-// backend holds its bf16 copy (a saved activation, hold_bf16_copy: the forward's q, k, v serve
-// the backward too). Its own copy is stream-ordered scratch, freed with it.
-class bf16_operand {
-    const bf16 *h_;
-    bf16 *own_ = NULL;
-
-  public:
-    bf16_operand(const float *src, size_t count) : h_(cuda_bf16_twin_of(src, count)) {
-        if (h_) return;
-        CUDA_CHECK(cudaMallocAsync((void **)&own_, count * sizeof(bf16), 0));
-        cuda_to_bf16(own_, src, count);
-        h_ = own_;
-    }
-    bf16_operand(const bf16_operand &) = delete;
-    bf16_operand &operator=(const bf16_operand &) = delete;
-    ~bf16_operand() {
-        if (own_) CUDA_CHECK(cudaFreeAsync(own_, 0));
-    }
-    operator const bf16 *() const { return h_; }
-};
 
 // Rows (b, pos[r], head) of a bf16 [B, L, H, D] tensor into sh[ROWS][LD] by cp.async (16 bytes
 // a copy); pos < 0: zeros. The caller commits and waits.

@@ -2,11 +2,14 @@
 // the selected branch's forward pass and dq of the compressed and selected branches, with the
 // semantics of cuda_nsa_query.cu's fp32 tiles. A warp owns one token x 16 heads of a kv group,
 // which is exactly the 16 rows of an mma.m16n8k16: Q (and dO) stay in registers as A fragments,
-// a 64-key block is loaded once into the warp's shared memory as bf16, the scores come out in
+// a 64-key block of K and V (rounded to bf16 once per op, or the held bf16 copies) is copied
+// into the warp's shared memory by cp.async, the next block's K (V) copy running while this
+// block's V (K) is worked on; the scores come out in
 // C fragments whose layout is the next product's A fragment (FlashAttention-2's register
 // reuse), so probabilities never touch shared memory. Products take bf16 operands with fp32
 // accumulation; softmax statistics stay fp32. Four warps per block, each on its own token: no
 // block-wide synchronisation.
+#include "cuda_bf16_operand.cuh"
 #include "cuda_check.h"
 #include "cuda_nsa.h"
 #include "cuda_nsa_mma.cuh"
@@ -50,57 +53,88 @@ __device__ inline void range_of(int x, const int32_t *idx, int slot, int t, cons
     *j1 = c < 0 ? 0 : min(min(*j0 + s.bs, t + 1), s.L);
 }
 
+// The task's key tiles of branch x in order: slot by slot, 64 keys at a time over each slot's
+// range. Start from tile_cursor{} and seek; after a tile, a += KT and seek again.
+struct tile_cursor {
+    int slot = -1, a = 0, j1 = 0; // the tile: keys a .. min(a + KT, j1) - 1 of slot `slot`
+};
+// Moves to the first nonempty tile at or after the cursor; false when none is left.
+__device__ inline bool seek(tile_cursor &c, int x, const int32_t *idx, int slots, int t, const nsa_dims &s) {
+    while (c.a >= c.j1) {
+        if (++c.slot >= slots) return false;
+        range_of(x, idx, c.slot, t, s, &c.a, &c.j1);
+    }
+    return true;
+}
+__device__ inline tile_cursor after(tile_cursor c) {
+    c.a += KT;
+    return c;
+}
+
 template <int D>
-__global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, const float *q, const float *k,
-                                                                  const float *v, const int32_t *block_idx,
+__global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, const float *q, const bf16 *k,
+                                                                  const bf16 *v, const int32_t *block_idx,
                                                                   nsa_dims s) {
     extern __shared__ __align__(16) unsigned char smem[];
     const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
     bf16 *Ks = (bf16 *)smem + (threadIdx.x / 32) * 2 * KT * (D + 8), *Vs = Ks + KT * (D + 8);
     wtask w;
     if (!task_of(s, w)) return; // a whole warp; nothing below synchronises the block
+    const int32_t *idx = block_idx + (((size_t)w.b * s.L + w.t) * s.Hkv + w.h) * s.nsel;
+    tile_cursor cur;
+    bool have = seek(cur, NSA_SLC, idx, s.nsel, w.t, s);
+    if (have) { // copy groups in flight: K, V of this tile
+        load_tile_async<D>(Ks, k, w.b, s.L, s.Hkv, w.h, cur.a, cur.j1);
+        __pipeline_commit();
+        load_tile_async<D>(Vs, v, w.b, s.L, s.Hkv, w.h, cur.a, cur.j1);
+        __pipeline_commit();
+    }
     uint32_t qa[D / 16][4];
     const float one[2] = {1, 1};
     task_rows<D>(qa, q, w, one);
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
 #pragma unroll
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0;
-    const int32_t *idx = block_idx + (((size_t)w.b * s.L + w.t) * s.Hkv + w.h) * s.nsel;
-    for (int slot = 0; slot < s.nsel; slot++) {
-        int j0, j1;
-        range_of(NSA_SLC, idx, slot, w.t, s, &j0, &j1);
-        for (int a = j0; a < j1; a += KT) {
-            __syncwarp(); // the previous tile is no longer read
-            load_tile<D>(Ks, k, w.b, s.L, s.Hkv, w.h, a, j1);
-            load_tile<D>(Vs, v, w.b, s.L, s.Hkv, w.h, a, j1);
-            __syncwarp();
-            float sc[KT / 8][4];
-            scores<D>(sc, qa, Ks);
-            float mx[2] = {-INFINITY, -INFINITY};
+    while (have) {
+        tile_cursor next = after(cur);
+        const bool more = seek(next, NSA_SLC, idx, s.nsel, w.t, s);
+        __pipeline_wait_prior(1); // this tile's K (its V may be in flight)
+        __syncwarp();
+        float sc[KT / 8][4];
+        scores<D>(sc, qa, Ks);
+        __syncwarp(); // every lane is done with Ks: the next tile's K goes there
+        if (more) load_tile_async<D>(Ks, k, w.b, s.L, s.Hkv, w.h, next.a, next.j1);
+        __pipeline_commit();
+        float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-            for (int n = 0; n < KT / 8; n++)
+        for (int n = 0; n < KT / 8; n++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const bool in = a + 8 * n + 2 * tig + (i & 1) < j1;
-                    sc[n][i] = in ? sc[n][i] * s.scale : -INFINITY;
-                    mx[i / 2] = fmaxf(mx[i / 2], sc[n][i]);
-                }
-            float corr[2];
-#pragma unroll
-            for (int r = 0; r < 2; r++) { // key a is always in: the maximum is finite
-                const float m_new = fmaxf(m[r], quad_max(mx[r]));
-                corr[r] = expf(m[r] - m_new), m[r] = m_new, l[r] *= corr[r];
+            for (int i = 0; i < 4; i++) {
+                const bool in = cur.a + 8 * n + 2 * tig + (i & 1) < cur.j1;
+                sc[n][i] = in ? sc[n][i] * s.scale : -INFINITY;
+                mx[i / 2] = fmaxf(mx[i / 2], sc[n][i]);
             }
+        float corr[2];
 #pragma unroll
-            for (int n = 0; n < KT / 8; n++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) sc[n][i] = expf(sc[n][i] - m[i / 2]), l[i / 2] += sc[n][i];
-#pragma unroll
-            for (int n = 0; n < D / 8; n++)
-#pragma unroll
-                for (int i = 0; i < 4; i++) o[n][i] *= corr[i / 2];
-            times_rows<D>(o, sc, Vs);
+        for (int r = 0; r < 2; r++) { // key a is always in: the maximum is finite
+            const float m_new = fmaxf(m[r], quad_max(mx[r]));
+            corr[r] = expf(m[r] - m_new), m[r] = m_new, l[r] *= corr[r];
         }
+#pragma unroll
+        for (int n = 0; n < KT / 8; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) sc[n][i] = expf(sc[n][i] - m[i / 2]), l[i / 2] += sc[n][i];
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) o[n][i] *= corr[i / 2];
+        __pipeline_wait_prior(1); // this tile's V (the next K may be in flight)
+        __syncwarp();
+        times_rows<D>(o, sc, Vs);
+        __syncwarp(); // every lane is done with Vs
+        if (more) load_tile_async<D>(Vs, v, w.b, s.L, s.Hkv, w.h, next.a, next.j1);
+        __pipeline_commit();
+        cur = next, have = more;
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -118,10 +152,12 @@ __global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, c
 
 // dq += scale sum_j dS_j k_j, dS = P (g_x dO V^T - D_x), over the compressed then the selected
 // branch. dO's A fragments carry g_x (reloaded per branch).
+// (at head dim 64: three blocks an SM, as the shared memory allows, ~170 registers)
 template <int D>
-__global__ void __launch_bounds__(WARPS * 32) dq_mma_kernel(float *dq, const float *dout, nsa_saved sv,
-                                                             const float *delta, const float *q, const float *k,
-                                                             const float *v, const int32_t *block_idx, nsa_dims s) {
+__global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(float *dq, const float *dout, nsa_saved sv,
+                                                             const float *delta, const float *q, const bf16 *k,
+                                                             const bf16 *v, const bf16 *kbar, const bf16 *vbar,
+                                                             const int32_t *block_idx, nsa_dims s) {
     extern __shared__ __align__(16) unsigned char smem[];
     const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
     bf16 *Ks = (bf16 *)smem + (threadIdx.x / 32) * 2 * KT * (D + 8), *Vs = Ks + KT * (D + 8);
@@ -137,6 +173,16 @@ __global__ void __launch_bounds__(WARPS * 32) dq_mma_kernel(float *dq, const flo
     const int32_t *idx = block_idx + (((size_t)w.b * s.L + w.t) * s.Hkv + w.h) * s.nsel;
 #pragma unroll
     for (int x = NSA_CMP; x <= NSA_SLC; x++) {
+        const bf16 *K = x == NSA_CMP ? kbar : k, *V = x == NSA_CMP ? vbar : v;
+        const int n_rows = x == NSA_CMP ? s.NB : s.L, slots = x == NSA_CMP ? 1 : s.nsel;
+        tile_cursor cur;
+        bool have = seek(cur, x, idx, slots, w.t, s);
+        if (have) { // copy groups in flight: V, K of this tile (dP, from V, comes first)
+            load_tile_async<D>(Vs, V, w.b, n_rows, s.Hkv, w.h, cur.a, cur.j1);
+            __pipeline_commit();
+            load_tile_async<D>(Ks, K, w.b, n_rows, s.Hkv, w.h, cur.a, cur.j1);
+            __pipeline_commit();
+        }
         float lse[2], Dx[2], gx[2];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
@@ -145,29 +191,32 @@ __global__ void __launch_bounds__(WARPS * 32) dq_mma_kernel(float *dq, const flo
             lse[r] = sv.lse[x][R], Dx[r] = delta[x * rows + R], gx[r] = valid ? sv.gate[R * 3 + x] : 0.0f;
         }
         task_rows<D>(da, dout, w, gx); // g_x dout: dP = <g_x dout, v>
-        const float *K = x == NSA_CMP ? sv.kbar : k, *V = x == NSA_CMP ? sv.vbar : v;
-        const int n_rows = x == NSA_CMP ? s.NB : s.L, slots = x == NSA_CMP ? 1 : s.nsel;
-        for (int slot = 0; slot < slots; slot++) {
-            int j0, j1;
-            range_of(x, idx, slot, w.t, s, &j0, &j1);
-            for (int a = j0; a < j1; a += KT) {
-                __syncwarp();
-                load_tile<D>(Ks, K, w.b, n_rows, s.Hkv, w.h, a, j1);
-                load_tile<D>(Vs, V, w.b, n_rows, s.Hkv, w.h, a, j1);
-                __syncwarp();
-                float sc[KT / 8][4], dp[KT / 8][4];
-                scores<D>(sc, qa, Ks);
-                scores<D>(dp, da, Vs);
+        while (have) {
+            tile_cursor next = after(cur);
+            const bool more = seek(next, x, idx, slots, w.t, s);
+            __pipeline_wait_prior(1); // this tile's V (its K may be in flight)
+            __syncwarp();
+            float sc[KT / 8][4], dp[KT / 8][4];
+            scores<D>(dp, da, Vs);
+            __syncwarp(); // every lane is done with Vs: the next tile's V goes there
+            if (more) load_tile_async<D>(Vs, V, w.b, n_rows, s.Hkv, w.h, next.a, next.j1);
+            __pipeline_commit();
+            __pipeline_wait_prior(1); // this tile's K (the next V may be in flight)
+            __syncwarp();
+            scores<D>(sc, qa, Ks);
 #pragma unroll
-                for (int n = 0; n < KT / 8; n++)
+            for (int n = 0; n < KT / 8; n++)
 #pragma unroll
-                    for (int i = 0; i < 4; i++) {
-                        const bool in = a + 8 * n + 2 * tig + (i & 1) < j1 && g + 8 * (i / 2) < w.nrows;
-                        const float p = in ? expf(sc[n][i] * s.scale - lse[i / 2]) : 0.0f;
-                        sc[n][i] = p * (dp[n][i] - Dx[i / 2]);
-                    }
-                times_rows<D>(acc, sc, Ks);
-            }
+                for (int i = 0; i < 4; i++) {
+                    const bool in = cur.a + 8 * n + 2 * tig + (i & 1) < cur.j1 && g + 8 * (i / 2) < w.nrows;
+                    const float p = in ? expf(sc[n][i] * s.scale - lse[i / 2]) : 0.0f;
+                    sc[n][i] = p * (dp[n][i] - Dx[i / 2]);
+                }
+            times_rows<D>(acc, sc, Ks);
+            __syncwarp(); // every lane is done with Ks
+            if (more) load_tile_async<D>(Ks, K, w.b, n_rows, s.Hkv, w.h, next.a, next.j1);
+            __pipeline_commit();
+            cur = next, have = more;
         }
     }
 #pragma unroll
@@ -189,18 +238,18 @@ dim3 grid_of(const nsa_dims &s) {
 }
 
 template <int D>
-void fwd(const nsa_saved &sv, const float *q, const float *k, const float *v, const int32_t *idx, const nsa_dims &s) {
+void fwd(const nsa_saved &sv, const float *q, const bf16 *k, const bf16 *v, const int32_t *idx, const nsa_dims &s) {
     CUDA_CHECK(cudaFuncSetAttribute((const void *)slc_fwd_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)smem_bytes<D>()));
     slc_fwd_mma_kernel<D><<<grid_of(s), WARPS * 32, smem_bytes<D>()>>>(sv, q, k, v, idx, s);
     CUDA_LAUNCH_CHECK();
 }
 template <int D>
-void dq_run(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
-            const float *v, const int32_t *idx, const nsa_dims &s) {
+void dq_run(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const bf16 *k,
+            const bf16 *v, const bf16 *kbar, const bf16 *vbar, const int32_t *idx, const nsa_dims &s) {
     CUDA_CHECK(cudaFuncSetAttribute((const void *)dq_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)smem_bytes<D>()));
-    dq_mma_kernel<D><<<grid_of(s), WARPS * 32, smem_bytes<D>()>>>(dq, dout, sv, delta, q, k, v, idx, s);
+    dq_mma_kernel<D><<<grid_of(s), WARPS * 32, smem_bytes<D>()>>>(dq, dout, sv, delta, q, k, v, kbar, vbar, idx, s);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -210,12 +259,16 @@ bool nsa_mma_supported(const nsa_dims &s) { return s.d == 64 || s.d == 128; }
 
 void nsa_slc_fwd_bf16(const nsa_saved &sv, const float *q, const float *k, const float *v, const int32_t *block_idx,
                       const nsa_dims &s) {
-    if (s.d == 64) fwd<64>(sv, q, k, v, block_idx, s);
-    else fwd<128>(sv, q, k, v, block_idx, s);
+    const size_t nk = (size_t)s.B * s.L * s.Hkv * s.d;
+    const bf16_operand kb(k, nk), vb(v, nk);
+    if (s.d == 64) fwd<64>(sv, q, kb, vb, block_idx, s);
+    else fwd<128>(sv, q, kb, vb, block_idx, s);
 }
 
 void nsa_dq_bf16(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
                  const float *v, const int32_t *block_idx, const nsa_dims &s) {
-    if (s.d == 64) dq_run<64>(dq, dout, sv, delta, q, k, v, block_idx, s);
-    else dq_run<128>(dq, dout, sv, delta, q, k, v, block_idx, s);
+    const size_t nk = (size_t)s.B * s.L * s.Hkv * s.d, npool = (size_t)s.B * s.NB * s.Hkv * s.d;
+    const bf16_operand kb(k, nk), vb(v, nk), kbar(sv.kbar, npool), vbar(sv.vbar, npool);
+    if (s.d == 64) dq_run<64>(dq, dout, sv, delta, q, kb, vb, kbar, vbar, block_idx, s);
+    else dq_run<128>(dq, dout, sv, delta, q, kb, vb, kbar, vbar, block_idx, s);
 }

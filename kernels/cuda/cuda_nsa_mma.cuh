@@ -4,6 +4,7 @@
 #define HYLA_CUDA_NSA_MMA_CUH
 
 #include <cuda_bf16.h>
+#include <cuda_pipeline.h>
 #include <stdint.h>
 
 #include "cuda_mma.cuh"
@@ -37,17 +38,18 @@ __device__ inline void load_a(uint32_t (&a)[D / 16][4], const float *const (&row
         }
 }
 
-// Rows j0 .. j0 + 63 of kv head h of a [B, n, Hkv, D] tensor into sh[64][D + 8] as bf16; rows at
-// or past j1 are zeros. One warp.
+// Rows j0 .. j0 + 63 of kv head h of a bf16 [B, n, Hkv, D] tensor into sh[64][D + 8] by
+// cp.async, 16 bytes a copy (not committed: the caller commits, waits and __syncwarp()s); rows
+// at or past j1 are zeros. One warp.
 template <int D>
-__device__ inline void load_tile(bf16 *sh, const float *x, int b, int n, int Hkv, int h, int j0, int j1) {
+__device__ inline void load_tile_async(bf16 *sh, const bf16 *x, int b, int n, int Hkv, int h, int j0, int j1) {
     const int lane = threadIdx.x % 32;
-    for (int e = lane; e < KT * D / 4; e += 32) {
-        const int r = e / (D / 4), c = e % (D / 4) * 4, j = j0 + r;
-        float4 v = make_float4(0, 0, 0, 0);
-        if (j < j1) v = *(const float4 *)(x + (((size_t)b * n + j) * Hkv + h) * D + c);
-        uint2 u = make_uint2(pack(v.x, v.y), pack(v.z, v.w));
-        *(uint2 *)(sh + r * (D + 8) + c) = u;
+    constexpr int PER_ROW = D / 8;
+    for (int e = lane; e < KT * PER_ROW; e += 32) {
+        const int r = e / PER_ROW, c = e % PER_ROW * 8, j = j0 + r;
+        bf16 *dst = sh + r * (D + 8) + c;
+        if (j < j1) __pipeline_memcpy_async(dst, x + (((size_t)b * n + j) * Hkv + h) * D + c, 16);
+        else *(uint4 *)dst = make_uint4(0, 0, 0, 0);
     }
 }
 

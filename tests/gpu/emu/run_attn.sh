@@ -20,7 +20,7 @@ python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-a
   --replace "cuda_matmul_bf16()=>emu_attn_bf16" \
   --replace '#include "backend_cuda.h"=>#include "kernels/backend.h"' \
   --head '#include "emu.h"\n#include "mma_emu.h"\n#include "cp_async_emu.h"\nextern bool emu_attn_bf16;' \
-  cuda_flash_attention.cu cuda_flash_attention_bf16.cu cuda_bf16_convert.cu cuda_bf16_convert.cuh cuda_bf16_twins.cu
+  cuda_flash_attention.cu cuda_flash_attention_bf16.cu cuda_bf16_convert.cu cuda_bf16_convert.cuh cuda_bf16_operand.cuh cuda_bf16_twins.cu
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,attn_emu.cpp} "$work/"
 emu_compile cuda_flash_attention cuda_flash_attention_bf16 cuda_bf16_convert cuda_bf16_twins attn_emu
 cd "$work"
