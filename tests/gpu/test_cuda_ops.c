@@ -839,7 +839,7 @@ static void test_determinism(void) {
 }
 
 /* `test_cuda_ops [GROUP...]` runs only the named groups (rmsnorm linear embedding_ce lm_head_ce
- * optimizer gdn_parts attention lte_router gdr nsa convert determinism); no arguments: all. */
+ * optimizer gdn_parts attention lte_router gdr nsa nsa_bf16 convert determinism); no arguments: all. */
 static int n_wanted;
 static char **wanted;
 static int want(const char *group) {
@@ -938,9 +938,13 @@ int main(int argc, char **argv) {
     if (nsa_tiled) test_nsa(1, 200, 32, 1, 16, 32, 4, 50);
     if (nsa_tiled) test_nsa(1, 1000, 16, 1, 64, 16, 16, 40);
     if (nsa_tiled) test_nsa(1, 2048, 32, 2, 64, 64, 16, 512); /* the 0.4B layout */
-    if (nsa_tiled) test_nsa_in(1, 300, 8, 2, 64, 64, 4, 100, 1);
-    if (nsa_tiled) test_nsa_in(1, 600, 32, 2, 64, 32, 8, 100, 1);
-    if (nsa_tiled) test_nsa_in(1, 200, 4, 1, 128, 64, 3, 70, 1);
+    /* bf16 mode (also alone, as group nsa_bf16: the sanitizers' quick run of the tensor-core
+     * tiles); block 128: two 64-key tiles a selected block in the query tiles' pipeline */
+    const int nsa_bf16 = nsa_tiled || (want("nsa_bf16") && !(tiled_env && strcmp(tiled_env, "0") == 0));
+    if (nsa_bf16) test_nsa_in(1, 300, 8, 2, 64, 64, 4, 100, 1);
+    if (nsa_bf16) test_nsa_in(1, 600, 32, 2, 64, 32, 8, 100, 1);
+    if (nsa_bf16) test_nsa_in(1, 200, 4, 1, 128, 64, 3, 70, 1);
+    if (nsa_bf16) test_nsa_in(1, 400, 16, 2, 64, 128, 2, 64, 1);
     if (want("convert")) test_bf16_convert(1000);
     if (want("convert")) test_bf16_convert(20000003);
     if (want("determinism")) test_determinism();
