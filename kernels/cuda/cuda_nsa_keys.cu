@@ -12,6 +12,7 @@
 // and spread over the block's rows by the mean-pool backward (÷ its length).
 // In bf16 mode the tiles' products run on the tensor cores. No atomics: the same bits every run.
 #include "backend_cuda.h"
+#include "cuda_bf16_operand.cuh"
 #include "cuda_check.h"
 #include "cuda_flash_tiles.cuh"
 #include "cuda_nsa.h"
@@ -213,21 +214,43 @@ __global__ void __launch_bounds__(THREADS) dkdv_kernel(float *pdk, float *pdv, n
 // A work item on the tensor cores (bf16 operands, fp32 accumulation; head dims 64, 128): warp w
 // owns keys 16 w .. 16 w + 15 of the tile, their k and v rows held as A fragments for the whole
 // item; per 64 query rows (bf16 in shared memory) S^T = K Q^T and dP^T = V (g dO)^T, then
-// dv += P^T (g dO) and dk += dS^T Q with P^T, dS^T straight from the score fragments.
+// dv += P^T (g dO) and dk += dS^T Q with P^T, dS^T straight from the score fragments. The query
+// rows come from bf16 copies (q, and g_x dout rounded once per op: gdo) by cp.async into two
+// buffers: the next 64 rows' copies run while this 64's products do.
 template <int D, bool CMP>
-__global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, nsa_index ix, const float *dout,
-                                                       nsa_saved sv, const float *delta, const float *q,
+__global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, nsa_index ix, const nsa_mma::bf16 *gdo,
+                                                       nsa_saved sv, const float *delta, const nsa_mma::bf16 *q,
                                                        const float *k, const float *v, nsa_dims s) {
     using namespace nsa_mma;
+    constexpr int TE = TILE * (D + 8); // a buffer's elements
     extern __shared__ __align__(16) unsigned char smem[];
-    bf16 *Qs = (bf16 *)smem, *dOs = Qs + TILE * (D + 8);
-    __shared__ int kpos[TILE], qt[TILE];
-    __shared__ long long qrow[TILE];
-    __shared__ float qlse[TILE], qdelta[TILE], qg[TILE];
+    bf16 *Qb = (bf16 *)smem, *dOb = Qb + 2 * TE; // [2][TILE][D + 8] each
+    __shared__ int kpos[TILE], qt[2][TILE];
+    __shared__ long long qrow[2][TILE];
+    __shared__ float qlse[2][TILE], qdelta[2][TILE], qg[2][TILE];
     const int x = CMP ? NSA_CMP : NSA_SLC, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, tig = lane % 4;
     work wk;
     if (!item_of<CMP>(ix, s, kpos, wk)) return;
+    // The rows of the tile at `base` into buffer `buf`: their metadata, a barrier, their copies
+    // (not committed). Every thread calls it.
+    auto stage = [&](int base, int buf) {
+        query_rows<CMP>(qt[buf], qrow[buf], qlse[buf], qdelta[buf], qg[buf], wk, base, x, sv, delta, s);
+        __syncthreads();
+        for (int e = tid; e < TILE * D / 8; e += 128) {
+            const int r = e / (D / 8), c = e % (D / 8) * 8;
+            bf16 *dq_ = Qb + buf * TE + r * (D + 8) + c, *dd = dOb + buf * TE + r * (D + 8) + c;
+            if (qt[buf][r] >= 0) {
+                const size_t i = (size_t)qrow[buf][r] * D + c;
+                __pipeline_memcpy_async(dq_, q + i, 16);
+                __pipeline_memcpy_async(dd, gdo + i, 16);
+            } else {
+                *(uint4 *)dq_ = make_uint4(0, 0, 0, 0), *(uint4 *)dd = make_uint4(0, 0, 0, 0);
+            }
+        }
+    };
+    if (wk.n0 < wk.n1) stage(wk.n0, 0); // (its barrier also publishes kpos)
+    __pipeline_commit();
     __syncthreads();
     uint32_t ka[D / 16][4], va[D / 16][4];
     {
@@ -247,23 +270,13 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
     for (int n = 0; n < D / 8; n++)
 #pragma unroll
         for (int i = 0; i < 4; i++) adk[n][i] = adv[n][i] = 0;
-    for (int base = wk.n0; base < wk.n1; base += TILE) {
-        __syncthreads(); // the previous tile's rows are no longer read
-        query_rows<CMP>(qt, qrow, qlse, qdelta, qg, wk, base, x, sv, delta, s);
-        __syncthreads();
-        for (int e = tid; e < TILE * D / 4; e += 128) { // q and g_x dout of the rows, as bf16
-            const int r = e / (D / 4), c = e % (D / 4) * 4;
-            float4 a = make_float4(0, 0, 0, 0), d = a;
-            if (qt[r] >= 0) {
-                const size_t i = (size_t)qrow[r] * D + c;
-                a = *(const float4 *)(q + i), d = *(const float4 *)(dout + i);
-                const float gr = qg[r];
-                d.x *= gr, d.y *= gr, d.z *= gr, d.w *= gr;
-            }
-            *(uint2 *)(Qs + r * (D + 8) + c) = make_uint2(pack(a.x, a.y), pack(a.z, a.w));
-            *(uint2 *)(dOs + r * (D + 8) + c) = make_uint2(pack(d.x, d.y), pack(d.z, d.w));
-        }
-        __syncthreads();
+    int buf = 0;
+    for (int base = wk.n0; base < wk.n1; base += TILE, buf ^= 1) {
+        if (base + TILE < wk.n1) stage(base + TILE, buf ^ 1); // (buffer buf ^ 1 was last read a tile ago)
+        __pipeline_commit();
+        __pipeline_wait_prior(1); // this tile's rows
+        __syncthreads();          // ... for every thread
+        const bf16 *Qs = Qb + buf * TE, *dOs = dOb + buf * TE;
         float st[TILE / 8][4], dpt[TILE / 8][4]; // rows: this warp's keys; columns: query rows
         scores<D>(st, ka, Qs);
         scores<D>(dpt, va, dOs);
@@ -271,13 +284,14 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
         for (int n = 0; n < TILE / 8; n++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
-                const int j = kpos[16 * warp + g + 8 * (i / 2)], col = 8 * n + 2 * tig + (i & 1), t = qt[col];
+                const int j = kpos[16 * warp + g + 8 * (i / 2)], col = 8 * n + 2 * tig + (i & 1), t = qt[buf][col];
                 const bool vis = j >= 0 && t >= 0 && (CMP ? (j + 1) * s.bs <= t + 1 : j <= t);
-                const float p = vis ? expf(st[n][i] * s.scale - qlse[col]) : 0.0f;
-                st[n][i] = p, dpt[n][i] = p * (dpt[n][i] - qdelta[col]);
+                const float p = vis ? expf(st[n][i] * s.scale - qlse[buf][col]) : 0.0f;
+                st[n][i] = p, dpt[n][i] = p * (dpt[n][i] - qdelta[buf][col]);
             }
         times_rows<D>(adv, st, dOs);
         times_rows<D>(adk, dpt, Qs);
+        __syncthreads(); // every warp is done with buffer buf before the tile after next fills it
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -290,6 +304,17 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
             *(float2 *)(pdv + o + 8 * n + 2 * tig) = make_float2(adv[n][2 * r], adv[n][2 * r + 1]);
         }
     }
+}
+
+// gdo[x][r] = bf16(gate[r][x] dout[r]) for x = CMP, SLC: the tensor-core tiles' g_x dout rows,
+// rounded once per op (the product and the rounding the tiles made per load before).
+__global__ void scale_dout_kernel(nsa_mma::bf16 *gdo, const float *dout, const float *gate, size_t rows, int d) {
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = rows * d;
+    if (e >= n) return;
+    const size_t r = e / d;
+    const float y = dout[e];
+    gdo[e] = __float2bfloat16(y * gate[r * 3 + NSA_CMP]);
+    gdo[n + e] = __float2bfloat16(y * gate[r * 3 + NSA_SLC]);
 }
 
 // dk, dv of key j of block c += the block's work items, in order (a thread per element).
@@ -343,22 +368,29 @@ void launch(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const float 
 }
 
 template <int D, bool CMP>
-void launch_mma(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const float *dout, const nsa_saved &sv,
-                const float *delta, const float *q, const float *k, const float *v, const nsa_dims &s) {
-    const size_t sb = sizeof(nsa_mma::bf16) * 2 * TILE * (D + 8);
+void launch_mma(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const nsa_mma::bf16 *gdo, const nsa_saved &sv,
+                const float *delta, const nsa_mma::bf16 *q, const float *k, const float *v, const nsa_dims &s) {
+    const size_t sb = sizeof(nsa_mma::bf16) * 4 * TILE * (D + 8);
     CUDA_CHECK(cudaFuncSetAttribute((const void *)dkdv_mma_kernel<D, CMP>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sb));
-    dkdv_mma_kernel<D, CMP><<<grid, 128, sb>>>(pdk, pdv, ix, dout, sv, delta, q, k, v, s);
+    dkdv_mma_kernel<D, CMP><<<grid, 128, sb>>>(pdk, pdv, ix, gdo, sv, delta, q, k, v, s);
     CUDA_LAUNCH_CHECK();
 }
 
-// bf16 mode (head dims 64, 128): the tensor cores; otherwise fp32 on the CUDA cores.
+// The tensor cores' operands (bf16 mode, head dims 64 and 128): q, and g_x dout of both
+// branches (gdo: [2][rows][d], the compressed branch's first). NULL: the fp32 tiles.
+struct mma_operands {
+    const nsa_mma::bf16 *q, *gdo;
+};
+
+// bf16 mode: the tensor cores; otherwise fp32 on the CUDA cores.
 template <bool CMP>
 void run_tiles(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const float *dout, const nsa_saved &sv,
-               const float *delta, const float *q, const float *k, const float *v, const nsa_dims &s) {
-    const bool mma = cuda_matmul_bf16() && nsa_mma_supported(s);
-    if (mma && s.d == 64) launch_mma<64, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
-    else if (mma) launch_mma<128, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
+               const float *delta, const float *q, const float *k, const float *v, const nsa_dims &s,
+               const mma_operands &mo) {
+    const nsa_mma::bf16 *gdo = mo.gdo ? mo.gdo + (CMP ? 0 : (size_t)s.B * s.L * s.Hq * s.d) : NULL;
+    if (mo.q && s.d == 64) launch_mma<64, CMP>(grid, pdk, pdv, ix, gdo, sv, delta, mo.q, k, v, s);
+    else if (mo.q) launch_mma<128, CMP>(grid, pdk, pdv, ix, gdo, sv, delta, mo.q, k, v, s);
     else if (s.d <= 16) launch<16, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
     else if (s.d <= 32) launch<32, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
     else if (s.d <= 64) launch<64, CMP>(grid, pdk, pdv, ix, dout, sv, delta, q, k, v, s);
@@ -384,16 +416,29 @@ void nsa_dkdv(float *dk, float *dv, const float *dout, const nsa_saved &sv, cons
     index_kernel<<<warps_blocks, 256>>>(ix, block_idx, s, 1);
     CUDA_LAUNCH_CHECK();
 
+    const bool mma = cuda_matmul_bf16() && nsa_mma_supported(s);
+    const size_t nq = (size_t)s.B * s.L * s.Hq * s.d;
+    nsa_mma::bf16 *gdo = NULL;
+    if (mma) {
+        CUDA_CHECK(cudaMallocAsync((void **)&gdo, sizeof(nsa_mma::bf16) * 2 * nq, 0));
+        scale_dout_kernel<<<blocks_for(nq, 256), 256>>>(gdo, dout, sv.gate, nq / s.d, s.d);
+        CUDA_LAUNCH_CHECK();
+    }
+    const bf16_operand *q16 = mma ? new bf16_operand(q, nq) : NULL;
+    const mma_operands mo = {q16 ? (const nsa_mma::bf16 *)*q16 : NULL, gdo};
+
     float *part;
     const size_t slc_part = items * parts * TILE * s.d, cmp_part = (size_t)s.B * s.Hkv * nch * s.NB * s.d;
     CUDA_CHECK(cudaMallocAsync((void **)&part, sizeof(float) * 2 * (slc_part > cmp_part ? slc_part : cmp_part), 0));
-    run_tiles<false>(dim3((unsigned)items, parts), part, part + slc_part, ix, dout, sv, delta, q, k, v, s);
+    run_tiles<false>(dim3((unsigned)items, parts), part, part + slc_part, ix, dout, sv, delta, q, k, v, s, mo);
     slc_sum_kernel<<<blocks_for((size_t)nbhc * s.bs * s.d, 256), 256>>>(dk, dv, part, part + slc_part, ix, s, parts);
     CUDA_LAUNCH_CHECK();
     run_tiles<true>(dim3((unsigned)(s.B * s.Hkv * nch), (unsigned)((s.NB + TILE - 1) / TILE)), part, part + cmp_part,
-                    ix, dout, sv, delta, q, k, v, s);
+                    ix, dout, sv, delta, q, k, v, s, mo);
     cmp_sum_kernel<<<blocks_for((size_t)nbhc * s.d, 256), 256>>>(dk, dv, part, part + cmp_part, s);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(part, 0));
     CUDA_CHECK(cudaFreeAsync(ix.cnt, 0));
+    delete q16;
+    if (gdo) CUDA_CHECK(cudaFreeAsync(gdo, 0));
 }
