@@ -57,14 +57,17 @@ __device__ inline void row_to_registers(float (&x)[DP], const float *row) {
     }
 }
 
-// imp: NULL when the selection is reused (pass 2 skipped).
+// imp: NULL when the selection is reused (pass 2 skipped). FULL: the head dim is DP (d below is
+// a constant: no per-element guards, the value rows read as float4).
+template <bool FULL>
 __global__ void __launch_bounds__(THREADS, 3) compressed_kernel(nsa_saved sv, float *imp, const float *q, nsa_dims s) {
+    const int d = FULL ? DP : s.d;
     extern __shared__ __align__(16) float sh[];
     float *Q = sh, *Kc = Q + THREADS * ST, *Vc = Kc + CK * ST, *lse = Vc + CK * ST;
     const block_rows w = rows_of(s);
     for (int e = threadIdx.x; e < THREADS * DP; e += THREADS) { // the block's query rows, contiguous in global
         const int r = e / DP, col = e % DP;
-        Q[r * ST + col] = r < w.nrows && col < s.d ? q[global_row(s, w, r) * s.d + col] : 0.0f;
+        Q[r * ST + col] = r < w.nrows && col < d ? q[global_row(s, w, r) * d + col] : 0.0f;
     }
     const int last_t = w.t0 + w.nrows / s.G - 1, chunks = ((last_t + 1) / s.bs + CK - 1) / CK;
 
@@ -83,7 +86,7 @@ __global__ void __launch_bounds__(THREADS, 3) compressed_kernel(nsa_saved sv, fl
         stage_pooled(Vc, sv.vbar, s, w, c0);
         __syncthreads();
         for (int c = c0; c < min(c0 + CK, ic); c++) {
-            const float sc = __fmul_rn(s.scale, dot_exact<DP, true>(qr, Kc + (c - c0) * ST, s.d));
+            const float sc = __fmul_rn(s.scale, dot_exact<DP, true>(qr, Kc + (c - c0) * ST, d));
             if (sc > m) {
                 const float f = exp_c(__fsub_rn(m, sc));
                 l = __fmul_rn(l, f);
@@ -95,17 +98,19 @@ __global__ void __launch_bounds__(THREADS, 3) compressed_kernel(nsa_saved sv, fl
             l = __fadd_rn(l, p);
             const float *vb = Vc + (c - c0) * ST;
 #pragma unroll
-            for (int e = 0; e < DP; e++)
-                if (e < s.d) o[e] += p * vb[e];
+            for (int e = 0; e < DP; e += 4) { // (past d: zero rows, o unused there)
+                const float4 w4 = *(const float4 *)(vb + e);
+                o[e] += p * w4.x, o[e + 1] += p * w4.y, o[e + 2] += p * w4.z, o[e + 3] += p * w4.w;
+            }
         }
     }
     if (r < w.nrows) {
         const size_t row = global_row(s, w, r);
-        float *out = sv.o[NSA_CMP] + row * s.d;
+        float *out = sv.o[NSA_CMP] + row * d;
         const float row_lse = l == 0 ? 0.0f : __fadd_rn(m, log_c(l));
 #pragma unroll
         for (int e = 0; e < DP; e++)
-            if (e < s.d) out[e] = l == 0 ? 0.0f : o[e] / l;
+            if (e < d) out[e] = l == 0 ? 0.0f : o[e] / l;
         sv.lse[NSA_CMP][row] = row_lse, lse[r] = row_lse;
     }
     if (!imp) return; // (the whole block)
@@ -124,7 +129,7 @@ __global__ void __launch_bounds__(THREADS, 3) compressed_kernel(nsa_saved sv, fl
             float p = 0;
             for (int i = 0; i < s.G; i++) {
                 const int qrow = tl * s.G + i;
-                const float sc = __fmul_rn(s.scale, dot_exact<DP, true>(kr, Q + qrow * ST, s.d)); // dot is symmetric
+                const float sc = __fmul_rn(s.scale, dot_exact<DP, true>(kr, Q + qrow * ST, d)); // dot is symmetric
                 p = __fadd_rn(p, exp_c(__fsub_rn(sc, lse[qrow])));
             }
             imp[(((size_t)w.b * s.L + tp) * s.Hkv + w.h) * s.NB + c] = p;
@@ -139,8 +144,9 @@ bool nsa_compressed_supported(const nsa_dims &s) { return s.d <= DP && s.G <= TH
 void nsa_compressed(const nsa_saved &sv, float *imp, const float *q, const nsa_dims &s) {
     const int tb = THREADS / s.G;
     const dim3 grid((unsigned)((s.L + tb - 1) / tb), (unsigned)(s.B * s.Hkv));
-    CUDA_CHECK(cudaFuncSetAttribute((const void *)compressed_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem_bytes()));
-    compressed_kernel<<<grid, THREADS, smem_bytes()>>>(sv, imp, q, s);
+    for (const void *f : {(const void *)compressed_kernel<true>, (const void *)compressed_kernel<false>})
+        CUDA_CHECK(cudaFuncSetAttribute(f, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes()));
+    if (s.d == DP) compressed_kernel<true><<<grid, THREADS, smem_bytes()>>>(sv, imp, q, s);
+    else compressed_kernel<false><<<grid, THREADS, smem_bytes()>>>(sv, imp, q, s);
     CUDA_LAUNCH_CHECK();
 }
