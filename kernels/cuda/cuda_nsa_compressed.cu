@@ -87,15 +87,7 @@ __global__ void __launch_bounds__(THREADS, 3) compressed_kernel(nsa_saved sv, fl
         __syncthreads();
         for (int c = c0; c < min(c0 + CK, ic); c++) {
             const float sc = __fmul_rn(s.scale, dot_exact<DP, true>(qr, Kc + (c - c0) * ST, d));
-            if (sc > m) {
-                const float f = exp_c(__fsub_rn(m, sc));
-                l = __fmul_rn(l, f);
-#pragma unroll
-                for (int e = 0; e < DP; e++) o[e] *= f;
-                m = sc;
-            }
-            const float p = exp_c(__fsub_rn(sc, m));
-            l = __fadd_rn(l, p);
+            const float p = online_softmax_step<DP>(sc, m, l, o);
             const float *vb = Vc + (c - c0) * ST;
 #pragma unroll
             for (int e = 0; e < DP; e += 4) { // (past d: zero rows, o unused there)

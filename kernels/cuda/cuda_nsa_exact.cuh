@@ -35,6 +35,22 @@ template <int DP, bool ALIGNED = false> __device__ inline float dot_exact(const 
 __device__ inline float exp_c(float x) { return (float)exp((double)x); } // expf, correctly rounded
 __device__ inline float log_c(float x) { return (float)log((double)x); }
 
+// One pooled key of the compressed branch's running softmax (attn_row_fwd's order): score sc
+// updates the running maximum m and sum l, rescaling o when m grows; returns the key's weight
+// p (o += p v is the caller's: o itself needs no exactness).
+template <int DP> __device__ inline float online_softmax_step(float sc, float &m, float &l, float (&o)[DP]) {
+    if (sc > m) {
+        const float f = exp_c(__fsub_rn(m, sc));
+        l = __fmul_rn(l, f);
+#pragma unroll
+        for (int e = 0; e < DP; e++) o[e] *= f;
+        m = sc;
+    }
+    const float p = exp_c(__fsub_rn(sc, m));
+    l = __fadd_rn(l, p);
+    return p;
+}
+
 template <int DP> __device__ inline void load_row(float (&r)[DP], const float *x, int d) {
 #pragma unroll
     for (int e = 0; e < DP; e++) r[e] = e < d ? x[e] : 0.0f;

@@ -51,15 +51,7 @@ template <int DP> __global__ void __launch_bounds__(128) cmp_fwd_kernel(nsa_save
     for (int c = 0; c < ic; c++) {
         const size_t kv = (((size_t)b * s.NB + c) * s.Hkv + h) * s.d;
         const float sc = __fmul_rn(s.scale, dot_exact<DP>(qr, sv.kbar + kv, s.d));
-        if (sc > m) {
-            const float f = exp_c(__fsub_rn(m, sc));
-            l = __fmul_rn(l, f);
-#pragma unroll
-            for (int e = 0; e < DP; e++) o[e] *= f;
-            m = sc;
-        }
-        const float p = exp_c(__fsub_rn(sc, m));
-        l = __fadd_rn(l, p);
+        const float p = online_softmax_step<DP>(sc, m, l, o);
         const float *vb = sv.vbar + kv;
 #pragma unroll
         for (int e = 0; e < DP; e++)
