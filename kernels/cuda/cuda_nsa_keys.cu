@@ -33,23 +33,33 @@ struct nsa_index {
 __device__ inline int items_of(int cnt, int G) { return (cnt * G + SEG_ROWS - 1) / SEG_ROWS; }
 
 // A warp per (b, h, block c) walks the queries t >= c b in order; fill = 0 counts those that
-// chose c, 1 writes them at the block's offset (ballot + prefix count keeps the order).
+// chose c, 1 writes them at the block's offset (ballot + prefix count keeps the order). There
+// are only B Hkv NB warps (512 at laNSA's 0.4B shape, four an SM), so each loads the rows of
+// WALK x 32 queries before it ballots any of them: WALK loads in flight, not one.
+constexpr int WALK = 4;
 __global__ void index_kernel(nsa_index ix, const int32_t *block_idx, nsa_dims s, int fill) {
     const size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (w >= (size_t)s.B * s.Hkv * s.NB) return; // whole warps leave
     const int c = w % s.NB, h = w / s.NB % s.Hkv, b = w / ((size_t)s.NB * s.Hkv);
     int n = 0;
-    for (int t0 = c * s.bs; t0 < s.L; t0 += 32) {
-        const int t = t0 + lane;
-        bool f = false;
-        if (t < s.L) {
-            const int32_t *idx = block_idx + (((size_t)b * s.L + t) * s.Hkv + h) * s.nsel;
-            for (int x = 0; x < s.nsel; x++) f |= idx[x] == c;
+    for (int t0 = c * s.bs; t0 < s.L; t0 += 32 * WALK) {
+        bool f[WALK];
+#pragma unroll
+        for (int u = 0; u < WALK; u++) {
+            const int t = t0 + 32 * u + lane;
+            f[u] = false;
+            if (t < s.L) {
+                const int32_t *idx = block_idx + (((size_t)b * s.L + t) * s.Hkv + h) * s.nsel;
+                for (int x = 0; x < s.nsel; x++) f[u] |= idx[x] == c;
+            }
         }
-        const unsigned ballot = __ballot_sync(0xffffffffu, f);
-        if (fill && f) ix.list[ix.off[w] + n + __popc(ballot & ((1u << lane) - 1))] = t;
-        n += __popc(ballot);
+#pragma unroll
+        for (int u = 0; u < WALK; u++) { // in query order
+            const unsigned ballot = __ballot_sync(0xffffffffu, f[u]);
+            if (fill && f[u]) ix.list[ix.off[w] + n + __popc(ballot & ((1u << lane) - 1))] = t0 + 32 * u + lane;
+            n += __popc(ballot);
+        }
     }
     if (!fill && lane == 0) ix.cnt[w] = n;
 }
