@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "backend_cuda.h"
+#include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
 #include "cuda_device.h"
 #include "cuda_reduce.cuh"
@@ -41,7 +42,10 @@ static void *cuda_alloc(size_t bytes) {
     CUDA_CHECK(cudaMallocAsync(&p, bytes ? bytes : 1, 0));
     return p;
 }
-static void cuda_free(void *p) { CUDA_CHECK(cudaFreeAsync(p, 0)); }
+static void cuda_free(void *p) {
+    cuda_forget_bf16_twins_at(p);
+    CUDA_CHECK(cudaFreeAsync(p, 0));
+}
 // Host-to-device copies are queued, not waited for: the sources are pageable host memory,
 // which CUDA stages at once (the caller may reuse or free it on return) while the copy itself
 // runs in stream order. A step's tokens and λ values then never make the host wait for the

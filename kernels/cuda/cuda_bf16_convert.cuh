@@ -14,4 +14,10 @@ void cuda_to_bf16(__nv_bfloat16 *dst, const float *src, size_t count);
 // rather than rounding src itself (the same bits).
 const __nv_bfloat16 *cuda_bf16_twin_of(const float *src, size_t extent);
 
+// The backend frees the allocation that starts at `allocation`: the twins of arrays that start
+// there are forgotten (a held copy freed), so that an array allocated later at the same address
+// never reads a stale copy (a model freed with activations still held: an evaluation's forward
+// pass holds them and no backward pass releases them).
+void cuda_forget_bf16_twins_at(const void *allocation);
+
 #endif

@@ -86,6 +86,12 @@ const __nv_bfloat16 *cuda_bf16_twin_of(const float *src, size_t extent) {
     return nullptr;
 }
 
+void cuda_forget_bf16_twins_at(const void *allocation) {
+    const float *full = (const float *)allocation;
+    for (int i = 0; i < n_twins; i++)
+        if (twins[i].full == full) forget_bf16_twin(full), i = -1; // (every one: start over)
+}
+
 extern "C" void cuda_register_bf16_twins(struct hyla_backend *t) {
     t->know_bf16_twin = know_bf16_twin, t->forget_bf16_twin = forget_bf16_twin, t->hold_bf16_copy = hold_bf16_copy;
 }

@@ -17,6 +17,8 @@
 #include <cstdlib>
 #include <vector>
 
+#include "emu.h"
+#include "cuda_bf16_convert.cuh" // (the emulation's rewritten copy)
 #include "cuda_flash_attention.h"
 #include "kernels/backend.h"
 #include "emu_check.h"
@@ -86,6 +88,15 @@ int main(int argc, char **argv) {
     const double e_o = rel(o2, o);
     if (emu_attn_bf16 && e_o <= 1e-6) {
         printf(" [o equals fp32: the bf16 kernels did not run]");
+        bad++;
+    }
+    // a held copy does not outlive its allocation (the backend's free forgets it): an array
+    // allocated later at the same address must not read it
+    twins.hold_bf16_copy(q.data(), q.size());
+    const bool held = cuda_bf16_twin_of(q.data(), q.size()) != nullptr;
+    cuda_forget_bf16_twins_at(q.data());
+    if (held && cuda_bf16_twin_of(q.data(), q.size())) {
+        printf(" [a freed allocation's held copy is still found]");
         bad++;
     }
     printf("  max %.2e %s (bound %.0e) %.1fs\n", worst, bad ? "FAIL" : "ok", bound, secs);
