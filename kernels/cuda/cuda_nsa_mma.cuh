@@ -14,6 +14,7 @@ namespace nsa_mma {
 typedef __nv_bfloat16 bf16;
 constexpr int KT = 64; // keys (or query rows) per tile
 
+using hyla_mma::ldsm_x4;
 using hyla_mma::ldsm_x4_trans;
 using hyla_mma::mma;
 using hyla_mma::pack;
@@ -53,18 +54,23 @@ __device__ inline void load_tile_async(bf16 *sh, const bf16 *x, int b, int n, in
     }
 }
 
-// s[n] = A B^T for the 8 key columns of n-tile n: B rows (keys) of sh[64][D + 8].
+// s[n] = A B^T for the 8 key columns of n-tile n: B rows (keys) of sh[64][D + 8]. One ldmatrix
+// gives the B fragments of two n-tiles at a k-step (rows 8 n .. 8 n + 15; each n-tile's sum
+// over the k-steps in order, as one 32-bit load per fragment register gave them).
 template <int D> __device__ inline void scores(float (&s)[KT / 8][4], const uint32_t (&a)[D / 16][4], const bf16 *sh) {
-    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    const int lane = threadIdx.x % 32;
+    const bf16 *p = sh + ((lane & 7) + 8 * (lane >> 4)) * (D + 8) + 8 * ((lane >> 3) & 1);
 #pragma unroll
-    for (int n = 0; n < KT / 8; n++) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+    for (int n = 0; n < KT / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+#pragma unroll
+    for (int np = 0; np < KT / 16; np++) // n-tiles 2 np and 2 np + 1
 #pragma unroll
         for (int ks = 0; ks < D / 16; ks++) {
-            const bf16 *p = sh + (8 * n + g) * (D + 8) + 16 * ks + 2 * tig;
-            mma(s[n], a[ks], *(const uint32_t *)p, *(const uint32_t *)(p + 8));
+            uint32_t b0, b1, b2, b3;
+            ldsm_x4(b0, b1, b2, b3, p + 16 * np * (D + 8) + 16 * ks);
+            mma(s[2 * np], a[ks], b0, b1);
+            mma(s[2 * np + 1], a[ks], b2, b3);
         }
-    }
 }
 
 // acc += P X: P's C fragments (16 x 64) as A fragments, X = sh[64][D + 8] (keys x columns).

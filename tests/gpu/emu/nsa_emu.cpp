@@ -62,10 +62,12 @@ int main(int argc, char **argv) {
     // the backward pass reads the CPU's saved tensors and selection, as test_cuda_ops' does its own
     cuda_nsa_bwd(dq2.data(), dk2.data(), dv2.data(), dgl2.data(), dO.data(), saved2.data(), idx.data(), q.data(),
                   k.data(), v.data(), gl.data(), &shape, B, L);
-    if (const char *dump = getenv("EMU_NSA_DUMP")) { // the forward's outputs, for run_nsa.sh to compare two forms
+    if (const char *dump = getenv("EMU_NSA_DUMP")) { // every output, for run_nsa.sh to compare two forms
         FILE *f = fopen(dump, "wb");
         if (!f || fwrite(o2.data(), sizeof(float), nq, f) != nq || fwrite(saved2.data(), sizeof(float), nsv, f) != nsv ||
-            fwrite(idx2.data(), sizeof(int32_t), nidx, f) != nidx || fclose(f)) {
+            fwrite(idx2.data(), sizeof(int32_t), nidx, f) != nidx || fwrite(dq2.data(), sizeof(float), nq, f) != nq ||
+            fwrite(dk2.data(), sizeof(float), nk, f) != nk || fwrite(dv2.data(), sizeof(float), nk, f) != nk ||
+            fwrite(dgl2.data(), sizeof(float), ng, f) != ng || fclose(f)) {
             fprintf(stderr, "emu: cannot write %s\n", dump);
             return 1;
         }

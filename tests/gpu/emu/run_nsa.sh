@@ -49,7 +49,7 @@ if [ $# -eq 0 ]; then
 fi
 # Each shape twice: the compressed branch and the importances in cuda_nsa_compressed.cu's kernel
 # (the default) and in cuda_nsa_select.cu's two (HYLA_NSA_COMPRESSED=0): the same arithmetic, so
-# the forward's outputs (o, saved, block_idx) must be the same bits.
+# every output (o, saved, block_idx, dq, dk, dv, dgate_logits) must be the same bits.
 status=0 # every shape runs; any above the bound, or any bit apart between the forms, fails the script
 run_shapes() { # (EMU_NSA_BF16 from the environment) B L Hq Hkv d block n_select window ...
   while [ $# -ge 8 ]; do
