@@ -4,8 +4,9 @@
 // 64 and groups past 128 heads. Why a kernel of its own: those two read every pooled key and
 // value row from global memory by 4-byte loads, a thread a row, at 12.5% occupancy, and
 // computed every score twice (1.46 + 1.18 ms a layer at laNSA's 0.4B shape on an H100, 2026-12-07;
-// this kernel 1.63 ms at 91b979f, before head dim 64 became a constant here: the exact
-// arithmetic's unfused, dependent steps and double-precision exp bound it, not memory).
+// this kernel 1.63 ms at 91b979f, before head dim 64 became a constant here; what bounds it is
+// not measured: the exact arithmetic's unfused, dependent steps and double-precision exp are
+// the suspects, as its reads are now broadcasts from shared memory).
 // Here a block takes one (batch, kv head) and the T_B = 128 / G positions whose G query heads
 // fill its 128 threads: their query rows are staged in shared memory once, the pooled rows 64
 // at a time, and every thread's reads are broadcasts or conflict-free 16-byte loads.
