@@ -33,8 +33,8 @@ ops() { # NAME [GROUP...]: test_cuda_ops with the environment's switches
 # limit of SECONDS (a slow group cannot starve the rest); all output in $out/TOOL.txt. cuBLAS's
 # kernels are instrumented too (--kernel-name-exclude refused every filter tried on the GPU
 # host, docs/gpu-runs/2026-12-07e-h100/README.md): the linear and LM head groups need ~200 s,
-# the NSA group more than 400 s under racecheck (its fp32 shapes): nsa_bf16 (the tensor-core
-# tiles' shapes alone) runs before the other groups' slow ones, nsa last.
+# the NSA group more than 400 s under racecheck (its fp32 shapes): nsa_bf16, the tensor-core
+# tiles' shapes alone, runs among the others and nsa last.
 sanitize() { # TOOL SECONDS
   : >"$out/$1.txt"
   for group in ${SANITIZE_GROUPS:-rmsnorm linear embedding_ce lm_head_ce optimizer gdn_parts attention lte_router gdr nsa_bf16 convert nsa}; do
