@@ -166,14 +166,26 @@ __device__ inline query_block query_block_of(const flash_shape &s, int rows) {
     return qb;
 }
 // The key and value rows of a query block's key tile into buffer buf (positions into
-// kpos[buf], rows by cp.async, not yet committed). Every thread calls it.
+// kpos[buf] for the masks, rows by cp.async, not yet committed). Every thread calls it. Each
+// thread works out the positions of the rows it copies itself rather than reading kpos, so no
+// barrier stands between kpos's writes and the copies (kpos[buf] is read after the barrier
+// that follows the copies' wait).
 template <int D>
 __device__ void stage_keys(int (*kpos)[TILE], bf16 *Kb, bf16 *Vb, const bf16 *k, const bf16 *v, const flash_shape &s,
                            const query_block &qb, int tile, int buf) {
     if (threadIdx.x < TILE) kpos[buf][threadIdx.x] = key_position(s, qb.kt, qb.bk, qb.t1, tile, threadIdx.x);
-    __syncthreads();
-    load_rows_async<D>(Kb + buf * TILE_ELEMS<D>, k, kpos[buf], qb.b, s.L, s.Hkv, qb.hk);
-    load_rows_async<D>(Vb + buf * TILE_ELEMS<D>, v, kpos[buf], qb.b, s.L, s.Hkv, qb.hk);
+    constexpr int PER_ROW = D / 8;
+    for (int e = threadIdx.x; e < TILE * PER_ROW; e += THREADS) {
+        const int r = e / PER_ROW, c = (e % PER_ROW) * 8, p = key_position(s, qb.kt, qb.bk, qb.t1, tile, r);
+        bf16 *dk = Kb + buf * TILE_ELEMS<D> + r * LD<D> + c, *dv = Vb + buf * TILE_ELEMS<D> + r * LD<D> + c;
+        if (p >= 0) {
+            const size_t i = (((size_t)qb.b * s.L + p) * s.Hkv + qb.hk) * D + c;
+            __pipeline_memcpy_async(dk, k + i, 16);
+            __pipeline_memcpy_async(dv, v + i, 16);
+        } else {
+            *(uint4 *)dk = make_uint4(0, 0, 0, 0), *(uint4 *)dv = make_uint4(0, 0, 0, 0);
+        }
+    }
 }
 // Start of key tile `tile`'s turn: the next tile's copies start (its buffer was last read a
 // tile ago), and this tile's have landed for every thread.
@@ -192,8 +204,8 @@ __device__ void start_query_block(int *qpos, int (*kpos)[TILE], bf16 *Kb, bf16 *
                                   const bf16 *const (&x)[NX], const bf16 *k, const bf16 *v, const flash_shape &s,
                                   const query_block &qb) {
     for (int r = threadIdx.x; r < QROWS<M>; r += THREADS) qpos[r] = qb.t0 + r <= qb.t1 ? qb.t0 + r : -1;
-    if (qb.tiles > 0) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, 0, 0); // (its barrier publishes qpos)
-    __syncthreads();
+    if (qb.tiles > 0) stage_keys<D>(kpos, Kb, Vb, k, v, s, qb, 0, 0);
+    __syncthreads(); // qpos (and kpos[0]) for every thread
 #pragma unroll
     for (int i = 0; i < NX; i++) load_rows_async<D, QROWS<M>>(Xs[i], x[i], qpos, qb.b, s.L, s.Hq, qb.hq);
     __pipeline_commit();
