@@ -220,6 +220,7 @@ void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *t
 
     be->rmsnorm_fwd(m->h_final, m->rstd_final, m->x, m->params[lay->final_unit] + lay->final_norm, N, D,
                     (float)m->cfg.norm_eps);
+    hold_activation(m, m->h_final, (size_t)N * D); /* the LM head's products, forward and backward */
     /* LM head + cross-entropy by chunks of rows: the [N, V] logits are never stored */
     be->lm_head_ce_fwd(m->losses, m->lse, m->h_final, lm_head_weight(m), m->targets, N, D, V, HYLA_IGNORE_INDEX, 0);
     const int valid = count_valid(targets, N);
@@ -260,6 +261,7 @@ void model_backward(struct hyla_model *m) {
     /* each chunk's logits recomputed and turned into dlogits inside the op */
     be->lm_head_ce_bwd(m->scratch[0], lm_head_grad(m), m->h_final, lm_head_weight(m), m->lse, m->targets, N, D, V,
                        HYLA_IGNORE_INDEX, m->valid_last, (float)m->dloss, 0);
+    release_activation(m, m->h_final);
     be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, m->scratch[0], m->x,
                     m->params[lay->final_unit] + lay->final_norm, m->rstd_final, N, D);
     unit_event(m, lay->final_unit, UNIT_BACKWARD_END);
