@@ -13,7 +13,8 @@
 //   pass 1: a thread a query row: its scores against the pooled keys c < (t + 1) / b, the
 //           running maximum and sum in the CPU's order (as cmp_fwd_kernel), o and lse;
 //   pass 2: a thread a (position, block c) pair: the group's compressed probabilities of
-//           block c summed over heads in order (as importance_kernel), from pass 1's lse.
+//           block c summed over heads in order (as importance_kernel), from pass 1's lse and,
+//           when the pooled rows are one chunk, pass 1's scores (kept in shared memory).
 #include "cuda_check.h"
 #include "cuda_nsa.h"
 #include "cuda_nsa_exact.cuh"
@@ -25,6 +26,8 @@ using namespace nsa_exact;
 constexpr int THREADS = 128, CK = 64; // threads (query rows) a block; pooled rows staged at a time
 constexpr int DP = 64;                // head dims up to 64
 constexpr int ST = DP + 4;            // shared row stride: 16-byte rows, 8 lanes' float4 loads on distinct banks
+constexpr int SST = CK + 1;           // kept scores' row stride (over the query rows: SST <= ST)
+static_assert(SST <= ST, "the kept scores fit where the query rows were");
 
 constexpr size_t smem_bytes() { return sizeof(float) * ((size_t)(THREADS + 2 * CK) * ST + THREADS); }
 
@@ -82,14 +85,20 @@ __global__ void __launch_bounds__(THREADS, 3) compressed_kernel(nsa_saved sv, fl
 #pragma unroll
     for (int e = 0; e < DP; e++) o[e] = 0;
     float m = -INFINITY, l = 0;
+    // One chunk of pooled rows (up to 64 blocks: 4096 tokens of block 64): pass 1 leaves its
+    // scores in shared memory for pass 2, over the query rows (in registers by then), where pass
+    // 2 would compute the same dot products again (the dot is symmetric: the same bits).
+    const bool keep = imp && chunks == 1;
+    float *S = Q; // [THREADS][SST]
     for (int k = 0; k < chunks; k++) {
         const int c0 = k * CK;
-        __syncthreads(); // the previous chunk's rows are read
+        __syncthreads(); // the previous chunk's rows are read (and every query row is in registers)
         stage_pooled(Kc, sv.kbar, s, w, c0);
         stage_pooled(Vc, sv.vbar, s, w, c0);
         __syncthreads();
         for (int c = c0; c < min(c0 + CK, ic); c++) {
             const float sc = __fmul_rn(s.scale, dot_exact<DP, true>(qr, Kc + (c - c0) * ST, d));
+            if (keep) S[r * SST + c] = sc;
             const float p = online_softmax_step<DP>(sc, m, l, o);
             const float *vb = Vc + (c - c0) * ST;
 #pragma unroll
@@ -113,18 +122,19 @@ __global__ void __launch_bounds__(THREADS, 3) compressed_kernel(nsa_saved sv, fl
     // pass 2: (position, block) pairs, block c of position t an unforced candidate 1 <= c < t / b - 1
     for (int k = 0; k < chunks; k++) {
         const int c0 = k * CK;
-        __syncthreads(); // pass 1's lse written, the previous chunk's rows read
-        stage_pooled(Kc, sv.kbar, s, w, c0);
+        __syncthreads(); // pass 1's lse (and kept scores) written, the previous chunk's rows read
+        if (!keep) stage_pooled(Kc, sv.kbar, s, w, c0);
         __syncthreads();
         for (int pair = threadIdx.x; pair < w.tb * CK; pair += THREADS) {
             const int tl = pair / CK, c = c0 + pair % CK, tp = w.t0 + tl, icp = tp / s.bs;
             if (tp >= s.L || c == 0 || c >= icp - 1) continue;
             float kr[DP];
-            row_to_registers(kr, Kc + (c - c0) * ST);
+            if (!keep) row_to_registers(kr, Kc + (c - c0) * ST);
             float p = 0;
             for (int i = 0; i < s.G; i++) {
                 const int qrow = tl * s.G + i;
-                const float sc = __fmul_rn(s.scale, dot_exact<DP, true>(kr, Q + qrow * ST, d)); // dot is symmetric
+                const float sc = keep ? S[qrow * SST + c] // (c < t / b - 1 < pass 1's (t + 1) / b)
+                                      : __fmul_rn(s.scale, dot_exact<DP, true>(kr, Q + qrow * ST, d));
                 p = __fadd_rn(p, exp_c(__fsub_rn(sc, lse[qrow])));
             }
             imp[(((size_t)w.b * s.L + tp) * s.Hkv + w.h) * s.NB + c] = p;
