@@ -25,6 +25,17 @@ pack)
   strip --strip-unneeded gpu-carry/lib/*.so* 2>/dev/null || true
   tar czf gpu-carry.tgz gpu-carry
   du -sh gpu-carry gpu-carry.tgz ;;
+pack-base)
+  # the binaries of another commit (default: the one before HEAD), packed the same way into
+  # gpu-carry-base.tgz, for timings against it in the same GPU call (gpu-session.sh BASE=1):
+  # the GPU hosts differ from call to call (H100 or H200, and one H100 from another)
+  rev=$(git rev-parse --verify "${2:-HEAD~1}^{commit}") || { echo "pack-base: no commit ${2:-HEAD~1}" >&2; exit 2; }
+  tree=$(mktemp -d)/base && git worktree add -q --detach "$tree" "$rev"
+  (cd "$tree" && bash scripts/gpu-check.sh pack >/dev/null) && cp "$tree/gpu-carry.tgz" gpu-carry-base.tgz
+  status=$?
+  git worktree remove --force "$tree"
+  [ $status = 0 ] && echo "gpu-carry-base.tgz: $(git log -1 --format='%h %s' "$rev" | cut -c1-80)"
+  exit $status ;;
 run)
   [ -d gpu-carry ] || tar xzf gpu-carry.tgz
   out=${OUT:-.}

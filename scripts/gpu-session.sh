@@ -74,6 +74,19 @@ want train && for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_s
   done
 done
 save
+# BASE=1: the same training runs and kernel timings with the baseline build too (gpu-carry-base.tgz
+# from `gpu-check.sh pack-base REV`, carried beside gpu-carry.tgz), in this call, on this GPU
+[ "${BASE:-0}" = 1 ] && mkdir -p base && { [ -d base/gpu-carry ] || tar xzf gpu-carry-base.tgz -C base; }
+if [ "${BASE:-0}" = 1 ] && want train; then
+  for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
+    (cd base && LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64 timeout ${TRAIN_TIMEOUT:-50} ./gpu-carry/hyla bench train \
+       gpu-carry/configs/models/${mb%%:*}.yaml --backend cuda --steps 3 --warmup 1 --set train.micro_batch=${mb##*:} \
+       --set train.seq_len=4096 --set train.precision=bf16 --format json >"$out/bench-train-${mb%%:*}-bf16-b${mb##*:}-base.json" \
+       2>"$out/bench-train-${mb%%:*}-base.err"
+     echo "base ${mb%%:*} B=${mb##*:}: exit $? $(tr -d '\n ' <"$out/bench-train-${mb%%:*}-bf16-b${mb##*:}-base.json" | grep -o '"tokens_per_s[^,]*')")
+  done
+  save
+fi
 # every kernel of one training step of NCU_MODEL (default laLTE; B = 4, NEW_PATHS on) timed by Nsight
 # Compute: where the step's time goes, cuBLAS's kernels included (ncu serialises the kernels
 # and adds its own overhead per launch, so only the kernels' own durations count)
@@ -102,6 +115,9 @@ want kernels && for only in ${KERNELS:-attention gdr lte_router nsa linear}; do
     env $paths timeout 40 ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
       grep -E "fwd|bwd" | sed "s/^/${paths:+new paths: }/" | tee -a "$out/bench-kernels-bf16.txt"
   done
+  [ "${BASE:-0}" = 1 ] && LD_LIBRARY_PATH=$PWD/base/gpu-carry/lib:/usr/local/cuda/lib64 timeout 40 \
+    ./base/gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only $only --seconds 0.1 2>&1 |
+    grep -E "fwd|bwd" | sed "s/^/base: /" | tee -a "$out/bench-kernels-bf16.txt"
 done
 save
 want racecheck && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; sanitize racecheck ${RACECHECK_TIMEOUT:-60})
