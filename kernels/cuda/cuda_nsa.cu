@@ -86,9 +86,11 @@ static void cuda_nsa_bwd(float *dq, float *dk, float *dv, float *dgate, const fl
     nsa_gate_bwd(dgate, delta, dout_swa, dout, sv, s);
     flash_attention_bwd(dq, dk, dv, dout_swa, q, k, v, sv.lse[NSA_SWA], delta + NSA_SWA * rows, NULL, B, L, s.Hq,
                         s.Hkv, s.d, shape->window - 1, s.scale);
-    if (cuda_matmul_bf16() && nsa_mma_supported(s)) nsa_dq_bf16(dq, dout, sv, delta, q, k, v, block_idx, s);
+    uint16_t *gdo = cuda_matmul_bf16() && nsa_mma_supported(s) ? nsa_scaled_dout(dout, sv, s) : NULL;
+    if (gdo) nsa_dq_bf16(dq, gdo, sv, delta, q, k, v, block_idx, s);
     else nsa_dq(dq, dout, sv, delta, q, k, v, block_idx, s);
-    nsa_dkdv(dk, dv, dout, sv, delta, q, k, v, block_idx, s);
+    nsa_dkdv(dk, dv, dout, gdo, sv, delta, q, k, v, block_idx, s);
+    if (gdo) CUDA_CHECK(cudaFreeAsync(gdo, 0));
     CUDA_CHECK(cudaFreeAsync(delta, 0));
 }
 

@@ -42,6 +42,9 @@ void nsa_mix(float *o, const nsa_saved &sv, const float *gate_logits, const nsa_
 // dgate_logits; delta[x * rows + r] = g_x <dout, o_x> (D of branch x); dout_swa = g_swa dout.
 void nsa_gate_bwd(float *dgate_logits, float *delta, float *dout_swa, const float *dout, const nsa_saved &sv,
                   const nsa_dims &s);
+// The tensor-core tiles' g_x dout of the compressed and selected branches as bf16 bits:
+// [2][B L Hq][d], the compressed branch's first; stream-ordered, the caller frees it.
+uint16_t *nsa_scaled_dout(const float *dout, const nsa_saved &sv, const nsa_dims &s);
 
 // cuda_nsa_compressed.cu: the compressed branch and the importances (imp, or NULL) in one kernel,
 // the same arithmetic as cuda_nsa_select.cu's two, for head dims <= 64 and groups <= 128.
@@ -59,12 +62,13 @@ void nsa_dq(float *dq, const float *dout, const nsa_saved &sv, const float *delt
 bool nsa_mma_supported(const nsa_dims &s);
 void nsa_slc_fwd_bf16(const nsa_saved &sv, const float *q, const float *k, const float *v, const int32_t *block_idx,
                       const nsa_dims &s);
-void nsa_dq_bf16(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
-                 const float *v, const int32_t *block_idx, const nsa_dims &s);
+void nsa_dq_bf16(float *dq, const uint16_t *gdo, const nsa_saved &sv, const float *delta, const float *q,
+                 const float *k, const float *v, const int32_t *block_idx, const nsa_dims &s);
 
 // cuda_nsa_keys.cu: dk, dv += the selected and compressed branches' share.
-void nsa_dkdv(float *dk, float *dv, const float *dout, const nsa_saved &sv, const float *delta, const float *q,
-              const float *k, const float *v, const int32_t *block_idx, const nsa_dims &s);
+// gdo: nsa_scaled_dout's (the tensor-core tiles), or NULL (fp32 tiles on the CUDA cores).
+void nsa_dkdv(float *dk, float *dv, const float *dout, const uint16_t *gdo, const nsa_saved &sv, const float *delta,
+              const float *q, const float *k, const float *v, const int32_t *block_idx, const nsa_dims &s);
 
 // cuda_nsa_rows.cu
 void nsa_rows_fwd(float *o, float *saved, int32_t *block_idx, const float *q, const float *k, const float *v,

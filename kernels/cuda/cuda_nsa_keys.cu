@@ -316,17 +316,6 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
     }
 }
 
-// gdo[x][r] = bf16(gate[r][x] dout[r]) for x = CMP, SLC: the tensor-core tiles' g_x dout rows,
-// rounded once per op (the product and the rounding the tiles made per load before).
-__global__ void scale_dout_kernel(nsa_mma::bf16 *gdo, const float *dout, const float *gate, size_t rows, int d) {
-    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = rows * d;
-    if (e >= n) return;
-    const size_t r = e / d;
-    const float y = dout[e];
-    gdo[e] = __float2bfloat16(y * gate[r * 3 + NSA_CMP]);
-    gdo[n + e] = __float2bfloat16(y * gate[r * 3 + NSA_SLC]);
-}
-
 // dk, dv of key j of block c += the block's work items, in order (a thread per element).
 __global__ void slc_sum_kernel(float *dk, float *dv, const float *pdk, const float *pdv, nsa_index ix, nsa_dims s,
                                int parts) {
@@ -388,7 +377,7 @@ void launch_mma(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const ns
 }
 
 // The tensor cores' operands (bf16 mode, head dims 64 and 128): q, and g_x dout of both
-// branches (gdo: [2][rows][d], the compressed branch's first). NULL: the fp32 tiles.
+// branches (gdo: nsa_scaled_dout's). NULL: the fp32 tiles.
 struct mma_operands {
     const nsa_mma::bf16 *q, *gdo;
 };
@@ -409,8 +398,8 @@ void run_tiles(dim3 grid, float *pdk, float *pdv, const nsa_index &ix, const flo
 
 } // namespace
 
-void nsa_dkdv(float *dk, float *dv, const float *dout, const nsa_saved &sv, const float *delta, const float *q,
-              const float *k, const float *v, const int32_t *block_idx, const nsa_dims &s) {
+void nsa_dkdv(float *dk, float *dv, const float *dout, const uint16_t *gdo, const nsa_saved &sv, const float *delta,
+              const float *q, const float *k, const float *v, const int32_t *block_idx, const nsa_dims &s) {
     const int nbhc = s.B * s.Hkv * s.NB, parts = (s.bs + TILE - 1) / TILE, nch = (s.L + TCH - 1) / TCH;
     const size_t entries = (size_t)s.B * s.L * s.Hkv * s.nsel;
     // work items: sum over blocks of ceil(rows / SEG_ROWS) <= all rows / SEG_ROWS + blocks
@@ -426,16 +415,9 @@ void nsa_dkdv(float *dk, float *dv, const float *dout, const nsa_saved &sv, cons
     index_kernel<<<warps_blocks, 256>>>(ix, block_idx, s, 1);
     CUDA_LAUNCH_CHECK();
 
-    const bool mma = cuda_matmul_bf16() && nsa_mma_supported(s);
     const size_t nq = (size_t)s.B * s.L * s.Hq * s.d;
-    nsa_mma::bf16 *gdo = NULL;
-    if (mma) {
-        CUDA_CHECK(cudaMallocAsync((void **)&gdo, sizeof(nsa_mma::bf16) * 2 * nq, 0));
-        scale_dout_kernel<<<blocks_for(nq, 256), 256>>>(gdo, dout, sv.gate, nq / s.d, s.d);
-        CUDA_LAUNCH_CHECK();
-    }
-    const bf16_operand *q16 = mma ? new bf16_operand(q, nq) : NULL;
-    const mma_operands mo = {q16 ? (const nsa_mma::bf16 *)*q16 : NULL, gdo};
+    const bf16_operand *q16 = gdo ? new bf16_operand(q, nq) : NULL;
+    const mma_operands mo = {q16 ? (const nsa_mma::bf16 *)*q16 : NULL, (const nsa_mma::bf16 *)gdo};
 
     float *part;
     const size_t slc_part = items * parts * TILE * s.d, cmp_part = (size_t)s.B * s.Hkv * nch * s.NB * s.d;
@@ -450,5 +432,4 @@ void nsa_dkdv(float *dk, float *dv, const float *dout, const nsa_saved &sv, cons
     CUDA_CHECK(cudaFreeAsync(part, 0));
     CUDA_CHECK(cudaFreeAsync(ix.cnt, 0));
     delete q16;
-    if (gdo) CUDA_CHECK(cudaFreeAsync(gdo, 0));
 }

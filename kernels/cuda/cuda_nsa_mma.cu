@@ -42,6 +42,19 @@ template <int D> __device__ inline void task_rows(uint32_t (&a)[D / 16][4], cons
     load_a<D>(a, rows, sc);
 }
 
+// The task's 16 rows of a bf16 [B L Hq][D] x as A fragments (rows past nrows zero).
+template <int D> __device__ inline void task_rows_bf16(uint32_t (&a)[D / 16][4], const bf16 *x, const wtask &w) {
+    const int g = threadIdx.x % 32 / 4, tig = threadIdx.x % 4;
+    const bf16 *rows[2] = {g < w.nrows ? x + (w.row0 + g) * D : NULL, g + 8 < w.nrows ? x + (w.row0 + g + 8) * D : NULL};
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+        for (int half = 0; half < 2; half++) // columns 16 ks + 8 half + 2 tig, + 1
+#pragma unroll
+            for (int rr = 0; rr < 2; rr++)
+                a[ks][2 * half + rr] = rows[rr] ? *(const uint32_t *)(rows[rr] + 16 * ks + 8 * half + 2 * tig) : 0u;
+}
+
 // The key range of slot `slot` (cuda_nsa_query.cu's slot_range).
 __device__ inline void range_of(int x, const int32_t *idx, int slot, int t, const nsa_dims &s, int *j0, int *j1) {
     if (x == NSA_CMP) {
@@ -154,7 +167,7 @@ __global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, c
 // branch. dO's A fragments carry g_x (reloaded per branch).
 // (at head dim 64: three blocks an SM, as the shared memory allows, ~170 registers)
 template <int D>
-__global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(float *dq, const float *dout, nsa_saved sv,
+__global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(float *dq, const bf16 *gdo, nsa_saved sv,
                                                              const float *delta, const float *q, const bf16 *k,
                                                              const bf16 *v, const bf16 *kbar, const bf16 *vbar,
                                                              const int32_t *block_idx, nsa_dims s) {
@@ -183,14 +196,13 @@ __global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(flo
             load_tile_async<D>(Ks, K, w.b, n_rows, s.Hkv, w.h, cur.a, cur.j1);
             __pipeline_commit();
         }
-        float lse[2], Dx[2], gx[2];
+        float lse[2], Dx[2];
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            const bool valid = g + 8 * r < w.nrows;
-            const size_t R = w.row0 + (valid ? g + 8 * r : 0);
-            lse[r] = sv.lse[x][R], Dx[r] = delta[x * rows + R], gx[r] = valid ? sv.gate[R * 3 + x] : 0.0f;
+            const size_t R = w.row0 + (g + 8 * r < w.nrows ? g + 8 * r : 0);
+            lse[r] = sv.lse[x][R], Dx[r] = delta[x * rows + R];
         }
-        task_rows<D>(da, dout, w, gx); // g_x dout: dP = <g_x dout, v>
+        task_rows_bf16<D>(da, gdo + x * rows * D, w); // g_x dout: dP = <g_x dout, v>
         while (have) {
             tile_cursor next = after(cur);
             const bool more = seek(next, x, idx, slots, w.t, s);
@@ -245,11 +257,11 @@ void fwd(const nsa_saved &sv, const float *q, const bf16 *k, const bf16 *v, cons
     CUDA_LAUNCH_CHECK();
 }
 template <int D>
-void dq_run(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const bf16 *k,
+void dq_run(float *dq, const bf16 *gdo, const nsa_saved &sv, const float *delta, const float *q, const bf16 *k,
             const bf16 *v, const bf16 *kbar, const bf16 *vbar, const int32_t *idx, const nsa_dims &s) {
     CUDA_CHECK(cudaFuncSetAttribute((const void *)dq_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)smem_bytes<D>()));
-    dq_mma_kernel<D><<<grid_of(s), WARPS * 32, smem_bytes<D>()>>>(dq, dout, sv, delta, q, k, v, kbar, vbar, idx, s);
+    dq_mma_kernel<D><<<grid_of(s), WARPS * 32, smem_bytes<D>()>>>(dq, gdo, sv, delta, q, k, v, kbar, vbar, idx, s);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -265,10 +277,10 @@ void nsa_slc_fwd_bf16(const nsa_saved &sv, const float *q, const float *k, const
     else fwd<128>(sv, q, kb, vb, block_idx, s);
 }
 
-void nsa_dq_bf16(float *dq, const float *dout, const nsa_saved &sv, const float *delta, const float *q, const float *k,
-                 const float *v, const int32_t *block_idx, const nsa_dims &s) {
+void nsa_dq_bf16(float *dq, const uint16_t *gdo, const nsa_saved &sv, const float *delta, const float *q,
+                 const float *k, const float *v, const int32_t *block_idx, const nsa_dims &s) {
     const size_t nk = (size_t)s.B * s.L * s.Hkv * s.d, npool = (size_t)s.B * s.NB * s.Hkv * s.d;
     const bf16_operand kb(k, nk), vb(v, nk), kbar(sv.kbar, npool), vbar(sv.vbar, npool);
-    if (s.d == 64) dq_run<64>(dq, dout, sv, delta, q, kb, vb, kbar, vbar, block_idx, s);
-    else dq_run<128>(dq, dout, sv, delta, q, kb, vb, kbar, vbar, block_idx, s);
+    if (s.d == 64) dq_run<64>(dq, (const bf16 *)gdo, sv, delta, q, kb, vb, kbar, vbar, block_idx, s);
+    else dq_run<128>(dq, (const bf16 *)gdo, sv, delta, q, kb, vb, kbar, vbar, block_idx, s);
 }

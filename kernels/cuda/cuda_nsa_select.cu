@@ -13,6 +13,8 @@
 // (HYLA_NSA_COMPRESSED=0: the two kernels here, which take every shape).
 #include <math.h>
 
+#include <cuda_bf16.h>
+
 #include "cuda_check.h"
 #include "cuda_nsa.h"
 #include "cuda_nsa_exact.cuh"
@@ -160,6 +162,17 @@ __global__ void gate_bwd_kernel(float *dgate, float *delta, float *dout_swa, con
     }
 }
 
+// gdo[x][r] = bf16(gate[r][x] dout[r]) for x = CMP, SLC: the tensor-core tiles' g_x dout rows,
+// rounded once per op (the product and the rounding the tiles made per load before).
+__global__ void scale_dout_kernel(__nv_bfloat16 *gdo, const float *dout, const float *gate, size_t rows, int d) {
+    const size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x, n = rows * d;
+    if (e >= n) return;
+    const size_t r = e / d;
+    const float y = dout[e];
+    gdo[e] = __float2bfloat16(y * gate[r * 3 + NSA_CMP]);
+    gdo[n + e] = __float2bfloat16(y * gate[r * 3 + NSA_SLC]);
+}
+
 // The compressed branch (its lse first: the importances read it), then the importances unless
 // imp is NULL.
 template <int DP> void launch_cmp_importance(const nsa_saved &sv, float *imp, const float *q, const nsa_dims &s) {
@@ -195,6 +208,15 @@ void nsa_compressed_select(const nsa_saved &sv, int32_t *block_idx, const float 
 void nsa_mix(float *o, const nsa_saved &sv, const float *gate_logits, const nsa_dims &s) {
     mix_kernel<<<blocks_for((size_t)s.B * s.L * s.Hq * 32, 256), 256>>>(o, sv, gate_logits, s);
     CUDA_LAUNCH_CHECK();
+}
+
+uint16_t *nsa_scaled_dout(const float *dout, const nsa_saved &sv, const nsa_dims &s) {
+    const size_t nq = (size_t)s.B * s.L * s.Hq * s.d;
+    __nv_bfloat16 *gdo;
+    CUDA_CHECK(cudaMallocAsync((void **)&gdo, sizeof(__nv_bfloat16) * 2 * nq, 0));
+    scale_dout_kernel<<<blocks_for(nq, 256), 256>>>(gdo, dout, sv.gate, nq / s.d, s.d);
+    CUDA_LAUNCH_CHECK();
+    return (uint16_t *)gdo;
 }
 
 void nsa_gate_bwd(float *dgate_logits, float *delta, float *dout_swa, const float *dout, const nsa_saved &sv,
