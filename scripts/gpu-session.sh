@@ -16,8 +16,10 @@ out=/tmp/gpu-session && rm -rf $out && mkdir -p $out
 save() { tar czf "$final/gpu-session.tgz" -C /tmp gpu-session; }
 export LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
-train() { # MODEL BATCH
-  timeout ${TRAIN_TIMEOUT:-50} ./gpu-carry/hyla bench train gpu-carry/configs/models/$1.yaml --backend cuda --steps 3 \
+train() { # MODEL BATCH (CARRY: the unpacked build, default gpu-carry)
+  local carry=${CARRY:-gpu-carry}
+  LD_LIBRARY_PATH=$PWD/$carry/lib:/usr/local/cuda/lib64 timeout ${TRAIN_TIMEOUT:-50} ./$carry/hyla bench train \
+    $carry/configs/models/$1.yaml --backend cuda --steps 3 \
     --warmup 1 --set train.micro_batch=$2 --set train.seq_len=4096 --set train.precision=bf16 --format json \
     >"$out/bench-train-$1-bf16-b$2${TAG:-}.json" 2>"$out/bench-train-$1${TAG:-}.err"
   local rc=$? json="$out/bench-train-$1-bf16-b$2${TAG:-}.json"
@@ -79,11 +81,7 @@ save
 [ "${BASE:-0}" = 1 ] && mkdir -p base && { [ -d base/gpu-carry ] || tar xzf gpu-carry-base.tgz -C base; }
 if [ "${BASE:-0}" = 1 ] && want train; then
   for mb in ${MODELS:-gdn_lte_0.4B:4 gdn_nsa_0.4B:4 gdn_0.4B:4 gdn_swa_0.4B:4 transformer_0.4B:4}; do
-    (cd base && LD_LIBRARY_PATH=$PWD/gpu-carry/lib:/usr/local/cuda/lib64 timeout ${TRAIN_TIMEOUT:-50} ./gpu-carry/hyla bench train \
-       gpu-carry/configs/models/${mb%%:*}.yaml --backend cuda --steps 3 --warmup 1 --set train.micro_batch=${mb##*:} \
-       --set train.seq_len=4096 --set train.precision=bf16 --format json >"$out/bench-train-${mb%%:*}-bf16-b${mb##*:}-base.json" \
-       2>"$out/bench-train-${mb%%:*}-base.err"
-     echo "base ${mb%%:*} B=${mb##*:}: exit $? $(tr -d '\n ' <"$out/bench-train-${mb%%:*}-bf16-b${mb##*:}-base.json" | grep -o '"tokens_per_s[^,]*')")
+    CARRY=base/gpu-carry TAG=-base train ${mb%%:*} ${mb##*:}
   done
   save
 fi

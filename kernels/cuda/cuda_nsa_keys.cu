@@ -11,7 +11,6 @@
 // (b, h, 64 tokens) against 64 pooled blocks, a partial per item, summed over the items in order
 // and spread over the block's rows by the mean-pool backward (÷ its length).
 // In bf16 mode the tiles' products run on the tensor cores. No atomics: the same bits every run.
-#include "backend_cuda.h"
 #include "cuda_bf16_operand.cuh"
 #include "cuda_check.h"
 #include "cuda_flash_tiles.cuh"
@@ -130,7 +129,8 @@ template <bool CMP> __device__ inline bool item_of(const nsa_index &ix, const ns
     return true;
 }
 
-// The query rows [base, base + 64) of a work item: token, row index, lse, D and gate of branch x.
+// The query rows [base, base + 64) of a work item: token, row index, lse, D and (qg not NULL)
+// gate of branch x.
 template <bool CMP>
 __device__ inline void query_rows(int *qt, long long *qrow, float *qlse, float *qdelta, float *qg, const work &wk,
                                   int base, int x, const nsa_saved &sv, const float *delta, const nsa_dims &s) {
@@ -144,7 +144,8 @@ __device__ inline void query_rows(int *qt, long long *qrow, float *qlse, float *
         R = ((size_t)wk.b * s.L + t) * s.Hq + (size_t)wk.h * s.G + n % s.G;
     }
     qt[tid] = t, qrow[tid] = (long long)R;
-    qlse[tid] = sv.lse[x][R], qdelta[tid] = delta[(size_t)x * s.B * s.L * s.Hq + R], qg[tid] = sv.gate[R * 3 + x];
+    qlse[tid] = sv.lse[x][R], qdelta[tid] = delta[(size_t)x * s.B * s.L * s.Hq + R];
+    if (qg) qg[tid] = sv.gate[R * 3 + x];
 }
 
 // A work item on the CUDA cores (fp32), partial dk (unscaled), dv written to pdk, pdv.
@@ -237,7 +238,7 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
     bf16 *Qb = (bf16 *)smem, *dOb = Qb + 2 * TE; // [2][TILE][D + 8] each
     __shared__ int kpos[TILE], qt[2][TILE];
     __shared__ long long qrow[2][TILE];
-    __shared__ float qlse[2][TILE], qdelta[2][TILE], qg[2][TILE];
+    __shared__ float qlse[2][TILE], qdelta[2][TILE];
     const int x = CMP ? NSA_CMP : NSA_SLC, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, tig = lane % 4;
     work wk;
@@ -245,7 +246,7 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
     // The rows of the tile at `base` into buffer `buf`: their metadata, a barrier, their copies
     // (not committed). Every thread calls it.
     auto stage = [&](int base, int buf) {
-        query_rows<CMP>(qt[buf], qrow[buf], qlse[buf], qdelta[buf], qg[buf], wk, base, x, sv, delta, s);
+        query_rows<CMP>(qt[buf], qrow[buf], qlse[buf], qdelta[buf], NULL, wk, base, x, sv, delta, s); // (gdo: gated)
         __syncthreads();
         for (int e = tid; e < TILE * D / 8; e += 128) {
             const int r = e / (D / 8), c = e % (D / 8) * 8;
@@ -271,9 +272,8 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
             const size_t o = (((size_t)wk.b * nk + (j[r] < 0 ? 0 : j[r])) * s.Hkv + wk.h) * D;
             kr[r] = j[r] < 0 ? NULL : K + o, vr[r] = j[r] < 0 ? NULL : V + o;
         }
-        const float one[2] = {1, 1};
-        load_a<D>(ka, kr, one);
-        load_a<D>(va, vr, one);
+        load_a<D>(ka, kr);
+        load_a<D>(va, vr);
     }
     float adk[D / 8][4], adv[D / 8][4];
 #pragma unroll

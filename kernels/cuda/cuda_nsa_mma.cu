@@ -33,13 +33,12 @@ __device__ inline bool task_of(const nsa_dims &s, wtask &w) {
     return true;
 }
 
-// The task's 16 query rows of x as A fragments (rows past nrows zero), row g scaled by sc[0].
-template <int D> __device__ inline void task_rows(uint32_t (&a)[D / 16][4], const float *x, const wtask &w,
-                                                  const float (&sc)[2]) {
+// The task's 16 query rows of x as A fragments (rows past nrows zero).
+template <int D> __device__ inline void task_rows(uint32_t (&a)[D / 16][4], const float *x, const wtask &w) {
     const int g = threadIdx.x % 32 / 4;
     const float *rows[2] = {g < w.nrows ? x + (w.row0 + g) * D : NULL,
                             g + 8 < w.nrows ? x + (w.row0 + g + 8) * D : NULL};
-    load_a<D>(a, rows, sc);
+    load_a<D>(a, rows);
 }
 
 // The task's 16 rows of a bf16 [B L Hq][D] x as A fragments (rows past nrows zero).
@@ -103,8 +102,7 @@ __global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, c
         __pipeline_commit();
     }
     uint32_t qa[D / 16][4];
-    const float one[2] = {1, 1};
-    task_rows<D>(qa, q, w, one);
+    task_rows<D>(qa, q, w);
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
 #pragma unroll
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0;
@@ -178,8 +176,7 @@ __global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(flo
     if (!task_of(s, w)) return;
     const size_t rows = (size_t)s.B * s.L * s.Hq;
     uint32_t qa[D / 16][4], da[D / 16][4];
-    const float one[2] = {1, 1};
-    task_rows<D>(qa, q, w, one);
+    task_rows<D>(qa, q, w);
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0;

@@ -22,9 +22,8 @@ using hyla_mma::quad_max;
 using hyla_mma::quad_sum;
 
 // A fragments of a 16 x D fp32 matrix whose row g of this lane is at rows[0] and row g + 8 at
-// rows[1] (NULL: zeros), scaled by sc[0], sc[1].
-template <int D>
-__device__ inline void load_a(uint32_t (&a)[D / 16][4], const float *const (&rows)[2], const float (&sc)[2]) {
+// rows[1] (NULL: zeros), rounded to bf16.
+template <int D> __device__ inline void load_a(uint32_t (&a)[D / 16][4], const float *const (&rows)[2]) {
     const int tig = threadIdx.x % 4;
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++)
@@ -34,7 +33,7 @@ __device__ inline void load_a(uint32_t (&a)[D / 16][4], const float *const (&row
             for (int rr = 0; rr < 2; rr++) {
                 float2 v = make_float2(0, 0);
                 if (rows[rr]) v = *(const float2 *)(rows[rr] + 16 * ks + 8 * half + 2 * tig);
-                a[ks][2 * half + rr] = pack(sc[rr] * v.x, sc[rr] * v.y);
+                a[ks][2 * half + rr] = pack(v.x, v.y);
             }
         }
 }
