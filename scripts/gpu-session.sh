@@ -96,12 +96,21 @@ want ncu && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; timeout -s INT ${NCU_TIME
   echo "ncu ($ncu): exit $?"; python3 scripts/ncu-summary.py "$out/ncu-${NCU_MODEL:-gdn_lte_0.4B}.csv" 45 | tee "$out/ncu-summary.txt")
 save
 # one launch of each of NCU_KERNELS (KERNEL:bench-op pairs) under Nsight Compute's full set
-# (throughputs, occupancy, warp stall reasons, memory chart): why a kernel takes what it takes
+# (throughputs, occupancy, warp stall reasons, memory chart): why a kernel takes what it takes.
+# The report is kept (ncu-full-KERNEL.ncu-rep) and read twice: its details page (the sections)
+# and its source page (every SASS instruction with its executions and warp-stall samples, the
+# place in the code where the warps wait).
 want ncu-kernels && for pair in ${NCU_KERNELS:-bwd_kernel:lte_router mma_dq_kernel:attention mma_dkdv_kernel:attention grads_dk_kernel:gdr}; do
-  (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; timeout -s INT ${NCU_KERNEL_TIMEOUT:-60} "$ncu" --set full -k "regex:^${pair%%:*}$" -c 1 --csv --page details \
-     ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only ${pair##*:} --seconds 0.01 \
-     >"$out/ncu-full-${pair%%:*}.csv" 2>&1
-   echo "ncu full ${pair%%:*}: exit $? $(wc -l <"$out/ncu-full-${pair%%:*}.csv") lines")
+  (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; name=ncu-full-${pair%%:*}
+   timeout -s INT ${NCU_KERNEL_TIMEOUT:-60} "$ncu" --set full --import-source no -k "regex:^${pair%%:*}$" -c 1 -f -o "$out/$name" \
+     ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only ${pair##*:} --seconds 0.01 >"$out/$name.log" 2>&1
+   echo "ncu full ${pair%%:*}: exit $?"
+   "$ncu" -i "$out/$name.ncu-rep" --csv --page details >"$out/$name.csv" 2>&1
+   "$ncu" -i "$out/$name.ncu-rep" --csv --page source --print-source sass >"$out/ncu-source-${pair%%:*}.csv" 2>&1
+   # the same per line of the .cu files (the build's -lineinfo)
+   "$ncu" -i "$out/$name.ncu-rep" --csv --page source --print-source cuda --resolve-source-file "$PWD/kernels/cuda" \
+     >"$out/ncu-lines-${pair%%:*}.csv" 2>&1
+   echo "  $(wc -l <"$out/$name.csv") detail lines, $(wc -l <"$out/ncu-source-${pair%%:*}.csv") source lines")
 done
 save
 want check && { SKIP_OPS=1 OUT=$out timeout ${RUN_TIMEOUT:-110} bash scripts/gpu-check.sh run >/dev/null 2>&1; grep -E "worst" "$out/gpu-check.txt"; }

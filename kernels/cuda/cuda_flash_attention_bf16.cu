@@ -5,7 +5,7 @@
 // a tile, so scores, probabilities and dS never touch shared memory: Q K^T lands in C
 // fragments, the online softmax runs on them, and packed to bf16 they are the A operand of
 // P V. Key (or query) tiles stream through two shared buffers filled by cp.async while the
-// previous tile is worked on. Softmax runs in base 2 (exp2f on scores scaled by
+// previous tile is worked on. Softmax runs in base 2 (ex2 of scores scaled by
 // scale * log2 e); lse is stored in base e as the contract says. No atomics.
 #include <stdlib.h>
 
@@ -254,40 +254,51 @@ __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, 
         products_abt<D, M>(sc, qa, Kb + cur * TILE_ELEMS<D>);
         const int *kp = kpos[cur];
         const bool seg_b = tile >= qb.kt.a_tiles, full = tile_all_visible(qb, kp, seg_b, s.wl);
+        // Online softmax on the raw scores (masked ones -inf): the running maximum m is kept
+        // scaled (c > 0: max then scale is scale then max), and each probability is one fused
+        // multiply-add and one ex2; the accumulator's rescale by corr is skipped when no row of
+        // the warp has a new maximum (corr exactly 1), most tiles once a row has seen its keys.
+        float corr[M][2];
 #pragma unroll
         for (int mt = 0; mt < M; mt++) {
+            if (!full)
 #pragma unroll
-            for (int n = 0; n < 8; n++)
+                for (int n = 0; n < 8; n++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float x = sc[mt][n][e] * c;
-                    if (!full) {
+                    for (int e = 0; e < 4; e++) {
                         const int t = row_t[mt][e >> 1], key = kp[frag_col(n, e)];
-                        if (!(seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl))) x = -INFINITY;
+                        if (!(seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl))) sc[mt][n][e] = -INFINITY;
                     }
-                    sc[mt][n][e] = x;
-                }
 #pragma unroll
-            for (int r = 0; r < 2; r++) { // online softmax of row g (r = 0) and g + 8 (r = 1)
+            for (int r = 0; r < 2; r++) { // row g (r = 0) and g + 8 (r = 1)
                 float mx = -INFINITY;
 #pragma unroll
                 for (int n = 0; n < 8; n++) mx = fmaxf(mx, fmaxf(sc[mt][n][2 * r], sc[mt][n][2 * r + 1]));
-                const float m_new = fmaxf(m[mt][r], quad_max(mx));
+                const float m_new = fmaxf(m[mt][r], quad_max(mx) * c);
                 const float base = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet
-                const float corr = exp2f(m[mt][r] - base);            // 0 while m was -inf
+                corr[mt][r] = exp2_approx(m[mt][r] - base);          // 0 while m was -inf
                 float sum = 0.0f;
 #pragma unroll
                 for (int n = 0; n < 8; n++) {
-                    sc[mt][n][2 * r] = exp2f(sc[mt][n][2 * r] - base);
-                    sc[mt][n][2 * r + 1] = exp2f(sc[mt][n][2 * r + 1] - base);
+                    sc[mt][n][2 * r] = exp2_approx(fmaf(sc[mt][n][2 * r], c, -base));
+                    sc[mt][n][2 * r + 1] = exp2_approx(fmaf(sc[mt][n][2 * r + 1], c, -base));
                     sum += sc[mt][n][2 * r] + sc[mt][n][2 * r + 1];
                 }
-                l[mt][r] = l[mt][r] * corr + sum; // this lane's columns; the quad's sum at the end
+                l[mt][r] = l[mt][r] * corr[mt][r] + sum; // this lane's columns; the quad's sum at the end
                 m[mt][r] = m_new;
-#pragma unroll
-                for (int n = 0; n < D / 8; n++) acc[mt][n][2 * r] *= corr, acc[mt][n][2 * r + 1] *= corr;
             }
         }
+        bool rescale = false;
+#pragma unroll
+        for (int mt = 0; mt < M; mt++) rescale |= corr[mt][0] != 1.0f || corr[mt][1] != 1.0f;
+        if (__any_sync(0xffffffffu, rescale))
+#pragma unroll
+            for (int mt = 0; mt < M; mt++)
+#pragma unroll
+                for (int n = 0; n < D / 8; n++) {
+                    acc[mt][n][0] *= corr[mt][0], acc[mt][n][1] *= corr[mt][0];
+                    acc[mt][n][2] *= corr[mt][1], acc[mt][n][3] *= corr[mt][1];
+                }
         products_px<D, M>(acc, sc, Vb + cur * TILE_ELEMS<D>);
         __syncthreads(); // every warp is done with buffer cur before the tile after next fills it
     }
@@ -366,7 +377,7 @@ __global__ void __launch_bounds__(THREADS, DQ_MIN_BLOCKS<D, KP>)
                             const int t = row_t(mt, r), key = kp[KP * part + frag_col(n, e)];
                             vis = t <= qb.t1 && (seg_b ? visible_b(t, key, s.wl) : visible_a(t, key, s.wl));
                         }
-                        const float p = vis ? exp2f(sc[mt][n][e] * c - row_lse[mt][r]) : 0.0f;
+                        const float p = vis ? exp2_approx(fmaf(sc[mt][n][e], c, -row_lse[mt][r])) : 0.0f;
                         sc[mt][n][e] = p * (dp[mt][n][e] - row_delta[mt][r]); // dS
                     }
             products_px<D, M, KP / 8>(acc, sc, Ks);
@@ -465,7 +476,7 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv_kernel(float *dk, float *dv,
                     vis = tq >= 0 && key >= 0 &&
                           (selected_pass ? visible_b(tq, key, s.wl) : visible_a(tq, key, s.wl));
                 }
-                const float p = vis ? exp2f(sc[0][n][e] * c - qlse[cur][col]) : 0.0f;
+                const float p = vis ? exp2_approx(fmaf(sc[0][n][e], c, -qlse[cur][col])) : 0.0f;
                 sc[0][n][e] = p;
                 ds[0][n][e] = p * (dp[0][n][e] - qdelta[cur][col]);
             }
@@ -594,6 +605,13 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv2_kernel(float *dk, float *dv
             const bf16 *Qh = Qs + 32 * h * LD<D>, *dOh = dOs + 32 * h * LD<D>;
             float sc[M][4][4], dp[M][4][4];
             products_abt_rows<D, M, 4>(sc, Ks, r0, Qh); // S^T: rows keys, columns queries
+            // lse in base 2 of this lane's columns (as mma_dkdv_kernel stages it: one rounded
+            // multiply), shared by its rows
+            float lse2[4][2];
+#pragma unroll
+            for (int n = 0; n < 4; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) lse2[n][e] = __fmul_rn(qlse[cur][32 * h + frag_col(n, e)], LOG2E);
             auto probabilities = [&](auto masks) { // P^T in sc (masks: std::true_type, per element)
                 constexpr bool masked = decltype(masks)::value;
 #pragma unroll
@@ -612,7 +630,7 @@ __global__ void __launch_bounds__(THREADS) mma_dkdv2_kernel(float *dk, float *dv
 #pragma unroll
                             for (int e = 2 * r; e < 2 * r + 2; e++) {
                                 const int col = 32 * h + frag_col(n, e);
-                                const float p = exp2f(sc[mt][n][e] * c - __fmul_rn(qlse[cur][col], LOG2E));
+                                const float p = exp2_approx(fmaf(sc[mt][n][e], c, -lse2[n][e & 1]));
                                 sc[mt][n][e] = !masked || (col >= lo && col <= hi) ? p : 0.0f;
                             }
                     }

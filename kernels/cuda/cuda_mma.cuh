@@ -67,6 +67,17 @@ __device__ inline void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, u
                  : "r"(a));
 }
 
+// 2^x on the special-function unit alone (ex2.approx.ftz.f32, ~2 ulp): the instruction exp2f
+// runs too, without exp2f's care for subnormal results (a compare and two multiplies around it,
+// Nsight Compute: a third of the attention forward's floating-point instructions); results
+// below 2^-126 flush to 0, probabilities that far below a row's largest are dropped either way
+// in bf16 P V products. -inf gives 0.
+__device__ inline float exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Sum / max over the 4 lanes of a quad (the lanes that hold one fragment row).
 __device__ inline float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);

@@ -133,7 +133,8 @@ template <bool CMP> __device__ inline bool item_of(const nsa_index &ix, const ns
 // gate of branch x.
 template <bool CMP>
 __device__ inline void query_rows(int *qt, long long *qrow, float *qlse, float *qdelta, float *qg, const work &wk,
-                                  int base, int x, const nsa_saved &sv, const float *delta, const nsa_dims &s) {
+                                  int base, int x, const nsa_saved &sv, const float *delta, const nsa_dims &s,
+                                  float lse_scale = 1.0f) {
     const int tid = threadIdx.x;
     if (tid >= TILE) return;
     const int n = base + tid;
@@ -144,7 +145,7 @@ __device__ inline void query_rows(int *qt, long long *qrow, float *qlse, float *
         R = ((size_t)wk.b * s.L + t) * s.Hq + (size_t)wk.h * s.G + n % s.G;
     }
     qt[tid] = t, qrow[tid] = (long long)R;
-    qlse[tid] = sv.lse[x][R], qdelta[tid] = delta[(size_t)x * s.B * s.L * s.Hq + R];
+    qlse[tid] = sv.lse[x][R] * lse_scale, qdelta[tid] = delta[(size_t)x * s.B * s.L * s.Hq + R];
     if (qg) qg[tid] = sv.gate[R * 3 + x];
 }
 
@@ -241,12 +242,13 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
     __shared__ float qlse[2][TILE], qdelta[2][TILE];
     const int x = CMP ? NSA_CMP : NSA_SLC, tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = lane / 4, tig = lane % 4;
+    const float c2 = s.scale * LOG2E; // scores to base 2
     work wk;
     if (!item_of<CMP>(ix, s, kpos, wk)) return;
     // The rows of the tile at `base` into buffer `buf`: their metadata, a barrier, their copies
     // (not committed). Every thread calls it.
     auto stage = [&](int base, int buf) {
-        query_rows<CMP>(qt[buf], qrow[buf], qlse[buf], qdelta[buf], NULL, wk, base, x, sv, delta, s); // (gdo: gated)
+        query_rows<CMP>(qt[buf], qrow[buf], qlse[buf], qdelta[buf], NULL, wk, base, x, sv, delta, s, LOG2E); // (gdo: gated; lse in base 2)
         __syncthreads();
         for (int e = tid; e < TILE * D / 8; e += 128) {
             const int r = e / (D / 8), c = e % (D / 8) * 8;
@@ -296,7 +298,7 @@ __global__ void __launch_bounds__(128) dkdv_mma_kernel(float *pdk, float *pdv, n
             for (int i = 0; i < 4; i++) {
                 const int j = kpos[16 * warp + g + 8 * (i / 2)], col = 8 * n + 2 * tig + (i & 1), t = qt[buf][col];
                 const bool vis = j >= 0 && t >= 0 && (CMP ? (j + 1) * s.bs <= t + 1 : j <= t);
-                const float p = vis ? expf(st[n][i] * s.scale - qlse[buf][col]) : 0.0f;
+                const float p = vis ? hyla_mma::exp2_approx(fmaf(st[n][i], c2, -qlse[buf][col])) : 0.0f;
                 st[n][i] = p, dpt[n][i] = p * (dpt[n][i] - qdelta[buf][col]);
             }
         times_rows<D>(adv, st, dOs);

@@ -103,7 +103,8 @@ __global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, c
     }
     uint32_t qa[D / 16][4];
     task_rows<D>(qa, q, w);
-    float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
+    float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0}; // m: scaled (base 2)
+    const float c2 = s.scale * LOG2E;
 #pragma unroll
     for (int n = 0; n < D / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0;
     while (have) {
@@ -116,25 +117,27 @@ __global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, c
         __syncwarp(); // every lane is done with Ks: the next tile's K goes there
         if (more) load_tile_async<D>(Ks, k, w.b, s.L, s.Hkv, w.h, next.a, next.j1);
         __pipeline_commit();
+        // the softmax in base 2 on the raw scores (m kept scaled by c2; max then scale is scale
+        // then max): a probability is one fused multiply-add and one ex2
         float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int n = 0; n < KT / 8; n++)
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 const bool in = cur.a + 8 * n + 2 * tig + (i & 1) < cur.j1;
-                sc[n][i] = in ? sc[n][i] * s.scale : -INFINITY;
+                if (!in) sc[n][i] = -INFINITY;
                 mx[i / 2] = fmaxf(mx[i / 2], sc[n][i]);
             }
         float corr[2];
 #pragma unroll
         for (int r = 0; r < 2; r++) { // key a is always in: the maximum is finite
-            const float m_new = fmaxf(m[r], quad_max(mx[r]));
-            corr[r] = expf(m[r] - m_new), m[r] = m_new, l[r] *= corr[r];
+            const float m_new = fmaxf(m[r], quad_max(mx[r]) * c2);
+            corr[r] = hyla_mma::exp2_approx(m[r] - m_new), m[r] = m_new, l[r] *= corr[r];
         }
 #pragma unroll
         for (int n = 0; n < KT / 8; n++)
 #pragma unroll
-            for (int i = 0; i < 4; i++) sc[n][i] = expf(sc[n][i] - m[i / 2]), l[i / 2] += sc[n][i];
+            for (int i = 0; i < 4; i++) sc[n][i] = hyla_mma::exp2_approx(fmaf(sc[n][i], c2, -m[i / 2])), l[i / 2] += sc[n][i];
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
 #pragma unroll
@@ -157,7 +160,7 @@ __global__ void __launch_bounds__(WARPS * 32) slc_fwd_mma_kernel(nsa_saved sv, c
 #pragma unroll
         for (int n = 0; n < D / 8; n++)
             *(float2 *)(sv.o[NSA_SLC] + R * D + 8 * n + 2 * tig) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
-        if (tig == 0) sv.lse[NSA_SLC][R] = lr > 0 ? m[r] + logf(lr) : 0.0f;
+        if (tig == 0) sv.lse[NSA_SLC][R] = lr > 0 ? (m[r] + log2f(lr)) * LN2 : 0.0f; // base e, as the contract says
     }
 }
 
@@ -175,6 +178,7 @@ __global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(flo
     wtask w;
     if (!task_of(s, w)) return;
     const size_t rows = (size_t)s.B * s.L * s.Hq;
+    const float c2 = s.scale * LOG2E;
     uint32_t qa[D / 16][4], da[D / 16][4];
     task_rows<D>(qa, q, w);
     float acc[D / 8][4];
@@ -197,7 +201,7 @@ __global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(flo
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const size_t R = w.row0 + (g + 8 * r < w.nrows ? g + 8 * r : 0);
-            lse[r] = sv.lse[x][R], Dx[r] = delta[x * rows + R];
+            lse[r] = sv.lse[x][R] * LOG2E, Dx[r] = delta[x * rows + R]; // lse in base 2
         }
         task_rows_bf16<D>(da, gdo + x * rows * D, w); // g_x dout: dP = <g_x dout, v>
         while (have) {
@@ -218,7 +222,7 @@ __global__ void __launch_bounds__(WARPS * 32, D == 64 ? 3 : 1) dq_mma_kernel(flo
 #pragma unroll
                 for (int i = 0; i < 4; i++) {
                     const bool in = cur.a + 8 * n + 2 * tig + (i & 1) < cur.j1 && g + 8 * (i / 2) < w.nrows;
-                    const float p = in ? expf(sc[n][i] * s.scale - lse[i / 2]) : 0.0f;
+                    const float p = in ? hyla_mma::exp2_approx(fmaf(sc[n][i], c2, -lse[i / 2])) : 0.0f;
                     sc[n][i] = p * (dp[n][i] - Dx[i / 2]);
                 }
             times_rows<D>(acc, sc, Ks);

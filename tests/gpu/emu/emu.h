@@ -139,6 +139,7 @@ inline unsigned __ballot_sync(unsigned, int pred) {
     __syncwarp();
     return r;
 }
+inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 // Correctly rounded single operations that the compiler may not fuse (nvcc's __f*_rn): the
 // asm hides the value, so with -mfma -ffp-contract=fast (nvcc's default contraction, which

@@ -128,6 +128,13 @@ inline void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3
     r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
 }
 
+// ex2.approx.ftz.f32: 2^x with results below 2^-126 flushed to 0 (the host's exp2f stands in
+// for the approximation, within its ~2 ulp).
+inline float exp2_approx(float x) {
+    const float y = exp2f(x);
+    return y < 1.17549435e-38f ? 0.0f : y;
+}
+
 // Sum / max over the 4 lanes of a quad (the lanes that hold one fragment row).
 inline float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
