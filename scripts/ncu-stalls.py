@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Where a kernel's warps wait: the source page of an Nsight Compute report (gpu-session.sh
-PARTS=ncu-kernels writes ncu-source-KERNEL.csv: every SASS instruction with its warp-stall
-samples) summed by stall reason, then the instructions with the most samples and the reasons
-they waited for. Usage: ncu-stalls.py ncu-source-KERNEL.csv [TOP]"""
+"""Where a kernel's warps wait and what they execute: the source page of an Nsight Compute
+report (gpu-session.sh PARTS=ncu-kernels writes ncu-source-KERNEL.csv: every SASS instruction
+with its executions and warp-stall samples) summed by stall reason, then by opcode (the
+instruction mix: how many of the executed instructions are the products'), then the
+instructions with the most samples and the reasons they waited for.
+Usage: ncu-stalls.py ncu-source-KERNEL.csv [TOP]"""
+import collections
 import csv
 import sys
 
@@ -22,6 +25,17 @@ def main():
     by_reason = {h: sum(int(r[col[h]] or 0) for r in body) for h in reasons}
     for h, n in sorted(by_reason.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {h[6:]:<18} {n:>9} {100.0 * n / max(total, 1):5.1f}%")
+    by_opcode, stalls_of = collections.Counter(), collections.Counter()
+    for r in body:
+        words = r[col["Source"]].split()
+        if not words:
+            continue
+        opcode = (words[1] if words[0].startswith("@") and len(words) > 1 else words[0]).split(".")[0]
+        by_opcode[opcode] += int(r[col["Instructions Executed"]] or 0)
+        stalls_of[opcode] += samples(r)
+    print("instruction mix (warp instructions executed, share, stall samples):")
+    for opcode, n in by_opcode.most_common(top):
+        print(f"  {opcode:<10} {n:>12} {100.0 * n / max(executed, 1):5.1f}%  {stalls_of[opcode]:>8}")
     print(f"top {top} instructions by samples (index: position in the kernel's SASS):")
     for i, r in sorted(enumerate(body), key=lambda ir: -samples(ir[1]))[:top]:
         why = sorted(((int(r[col[h]] or 0), h[6:]) for h in reasons), reverse=True)[:3]
