@@ -41,8 +41,15 @@ HYLA_HOST_DEVICE static inline uint64_t hyla_rng_subkey(uint64_t key, uint64_t s
     return hyla_mix64(key ^ hyla_mix64(sub + 0x632be59bd9b4e019ULL));
 }
 
+/* Draw `index` of a stream is hyla_mix64 of its counter, key + (index + 1) HYLA_RNG_STEP: the
+ * counter of index + 1 is index's plus HYLA_RNG_STEP, so a run of consecutive draws needs one
+ * multiply (the GPU's LTE router draws a dropout mask four channels at a time that way). */
+#define HYLA_RNG_STEP 0x9e3779b97f4a7c15ULL
+HYLA_HOST_DEVICE static inline uint64_t hyla_rng_counter(uint64_t key, uint64_t index) {
+    return key + (index + 1) * HYLA_RNG_STEP;
+}
 HYLA_HOST_DEVICE static inline uint64_t hyla_rng_u64(uint64_t key, uint64_t index) {
-    return hyla_mix64(key + (index + 1) * 0x9e3779b97f4a7c15ULL);
+    return hyla_mix64(hyla_rng_counter(key, index));
 }
 
 /* Uniform in [0, 1) with 24 bits (exactly representable as float). */

@@ -63,7 +63,19 @@ __host__ __device__ static inline size_t drop_index(const struct router_dims &r,
     return ((size_t)t * r.H + h) * r.c[l] + ci;
 }
 
-__device__ static inline float sig(float x) { return 1.0f / (1.0f + expf(-x)); }
+// σ(x) = 1 / (1 + 2^(-x log2 e)) on the special-function unit: ex2.approx and an approximate
+// reciprocal (~2 ulp each; 5 instructions where expf and an IEEE division took ~20, Nsight
+// Compute: 7% of the router's instructions and its backward's most-stalled line). Within 1e-6
+// of the CPU's σ: the fp32 checks' bound is 1e-5.
+__device__ static inline float sig(float x) {
+#ifdef __CUDA_ARCH__
+    float e;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-1.4426950408889634f * x));
+#else
+    const float e = exp2f(-1.4426950408889634f * x); // the CPU emulation (tests/gpu/emu)
+#endif
+    return __fdividef(1.0f, 1.0f + e);
+}
 __device__ static inline float silu(float x) { return x * sig(x); }
 __device__ static inline float silu_grad(float x) {
     float s = sig(x);

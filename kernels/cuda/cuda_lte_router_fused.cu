@@ -113,11 +113,33 @@
 namespace fused {
 
 // ---- device pieces ----
-// Element e (drop_index: within row b) of conv l's input: 0 or 1 / (1 - p).
-__device__ inline float keep_factor(const router_dims &r, int l, int b, size_t e) {
-    if (!(r.p > 0)) return 1.0f;
-    return (uint32_t)(hyla_rng_u64(r.key[b][l], e) >> 40) >= r.keep_min ? r.keep_scale : 0.0f;
+// Channels c0 .. c0 + n - 1 (n <= 4) of conv l's input at token t, head h of row b: x[q] times
+// its dropout factor, 0 or 1 / (1 - p): kept iff draw drop_index(...) of the row's key for conv
+// l, hyla_rng_u64, has its top 24 bits >= keep_min. The key and the first element's counter are
+// worked out once; the next channel's counter is the previous one's plus HYLA_RNG_STEP (the
+// dropout draws were a quarter of the kernels' instructions, Nsight Compute).
+__device__ inline void keep_quad(float (&x)[4], const router_dims &r, int l, int b, int t, int h, int c0, int n) {
+    if (!(r.p > 0)) return;
+    uint64_t z = hyla_rng_counter(r.key[b][l], drop_index(r, l, t, h, c0));
+    const uint32_t keep_min = r.keep_min;
+    const float keep_scale = r.keep_scale;
+#pragma unroll
+    for (int q = 0; q < 4; q++, z += HYLA_RNG_STEP)
+        if (q < n) x[q] *= (uint32_t)(hyla_mix64(z) >> 40) >= keep_min ? keep_scale : 0.0f;
 }
+// A thread's walk over rows x groups quads in the order e = row groups + group, e = threadIdx.x,
+// + THREADS, ...: row and group carried from step to step, one division a walk rather than one
+// a step (a runtime divisor costs ~20 instructions).
+struct quad_walk {
+    int row, grp, groups, rows_step, grps_step;
+    __device__ explicit quad_walk(int groups_)
+        : row((int)threadIdx.x / groups_), grp((int)threadIdx.x % groups_), groups(groups_),
+          rows_step(THREADS / groups_), grps_step(THREADS % groups_) {}
+    __device__ void next() {
+        row += rows_step, grp += grps_step;
+        if (grp >= groups) grp -= groups, row++;
+    }
+};
 __device__ inline size_t token_pos(const router_dims &r, int b, int t, int h) { return ((size_t)b * r.L + t) * r.H + h; }
 __device__ inline float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
 __device__ inline void store4(float *p, const float (&v)[4]) {
@@ -162,18 +184,21 @@ __device__ inline void input_quad(float (&x)[4], const router_dims &r, int l, in
     } else { // the quad straddles k and v (d not a multiple of 4)
         for (int q = 0; q < n; q++) x[q] = c0 + q < r.d ? k[pos * r.d + c0 + q] : v[pos * r.d + c0 + q - r.d];
     }
-    for (int q = 0; q < n; q++) x[q] *= keep_factor(r, l, b, drop_index(r, l, t, h, c0 + q));
+    keep_quad(x, r, l, b, t, h, c0, n);
 }
 
 // Conv l's dropped-out input at tokens t_first .. t_first + rows - 1 (a row each; zero outside
-// the sequence) into X, stride row_stride(c_l), the padding channels up to a multiple of 4 zero.
+// the sequence) into X, stride row_stride(c_l), the padding channels up to a multiple of 4 zero;
+// tf32: rounded to tf32 (the tensor-core products' operands, rounded once here).
 __device__ void load_input(float *X, const router_dims &r, int l, int b, int h, int t_first, int rows, const float *k,
-                           const float *v, const float *acts) {
+                           const float *v, const float *acts, bool tf32 = false) {
     const int c = r.c[l], groups = round_up(c, 4) / 4, xs = row_stride(c);
-    for (int e = threadIdx.x; e < rows * groups; e += THREADS) {
-        const int row = e / groups, c0 = e % groups * 4;
+    for (quad_walk w(groups); w.row < rows; w.next()) {
+        const int row = w.row, c0 = 4 * w.grp;
         float x[4];
         input_quad(x, r, l, b, h, t_first + row, c0, k, v, acts);
+        if (tf32)
+            for (int q = 0; q < 4; q++) x[q] = __uint_as_float(hyla_mma::to_tf32(x[q]));
         store4(X + (size_t)row * xs + c0, x);
     }
 }
@@ -298,13 +323,19 @@ __device__ inline void chunk_issue_mma(float *W, const float *wh, const product 
 // fragment is formed, the weights staged so), fp32 sums: two m16n8k8 products per 16-channel
 // step, the lane's channels 4 tig, 4 tig + 1 in the first (k = tig, tig + 4), 4 tig + 2,
 // 4 tig + 3 in the second.
-template <int MT, int NT>
+// A_TF32: A holds tf32 values already (the forward's conv inputs, rounded where they are
+// written: the same operands without a rounding per product and n-tile pass, which Nsight Compute
+// counted at 8.7% of the forward's instructions); else A's fp32 values are rounded here.
+// FULL_NT: the warp's NT n-tiles all exist (the check per product hoisted out of the loops).
+template <int MT, int NT, bool A_TF32, bool FULL_NT>
 __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, int as, int a_rows, const float *W,
                                       const product &p, int u0, int nu, int row0, int nt0) {
     using namespace hyla_mma;
     const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4, held = round_up(p.K, 4), S = p.K16 / 16;
-    for (int u = u0; u < u0 + nu;) { // the chunk's units, a tap at a time (tap i, k-steps .. s_end)
-        const int i = u / S, s_end = min(S, u % S + u0 + nu - u);
+    auto operand = [](float x) { return A_TF32 ? __float_as_uint(x) : to_tf32(x); };
+    // the chunk's units tap by tap: tap i, k-steps s .. s_end - 1 (one division per chunk)
+    for (int u = u0, i = u0 / S, s = u0 % S; u < u0 + nu; i++, s = 0) {
+        const int s_end = min(S, s + u0 + nu - u);
         const int shift = p.dil * (p.reverse ? p.taps - 1 - i : i);
         int lo[MT], hi[MT]; // where this lane's rows g and g + 8 of each m-tile start (32-bit: registers)
 #pragma unroll
@@ -312,17 +343,17 @@ __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, i
             const int row = row0 + 16 * m + mma_row(g) + shift;
             lo[m] = min(row, a_rows - 1) * as + 4 * tig, hi[m] = min(row + 8, a_rows - 1) * as + 4 * tig;
         }
-        for (int s = u % S; s < s_end; s++, u++) {
+        for (; s < s_end; s++, u++) {
             const int j = u - u0, k = 16 * s;
             const bool in = k + 4 * tig < held;
             // the warp's B fragments of this unit (b0, b1 of the first product, then of the second:
             // one 16-byte load a lane, a warp's 512 contiguous bytes); then an m-tile at a time its
             // two A fragments
-            const float *w = W + ((size_t)j * p.ntt + nt0) * FRAG + 4 * lane;
+            const float *w = W + (j * p.ntt + nt0) * FRAG + 4 * lane;
             uint32_t b[NT][4];
 #pragma unroll
             for (int n = 0; n < NT; n++) {
-                if (nt0 + n >= p.ntt) break; // the last warp column may have fewer n-tiles
+                if (!FULL_NT && nt0 + n >= p.ntt) break; // the last warp column may have fewer n-tiles
                 const uint4 v = *reinterpret_cast<const uint4 *>(w + n * FRAG);
                 b[n][0] = v.x, b[n][1] = v.y, b[n][2] = v.z, b[n][3] = v.w;
             }
@@ -330,11 +361,11 @@ __device__ inline void accumulate_mma(float (&acc)[MT][NT][4], const float *A, i
             for (int m = 0; m < MT; m++) {
                 const float4 x = in ? load4(A + lo[m] + k) : make_float4(0, 0, 0, 0);
                 const float4 y = in ? load4(A + hi[m] + k) : make_float4(0, 0, 0, 0);
-                const uint32_t a0[4] = {to_tf32(x.x), to_tf32(y.x), to_tf32(x.y), to_tf32(y.y)};
-                const uint32_t a1[4] = {to_tf32(x.z), to_tf32(y.z), to_tf32(x.w), to_tf32(y.w)};
+                const uint32_t a0[4] = {operand(x.x), operand(y.x), operand(x.y), operand(y.y)};
+                const uint32_t a1[4] = {operand(x.z), operand(y.z), operand(x.w), operand(y.w)};
 #pragma unroll
                 for (int n = 0; n < NT; n++) {
-                    if (nt0 + n >= p.ntt) break;
+                    if (!FULL_NT && nt0 + n >= p.ntt) break;
                     mma_tf32(acc[m][n], a0, b[n][0], b[n][1]), mma_tf32(acc[m][n], a1, b[n][2], b[n][3]);
                 }
             }
@@ -354,6 +385,8 @@ __device__ void run_product_mma(const product &p, const float *A, int as, int a_
     const int nt0 = warp % p.cbw * NT, wm = warp / p.cbw;
     const bool odd = lane & 1;
     const int units = p.taps * (p.K16 / 16), chunks = (units + p.kc - 1) / p.kc;
+    constexpr bool A_TF32 = Epi::a_tf32;     // A written as tf32 values (the forward's inputs)
+    const bool full_nt = nt0 + NT <= p.ntt; // all the warp's n-tiles exist
     for (int pass = 0; pass < p.passes; pass++) {
         const int row0 = pass * p.rpp + wm * 16 * MT;
         const bool active = wm < p.rbw && row0 < p.rows; // the same for the whole warp
@@ -370,7 +403,10 @@ __device__ void run_product_mma(const product &p, const float *A, int as, int a_
             __syncthreads();          // everyone's have (and A is complete); chunk c - 1's buffer is free
             if (c + 1 < chunks)
                 chunk_issue_mma(W + ((c + 1) % 2) * w_half, wh, p, u0 + nu, min(p.kc, units - u0 - nu));
-            if (active) accumulate_mma<MT, NT>(acc, A, as, a_rows, W + (c % 2) * w_half, p, u0, nu, row0, nt0);
+            if (active && full_nt)
+                accumulate_mma<MT, NT, A_TF32, true>(acc, A, as, a_rows, W + (c % 2) * w_half, p, u0, nu, row0, nt0);
+            else if (active)
+                accumulate_mma<MT, NT, A_TF32, false>(acc, A, as, a_rows, W + (c % 2) * w_half, p, u0, nu, row0, nt0);
         }
         if (Epi::in_place) __syncthreads();
         if (!active) continue;
@@ -415,8 +451,9 @@ __device__ void product_of(const product &p, const float *A, int as, int a_rows,
 // ---- forward ----
 // Conv l's outputs: a_{l+1} of the tile's own rows to acts; in place of the input, the next conv's
 // input (SiLU, then its dropout), or u_n before the projection; zero outside the sequence.
-struct fwd_out {
+template <bool TF32> struct fwd_out {
     static constexpr bool in_place = true;
+    static constexpr bool a_tf32 = TF32; // TF32 (the tensor-core form): the next conv's input as tf32
     const fwd_plan *pl;
     float *X, *acts;
     const float *params;
@@ -431,10 +468,13 @@ struct fwd_out {
         if (inside) {
             const int n = min(TN, c - n0);
             for (int q = 0; q < n; q++) {
-                const int co = n0 + q;
-                pre[q] = a[q] + bias[co];
+                pre[q] = a[q] + bias[n0 + q];
                 u[q] = silu(pre[q]);
-                if (l + 1 < r.n) u[q] *= keep_factor(r, l + 1, b, drop_index(r, l + 1, t, h, co));
+            }
+            if (l + 1 < r.n) {
+                keep_quad(u, r, l + 1, b, t, h, n0, n);
+                if (TF32)
+                    for (int q = 0; q < n; q++) u[q] = __uint_as_float(hyla_mma::to_tf32(u[q]));
             }
             if (own) store_quad(acts + act_of(r, l + 1, b, t, h) + n0, pre, n);
         }
@@ -466,10 +506,10 @@ __global__ void __launch_bounds__(THREADS, 2)
     float *X = smem, *W = smem + pl.act_floats;
     const router_dims &r = pl.r;
     const int h = blockIdx.y, b = blockIdx.z, t0 = blockIdx.x * pl.T;
-    load_input(X, r, 0, b, h, t0 - pl.lsum[0], pl.rows[0], k, v, acts);
+    load_input(X, r, 0, b, h, t0 - pl.lsum[0], pl.rows[0], k, v, acts, MMA);
     for (int l = 0; l < r.n; l++) {
         const product &p = pl.prod.p[l];
-        const fwd_out epi{&pl, X, acts, params, l, b, h, t0};
+        const fwd_out<MMA> epi{&pl, X, acts, params, l, b, h, t0};
         product_of<MMA>(p, X, row_stride(r.c[l]), pl.rows[l], W, pl.w_floats / 2, staged<MMA>(wt, p, h), epi);
     }
     __syncthreads();
@@ -497,8 +537,8 @@ __device__ void projection_backward(float *P, float *G, float *dz, const bwd_pla
     }
     __syncthreads();
     const float *w = params + r.pw + (size_t)h * c;
-    for (int e = threadIdx.x; e < rows * groups; e += THREADS) {
-        const int i = e / groups, c0 = e % groups * 4, t = first + i;
+    for (quad_walk at(groups); at.row < rows; at.next()) {
+        const int i = at.row, c0 = 4 * at.grp, t = first + i;
         float da[4] = {0, 0, 0, 0}, gw[4] = {0, 0, 0, 0};
         if (t >= 0 && t < r.L) {
             float a[4];
@@ -538,6 +578,7 @@ __device__ void projection_partials(float *slot, const float *G, const float *dz
 // sequence), or for conv 0 g * mask_0 into dk, dv for the tile's own tokens.
 struct dx_out {
     static constexpr bool in_place = false;
+    static constexpr bool a_tf32 = false; // da in fp32 (bias and weight gradients read it too)
     const bwd_plan *pl;
     float *Q, *dk, *dv;
     const float *acts;
@@ -551,7 +592,8 @@ struct dx_out {
             const size_t pos = token_pos(r, b, t, h);
             const int n = min(TN, c - n0);
             float x[4] = {0, 0, 0, 0};
-            for (int q = 0; q < n; q++) x[q] = g[q] * keep_factor(r, 0, b, drop_index(r, 0, t, h, n0 + q));
+            for (int q = 0; q < n; q++) x[q] = g[q];
+            keep_quad(x, r, 0, b, t, h, n0, n);
             if (n0 + n <= r.d) {
                 store_quad(dk + pos * r.d + n0, x, n);
             } else if (n0 >= r.d) {
@@ -571,7 +613,9 @@ struct dx_out {
             const int n = min(TN, c - n0);
             float a[4];
             load_quad(a, acts + act_of(r, l, b, t, h) + n0, n);
-            for (int q = 0; q < n; q++) da[q] = g[q] * keep_factor(r, l, b, drop_index(r, l, t, h, n0 + q)) * silu_grad(a[q]);
+            float gk[4] = {g[0], g[1], g[2], g[3]}; // g times the mask, then silu'(a_l)
+            keep_quad(gk, r, l, b, t, h, n0, n);
+            for (int q = 0; q < n; q++) da[q] = gk[q] * silu_grad(a[q]);
         }
         store4(Q + (size_t)row * row_stride(c) + n0, da);
     }
@@ -631,8 +675,8 @@ __device__ inline void store_bf16x4(hyla_mma::bf16 *p, const float (&x)[4]) {
 __device__ void load_input_bf16(hyla_mma::bf16 *Xb, const router_dims &r, int l, int b, int h, int t_first, int rows,
                                 int held, const float *k, const float *v, const float *acts) {
     const int c = r.c[l], groups = round_up(c, 16) / 4, xs = bf16_stride(c);
-    for (int e = threadIdx.x; e < held * groups; e += THREADS) {
-        const int row = e / groups, c0 = e % groups * 4;
+    for (quad_walk w(groups); w.row < held; w.next()) {
+        const int row = w.row, c0 = 4 * w.grp;
         float x[4];
         input_quad(x, r, l, b, h, row < rows ? t_first + row : -1, c0, k, v, acts);
         store_bf16x4(Xb + (size_t)row * xs + c0, x);
@@ -642,8 +686,8 @@ __device__ void load_input_bf16(hyla_mma::bf16 *Xb, const router_dims &r, int l,
 // rows and to a multiple of 16 channels.
 __device__ void rows_to_bf16(hyla_mma::bf16 *Pb, const float *P, int c, int rows, int held) {
     const int groups = round_up(c, 16) / 4, ps = row_stride(c), bs = bf16_stride(c);
-    for (int e = threadIdx.x; e < held * groups; e += THREADS) {
-        const int row = e / groups, c0 = e % groups * 4;
+    for (quad_walk w(groups); w.row < held; w.next()) {
+        const int row = w.row, c0 = 4 * w.grp;
         float x[4] = {0, 0, 0, 0};
         if (row < rows)
             for (int q = 0; q < 4 && c0 + q < c; q++) x[q] = P[(size_t)row * ps + c0 + q];

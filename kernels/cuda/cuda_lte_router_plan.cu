@@ -107,6 +107,15 @@ static double grid_time(long long blocks, int sms, size_t bytes, double cost) {
     return (double)(blocks / slots) * wave(per_sm) + wave((rest + sms - 1) / sms);
 }
 
+// Experiments (not for training runs): HYLA_ROUTER_FWD_ROWS=R takes only the forward tile of R
+// conv-0 rows (the tensor-core form: 16 .. 512, powers of two), HYLA_ROUTER_BWD_T=T only the
+// backward tile of T tokens, where the shape allows them, in place of the cost model's choice:
+// for timing other tiles on a GPU (`hyla bench kernels --only lte_router`). 0 or unset: the model.
+static int forced(const char *name) {
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) : 0;
+}
+
 // Forward: conv 0 covers one pass of rg * tm rows (so every conv can write its output over its
 // input); T is what is left after the later convs' reaches. The tm with the least grid time wins.
 // The tensor-core form (mma): conv 0 covers one pass of a warp-tile layout, 16 to 512 rows.
@@ -121,7 +130,7 @@ bool plan_forward(fwd_plan *out, const router_dims &r, int sms, bool mma) {
     for (int j = 1; j <= (mma ? 6 : MAX_TM); j++) {
         fwd_plan pl{};
         pl.r = r, pl.T = (mma ? 8 << j : conv0.rg * j) - span[1];
-        if (pl.T < 1) continue;
+        if (pl.T < 1 || (forced("HYLA_ROUTER_FWD_ROWS") && pl.T + span[1] != forced("HYLA_ROUTER_FWD_ROWS"))) continue;
         pl.tiles = (r.L + pl.T - 1) / pl.T;
         int act = 0, wch = 0;
         double cost = 0;
@@ -205,6 +214,7 @@ bool plan_backward(bwd_plan *out, const router_dims &r, int sms, bool mma) {
     for (int T = 4; T <= 256; T++) {
         bwd_plan pl;
         double cost;
+        if (forced("HYLA_ROUTER_BWD_T") && T != forced("HYLA_ROUTER_BWD_T")) continue;
         if (!backward_tile(&pl, r, T, &cost, mma)) continue;
         const size_t bytes = bwd_smem(pl);
         const long long most = std::min<long long>(pl.tiles, 4LL * sms / seqs + 1); // more than 2 waves: no gain

@@ -148,6 +148,9 @@ inline float emu_opaque(float x) { asm volatile("" : "+x"(x)); return x; }
 inline float __fadd_rn(float a, float b) { return emu_opaque(emu_opaque(a) + emu_opaque(b)); }
 inline float __fsub_rn(float a, float b) { return emu_opaque(emu_opaque(a) - emu_opaque(b)); }
 inline float __fmul_rn(float a, float b) { return emu_opaque(emu_opaque(a) * emu_opaque(b)); }
+inline unsigned __float_as_uint(float x) { unsigned u; memcpy(&u, &x, 4); return u; }
+inline float __uint_as_float(unsigned u) { float x; memcpy(&x, &u, 4); return x; }
+inline float __fdividef(float a, float b) { return a / b; } // the GPU's: a times 1 / b, ~2 ulp
 inline float __fdiv_rn(float a, float b) { return emu_opaque(emu_opaque(a) / emu_opaque(b)); }
 struct float2 { float x, y; };
 struct float4 { float x, y, z, w; };
