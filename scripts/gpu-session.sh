@@ -98,18 +98,17 @@ save
 # one launch of each of NCU_KERNELS (KERNEL:bench-op pairs) under Nsight Compute's full set
 # (throughputs, occupancy, warp stall reasons, memory chart): why a kernel takes what it takes.
 # The report is kept (ncu-full-KERNEL.ncu-rep) and read twice: its details page (the sections)
-# and its source page (every SASS instruction with its executions and warp-stall samples, the
-# place in the code where the warps wait).
+# and its SASS page (every instruction with its executions and warp-stall samples, the place in
+# the code where the warps wait; scripts/ncu-stalls.py sums it, scripts/ncu-lines.py maps it to
+# the .cu file's lines). ncu's own CUDA page printed the file without metrics on the GPU host.
 want ncu-kernels && for pair in ${NCU_KERNELS:-bwd_kernel:lte_router mma_dq_kernel:attention mma_dkdv_kernel:attention grads_dk_kernel:gdr}; do
   (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; name=ncu-full-${pair%%:*}
    timeout -s INT ${NCU_KERNEL_TIMEOUT:-60} "$ncu" --set full --import-source no -k "regex:^${pair%%:*}$" -c 1 -f -o "$out/$name" \
      ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only ${pair##*:} --seconds 0.01 >"$out/$name.log" 2>&1
    echo "ncu full ${pair%%:*}: exit $?"
    "$ncu" -i "$out/$name.ncu-rep" --csv --page details >"$out/$name.csv" 2>&1
+   # (per line of the .cu files: scripts/ncu-lines.py on this page, on the development machine)
    "$ncu" -i "$out/$name.ncu-rep" --csv --page source --print-source sass >"$out/ncu-source-${pair%%:*}.csv" 2>&1
-   # the same per line of the .cu files (the build's -lineinfo)
-   "$ncu" -i "$out/$name.ncu-rep" --csv --page source --print-source cuda --resolve-source-file "$PWD/kernels/cuda" \
-     >"$out/ncu-lines-${pair%%:*}.csv" 2>&1
    echo "  $(wc -l <"$out/$name.csv") detail lines, $(wc -l <"$out/ncu-source-${pair%%:*}.csv") source lines")
 done
 save
