@@ -19,8 +19,9 @@ pack)
     grep -v -E '/lib(c|m|stdc\+\+|gcc_s|pthread|dl|rt)\.so|cublas|nccl|libudev|libz\.so' |
     while read -r lib; do cp -L "$lib" gpu-carry/lib/; done
   # a device call carries at most 64 MiB with the working tree: no symbol tables (kernel names
-  # live in the CUDA fat binaries, which strip keeps), and gzipped (~22 MB of ~66): carry
-  # gpu-carry.tgz and unpack it there first (tar xzf gpu-carry.tgz)
+  # live in the CUDA fat binaries, which strip keeps), and gzipped (~30 MB of ~98 with the
+  # kernels' -lineinfo tables; with a baseline's gpu-carry-base.tgz beside it the two just
+  # fit): carry gpu-carry.tgz and unpack it there first (tar xzf gpu-carry.tgz)
   strip gpu-carry/hyla gpu-carry/test_cuda_ops gpu-carry/gpu_test_nccl
   strip --strip-unneeded gpu-carry/lib/*.so* 2>/dev/null || true
   tar czf gpu-carry.tgz gpu-carry
