@@ -26,7 +26,6 @@ namespace {
 using namespace hyla_mma;
 
 constexpr int WARPS = 4, THREADS = 32 * WARPS; // warp w: rows 16 w .. 16 w + 15 of a tile
-constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
 // Row stride (elements) of a shared bf16 [64][D] tile: 16-byte rows whose 8-row groups fall in
 // distinct bank groups (ldmatrix without conflicts).
 template <int D> constexpr int LD = D + 8;

@@ -67,6 +67,9 @@ __device__ inline void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, u
                  : "r"(a));
 }
 
+// Softmax in base 2: scores scaled by scale log2 e go to exp2_approx; lse back to base e by LN2.
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
+
 // 2^x on the special-function unit alone (ex2.approx.ftz.f32, ~2 ulp): the instruction exp2f
 // runs too, without exp2f's care for subnormal results (a compare and two multiplies around it,
 // Nsight Compute: a third of the attention forward's floating-point instructions); results

@@ -13,9 +13,10 @@ namespace nsa_mma {
 
 typedef __nv_bfloat16 bf16;
 constexpr int KT = 64; // keys (or query rows) per tile
-// The softmax runs in base 2 (exp2_approx of scores scaled by scale log2 e); lse is kept in
-// base e, as the branches' contract says.
-constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
+// The softmax runs in base 2 (hyla_mma::exp2_approx of scores scaled by scale LOG2E); lse is
+// kept in base e, as the branches' contract says.
+using hyla_mma::LOG2E;
+using hyla_mma::LN2;
 
 using hyla_mma::ldsm_x4;
 using hyla_mma::ldsm_x4_trans;

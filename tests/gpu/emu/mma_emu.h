@@ -128,6 +128,8 @@ inline void ldsm_x4_trans(uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3
     r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
 }
 
+constexpr float LOG2E = 1.4426950408889634f, LN2 = 0.6931471805599453f;
+
 // ex2.approx.ftz.f32: 2^x with results below 2^-126 flushed to 0 (the host's exp2f stands in
 // for the approximation, within its ~2 ulp).
 inline float exp2_approx(float x) {
