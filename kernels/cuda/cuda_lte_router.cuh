@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "common/rng.h"
+#include "cuda_mma.cuh" // exp2_approx (σ)
 #include "kernels/ops/op_shapes.h"
 
 // Rows (sequences) of one launch, each with its own dropout keys (kernel parameters): a call on
@@ -68,13 +69,7 @@ __host__ __device__ static inline size_t drop_index(const struct router_dims &r,
 // Compute: 7% of the router's instructions and its backward's most-stalled line). Within 1e-6
 // of the CPU's σ: the fp32 checks' bound is 1e-5.
 __device__ static inline float sig(float x) {
-#ifdef __CUDA_ARCH__
-    float e;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(-1.4426950408889634f * x));
-#else
-    const float e = exp2f(-1.4426950408889634f * x); // the CPU emulation (tests/gpu/emu)
-#endif
-    return __fdividef(1.0f, 1.0f + e);
+    return __fdividef(1.0f, 1.0f + hyla_mma::exp2_approx(-hyla_mma::LOG2E * x));
 }
 __device__ static inline float silu(float x) { return x * sig(x); }
 __device__ static inline float silu_grad(float x) {
