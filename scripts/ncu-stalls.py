@@ -3,8 +3,8 @@
 report (gpu-session.sh PARTS=ncu-kernels writes ncu-source-KERNEL.csv: every SASS instruction
 with its executions and warp-stall samples) summed by stall reason, then by opcode (the
 instruction mix: how many of the executed instructions are the products'), then the
-instructions with the most samples and the reasons they waited for.
-Usage: ncu-stalls.py ncu-source-KERNEL.csv [TOP]"""
+instructions with the most samples and the reasons they waited for (by source line:
+scripts/ncu-lines.py). Usage: ncu-stalls.py ncu-source-KERNEL.csv [TOP]"""
 import collections
 import csv
 import sys
@@ -14,20 +14,9 @@ def main():
     path, top = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 25
     with open(path, newline="") as f:
         rows = [r for r in csv.reader(f)]
-    # the SASS page has one table (first column "Address"); the CUDA page one per source file
-    # (first column the line number): the tables' rows together, each with its file
-    header, body, where, current_file = None, [], [], ""
-    for r in rows:
-        if "Source" in r and "Instructions Executed" in r:
-            header = r
-            continue
-        if len(r) == 1 and r[0].strip():
-            current_file = r[0].strip()
-        if header and len(r) == len(header):
-            body.append(r)
-            where.append(current_file)
+    header_at = next(i for i, r in enumerate(rows) if r and r[0] == "Address")
+    header, body = rows[header_at], [r for r in rows[header_at + 1:] if len(r) == len(rows[header_at])]
     col = {name: i for i, name in enumerate(header)}
-    by_line = header[0] != "Address"
     reasons = [h for h in header if h.startswith("stall_") and not h.endswith("(Not Issued)")]
     samples = lambda r: int(r[col["Warp Stall Sampling (All Samples)"]] or 0)
     total = sum(samples(r) for r in body)
@@ -36,14 +25,6 @@ def main():
     by_reason = {h: sum(int(r[col[h]] or 0) for r in body) for h in reasons}
     for h, n in sorted(by_reason.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  {h[6:]:<18} {n:>9} {100.0 * n / max(total, 1):5.1f}%")
-    if by_line:  # the CUDA page: the lines with the most executed instructions, then samples
-        executed_of = lambda r: int(r[col["Instructions Executed"]] or 0)
-        for title, key in (("executed instructions", executed_of), ("stall samples", samples)):
-            print(f"top {top} source lines by {title} (line: executed, share, samples, share):")
-            for i, r in sorted(enumerate(body), key=lambda ir: -key(ir[1]))[:top]:
-                print(f"  {r[0]:>5} {executed_of(r):>11} {100.0 * executed_of(r) / max(executed, 1):5.1f}%"
-                      f" {samples(r):>7} {100.0 * samples(r) / max(total, 1):5.1f}%  {r[col['Source']].strip()[:90]}")
-        return
     by_opcode, stalls_of = collections.Counter(), collections.Counter()
     for r in body:
         words = r[col["Source"]].split()
