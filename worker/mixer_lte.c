@@ -123,19 +123,20 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
 }
 
 /* The score's gradient — the straight-through term from v' = v plus the L1 term — through
- * the router; with routing_grad the router's gradient is added to dk and dv. */
+ * the router; with routing_grad the router's gradient is added onto dk and dv (the op adds:
+ * ops_lte.h), without it into scratch that nothing reads. */
 static void score_backward(struct hyla_model *m, int layer, struct lte_acts *a, float *dk, float *dv) {
     const struct hyla_backend *be = m->be;
     const int N = m->B * m->T, H = m->lay.att_kv_heads, d = m->lay.att_dim;
-    float *dscore = m->scratch[5], *dk_router = m->scratch[6], *dv_router = m->scratch[7];
+    float *dscore = m->scratch[5];
     if (m->straight_through) be->lte_ste_bwd(dscore, dv, a->v, m->B, m->T, H, d);
     else be->zero(dscore, sizeof(float) * (size_t)N * H);
     be->lte_l1_bwd(dscore, a->score, a->lambda, (float)(a->l1_coef * m->dloss), m->B, m->T, H, lte_margin(m));
-    router_backward(m, layer, a, dscore, dk_router, dv_router);
-    if (m->cfg.attn.routing_grad) {
-        be->axpy(dk, dk_router, 1.0f, (size_t)N * H * d);
-        be->axpy(dv, dv_router, 1.0f, (size_t)N * H * d);
+    if (!m->cfg.attn.routing_grad) { /* the router's weights learn; k and v get none of it */
+        dk = m->scratch[6], dv = m->scratch[7];
+        be->zero(dk, sizeof(float) * (size_t)N * H * d), be->zero(dv, sizeof(float) * (size_t)N * H * d);
     }
+    router_backward(m, layer, a, dscore, dk, dv);
 }
 
 /* Warm-up: the router is off and every token is selected. */

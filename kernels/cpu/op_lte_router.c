@@ -24,6 +24,7 @@
 #include "../../common/rng.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Capacity, in values, of one im2col tile: tiles have TILE_CAP / (c_in k) rows. */
 #define TILE_CAP 8192
@@ -162,7 +163,8 @@ void K(lte_router_fwd)(REAL *score, REAL *acts, const REAL *k, const REAL *v, co
 /* ---- backward ------------------------------------------------------------------------- */
 
 /* Per-thread scratch: dA_l = dLoss/da_l for l = 1..n over the whole sequence of one (b, h),
- * compact [L, c_l], plus an im2col tile and its gradient. */
+ * compact [L, c_l], and conv 0's input gradient (da[0], [L, c_0]: added into dk, dv at the
+ * end), plus an im2col tile and its gradient. */
 struct router_scratch {
     REAL *da[HYLA_LTE_MAX_CONVS + 1];
     REAL *g, *dg;
@@ -172,10 +174,10 @@ struct router_scratch {
 static struct router_scratch scratch_alloc(const struct router *r) {
     struct router_scratch s = {{0}, 0, 0, 0};
     size_t total = 2 * (size_t)TILE_CAP;
-    for (int l = 1; l <= r->n; l++) total += (size_t)r->L * r->c[l];
+    for (int l = 0; l <= r->n; l++) total += (size_t)r->L * r->c[l];
     s.base = hyla_malloc(total * sizeof(REAL));
     REAL *at = s.base;
-    for (int l = 1; l <= r->n; l++) s.da[l] = at, at += (size_t)r->L * r->c[l];
+    for (int l = 0; l <= r->n; l++) s.da[l] = at, at += (size_t)r->L * r->c[l];
     s.g = at, s.dg = at + TILE_CAP;
     return s;
 }
@@ -198,17 +200,16 @@ static void proj_bwd(REAL *da_n, REAL *dparams, const REAL *dscore, const struct
     }
 }
 
-/* Where the gradient of conv l's input channel c at (b, t, h) goes: dk/dv for l = 0, else
- * the compact dA_l buffer (first holding d u_l, then turned into dA_l). */
-static REAL *input_grad(REAL *dk, REAL *dv, REAL *da_l, const struct router *r, int l, int b, int t, int h, int c) {
-    if (l > 0) return da_l + (size_t)t * r->c[l] + c;
+/* Conv 0's input gradient at (b, t, h), channel c, added into dk (c < d) or dv. */
+static void add_input_grad(REAL *dk, REAL *dv, const struct router *r, int b, int t, int h, int c, REAL g) {
     size_t tok = token_index(r, b, t, h);
-    return c < r->d ? dk + tok * r->d + c : dv + tok * r->d + c - r->d;
+    if (c < r->d) dk[tok * r->d + c] += g;
+    else dv[tok * r->d + c - r->d] += g;
 }
 
 /* Conv l for (b, h), from dA_{l+1}: dW += dA^T G and db += sum dA per im2col tile; the input
- * gradient dG = dA W is scattered back to the taps' source positions, then multiplied by
- * the dropout factor and (for l > 0) silu'(a_l). */
+ * gradient dG = dA W is scattered back to the taps' source positions into dA_l, then
+ * multiplied by the dropout factor and, for l > 0, silu'(a_l); for l = 0 added into dk, dv. */
 static void conv_bwd(REAL *dk, REAL *dv, REAL *dparams, struct router_scratch *s, const struct router *r, int l, int b,
                      int h) {
     int cin = r->c[l], cout = r->c[l + 1], kk = r->kernel[l], dil = r->dilation[l], half = (kk - 1) / 2;
@@ -217,8 +218,8 @@ static void conv_bwd(REAL *dk, REAL *dv, REAL *dparams, struct router_scratch *s
     REAL *dw = dparams + r->off.conv_weight[l] + (size_t)h * cout * ck;
     REAL *dbias = dparams + r->off.conv_bias[l] + (size_t)h * cout;
     const REAL *da_out = s->da[l + 1];
-    for (int t = 0; t < r->L; t++)
-        for (int c = 0; c < cin; c++) *input_grad(dk, dv, s->da[l], r, l, b, t, h, c) = 0;
+    REAL *da_in = s->da[l];
+    memset(da_in, 0, sizeof(REAL) * (size_t)r->L * cin);
     for (int t0 = 0; t0 < r->L; t0 += tile) {
         int rows = r->L - t0 < tile ? r->L - t0 : tile;
         const REAL *da = da_out + (size_t)t0 * cout;
@@ -232,16 +233,18 @@ static void conv_bwd(REAL *dk, REAL *dv, REAL *dparams, struct router_scratch *s
                 int src = t0 + row + dil * (i - half);
                 if (src < 0 || src >= r->L) continue;
                 const REAL *dgi = s->dg + (size_t)row * ck + i;
-                for (int c = 0; c < cin; c++) *input_grad(dk, dv, s->da[l], r, l, b, src, h, c) += dgi[(size_t)c * kk];
+                REAL *gx = da_in + (size_t)src * cin;
+                for (int c = 0; c < cin; c++) gx[c] += dgi[(size_t)c * kk];
             }
         }
     }
     for (int t = 0; t < r->L; t++) {
         size_t tok = row_token(r, t, h);
         for (int c = 0; c < cin; c++) {
-            REAL *gx = input_grad(dk, dv, s->da[l], r, l, b, t, h, c);
+            REAL *gx = da_in + (size_t)t * cin + c;
             *gx *= dropout_factor(r, l, b, tok * cin + c);
             if (l > 0) *gx *= real_silu_grad(r->acts[act_index(r, l, b, t, h) + c]);
+            else add_input_grad(dk, dv, r, b, t, h, c, *gx);
         }
     }
 }

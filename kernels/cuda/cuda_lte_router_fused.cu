@@ -161,6 +161,13 @@ __device__ inline void store_quad(float *p, const float (&x)[4], int n) {
     if (n == 4 && (reinterpret_cast<uintptr_t>(p) & 15) == 0) return store4(p, x);
     for (int q = 0; q < n; q++) p[q] = x[q];
 }
+// p[q] += x[q] for the n floats at p (the same accesses as load_quad, then store_quad).
+__device__ inline void add_quad(float *p, const float (&x)[4], int n) {
+    float s[4];
+    load_quad(s, p, n);
+    for (int q = 0; q < 4; q++) s[q] += x[q];
+    store_quad(p, s, n);
+}
 __device__ inline void fma4(float (&acc)[4], float x, const float4 &w) {
     acc[0] = fmaf(x, w.x, acc[0]), acc[1] = fmaf(x, w.y, acc[1]);
     acc[2] = fmaf(x, w.z, acc[2]), acc[3] = fmaf(x, w.w, acc[3]);
@@ -575,7 +582,8 @@ __device__ void projection_partials(float *slot, const float *G, const float *dz
 }
 
 // Conv l's input gradient: da_l = g * mask_l * silu'(a_l) into Q (rows of da_l, zero outside the
-// sequence), or for conv 0 g * mask_0 into dk, dv for the tile's own tokens.
+// sequence), or for conv 0 g * mask_0 added onto dk, dv for the tile's own tokens (ops_lte.h:
+// the attention's gradient is there; each value is the tile's alone, so read, add, write).
 struct dx_out {
     static constexpr bool in_place = false;
     static constexpr bool a_tf32 = false; // da in fp32 (bias and weight gradients read it too)
@@ -595,13 +603,13 @@ struct dx_out {
             for (int q = 0; q < n; q++) x[q] = g[q];
             keep_quad(x, r, 0, b, t, h, n0, n);
             if (n0 + n <= r.d) {
-                store_quad(dk + pos * r.d + n0, x, n);
+                add_quad(dk + pos * r.d + n0, x, n);
             } else if (n0 >= r.d) {
-                store_quad(dv + pos * r.d + n0 - r.d, x, n);
+                add_quad(dv + pos * r.d + n0 - r.d, x, n);
             } else { // the quad straddles dk and dv (d not a multiple of 4)
                 for (int q = 0; q < n; q++) {
-                    if (n0 + q < r.d) dk[pos * r.d + n0 + q] = x[q];
-                    else dv[pos * r.d + n0 + q - r.d] = x[q];
+                    if (n0 + q < r.d) dk[pos * r.d + n0 + q] += x[q];
+                    else dv[pos * r.d + n0 + q - r.d] += x[q];
                 }
             }
             return;

@@ -202,8 +202,8 @@ void taps_router_fwd(float *score, float *acts, const float *k, const float *v, 
     CUDA_LAUNCH_CHECK();
 }
 
-// Conv l's input gradient dX[h][(b, ts)][ci] through the dropout mask; for l = 0 into dk, dv,
-// otherwise the gradient at the previous conv's SiLU output.
+// Conv l's input gradient dX[h][(b, ts)][ci] through the dropout mask; for l = 0 added onto dk,
+// dv (ops_lte.h), otherwise the gradient at the previous conv's SiLU output.
 __global__ void input_grad_kernel(float *du_in, float *dk, float *dv, const float *dX, const float *k, const float *v,
                                   const float *acts, struct router_dims r, int l) {
     const int cin = r.c[l];
@@ -220,8 +220,8 @@ __global__ void input_grad_kernel(float *du_in, float *dk, float *dv, const floa
         return;
     }
     const size_t pos = n * r.H + h;
-    if (ci < r.d) dk[pos * r.d + ci] = g;
-    else dv[pos * r.d + ci - r.d] = g;
+    if (ci < r.d) dk[pos * r.d + ci] += g;
+    else dv[pos * r.d + ci - r.d] += g;
 }
 
 void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,

@@ -21,8 +21,9 @@
 HYLA_OP(void, lte_router_fwd, (REAL *score, REAL *acts, const REAL *k, const REAL *v, const REAL *params,
                                const struct hyla_lte_router_shape *shape, int B, int L, REAL dropout_p,
                                const uint64_t *dropout_keys))
-/* dk, dv written (the router's contribution only); dparams accumulated. The CPU version
- * allocates scratch per call: L (c_1 + ... + c_n) + 16384 values per thread. */
+/* dk, dv and dparams accumulated: the router's share of k's and v's gradients is added onto
+ * what the attention gave them (the model passes those in: no separate pass to add them).
+ * The CPU version allocates scratch per call: L (c_0 + ... + c_n) + 16384 values per thread. */
 HYLA_OP(void, lte_router_bwd, (REAL *dk, REAL *dv, REAL *dparams, const REAL *dscore, const REAL *k, const REAL *v,
                                const REAL *params, const REAL *acts, const struct hyla_lte_router_shape *shape, int B,
                                int L, REAL dropout_p, const uint64_t *dropout_keys))

@@ -165,7 +165,6 @@ static void test_backward_fd(struct hyla_lte_router_shape s, int B, int L, doubl
     struct router_case c = make_case(s, B, L, p, 60);
     double *dk = alloc_f64(c.nkv), *dv = alloc_f64(c.nkv), *dparams = alloc_f64(c.np);
     router_loss(&c);
-    for (size_t i = 0; i < c.nkv; i++) dk[i] = dv[i] = 1e30; /* written, not accumulated */
     cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
     struct hyla_lte_router_offsets o = lte_router_offsets(&s);
     char label[200];
@@ -188,16 +187,21 @@ static void test_backward_fd(struct hyla_lte_router_shape s, int B, int L, doubl
     snprintf(label, sizeof label, "router %s p=%.1f dv", name, p);
     fd_check(label, c.v, c.nkv, dv, router_loss, &c, 1e-5);
 
-    /* Parameter gradients accumulate: a second call adds the same values again. */
+    /* Every gradient accumulates (ops_lte.h): a second call adds the same values again, onto
+     * dparams and onto dk, dv (there, the attention's share in the model). */
     router_loss(&c); /* fd_check left acts at a perturbed point */
-    double *dp2 = alloc_f64(c.np);
-    memset(dparams, 0, c.np * sizeof(double));
+    double *dp2 = alloc_f64(c.np), *dk2 = alloc_f64(c.nkv), *dv2 = alloc_f64(c.nkv);
+    memset(dparams, 0, c.np * sizeof(double)), memset(dk, 0, c.nkv * sizeof(double)), memset(dv, 0, c.nkv * sizeof(double));
     cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
-    memcpy(dp2, dparams, c.np * sizeof(double));
-    cpu_f64_lte_router_bwd(dk, dv, dp2, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
+    memcpy(dp2, dparams, c.np * sizeof(double)), memcpy(dk2, dk, c.nkv * sizeof(double)), memcpy(dv2, dv, c.nkv * sizeof(double));
+    cpu_f64_lte_router_bwd(dk2, dv2, dp2, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
     for (size_t i = 0; i < c.np; i++) dparams[i] *= 2;
+    for (size_t i = 0; i < c.nkv; i++) dk[i] *= 2, dv[i] *= 2;
     snprintf(label, sizeof label, "router %s p=%.1f dparams accumulate: second call adds the same", name, p);
     check_le(label, rel_err_f64(dp2, dparams, c.np), 1e-14);
+    snprintf(label, sizeof label, "router %s p=%.1f dk, dv accumulate: second call adds the same", name, p);
+    check_le(label, fmax(rel_err_f64(dk2, dk, c.nkv), rel_err_f64(dv2, dv, c.nkv)), 1e-14);
+    free(dk2), free(dv2);
     free(dk), free(dv), free(dparams), free(dp2);
     free_case(&c);
 }

@@ -89,6 +89,7 @@ struct outputs {
     std::vector<float> score, acts, dk, dv, dparams; // dparams: the gradient alone (from zero)
     std::vector<float> accumulated;                  // the gradient added onto d0
     bool rows_same = true;                           // B calls of one row gave the same score, acts, dk, dv
+    bool dkv_added = true;                           // dk, dv onto a base: the base plus dk, dv from zero
     std::vector<std::vector<float>> row_dparams;     // those calls' gradients (from zero), row by row
 };
 // The parameter groups (each conv's weight and bias, the projection's): their gradients are
@@ -171,6 +172,7 @@ static void compare(const char *what, const outputs &got, const outputs &want, c
     worst_bad += bad;
 }
 
+static bool bits_equal(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
 static std::vector<double> wide(const std::vector<float> &v) { return std::vector<double>(v.begin(), v.end()); }
 static std::vector<float> narrow(const std::vector<double> &v) { return std::vector<float>(v.begin(), v.end()); }
 // The fp64 twin's outputs (rounded to float) on the same inputs: the reference.
@@ -384,7 +386,7 @@ int main(int argc, char **argv) {
     const size_t nkv = (size_t)B * L * H * d, np = lte_router_param_count(&shape);
     const size_t na = lte_router_acts_size(&shape, B, L), ns = (size_t)B * L * H;
     const auto k = rv(nkv, -1, 1), v = rv(nkv, -1, 1), params = rv(np, -0.3f, 0.3f), dscore = rv(ns, -1, 1);
-    const auto d0 = rv(np, -1, 1);
+    const auto d0 = rv(np, -1, 1), dk0 = rv(nkv, -1, 1), dv0 = rv(nkv, -1, 1);
     const std::vector<group> groups = groups_of(&shape);
     // the CPU twins, fp32 and fp64
     outputs cpu{std::vector<float>(ns), std::vector<float>(na), std::vector<float>(nkv), std::vector<float>(nkv),
@@ -416,21 +418,25 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    // forward, backward from zero, backward onto d0
+    // forward, backward from zero, backward onto d0 (dparams) and dkv0 (dk, dv: ops_lte.h,
+    // the router's share is added onto the attention's)
     auto run = [&](outputs &o) {
-        o.score.assign(ns, NAN), o.acts.assign(na, NAN), o.dk.assign(nkv, NAN), o.dv.assign(nkv, NAN);
+        o.score.assign(ns, NAN), o.acts.assign(na, NAN), o.dk.assign(nkv, 0.0f), o.dv.assign(nkv, 0.0f);
         o.dparams.assign(np, 0.0f), o.accumulated = d0;
         cuda_lte_router_fwd(o.score.data(), o.acts.data(), k.data(), v.data(), params.data(), &shape, B, L, p, key);
         cuda_lte_router_bwd(o.dk.data(), o.dv.data(), o.dparams.data(), dscore.data(), k.data(), v.data(),
                             params.data(), o.acts.data(), &shape, B, L, p, key);
-        std::vector<float> dk2(nkv), dv2(nkv);
+        std::vector<float> dk2 = dk0, dv2 = dv0;
         cuda_lte_router_bwd(dk2.data(), dv2.data(), o.accumulated.data(), dscore.data(), k.data(), v.data(),
                             params.data(), o.acts.data(), &shape, B, L, p, key);
+        o.dkv_added = true;
+        for (size_t i = 0; i < nkv; i++)
+            o.dkv_added = o.dkv_added && bits_equal(dk2[i], dk0[i] + o.dk[i]) && bits_equal(dv2[i], dv0[i] + o.dv[i]);
         // the same rows one call each (ops_lte.h: a call on B rows is B calls on one row)
         const size_t rt = (size_t)L * H, rkv = rt * d, ra = lte_router_acts_size(&shape, 1, L);
         o.rows_same = true, o.row_dparams.clear();
         for (int b = 0; b < B; b++) {
-            std::vector<float> s1(rt, NAN), a1(ra, NAN), dk1(rkv, NAN), dv1(rkv, NAN), dp1(np, 0.0f);
+            std::vector<float> s1(rt, NAN), a1(ra, NAN), dk1(rkv, 0.0f), dv1(rkv, 0.0f), dp1(np, 0.0f);
             cuda_lte_router_fwd(s1.data(), a1.data(), k.data() + b * rkv, v.data() + b * rkv, params.data(), &shape, 1,
                                 L, p, key + b);
             cuda_lte_router_bwd(dk1.data(), dv1.data(), dp1.data(), dscore.data() + b * rt, k.data() + b * rkv,
@@ -455,6 +461,7 @@ int main(int argc, char **argv) {
                           bits(again.dv, o.dv) && bits(again.dparams, o.dparams);
         if (!same) printf("  FAIL: %s: a second run differs in its bits\n", what), bad++;
         if (!o.rows_same) printf("  FAIL: %s: B rows in one call differ from one call per row\n", what), bad++;
+        if (!o.dkv_added) printf("  FAIL: %s: dk, dv += gradient is not the base plus the gradient\n", what), bad++;
         if (!bits(o.accumulated, sum))
             printf("  FAIL: %s: dparams += gradient is not d0 plus each row's gradient\n", what), bad++;
     };
