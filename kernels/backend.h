@@ -41,6 +41,11 @@ struct hyla_backend {
      * let its bf16 products read that copy instead of rounding it again in each op that takes
      * it (the same bits). A second hold of the same full replaces the first. */
     void (*hold_bf16_copy)(const float *full, size_t count);
+    /* Optional (NULL: none). The next op writes all of full[0 .. count), and hold_bf16_copy(full,
+     * count) follows it: the backend may have that op write the bf16 copy beside its fp32
+     * output (the same bits, no pass of its own). Until the hold, no product reads a copy; a
+     * hold of full before this ends here. */
+    void (*expect_bf16_copy)(const float *full, size_t count);
 
     /* Row-major C[m,n] = alpha op(A) op(B) + beta C. */
     void (*gemm)(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,

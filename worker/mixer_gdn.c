@@ -76,6 +76,7 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
 
     be->gdr_chunk_fwd(a->o, NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL, 1.0f / sqrtf((float)dk), m->B, m->T, H,
                       dk, dv, gdr_saved(m, a));
+    expect_activation(m, a->on, (size_t)N * VD);
     be->gated_rmsnorm_fwd(a->on, a->ro, a->o, a->z, layer_param(m, layer, L->o_norm), N * H, dv,
                           (float)m->cfg.norm_eps);
     hold_activation(m, a->on, (size_t)N * VD);

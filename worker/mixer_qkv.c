@@ -15,7 +15,10 @@ void qkv_forward(struct hyla_model *m, int layer, const float *h, float *q, floa
                                 layer_param(m, layer, L->v_proj)};
     const int outs[3] = {Hq * d, Hkv * d, Hkv * d};
     be->projections_fwd(3, ys, h, ws, outs, N, D);
+    /* every caller holds q and k (and v) next: RoPE may write their bf16 copies */
+    expect_activation(m, q, (size_t)N * Hq * d);
     be->rope_fwd(q, q, m->B, m->T, Hq, d, theta, 0);
+    expect_activation(m, k, (size_t)N * Hkv * d);
     be->rope_fwd(k, k_raw, m->B, m->T, Hkv, d, theta, 0);
 }
 

@@ -38,6 +38,11 @@ void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, c
 static inline void hold_activation(const struct hyla_model *m, const float *x, size_t n) {
     if (m->be->hold_bf16_copy) m->be->hold_bf16_copy(x, n);
 }
+/* Before the op that writes all of x[0 .. n), when hold_activation(x, n) follows it: the backend
+ * may have that op write x's bf16 copy as it writes x (expect_bf16_copy: no pass of its own). */
+static inline void expect_activation(const struct hyla_model *m, const float *x, size_t n) {
+    if (m->be->hold_bf16_copy && m->be->expect_bf16_copy) m->be->expect_bf16_copy(x, n);
+}
 /* After its last use in the backward pass (the held copy is freed). */
 static inline void release_activation(const struct hyla_model *m, const float *x) {
     if (m->be->hold_bf16_copy && m->be->forget_bf16_twin) m->be->forget_bf16_twin(x);

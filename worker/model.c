@@ -153,16 +153,21 @@ static void block_forward(struct hyla_model *m, int l, float *x_out) {
     struct layer_acts *a = &m->acts[l];
     const int N = m->B * m->T, D = m->lay.dim;
     const float eps = (float)m->cfg.norm_eps;
+    expect_activation(m, a->h, (size_t)N * D);
     be->rmsnorm_fwd(a->h, a->rstd_attn, a->x_in, layer_param(m, l, L->attn_norm), N, D, eps);
     hold_activation(m, a->h, (size_t)N * D);
     mixer_forward(m, l, a->h, a->mix_out);
+    expect_activation(m, a->h2, (size_t)N * D);
     be->add_rmsnorm_fwd(a->sum, a->h2, a->rstd_mlp, a->mix_out, a->x_in, layer_param(m, l, L->mlp_norm), N, D, eps);
     hold_activation(m, a->h2, (size_t)N * D);
     be->mlp_fwd(x_out, a->mlp_acts, a->h2, a->sum, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
                 layer_param(m, l, L->down_proj), N, D, m->lay.inter);
 }
 
-/* m->dx: gradient at the block's output on entry, at its input on exit. */
+/* m->dx: gradient at the block's output on entry, at its input on exit; held (hold_activation:
+ * its bf16 copy, written by the norm's backward, is the operand of the next products that read
+ * it, the MLP's and the mixer's) from the norm backward that writes it to the next that adds
+ * onto it. */
 static void block_backward(struct hyla_model *m, int l) {
     const struct hyla_backend *be = m->be;
     const struct hyla_layer_layout *L = &m->lay.layers[l];
@@ -173,15 +178,21 @@ static void block_backward(struct hyla_model *m, int l) {
                 m->dx, a->h2, a->mlp_acts, layer_param(m, l, L->gate_proj), layer_param(m, l, L->up_proj),
                 layer_param(m, l, L->down_proj), S[1], N, D, m->lay.inter);
     release_activation(m, a->h2);
+    release_activation(m, m->dx);
     /* dsum = dx_out + norm backward; the residual and the mixer both receive it */
+    expect_activation(m, m->dx, (size_t)N * D);
     be->add_rmsnorm_bwd(m->dx, layer_grad(m, l, L->mlp_norm), S[0], m->dx, a->sum, layer_param(m, l, L->mlp_norm),
                         a->rstd_mlp, N, D);
+    hold_activation(m, m->dx, (size_t)N * D);
     mixer_backward(m, l, m->dx, S[0]);
     release_activation(m, a->h);
+    release_activation(m, m->dx);
     /* the residual's gradient plus the norm's: the fused add + RMSNorm backward with x_in as
      * its sum, adding onto m->dx in place (one pass, where rmsnorm_bwd + axpy took two) */
+    expect_activation(m, m->dx, (size_t)N * D);
     be->add_rmsnorm_bwd(m->dx, layer_grad(m, l, L->attn_norm), S[0], m->dx, a->x_in, layer_param(m, l, L->attn_norm),
                         a->rstd_attn, N, D);
+    hold_activation(m, m->dx, (size_t)N * D);
 }
 
 static const float *lm_head_weight(const struct hyla_model *m) {
@@ -218,6 +229,7 @@ void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *t
     if (lay->n_lte_layers) m->kept_micro_batches++;
     unit_event(m, lay->final_unit, UNIT_FORWARD_BEGIN);
 
+    expect_activation(m, m->h_final, (size_t)N * D);
     be->rmsnorm_fwd(m->h_final, m->rstd_final, m->x, m->params[lay->final_unit] + lay->final_norm, N, D,
                     (float)m->cfg.norm_eps);
     hold_activation(m, m->h_final, (size_t)N * D); /* the LM head's products, forward and backward */
@@ -262,14 +274,17 @@ void model_backward(struct hyla_model *m) {
     be->lm_head_ce_bwd(m->scratch[0], lm_head_grad(m), m->h_final, lm_head_weight(m), m->lse, m->targets, N, D, V,
                        HYLA_IGNORE_INDEX, m->valid_last, (float)m->dloss, 0);
     release_activation(m, m->h_final);
+    expect_activation(m, m->dx, (size_t)N * D);
     be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, m->scratch[0], m->x,
                     m->params[lay->final_unit] + lay->final_norm, m->rstd_final, N, D);
+    hold_activation(m, m->dx, (size_t)N * D); /* block_backward's products read its copy */
     unit_event(m, lay->final_unit, UNIT_BACKWARD_END);
     for (int l = lay->n_layers - 1; l >= 0; l--) {
         unit_event(m, lay->layers[l].unit, UNIT_BACKWARD_BEGIN);
         block_backward(m, l);
         unit_event(m, lay->layers[l].unit, UNIT_BACKWARD_END);
     }
+    release_activation(m, m->dx);
     unit_event(m, lay->embed_unit, UNIT_BACKWARD_BEGIN);
     be->embedding_bwd(m->grads[lay->embed_unit] + lay->embed, m->dx, m->inputs, N, D, lay->padding_idx);
     unit_event(m, lay->embed_unit, UNIT_BACKWARD_END);

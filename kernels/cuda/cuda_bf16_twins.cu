@@ -35,22 +35,39 @@ bool hold_wanted() {
     return on;
 }
 
+// Copies written at the source (expect_bf16_copy): the op that produces a held array writes its
+// bf16 copy as it writes the fp32 values (RMSNorm's outputs, the residual's gradient, RoPE's q
+// and k, the gated norm's output), so the hold has nothing to round: a copy pass reads 4 bytes
+// and writes 2 per value (~29 us for [16384 x 1024] on an H100, ~200 of them a laLTE step), the
+// producer writes 2 more. HYLA_COPIES_AT_SOURCE=0 / 1 (AT_SOURCE_BY_DEFAULT: off until an H100
+// run has passed with it on).
+constexpr bool AT_SOURCE_BY_DEFAULT = false;
+bool at_source_wanted() {
+    static const bool on = cuda_switch("HYLA_COPIES_AT_SOURCE", AT_SOURCE_BY_DEFAULT);
+    return on;
+}
+
 // FSDP's units gathered at a time (the current one, the prefetched next, the final norm and
 // the tied embedding) and the held activations of every layer (~6 a layer): a twin that does
 // not fit is simply not used.
 constexpr int MAX_TWINS = 512;
+// A held copy's life: expect_bf16_copy makes it EXPECTED (its producer op has not run: no
+// product may read it), the producer's kernel writes it beside its fp32 output (WRITTEN:
+// cuda_bf16_copy_target), hold_bf16_copy makes it READY (rounding it there unless WRITTEN).
+enum twin_state { READY, EXPECTED, WRITTEN };
 struct twin {
     const float *full;
     const __nv_bfloat16 *h;
     size_t count;
     __nv_bfloat16 *owned; // a held copy (freed when forgotten); NULL: the caller's
+    twin_state state;
 };
 twin twins[MAX_TWINS];
 int n_twins = 0;
 
 int know_bf16_twin(const float *full, const uint16_t *h, size_t count) {
     if (!twins_wanted() || n_twins == MAX_TWINS) return 0;
-    twins[n_twins++] = twin{full, (const __nv_bfloat16 *)h, count, nullptr};
+    twins[n_twins++] = twin{full, (const __nv_bfloat16 *)h, count, nullptr, READY};
     return 1;
 }
 void forget_bf16_twin(const float *full) {
@@ -61,19 +78,29 @@ void forget_bf16_twin(const float *full) {
             return;
         }
 }
-void hold_bf16_copy(const float *full, size_t count) {
-    if (!hold_wanted() || !twins_wanted() || !cuda_matmul_bf16() || count == 0) return;
-    for (int i = 0; i < n_twins; i++) // held before (a step ago): round again into the same copy
-        if (twins[i].full == full && twins[i].owned && twins[i].count == count) {
-            cuda_to_bf16(twins[i].owned, full, count);
-            return;
-        }
+bool copies_held() { return hold_wanted() && twins_wanted() && cuda_matmul_bf16(); }
+// The held copy of full[0 .. count): the one it had (a step ago: the same buffer again) or a
+// new one; nullptr where the table is full.
+twin *held_copy_of(const float *full, size_t count) {
+    for (int i = 0; i < n_twins; i++)
+        if (twins[i].full == full && twins[i].owned && twins[i].count == count) return &twins[i];
     forget_bf16_twin(full);
-    if (n_twins == MAX_TWINS) return;
+    if (n_twins == MAX_TWINS) return nullptr;
     __nv_bfloat16 *h = nullptr;
     CUDA_CHECK(cudaMallocAsync((void **)&h, count * sizeof(__nv_bfloat16), 0));
-    cuda_to_bf16(h, full, count);
-    twins[n_twins++] = twin{full, h, count, h};
+    twins[n_twins] = twin{full, h, count, h, EXPECTED};
+    return &twins[n_twins++];
+}
+void expect_bf16_copy(const float *full, size_t count) {
+    if (!at_source_wanted() || !copies_held() || count == 0) return;
+    if (twin *t = held_copy_of(full, count)) t->state = EXPECTED;
+}
+void hold_bf16_copy(const float *full, size_t count) {
+    if (!copies_held() || count == 0) return;
+    twin *t = held_copy_of(full, count);
+    if (!t) return;
+    if (t->state != WRITTEN) cuda_to_bf16(t->owned, full, count); // no producer wrote it: round here
+    t->state = READY;
 }
 
 } // namespace
@@ -81,7 +108,18 @@ void hold_bf16_copy(const float *full, size_t count) {
 const __nv_bfloat16 *cuda_bf16_twin_of(const float *src, size_t extent) {
     for (int i = 0; i < n_twins; i++) {
         const twin &t = twins[i];
-        if (src >= t.full && src + extent <= t.full + t.count) return t.h + (src - t.full);
+        if (t.state == READY && src >= t.full && src + extent <= t.full + t.count) return t.h + (src - t.full);
+    }
+    return nullptr;
+}
+
+__nv_bfloat16 *cuda_bf16_copy_target(const float *out, size_t count) {
+    for (int i = 0; i < n_twins; i++) {
+        twin &t = twins[i];
+        if (t.state == EXPECTED && t.full == out && t.count == count) {
+            t.state = WRITTEN;
+            return t.owned;
+        }
     }
     return nullptr;
 }
@@ -94,4 +132,5 @@ void cuda_forget_bf16_twins_at(const void *allocation) {
 
 extern "C" void cuda_register_bf16_twins(struct hyla_backend *t) {
     t->know_bf16_twin = know_bf16_twin, t->forget_bf16_twin = forget_bf16_twin, t->hold_bf16_copy = hold_bf16_copy;
+    t->expect_bf16_copy = expect_bf16_copy;
 }

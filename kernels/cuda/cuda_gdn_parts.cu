@@ -4,6 +4,7 @@
 // (cuda_column_sum.cuh): deterministic. With HYLA_NORM_FUSED_DW=1 the conv weights' and the
 // gated norm's weights' are summed by the backward kernels that read the rows anyway.
 #include "backend_cuda.h"
+#include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
 #include "cuda_vec.cuh"
@@ -463,8 +464,8 @@ static void cuda_gdn_gates_bwd(float *dbl, float *dal, float *dA_log, float *ddt
 // expressions; the sums only group by unit before the shuffle tree).
 enum { ROW_ITEMS = 8 };
 template <int ITEMS, int W>
-__global__ void gated_rmsnorm_fwd_rows_kernel(float *y, float *rstd, const float *x, const float *gate,
-                                              const float *w, int rows, int dim, float eps) {
+__global__ void gated_rmsnorm_fwd_rows_kernel(float *y, __nv_bfloat16 *y_h, float *rstd, const float *x,
+                                              const float *gate, const float *w, int rows, int dim, float eps) {
     const long long row = warp_row(rows);
     if (row < 0) return;
     const int lane = threadIdx.x % 32, units = dim / W;
@@ -489,6 +490,7 @@ __global__ void gated_rmsnorm_fwd_rows_kernel(float *y, float *rstd, const float
 #pragma unroll
         for (int k = 0; k < W; k++) o.v[k] = xv[j].v[k] * r * wu.v[k] * silu_(g.v[k]);
         store_unit<W>(y + off, u, o);
+        if (y_h) store_unit_bf16<W>(y_h + off, u, o);
     }
 }
 // One row's backward pass by its warp; with DW, its weight gradient terms dy n silu(gate), n = x
@@ -557,8 +559,8 @@ __global__ void gated_rmsnorm_bwd_dw_rows_kernel(float *partial, float *dx, floa
         gated_rmsnorm_bwd_row<ITEMS, W, true>(dx, dgate, dy, x, gate, w, rstd, row, dim, acc);
     column_sum::block_partial<ITEMS, W>(partial + (size_t)blockIdx.x * dim, acc, cols, dim, 32);
 }
-__global__ void gated_rmsnorm_fwd_wide_kernel(float *y, float *rstd, const float *x, const float *gate,
-                                              const float *w, int rows, int dim, float eps) {
+__global__ void gated_rmsnorm_fwd_wide_kernel(float *y, __nv_bfloat16 *y_h, float *rstd, const float *x,
+                                              const float *gate, const float *w, int rows, int dim, float eps) {
     const long long row = warp_row(rows);
     if (row < 0) return;
     const int lane = threadIdx.x % 32;
@@ -567,7 +569,10 @@ __global__ void gated_rmsnorm_fwd_wide_kernel(float *y, float *rstd, const float
     for (int i = lane; i < dim; i += 32) ss += x[off + i] * x[off + i];
     const float r = rsqrtf(warp_sum(ss) / dim + eps);
     if (lane == 0) rstd[row] = r;
-    for (int i = lane; i < dim; i += 32) y[off + i] = x[off + i] * r * w[i] * silu_(gate[off + i]);
+    for (int i = lane; i < dim; i += 32) {
+        y[off + i] = x[off + i] * r * w[i] * silu_(gate[off + i]);
+        if (y_h) y_h[off + i] = __float2bfloat16(y[off + i]);
+    }
 }
 __global__ void gated_rmsnorm_bwd_wide_kernel(float *dx, float *dgate, const float *dy, const float *x,
                                               const float *gate, const float *w, const float *rstd, int rows,
@@ -593,9 +598,10 @@ static int row_items(int dim, int W) {
     return items > ROW_ITEMS ? 0 : items > 4 ? ROW_ITEMS : items < 1 ? 1 : items;
 }
 template <int I, int W>
-static void gated_rmsnorm_fwd_rows(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
-                                   int dim, float eps) {
-    gated_rmsnorm_fwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
+static void gated_rmsnorm_fwd_rows(float *y, __nv_bfloat16 *y_h, float *rstd, const float *x, const float *gate,
+                                   const float *w, int rows, int dim, float eps) {
+    gated_rmsnorm_fwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(y, y_h, rstd, x, gate, w, rows, dim,
+                                                                              eps);
     CUDA_LAUNCH_CHECK();
 }
 // dw: NULL, dx and dgate only; else also dw += the weight gradient (the _dw_ kernel).
@@ -634,13 +640,14 @@ struct gated_rmsnorm_dw_term {
 static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *gate, const float *w, int rows,
                                    int dim, float eps) {
     if (rows <= 0) return;
-    const bool vec4 = dim % 4 == 0 && aligned16(y) && aligned16(x) && aligned16(gate) && aligned16(w);
+    __nv_bfloat16 *y_h = cuda_bf16_copy_target(y, (size_t)rows * dim); // the o_proj's operand (mixer_gdn.c)
+    const bool vec4 = dim % 4 == 0 && aligned16(y) && aligned16(x) && aligned16(gate) && aligned16(w) && aligned8(y_h);
     const int items = row_items(dim, vec4 ? 4 : 1);
     if (items == 0) {
-        gated_rmsnorm_fwd_wide_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, gate, w, rows, dim, eps);
+        gated_rmsnorm_fwd_wide_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, y_h, rstd, x, gate, w, rows, dim, eps);
         CUDA_LAUNCH_CHECK();
-    } else if (vec4) ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 4)(y, rstd, x, gate, w, rows, dim, eps);
-    else ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 1)(y, rstd, x, gate, w, rows, dim, eps);
+    } else if (vec4) ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 4)(y, y_h, rstd, x, gate, w, rows, dim, eps);
+    else ROW_ITEMS_PICK(gated_rmsnorm_fwd_rows, items, 1)(y, y_h, rstd, x, gate, w, rows, dim, eps);
 }
 // dw += sum over rows of dy n silu(gate): with HYLA_NORM_FUSED_DW the rows kernels add its
 // partial sums as they read dy, x and gate; else (and for rows too wide for the registers) a
@@ -687,8 +694,8 @@ static rope_plan rope_plan_for(int B, int L, int H, int d, int W) {
     return p;
 }
 template <int W>
-__global__ void rope_kernel(float *y, const float *x, rope_plan p, int L, int H, int d, float theta, int pos0,
-                            float sign) {
+__global__ void rope_kernel(float *y, __nv_bfloat16 *y_h, const float *x, rope_plan p, int L, int H, int d,
+                            float theta, int pos0, float sign) {
     const int token = blockIdx.x * (THREADS / p.slots) + threadIdx.x / p.slots;
     const int slot = blockIdx.y * p.slots + threadIdx.x % p.slots;
     if (threadIdx.x >= THREADS / p.slots * p.slots || token >= p.tokens || slot >= p.per_token) return;
@@ -720,15 +727,19 @@ __global__ void rope_kernel(float *y, const float *x, rope_plan p, int L, int H,
             hi.v[k] = b[j].v[k] * c[k] + a[j].v[k] * s[k];
         }
         store_unit<W>(y + head, u, lo), store_unit<W>(y + head + half, u, hi);
+        if (y_h) store_unit_bf16<W>(y_h + head, u, lo), store_unit_bf16<W>(y_h + head + half, u, hi);
     }
 }
+// y's bf16 copy beside it where the model holds y (q and k: mixer_qkv.c); for an odd d a
+// head's last value is in no pair, so the kernel would not write all of y: no copy then.
 static void rope(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0, float sign) {
     const int half = d / 2;
     if ((size_t)B * L * H == 0 || half == 0) return;
-    const bool vec4 = half % 4 == 0 && aligned16(x) && aligned16(y);
+    __nv_bfloat16 *y_h = d % 2 == 0 ? cuda_bf16_copy_target(y, (size_t)B * L * H * d) : nullptr;
+    const bool vec4 = half % 4 == 0 && aligned16(x) && aligned16(y) && aligned8(y_h);
     const rope_plan p = rope_plan_for(B, L, H, d, vec4 ? 4 : 1);
-    if (vec4) rope_kernel<4><<<p.grid, THREADS>>>(y, x, p, L, H, d, theta, pos0, sign);
-    else rope_kernel<1><<<p.grid, THREADS>>>(y, x, p, L, H, d, theta, pos0, sign);
+    if (vec4) rope_kernel<4><<<p.grid, THREADS>>>(y, y_h, x, p, L, H, d, theta, pos0, sign);
+    else rope_kernel<1><<<p.grid, THREADS>>>(y, y_h, x, p, L, H, d, theta, pos0, sign);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_rope_fwd(float *y, const float *x, int B, int L, int H, int d, float theta, int pos0) {

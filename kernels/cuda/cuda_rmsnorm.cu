@@ -8,7 +8,10 @@
 // unit order, then a fixed shuffle tree, then the group's warps in order: the same bits every
 // run. The weight gradient is a column sum in a fixed order (cuda_column_sum.cuh): a second pass
 // over dy and x, or (HYLA_NORM_FUSED_DW=1) partial sums added by the dx row kernel itself.
+// Where the model holds the output (the forward's y, the backward's dx: backend.h's
+// expect_bf16_copy), the kernels write its bf16 copy beside it (y_h, dx_h; NULL: none).
 #include "backend_cuda.h"
+#include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
 #include "cuda_reduce.cuh"
@@ -56,8 +59,8 @@ static unsigned group_blocks(int n, int group) {
 
 // ---- forward: y = v r w, r = 1 / sqrt(mean(v^2) + eps), v = x (+ residual, written to sum) --------
 template <int ITEMS, int W>
-__global__ void rmsnorm_fwd_rows_kernel(float *sum, float *y, float *rstd, const float *x, const float *residual,
-                                        const float *w, int n, int dim, int group, float eps) {
+__global__ void rmsnorm_fwd_rows_kernel(float *sum, float *y, __nv_bfloat16 *y_h, float *rstd, const float *x,
+                                        const float *residual, const float *w, int n, int dim, int group, float eps) {
     __shared__ float warp_sums[THREADS / 32];
     const int g = threadIdx.x % group, units = dim / W;
     const int row = blockIdx.x * (THREADS / group) + threadIdx.x / group;
@@ -92,12 +95,13 @@ __global__ void rmsnorm_fwd_rows_kernel(float *sum, float *y, float *rstd, const
 #pragma unroll
         for (int k = 0; k < W; k++) o.v[k] = v[j].v[k] * r * wu.v[k];
         store_unit<W>(y + off, u, o);
+        if (y_h) store_unit_bf16<W>(y_h + off, u, o);
     }
 }
 
 // Wide rows: one block per row, the row read twice (sum: x + residual written first).
-__global__ void rmsnorm_fwd_kernel(float *sum, float *y, float *rstd, const float *x, const float *residual,
-                                   const float *w, int dim, float eps) {
+__global__ void rmsnorm_fwd_kernel(float *sum, float *y, __nv_bfloat16 *y_h, float *rstd, const float *x,
+                                   const float *residual, const float *w, int dim, float eps) {
     __shared__ float shared[THREADS];
     const size_t off = (size_t)blockIdx.x * dim;
     float ss = 0;
@@ -111,38 +115,40 @@ __global__ void rmsnorm_fwd_kernel(float *sum, float *y, float *rstd, const floa
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float v = residual ? x[off + i] + residual[off + i] : x[off + i];
         y[off + i] = v * r * w[i];
+        if (y_h) y_h[off + i] = __float2bfloat16(y[off + i]);
     }
 }
 
 template <int I, int W>
-static void fwd_rows(int group, float *sum, float *y, float *rstd, const float *x, const float *residual,
-                     const float *w, int n, int dim, float eps) {
-    rmsnorm_fwd_rows_kernel<I, W><<<group_blocks(n, group), THREADS>>>(sum, y, rstd, x, residual, w, n, dim, group,
-                                                                        eps);
+static void fwd_rows(int group, float *sum, float *y, __nv_bfloat16 *y_h, float *rstd, const float *x,
+                     const float *residual, const float *w, int n, int dim, float eps) {
+    rmsnorm_fwd_rows_kernel<I, W><<<group_blocks(n, group), THREADS>>>(sum, y, y_h, rstd, x, residual, w, n, dim,
+                                                                        group, eps);
     CUDA_LAUNCH_CHECK();
 }
 // The instantiation for s.items.
 template <int W>
-static void fwd_rows(const row_shape &s, float *sum, float *y, float *rstd, const float *x, const float *residual,
-                     const float *w, int n, int dim, float eps) {
+static void fwd_rows(const row_shape &s, float *sum, float *y, __nv_bfloat16 *y_h, float *rstd, const float *x,
+                     const float *residual, const float *w, int n, int dim, float eps) {
     auto *f = s.items == 1   ? fwd_rows<1, W>
               : s.items == 2 ? fwd_rows<2, W>
               : s.items == 3 ? fwd_rows<3, W>
               : s.items == 4 ? fwd_rows<4, W>
                              : fwd_rows<MAX_ITEMS, W>;
-    f(s.group, sum, y, rstd, x, residual, w, n, dim, eps);
+    f(s.group, sum, y, y_h, rstd, x, residual, w, n, dim, eps);
 }
 static void rmsnorm_fwd(float *sum, float *y, float *rstd, const float *x, const float *residual, const float *w, int n,
                         int dim, float eps) {
     if (n <= 0) return; // an empty grid is a launch error
+    __nv_bfloat16 *y_h = cuda_bf16_copy_target(y, (size_t)n * dim);
     const bool vec4 = dim % 4 == 0 && aligned16(sum) && aligned16(y) && aligned16(x) && aligned16(residual) &&
-                      aligned16(w);
+                      aligned16(w) && aligned8(y_h);
     const row_shape s = row_shape_for(vec4 ? dim / 4 : dim);
     if (s.items == 0) {
-        rmsnorm_fwd_kernel<<<n, THREADS>>>(sum, y, rstd, x, residual, w, dim, eps);
+        rmsnorm_fwd_kernel<<<n, THREADS>>>(sum, y, y_h, rstd, x, residual, w, dim, eps);
         CUDA_LAUNCH_CHECK();
-    } else if (vec4) fwd_rows<4>(s, sum, y, rstd, x, residual, w, n, dim, eps);
-    else fwd_rows<1>(s, sum, y, rstd, x, residual, w, n, dim, eps);
+    } else if (vec4) fwd_rows<4>(s, sum, y, y_h, rstd, x, residual, w, n, dim, eps);
+    else fwd_rows<1>(s, sum, y, y_h, rstd, x, residual, w, n, dim, eps);
 }
 static void cuda_rmsnorm_fwd(float *y, float *rstd, const float *x, const float *w, int n, int dim, float eps) {
     rmsnorm_fwd(NULL, y, rstd, x, NULL, w, n, dim, eps);
@@ -153,26 +159,29 @@ static void cuda_add_rmsnorm_fwd(float *sum, float *y, float *rstd, const float 
 }
 
 // ---- backward: dx = r (dy w - xh mean(dy w xh)) (+ dsum), xh = x r -----------------------------
-// dsum's unit is read before dx's is written, by the same thread: dx may alias dsum.
+// dsum's unit is read before dx's is written, by the same thread: dx may alias dsum. It is
+// loaded with dy and x, before the row's sum: one wait for memory a row, not two (the kernel
+// is bound by the bytes it has in flight).
 // One row's dx by its row group (rows past n: only group_sum's barriers); with DW, its weight
 // gradient terms dy x r (the CPU twin's rmsnorm_dweight term) added into acc, the thread's
 // own columns, as the loads arrive.
 template <int ITEMS, int W, bool DW>
-__device__ static void dx_row(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                              const float *dsum, int n, int dim, int group, int row, floats<W> *acc,
-                              float *warp_sums) {
+__device__ static void dx_row(float *dx, __nv_bfloat16 *dx_h, const float *dy, const float *x, const float *w,
+                              const float *rstd, const float *dsum, int n, int dim, int group, int row,
+                              floats<W> *acc, float *warp_sums) {
     const int g = threadIdx.x % group, units = dim / W;
     const bool live = row < n;
     const size_t off = live ? (size_t)row * dim : 0;
     const float r = live ? rstd[row] : 0;
-    floats<W> dyv[ITEMS], xv[ITEMS];
+    floats<W> dyv[ITEMS], xv[ITEMS], dsv[ITEMS];
     float c = 0;
 #pragma unroll
     for (int j = 0; j < ITEMS; j++) {
         const int u = j * group + g;
-        dyv[j] = xv[j] = zero_unit<W>();
+        dyv[j] = xv[j] = dsv[j] = zero_unit<W>();
         if (!live || u >= units) continue;
         dyv[j] = load_unit<W>(dy + off, u), xv[j] = load_unit<W>(x + off, u);
+        if (dsum) dsv[j] = load_unit<W>(dsum + off, u);
         const floats<W> wu = load_unit<W>(w, u);
 #pragma unroll
         for (int k = 0; k < W; k++) {
@@ -187,29 +196,31 @@ __device__ static void dx_row(float *dx, const float *dy, const float *x, const 
         const int u = j * group + g;
         if (u >= units) continue;
         const floats<W> wu = load_unit<W>(w, u);
-        floats<W> o = dsum ? load_unit<W>(dsum + off, u) : zero_unit<W>();
+        floats<W> o;
 #pragma unroll
         for (int k = 0; k < W; k++) {
             const float gk = r * (dyv[j].v[k] * wu.v[k] - xv[j].v[k] * r * c);
-            o.v[k] = dsum ? o.v[k] + gk : gk;
+            o.v[k] = dsum ? dsv[j].v[k] + gk : gk;
         }
         store_unit<W>(dx + off, u, o);
+        if (dx_h) store_unit_bf16<W>(dx_h + off, u, o);
     }
 }
 template <int ITEMS, int W>
-__global__ void rmsnorm_dx_rows_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                                       const float *dsum, int n, int dim, int group) {
+__global__ void rmsnorm_dx_rows_kernel(float *dx, __nv_bfloat16 *dx_h, const float *dy, const float *x, const float *w,
+                                       const float *rstd, const float *dsum, int n, int dim, int group) {
     __shared__ float warp_sums[THREADS / 32];
     const int row = blockIdx.x * (THREADS / group) + threadIdx.x / group;
-    dx_row<ITEMS, W, false>(dx, dy, x, w, rstd, dsum, n, dim, group, row, NULL, warp_sums);
+    dx_row<ITEMS, W, false>(dx, dx_h, dy, x, w, rstd, dsum, n, dim, group, row, NULL, warp_sums);
 }
 // dx as above, and the weight gradient's partial sums (HYLA_NORM_FUSED_DW, cuda_column_sum.cuh):
 // the grid (a function of the shape) strides over blocks of rows, each row group summing the
 // rows it takes in registers; then the block's row groups in order into partial row blockIdx.x.
 // Every thread takes the same number of steps: the barriers match.
 template <int ITEMS, int W>
-__global__ void rmsnorm_dx_dw_rows_kernel(float *partial, float *dx, const float *dy, const float *x, const float *w,
-                                          const float *rstd, const float *dsum, int n, int dim, int group, int steps) {
+__global__ void rmsnorm_dx_dw_rows_kernel(float *partial, float *dx, __nv_bfloat16 *dx_h, const float *dy,
+                                          const float *x, const float *w, const float *rstd, const float *dsum, int n,
+                                          int dim, int group, int steps) {
     __shared__ float warp_sums[THREADS / 32];
     extern __shared__ float cols[]; // THREADS / group rows of dim: the row groups' sums
     const int per_block = THREADS / group;
@@ -218,14 +229,14 @@ __global__ void rmsnorm_dx_dw_rows_kernel(float *partial, float *dx, const float
     for (int j = 0; j < ITEMS; j++) acc[j] = zero_unit<W>();
     for (int step = 0; step < steps; step++) {
         const int row = (step * gridDim.x + blockIdx.x) * per_block + threadIdx.x / group;
-        dx_row<ITEMS, W, true>(dx, dy, x, w, rstd, dsum, n, dim, group, row, acc, warp_sums);
+        dx_row<ITEMS, W, true>(dx, dx_h, dy, x, w, rstd, dsum, n, dim, group, row, acc, warp_sums);
     }
     column_sum::block_partial<ITEMS, W>(partial + (size_t)blockIdx.x * dim, acc, cols, dim, group);
 }
 
 // Wide rows: one block per row.
-__global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, const float *w, const float *rstd,
-                                  const float *dsum, int dim) {
+__global__ void rmsnorm_dx_kernel(float *dx, __nv_bfloat16 *dx_h, const float *dy, const float *x, const float *w,
+                                  const float *rstd, const float *dsum, int dim) {
     __shared__ float shared[THREADS];
     const size_t off = (size_t)blockIdx.x * dim;
     const float r = rstd[blockIdx.x];
@@ -234,16 +245,19 @@ __global__ void rmsnorm_dx_kernel(float *dx, const float *dy, const float *x, co
     c = block_sum(c, shared) / dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) {
         float g = r * (dy[off + i] * w[i] - x[off + i] * r * c);
-        dx[off + i] = dsum ? dsum[off + i] + g : g;
+        const float o = dsum ? dsum[off + i] + g : g;
+        dx[off + i] = o;
+        if (dx_h) dx_h[off + i] = __float2bfloat16(o);
     }
 }
 
 // dw: NULL, dx only; else dx and dw += the weight gradient (rmsnorm_dx_dw_rows_kernel).
 template <int I, int W>
-static void dx_rows(int group, float *dx, float *dw, const float *dy, const float *x, const float *w,
-                    const float *rstd, const float *dsum, int n, int dim) {
+static void dx_rows(int group, float *dx, __nv_bfloat16 *dx_h, float *dw, const float *dy, const float *x,
+                    const float *w, const float *rstd, const float *dsum, int n, int dim) {
     if (!dw) {
-        rmsnorm_dx_rows_kernel<I, W><<<group_blocks(n, group), THREADS>>>(dx, dy, x, w, rstd, dsum, n, dim, group);
+        rmsnorm_dx_rows_kernel<I, W><<<group_blocks(n, group), THREADS>>>(dx, dx_h, dy, x, w, rstd, dsum, n, dim,
+                                                                           group);
         CUDA_LAUNCH_CHECK();
         return;
     }
@@ -252,20 +266,20 @@ static void dx_rows(int group, float *dx, float *dw, const float *dy, const floa
     const int steps = (int)((group_blocks(n, group) + blocks - 1) / blocks);
     const size_t smem = sizeof(float) * per_block * dim; // at most THREADS MAX_ITEMS 4 floats: 32 KB
     column_sum_fused(dw, blocks, dim, [&](float *partial) {
-        rmsnorm_dx_dw_rows_kernel<I, W><<<blocks, THREADS, smem>>>(partial, dx, dy, x, w, rstd, dsum, n, dim, group,
-                                                                    steps);
+        rmsnorm_dx_dw_rows_kernel<I, W><<<blocks, THREADS, smem>>>(partial, dx, dx_h, dy, x, w, rstd, dsum, n, dim,
+                                                                    group, steps);
         CUDA_LAUNCH_CHECK();
     });
 }
 template <int W>
-static void dx_rows(const row_shape &s, float *dx, float *dw, const float *dy, const float *x, const float *w,
-                    const float *rstd, const float *dsum, int n, int dim) {
+static void dx_rows(const row_shape &s, float *dx, __nv_bfloat16 *dx_h, float *dw, const float *dy, const float *x,
+                    const float *w, const float *rstd, const float *dsum, int n, int dim) {
     auto *f = s.items == 1   ? dx_rows<1, W>
               : s.items == 2 ? dx_rows<2, W>
               : s.items == 3 ? dx_rows<3, W>
               : s.items == 4 ? dx_rows<4, W>
                              : dx_rows<MAX_ITEMS, W>;
-    f(s.group, dx, dw, dy, x, w, rstd, dsum, n, dim);
+    f(s.group, dx, dx_h, dw, dy, x, w, rstd, dsum, n, dim);
 }
 
 // dweight[i] += sum over rows of dy x r (cuda_column_sum.cuh: parallel, fixed order).
@@ -284,15 +298,17 @@ struct rmsnorm_dw_term {
 static void rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                         const float *dsum, int n, int dim) {
     if (n <= 0) return;
-    const bool vec4 = dim % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w) && aligned16(dsum);
+    __nv_bfloat16 *dx_h = cuda_bf16_copy_target(dx, (size_t)n * dim);
+    const bool vec4 = dim % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned16(w) &&
+                      aligned16(dsum) && aligned8(dx_h);
     const row_shape s = row_shape_for(vec4 ? dim / 4 : dim);
     float *fused_dw = s.items != 0 && column_sum::fused_dw() ? dw : NULL;
     if (!fused_dw) column_sum_add(dw, n, dim, rmsnorm_dw_term{dy, x, rstd, dim});
     if (s.items == 0) {
-        rmsnorm_dx_kernel<<<n, THREADS>>>(dx, dy, x, w, rstd, dsum, dim);
+        rmsnorm_dx_kernel<<<n, THREADS>>>(dx, dx_h, dy, x, w, rstd, dsum, dim);
         CUDA_LAUNCH_CHECK();
-    } else if (vec4) dx_rows<4>(s, dx, fused_dw, dy, x, w, rstd, dsum, n, dim);
-    else dx_rows<1>(s, dx, fused_dw, dy, x, w, rstd, dsum, n, dim);
+    } else if (vec4) dx_rows<4>(s, dx, dx_h, fused_dw, dy, x, w, rstd, dsum, n, dim);
+    else dx_rows<1>(s, dx, dx_h, fused_dw, dy, x, w, rstd, dsum, n, dim);
 }
 static void cuda_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
                              int n, int dim) {

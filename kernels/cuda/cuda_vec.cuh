@@ -5,6 +5,7 @@
 #ifndef HYLA_CUDA_VEC_CUH
 #define HYLA_CUDA_VEC_CUH
 
+#include <cuda_bf16.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,7 +39,26 @@ template <int W> __device__ static inline floats<W> zero_unit() {
     return r;
 }
 
+// Unit u of a, rounded to bf16 (to nearest even, __float2bfloat16: cuda_to_bf16's bits), into
+// the bf16 array p: W = 4 as one 8-byte store (p 8-byte aligned). An op's output written with
+// its bf16 copy beside it (cuda_bf16_copy_target).
+__device__ static inline uint32_t bf16_bits(float x) {
+    const __nv_bfloat16 h = __float2bfloat16(x);
+    return *reinterpret_cast<const uint16_t *>(&h);
+}
+template <int W> __device__ static inline void store_unit_bf16(__nv_bfloat16 *p, size_t u, const floats<W> &a) {
+    if constexpr (W == 4) {
+        reinterpret_cast<uint2 *>(p)[u] = make_uint2(bf16_bits(a.v[0]) | bf16_bits(a.v[1]) << 16,
+                                                     bf16_bits(a.v[2]) | bf16_bits(a.v[3]) << 16);
+    } else {
+#pragma unroll
+        for (int k = 0; k < W; k++) p[u * W + k] = __float2bfloat16(a.v[k]);
+    }
+}
+
 // Whether float4 accesses at p are aligned (NULL, an absent operand, is).
 static inline bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+// Whether 8-byte accesses at p are (a bf16 copy's units of 4 values; NULL is).
+static inline bool aligned8(const void *p) { return ((uintptr_t)p & 7) == 0; }
 
 #endif

@@ -51,6 +51,36 @@ static void check_true(const char *what, bool ok) {
     if (!ok) printf(" (FAIL: %s)", what), bad++;
 }
 
+// backend.h's expect_bf16_copy as cuda_bf16_twins.cu serves it: the bf16 copy an op may write
+// beside its whole output (cuda_bf16_copy_target), armed by with_copy for one call.
+static struct {
+    const float *out;
+    size_t count;
+    __nv_bfloat16 *h;
+    bool taken;
+} expected;
+__nv_bfloat16 *cuda_bf16_copy_target(const float *out, size_t count) {
+    if (!expected.h || expected.taken || expected.out != out || expected.count != count) return nullptr;
+    expected.taken = true;
+    return expected.h;
+}
+// The op run(out) again with out's bf16 copy expected, onto out's values `start` (NaN: a pure
+// output): its fp32 output must be `want` bit for bit (the run without the copy), and the op
+// must have taken the copy and written it as the fp32 output rounded (__float2bfloat16).
+template <class Run>
+static void with_copy(const char *what, const vec &start, const vec &want, size_t off, size_t count, Run run) {
+    vec out = start;
+    std::vector<__nv_bfloat16> h(count, __nv_bfloat16{0x7fbf}); // a NaN the rounding never gives
+    expected = {out.data() + off, count, h.data(), false};
+    run(out.data() + off);
+    bool same = expected.taken && !memcmp(out.data() + off, want.data() + off, count * sizeof(float));
+    for (size_t i = 0; i < count && same; i++) same = h[i].u == __float2bfloat16(out[off + i]).u;
+    expected = {};
+    char label[96];
+    snprintf(label, sizeof label, "%s: not the same fp32 bits with a bf16 copy of them beside", what);
+    check_true(label, same);
+}
+
 static void conv(int B, int L, int C, int kw) {
     printf("conv B=%d L=%d C=%d kw=%d:", B, L, C, kw);
     const size_t n = (size_t)B * L * C, nw = (size_t)C * kw;
@@ -78,6 +108,7 @@ static void rmsnorm(int n, int dim) {
     GPU(rmsnorm_fwd)(gy.data(), gr.data(), x.data(), w.data(), n, dim, eps);
     GPU(rmsnorm_bwd)(gdx.data(), gdw.data(), dy.data(), x.data(), w.data(), gr.data(), n, dim);
     check_vec("y", gy, y), check_vec("rstd", gr, r), check_vec("dx", gdx, dx), check_vec("dw(acc)", gdw, dw);
+    const vec gy_plain = gy;
     vec shifted(e + 1), gy1 = nans(e + 1);
     memcpy(shifted.data() + 1, x.data(), e * sizeof(float));
     GPU(rmsnorm_fwd)(gy1.data() + 1, gr.data(), shifted.data() + 1, w.data(), n, dim, eps);
@@ -99,8 +130,28 @@ static void rmsnorm(int n, int dim) {
     GPU(add_rmsnorm_bwd)(gdx0.data(), gdw.data(), dy.data(), NULL, gsum.data(), w.data(), gr.data(), n, dim);
     check_vec(" add: sum", gsum, sum), check_vec("y", gy, y), check_vec("rstd", gr, r);
     check_vec("dx(=dsum)", galias, dx), check_vec("dx(no dsum)", gdx0, dx0), check_vec("dw(acc)", gdw, dw);
-}
 
+    // the outputs the model holds, with their bf16 copies written beside them: y of both
+    // forwards (from x misaligned too: the scalar path), dx of the fused backward over dsum
+    vec scratch_r(n), scratch_dw = dw0, sum2(e);
+    const vec none = nans(e);
+    with_copy("rmsnorm_fwd", none, gy_plain, 0, e, [&](float *o) {
+        GPU(rmsnorm_fwd)(o, scratch_r.data(), x.data(), w.data(), n, dim, eps);
+    });
+    memcpy(shifted.data() + 1, x.data(), e * sizeof(float));
+    with_copy("rmsnorm_fwd (misaligned)", nans(e + 1), gy1, 1, e, [&](float *o) {
+        GPU(rmsnorm_fwd)(o, scratch_r.data(), shifted.data() + 1, w.data(), n, dim, eps);
+    });
+    with_copy("add_rmsnorm_fwd", none, gy, 0, e, [&](float *o) {
+        GPU(add_rmsnorm_fwd)(sum2.data(), o, scratch_r.data(), x.data(), res.data(), w.data(), n, dim, eps);
+    });
+    with_copy("add_rmsnorm_bwd (dx over dsum)", ds, galias, 0, e, [&](float *o) {
+        GPU(add_rmsnorm_bwd)(o, scratch_dw.data(), dy.data(), o, gsum.data(), w.data(), gr.data(), n, dim);
+    });
+    with_copy("add_rmsnorm_bwd (no dsum)", none, gdx0, 0, e, [&](float *o) {
+        GPU(add_rmsnorm_bwd)(o, scratch_dw.data(), dy.data(), NULL, gsum.data(), w.data(), gr.data(), n, dim);
+    });
+}
 static void l2norm(int rows, int dim) {
     printf("l2norm rows=%d dim=%d:", rows, dim);
     const size_t n = (size_t)rows * dim;
@@ -127,6 +178,10 @@ static void gated_rmsnorm(int rows, int dim) {
                            rows, dim);
     check_vec("y", gy, y), check_vec("rstd", gr, r), check_vec("dx", gdx, dx), check_vec("dgate", gdz, dz);
     check_vec("dw(acc)", gdw, dw);
+    vec scratch_r(rows); // y with its bf16 copy beside it (the GDN's o_proj operand)
+    with_copy("gated_rmsnorm_fwd", nans(n), gy, 0, n, [&](float *o) {
+        GPU(gated_rmsnorm_fwd)(o, scratch_r.data(), x.data(), z.data(), w.data(), rows, dim, 1e-6f);
+    });
 }
 
 static void gates(int rows, int H) {
@@ -159,6 +214,15 @@ static void rope(int B, int L, int H, int d, int pos0) {
     vec inplace = x; // y may alias x
     GPU(rope_fwd)(inplace.data(), inplace.data(), B, L, H, d, 10000.0f, pos0);
     check_vec("y", gy, y), check_vec("dx", gdx, dx), check_vec("y(in place)", inplace, y);
+    // y with its bf16 copy beside it (q and k), also in place (q); from x misaligned (scalar)
+    with_copy("rope_fwd", nans(n), gy, 0, n, [&](float *o) { GPU(rope_fwd)(o, x.data(), B, L, H, d, 10000.0f, pos0); });
+    with_copy("rope_fwd (in place)", x, inplace, 0, n, [&](float *o) { GPU(rope_fwd)(o, o, B, L, H, d, 10000.0f, pos0); });
+    vec shifted(n + 1), gy1 = nans(n + 1);
+    memcpy(shifted.data() + 1, x.data(), n * sizeof(float));
+    GPU(rope_fwd)(gy1.data() + 1, shifted.data() + 1, B, L, H, d, 10000.0f, pos0);
+    with_copy("rope_fwd (misaligned)", nans(n + 1), gy1, 1, n, [&](float *o) {
+        GPU(rope_fwd)(o, shifted.data() + 1, B, L, H, d, 10000.0f, pos0);
+    });
 }
 
 // The embedding: tokens drawn from `vocab` values, so runs of one token cross the backward's
