@@ -93,11 +93,15 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
     const int KD = H * dk, VD = H * dv, kw = m->cfg.conv_size;
     float **S = m->scratch;
 
-    /* output projection, gated norm: S1 = d on, S2 = d o, S3 = d z (kept to the end) */
+    /* output projection, gated norm: S1 = d on, S2 = d o, S3 = d z (kept to the end). The four
+     * projections' dy (d z here, d qbar, d kbar, d vbar below) are held to the end: the ops that
+     * write them may write the bf16 copies the projections' products read (expect_activation) */
     be->linear_bwd(S[1], layer_grad(m, layer, L->o_proj), NULL, dy, a->on, layer_param(m, layer, L->o_proj), N, VD, D);
     release_activation(m, a->on);
+    expect_activation(m, S[3], (size_t)N * VD);
     be->gated_rmsnorm_bwd(S[2], S[3], layer_grad(m, layer, L->o_norm), S[1], a->o, a->z,
                           layer_param(m, layer, L->o_norm), a->ro, N * H, dv);
+    hold_activation(m, S[3], (size_t)N * VD);
 
     /* the delta rule: S1 = dqn, S4 = dkn, S5 = dv, S6 = dbeta, S7 = dg */
     be->gdr_chunk_bwd(S[1], S[4], S[5], S[6], S[7], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
@@ -113,13 +117,19 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
 
     /* L2 norms and convolutions: S1 = d qbar, S4 = d kbar, S6 = d vbar (S2 in between) */
     be->l2norm_bwd(S[2], S[1], a->qn, a->rq, N * H, dk);
+    expect_activation(m, S[1], (size_t)N * KD);
     be->shortconv_silu_bwd(S[1], layer_grad(m, layer, L->q_conv), S[2], a->qbar, layer_param(m, layer, L->q_conv),
                            m->B, m->T, KD, kw);
+    hold_activation(m, S[1], (size_t)N * KD);
     be->l2norm_bwd(S[2], S[4], a->kn, a->rk, N * H, dk);
+    expect_activation(m, S[4], (size_t)N * KD);
     be->shortconv_silu_bwd(S[4], layer_grad(m, layer, L->k_conv), S[2], a->kbar, layer_param(m, layer, L->k_conv),
                            m->B, m->T, KD, kw);
+    hold_activation(m, S[4], (size_t)N * KD);
+    expect_activation(m, S[6], (size_t)N * VD);
     be->shortconv_silu_bwd(S[6], layer_grad(m, layer, L->v_conv), S[5], a->vbar, layer_param(m, layer, L->v_conv),
                            m->B, m->T, VD, kw);
+    hold_activation(m, S[6], (size_t)N * VD);
 
     /* the q, k, v and gate projections, added onto dh: one op, so that the backend prepares h once */
     float *const dws[4] = {layer_grad(m, layer, L->q_proj), layer_grad(m, layer, L->k_proj),
@@ -129,4 +139,5 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
                                 layer_param(m, layer, L->v_proj), layer_param(m, layer, L->g_proj)};
     const int outs[4] = {KD, KD, VD, VD};
     be->projections_bwd(4, dh, 1, dws, dys, h, ws, outs, N, D);
+    for (int i = 0; i < 4; i++) release_activation(m, dys[i]);
 }

@@ -154,10 +154,12 @@ __device__ static void conv_dw_add(floats<W> *acc, const floats<W> &d, const flo
 // lead steps make dp before its first output. Each dpre value has the bits the CPU twin's
 // conv_dpre gives it (the same sum in the same order), whichever thread makes it. The lead
 // steps make dpre[a] once for each a from t0 on: with DW, those of the run's own tokens (a < t1)
-// also add dw's terms into acc (conv_dw_add).
+// also add dw's terms into acc (conv_dw_add). dx_h: dx's bf16 copy beside it (NULL: none), where
+// the model holds dx (the projections' dy: mixer_gdn.c).
 template <int KW, int W, bool DW>
-__device__ static void conv_dx_run(float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ x,
-                                   const floats<W> *tap, const conv_site &s, int L, int C, int kw, floats<W> *acc) {
+__device__ static void conv_dx_run(float *__restrict__ dx, __nv_bfloat16 *__restrict__ dx_h,
+                                   const float *__restrict__ dy, const float *__restrict__ x, const floats<W> *tap,
+                                   const conv_site &s, int L, int C, int kw, floats<W> *acc) {
     floats<W> xw[KW], dp[KW];
     const int units = C / W;
     conv_window_before<KW, W>(xw, x, s, units, kw);
@@ -193,17 +195,19 @@ __device__ static void conv_dx_run(float *__restrict__ dx, const float *__restri
 #pragma unroll
             for (int k = 0; k < W; k++) o.v[k] = conv_sum<KW, W>(tap, dp, k, kw);
             store_unit<W>(dx + s.seq, (size_t)t * units + s.u, o);
+            if (dx_h) store_unit_bf16<W>(dx_h + s.seq, (size_t)t * units + s.u, o);
         }
     }
 }
 template <int KW, int W>
-__global__ void shortconv_dx_kernel(float *__restrict__ dx, const float *__restrict__ dy, const float *__restrict__ x,
+__global__ void shortconv_dx_kernel(float *__restrict__ dx, __nv_bfloat16 *__restrict__ dx_h,
+                                    const float *__restrict__ dy, const float *__restrict__ x,
                                     const float *__restrict__ w, conv_plan p, int L, int C, int kw) {
     const conv_site s = conv_site_of(p, L, C);
     if (s.u < 0) return;
     floats<W> tap[KW];
     conv_taps<KW, W>(tap, w, s.u, kw);
-    conv_dx_run<KW, W, false>(dx, dy, x, tap, s, L, C, kw, NULL);
+    conv_dx_run<KW, W, false>(dx, dx_h, dy, x, tap, s, L, C, kw, NULL);
 }
 // The block's partial row of dw (C kw floats at out, dw's layout): run slot q's threads hold in
 // acc the sums of their channel group's taps (acc[j]: tap kw - 1 - j); the slots are added in
@@ -234,9 +238,9 @@ __device__ static void conv_dw_block_partial(float *out, const floats<W> *acc, f
 // KW 4 capped at 128 registers, two blocks an SM as the dx kernel (144 uncapped: one).
 template <int KW, int W>
 __global__ void __launch_bounds__(THREADS, KW <= 4 ? 2 : 1)
-    shortconv_dx_dw_kernel(float *__restrict__ partial, float *__restrict__ dx, const float *__restrict__ dy,
-                           const float *__restrict__ x, const float *__restrict__ w, conv_plan p, int L, int C,
-                           int kw) {
+    shortconv_dx_dw_kernel(float *__restrict__ partial, float *__restrict__ dx, __nv_bfloat16 *__restrict__ dx_h,
+                           const float *__restrict__ dy, const float *__restrict__ x, const float *__restrict__ w,
+                           conv_plan p, int L, int C, int kw) {
     extern __shared__ float cols[]; // THREADS / p.slots runs of p.slots W kw: the runs' sums
     floats<W> tap[KW], acc[KW];
     const conv_site first = conv_site_of(p, L, C); // none: none of the later runs either
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(THREADS, KW <= 4 ? 2 : 1)
     for (int j = 0; j < KW; j++) acc[j] = zero_unit<W>();
     for (int step = 0; step < p.steps; step++) {
         const conv_site s = conv_site_at(p, L, C, step * gridDim.x + blockIdx.x);
-        if (s.u >= 0) conv_dx_run<KW, W, true>(dx, dy, x, tap, s, L, C, kw, acc);
+        if (s.u >= 0) conv_dx_run<KW, W, true>(dx, dx_h, dy, x, tap, s, L, C, kw, acc);
     }
     conv_dw_block_partial<KW, W>(partial + (size_t)blockIdx.x * C * kw, acc, cols, p, C, kw);
 }
@@ -319,28 +323,29 @@ static void cuda_shortconv_silu_fwd(float *y, const float *x, const float *w, in
 // blocks (two an SM fit) and 64 partial rows of C kw floats, 1 MB (the column sum's: 2 MB).
 enum { DW_SLOTS = 64, DW_STEPS = 4 };
 template <int KW, int W>
-static void shortconv_dx_dw(float *dx, float *dw, const float *dy, const float *x, const float *w, int B, int L, int C,
-                            int kw) {
+static void shortconv_dx_dw(float *dx, __nv_bfloat16 *dx_h, float *dw, const float *dy, const float *x, const float *w,
+                            int B, int L, int C, int kw) {
     const conv_plan p = conv_plan_for(B, L, C, W, DW_SLOTS, DW_STEPS);
     const size_t smem = sizeof(float) * (THREADS / p.slots) * p.slots * W * kw; // at most 32 KB
     column_sum_fused(dw, p.grid.x, C * kw, [&](float *partial) {
-        shortconv_dx_dw_kernel<KW, W><<<p.grid, THREADS, smem>>>(partial, dx, dy, x, w, p, L, C, kw);
+        shortconv_dx_dw_kernel<KW, W><<<p.grid, THREADS, smem>>>(partial, dx, dx_h, dy, x, w, p, L, C, kw);
         CUDA_LAUNCH_CHECK();
     });
 }
 static void cuda_shortconv_silu_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, int B, int L,
                                     int C, int kw) {
     if ((size_t)B * L * C == 0) return;
-    const bool vec4 = C % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x);
+    __nv_bfloat16 *dx_h = cuda_bf16_copy_target(dx, (size_t)B * L * C);
+    const bool vec4 = C % 4 == 0 && aligned16(dx) && aligned16(dy) && aligned16(x) && aligned8(dx_h);
     if (column_sum::fused_dw()) {
         auto *f = vec4 && kw <= 4 ? shortconv_dx_dw<4, 4>
                   : vec4          ? shortconv_dx_dw<HYLA_SHORTCONV_MAX_WIDTH, 4>
                   : kw <= 4       ? shortconv_dx_dw<4, 1>
                                   : shortconv_dx_dw<HYLA_SHORTCONV_MAX_WIDTH, 1>;
-        f(dx, dw, dy, x, w, B, L, C, kw);
+        f(dx, dx_h, dw, dy, x, w, B, L, C, kw);
         return;
     }
-    CONV_LAUNCH(shortconv_dx_kernel, vec4, kw, B, L, C, dx, dy, x, w);
+    CONV_LAUNCH(shortconv_dx_kernel, vec4, kw, B, L, C, dx, dx_h, dy, x, w);
     const int rows = B * L, chunks = (rows + column_sum::ROWS - 1) / column_sum::ROWS;
     float *partial = NULL; // stream-ordered scratch: no device-wide synchronisation
     CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)chunks * C * kw, 0));
@@ -496,7 +501,8 @@ __global__ void gated_rmsnorm_fwd_rows_kernel(float *y, __nv_bfloat16 *y_h, floa
 // One row's backward pass by its warp; with DW, its weight gradient terms dy n silu(gate), n = x
 // r (the CPU twin's dweight term, (dy x r) silu(gate)), added into acc, the lane's own columns.
 template <int ITEMS, int W, bool DW>
-__device__ static void gated_rmsnorm_bwd_row(float *dx, float *dgate, const float *dy, const float *x,
+__device__ static void gated_rmsnorm_bwd_row(float *dx, float *dgate, __nv_bfloat16 *dgate_h, const float *dy,
+                                             const float *x,
                                              const float *gate, const float *w, const float *rstd, long long row,
                                              int dim, floats<W> *acc) {
     const int lane = threadIdx.x % 32, units = dim / W;
@@ -533,21 +539,24 @@ __device__ static void gated_rmsnorm_bwd_row(float *dx, float *dgate, const floa
             og.v[k] = dyv[j].v[k] * wu.v[k] * n * (s * (1.0f + g * (1.0f - s))); // silu_grad_(g)
         }
         store_unit<W>(dx + off, u, ox), store_unit<W>(dgate + off, u, og);
+        if (dgate_h) store_unit_bf16<W>(dgate_h + off, u, og);
     }
 }
 template <int ITEMS, int W>
-__global__ void gated_rmsnorm_bwd_rows_kernel(float *dx, float *dgate, const float *dy, const float *x,
+__global__ void gated_rmsnorm_bwd_rows_kernel(float *dx, float *dgate, __nv_bfloat16 *dgate_h, const float *dy,
+                                              const float *x,
                                               const float *gate, const float *w, const float *rstd, int rows,
                                               int dim) {
     const long long row = warp_row(rows);
     if (row < 0) return;
-    gated_rmsnorm_bwd_row<ITEMS, W, false>(dx, dgate, dy, x, gate, w, rstd, row, dim, NULL);
+    gated_rmsnorm_bwd_row<ITEMS, W, false>(dx, dgate, dgate_h, dy, x, gate, w, rstd, row, dim, NULL);
 }
 // The rows kernel and the weight gradient's partial sums (HYLA_NORM_FUSED_DW, cuda_column_sum.cuh):
 // the grid (a function of the shape) strides over blocks of ROW_WARPS rows, each warp summing
 // the rows it takes in registers; then the block's warps in order into partial row blockIdx.x.
 template <int ITEMS, int W>
-__global__ void gated_rmsnorm_bwd_dw_rows_kernel(float *partial, float *dx, float *dgate, const float *dy,
+__global__ void gated_rmsnorm_bwd_dw_rows_kernel(float *partial, float *dx, float *dgate, __nv_bfloat16 *dgate_h,
+                                                 const float *dy,
                                                  const float *x, const float *gate, const float *w,
                                                  const float *rstd, int rows, int dim) {
     extern __shared__ float cols[]; // ROW_WARPS rows of dim: the warps' sums
@@ -556,7 +565,7 @@ __global__ void gated_rmsnorm_bwd_dw_rows_kernel(float *partial, float *dx, floa
     for (int j = 0; j < ITEMS; j++) acc[j] = zero_unit<W>();
     const long long stride = (long long)gridDim.x * ROW_WARPS;
     for (long long row = (long long)blockIdx.x * ROW_WARPS + threadIdx.x / 32; row < rows; row += stride)
-        gated_rmsnorm_bwd_row<ITEMS, W, true>(dx, dgate, dy, x, gate, w, rstd, row, dim, acc);
+        gated_rmsnorm_bwd_row<ITEMS, W, true>(dx, dgate, dgate_h, dy, x, gate, w, rstd, row, dim, acc);
     column_sum::block_partial<ITEMS, W>(partial + (size_t)blockIdx.x * dim, acc, cols, dim, 32);
 }
 __global__ void gated_rmsnorm_fwd_wide_kernel(float *y, __nv_bfloat16 *y_h, float *rstd, const float *x,
@@ -574,7 +583,8 @@ __global__ void gated_rmsnorm_fwd_wide_kernel(float *y, __nv_bfloat16 *y_h, floa
         if (y_h) y_h[off + i] = __float2bfloat16(y[off + i]);
     }
 }
-__global__ void gated_rmsnorm_bwd_wide_kernel(float *dx, float *dgate, const float *dy, const float *x,
+__global__ void gated_rmsnorm_bwd_wide_kernel(float *dx, float *dgate, __nv_bfloat16 *dgate_h, const float *dy,
+                                              const float *x,
                                               const float *gate, const float *w, const float *rstd, int rows,
                                               int dim) {
     const long long row = warp_row(rows);
@@ -589,6 +599,7 @@ __global__ void gated_rmsnorm_bwd_wide_kernel(float *dx, float *dgate, const flo
         float n = x[off + i] * r, dn = dy[off + i] * w[i] * silu_(gate[off + i]);
         dx[off + i] = r * (dn - n * c);
         dgate[off + i] = dy[off + i] * w[i] * n * silu_grad_(gate[off + i]);
+        if (dgate_h) dgate_h[off + i] = __float2bfloat16(dgate[off + i]);
     }
 }
 // Units of W floats a lane holds for a row of dim floats: 1, 2, 3, 4 or ROW_ITEMS (the
@@ -606,19 +617,20 @@ static void gated_rmsnorm_fwd_rows(float *y, __nv_bfloat16 *y_h, float *rstd, co
 }
 // dw: NULL, dx and dgate only; else also dw += the weight gradient (the _dw_ kernel).
 template <int I, int W>
-static void gated_rmsnorm_bwd_rows(float *dx, float *dgate, float *dw, const float *dy, const float *x,
-                                   const float *gate, const float *w, const float *rstd, int rows, int dim) {
+static void gated_rmsnorm_bwd_rows(float *dx, float *dgate, __nv_bfloat16 *dgate_h, float *dw, const float *dy,
+                                   const float *x, const float *gate, const float *w, const float *rstd, int rows,
+                                   int dim) {
     if (!dw) {
-        gated_rmsnorm_bwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd,
-                                                                                  rows, dim);
+        gated_rmsnorm_bwd_rows_kernel<I, W><<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dgate_h, dy, x, gate, w,
+                                                                                  rstd, rows, dim);
         CUDA_LAUNCH_CHECK();
         return;
     }
     const unsigned blocks = column_sum::fused_blocks(rows, ROW_WARPS);
     const size_t smem = sizeof(float) * ROW_WARPS * dim; // at most 8 x 1024 floats: 32 KB
     column_sum_fused(dw, blocks, dim, [&](float *partial) {
-        gated_rmsnorm_bwd_dw_rows_kernel<I, W><<<blocks, 32 * ROW_WARPS, smem>>>(partial, dx, dgate, dy, x, gate, w,
-                                                                                 rstd, rows, dim);
+        gated_rmsnorm_bwd_dw_rows_kernel<I, W><<<blocks, 32 * ROW_WARPS, smem>>>(partial, dx, dgate, dgate_h, dy, x,
+                                                                                 gate, w, rstd, rows, dim);
         CUDA_LAUNCH_CHECK();
     });
 }
@@ -655,18 +667,22 @@ static void cuda_gated_rmsnorm_fwd(float *y, float *rstd, const float *x, const 
 static void cuda_gated_rmsnorm_bwd(float *dx, float *dgate, float *dw, const float *dy, const float *x,
                                    const float *gate, const float *w, const float *rstd, int rows, int dim) {
     if (rows <= 0) return;
+    __nv_bfloat16 *dgate_h = cuda_bf16_copy_target(dgate, (size_t)rows * dim); // the gate projection's dy
     const bool vec4 = dim % 4 == 0 && aligned16(dx) && aligned16(dgate) && aligned16(dy) && aligned16(x) &&
-                      aligned16(gate) && aligned16(w);
+                      aligned16(gate) && aligned16(w) && aligned8(dgate_h);
     const int items = row_items(dim, vec4 ? 4 : 1);
     float *fused_dw = items != 0 && column_sum::fused_dw() ? dw : NULL;
     if (!fused_dw) column_sum_add(dw, rows, dim, gated_rmsnorm_dw_term{dy, x, gate, rstd, dim});
     if (items == 0) {
-        gated_rmsnorm_bwd_wide_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dy, x, gate, w, rstd, rows,
-                                                                            dim);
+        gated_rmsnorm_bwd_wide_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dgate, dgate_h, dy, x, gate, w, rstd,
+                                                                            rows, dim);
         CUDA_LAUNCH_CHECK();
     } else if (vec4)
-        ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 4)(dx, dgate, fused_dw, dy, x, gate, w, rstd, rows, dim);
-    else ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 1)(dx, dgate, fused_dw, dy, x, gate, w, rstd, rows, dim);
+        ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 4)(dx, dgate, dgate_h, fused_dw, dy, x, gate, w, rstd, rows,
+                                                         dim);
+    else
+        ROW_ITEMS_PICK(gated_rmsnorm_bwd_rows, items, 1)(dx, dgate, dgate_h, fused_dw, dy, x, gate, w, rstd, rows,
+                                                         dim);
 }
 
 // ---- RoPE (rotate-half); sign -1 is the backward pass ---------------------------------------

@@ -91,6 +91,10 @@ static void conv(int B, int L, int C, int kw) {
     GPU(shortconv_silu_fwd)(gy.data(), x.data(), w.data(), B, L, C, kw);
     GPU(shortconv_silu_bwd)(gdx.data(), gdw.data(), dy.data(), x.data(), w.data(), B, L, C, kw);
     check_vec("y", gy, y), check_vec("dx", gdx, dx), check_vec("dw(acc)", gdw, dw);
+    vec scratch_dw = dw0; // dx with its bf16 copy beside it (the GDN's projections' dy)
+    with_copy("shortconv_silu_bwd", nans(n), gdx, 0, n, [&](float *o) {
+        GPU(shortconv_silu_bwd)(o, scratch_dw.data(), dy.data(), x.data(), w.data(), B, L, C, kw);
+    });
 }
 
 // RMSNorm and the fused add + RMSNorm; the fused backward with dx in dsum's memory (dx may
@@ -181,6 +185,11 @@ static void gated_rmsnorm(int rows, int dim) {
     vec scratch_r(rows); // y with its bf16 copy beside it (the GDN's o_proj operand)
     with_copy("gated_rmsnorm_fwd", nans(n), gy, 0, n, [&](float *o) {
         GPU(gated_rmsnorm_fwd)(o, scratch_r.data(), x.data(), z.data(), w.data(), rows, dim, 1e-6f);
+    });
+    vec scratch_dx(n), scratch_dw = dw0; // dgate with its copy beside it (the gate projection's dy)
+    with_copy("gated_rmsnorm_bwd", nans(n), gdz, 0, n, [&](float *o) {
+        GPU(gated_rmsnorm_bwd)(scratch_dx.data(), o, scratch_dw.data(), dy.data(), x.data(), z.data(), w.data(),
+                               gr.data(), rows, dim);
     });
 }
 
