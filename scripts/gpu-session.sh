@@ -23,7 +23,8 @@ train() { # MODEL BATCH (CARRY: the unpacked build, default gpu-carry)
     --warmup 1 --set train.micro_batch=$2 --set train.seq_len=4096 --set train.precision=bf16 --format json \
     >"$out/bench-train-$1-bf16-b$2${TAG:-}.json" 2>"$out/bench-train-$1${TAG:-}.err"
   local rc=$? json="$out/bench-train-$1-bf16-b$2${TAG:-}.json"
-  echo "$1 B=$2${TAG:-}: exit $rc $(tr -d '\n ' <"$json" | grep -o '"tokens_per_s[^,]*,[^,]*' | head -1) $(tr -d '\n ' <"$json" | grep -o '"mfu[^}]*') $(tail -c 200 "$out/bench-train-$1${TAG:-}.err")"
+  # (last_loss: a path that keeps the bits, e.g. HYLA_COPIES_AT_SOURCE, gives the default's loss)
+  echo "$1 B=$2${TAG:-}: exit $rc $(tr -d '\n ' <"$json" | grep -o '"tokens_per_s[^,]*,[^,]*' | head -1) $(tr -d '\n ' <"$json" | grep -o '"last_loss[^,]*') $(tr -d '\n ' <"$json" | grep -o '"mfu[^}]*') $(tail -c 200 "$out/bench-train-$1${TAG:-}.err")"
 }
 ops() { # NAME [GROUP...]: test_cuda_ops with the environment's switches
   local name=$1; shift
@@ -39,7 +40,7 @@ ops() { # NAME [GROUP...]: test_cuda_ops with the environment's switches
 # tiles' shapes alone, runs among the others and nsa last.
 sanitize() { # TOOL SECONDS
   : >"$out/$1.txt"
-  for group in ${SANITIZE_GROUPS:-rmsnorm linear embedding_ce lm_head_ce optimizer gdn_parts attention lte_router gdr nsa_bf16 convert nsa}; do
+  for group in ${SANITIZE_GROUPS:-rmsnorm linear embedding_ce lm_head_ce optimizer gdn_parts attention lte_router gdr nsa_bf16 convert copies nsa}; do
     (cd gpu-carry && timeout $2 /usr/local/cuda/bin/compute-sanitizer --tool $1 --error-exitcode 3 ./test_cuda_ops $group \
        >>"$out/$1.txt" 2>&1
      echo "$1 $group: exit $? $(tail -1 "$out/$1.txt")")
@@ -50,8 +51,9 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now: none; unset or NEW_PATHS=""
-# tests none.
+# timings and ncu run them switched on as well. Waiting now: HYLA_COPIES_AT_SOURCE=1 (its op
+# test is the group `copies`; laLTE's last_loss must equal the default's); unset or
+# NEW_PATHS="" tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)
 want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})

@@ -64,6 +64,7 @@ struct twin {
 };
 twin twins[MAX_TWINS];
 int n_twins = 0;
+unsigned long copies_at_source = 0; // copies handed to producers (hyla_cuda_copies_at_source)
 
 int know_bf16_twin(const float *full, const uint16_t *h, size_t count) {
     if (!twins_wanted() || n_twins == MAX_TWINS) return 0;
@@ -117,7 +118,7 @@ __nv_bfloat16 *cuda_bf16_copy_target(const float *out, size_t count) {
     for (int i = 0; i < n_twins; i++) {
         twin &t = twins[i];
         if (t.state == EXPECTED && t.full == out && t.count == count) {
-            t.state = WRITTEN;
+            t.state = WRITTEN, copies_at_source++;
             return t.owned;
         }
     }
@@ -129,6 +130,8 @@ void cuda_forget_bf16_twins_at(const void *allocation) {
     for (int i = 0; i < n_twins; i++)
         if (twins[i].full == full) forget_bf16_twin(full), i = -1; // (every one: start over)
 }
+
+extern "C" unsigned long hyla_cuda_copies_at_source(void) { return copies_at_source; }
 
 extern "C" void cuda_register_bf16_twins(struct hyla_backend *t) {
     t->know_bf16_twin = know_bf16_twin, t->forget_bf16_twin = forget_bf16_twin, t->hold_bf16_copy = hold_bf16_copy;

@@ -830,6 +830,88 @@ static void test_lm_head_ce(int n, int dim, int vocab, int chunk, int bf16) {
     gpu->free(TGT), gpu->free(PRED);
 }
 
+/* The ops that write a held array's bf16 copy beside it (backend.h's expect_bf16_copy; written
+ * at the source with HYLA_COPIES_AT_SOURCE=1, rounded by the hold without): a bf16 product that
+ * reads the held array gives the same bits either way, and the fp32 output is the same. Each
+ * producer writes y [rows, cols] (cols = heads of 64 for the per-head ops), a product of
+ * rows x cols x 384 past the copies' threshold reads it. With the switch on, every producer must
+ * have written its copy (hyla_cuda_copies_at_source). */
+enum producer { P_RMSNORM, P_ADD_RMSNORM, P_RMSNORM_BWD, P_ADD_RMSNORM_BWD, P_GATED, P_GATED_BWD, P_ROPE, P_CONV_BWD,
+                P_COUNT };
+static const char *const producer_names[P_COUNT] = {"rmsnorm_fwd",       "add_rmsnorm_fwd",   "rmsnorm_bwd",
+                                                    "add_rmsnorm_bwd",   "gated_rmsnorm_fwd", "gated_rmsnorm_bwd (dgate)",
+                                                    "rope_fwd (in place)", "shortconv_silu_bwd"};
+struct producer_inputs {
+    float *x, *z, *dy, *w, *wconv, *rstd, *sum, *dw, *scratch;
+    int rows, cols;
+};
+static void produce(enum producer p, float *y, const struct producer_inputs *in) {
+    const int n = in->rows, c = in->cols, heads = n * (c / 64);
+    switch (p) {
+    case P_RMSNORM: gpu->rmsnorm_fwd(y, in->rstd, in->x, in->w, n, c, 1e-6f); break;
+    case P_ADD_RMSNORM: gpu->add_rmsnorm_fwd(in->sum, y, in->rstd, in->x, in->z, in->w, n, c, 1e-6f); break;
+    case P_RMSNORM_BWD:
+        gpu->rmsnorm_fwd(in->scratch, in->rstd, in->x, in->w, n, c, 1e-6f);
+        gpu->rmsnorm_bwd(y, in->dw, in->dy, in->x, in->w, in->rstd, n, c);
+        break;
+    case P_ADD_RMSNORM_BWD:
+        gpu->rmsnorm_fwd(in->scratch, in->rstd, in->x, in->w, n, c, 1e-6f);
+        gpu->add_rmsnorm_bwd(y, in->dw, in->dy, in->z, in->x, in->w, in->rstd, n, c);
+        break;
+    case P_GATED: gpu->gated_rmsnorm_fwd(y, in->rstd, in->x, in->z, in->w, heads, 64, 1e-6f); break;
+    case P_GATED_BWD:
+        gpu->gated_rmsnorm_fwd(in->scratch, in->rstd, in->x, in->z, in->w, heads, 64, 1e-6f);
+        gpu->gated_rmsnorm_bwd(in->scratch, y, in->dw, in->dy, in->x, in->z, in->w, in->rstd, heads, 64);
+        break;
+    case P_ROPE: gpu->rope_fwd(y, y, 1, n, c / 64, 64, 10000.0f, 0); break; /* y holds x's values */
+    case P_CONV_BWD: gpu->shortconv_silu_bwd(y, in->dw, in->dy, in->x, in->wconv, 1, n, c, 4); break;
+    default: break;
+    }
+}
+static void test_copies_at_source(int rows, int cols) {
+    const size_t n = (size_t)rows * cols;
+    const int out = 384;
+    float *hx = host_rand(n, -2, 2), *hw = host_rand((size_t)cols, 0.5f, 1.5f), *hW = host_rand((size_t)out * cols, -0.2f, 0.2f);
+    struct producer_inputs in = {dev_copy(hx, n), NULL, NULL, dev_copy(hw, (size_t)cols), NULL, NULL, NULL, NULL, NULL,
+                                 rows, cols};
+    float *hz = host_rand(n, -2, 2), *hdy = host_rand(n, -1, 1), *hwc = host_rand((size_t)cols * 4, -1, 1);
+    in.z = dev_copy(hz, n), in.dy = dev_copy(hdy, n), in.wconv = dev_copy(hwc, (size_t)cols * 4);
+    in.rstd = gpu->alloc(n * sizeof(float)), in.sum = gpu->alloc(n * sizeof(float));
+    in.dw = gpu->alloc((size_t)cols * 4 * sizeof(float)), in.scratch = gpu->alloc(n * sizeof(float));
+    gpu->zero(in.dw, (size_t)cols * 4 * sizeof(float));
+    float *W = dev_copy(hW, (size_t)out * cols), *y = gpu->alloc(n * sizeof(float));
+    float *Z = gpu->alloc((size_t)rows * out * sizeof(float));
+    const char *env = getenv("HYLA_COPIES_AT_SOURCE");
+    const int at_source = env && atoi(env) == 1;
+    gpu->set_matmul_precision(1);
+    for (int p = 0; p < P_COUNT; p++) {
+        float *got[2][2]; /* [expected?][y, the product] */
+        const unsigned long before = hyla_cuda_copies_at_source();
+        for (int expect = 0; expect < 2; expect++) {
+            if (p == P_ROPE) gpu->to_device(y, hx, n * sizeof(float)); /* rotated in place, as q */
+            if (expect) gpu->expect_bf16_copy(y, n);
+            produce((enum producer)p, y, &in);
+            gpu->hold_bf16_copy(y, n);
+            gpu->linear_fwd(Z, y, W, NULL, rows, cols, out);
+            gpu->forget_bf16_twin(y);
+            got[expect][0] = back(y, n), got[expect][1] = back(Z, (size_t)rows * out);
+        }
+        const unsigned long written = hyla_cuda_copies_at_source() - before;
+        char label[200];
+        snprintf(label, sizeof label,
+                 "%s %dx%d: the same fp32 output and bf16 product with the copy expected (%s, copies written %lu)",
+                 producer_names[p], rows, cols, at_source ? "written at the source" : "switched off", written);
+        check_true(label, !memcmp(got[0][0], got[1][0], n * sizeof(float)) &&
+                              !memcmp(got[0][1], got[1][1], (size_t)rows * out * sizeof(float)) &&
+                              written == (unsigned long)at_source);
+        for (int e = 0; e < 2; e++) free(got[e][0]), free(got[e][1]);
+    }
+    gpu->set_matmul_precision(0);
+    float *devs[] = {in.x, in.z, in.dy, in.w, in.wconv, in.rstd, in.sum, in.dw, in.scratch, W, y, Z};
+    for (size_t i = 0; i < sizeof devs / sizeof *devs; i++) gpu->free(devs[i]);
+    free(hx), free(hw), free(hW), free(hz), free(hdy), free(hwc);
+}
+
 static void test_determinism(void) {
     enum { N = 37, DIM = 1000 };
     float *x = host_rand((size_t)N * DIM, -1, 1), *w = host_rand(DIM, 0.5f, 1.5f), *dy = host_rand((size_t)N * DIM, -1, 1);
@@ -954,6 +1036,8 @@ int main(int argc, char **argv) {
     if (nsa_bf16) test_nsa_in(1, 600, 32, 2, 64, 32, 8, 100, 1);
     if (nsa_bf16) test_nsa_in(1, 200, 4, 1, 128, 64, 3, 70, 1);
     if (nsa_bf16) test_nsa_in(1, 400, 16, 2, 64, 128, 2, 64, 1);
+    if (want("copies")) test_copies_at_source(600, 320);
+    if (want("copies")) test_copies_at_source(1030, 256);
     if (want("convert")) test_bf16_convert(1000);
     if (want("convert")) test_bf16_convert(20000003);
     if (want("determinism")) test_determinism();
