@@ -32,6 +32,7 @@ void attention_forward(struct hyla_model *m, int layer, const float *h, float *y
     qkv_forward(m, layer, h, a->q, a->k, a->k, a->v);
     hold_activation(m, a->q, (size_t)N * Hq * d), hold_activation(m, a->k, (size_t)N * Hkv * d);
     hold_activation(m, a->v, (size_t)N * Hkv * d);
+    expect_activation(m, a->o, (size_t)N * Hq * d); /* the forward kernel may write o's copy */
     be->attention_fwd(a->o, a->lse, a->q, a->k, a->v, NULL, m->B, m->T, Hq, Hkv, d, L->window_left,
                       1.0f / sqrtf((float)d));
     hold_activation(m, a->o, (size_t)N * Hq * d);
@@ -52,6 +53,6 @@ void attention_backward(struct hyla_model *m, int layer, const float *dy, float 
     be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, NULL, m->B, m->T, Hq, Hkv, d,
                       L->window_left, 1.0f / sqrtf((float)d));
     release_activation(m, a->q), release_activation(m, a->k), release_activation(m, a->v);
-    qkv_rope_backward(m, S[2], S[3]);
-    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);
+    qkv_rope_backward(m, S[2], S[3], 1);
+    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh, 1);
 }

@@ -106,6 +106,7 @@ void lte_forward(struct hyla_model *m, int layer, const float *h, float *y) {
         be->lte_select(a->selected, a->score, m->B, m->T, H, m->cfg.attn.sink_size);
         if (!m->training) lte_apply_budget(m, a);
     }
+    expect_activation(m, a->o, (size_t)N * Hq * d); /* the forward kernel may write o's copy */
     be->attention_fwd(a->o, a->lse, a->q, a->k, a->v, a->selected, m->B, m->T, Hq, H, d, L->window_left,
                       1.0f / sqrtf((float)d));
     hold_activation(m, a->o, (size_t)N * Hq * d);
@@ -162,7 +163,8 @@ void lte_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
     be->attention_bwd(S[2], S[3], S[4], S[1], a->q, a->k, a->v, a->o, a->lse, a->selected, m->B, m->T, Hq, H, d,
                       L->window_left, 1.0f / sqrtf((float)d));
     release_activation(m, a->q), release_activation(m, a->k), release_activation(m, a->v);
-    qkv_rope_backward(m, S[2], S[3]);
+    const int router_adds = !m->router_disabled && m->cfg.attn.routing_grad; /* onto dk after RoPE's backward */
+    qkv_rope_backward(m, S[2], S[3], !router_adds);
     if (!m->router_disabled) score_backward(m, layer, a, S[3], S[4]);
-    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);
+    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh, !router_adds);
 }

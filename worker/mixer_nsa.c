@@ -56,8 +56,8 @@ void nsa_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
     be->nsa_bwd(S[2], S[3], S[4], S[5], S[1], a->saved, a->block_idx, a->q, a->k, a->v, a->gates, &lay->nsa, m->B,
                 m->T);
     release_activation(m, a->q), release_activation(m, a->k), release_activation(m, a->v);
-    qkv_rope_backward(m, S[2], S[3]);
-    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh);
+    qkv_rope_backward(m, S[2], S[3], 1);
+    qkv_projection_backward(m, layer, S[2], S[3], S[4], dh, 1);
     be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->g_proj), NULL, S[5], m->acts[layer].h, layer_param(m, layer, L->g_proj),
                               N, D, 3 * Hq);
 }

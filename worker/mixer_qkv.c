@@ -22,15 +22,20 @@ void qkv_forward(struct hyla_model *m, int layer, const float *h, float *q, floa
     be->rope_fwd(k, k_raw, m->B, m->T, Hkv, d, theta, 0);
 }
 
-void qkv_rope_backward(struct hyla_model *m, float *dq, float *dk) {
+void qkv_rope_backward(struct hyla_model *m, float *dq, float *dk, int dk_final) {
     const struct hyla_model_layout *lay = &m->lay;
     const float theta = (float)model_rope_theta(m);
+    const size_t N = (size_t)m->B * m->T, nq = N * lay->att_q_heads * lay->att_dim, nk = N * lay->att_kv_heads * lay->att_dim;
+    expect_activation(m, dq, nq);
     m->be->rope_bwd(dq, dq, m->B, m->T, lay->att_q_heads, lay->att_dim, theta, 0);
+    hold_activation(m, dq, nq);
+    if (dk_final) expect_activation(m, dk, nk);
     m->be->rope_bwd(dk, dk, m->B, m->T, lay->att_kv_heads, lay->att_dim, theta, 0);
+    if (dk_final) hold_activation(m, dk, nk);
 }
 
 void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, const float *dk, const float *dv,
-                             float *dh) {
+                             float *dh, int dk_final) {
     const struct hyla_backend *be = m->be;
     const struct hyla_model_layout *lay = &m->lay;
     const struct hyla_layer_layout *L = &lay->layers[layer];
@@ -43,4 +48,6 @@ void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, c
                                 layer_param(m, layer, L->v_proj)};
     const int outs[3] = {Hq * d, Hkv * d, Hkv * d};
     be->projections_bwd(3, dh, 0, dws, dys, h, ws, outs, N, D);
+    release_activation(m, dq);
+    if (dk_final) release_activation(m, dk);
 }

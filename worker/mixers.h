@@ -25,12 +25,14 @@ void nsa_forward(struct hyla_model *m, int layer, const float *h, float *y);
 void nsa_backward(struct hyla_model *m, int layer, const float *dy, float *dh);
 
 /* The attention-type mixers' q, k, v (mixer_qkv.c): projections and RoPE (k = RoPE(k_raw);
- * k_raw may equal k); the inverse rotation of dq, dk in place; the projections' backward
- * (dh written). */
+ * k_raw may equal k); the inverse rotation of dq, dk in place, dq held from there to the
+ * projections' backward (dh written), and dk too when dk_final (nothing adds onto it in
+ * between, as LTE's router does): their bf16 copies, the projections' operands, may come
+ * from RoPE's backward. Both calls take the same dk_final. */
 void qkv_forward(struct hyla_model *m, int layer, const float *h, float *q, float *k_raw, float *k, float *v);
-void qkv_rope_backward(struct hyla_model *m, float *dq, float *dk);
+void qkv_rope_backward(struct hyla_model *m, float *dq, float *dk, int dk_final);
 void qkv_projection_backward(struct hyla_model *m, int layer, const float *dq, const float *dk, const float *dv,
-                             float *dh);
+                             float *dh, int dk_final);
 
 /* Shared helpers. */
 /* x[0 .. n) is an activation saved for the backward pass that stays as it is until released:

@@ -221,10 +221,11 @@ template <int D, int M> constexpr size_t fwd_smem_bytes() {
     return query_rows_bytes<D, M>() + sizeof(bf16) * 4 * TILE_ELEMS<D>;
 }
 
-// O and lse of QROWS queries (one head) over their key tiles (cuda_flash_common.cuh).
+// O and lse of QROWS queries (one head) over their key tiles (cuda_flash_common.cuh); o_h: O's
+// bf16 copy beside it where the model holds O (the output projection's operand), else NULL.
 template <int D, int M>
-__global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, const bf16 *q, const bf16 *k,
-                                                          const bf16 *v, flash_shape s) {
+__global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, bf16 *o_h, float *lse, const bf16 *q,
+                                                          const bf16 *k, const bf16 *v, flash_shape s) {
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *Qs = (bf16 *)smem, *Kb = Qs + QROWS<M> * LD<D>, *Vb = Kb + 2 * TILE_ELEMS<D>;
     __shared__ int qpos[QROWS<M>], kpos[2][TILE];
@@ -311,9 +312,11 @@ __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, float *lse, 
             const size_t out_row = ((size_t)qb.b * s.L + t) * s.Hq + qb.hq;
             const float inv = lr > 0 ? 1.0f / lr : 0.0f;
 #pragma unroll
-            for (int n = 0; n < D / 8; n++)
-                *(float2 *)(o + out_row * D + frag_col(n, 0)) =
-                    make_float2(acc[mt][n][2 * r] * inv, acc[mt][n][2 * r + 1] * inv);
+            for (int n = 0; n < D / 8; n++) {
+                const float x0 = acc[mt][n][2 * r] * inv, x1 = acc[mt][n][2 * r + 1] * inv;
+                *(float2 *)(o + out_row * D + frag_col(n, 0)) = make_float2(x0, x1);
+                if (o_h) *(uint32_t *)(o_h + out_row * D + frag_col(n, 0)) = pack(x0, x1);
+            }
             if (threadIdx.x % 4 == 0) lse[out_row] = lr > 0 ? (m[mt][r] + log2f(lr)) * LN2 : -INFINITY;
         }
 }
@@ -694,10 +697,11 @@ bool dkdv2() {
     return on;
 }
 
-template <int D, int M> void fwd_dm(float *o, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const flash_shape &s) {
+template <int D, int M>
+void fwd_dm(float *o, bf16 *o_h, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const flash_shape &s) {
     allow((const void *)mma_fwd_kernel<D, M>, fwd_smem_bytes<D, M>());
     mma_fwd_kernel<D, M><<<dim3((s.L + QROWS<M> - 1) / QROWS<M>, s.B * s.Hq), THREADS, fwd_smem_bytes<D, M>()>>>(
-        o, lse, q, k, v, s);
+        o, o_h, lse, q, k, v, s);
     CUDA_LAUNCH_CHECK();
 }
 
@@ -705,11 +709,12 @@ template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k
     const size_t nq = (size_t)s.B * s.L * s.Hq * D, nk = (size_t)s.B * s.L * s.Hkv * D;
     const bf16_operand q_op(q, nq), k_op(k, nk), v_op(v, nk);
     const bf16 *qh = q_op, *kh = k_op, *vh = v_op;
+    bf16 *oh = cuda_bf16_copy_target(o, nq); // where the model holds o (backend.h: expect_bf16_copy)
     if constexpr (D == 64) {
-        if (two_mtiles(D)) fwd_dm<D, 2>(o, lse, qh, kh, vh, s);
-        else fwd_dm<D, 1>(o, lse, qh, kh, vh, s);
+        if (two_mtiles(D)) fwd_dm<D, 2>(o, oh, lse, qh, kh, vh, s);
+        else fwd_dm<D, 1>(o, oh, lse, qh, kh, vh, s);
     } else {
-        fwd_dm<D, 1>(o, lse, qh, kh, vh, s);
+        fwd_dm<D, 1>(o, oh, lse, qh, kh, vh, s);
     }
 }
 

@@ -837,10 +837,10 @@ static void test_lm_head_ce(int n, int dim, int vocab, int chunk, int bf16) {
  * rows x cols x 384 past the copies' threshold reads it. With the switch on, every producer must
  * have written its copy (hyla_cuda_copies_at_source). */
 enum producer { P_RMSNORM, P_ADD_RMSNORM, P_RMSNORM_BWD, P_ADD_RMSNORM_BWD, P_GATED, P_GATED_BWD, P_ROPE, P_CONV_BWD,
-                P_COUNT };
+                P_ATTENTION, P_COUNT };
 static const char *const producer_names[P_COUNT] = {"rmsnorm_fwd",       "add_rmsnorm_fwd",   "rmsnorm_bwd",
                                                     "add_rmsnorm_bwd",   "gated_rmsnorm_fwd", "gated_rmsnorm_bwd (dgate)",
-                                                    "rope_fwd (in place)", "shortconv_silu_bwd"};
+                                                    "rope_fwd (in place)", "shortconv_silu_bwd", "attention_fwd (o)"};
 struct producer_inputs {
     float *x, *z, *dy, *w, *wconv, *rstd, *sum, *dw, *scratch;
     int rows, cols;
@@ -865,6 +865,9 @@ static void produce(enum producer p, float *y, const struct producer_inputs *in)
         break;
     case P_ROPE: gpu->rope_fwd(y, y, 1, n, c / 64, 64, 10000.0f, 0); break; /* y holds x's values */
     case P_CONV_BWD: gpu->shortconv_silu_bwd(y, in->dw, in->dy, in->x, in->wconv, 1, n, c, 4); break;
+    case P_ATTENTION: /* causal, heads of 64: the tensor-core kernels */
+        gpu->attention_fwd(y, in->rstd, in->x, in->z, in->dy, NULL, 1, n, c / 64, c / 64, 64, -1, 0.125f);
+        break;
     default: break;
     }
 }

@@ -9,7 +9,9 @@
 // older key of each (batch, kv head) with that probability (LTE: segment B). EMU_ATTN_DUMP=FILE
 // writes o, lse, dq, dk, dv as computed (raw floats) there. HYLA_HOLD_COPIES=1: q, k, v are held
 // as the model holds them (hold_bf16_copy, cuda_bf16_twins.cu: the kernels read those bf16
-// copies rather than rounding q, k, v themselves; run_attn.sh requires the same bits).
+// copies rather than rounding q, k, v themselves; run_attn.sh requires the same bits), and o is
+// held after the forward: its copy must be o rounded, bit for bit; with HYLA_COPIES_AT_SOURCE=1
+// the forward kernel writes it (expect_bf16_copy), and must have.
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -26,6 +28,7 @@
 bool emu_attn_bf16 = true; // cuda_matmul_bf16() in the emulated cuda_flash_attention.cu (run_attn.sh)
 
 extern "C" void cuda_register_bf16_twins(struct hyla_backend *t);
+extern "C" unsigned long hyla_cuda_copies_at_source(void);
 extern "C" {
 void cpu_f32_attention_fwd(float *, float *, const float *, const float *, const float *, const uint8_t *, int, int,
                            int, int, int, int, float);
@@ -61,7 +64,11 @@ int main(int argc, char **argv) {
     cuda_register_bf16_twins(&twins);
     for (const std::vector<float> *x : {&q, &k, &v}) twins.hold_bf16_copy(x->data(), x->size()); // (if switched on)
     const auto t0 = std::chrono::steady_clock::now();
+    const unsigned long written = hyla_cuda_copies_at_source();
+    twins.expect_bf16_copy(o2.data(), nq); // (if switched on: HYLA_COPIES_AT_SOURCE)
     flash_attention_fwd(o2.data(), lse2.data(), q.data(), k.data(), v.data(), S, B, L, Hq, Hkv, d, wl, scale);
+    twins.hold_bf16_copy(o2.data(), nq);
+    const bool o_written = hyla_cuda_copies_at_source() > written;
     for (size_t r = 0; r < rows; r++) { // cuda_attention.cu's attention_delta_kernel, from the GPU's o
         float s = 0;
         for (int c = 0; c < d; c++) s += dO[r * d + c] * o2[r * d + c];
@@ -71,6 +78,12 @@ int main(int argc, char **argv) {
                         delta.data(), S, B, L, Hq, Hkv, d, wl, scale);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     for (const std::vector<float> *x : {&q, &k, &v}) twins.forget_bf16_twin(x->data());
+    const __nv_bfloat16 *o_copy = cuda_bf16_twin_of(o2.data(), nq);
+    bool o_copy_exact = true;
+    for (size_t i = 0; o_copy && i < nq; i++) o_copy_exact = o_copy_exact && o_copy[i].u == __float2bfloat16(o2[i]).u;
+    twins.forget_bf16_twin(o2.data());
+    const char *src = getenv("HYLA_COPIES_AT_SOURCE");
+    const bool want_written = emu_attn_bf16 && o_copy && src && atoi(src) == 1;
     printf("%s B=%d L=%d Hq=%d Hkv=%d d=%d wl=%d sel=%.2f:", emu_attn_bf16 ? "bf16" : "fp32", B, L, Hq, Hkv, d, wl,
            density);
     const struct {
@@ -84,6 +97,11 @@ int main(int argc, char **argv) {
         printf(" %s %.2e", x.name, e);
         bad += !(e <= bound); // NaN fails too
         if (!(e <= worst)) worst = e; // NaN shows
+    }
+    if (!o_copy_exact || o_written != want_written) {
+        printf(" [o's held copy: %s]", !o_copy_exact ? "not o rounded" : o_written ? "written at the source unasked"
+                                                                                    : "not written at the source");
+        bad++;
     }
     const double e_o = rel(o2, o);
     if (emu_attn_bf16 && e_o <= 1e-6) {

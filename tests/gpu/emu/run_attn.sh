@@ -45,8 +45,13 @@ status=0 # every shape runs; any above the bound fails the script
 # bound: with windows, 128-query blocks start their key tiles elsewhere, so P V sums in other
 # groups); with HYLA_ATTN_DKDV2, HYLA_ATTN_DQ2 and HYLA_HOLD_COPIES flipped, whose outputs must
 # be the first run's bits (dk / dv laid out in other blocks, dq 64 keys at a time: every sum in
-# the same order; q, k, v rounded by the op: the same roundings).
+# the same order; q, k, v rounded by the op: the same roundings). o is held after the forward
+# pass, its copy written by the forward kernel (HYLA_COPIES_AT_SOURCE, on here unless the
+# environment says 0; attn_emu.cpp checks the copy against o, and that the kernel wrote it),
+# in the other run off with the holds.
+export HYLA_COPIES_AT_SOURCE=${HYLA_COPIES_AT_SOURCE:-1}
 two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 )) dq2=$(( ${HYLA_ATTN_DQ2:-1} == 0 )) hold=$(( ${HYLA_HOLD_COPIES:-1} == 0 ))
+src=$(( HYLA_COPIES_AT_SOURCE == 0 ))
 while [ $# -ge 7 ]; do
   EMU_ATTN_DUMP="$work/first.bin" OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
   if [ "${EMU_ATTN_FP32:-0}" != 1 ]; then
@@ -54,8 +59,8 @@ while [ $# -ge 7 ]; do
       out=$(HYLA_ATTN_TWO_MTILES=$two OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
       printf '%s\n' "$out" | sed "s/^/two m-tiles $two: /"
     fi
-    out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 HYLA_ATTN_DQ2=$dq2 HYLA_HOLD_COPIES=$hold OMP_NUM_THREADS=1 \
-            "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
+    out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 HYLA_ATTN_DQ2=$dq2 HYLA_HOLD_COPIES=$hold \
+            HYLA_COPIES_AT_SOURCE=$src OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
     printf '%s\n' "$out" | sed "s/^/dkdv2 $dkdv2 dq2 $dq2 hold $hold: /"
     if cmp -s "$work/first.bin" "$work/other.bin"; then echo "  dkdv2 $dkdv2 dq2 $dq2 hold $hold: o, lse, dq, dk, dv the same bits"
     else echo "  dkdv2 $dkdv2 dq2 $dq2 hold $hold: outputs differ from the first run's bits (FAIL)"; status=1; fi
