@@ -70,6 +70,29 @@ float start_from_residual(float *y, const float *residual, int n, int dim) {
     return residual ? 1.0f : 0.0f;
 }
 
+// HYLA_GEMM_ONTO=1: the down projection reads the residual as cuBLASLt's C and writes y as its D
+// (cuda_gemm_lt.cu), where y is not the residual: no copy of the residual into y first (a
+// [16384 x 1024] fp32 copy, ~40 us on an H100, 24 a laLTE step). Off until a GPU run has
+// checked and timed it (ONTO_BY_DEFAULT).
+constexpr bool ONTO_BY_DEFAULT = false;
+bool onto_wanted() {
+    static const bool on = cuda_switch("HYLA_GEMM_ONTO", ONTO_BY_DEFAULT);
+    return on;
+}
+
+// y = residual + z Wd^T (residual NULL: y = z Wd^T) from z in bf16.
+void down_projection(op_copies &copies, float *y, const float *residual, const bf16 *zh, const float *wd, int n,
+                     int dim, int inter) {
+    if (residual && residual != y && onto_wanted()) {
+        op_copies own;
+        const bf16 *wd_h = (shared_copies() ? copies : own).of(wd, dim, inter, inter); // gemm_h's copy of Wd
+        cuda_gemm_bf16_onto(0, 1, n, dim, inter, 1.0f, zh, wd_h, 1.0f, residual, y, dim);
+        return;
+    }
+    const float beta = start_from_residual(y, residual, n, dim);
+    gemm_h(copies, 0, 1, n, dim, inter, 1.0f, NULL, inter, zh, wd, inter, NULL, beta, y, dim);
+}
+
 // The forward with bf16 activations: acts = [gate | up | z] in bf16 (bf16_slot).
 void mlp_fwd_bf16_acts(op_copies &copies, float *y, float *acts, const float *x, const float *residual,
                        const float *wg, const float *wu, const float *wd, int n, int dim, int inter) {
@@ -77,9 +100,8 @@ void mlp_fwd_bf16_acts(op_copies &copies, float *y, float *acts, const float *x,
     bf16 *gh = bf16_slot(acts, 0, size), *uh = bf16_slot(acts, 1, size), *zh = bf16_slot(acts, 2, size);
     gemm_to_bf16(copies, 0, 1, n, inter, dim, x, dim, NULL, wg, dim, NULL, gh, inter); // gate = x Wg^T
     gemm_to_bf16(copies, 0, 1, n, inter, dim, x, dim, NULL, wu, dim, NULL, uh, inter); // up = x Wu^T
-    const float beta = start_from_residual(y, residual, n, dim);
     swiglu_forward(zh, gh, uh, size);
-    gemm_h(copies, 0, 1, n, dim, inter, 1.0f, NULL, inter, zh, wd, inter, NULL, beta, y, dim);
+    down_projection(copies, y, residual, zh, wd, n, dim, inter);
 }
 // The backward's products of dgate and dup (bf16, as the SwiGLU backward wrote them): dx and
 // the gate and up projections' weight gradients.

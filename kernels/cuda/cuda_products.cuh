@@ -17,6 +17,12 @@
 void cuda_gemm_bf16_out(cublasHandle_t handle, int trans_a, int trans_b, int m, int n, int k, float alpha,
                         const __nv_bfloat16 *a, const __nv_bfloat16 *b, __nv_bfloat16 *c, int ldc);
 
+// Row-major D = alpha op(A) op(B) + beta C with fp32 C and D apart (same shape, row stride ldd),
+// from dense bf16 A and B (cuBLASLt, cuda_gemm_lt.cu): a product onto a matrix it must not
+// overwrite, without copying that matrix into D first.
+void cuda_gemm_bf16_onto(int trans_a, int trans_b, int m, int n, int k, float alpha, const __nv_bfloat16 *a,
+                         const __nv_bfloat16 *b, float beta, const float *c, float *d, int ldd);
+
 namespace products {
 
 // The bf16 copies one op has made, each of a row-major [rows][cols] matrix with row stride ld

@@ -83,6 +83,17 @@ void cuda_gemm_bf16_out(cublasHandle_t, int ta, int tb, int m, int n, int k, flo
         for (int j = 0; j < n; j++) c[(size_t)i * ldc + j] = __float2bfloat16(sums[(size_t)i * n + j]);
 }
 
+// cuBLASLt's D = alpha op(A) op(B) + beta C (cuda_gemm_lt.cu) as C copied into D and added onto:
+// the same sums in the same order here (on the GPU cuBLASLt may order them otherwise).
+static long onto_products; // products that read C apart from D (HYLA_GEMM_ONTO)
+void cuda_gemm_bf16_onto(int ta, int tb, int m, int n, int k, float alpha, const __nv_bfloat16 *a,
+                         const __nv_bfloat16 *b, float beta, const float *c, float *d, int ldd) {
+    onto_products++;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) d[(size_t)i * ldd + j] = c[(size_t)i * ldd + j];
+    cuda_gemm_bf16(nullptr, ta, tb, m, n, k, alpha, a, b, beta, d, ldd);
+}
+
 // ---- the checks ----------------------------------------------------------------------------
 typedef std::vector<float> vec;
 static struct hyla_backend gpu;
@@ -297,6 +308,7 @@ int main(int argc, char **argv) {
         mlp(37, 24, 90), printf("\n");          // n inter not a multiple of 4: the SwiGLU kernels' scalar form
     }
     fclose(dump);
+    printf("products onto a separate C: %ld\n", onto_products);
     printf("copies made: %ld\n", copies_made);
     if (bad) printf("FAIL: %d checks\n", bad);
     else printf("ok\n");

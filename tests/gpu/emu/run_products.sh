@@ -82,4 +82,12 @@ with=$(copies "$work/log.hold1") refused=$(copies "$work/log.hold0")
 if [ "$with" -lt "$without" ] && [ "$refused" -eq "$without" ]; then
   echo "copies with held activations $with, without $without, holding off $refused"
 else echo "FAIL: copies with held activations $with, without $without, holding off $refused"; status=1; fi
+# The down projection onto the residual as cuBLASLt's C (HYLA_GEMM_ONTO=1, cuda_gemm_lt.cu; here C
+# copied into D and added onto, as the copy of the residual is): the same bits, and it ran.
+HYLA_GEMM_ONTO=1 HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=1 OMP_NUM_THREADS=1 "$work/emu" \
+  "$work/out.onto" >"$work/log.onto" || { cat "$work/log.onto"; status=1; }
+same 111 onto "the down projection onto the residual (HYLA_GEMM_ONTO=1)"
+onto=$(grep -o "products onto a separate C: [0-9]*" "$work/log.onto" | grep -o "[0-9]*$")
+if [ "${onto:-0}" -gt 0 ]; then echo "products onto a separate C: $onto"
+else echo "FAIL: HYLA_GEMM_ONTO=1 made no product onto a separate C"; status=1; fi
 exit $status
