@@ -55,7 +55,6 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
     struct gdn_acts *a = m->acts[layer].mixer;
     const int N = m->B * m->T, D = lay->dim, H = lay->gdn_heads, dk = lay->gdn_dk, dv = lay->gdn_dv;
     const int KD = H * dk, VD = H * dv, kw = m->cfg.conv_size;
-    float *tmp = m->scratch[7];
 
     /* q, k, v and the output gate's input z: one op, so that the backend prepares h once */
     float *const ys[4] = {a->qbar, a->kbar, a->vbar, a->z};
@@ -63,10 +62,10 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
                                 layer_param(m, layer, L->v_proj), layer_param(m, layer, L->g_proj)};
     const int outs[4] = {KD, KD, VD, VD};
     be->projections_fwd(4, ys, h, ws, outs, N, D);
-    be->shortconv_silu_fwd(tmp, a->qbar, layer_param(m, layer, L->q_conv), m->B, m->T, KD, kw);
-    be->l2norm_fwd(a->qn, a->rq, tmp, N * H, dk, 1e-6f);
-    be->shortconv_silu_fwd(tmp, a->kbar, layer_param(m, layer, L->k_conv), m->B, m->T, KD, kw);
-    be->l2norm_fwd(a->kn, a->rk, tmp, N * H, dk, 1e-6f);
+    be->shortconv_silu_l2norm_fwd(a->qn, a->rq, a->qbar, layer_param(m, layer, L->q_conv), m->B, m->T, KD, kw, dk,
+                                  1e-6f);
+    be->shortconv_silu_l2norm_fwd(a->kn, a->rk, a->kbar, layer_param(m, layer, L->k_conv), m->B, m->T, KD, kw, dk,
+                                  1e-6f);
     be->shortconv_silu_fwd(a->v, a->vbar, layer_param(m, layer, L->v_conv), m->B, m->T, VD, kw);
 
     be->linear_fwd(a->blog, h, layer_param(m, layer, L->b_proj), NULL, N, D, H);

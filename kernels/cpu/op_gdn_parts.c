@@ -97,6 +97,12 @@ void K(l2norm_fwd)(REAL *y, REAL *rstd, const REAL *x, int rows, int dim, REAL e
     }
 }
 
+void K(shortconv_silu_l2norm_fwd)(REAL *y, REAL *rstd, const REAL *x, const REAL *w, int B, int L, int C, int kw,
+                                  int head_dim, REAL eps) {
+    K(shortconv_silu_fwd)(y, x, w, B, L, C, kw);
+    K(l2norm_fwd)(y, rstd, y, (int)((size_t)B * L * C / head_dim), head_dim, eps); /* in place: row by row */
+}
+
 void K(l2norm_bwd)(REAL *dx, const REAL *dy, const REAL *y, const REAL *rstd, int rows, int dim) {
 #pragma omp parallel for schedule(static)
     for (int row = 0; row < rows; row++) {

@@ -405,6 +405,68 @@ static void cuda_l2norm_fwd(float *y, float *rstd, const float *x, int rows, int
     l2norm_fwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(y, rstd, x, rows, dim, eps);
     CUDA_LAUNCH_CHECK();
 }
+
+// ---- short convolution + SiLU + L2 norm (the GDN's q and k) --------------------------------
+// shortconv_fwd_kernel's threads with float4 units, where a head is 32 units (head dim 128):
+// with C a multiple of 128 a run's 32 lanes of a warp hold one head's channels of the same
+// token at each step, so the head's sum of squares is a shuffle tree and each output is stored
+// normalised. The convolution's output is never stored and read back (l2norm_fwd's pass: ~44 us
+// for [16384 x 1024] on an H100, 24 a laLTE step). Sums: a lane's 4 channels in order, then the
+// tree (l2norm_fwd_kernel's lane takes every 32nd channel: other bits, the same bound).
+constexpr int L2_HEAD_DIM = 128, L2_W = 4;
+template <int KW>
+__global__ void shortconv_l2norm_fwd_kernel(float *__restrict__ y, float *__restrict__ rstd,
+                                            const float *__restrict__ x, const float *__restrict__ w, conv_plan p,
+                                            int L, int C, int kw, float eps) {
+    const conv_site s = conv_site_of(p, L, C);
+    if (s.u < 0) return; // whole warps (C / 4 and the block's slots are multiples of 32)
+    constexpr int W = L2_W;
+    floats<W> tap[KW], win[KW];
+    conv_taps<KW, W>(tap, w, s.u, kw);
+    const int units = C / W, heads = C / L2_HEAD_DIM, head = s.u / (L2_HEAD_DIM / W);
+    const size_t row0 = s.seq / C; // the sequence's first token
+    conv_window_before<KW, W>(win, x, s, units, kw);
+#pragma unroll
+    for (int i0 = 0; i0 < RUN; i0 += BATCH) {
+        floats<W> xs[BATCH];
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            const int t = s.t0 + i0 + q;
+            xs[q] = t < s.t1 ? load_unit<W>(x + s.seq, (size_t)t * units + s.u) : zero_unit<W>();
+        }
+#pragma unroll
+        for (int q = 0; q < BATCH; q++) {
+            const int t = s.t0 + i0 + q;
+            if (t >= s.t1) break; // (the whole warp: one run)
+#pragma unroll
+            for (int j = KW - 1; j > 0; j--) win[j] = win[j - 1];
+            win[0] = xs[q];
+            floats<W> o;
+            float ss = 0;
+#pragma unroll
+            for (int k = 0; k < W; k++) o.v[k] = silu_(conv_sum<KW, W>(tap, win, k, kw)), ss += o.v[k] * o.v[k];
+            const float r = rsqrtf(warp_sum(ss) + eps);
+#pragma unroll
+            for (int k = 0; k < W; k++) o.v[k] *= r;
+            store_unit<W>(y + s.seq, (size_t)t * units + s.u, o);
+            if (threadIdx.x % 32 == 0) rstd[(row0 + t) * heads + head] = r;
+        }
+    }
+}
+static void cuda_shortconv_silu_l2norm_fwd(float *y, float *rstd, const float *x, const float *w, int B, int L, int C,
+                                           int kw, int head_dim, float eps) {
+    if ((size_t)B * L * C == 0) return;
+    const bool fused = head_dim == L2_HEAD_DIM && C % L2_HEAD_DIM == 0 && aligned16(y) && aligned16(x);
+    if (!fused) { // the two ops, the norm in place (each row read before it is written)
+        cuda_shortconv_silu_fwd(y, x, w, B, L, C, kw);
+        cuda_l2norm_fwd(y, rstd, y, (int)((size_t)B * L * C / head_dim), head_dim, eps);
+        return;
+    }
+    const conv_plan p = conv_plan_for(B, L, C, L2_W);
+    if (kw <= 4) shortconv_l2norm_fwd_kernel<4><<<p.grid, THREADS>>>(y, rstd, x, w, p, L, C, kw, eps);
+    else shortconv_l2norm_fwd_kernel<HYLA_SHORTCONV_MAX_WIDTH><<<p.grid, THREADS>>>(y, rstd, x, w, p, L, C, kw, eps);
+    CUDA_LAUNCH_CHECK();
+}
 static void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim) {
     if (rows <= 0) return;
     l2norm_bwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dy, y, rstd, rows, dim);
@@ -768,6 +830,7 @@ static void cuda_rope_bwd(float *dx, const float *dy, int B, int L, int H, int d
 extern "C" void cuda_register_gdn_parts(struct hyla_backend *t) {
     t->shortconv_silu_fwd = cuda_shortconv_silu_fwd, t->shortconv_silu_bwd = cuda_shortconv_silu_bwd;
     t->l2norm_fwd = cuda_l2norm_fwd, t->l2norm_bwd = cuda_l2norm_bwd;
+    t->shortconv_silu_l2norm_fwd = cuda_shortconv_silu_l2norm_fwd;
     t->gdn_gates_fwd = cuda_gdn_gates_fwd, t->gdn_gates_bwd = cuda_gdn_gates_bwd;
     t->gated_rmsnorm_fwd = cuda_gated_rmsnorm_fwd, t->gated_rmsnorm_bwd = cuda_gated_rmsnorm_bwd;
     t->rope_fwd = cuda_rope_fwd, t->rope_bwd = cuda_rope_bwd;

@@ -12,6 +12,11 @@ HYLA_OP(void, shortconv_silu_bwd, (REAL *dx, REAL *dw, const REAL *dy, const REA
 
 /* Row-wise L2 normalisation: y = x / sqrt(|x|^2 + eps), rstd = 1/sqrt(|x|^2 + eps). */
 HYLA_OP(void, l2norm_fwd, (REAL *y, REAL *rstd, const REAL *x, int rows, int dim, REAL eps))
+/* The two in one (the GDN's q and k): shortconv_silu_fwd, then l2norm_fwd over rows of head_dim
+ * (C a multiple of head_dim; rstd: [B L C / head_dim]). y may not alias x. A backend may fuse
+ * them: the convolution's output is never stored, only its normalised form. */
+HYLA_OP(void, shortconv_silu_l2norm_fwd, (REAL *y, REAL *rstd, const REAL *x, const REAL *w, int B, int L, int C,
+                                          int kw, int head_dim, REAL eps))
 /* dx = rstd * (dy - <dy, y> y). */
 HYLA_OP(void, l2norm_bwd, (REAL *dx, const REAL *dy, const REAL *y, const REAL *rstd, int rows, int dim))
 

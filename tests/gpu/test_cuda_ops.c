@@ -378,6 +378,24 @@ static void test_gdn_parts(void) {
     struct pair l2[] = {lx, ly, lr, ldy, ldx};
     free_pairs(l2, 5);
 
+    /* the convolution and the norm over heads in one op: the fused kernel (heads of 128, C a
+     * multiple of 128: the 0.4B's q and k, L 37 ending mid-run) and the two ops (heads of 64) */
+    static const int shapes[][4] = {{2, 37, 1024, 128}, {1, 70, 256, 128}, {2, 37, 192, 64}};
+    for (int i = 0; i < 3; i++) {
+        const int b = shapes[i][0], l = shapes[i][1], c = shapes[i][2], hd = shapes[i][3];
+        const size_t nc = (size_t)b * l * c, rows = nc / hd;
+        struct pair cx = rand_pair(nc, -2, 2), cw = rand_pair((size_t)c * KW, -1, 1);
+        struct pair cy = zero_pair(nc), cr = zero_pair(rows);
+        char label[128];
+        cpu_f32_shortconv_silu_l2norm_fwd(cy.h, cr.h, cx.h, cw.h, b, l, c, KW, hd, 1e-6f);
+        gpu->shortconv_silu_l2norm_fwd(cy.d, cr.d, cx.d, cw.d, b, l, c, KW, hd, 1e-6f);
+        snprintf(label, sizeof label, "shortconv_silu_l2norm_fwd B=%d L=%d C=%d head %d: y", b, l, c, hd);
+        check_pair(label, cy);
+        check_pair("shortconv_silu_l2norm_fwd rstd", cr);
+        struct pair cl[] = {cx, cw, cy, cr};
+        free_pairs(cl, 4);
+    }
+
     /* a-logits up to 30: the softplus's linear branch above 20 is exercised */
     struct pair bl = rand_pair((size_t)ROWS * H, -4, 4), al = rand_pair((size_t)ROWS * H, -10, 30);
     struct pair A = rand_pair(H, -1, 2), dt = rand_pair(H, -3, 0), beta = zero_pair((size_t)ROWS * H);

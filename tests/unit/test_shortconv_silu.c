@@ -1,6 +1,7 @@
 /* Causal depthwise short convolution + SiLU: forward against a direct evaluation of the
  * formula, backward (dx, dw) against finite differences in double, dw accumulation,
- * fp32 against double, determinism. */
+ * fp32 against double, determinism; followed by the L2 norm over heads in one op, against the
+ * two ops one after the other. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,7 +112,30 @@ static void test_wide(void) {
     free(x), free(w), free(dy), free(dx), free(dw), free(ref);
 }
 
+/* shortconv_silu_l2norm_fwd: shortconv_silu_fwd then l2norm_fwd over rows of head_dim, bit for
+ * bit (rows B L C / head_dim: a wrong count would leave rows unnormalised or read past y). */
+static void test_with_l2norm(void) {
+    enum { CH = 12, HD = 4, KW = 3, N = B * L * CH, ROWS = N / HD };
+    double x[N], w[CH * KW], y[N], r[ROWS], y2[N], r2[ROWS];
+    fill_uniform_f64(x, N, -2, 2, 70);
+    fill_uniform_f64(w, CH * KW, -1, 1, 71);
+    cpu_f64_shortconv_silu_l2norm_fwd(y, r, x, w, B, L, CH, KW, HD, 1e-6);
+    double pre[N];
+    cpu_f64_shortconv_silu_fwd(pre, x, w, B, L, CH, KW);
+    cpu_f64_l2norm_fwd(y2, r2, pre, ROWS, HD, 1e-6);
+    check_bitwise_equal("shortconv_silu_l2norm_fwd y = l2norm(shortconv_silu(x))", y, y2, sizeof y);
+    check_bitwise_equal("shortconv_silu_l2norm_fwd rstd", r, r2, sizeof r);
+    double worst = 0; /* and every row normalised */
+    for (int row = 0; row < ROWS; row++) {
+        double ss = 0;
+        for (int i = 0; i < HD; i++) ss += y[row * HD + i] * y[row * HD + i];
+        worst = fmax(worst, fabs(ss - 1));
+    }
+    check_le("shortconv_silu_l2norm_fwd rows of unit norm: |sum y^2 - 1|", worst, 1e-5);
+}
+
 int main(void) {
+    test_with_l2norm();
     test_kw(4);
     test_kw(3);
     test_kw(1);

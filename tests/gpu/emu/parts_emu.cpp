@@ -6,7 +6,7 @@
 // within 1e-5; sum_squares_add within 1e-12 of the CPU's and the same bits on a second call;
 // the clipping factor and accumulate_f64 bit for bit; loss_mean_add within 1e-6 of the mean.
 // Arguments: groups, each a name and its shape:
-//   conv B L C kw | rmsnorm n dim | l2norm rows dim | gated_rmsnorm rows dim | gates rows H |
+//   conv B L C kw | conv_l2norm B L C kw head_dim | rmsnorm n dim | l2norm rows dim | gated_rmsnorm rows dim | gates rows H |
 //   rope B L H d pos0 | embedding n dim vocab pad | loss n | optimizer count | bf16 count offset |
 //   swiglu count offset
 // --every-op first: fail unless the groups called every op the files register.
@@ -156,6 +156,18 @@ static void rmsnorm(int n, int dim) {
         GPU(add_rmsnorm_bwd)(o, scratch_dw.data(), dy.data(), NULL, gsum.data(), w.data(), gr.data(), n, dim);
     });
 }
+// The convolution and the L2 norm over heads of head_dim in one op (the fused kernel where
+// heads are 128 channels and C a multiple of 128; the two kernels elsewhere), against the CPU.
+static void conv_l2norm(int B, int L, int C, int kw, int head_dim) {
+    printf("conv_l2norm B=%d L=%d C=%d kw=%d head=%d:", B, L, C, kw, head_dim);
+    const size_t n = (size_t)B * L * C, rows = n / head_dim;
+    const vec x = rv(n, -2, 2), w = rv((size_t)C * kw, -1, 1);
+    vec y(n), r(rows), gy = nans(n), gr = nans(rows);
+    cpu_f32_shortconv_silu_l2norm_fwd(y.data(), r.data(), x.data(), w.data(), B, L, C, kw, head_dim, 1e-6f);
+    GPU(shortconv_silu_l2norm_fwd)(gy.data(), gr.data(), x.data(), w.data(), B, L, C, kw, head_dim, 1e-6f);
+    check_vec("y", gy, y), check_vec("rstd", gr, r);
+}
+
 static void l2norm(int rows, int dim) {
     printf("l2norm rows=%d dim=%d:", rows, dim);
     const size_t n = (size_t)rows * dim;
@@ -386,6 +398,7 @@ int main(int argc, char **argv) {
         const std::string group = argv[a++];
         int used = 0;
         if (group == "conv") conv(arg(0), arg(1), arg(2), arg(3)), used = 4;
+        else if (group == "conv_l2norm") conv_l2norm(arg(0), arg(1), arg(2), arg(3), arg(4)), used = 5;
         else if (group == "rmsnorm") rmsnorm(arg(0), arg(1)), used = 2;
         else if (group == "l2norm") l2norm(arg(0), arg(1)), used = 2;
         else if (group == "gated_rmsnorm") gated_rmsnorm(arg(0), arg(1)), used = 2;
@@ -397,7 +410,7 @@ int main(int argc, char **argv) {
         else if (group == "bf16") bf16(arg(0), arg(1)), used = 2;
         else if (group == "swiglu") swiglu(arg(0), arg(1)), used = 2;
         else {
-            fprintf(stderr, "unknown group %s (conv, rmsnorm, l2norm, gated_rmsnorm, gates, rope, embedding, loss, "
+            fprintf(stderr, "unknown group %s (conv, conv_l2norm, rmsnorm, l2norm, gated_rmsnorm, gates, rope, embedding, loss, "
                             "optimizer, bf16, swiglu)\n",
                     group.c_str());
             return 2;

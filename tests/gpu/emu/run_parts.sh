@@ -52,7 +52,10 @@ g++ -pthread *.o "$ops/op_gdn_parts.c.o" "$ops/op_norm.c.o" "$ops/op_rope.c.o" "
 #   block's 256 threads; bf16 rounding and widening (cuda_bf16_convert.cu: 8 values a thread where
 #   aligned, one elsewhere) at count 1003 aligned (a tail of 3) and 1003 / 16 one float off
 #   (the scalar path only); SwiGLU (cuda_swiglu.cu: 4 values a thread where aligned) at count
-#   1000 aligned and one float off, 1003 (not a multiple of 4), fp32 and bf16 outputs.
+#   1000 aligned and one float off, 1003 (not a multiple of 4), fp32 and bf16 outputs; the
+#   convolution with the L2 norm over heads in one op (conv_l2norm): heads of 128 (the fused
+#   kernel: C 1024 with 4 blocks of runs a sequence ending mid-run, 256 with 4 runs a block, 384
+#   with kw 6 past the 4-tap bound) and of 64 (the two kernels).
 # Then the convolution, RMSNorm and gated RMSNorm groups again with HYLA_NORM_FUSED_DW the other
 # way (weight gradients summed in the backward row kernels, or by a separate column sum), with
 # shapes for the fused sums: several partial rows (conv B 2 L 300 C 1024 float4 and B 3 L 200
@@ -71,6 +74,7 @@ if [ $# -eq 0 ]; then
   every="--every-op" # the default list must call every op the files register
   set -- $dw_groups \
          l2norm 37 130  l2norm 131 70  l2norm 131 128  l2norm 37 13 \
+         conv_l2norm 2 37 1024 4 128  conv_l2norm 1 40 256 3 128  conv_l2norm 2 19 384 6 128  conv_l2norm 2 20 192 4 64 \
          gates 37 5  gates 131 16  rope 2 37 3 16 5  rope 1 70 2 128 0  rope 1 9 3 100 2  rope 1 5 2 600 1 \
          rope 1 7 16 64 3  rope 1 5 5 6 0  rope 1 3 2 2000 4 \
          embedding 37 70 1000 0  embedding 700 300 5 1  embedding 4096 33 3 0  embedding 640 20 1 1 \
