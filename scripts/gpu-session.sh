@@ -52,8 +52,9 @@ want ops && ops all $TEST_GROUPS
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
 # timings and ncu run them switched on as well. Waiting now: HYLA_COPIES_AT_SOURCE=1 (its op
-# test is the group `copies`; laLTE's last_loss must equal the default's) and HYLA_GEMM_ONTO=1
-# (group `linear`'s MLP onto a residual); unset or NEW_PATHS="" tests none.
+# test is the group `copies`; laLTE's last_loss must equal the default's), HYLA_GEMM_ONTO=1
+# (group `linear`'s MLP onto a residual) and HYLA_CONV_L2NORM=1 (group `gdn_parts`); unset or
+# NEW_PATHS="" tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)
 want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})

@@ -7,6 +7,7 @@
 #include "cuda_bf16_convert.cuh"
 #include "cuda_check.h"
 #include "cuda_column_sum.cuh"
+#include "cuda_switch.h"
 #include "cuda_vec.cuh"
 
 enum { THREADS = 256 };
@@ -413,6 +414,13 @@ static void cuda_l2norm_fwd(float *y, float *rstd, const float *x, int rows, int
 // normalised. The convolution's output is never stored and read back (l2norm_fwd's pass: ~44 us
 // for [16384 x 1024] on an H100, 24 a laLTE step). Sums: a lane's 4 channels in order, then the
 // tree (l2norm_fwd_kernel's lane takes every 32nd channel: other bits, the same bound).
+// HYLA_CONV_L2NORM=1 / 0 (FUSED_L2_BY_DEFAULT: off until a GPU run has checked and timed it;
+// emu.parts runs it).
+constexpr bool FUSED_L2_BY_DEFAULT = false;
+bool fused_l2_wanted() {
+    static const bool on = cuda_switch("HYLA_CONV_L2NORM", FUSED_L2_BY_DEFAULT);
+    return on;
+}
 constexpr int L2_HEAD_DIM = 128, L2_W = 4;
 template <int KW>
 __global__ void shortconv_l2norm_fwd_kernel(float *__restrict__ y, float *__restrict__ rstd,
@@ -456,7 +464,8 @@ __global__ void shortconv_l2norm_fwd_kernel(float *__restrict__ y, float *__rest
 static void cuda_shortconv_silu_l2norm_fwd(float *y, float *rstd, const float *x, const float *w, int B, int L, int C,
                                            int kw, int head_dim, float eps) {
     if ((size_t)B * L * C == 0) return;
-    const bool fused = head_dim == L2_HEAD_DIM && C % L2_HEAD_DIM == 0 && aligned16(y) && aligned16(x);
+    const bool fused =
+        fused_l2_wanted() && head_dim == L2_HEAD_DIM && C % L2_HEAD_DIM == 0 && aligned16(y) && aligned16(x);
     if (!fused) { // the two ops, the norm in place (each row read before it is written)
         cuda_shortconv_silu_fwd(y, x, w, B, L, C, kw);
         cuda_l2norm_fwd(y, rstd, y, (int)((size_t)B * L * C / head_dim), head_dim, eps);

@@ -81,7 +81,8 @@ if [ $# -eq 0 ]; then
          loss 37  loss 5000  optimizer 100003  optimizer 5000011  bf16 1003 0  bf16 1003 1  bf16 16 1 \
          swiglu 1000 0  swiglu 1000 1  swiglu 1003 0
 fi
-OMP_NUM_THREADS=1 "$work/emu" $every "$@" | tee "$work/out"
+# (the fused convolution + L2 norm kernel, off by default until its GPU run: on here)
+HYLA_CONV_L2NORM=${HYLA_CONV_L2NORM:-1} OMP_NUM_THREADS=1 "$work/emu" $every "$@" | tee "$work/out"
 # The default list's dw groups again with HYLA_NORM_FUSED_DW the other way (the first line of
 # the run above says which way it went): both backward forms are checked.
 if [ -n "$every" ]; then
