@@ -51,9 +51,31 @@ void gemm_h(op_copies &op, int ta, int tb, int m, int n, int k, float alpha, con
     if (!b_h) b_h = copies.of(b, tb ? n : k, tb ? k : n, ldb);
     cuda_gemm_bf16(cuda_cublas(), ta, tb, m, n, k, alpha, a_h, b_h, beta, c, ldc);
 }
+// HYLA_GEMM_THIN_TWINS=1: a product below the copies' threshold (the delta rule's gate
+// projections, 1024 -> 8: bound by reading their wide operand) takes bf16 operands anyway where
+// one of them already has a bf16 twin (h, held by the model; a weight in its FSDP unit) and the
+// other is small enough to copy (at most THIN_COPY_MAX values, e.g. [16384 x 8]): the twin
+// reads half the bytes of the fp32 values. The same rounding (to nearest even) as cuBLAS's
+// own in bf16 mode. Off until a GPU run has checked and timed it (THIN_BY_DEFAULT).
+constexpr bool THIN_BY_DEFAULT = false;
+constexpr size_t THIN_COPY_MAX = 1u << 20;
+bool thin_twins_wanted() {
+    static const bool on = cuda_switch("HYLA_GEMM_THIN_TWINS", THIN_BY_DEFAULT);
+    return on;
+}
+// The values a row-major [rows][cols] operand with row stride ld spans.
+size_t extent(int rows, int cols, int ld) { return rows > 0 && cols > 0 ? (size_t)(rows - 1) * ld + cols : 0; }
+bool thin_reads_twin(int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb) {
+    if (!cuda_matmul_bf16() || !thin_twins_wanted()) return false;
+    const size_t ea = extent(ta ? k : m, ta ? m : k, lda), eb = extent(tb ? n : k, tb ? k : n, ldb);
+    const bool twin_a = cuda_bf16_twin_of(a, ea) != nullptr, twin_b = cuda_bf16_twin_of(b, eb) != nullptr;
+    return (twin_a || twin_b) && (twin_a || ea <= THIN_COPY_MAX) && (twin_b || eb <= THIN_COPY_MAX);
+}
+
 void gemm(op_copies &op, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
           int ldb, float beta, float *c, int ldc) {
-    if (cuda_gemm_takes_copies(m, n, k)) gemm_h(op, ta, tb, m, n, k, alpha, a, lda, nullptr, b, ldb, nullptr, beta, c, ldc);
+    if (cuda_gemm_takes_copies(m, n, k) || thin_reads_twin(ta, tb, m, n, k, a, lda, b, ldb))
+        gemm_h(op, ta, tb, m, n, k, alpha, a, lda, nullptr, b, ldb, nullptr, beta, c, ldc);
     else cuda_gemm_fp32_operands(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

@@ -82,6 +82,17 @@ with=$(copies "$work/log.hold1") refused=$(copies "$work/log.hold0")
 if [ "$with" -lt "$without" ] && [ "$refused" -eq "$without" ]; then
   echo "copies with held activations $with, without $without, holding off $refused"
 else echo "FAIL: copies with held activations $with, without $without, holding off $refused"; status=1; fi
+# Thin products reading their wide operand's twin (HYLA_GEMM_THIN_TWINS=1, cuda_linear.cu; weights
+# and activations with twins as in training): the same bits (the same roundings: cuBLAS rounds
+# fp32 operands to nearest even too), the copies counted otherwise (the path ran).
+for thin in 1 0; do
+  EMU_TWINS=1 EMU_HOLD=1 HYLA_GEMM_THIN_TWINS=$thin HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=0 \
+    OMP_NUM_THREADS=1 "$work/emu" "$work/out.thin$thin" >"$work/log.thin$thin" || { cat "$work/log.thin$thin"; status=1; }
+done
+same thin0 thin1 "thin products reading bf16 twins"
+with=$(copies "$work/log.thin1") without=$(copies "$work/log.thin0")
+if [ "$with" != "$without" ]; then echo "copies with thin products on twins $with, without $without"
+else echo "FAIL: copies with thin products on twins $with, without $without (the path did not run?)"; status=1; fi
 # The down projection onto the residual as cuBLASLt's C (HYLA_GEMM_ONTO=1, cuda_gemm_lt.cu; here C
 # copied into D and added onto, as the copy of the residual is): the same bits, and it ran.
 HYLA_GEMM_ONTO=1 HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=1 OMP_NUM_THREADS=1 "$work/emu" \
