@@ -115,6 +115,7 @@ void model_free(struct hyla_model *m) {
     free(m->num_kept);
     free(m->kept_sum);
     m->be->free(m->device_stats);
+    if (m->dh_final) m->be->free(m->dh_final), m->be->free(m->dw_head);
     free(m->row_keys);
     model_layout_free(&m->lay);
 }
@@ -234,8 +235,15 @@ void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *t
                     (float)m->cfg.norm_eps);
     hold_activation(m, m->h_final, (size_t)N * D); /* the LM head's products, forward and backward */
     /* LM head + cross-entropy by chunks of rows: the [N, V] logits are never stored */
-    be->lm_head_ce_fwd(m->losses, m->lse, m->h_final, lm_head_weight(m), m->targets, N, D, V, HYLA_IGNORE_INDEX, 0);
     const int valid = count_valid(targets, N);
+    if (m->backward_follows) { /* and its backward, from the same logits */
+        if (!m->dh_final) m->dh_final = model_alloc_floats(m, (size_t)N * D), m->dw_head = model_alloc_floats(m, (size_t)V * D);
+        be->lm_head_ce_fwd_bwd(m->losses, m->lse, m->dh_final, m->dw_head, m->h_final, lm_head_weight(m), m->targets, N,
+                               D, V, HYLA_IGNORE_INDEX, valid, (float)m->dloss, 0);
+    } else {
+        be->lm_head_ce_fwd(m->losses, m->lse, m->h_final, lm_head_weight(m), m->targets, N, D, V, HYLA_IGNORE_INDEX, 0);
+    }
+    m->head_grads_ready = m->backward_follows, m->backward_follows = 0;
     be->loss_mean_add(m->device_stats + MODEL_STAT_CE, m->losses, N, valid);
     m->valid_last = valid;
     m->valid_pending += valid;
@@ -270,12 +278,18 @@ void model_backward(struct hyla_model *m) {
     const struct hyla_model_layout *lay = &m->lay;
     const int N = m->B * m->T, D = lay->dim, V = lay->vocab;
     unit_event(m, lay->final_unit, UNIT_BACKWARD_BEGIN);
-    /* each chunk's logits recomputed and turned into dlogits inside the op */
-    be->lm_head_ce_bwd(m->scratch[0], lm_head_grad(m), m->h_final, lm_head_weight(m), m->lse, m->targets, N, D, V,
-                       HYLA_IGNORE_INDEX, m->valid_last, (float)m->dloss, 0);
+    const float *dh_final = m->scratch[0];
+    if (m->head_grads_ready) { /* made by the forward pass: the weight's gradient added where it lives now */
+        be->axpy(lm_head_grad(m), m->dw_head, 1.0f, (size_t)V * D);
+        dh_final = m->dh_final;
+        m->head_grads_ready = 0;
+    } else { /* each chunk's logits recomputed and turned into dlogits inside the op */
+        be->lm_head_ce_bwd(m->scratch[0], lm_head_grad(m), m->h_final, lm_head_weight(m), m->lse, m->targets, N, D, V,
+                           HYLA_IGNORE_INDEX, m->valid_last, (float)m->dloss, 0);
+    }
     release_activation(m, m->h_final);
     expect_activation(m, m->dx, (size_t)N * D);
-    be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, m->scratch[0], m->x,
+    be->rmsnorm_bwd(m->dx, m->grads[lay->final_unit] + lay->final_norm, dh_final, m->x,
                     m->params[lay->final_unit] + lay->final_norm, m->rstd_final, N, D);
     hold_activation(m, m->dx, (size_t)N * D); /* block_backward's products read its copy */
     unit_event(m, lay->final_unit, UNIT_BACKWARD_END);

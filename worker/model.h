@@ -73,6 +73,12 @@ struct hyla_model {
                                          that masks do not depend on how the batch is split */
     double dloss;                     /* scale of this micro-batch's loss in the step (1/accum) */
     int valid_last;                   /* valid target positions of the last forward */
+    int backward_follows;             /* set by the caller before model_forward when model_backward comes
+                                         next with this dloss (a training step): the LM head's gradients
+                                         are then made in the forward pass, its logits once
+                                         (lm_head_ce_fwd_bwd); model_forward clears it */
+    int head_grads_ready;             /* the last forward pass made them: */
+    float *dh_final, *dw_head;        /* [B*T, dim] and [vocab, dim], allocated at their first use */
 };
 
 /* Build the model for micro-batches of B x T tokens and initialise its parameters. */
@@ -81,7 +87,7 @@ void model_create(struct hyla_model *m, const struct hyla_backend *be, const str
 void model_free(struct hyla_model *m);
 
 /* Forward pass on host tokens [B*T] (targets -100 = no loss). Saves what the backward
- * pass needs; returns CE + L1. */
+ * pass needs (with m->backward_follows, the LM head's gradients too); returns CE + L1. */
 /* Queue a forward pass; its losses and LTE statistics accumulate on the device (no host
  * synchronisation) until model_take_stats. */
 void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *targets);

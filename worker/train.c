@@ -155,6 +155,7 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
         const uint64_t step_key = hyla_rng_key(tc->seed, HYLA_RNG_DROPOUT, (uint64_t)t->step, 0);
         for (int b = 0; b < tc->micro_batch; b++)
             m->row_keys[b] = hyla_rng_subkey(step_key, hyla_data_global_index(&t->train_data, cursor, b));
+        m->backward_follows = 1; /* the LM head's gradients from the forward pass's logits */
         model_forward(m, t->inputs, t->targets);
         model_backward(m);
     }

@@ -82,6 +82,16 @@ void K(lm_head_ce_bwd)(REAL *dh, REAL *dweight, const REAL *h, const REAL *weigh
     free(dlogits);
 }
 
+/* The two ops one after the other (the CPU makes the logits twice: the twin's arithmetic is the
+ * composition's, which the GPU's one pass must match). */
+void K(lm_head_ce_fwd_bwd)(REAL *losses, REAL *lse, REAL *dh, REAL *dweight, const REAL *h, const REAL *weight,
+                           const int32_t *targets, int n, int dim, int vocab, int ignore_index, int valid_count,
+                           REAL dloss, int chunk_rows) {
+    K(lm_head_ce_fwd)(losses, lse, h, weight, targets, n, dim, vocab, ignore_index, chunk_rows);
+    for (size_t i = 0; i < (size_t)vocab * dim; i++) dweight[i] = 0;
+    K(lm_head_ce_bwd)(dh, dweight, h, weight, lse, targets, n, dim, vocab, ignore_index, valid_count, dloss, chunk_rows);
+}
+
 void K(lm_head_argmax)(int32_t *out, const REAL *h, const REAL *weight, int n, int dim, int vocab, int chunk_rows) {
     check_shapes("lm_head_argmax", n, dim, vocab);
     if (n == 0) return;

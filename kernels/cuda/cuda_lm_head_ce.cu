@@ -144,6 +144,38 @@ static bool dlogits_in_bf16(int chunk, int dim, int vocab) {
            cuda_gemm_takes_copies(vocab, dim, chunk);
 }
 
+// The backward of one chunk of rows r0 .. r0 + rows whose logits are in `logits`: dlogits in
+// place, or rounded straight into dlogits_h where both products read bf16 (dlogits_in_bf16);
+// dh's rows written, dweight = beta_w dweight + dlogits^T h.
+static void chunk_backward(op_copies &weights, float *logits, __nv_bfloat16 *dlogits_h, float *dh, float *dweight,
+                           float beta_w, const float *h, const float *weight, const float *lse, const int32_t *targets,
+                           int r0, int rows, int dim, int vocab, int ignore, float scale) {
+    op_copies chunk_copies; // dlogits copied once for dh and dweight
+    if (dlogits_h && dlogits_in_bf16(rows, dim, vocab)) { // both products read dlogits_h
+        lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits_h, logits, lse + r0, targets + r0, vocab, ignore, scale);
+        CUDA_LAUNCH_CHECK();
+        const __nv_bfloat16 *w = weights.of(weight, vocab, dim, dim);
+        products::gemm_h(chunk_copies, 0, 0, rows, dim, vocab, 1.0f, NULL, vocab, dlogits_h, weight, dim, w, 0.0f,
+                         dh + (size_t)r0 * dim, dim);
+        products::gemm_h(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, NULL, vocab, dlogits_h, h + (size_t)r0 * dim, dim,
+                         NULL, beta_w, dweight, dim); // dweight (+)= dlogits^T h
+        return;
+    }
+    lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(logits, logits, lse + r0, targets + r0, vocab, ignore, scale);
+    CUDA_LAUNCH_CHECK();
+    chunk_gemm(weights, chunk_copies, 0, 0, rows, dim, vocab, logits, vocab, weight, dim, 0.0f, dh + (size_t)r0 * dim,
+               dim);
+    products::gemm(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, logits, vocab, h + (size_t)r0 * dim, dim, beta_w, dweight,
+                   dim); // dweight (+)= dlogits^T h
+}
+// A chunk's bf16 dlogits scratch where the op's chunks take it (stream-ordered, as the copies).
+static __nv_bfloat16 *dlogits_scratch(int chunk, int dim, int vocab) {
+    __nv_bfloat16 *dlogits_h = NULL;
+    if (dlogits_in_bf16(chunk, dim, vocab))
+        CUDA_CHECK(cudaMallocAsync((void **)&dlogits_h, sizeof(__nv_bfloat16) * (size_t)chunk * vocab, 0));
+    return dlogits_h;
+}
+
 static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const float *weight, const float *lse,
                                 const int32_t *targets, int n, int dim, int vocab, int ignore, int valid_count,
                                 float dloss, int chunk_rows) {
@@ -152,9 +184,7 @@ static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const
     const float scale = valid_count ? dloss / (float)valid_count : 0.0f;
     const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
     float *dlogits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
-    __nv_bfloat16 *dlogits_h = NULL; // stream-ordered, as the copies
-    if (dlogits_in_bf16(chunk, dim, vocab))
-        CUDA_CHECK(cudaMallocAsync((void **)&dlogits_h, sizeof(__nv_bfloat16) * (size_t)chunk * vocab, 0));
+    __nv_bfloat16 *dlogits_h = dlogits_scratch(chunk, dim, vocab);
     op_copies weights;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         const int rows = n - r0 < chunk ? n - r0 : chunk;
@@ -162,27 +192,43 @@ static void cuda_lm_head_ce_bwd(float *dh, float *dweight, const float *h, const
             op_copies chunk_copies;
             chunk_logits(weights, chunk_copies, dlogits, h, weight, r0, rows, dim, vocab);
         }
-        op_copies chunk_copies; // dlogits copied once for dh and dweight
-        if (dlogits_h && dlogits_in_bf16(rows, dim, vocab)) { // both products read dlogits_h
-            lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits_h, dlogits, lse + r0, targets + r0, vocab, ignore,
-                                                         scale);
-            CUDA_LAUNCH_CHECK();
-            const __nv_bfloat16 *w = weights.of(weight, vocab, dim, dim);
-            products::gemm_h(chunk_copies, 0, 0, rows, dim, vocab, 1.0f, NULL, vocab, dlogits_h, weight, dim, w, 0.0f,
-                             dh + (size_t)r0 * dim, dim);
-            products::gemm_h(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, NULL, vocab, dlogits_h, h + (size_t)r0 * dim,
-                             dim, NULL, 1.0f, dweight, dim); // dweight += dlogits^T h
-            continue;
-        }
-        lm_head_dlogits_kernel<<<rows, LM_THREADS>>>(dlogits, dlogits, lse + r0, targets + r0, vocab, ignore, scale);
-        CUDA_LAUNCH_CHECK();
-        chunk_gemm(weights, chunk_copies, 0, 0, rows, dim, vocab, dlogits, vocab, weight, dim, 0.0f,
-                   dh + (size_t)r0 * dim, dim);
-        products::gemm(chunk_copies, 1, 0, vocab, dim, rows, 1.0f, dlogits, vocab, h + (size_t)r0 * dim, dim, 1.0f,
-                       dweight, dim); // dweight += dlogits^T h
+        chunk_backward(weights, dlogits, dlogits_h, dh, dweight, 1.0f, h, weight, lse, targets, r0, rows, dim, vocab,
+                       ignore, scale);
     }
     if (dlogits_h) CUDA_CHECK(cudaFreeAsync(dlogits_h, 0));
     backend->free(dlogits);
+}
+
+// The forward and the backward in one pass over the chunks (ops_basic.h): each chunk's logits
+// made once — the backward's recomputation was one [rows x dim x vocab] product a chunk, ~1.8 ms
+// of a laLTE step on an H100 (Nsight Compute, 2026-12-07) — then its lse and losses, then its
+// dlogits and products as the backward makes them; dweight written from the first chunk on.
+static void cuda_lm_head_ce_fwd_bwd(float *losses, float *lse, float *dh, float *dweight, const float *h,
+                                    const float *weight, const int32_t *targets, int n, int dim, int vocab, int ignore,
+                                    int valid_count, float dloss, int chunk_rows) {
+    check_shapes("lm_head_ce_fwd_bwd", n, dim, vocab);
+    if (n == 0) {
+        CUDA_CHECK(cudaMemsetAsync(dweight, 0, sizeof(float) * (size_t)vocab * dim, 0));
+        return;
+    }
+    const float scale = valid_count ? dloss / (float)valid_count : 0.0f;
+    const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
+    float *logits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
+    __nv_bfloat16 *dlogits_h = dlogits_scratch(chunk, dim, vocab);
+    op_copies weights;
+    for (int r0 = 0; r0 < n; r0 += chunk) {
+        const int rows = n - r0 < chunk ? n - r0 : chunk;
+        {
+            op_copies chunk_copies;
+            chunk_logits(weights, chunk_copies, logits, h, weight, r0, rows, dim, vocab);
+        }
+        lm_head_lse_kernel<<<rows, LM_THREADS>>>(losses + r0, lse + r0, logits, targets + r0, vocab, ignore);
+        CUDA_LAUNCH_CHECK();
+        chunk_backward(weights, logits, dlogits_h, dh, dweight, r0 == 0 ? 0.0f : 1.0f, h, weight, lse, targets, r0,
+                       rows, dim, vocab, ignore, scale);
+    }
+    if (dlogits_h) CUDA_CHECK(cudaFreeAsync(dlogits_h, 0));
+    backend->free(logits);
 }
 
 static void cuda_lm_head_argmax(int32_t *out, const float *h, const float *weight, int n, int dim, int vocab,
@@ -206,5 +252,6 @@ static void cuda_lm_head_argmax(int32_t *out, const float *h, const float *weigh
 extern "C" void cuda_register_lm_head_ce(struct hyla_backend *t) {
     backend = t;
     t->lm_head_ce_fwd = cuda_lm_head_ce_fwd, t->lm_head_ce_bwd = cuda_lm_head_ce_bwd;
+    t->lm_head_ce_fwd_bwd = cuda_lm_head_ce_fwd_bwd;
     t->lm_head_argmax = cuda_lm_head_argmax;
 }

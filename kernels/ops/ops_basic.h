@@ -80,6 +80,14 @@ HYLA_OP(void, lm_head_ce_fwd, (REAL *losses, REAL *lse, const REAL *h, const REA
 HYLA_OP(void, lm_head_ce_bwd, (REAL *dh, REAL *dweight, const REAL *h, const REAL *weight, const REAL *lse,
                                const int32_t *targets, int n, int dim, int vocab, int ignore_index, int valid_count,
                                REAL dloss, int chunk_rows))
+/* Both in one pass, for a training step whose backward pass follows (valid_count and dloss
+ * known in the forward pass): lm_head_ce_fwd's losses and lse, and lm_head_ce_bwd's dh, with
+ * each chunk's logits made once rather than again in the backward pass. dweight is written
+ * (this call's gradient alone; the caller adds it where the weight's gradient lives, which
+ * need not exist during the forward pass). dh must not alias h. */
+HYLA_OP(void, lm_head_ce_fwd_bwd, (REAL *losses, REAL *lse, REAL *dh, REAL *dweight, const REAL *h, const REAL *weight,
+                                   const int32_t *targets, int n, int dim, int vocab, int ignore_index,
+                                   int valid_count, REAL dloss, int chunk_rows))
 /* *acc += the mean loss over valid_count valid rows (0 when none): losses [n] hold 0 on
  * ignored rows (as lm_head_ce_fwd writes them), the sum is taken in double in a fixed order
  * and the mean rounded to REAL, as cross_entropy_fwd returns it. acc: one double in the

@@ -832,6 +832,36 @@ static void test_lm_head_ce(int n, int dim, int vocab, int chunk, int bf16) {
     snprintf(label, sizeof label, "lm_head_argmax%s n=%d vocab=%d chunk=%d: rows that differ beyond a near tie",
              bf16 ? " bf16" : "", n, vocab, chunk);
     check_le(label, far, 0);
+    { /* both in one pass (lm_head_ce_fwd_bwd): the two ops' bits (dweight within 1e-6 of the
+       * backward's from zero: its first chunk's product has beta 0, for which cuBLAS may pick
+       * another kernel, so another order of the sums) */
+        float *l1 = gpu->alloc(n * sizeof(float)), *lse1 = gpu->alloc(n * sizeof(float));
+        float *dh1 = gpu->alloc(nd * sizeof(float)), *dw1 = gpu->alloc(vd * sizeof(float));
+        float *l2 = gpu->alloc(n * sizeof(float)), *lse2 = gpu->alloc(n * sizeof(float));
+        float *dh2 = gpu->alloc(nd * sizeof(float)), *dw2 = dev_copy(dw.h, vd); /* written over */
+        if (bf16) gpu->set_matmul_precision(1);
+        gpu->zero(dw1, vd * sizeof(float));
+        gpu->lm_head_ce_fwd(l1, lse1, h.d, w.d, TGT, n, dim, vocab, -100, chunk);
+        gpu->lm_head_ce_bwd(dh1, dw1, h.d, w.d, lse1, TGT, n, dim, vocab, -100, valid, 0.7f, chunk);
+        gpu->lm_head_ce_fwd_bwd(l2, lse2, dh2, dw2, h.d, w.d, TGT, n, dim, vocab, -100, valid, 0.7f, chunk);
+        gpu->set_matmul_precision(0);
+        float *const one[4] = {l1, lse1, dh1, dw1}, *const two[4] = {l2, lse2, dh2, dw2};
+        const size_t counts[4] = {(size_t)n, (size_t)n, nd, vd};
+        int same = 1;
+        double dw_err = 0;
+        for (int i = 0; i < 4; i++) {
+            float *a = back(one[i], counts[i]), *b = back(two[i], counts[i]);
+            if (i < 3) same &= !memcmp(a, b, counts[i] * sizeof(float));
+            else dw_err = rel_err_f32(b, a, counts[i]);
+            free(a), free(b), gpu->free(one[i]), gpu->free(two[i]);
+        }
+        snprintf(label, sizeof label, "lm_head_ce_fwd_bwd%s n=%d chunk=%d: losses, lse, dh: lm_head_ce_fwd + _bwd's bits",
+                 bf16 ? " bf16" : "", n, chunk);
+        check_true(label, same);
+        snprintf(label, sizeof label, "lm_head_ce_fwd_bwd%s n=%d chunk=%d: dweight vs lm_head_ce_bwd's from zero",
+                 bf16 ? " bf16" : "", n, chunk);
+        check_le(label, dw_err, 1e-6);
+    }
     if (!bf16) { /* the backward pass twice from the same start: the same bits */
         float *r[2];
         for (int k = 0; k < 2; k++) {

@@ -1,7 +1,8 @@
 /* The LM head fused with cross-entropy (lm_head_ce_fwd/bwd, lm_head_argmax) against the
  * unfused composition linear_fwd + cross_entropy_fwd/bwd + linear_bwd, for chunk sizes that
  * do and do not divide n, with ignored targets; dh and dweight against finite differences;
- * tied embeddings (the head's weight is the embedding table, one gradient from both uses). */
+ * tied embeddings (the head's weight is the embedding table, one gradient from both uses);
+ * lm_head_ce_fwd_bwd (both in one pass) against the two ops, bit for bit, dweight written. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,18 @@ static void check_against_unfused(int chunk, const int32_t *t, double dloss) {
     cpu_f64_lm_head_argmax(pred, h, w, N, D, V, chunk);
     snprintf(label, sizeof label, "chunk %d: argmax vs the unfused logits", chunk);
     check_true(label, !memcmp(pred, ref_pred, sizeof pred));
+
+    /* both in one pass: the two ops' bits, dweight written over whatever it held */
+    double *l2 = alloc_f64(N), *lse2 = alloc_f64(N), *dh2 = alloc_f64(N * D), *dw2 = alloc_f64(V * D);
+    double *dw_alone = alloc_f64(V * D);
+    cpu_f64_lm_head_ce_bwd(dh, dw_alone, h, w, lse, t, N, D, V, IGNORE, valid, dloss, chunk); /* from zero */
+    fill_uniform_f64(dw2, V * D, -1, 1, 5);
+    cpu_f64_lm_head_ce_fwd_bwd(l2, lse2, dh2, dw2, h, w, t, N, D, V, IGNORE, valid, dloss, chunk);
+    snprintf(label, sizeof label, "chunk %d: lm_head_ce_fwd_bwd = lm_head_ce_fwd + lm_head_ce_bwd (dweight written)",
+             chunk);
+    check_true(label, !memcmp(l2, losses, sizeof(double) * N) && !memcmp(lse2, lse, sizeof(double) * N) &&
+                          !memcmp(dh2, dh, sizeof(double) * N * D) && !memcmp(dw2, dw_alone, sizeof(double) * V * D));
+    free(l2), free(lse2), free(dh2), free(dw2), free(dw_alone);
     free(h), free(w), free(logits), free(ref_l), free(losses), free(lse), free(dlogits), free(ref_dh), free(ref_dw);
     free(dh), free(dw);
 }

@@ -282,6 +282,17 @@ static void lm_head(int n, int dim, int vocab, int chunk) {
     gpu.lm_head_ce_bwd(gdh.data(), gdw.data(), h.data(), w.data(), glse.data(), targets.data(), n, dim, vocab, -100,
                        valid, 0.7f, chunk);
     check("dh", gdh, dh), check("dweight", gdw, dw);
+    // both in one pass (lm_head_ce_fwd_bwd): the two ops' bits, dweight written (the backward
+    // from zero) over whatever it held
+    vec zero_dw((size_t)vocab * dim, 0.0f), fl = nans(n), flse = nans(n), fdh = nans(dh.size()), fdw = nans(dw.size());
+    gpu.lm_head_ce_bwd(gdh.data(), zero_dw.data(), h.data(), w.data(), glse.data(), targets.data(), n, dim, vocab, -100,
+                       valid, 0.7f, chunk);
+    gpu.lm_head_ce_fwd_bwd(fl.data(), flse.data(), fdh.data(), fdw.data(), h.data(), w.data(), targets.data(), n, dim,
+                           vocab, -100, valid, 0.7f, chunk);
+    auto same = [](const vec &a, const vec &b) { return a.size() == b.size() && !memcmp(a.data(), b.data(), a.size() * 4); };
+    const bool ok = same(fl, glosses) && same(flse, glse) && same(fdh, gdh) && same(fdw, zero_dw);
+    printf(" fwd_bwd %s", ok ? "same bits" : "(FAIL: not the two ops' bits)");
+    bad += !ok;
 }
 
 int main(int argc, char **argv) {
