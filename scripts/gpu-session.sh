@@ -54,8 +54,8 @@ want ops && ops all $TEST_GROUPS
 # timings and ncu run them switched on as well. Waiting now: HYLA_COPIES_AT_SOURCE=1 (its op
 # test is the group `copies`; laLTE's last_loss must equal the default's), HYLA_GEMM_ONTO=1
 # (group `linear`'s MLP onto a residual), HYLA_CONV_L2NORM=1 (group `gdn_parts`) and
-# HYLA_GEMM_THIN_TWINS=1 (laLTE's training: its gate projections); unset or NEW_PATHS="" tests
-# none.
+# HYLA_GEMM_THIN_TWINS=1 (laLTE's training: its gate projections) and HYLA_LM_HEAD_ONE_PASS=1
+# (group `lm_head_ce`'s lm_head_ce_fwd_bwd; the training runs); unset or NEW_PATHS="" tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)
 want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})

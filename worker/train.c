@@ -1,6 +1,7 @@
 #include "train.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/hyla_error.h"
@@ -131,6 +132,16 @@ void format_progress(const struct step_report *r, char *line, size_t size) {
     if (at < size) snprintf(line + at, size - at, " | ETA %dm%02ds", (int)(eta / 60), (int)eta % 60);
 }
 
+/* HYLA_LM_HEAD_ONE_PASS=1: the LM head's backward runs in the forward pass from the same
+ * logits (model.backward_follows: lm_head_ce_fwd_bwd), one [tokens x dim x vocab] product a
+ * micro-batch fewer. The same gradients (test_model_backward); off until a GPU run has
+ * checked and timed it (ONE_PASS_BY_DEFAULT). */
+enum { ONE_PASS_BY_DEFAULT = 0 };
+static int head_one_pass(void) {
+    const char *e = getenv("HYLA_LM_HEAD_ONE_PASS");
+    return e && *e ? atoi(e) != 0 : ONE_PASS_BY_DEFAULT;
+}
+
 int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_error *err) {
     const struct hyla_train_config *tc = &t->cfg.train;
     struct hyla_model *m = &t->model;
@@ -155,7 +166,7 @@ int trainer_step(struct trainer *t, struct step_report *r, struct hyla_data_erro
         const uint64_t step_key = hyla_rng_key(tc->seed, HYLA_RNG_DROPOUT, (uint64_t)t->step, 0);
         for (int b = 0; b < tc->micro_batch; b++)
             m->row_keys[b] = hyla_rng_subkey(step_key, hyla_data_global_index(&t->train_data, cursor, b));
-        m->backward_follows = 1; /* the LM head's gradients from the forward pass's logits */
+        m->backward_follows = head_one_pass(); /* the LM head's gradients from the forward pass's logits */
         model_forward(m, t->inputs, t->targets);
         model_backward(m);
     }

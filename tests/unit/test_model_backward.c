@@ -1,7 +1,9 @@
 /* Whole-model backward of every model type against finite differences (fp32, directional
  * derivatives per parameter tensor), and the loss at initialisation = ln(V).
  * The ops are checked one by one in double to 1e-6; this test catches wiring errors
- * (a missing or doubled gradient path gives an O(1) error), so its bound is 2e-2. */
+ * (a missing or doubled gradient path gives an O(1) error), so its bound is 2e-2. The LM head's
+ * gradients made in the forward pass (backward_follows, as a training step makes them) give
+ * the same gradients bit for bit. */
 #include <stdlib.h>
 
 #include "harness.h"
@@ -93,6 +95,28 @@ static void check_model(enum tiny_kind kind, int tied) {
     snprintf(name, sizeof name, "%s%s", tiny_kind_names[kind], tied ? "" : " (untied LM head)");
     check_argmax(&m, name);
     model_backward(&m);
+    { /* again with the LM head's backward in the forward pass (lm_head_ce_fwd_bwd) */
+        const int units = m.lay.table.n_units;
+        float **first = malloc(sizeof(float *) * (size_t)units);
+        for (int u = 0; u < units; u++) {
+            const size_t bytes = m.lay.table.units[u].size * sizeof(float);
+            first[u] = malloc(bytes);
+            memcpy(first[u], m.grads[u], bytes);
+        }
+        model_zero_grads(&m);
+        m.backward_follows = 1;
+        model_forward(&m, in, tg);
+        model_backward(&m);
+        int same = 1;
+        for (int u = 0; u < units; u++) {
+            same &= !memcmp(first[u], m.grads[u], m.lay.table.units[u].size * sizeof(float));
+            free(first[u]);
+        }
+        free(first);
+        char label[256];
+        snprintf(label, sizeof label, "%s: the LM head's gradients from the forward pass: the same gradients", name);
+        check_true(label, same);
+    }
     m.hold_discrete = 1; /* LTE selection and NSA blocks stay as chosen above */
     double worst = 0;
     const char *worst_name = "";
