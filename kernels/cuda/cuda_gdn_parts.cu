@@ -94,14 +94,16 @@ __device__ static void conv_window_before(floats<W> *win, const float *x, const 
             j < kw && s.t0 - j >= 0 ? load_unit<W>(x + s.seq, (size_t)(s.t0 - j) * units + s.u) : zero_unit<W>();
 }
 
-// y = silu(pre), win[j] holding x[t - j].
-template <int KW, int W>
-__global__ void shortconv_fwd_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
-                                     conv_plan p, int L, int C, int kw) {
-    const conv_site s = conv_site_of(p, L, C);
-    if (s.u < 0) return;
-    floats<W> tap[KW], win[KW];
-    conv_taps<KW, W>(tap, w, s.u, kw);
+// y = silu(pre), win[j] holding x[t - j], this thread's run; with Norm (shortconv_l2norm_fwd_kernel)
+// each token's output divided by its head's norm as it is stored, rstd written.
+struct no_norm {
+    __device__ void operator()(floats<4> &, int) const {}
+    __device__ void operator()(floats<1> &, int) const {}
+};
+template <int KW, int W, class Norm>
+__device__ static void conv_fwd_run(float *__restrict__ y, const float *__restrict__ x, const floats<W> *tap,
+                                    const conv_site &s, int C, int kw, const Norm &norm) {
+    floats<W> win[KW];
     const int units = C / W;
     conv_window_before<KW, W>(win, x, s, units, kw);
 #pragma unroll
@@ -115,16 +117,26 @@ __global__ void shortconv_fwd_kernel(float *__restrict__ y, const float *__restr
 #pragma unroll
         for (int q = 0; q < BATCH; q++) {
             const int t = s.t0 + i0 + q;
-            if (t >= s.t1) break;
+            if (t >= s.t1) break; // (with a norm: the whole warp, one run)
 #pragma unroll
             for (int j = KW - 1; j > 0; j--) win[j] = win[j - 1];
             win[0] = xs[q];
             floats<W> o;
 #pragma unroll
             for (int k = 0; k < W; k++) o.v[k] = silu_(conv_sum<KW, W>(tap, win, k, kw));
+            norm(o, t);
             store_unit<W>(y + s.seq, (size_t)t * units + s.u, o);
         }
     }
+}
+template <int KW, int W>
+__global__ void shortconv_fwd_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
+                                     conv_plan p, int L, int C, int kw) {
+    const conv_site s = conv_site_of(p, L, C);
+    if (s.u < 0) return;
+    floats<W> tap[KW];
+    conv_taps<KW, W>(tap, w, s.u, kw);
+    conv_fwd_run<KW, W>(y, x, tap, s, C, kw, no_norm{});
 }
 // One step of the backward pass's lead position a: xw (xw[j] = x[a - j] after the shift) takes
 // x[a]; returns dpre[a] = dy[a] silu'(pre[a]) (xa, dya zeros past the sequence: dpre 0).
@@ -422,44 +434,32 @@ bool fused_l2_wanted() {
     return on;
 }
 constexpr int L2_HEAD_DIM = 128, L2_W = 4;
+// Token t's output o of this lane's head: o / |o| over the warp (the head), rstd[t's row] by lane 0.
+struct head_norm {
+    float *rstd; // this sequence's first token's row, then heads a token
+    int heads, head;
+    float eps;
+    __device__ void operator()(floats<L2_W> &o, int t) const {
+        float ss = 0;
+#pragma unroll
+        for (int k = 0; k < L2_W; k++) ss += o.v[k] * o.v[k];
+        const float r = rsqrtf(warp_sum(ss) + eps);
+#pragma unroll
+        for (int k = 0; k < L2_W; k++) o.v[k] *= r;
+        if (threadIdx.x % 32 == 0) rstd[(size_t)t * heads + head] = r;
+    }
+};
 template <int KW>
 __global__ void shortconv_l2norm_fwd_kernel(float *__restrict__ y, float *__restrict__ rstd,
                                             const float *__restrict__ x, const float *__restrict__ w, conv_plan p,
                                             int L, int C, int kw, float eps) {
     const conv_site s = conv_site_of(p, L, C);
     if (s.u < 0) return; // whole warps (C / 4 and the block's slots are multiples of 32)
-    constexpr int W = L2_W;
-    floats<W> tap[KW], win[KW];
-    conv_taps<KW, W>(tap, w, s.u, kw);
-    const int units = C / W, heads = C / L2_HEAD_DIM, head = s.u / (L2_HEAD_DIM / W);
-    const size_t row0 = s.seq / C; // the sequence's first token
-    conv_window_before<KW, W>(win, x, s, units, kw);
-#pragma unroll
-    for (int i0 = 0; i0 < RUN; i0 += BATCH) {
-        floats<W> xs[BATCH];
-#pragma unroll
-        for (int q = 0; q < BATCH; q++) {
-            const int t = s.t0 + i0 + q;
-            xs[q] = t < s.t1 ? load_unit<W>(x + s.seq, (size_t)t * units + s.u) : zero_unit<W>();
-        }
-#pragma unroll
-        for (int q = 0; q < BATCH; q++) {
-            const int t = s.t0 + i0 + q;
-            if (t >= s.t1) break; // (the whole warp: one run)
-#pragma unroll
-            for (int j = KW - 1; j > 0; j--) win[j] = win[j - 1];
-            win[0] = xs[q];
-            floats<W> o;
-            float ss = 0;
-#pragma unroll
-            for (int k = 0; k < W; k++) o.v[k] = silu_(conv_sum<KW, W>(tap, win, k, kw)), ss += o.v[k] * o.v[k];
-            const float r = rsqrtf(warp_sum(ss) + eps);
-#pragma unroll
-            for (int k = 0; k < W; k++) o.v[k] *= r;
-            store_unit<W>(y + s.seq, (size_t)t * units + s.u, o);
-            if (threadIdx.x % 32 == 0) rstd[(row0 + t) * heads + head] = r;
-        }
-    }
+    floats<L2_W> tap[KW];
+    conv_taps<KW, L2_W>(tap, w, s.u, kw);
+    const int heads = C / L2_HEAD_DIM;
+    const head_norm norm{rstd + s.seq / C * heads, heads, s.u / (L2_HEAD_DIM / L2_W), eps};
+    conv_fwd_run<KW, L2_W>(y, x, tap, s, C, kw, norm);
 }
 static void cuda_shortconv_silu_l2norm_fwd(float *y, float *rstd, const float *x, const float *w, int B, int L, int C,
                                            int kw, int head_dim, float eps) {

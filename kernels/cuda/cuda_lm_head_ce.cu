@@ -120,6 +120,18 @@ __global__ void lm_head_argmax_kernel(int32_t *out, const float *logits, int voc
     if (threadIdx.x == 0) out[blockIdx.x] = index[0] < vocab ? index[0] : 0;
 }
 
+// The forward of one chunk of rows r0 .. r0 + rows: its logits (kept in `logits`), lse, losses.
+static void chunk_forward(op_copies &weights, float *logits, float *losses, float *lse, const float *h,
+                          const float *weight, const int32_t *targets, int r0, int rows, int dim, int vocab,
+                          int ignore) {
+    {
+        op_copies chunk_copies; // (the copy of h's rows: ends with the product)
+        chunk_logits(weights, chunk_copies, logits, h, weight, r0, rows, dim, vocab);
+    }
+    lm_head_lse_kernel<<<rows, LM_THREADS>>>(losses + r0, lse + r0, logits, targets + r0, vocab, ignore);
+    CUDA_LAUNCH_CHECK();
+}
+
 static void cuda_lm_head_ce_fwd(float *losses, float *lse, const float *h, const float *weight,
                                 const int32_t *targets, int n, int dim, int vocab, int ignore, int chunk_rows) {
     check_shapes("lm_head_ce_fwd", n, dim, vocab);
@@ -127,13 +139,9 @@ static void cuda_lm_head_ce_fwd(float *losses, float *lse, const float *h, const
     const int chunk = lm_head_chunk_rows(n, vocab, chunk_rows);
     float *logits = (float *)backend->alloc(sizeof(float) * (size_t)chunk * vocab);
     op_copies weights;
-    for (int r0 = 0; r0 < n; r0 += chunk) {
-        const int rows = n - r0 < chunk ? n - r0 : chunk;
-        op_copies chunk_copies;
-        chunk_logits(weights, chunk_copies, logits, h, weight, r0, rows, dim, vocab);
-        lm_head_lse_kernel<<<rows, LM_THREADS>>>(losses + r0, lse + r0, logits, targets + r0, vocab, ignore);
-        CUDA_LAUNCH_CHECK();
-    }
+    for (int r0 = 0; r0 < n; r0 += chunk)
+        chunk_forward(weights, logits, losses, lse, h, weight, targets, r0, n - r0 < chunk ? n - r0 : chunk, dim, vocab,
+                      ignore);
     backend->free(logits);
 }
 
@@ -218,12 +226,7 @@ static void cuda_lm_head_ce_fwd_bwd(float *losses, float *lse, float *dh, float 
     op_copies weights;
     for (int r0 = 0; r0 < n; r0 += chunk) {
         const int rows = n - r0 < chunk ? n - r0 : chunk;
-        {
-            op_copies chunk_copies;
-            chunk_logits(weights, chunk_copies, logits, h, weight, r0, rows, dim, vocab);
-        }
-        lm_head_lse_kernel<<<rows, LM_THREADS>>>(losses + r0, lse + r0, logits, targets + r0, vocab, ignore);
-        CUDA_LAUNCH_CHECK();
+        chunk_forward(weights, logits, losses, lse, h, weight, targets, r0, rows, dim, vocab, ignore);
         chunk_backward(weights, logits, dlogits_h, dh, dweight, r0 == 0 ? 0.0f : 1.0f, h, weight, lse, targets, r0,
                        rows, dim, vocab, ignore, scale);
     }
