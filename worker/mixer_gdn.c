@@ -9,7 +9,7 @@ struct gdn_acts {
     float *qbar, *kbar, *vbar;        /* projections before the convolution */
     float *qn, *kn, *rq, *rk;         /* L2-normalised q, k and their 1/norm */
     float *v;                         /* v after the convolution */
-    float *blog, *alog, *beta, *g;    /* gate logits and gates [N, H] */
+    float *ablog, *beta, *g;          /* gate logits [N, 2H] (a row: a's H, then b's), gates [N, H] */
     float *o, *z, *on, *ro;           /* delta-rule output, gate input, gated-norm output, its rstd */
     float *gdr_saved;                 /* the delta rule's forward quantities for its backward (or NULL) */
     int gdr_saved_set;                /* gdr_saved allocated, at the first forward (in the step's precision) */
@@ -41,7 +41,7 @@ void gdn_alloc(struct hyla_model *m, int layer) {
     a->qn = model_alloc_floats(m, N * KD), a->kn = model_alloc_floats(m, N * KD);
     a->rq = model_alloc_floats(m, N * H), a->rk = model_alloc_floats(m, N * H);
     a->v = model_alloc_floats(m, N * VD);
-    a->blog = model_alloc_floats(m, N * H), a->alog = model_alloc_floats(m, N * H);
+    a->ablog = model_alloc_floats(m, N * 2 * H);
     a->beta = model_alloc_floats(m, N * H), a->g = model_alloc_floats(m, N * H);
     a->o = model_alloc_floats(m, N * VD), a->z = model_alloc_floats(m, N * VD);
     a->on = model_alloc_floats(m, N * VD), a->ro = model_alloc_floats(m, N * H);
@@ -68,9 +68,10 @@ void gdn_forward(struct hyla_model *m, int layer, const float *h, float *y) {
                                   1e-6f);
     be->shortconv_silu_fwd(a->v, a->vbar, layer_param(m, layer, L->v_conv), m->B, m->T, VD, kw);
 
-    be->linear_fwd(a->blog, h, layer_param(m, layer, L->b_proj), NULL, N, D, H);
-    be->linear_fwd(a->alog, h, layer_param(m, layer, L->a_proj), NULL, N, D, H);
-    be->gdn_gates_fwd(a->beta, a->g, a->blog, a->alog, layer_param(m, layer, L->A_log),
+    /* the gates' logits: a_proj and b_proj are adjacent rows of one [2H, D] weight (model_layout.c),
+     * so one product, which reads h once */
+    be->linear_fwd(a->ablog, h, layer_param(m, layer, L->a_proj), NULL, N, D, 2 * H);
+    be->gdn_gates_fwd(a->beta, a->g, a->ablog + H, a->ablog, 2 * H, layer_param(m, layer, L->A_log),
                       layer_param(m, layer, L->dt_bias), N, H);
 
     be->gdr_chunk_fwd(a->o, NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL, 1.0f / sqrtf((float)dk), m->B, m->T, H,
@@ -106,13 +107,13 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
     be->gdr_chunk_bwd(S[1], S[4], S[5], S[6], S[7], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
                       1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv, a->gdr_saved);
 
-    /* gates (d b-logits and d a-logits, [N, H] each, share S2) and their projections: dh written */
-    float *dblog = S[2], *dalog = S[2] + (size_t)N * H;
-    be->gdn_gates_bwd(dblog, dalog, layer_grad(m, layer, L->A_log), layer_grad(m, layer, L->dt_bias), S[6], S[7],
-                      a->blog, a->alog, layer_param(m, layer, L->A_log), layer_param(m, layer, L->dt_bias), N, H);
-    be->linear_bwd(dh, layer_grad(m, layer, L->b_proj), NULL, dblog, h, layer_param(m, layer, L->b_proj), N, D, H);
-    be->linear_bwd_accumulate(dh, layer_grad(m, layer, L->a_proj), NULL, dalog, h, layer_param(m, layer, L->a_proj),
-                              N, D, H);
+    /* gates (the logits' gradients [N, 2H] in S2, a row [d a | d b]) and their one projection:
+     * dh written */
+    float *dablog = S[2];
+    be->gdn_gates_bwd(dablog + H, dablog, layer_grad(m, layer, L->A_log), layer_grad(m, layer, L->dt_bias), S[6], S[7],
+                      a->ablog + H, a->ablog, 2 * H, layer_param(m, layer, L->A_log),
+                      layer_param(m, layer, L->dt_bias), N, H);
+    be->linear_bwd(dh, layer_grad(m, layer, L->a_proj), NULL, dablog, h, layer_param(m, layer, L->a_proj), N, D, 2 * H);
 
     /* L2 norms and convolutions: S1 = d qbar, S4 = d kbar, S6 = d vbar (S2 in between) */
     be->l2norm_bwd(S[2], S[1], a->qn, a->rq, N * H, dk);

@@ -35,8 +35,10 @@ static void add_gdn(struct hyla_model_layout *lay, const struct hyla_model_confi
     L->q_proj = add_layer_param(t, l, "attn.q_proj.weight", 2, SHAPE(KD, D), HYLA_INIT_NORMAL, std);
     L->k_proj = add_layer_param(t, l, "attn.k_proj.weight", 2, SHAPE(KD, D), HYLA_INIT_NORMAL, std);
     L->v_proj = add_layer_param(t, l, "attn.v_proj.weight", 2, SHAPE(VD, D), HYLA_INIT_NORMAL, std);
+    /* a_proj then b_proj, adjacent: the mixer reads them as one [2H, D] weight (mixer_gdn.c) */
     L->a_proj = add_layer_param(t, l, "attn.a_proj.weight", 2, SHAPE(H, D), HYLA_INIT_NORMAL, std);
     L->b_proj = add_layer_param(t, l, "attn.b_proj.weight", 2, SHAPE(H, D), HYLA_INIT_NORMAL, std);
+    HYLA_ASSERT(L->b_proj == L->a_proj + (size_t)H * D);
     L->A_log = add_layer_param(t, l, "attn.A_log", 1, SHAPE(H), HYLA_INIT_A_LOG, 0);
     L->dt_bias = add_layer_param(t, l, "attn.dt_bias", 1, SHAPE(H), HYLA_INIT_DT_BIAS, 0);
     const int kw = cfg->conv_size;

@@ -115,14 +115,14 @@ void K(l2norm_bwd)(REAL *dx, const REAL *dy, const REAL *y, const REAL *rstd, in
 
 /* ---- gates: beta = sigmoid(b), g = -exp(A_log) softplus(a + dt_bias) ------------------- */
 
-void K(gdn_gates_fwd)(REAL *beta, REAL *g, const REAL *b_logits, const REAL *a_logits, const REAL *A_log,
+void K(gdn_gates_fwd)(REAL *beta, REAL *g, const REAL *b_logits, const REAL *a_logits, int ld, const REAL *A_log,
                       const REAL *dt_bias, int rows, int H) {
 #pragma omp parallel for schedule(static)
     for (int row = 0; row < rows; row++) {
         for (int h = 0; h < H; h++) {
-            size_t i = (size_t)row * H + h;
-            beta[i] = real_sigmoid(b_logits[i]);
-            g[i] = -exp(A_log[h]) * real_softplus(a_logits[i] + dt_bias[h]);
+            size_t i = (size_t)row * H + h, li = (size_t)row * ld + h;
+            beta[i] = real_sigmoid(b_logits[li]);
+            g[i] = -exp(A_log[h]) * real_softplus(a_logits[li] + dt_bias[h]);
         }
     }
 }
@@ -131,15 +131,15 @@ void K(gdn_gates_fwd)(REAL *beta, REAL *g, const REAL *b_logits, const REAL *a_l
 static REAL softplus_grad(REAL x) { return x > (REAL)20 ? (REAL)1 : real_sigmoid(x); }
 
 void K(gdn_gates_bwd)(REAL *db_logits, REAL *da_logits, REAL *dA_log, REAL *ddt_bias, const REAL *dbeta,
-                      const REAL *dg, const REAL *b_logits, const REAL *a_logits, const REAL *A_log,
+                      const REAL *dg, const REAL *b_logits, const REAL *a_logits, int ld, const REAL *A_log,
                       const REAL *dt_bias, int rows, int H) {
 #pragma omp parallel for schedule(static)
     for (int row = 0; row < rows; row++) {
         for (int h = 0; h < H; h++) {
-            size_t i = (size_t)row * H + h;
-            REAL s = real_sigmoid(b_logits[i]);
-            db_logits[i] = dbeta[i] * s * ((REAL)1 - s);
-            da_logits[i] = -dg[i] * exp(A_log[h]) * softplus_grad(a_logits[i] + dt_bias[h]);
+            size_t i = (size_t)row * H + h, li = (size_t)row * ld + h;
+            REAL s = real_sigmoid(b_logits[li]);
+            db_logits[li] = dbeta[i] * s * ((REAL)1 - s);
+            da_logits[li] = -dg[i] * exp(A_log[h]) * softplus_grad(a_logits[li] + dt_bias[h]);
         }
     }
     /* Per-head sums over rows in row order: ddt_bias = sum da, dA_log = sum dg * g. */
@@ -147,9 +147,9 @@ void K(gdn_gates_bwd)(REAL *db_logits, REAL *da_logits, REAL *dA_log, REAL *ddt_
     for (int h = 0; h < H; h++) {
         REAL sa = 0, sg = 0;
         for (int row = 0; row < rows; row++) {
-            size_t i = (size_t)row * H + h;
-            sa += da_logits[i];
-            sg += dg[i] * (-exp(A_log[h]) * real_softplus(a_logits[i] + dt_bias[h]));
+            size_t i = (size_t)row * H + h, li = (size_t)row * ld + h;
+            sa += da_logits[li];
+            sg += dg[i] * (-exp(A_log[h]) * real_softplus(a_logits[li] + dt_bias[h]));
         }
         ddt_bias[h] += sa;
         dA_log[h] += sg;

@@ -483,52 +483,54 @@ static void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const fl
 }
 
 // ---- gates --------------------------------------------------------------------------------
-__global__ void gates_fwd_kernel(float *beta, float *g, const float *bl, const float *al, const float *A_log,
+// e over [rows, H]; the logits (and their gradients) at row stride ld: element (e / H) ld + h.
+__global__ void gates_fwd_kernel(float *beta, float *g, const float *bl, const float *al, int ld, const float *A_log,
                                  const float *dt_bias, int rows, int H) {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= (size_t)rows * H) return;
-    int h = (int)(e % H);
-    beta[e] = sigmoid_(bl[e]);
-    g[e] = -expf(A_log[h]) * softplus_(al[e] + dt_bias[h]);
+    const int h = (int)(e % H);
+    const size_t le = e / H * ld + h;
+    beta[e] = sigmoid_(bl[le]);
+    g[e] = -expf(A_log[h]) * softplus_(al[le] + dt_bias[h]);
 }
 __global__ void gates_bwd_kernel(float *dbl, float *dal, const float *dbeta, const float *dg, const float *bl,
-                                 const float *al, const float *A_log, const float *dt_bias, int rows, int H) {
+                                 const float *al, int ld, const float *A_log, const float *dt_bias, int rows, int H) {
     size_t e = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     if (e >= (size_t)rows * H) return;
-    int h = (int)(e % H);
-    float s = sigmoid_(bl[e]), z = al[e] + dt_bias[h];
-    dbl[e] = dbeta[e] * s * (1.0f - s);
-    dal[e] = -dg[e] * expf(A_log[h]) * (z > 20.0f ? 1.0f : sigmoid_(z));
+    const int h = (int)(e % H);
+    const size_t le = e / H * ld + h;
+    float s = sigmoid_(bl[le]), z = al[le] + dt_bias[h];
+    dbl[le] = dbeta[e] * s * (1.0f - s);
+    dal[le] = -dg[e] * expf(A_log[h]) * (z > 20.0f ? 1.0f : sigmoid_(z));
 }
 // per head, summed over rows: ddt_bias += sum da; dA_log += sum dg * g
 struct dt_bias_term {
     const float *dal;
-    int H;
-    __device__ float operator()(int r, int h) const { return dal[(size_t)r * H + h]; }
+    int ld;
+    __device__ float operator()(int r, int h) const { return dal[(size_t)r * ld + h]; }
 };
 struct A_log_term {
     const float *dg, *al, *A_log, *dt_bias;
-    int H;
+    int ld, H;
     __device__ float operator()(int r, int h) const {
-        const size_t e = (size_t)r * H + h;
-        return dg[e] * (-expf(A_log[h]) * softplus_(al[e] + dt_bias[h]));
+        return dg[(size_t)r * H + h] * (-expf(A_log[h]) * softplus_(al[(size_t)r * ld + h] + dt_bias[h]));
     }
 };
-static void cuda_gdn_gates_fwd(float *beta, float *g, const float *bl, const float *al, const float *A_log,
+static void cuda_gdn_gates_fwd(float *beta, float *g, const float *bl, const float *al, int ld, const float *A_log,
                                const float *dt_bias, int rows, int H) {
     if ((size_t)rows * H == 0) return;
-    gates_fwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(beta, g, bl, al, A_log, dt_bias, rows, H);
+    gates_fwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(beta, g, bl, al, ld, A_log, dt_bias, rows, H);
     CUDA_LAUNCH_CHECK();
 }
 static void cuda_gdn_gates_bwd(float *dbl, float *dal, float *dA_log, float *ddt_bias, const float *dbeta,
-                               const float *dg, const float *bl, const float *al, const float *A_log,
+                               const float *dg, const float *bl, const float *al, int ld, const float *A_log,
                                const float *dt_bias, int rows, int H) {
     if ((size_t)rows * H == 0) return;
-    gates_bwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(dbl, dal, dbeta, dg, bl, al, A_log, dt_bias,
-                                                                         rows, H);
+    gates_bwd_kernel<<<blocks_for((size_t)rows * H, THREADS), THREADS>>>(dbl, dal, dbeta, dg, bl, al, ld, A_log,
+                                                                         dt_bias, rows, H);
     CUDA_LAUNCH_CHECK();
-    column_sum_add(ddt_bias, rows, H, dt_bias_term{dal, H});
-    column_sum_add(dA_log, rows, H, A_log_term{dg, al, A_log, dt_bias, H});
+    column_sum_add(ddt_bias, rows, H, dt_bias_term{dal, ld});
+    column_sum_add(dA_log, rows, H, A_log_term{dg, al, A_log, dt_bias, ld, H});
 }
 
 // ---- gated RMSNorm ------------------------------------------------------------------------

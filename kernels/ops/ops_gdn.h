@@ -20,13 +20,16 @@ HYLA_OP(void, shortconv_silu_l2norm_fwd, (REAL *y, REAL *rstd, const REAL *x, co
 /* dx = rstd * (dy - <dy, y> y). */
 HYLA_OP(void, l2norm_bwd, (REAL *dx, const REAL *dy, const REAL *y, const REAL *rstd, int rows, int dim))
 
-/* Gates per token and head, rows = B*L, [rows, H] layouts:
+/* Gates per token and head, rows = B*L: beta, g (and dbeta, dg) [rows, H]; the logits and
+ * their gradients [rows] of H at row stride ld >= H (the model makes a's and b's logits in one
+ * product, a row [a | b]: ld = 2H):
  *   beta = sigmoid(b_logit);  g = -exp(A_log[h]) * softplus(a_logit + dt_bias[h]). */
-HYLA_OP(void, gdn_gates_fwd, (REAL *beta, REAL *g, const REAL *b_logits, const REAL *a_logits, const REAL *A_log,
-                              const REAL *dt_bias, int rows, int H))
-/* db_logits, da_logits written; dA_log, ddt_bias accumulated. */
+HYLA_OP(void, gdn_gates_fwd, (REAL *beta, REAL *g, const REAL *b_logits, const REAL *a_logits, int ld,
+                              const REAL *A_log, const REAL *dt_bias, int rows, int H))
+/* db_logits, da_logits written (row stride ld, the rest of a row untouched); dA_log, ddt_bias
+ * accumulated. */
 HYLA_OP(void, gdn_gates_bwd, (REAL *db_logits, REAL *da_logits, REAL *dA_log, REAL *ddt_bias, const REAL *dbeta,
-                              const REAL *dg, const REAL *b_logits, const REAL *a_logits, const REAL *A_log,
+                              const REAL *dg, const REAL *b_logits, const REAL *a_logits, int ld, const REAL *A_log,
                               const REAL *dt_bias, int rows, int H))
 
 /* Gated delta rule (MODEL.md §3.2 step 5), state S [dim_k, dim_v] per (b, h):

@@ -396,18 +396,20 @@ static void test_gdn_parts(void) {
         free_pairs(cl, 4);
     }
 
-    /* a-logits up to 30: the softplus's linear branch above 20 is exercised */
-    struct pair bl = rand_pair((size_t)ROWS * H, -4, 4), al = rand_pair((size_t)ROWS * H, -10, 30);
+    /* a-logits up to 30: the softplus's linear branch above 20 is exercised; the logits and
+     * their gradients at a row stride LD > H (the model's is 2H) */
+    enum { LD = H + 3 };
+    struct pair bl = rand_pair((size_t)ROWS * LD, -4, 4), al = rand_pair((size_t)ROWS * LD, -10, 30);
     struct pair A = rand_pair(H, -1, 2), dt = rand_pair(H, -3, 0), beta = zero_pair((size_t)ROWS * H);
     struct pair g = zero_pair((size_t)ROWS * H), dbeta = rand_pair((size_t)ROWS * H, -1, 1);
-    struct pair dg = rand_pair((size_t)ROWS * H, -1, 1), dbl = zero_pair((size_t)ROWS * H);
-    struct pair dal = zero_pair((size_t)ROWS * H), dA = rand_pair(H, -1, 1), ddt = rand_pair(H, -1, 1);
-    cpu_f32_gdn_gates_fwd(beta.h, g.h, bl.h, al.h, A.h, dt.h, ROWS, H);
-    gpu->gdn_gates_fwd(beta.d, g.d, bl.d, al.d, A.d, dt.d, ROWS, H);
+    struct pair dg = rand_pair((size_t)ROWS * H, -1, 1), dbl = zero_pair((size_t)ROWS * LD);
+    struct pair dal = zero_pair((size_t)ROWS * LD), dA = rand_pair(H, -1, 1), ddt = rand_pair(H, -1, 1);
+    cpu_f32_gdn_gates_fwd(beta.h, g.h, bl.h, al.h, LD, A.h, dt.h, ROWS, H);
+    gpu->gdn_gates_fwd(beta.d, g.d, bl.d, al.d, LD, A.d, dt.d, ROWS, H);
     check_pair("gdn_gates_fwd beta", beta);
     check_pair("gdn_gates_fwd g (softplus both branches)", g);
-    cpu_f32_gdn_gates_bwd(dbl.h, dal.h, dA.h, ddt.h, dbeta.h, dg.h, bl.h, al.h, A.h, dt.h, ROWS, H);
-    gpu->gdn_gates_bwd(dbl.d, dal.d, dA.d, ddt.d, dbeta.d, dg.d, bl.d, al.d, A.d, dt.d, ROWS, H);
+    cpu_f32_gdn_gates_bwd(dbl.h, dal.h, dA.h, ddt.h, dbeta.h, dg.h, bl.h, al.h, LD, A.h, dt.h, ROWS, H);
+    gpu->gdn_gates_bwd(dbl.d, dal.d, dA.d, ddt.d, dbeta.d, dg.d, bl.d, al.d, LD, A.d, dt.d, ROWS, H);
     check_pair("gdn_gates_bwd db_logits", dbl);
     check_pair("gdn_gates_bwd da_logits", dal);
     check_pair("gdn_gates_bwd dA_log (accumulated)", dA);

@@ -1,6 +1,7 @@
 /* GDN gates beta = sigmoid(b), g = -exp(A_log) softplus(a + dt_bias): forward against the
  * formula, backward against finite differences in double (db, da, dA_log, dt_bias with
- * accumulation), the softplus linear branch, fp32 against double, determinism. */
+ * accumulation), the softplus linear branch, fp32 against double, determinism; the logits
+ * at a row stride (the model's [a | b] rows, ld = 2H) against the packed layout. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,7 @@ struct ctx {
 /* loss = <pb, beta> + <pg, g>: both outputs. */
 static double loss(void *p) {
     struct ctx *c = p;
-    cpu_f64_gdn_gates_fwd(c->beta, c->g, c->b, c->a, c->A_log, c->dt_bias, ROWS, H);
+    cpu_f64_gdn_gates_fwd(c->beta, c->g, c->b, c->a, H, c->A_log, c->dt_bias, ROWS, H);
     return dot_f64(c->pb, c->beta, N) + dot_f64(c->pg, c->g, N);
 }
 
@@ -46,7 +47,7 @@ static void test_backward(void) {
     fill_uniform_f64(dA0, H, -1, 1, 7);
     fill_uniform_f64(dt0, H, -1, 1, 8);
     for (int h = 0; h < H; h++) dA[h] = dA0[h], dt[h] = dt0[h];
-    cpu_f64_gdn_gates_bwd(db, da, dA, dt, c.pb, c.pg, c.b, c.a, c.A_log, c.dt_bias, ROWS, H);
+    cpu_f64_gdn_gates_bwd(db, da, dA, dt, c.pb, c.pg, c.b, c.a, H, c.A_log, c.dt_bias, ROWS, H);
     for (int h = 0; h < H; h++) dAg[h] = dA[h] - dA0[h], dtg[h] = dt[h] - dt0[h];
     fd_check("gdn_gates db_logits", c.b, N, db, loss, &c, 1e-5);
     fd_check("gdn_gates da_logits", c.a, N, da, loss, &c, 1e-5);
@@ -57,9 +58,9 @@ static void test_backward(void) {
 /* Above 20 softplus is the identity (PyTorch's threshold), with derivative 1. */
 static void test_softplus_branch(void) {
     double b = 0, a = 24, A_log = 0.5, dt = 1, beta, g, dbeta = 0, dg = 1.5, db, da, dA = 0, ddt = 0;
-    cpu_f64_gdn_gates_fwd(&beta, &g, &b, &a, &A_log, &dt, 1, 1);
+    cpu_f64_gdn_gates_fwd(&beta, &g, &b, &a, 1, &A_log, &dt, 1, 1);
     check_le("gdn_gates softplus branch: g = -exp(A_log) (a + dt_bias)", fabs(g + exp(0.5) * 25) / fabs(g), 1e-15);
-    cpu_f64_gdn_gates_bwd(&db, &da, &dA, &ddt, &dbeta, &dg, &b, &a, &A_log, &dt, 1, 1);
+    cpu_f64_gdn_gates_bwd(&db, &da, &dA, &ddt, &dbeta, &dg, &b, &a, 1, &A_log, &dt, 1, 1);
     check_le("gdn_gates softplus branch: da = -dg exp(A_log)", fabs(da + 1.5 * exp(0.5)) / fabs(da), 1e-15);
 }
 
@@ -74,10 +75,10 @@ static void test_fp32(void) {
     copy_f64_to_f32(dtbf, dtb, H), copy_f64_to_f32(dbetaf, dbeta, N), copy_f64_to_f32(dgf, dg, N);
     copy_f32_to_f64(b, bf, N), copy_f32_to_f64(a, af, N), copy_f32_to_f64(Al, Alf, H);
     copy_f32_to_f64(dtb, dtbf, H), copy_f32_to_f64(dbeta, dbetaf, N), copy_f32_to_f64(dg, dgf, N);
-    cpu_f64_gdn_gates_fwd(beta, g, b, a, Al, dtb, ROWS, H);
-    cpu_f64_gdn_gates_bwd(db, da, dA, ddt, dbeta, dg, b, a, Al, dtb, ROWS, H);
-    cpu_f32_gdn_gates_fwd(betaf, gf, bf, af, Alf, dtbf, ROWS, H);
-    cpu_f32_gdn_gates_bwd(dbf, daf, dAf, ddtf, dbetaf, dgf, bf, af, Alf, dtbf, ROWS, H);
+    cpu_f64_gdn_gates_fwd(beta, g, b, a, H, Al, dtb, ROWS, H);
+    cpu_f64_gdn_gates_bwd(db, da, dA, ddt, dbeta, dg, b, a, H, Al, dtb, ROWS, H);
+    cpu_f32_gdn_gates_fwd(betaf, gf, bf, af, H, Alf, dtbf, ROWS, H);
+    cpu_f32_gdn_gates_bwd(dbf, daf, dAf, ddtf, dbetaf, dgf, bf, af, H, Alf, dtbf, ROWS, H);
     double t[N];
     copy_f32_to_f64(t, betaf, N);
     check_le("gdn_gates fp32 vs double (same rounded inputs): beta", rel_err_f64(t, beta, N), 1e-6);
@@ -91,15 +92,38 @@ static void test_fp32(void) {
     check_le("gdn_gates fp32 vs double (same rounded inputs): dA_log", rel_err_f64(t, dA, H), 1e-6);
     copy_f32_to_f64(t, ddtf, H);
     check_le("gdn_gates fp32 vs double (same rounded inputs): ddt_bias", rel_err_f64(t, ddt, H), 1e-6);
-    cpu_f32_gdn_gates_fwd(betaf, gf2, bf, af, Alf, dtbf, ROWS, H);
-    cpu_f32_gdn_gates_bwd(dbf2, daf2, dAf2, ddtf2, dbetaf, dgf, bf, af, Alf, dtbf, ROWS, H);
+    cpu_f32_gdn_gates_fwd(betaf, gf2, bf, af, H, Alf, dtbf, ROWS, H);
+    cpu_f32_gdn_gates_bwd(dbf2, daf2, dAf2, ddtf2, dbetaf, dgf, bf, af, H, Alf, dtbf, ROWS, H);
     check_bitwise_equal("gdn_gates fp32 forward is deterministic", gf, gf2, sizeof gf);
     check_bitwise_equal("gdn_gates fp32 backward da is deterministic", daf, daf2, sizeof daf);
     check_bitwise_equal("gdn_gates fp32 backward dA_log is deterministic", dAf, dAf2, sizeof dAf);
     check_bitwise_equal("gdn_gates fp32 backward ddt_bias is deterministic", ddtf, ddtf2, sizeof ddtf);
 }
 
+/* The model's layout: a row [a's H | b's H] (ld 2H): the packed layout's values, bit for bit,
+ * the gradients written into the same slots. */
+static void test_strided(void) {
+    double b[N], a[N], Al[H], dtb[H], dbeta[N], dg[N], beta[N], g[N], db[N], da[N], dA[H] = {0}, ddt[H] = {0};
+    double ab[2 * N], beta2[N], g2[N], dab[2 * N], dA2[H] = {0}, ddt2[H] = {0};
+    fill_uniform_f64(b, N, -3, 3, 21), fill_uniform_f64(a, N, -3, 3, 22);
+    fill_uniform_f64(Al, H, 0, 2.7, 23), fill_uniform_f64(dtb, H, -1, 1, 24);
+    fill_uniform_f64(dbeta, N, -1, 1, 25), fill_uniform_f64(dg, N, -1, 1, 26);
+    for (int r = 0; r < ROWS; r++)
+        for (int h = 0; h < H; h++) ab[r * 2 * H + h] = a[r * H + h], ab[r * 2 * H + H + h] = b[r * H + h];
+    cpu_f64_gdn_gates_fwd(beta, g, b, a, H, Al, dtb, ROWS, H);
+    cpu_f64_gdn_gates_bwd(db, da, dA, ddt, dbeta, dg, b, a, H, Al, dtb, ROWS, H);
+    cpu_f64_gdn_gates_fwd(beta2, g2, ab + H, ab, 2 * H, Al, dtb, ROWS, H);
+    cpu_f64_gdn_gates_bwd(dab + H, dab, dA2, ddt2, dbeta, dg, ab + H, ab, 2 * H, Al, dtb, ROWS, H);
+    int same = !memcmp(beta, beta2, sizeof beta) && !memcmp(g, g2, sizeof g) && !memcmp(dA, dA2, sizeof dA) &&
+               !memcmp(ddt, ddt2, sizeof ddt);
+    for (int r = 0; r < ROWS; r++)
+        for (int h = 0; h < H; h++)
+            same &= dab[r * 2 * H + h] == da[r * H + h] && dab[r * 2 * H + H + h] == db[r * H + h];
+    check_true("gdn_gates with the logits in [a | b] rows (ld 2H): the packed layout's bits", same);
+}
+
 int main(void) {
+    test_strided();
     test_backward();
     test_softplus_branch();
     test_fp32();

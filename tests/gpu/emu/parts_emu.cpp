@@ -205,21 +205,26 @@ static void gated_rmsnorm(int rows, int dim) {
     });
 }
 
+// The logits as the model lays them out: a row [a's H | b's H] (row stride 2H), the gradients
+// the same way (every slot written: a NaN left over fails).
 static void gates(int rows, int H) {
     printf("gates rows=%d H=%d:", rows, H);
     const size_t n = (size_t)rows * H;
-    // a-logits up to 30: the softplus's linear branch above 20 is taken
-    const vec bl = rv(n, -4, 4), al = rv(n, -10, 30), A = rv(H, -1, 2), dt = rv(H, -3, 0);
+    vec ab(2 * n); // a-logits up to 30: the softplus's linear branch above 20 is taken
+    for (size_t r = 0; r < (size_t)rows; r++)
+        for (int h = 0; h < H; h++) ab[r * 2 * H + h] = rnd(-10, 30), ab[r * 2 * H + H + h] = rnd(-4, 4);
+    const vec A = rv(H, -1, 2), dt = rv(H, -3, 0);
     const vec dbeta = rv(n, -1, 1), dg = rv(n, -1, 1), dA0 = rv(H, -1, 1), ddt0 = rv(H, -1, 1);
-    vec beta(n), g(n), dbl(n), dal(n), dA = dA0, ddt = ddt0;
-    vec gbeta = nans(n), gg = nans(n), gdbl = nans(n), gdal = nans(n), gdA = dA0, gddt = ddt0;
-    cpu_f32_gdn_gates_fwd(beta.data(), g.data(), bl.data(), al.data(), A.data(), dt.data(), rows, H);
-    cpu_f32_gdn_gates_bwd(dbl.data(), dal.data(), dA.data(), ddt.data(), dbeta.data(), dg.data(), bl.data(), al.data(),
+    vec beta(n), g(n), dab(2 * n), dA = dA0, ddt = ddt0;
+    vec gbeta = nans(n), gg = nans(n), gdab = nans(2 * n), gdA = dA0, gddt = ddt0;
+    const float *a = ab.data(), *b = ab.data() + H;
+    cpu_f32_gdn_gates_fwd(beta.data(), g.data(), b, a, 2 * H, A.data(), dt.data(), rows, H);
+    cpu_f32_gdn_gates_bwd(dab.data() + H, dab.data(), dA.data(), ddt.data(), dbeta.data(), dg.data(), b, a, 2 * H,
                           A.data(), dt.data(), rows, H);
-    GPU(gdn_gates_fwd)(gbeta.data(), gg.data(), bl.data(), al.data(), A.data(), dt.data(), rows, H);
-    GPU(gdn_gates_bwd)(gdbl.data(), gdal.data(), gdA.data(), gddt.data(), dbeta.data(), dg.data(), bl.data(),
-                       al.data(), A.data(), dt.data(), rows, H);
-    check_vec("beta", gbeta, beta), check_vec("g", gg, g), check_vec("db", gdbl, dbl), check_vec("da", gdal, dal);
+    GPU(gdn_gates_fwd)(gbeta.data(), gg.data(), b, a, 2 * H, A.data(), dt.data(), rows, H);
+    GPU(gdn_gates_bwd)(gdab.data() + H, gdab.data(), gdA.data(), gddt.data(), dbeta.data(), dg.data(), b, a, 2 * H,
+                       A.data(), dt.data(), rows, H);
+    check_vec("beta", gbeta, beta), check_vec("g", gg, g), check_vec("da|db", gdab, dab);
     check_vec("dA_log(acc)", gdA, dA), check_vec("ddt_bias(acc)", gddt, ddt);
 }
 
