@@ -25,7 +25,8 @@ void qkv_forward(struct hyla_model *m, int layer, const float *h, float *q, floa
 void qkv_rope_backward(struct hyla_model *m, float *dq, float *dk, int dk_final) {
     const struct hyla_model_layout *lay = &m->lay;
     const float theta = (float)model_rope_theta(m);
-    const size_t N = (size_t)m->B * m->T, nq = N * lay->att_q_heads * lay->att_dim, nk = N * lay->att_kv_heads * lay->att_dim;
+    const size_t N = (size_t)m->B * m->T;
+    const size_t nq = N * lay->att_q_heads * lay->att_dim, nk = N * lay->att_kv_heads * lay->att_dim;
     expect_activation(m, dq, nq);
     m->be->rope_bwd(dq, dq, m->B, m->T, lay->att_q_heads, lay->att_dim, theta, 0);
     hold_activation(m, dq, nq);

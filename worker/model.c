@@ -237,7 +237,10 @@ void model_forward(struct hyla_model *m, const int32_t *inputs, const int32_t *t
     /* LM head + cross-entropy by chunks of rows: the [N, V] logits are never stored */
     const int valid = count_valid(targets, N);
     if (m->backward_follows) { /* and its backward, from the same logits */
-        if (!m->dh_final) m->dh_final = model_alloc_floats(m, (size_t)N * D), m->dw_head = model_alloc_floats(m, (size_t)V * D);
+        if (!m->dh_final) {
+            m->dh_final = model_alloc_floats(m, (size_t)N * D);
+            m->dw_head = model_alloc_floats(m, (size_t)V * D);
+        }
         be->lm_head_ce_fwd_bwd(m->losses, m->lse, m->dh_final, m->dw_head, m->h_final, lm_head_weight(m), m->targets, N,
                                D, V, HYLA_IGNORE_INDEX, valid, (float)m->dloss, 0);
     } else {

@@ -924,7 +924,8 @@ static void produce(enum producer p, float *y, const struct producer_inputs *in)
 static void test_copies_at_source(int rows, int cols) {
     const size_t n = (size_t)rows * cols;
     const int out = 384;
-    float *hx = host_rand(n, -2, 2), *hw = host_rand((size_t)cols, 0.5f, 1.5f), *hW = host_rand((size_t)out * cols, -0.2f, 0.2f);
+    float *hx = host_rand(n, -2, 2), *hw = host_rand((size_t)cols, 0.5f, 1.5f);
+    float *hW = host_rand((size_t)out * cols, -0.2f, 0.2f);
     struct producer_inputs in = {dev_copy(hx, n), NULL, NULL, dev_copy(hw, (size_t)cols), NULL, NULL, NULL, NULL, NULL,
                                  rows, cols};
     float *hz = host_rand(n, -2, 2), *hdy = host_rand(n, -1, 1), *hwc = host_rand((size_t)cols * 4, -1, 1);

@@ -191,9 +191,11 @@ static void test_backward_fd(struct hyla_lte_router_shape s, int B, int L, doubl
      * dparams and onto dk, dv (there, the attention's share in the model). */
     router_loss(&c); /* fd_check left acts at a perturbed point */
     double *dp2 = alloc_f64(c.np), *dk2 = alloc_f64(c.nkv), *dv2 = alloc_f64(c.nkv);
-    memset(dparams, 0, c.np * sizeof(double)), memset(dk, 0, c.nkv * sizeof(double)), memset(dv, 0, c.nkv * sizeof(double));
+    memset(dparams, 0, c.np * sizeof(double));
+    memset(dk, 0, c.nkv * sizeof(double)), memset(dv, 0, c.nkv * sizeof(double));
     cpu_f64_lte_router_bwd(dk, dv, dparams, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
-    memcpy(dp2, dparams, c.np * sizeof(double)), memcpy(dk2, dk, c.nkv * sizeof(double)), memcpy(dv2, dv, c.nkv * sizeof(double));
+    memcpy(dp2, dparams, c.np * sizeof(double));
+    memcpy(dk2, dk, c.nkv * sizeof(double)), memcpy(dv2, dv, c.nkv * sizeof(double));
     cpu_f64_lte_router_bwd(dk2, dv2, dp2, c.proj, c.k, c.v, c.params, c.acts, &s, B, L, p, DROPOUT_KEYS);
     for (size_t i = 0; i < c.np; i++) dparams[i] *= 2;
     for (size_t i = 0; i < c.nkv; i++) dk[i] *= 2, dv[i] *= 2;

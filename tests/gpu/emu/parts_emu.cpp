@@ -242,7 +242,8 @@ static void rope(int B, int L, int H, int d, int pos0) {
     check_vec("y", gy, y), check_vec("dx", gdx, dx), check_vec("y(in place)", inplace, y);
     // y with its bf16 copy beside it (q and k), also in place (q); from x misaligned (scalar)
     with_copy("rope_fwd", nans(n), gy, 0, n, [&](float *o) { GPU(rope_fwd)(o, x.data(), B, L, H, d, 10000.0f, pos0); });
-    with_copy("rope_fwd (in place)", x, inplace, 0, n, [&](float *o) { GPU(rope_fwd)(o, o, B, L, H, d, 10000.0f, pos0); });
+    with_copy("rope_fwd (in place)", x, inplace, 0, n,
+              [&](float *o) { GPU(rope_fwd)(o, o, B, L, H, d, 10000.0f, pos0); });
     vec shifted(n + 1), gy1 = nans(n + 1);
     memcpy(shifted.data() + 1, x.data(), n * sizeof(float));
     GPU(rope_fwd)(gy1.data() + 1, shifted.data() + 1, B, L, H, d, 10000.0f, pos0);

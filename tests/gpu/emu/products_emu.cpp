@@ -289,7 +289,9 @@ static void lm_head(int n, int dim, int vocab, int chunk) {
                        valid, 0.7f, chunk);
     gpu.lm_head_ce_fwd_bwd(fl.data(), flse.data(), fdh.data(), fdw.data(), h.data(), w.data(), targets.data(), n, dim,
                            vocab, -100, valid, 0.7f, chunk);
-    auto same = [](const vec &a, const vec &b) { return a.size() == b.size() && !memcmp(a.data(), b.data(), a.size() * 4); };
+    auto same = [](const vec &a, const vec &b) {
+        return a.size() == b.size() && !memcmp(a.data(), b.data(), a.size() * sizeof(float));
+    };
     const bool ok = same(fl, glosses) && same(flse, glse) && same(fdh, gdh) && same(fdw, zero_dw);
     printf(" fwd_bwd %s", ok ? "same bits" : "(FAIL: not the two ops' bits)");
     bad += !ok;
