@@ -15,6 +15,7 @@
 
 #include "backend_cuda.h"
 #include "cuda_lte_router.cuh"
+#include "cuda_lte_router_plan.cuh"
 #include "cuda_switch.h"
 
 // HYLA_ROUTER_TAPS=1 takes the per-tap form for every shape, =0 the fused kernels where the
@@ -88,11 +89,12 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
                                 const float *v, const float *params, const float *acts,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p,
                                 const uint64_t *keys) {
+    fused::weight_stage stage; // the rows' launches share one staging of the weights
     by_row_groups(
         shape, B, L, p, keys, BWD_ROWS,
         [&](const router_rows &at, const router_dims &r) {
             return fused::backward(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,
-                                   acts + at.acts, r, mma_on(true));
+                                   acts + at.acts, r, mma_on(true), stage);
         },
         [&](const router_rows &at, const router_dims &r) {
             taps_router_bwd(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,

@@ -101,8 +101,9 @@ void taps_router_bwd(float *dk, float *dv, float *dparams, const float *dscore, 
 namespace fused {
 bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r,
              bool mma);
+struct weight_stage; // the backward's staged weights, kept across an op call's row launches
 bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
-              const float *params, const float *acts, const router_dims &r, bool mma);
+              const float *params, const float *acts, const router_dims &r, bool mma, weight_stage &stage);
 } // namespace fused
 
 #endif

@@ -934,13 +934,22 @@ bool forward(float *score, float *acts, const float *k, const float *v, const fl
     return true;
 }
 
+weight_stage::~weight_stage() {
+    if (wt) CUDA_CHECK(cudaFreeAsync(wt, 0)); // after the launches queued
+}
+
 bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
-              const float *params, const float *acts, const router_dims &r, bool mma) {
+              const float *params, const float *acts, const router_dims &r, bool mma, weight_stage &stage) {
     bwd_plan pl;
     if (r.B < 1 || r.L < 1) return false;
     mma = mma && backward_plan(&pl, r, true);
     if (!mma && !backward_plan(&pl, r, false)) return false;
-    float *wt = staged_weights(pl.prod, params, r), *partial = NULL;
+    if (!stage.wt || stage.rows != r.B) { // (another plan: stage again)
+        if (stage.wt) CUDA_CHECK(cudaFreeAsync(stage.wt, 0));
+        stage.wt = staged_weights(pl.prod, params, r), stage.rows = r.B;
+    }
+    const float *wt = stage.wt;
+    float *partial = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * pl.slot_floats * r.B * r.H * pl.segs, 0));
     const size_t bytes = bwd_smem(pl);
     const dim3 grid(pl.segs, r.H, r.B);
@@ -954,7 +963,6 @@ bool backward(float *dk, float *dv, float *dparams, const float *dscore, const f
     CUDA_LAUNCH_CHECK();
     reduce_kernel<<<dim3(blocks_for(pl.slot_floats, 256), r.H), 256>>>(dparams, partial, pl);
     CUDA_LAUNCH_CHECK();
-    CUDA_CHECK(cudaFreeAsync(wt, 0));
     CUDA_CHECK(cudaFreeAsync(partial, 0));
     return true;
 }

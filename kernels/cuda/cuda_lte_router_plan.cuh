@@ -59,6 +59,18 @@ struct products {
     int mma;       // staged as B fragments (the tensor-core form)
     size_t total;  // floats of staged weights, every conv and head
 };
+// The backward's weights as staged for its products, made by the first launch of an op call
+// and kept for the call's other row launches with as many rows (the plan, and so the staging,
+// is a function of the dimensions; within a call the launches differ in their rows' dropout
+// keys and, for the last, maybe their count: at B 4, 3 of 4 stagings fewer), freed at its end.
+struct weight_stage {
+    int rows = 0; // the launch's rows (r.B) the weights were staged for
+    float *wt = nullptr;
+    weight_stage() = default;
+    weight_stage(const weight_stage &) = delete;
+    weight_stage &operator=(const weight_stage &) = delete;
+    ~weight_stage();
+};
 // Floats of one head's staged weights for p, and of one staged chunk of them.
 __host__ __device__ inline size_t head_floats(const product &p) {
     return p.mma ? (size_t)p.taps * (p.K16 / 16) * p.ntt * FRAG : (size_t)p.taps * p.Kp * p.Np;
