@@ -132,11 +132,12 @@ void format_progress(const struct step_report *r, char *line, size_t size) {
     if (at < size) snprintf(line + at, size - at, " | ETA %dm%02ds", (int)(eta / 60), (int)eta % 60);
 }
 
-/* HYLA_LM_HEAD_ONE_PASS=1: the LM head's backward runs in the forward pass from the same
+/* HYLA_LM_HEAD_ONE_PASS=1 / 0: the LM head's backward runs in the forward pass from the same
  * logits (model.backward_follows: lm_head_ce_fwd_bwd), one [tokens x dim x vocab] product a
- * micro-batch fewer. The same gradients (test_model_backward); off until a GPU run has
- * checked and timed it (ONE_PASS_BY_DEFAULT). */
-enum { ONE_PASS_BY_DEFAULT = 0 };
+ * micro-batch fewer. The same gradients (test_model_backward); on by default since its H100
+ * run (2026-12-07 ~22:25, docs/gpu-runs/2026-12-07l-h100: laLTE 191.3 -> 190.2 ms a step
+ * alone, the same loss bits). */
+enum { ONE_PASS_BY_DEFAULT = 1 };
 static int head_one_pass(void) {
     const char *e = getenv("HYLA_LM_HEAD_ONE_PASS");
     return e && *e ? atoi(e) != 0 : ONE_PASS_BY_DEFAULT;

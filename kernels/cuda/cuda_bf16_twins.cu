@@ -39,9 +39,10 @@ bool hold_wanted() {
 // bf16 copy as it writes the fp32 values (RMSNorm's outputs, the residual's gradient, RoPE's q
 // and k, the gated norm's output), so the hold has nothing to round: a copy pass reads 4 bytes
 // and writes 2 per value (~29 us for [16384 x 1024] on an H100, ~200 of them a laLTE step), the
-// producer writes 2 more. HYLA_COPIES_AT_SOURCE=0 / 1 (AT_SOURCE_BY_DEFAULT: off until an H100
-// run has passed with it on).
-constexpr bool AT_SOURCE_BY_DEFAULT = false;
+// producer writes 2 more. HYLA_COPIES_AT_SOURCE=0 / 1; on by default since its H100 run
+// (2026-12-07 ~22:25, docs/gpu-runs/2026-12-07l-h100: laLTE 191.3 -> 186.7 ms a step alone, the
+// same loss bits; 302 copy passes a step -> 86).
+constexpr bool AT_SOURCE_BY_DEFAULT = true;
 bool at_source_wanted() {
     static const bool on = cuda_switch("HYLA_COPIES_AT_SOURCE", AT_SOURCE_BY_DEFAULT);
     return on;

@@ -426,9 +426,10 @@ static void cuda_l2norm_fwd(float *y, float *rstd, const float *x, int rows, int
 // normalised. The convolution's output is never stored and read back (l2norm_fwd's pass: ~44 us
 // for [16384 x 1024] on an H100, 24 a laLTE step). Sums: a lane's 4 channels in order, then the
 // tree (l2norm_fwd_kernel's lane takes every 32nd channel: other bits, the same bound).
-// HYLA_CONV_L2NORM=1 / 0 (FUSED_L2_BY_DEFAULT: off until a GPU run has checked and timed it;
-// emu.parts runs it).
-constexpr bool FUSED_L2_BY_DEFAULT = false;
+// HYLA_CONV_L2NORM=1 / 0; on by default since its H100 run (2026-12-07 ~22:25,
+// docs/gpu-runs/2026-12-07l-h100: laLTE 191.3 -> 190.4 ms a step alone; 58 us a call, the
+// convolution alone took 52 and the norm 44).
+constexpr bool FUSED_L2_BY_DEFAULT = true;
 bool fused_l2_wanted() {
     static const bool on = cuda_switch("HYLA_CONV_L2NORM", FUSED_L2_BY_DEFAULT);
     return on;

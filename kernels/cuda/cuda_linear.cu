@@ -56,8 +56,9 @@ void gemm_h(op_copies &op, int ta, int tb, int m, int n, int k, float alpha, con
 // one of them already has a bf16 twin (h, held by the model; a weight in its FSDP unit) and the
 // other is small enough to copy (at most THIN_COPY_MAX values, e.g. [16384 x 8]): the twin
 // reads half the bytes of the fp32 values. The same rounding (to nearest even) as cuBLAS's
-// own in bf16 mode. Off until a GPU run has checked and timed it (THIN_BY_DEFAULT).
-constexpr bool THIN_BY_DEFAULT = false;
+// own in bf16 mode. On by default since its H100 run (2026-12-07 ~22:25,
+// docs/gpu-runs/2026-12-07l-h100: laLTE 191.3 -> 191.1 ms a step alone).
+constexpr bool THIN_BY_DEFAULT = true;
 constexpr size_t THIN_COPY_MAX = 1u << 20;
 bool thin_twins_wanted() {
     static const bool on = cuda_switch("HYLA_GEMM_THIN_TWINS", THIN_BY_DEFAULT);

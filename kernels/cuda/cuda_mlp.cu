@@ -72,9 +72,10 @@ float start_from_residual(float *y, const float *residual, int n, int dim) {
 
 // HYLA_GEMM_ONTO=1: the down projection reads the residual as cuBLASLt's C and writes y as its D
 // (cuda_gemm_lt.cu), where y is not the residual: no copy of the residual into y first (a
-// [16384 x 1024] fp32 copy, ~40 us on an H100, 24 a laLTE step). Off until a GPU run has
-// checked and timed it (ONTO_BY_DEFAULT).
-constexpr bool ONTO_BY_DEFAULT = false;
+// [16384 x 1024] fp32 copy, ~40 us on an H100, 24 a laLTE step). On by default since its H100
+// run (2026-12-07 ~22:25, docs/gpu-runs/2026-12-07l-h100: laLTE 191.3 -> 191.0 ms a step alone,
+// the same loss bits).
+constexpr bool ONTO_BY_DEFAULT = true;
 bool onto_wanted() {
     static const bool on = cuda_switch("HYLA_GEMM_ONTO", ONTO_BY_DEFAULT);
     return on;

@@ -94,11 +94,14 @@ with=$(copies "$work/log.thin1") without=$(copies "$work/log.thin0")
 if [ "$with" != "$without" ]; then echo "copies with thin products on twins $with, without $without"
 else echo "FAIL: copies with thin products on twins $with, without $without (the path did not run?)"; status=1; fi
 # The down projection onto the residual as cuBLASLt's C (HYLA_GEMM_ONTO=1, cuda_gemm_lt.cu; here C
-# copied into D and added onto, as the copy of the residual is): the same bits, and it ran.
-HYLA_GEMM_ONTO=1 HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=1 OMP_NUM_THREADS=1 "$work/emu" \
-  "$work/out.onto" >"$work/log.onto" || { cat "$work/log.onto"; status=1; }
-same 111 onto "the down projection onto the residual (HYLA_GEMM_ONTO=1)"
-onto=$(grep -o "products onto a separate C: [0-9]*" "$work/log.onto" | grep -o "[0-9]*$")
+# copied into D and added onto, as the copy of the residual is) against the copy of the
+# residual into y (=0): the same bits, and it ran.
+for onto in 1 0; do
+  HYLA_GEMM_ONTO=$onto HYLA_GEMM_SHARED_COPIES=1 HYLA_MLP_BF16=1 HYLA_MLP_BF16_ACTS=1 OMP_NUM_THREADS=1 "$work/emu" \
+    "$work/out.onto$onto" >"$work/log.onto$onto" || { cat "$work/log.onto$onto"; status=1; }
+done
+same onto0 onto1 "the down projection onto the residual (HYLA_GEMM_ONTO=1)"
+onto=$(grep -o "products onto a separate C: [0-9]*" "$work/log.onto1" | grep -o "[0-9]*$")
 if [ "${onto:-0}" -gt 0 ]; then echo "products onto a separate C: $onto"
 else echo "FAIL: HYLA_GEMM_ONTO=1 made no product onto a separate C"; status=1; fi
 exit $status
