@@ -16,8 +16,10 @@ int hyla_backend_cuda_missing(const char **names, int capacity);
  * exit (kernels/cuda/cuda_profile.cu); used when HYLA_PROFILE_OPS=1. */
 const struct hyla_backend *hyla_backend_profiled(const struct hyla_backend *base);
 /* How many bf16 copies ops have written beside their outputs so far (backend.h's
- * expect_bf16_copy with HYLA_COPIES_AT_SOURCE=1; cuda_bf16_twins.cu): for the tests. */
+ * expect_bf16_copy with HYLA_COPIES_AT_SOURCE on; cuda_bf16_twins.cu), and whether it is on
+ * (the switch or its default): for the tests. */
 unsigned long hyla_cuda_copies_at_source(void);
+int hyla_cuda_copies_at_source_on(void);
 
 #ifdef __cplusplus
 }

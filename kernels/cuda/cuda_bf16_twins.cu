@@ -133,6 +133,7 @@ void cuda_forget_bf16_twins_at(const void *allocation) {
 }
 
 extern "C" unsigned long hyla_cuda_copies_at_source(void) { return copies_at_source; }
+extern "C" int hyla_cuda_copies_at_source_on(void) { return at_source_wanted(); }
 
 extern "C" void cuda_register_bf16_twins(struct hyla_backend *t) {
     t->know_bf16_twin = know_bf16_twin, t->forget_bf16_twin = forget_bf16_twin, t->hold_bf16_copy = hold_bf16_copy;

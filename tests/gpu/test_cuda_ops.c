@@ -884,8 +884,8 @@ static void test_lm_head_ce(int n, int dim, int vocab, int chunk, int bf16) {
  * at the source with HYLA_COPIES_AT_SOURCE=1, rounded by the hold without): a bf16 product that
  * reads the held array gives the same bits either way, and the fp32 output is the same. Each
  * producer writes y [rows, cols] (cols = heads of 64 for the per-head ops), a product of
- * rows x cols x 384 past the copies' threshold reads it. With the switch on, every producer must
- * have written its copy (hyla_cuda_copies_at_source). */
+ * rows x cols x 384 past the copies' threshold reads it. With the switch on (its default), every
+ * producer must have written its copy, and with it off none (hyla_cuda_copies_at_source). */
 enum producer { P_RMSNORM, P_ADD_RMSNORM, P_RMSNORM_BWD, P_ADD_RMSNORM_BWD, P_GATED, P_GATED_BWD, P_ROPE, P_CONV_BWD,
                 P_ATTENTION, P_COUNT };
 static const char *const producer_names[P_COUNT] = {"rmsnorm_fwd",       "add_rmsnorm_fwd",   "rmsnorm_bwd",
@@ -935,8 +935,7 @@ static void test_copies_at_source(int rows, int cols) {
     gpu->zero(in.dw, (size_t)cols * 4 * sizeof(float));
     float *W = dev_copy(hW, (size_t)out * cols), *y = gpu->alloc(n * sizeof(float));
     float *Z = gpu->alloc((size_t)rows * out * sizeof(float));
-    const char *env = getenv("HYLA_COPIES_AT_SOURCE");
-    const int at_source = env && atoi(env) == 1;
+    const int at_source = hyla_cuda_copies_at_source_on(); /* the switch, or its default */
     gpu->set_matmul_precision(1);
     for (int p = 0; p < P_COUNT; p++) {
         float *got[2][2]; /* [expected?][y, the product] */
