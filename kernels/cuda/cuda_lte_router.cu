@@ -41,6 +41,14 @@ static bool mma_on(bool backward) {
     return atoi(e) == 1 || !strcmp(e, backward ? "bwd" : "fwd");
 }
 
+// HYLA_ROUTER_FIXED=1 runs the forward at the papers' shape on its own kernel
+// (cuda_lte_router_fixed.cu: every dimension a constant, a head's weights kept in shared memory
+// by persistent blocks) where the tensor-core form would run, =0 on the fused kernels; unset,
+// FIXED_BY_DEFAULT decides: off until a GPU run has checked and timed it (the emulation, ctest
+// emu.router, checks it gives the fused kernels' bits).
+static const bool FIXED_BY_DEFAULT = false;
+static bool fixed_on(void) { return cuda_switch("HYLA_ROUTER_FIXED", FIXED_BY_DEFAULT); }
+
 // The rows (sequences) are independent problems (ops_lte.h): the forward launches up to
 // ROUTER_ROWS of them at once (the model's micro-batch in one launch: at B 1 a launch's 560
 // blocks left its third wave nearly empty), the backward one at a time (its plan fills the SMs
@@ -78,7 +86,10 @@ static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const
     by_row_groups(
         shape, B, L, p, keys, FWD_ROWS,
         [&](const router_rows &at, const router_dims &r) {
-            return fused::forward(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, r, mma_on(false));
+            const bool mma = mma_on(false);
+            if (mma && fixed_on() && fixed::forward(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, r))
+                return true;
+            return fused::forward(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, r, mma);
         },
         [&](const router_rows &at, const router_dims &r) {
             taps_router_fwd(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, shape, r);

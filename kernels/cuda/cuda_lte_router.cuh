@@ -88,6 +88,30 @@ __device__ static inline float conv_input(const struct router_dims &r, int l, co
     return x * keep;
 }
 
+// ---- device pieces the fused kernels (cuda_lte_router_fused.cu) and the fixed-shape forward
+// (cuda_lte_router_fixed.cu) share ----
+// Channels c0 .. c0 + n - 1 (n <= 4) of conv l's input at token t, head h of row b: x[q] times
+// its dropout factor, 0 or 1 / (1 - p): kept iff draw drop_index(...) of the row's key for conv
+// l, hyla_rng_u64, has its top 24 bits >= keep_min. The key and the first element's counter are
+// worked out once; the next channel's counter is the previous one's plus HYLA_RNG_STEP (the
+// dropout draws were a quarter of the kernels' instructions, Nsight Compute).
+__device__ static inline void keep_quad(float (&x)[4], const router_dims &r, int l, int b, int t, int h, int c0, int n) {
+    if (!(r.p > 0)) return;
+    uint64_t z = hyla_rng_counter(r.key[b][l], drop_index(r, l, t, h, c0));
+    const uint32_t keep_min = r.keep_min;
+    const float keep_scale = r.keep_scale;
+#pragma unroll
+    for (int q = 0; q < 4; q++, z += HYLA_RNG_STEP)
+        if (q < n) x[q] *= (uint32_t)(hyla_mix64(z) >> 40) >= keep_min ? keep_scale : 0.0f;
+}
+__device__ static inline size_t token_pos(const router_dims &r, int b, int t, int h) { return ((size_t)b * r.L + t) * r.H + h; }
+__device__ static inline float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
+__device__ static inline void store4(float *p, const float (&v)[4]) {
+    *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+// Tile row of fragment row g in the tensor-core products (cuda_lte_router_fused.cu explains).
+__device__ static inline int mma_row(int g) { return 4 * (g % 2) + g / 2; }
+
 // The per-tap form (cuda_lte_router_taps.cu): any shape, one row (r.B = 1).
 void taps_router_fwd(float *score, float *acts, const float *k, const float *v, const float *params,
                      const struct hyla_lte_router_shape *shape, const router_dims &r);
@@ -105,5 +129,12 @@ struct weight_stage; // the backward's staged weights, kept across an op call's 
 bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
               const float *params, const float *acts, const router_dims &r, bool mma, weight_stage &stage);
 } // namespace fused
+
+// The forward at the papers' shape (cuda_lte_router_fixed.cu: head dim 64, convs 128 -> 64 -> 32
+// -> 16, kernel 3, dilation 2), tf32 products as the fused kernels' tensor-core form: false,
+// having done nothing, for any other shape.
+namespace fixed {
+bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r);
+} // namespace fixed
 
 #endif

@@ -113,20 +113,6 @@
 namespace fused {
 
 // ---- device pieces ----
-// Channels c0 .. c0 + n - 1 (n <= 4) of conv l's input at token t, head h of row b: x[q] times
-// its dropout factor, 0 or 1 / (1 - p): kept iff draw drop_index(...) of the row's key for conv
-// l, hyla_rng_u64, has its top 24 bits >= keep_min. The key and the first element's counter are
-// worked out once; the next channel's counter is the previous one's plus HYLA_RNG_STEP (the
-// dropout draws were a quarter of the kernels' instructions, Nsight Compute).
-__device__ inline void keep_quad(float (&x)[4], const router_dims &r, int l, int b, int t, int h, int c0, int n) {
-    if (!(r.p > 0)) return;
-    uint64_t z = hyla_rng_counter(r.key[b][l], drop_index(r, l, t, h, c0));
-    const uint32_t keep_min = r.keep_min;
-    const float keep_scale = r.keep_scale;
-#pragma unroll
-    for (int q = 0; q < 4; q++, z += HYLA_RNG_STEP)
-        if (q < n) x[q] *= (uint32_t)(hyla_mix64(z) >> 40) >= keep_min ? keep_scale : 0.0f;
-}
 // A thread's walk over rows x groups quads in the order e = row groups + group, e = threadIdx.x,
 // + THREADS, ...: row and group carried from step to step, one division a walk rather than one
 // a step (a runtime divisor costs ~20 instructions).
@@ -140,11 +126,6 @@ struct quad_walk {
         if (grp >= groups) grp -= groups, row++;
     }
 };
-__device__ inline size_t token_pos(const router_dims &r, int b, int t, int h) { return ((size_t)b * r.L + t) * r.H + h; }
-__device__ inline float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }
-__device__ inline void store4(float *p, const float (&v)[4]) {
-    *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
-}
 // The n (1 .. 4) floats at p into x (the rest 0), or x into p: one 16-byte access where all
 // four are wanted and p is aligned to it, else one by one. A warp's 32 quads of a row are then
 // 512 contiguous bytes in 16 accesses, where 4-byte accesses 16 bytes apart used a quarter of
@@ -310,7 +291,6 @@ __device__ void run_product(const product &p, const float *A, int as, int a_rows
 // free as long as the epilogue is told them: fragment row g is tile row mma_row(g), so that the
 // two rows a quarter-warp loads (g = 2 q, 2 q + 1) are 4 rows apart: 4 row_stride(c) floats is
 // 16 banks modulo 32 for every c, and the quarter-warp's 8 16-byte loads fill the 32 banks once.
-__device__ inline int mma_row(int g) { return 4 * (g % 2) + g / 2; }
 
 // Units u0 .. u0 + nu - 1 of one head's staged B fragments wh ([taps][K16 / 16][ntt][FRAG]: a
 // unit is a (tap, k-step), so that a chunk of units is one contiguous run) into W, by cp.async

@@ -61,6 +61,7 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 #include "cuda_lte_router_taps.cpp"
 #include "cuda_lte_router_plan.cpp"
 #include "cuda_lte_router_fused.cpp"
+#include "cuda_lte_router_fixed.cpp"
 #include "cuda_lte_router.cpp"
 
 extern "C" {
@@ -498,6 +499,30 @@ int main(int argc, char **argv) {
     compare("bf16 mma vs CPU fp32", mma, cpu, {}, MMA_BOUND, &worst_bf16);
     compare("bf16 mma vs form's ops", mma, rounded, groups, SAME_OPS_BOUND, &worst_same);
     reproducible("bf16 mma", mma, again);
+    // the forward at the papers' shape (cuda_lte_router_fixed.cu), called directly and through
+    // HYLA_ROUTER_FIXED: the tensor-core form's bits where the shape is its own (the 0.4B head),
+    // declined (nothing written) elsewhere
+    {
+        std::vector<float> s1(ns, NAN), a1(na, NAN);
+        const bool took = fixed::forward(s1.data(), a1.data(), k.data(), v.data(), params.data(), r);
+        const bool own = d == 64 && r.n == 3 && !strcmp(argv[6], "3,3,3") && !strcmp(argv[7], "2,2,2");
+        if (took != own) printf("  FAIL: the fixed-shape forward %s this shape\n", took ? "took" : "declined"), bad++;
+        if (took && !(bits(s1, mma.score) && bits(a1, mma.acts)))
+            printf("  FAIL: the fixed-shape forward differs from the tensor-core form's bits\n"), bad++;
+        if (!took && !(std::isnan(s1[0]) && std::isnan(a1[0])))
+            printf("  FAIL: the fixed-shape forward wrote where it declined\n"), bad++;
+        if (took) {
+            outputs fx;
+            emu_router_bf16 = true;
+            setenv("HYLA_ROUTER_MMA", "1", 1), setenv("HYLA_ROUTER_FIXED", "1", 1);
+            run(fx);
+            unsetenv("HYLA_ROUTER_MMA"), unsetenv("HYLA_ROUTER_FIXED");
+            emu_router_bf16 = false;
+            if (!(bits(fx.score, mma.score) && bits(fx.acts, mma.acts) && bits(fx.dk, mma.dk) && bits(fx.dparams, mma.dparams)))
+                printf("  FAIL: HYLA_ROUTER_FIXED=1 differs from the tensor-core form's bits\n"), bad++;
+            printf("  fixed-shape forward: the tensor-core form's bits\n");
+        }
+    }
     // the tensor-core form really ran: its operand rounding shows against the CUDA-core form
     // (tf32 operands, 2^-11 relative: acts, dk ~1e-4 away where fp32 sums alone are ~5e-7)
     const double moved_fwd = rel(mma.acts, def.acts), moved_bwd = rel(mma.dk, def.dk);
