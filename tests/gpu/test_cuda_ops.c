@@ -567,6 +567,27 @@ static void test_lte_router_in(int B, int L, int H, int d, float p, int bf16) {
                  mode, B, L, H, d);
         check_true(label, same);
     }
+    if (bf16 && d == 64) { /* the forward at the papers' shape on its own kernel (HYLA_ROUTER_FIXED,
+                              * cuda_lte_router_fixed.cu) and on the fused tensor-core form: the same bits */
+        const char *fx = getenv("HYLA_ROUTER_FIXED");
+        char *saved_fx = fx ? strdup(fx) : NULL;
+        float *out[2][2];
+        for (int on = 0; on < 2; on++) {
+            setenv("HYLA_ROUTER_FIXED", on ? "1" : "0", 1);
+            float *s3 = gpu->alloc(ns * sizeof(float)), *a3 = gpu->alloc(na * sizeof(float));
+            gpu->lte_router_fwd(s3, a3, k.d, v.d, params.d, &shape, B, L, p, key);
+            out[on][0] = back(s3, ns), out[on][1] = back(a3, na);
+            gpu->free(s3), gpu->free(a3);
+        }
+        if (saved_fx) setenv("HYLA_ROUTER_FIXED", saved_fx, 1);
+        else unsetenv("HYLA_ROUTER_FIXED");
+        free(saved_fx);
+        snprintf(label, sizeof label, "lte_router_fwd bf16 B=%d L=%d H=%d: the fixed-shape kernel gives the fused form's bits",
+                 B, L, H);
+        check_true(label, !memcmp(out[0][0], out[1][0], ns * sizeof(float)) &&
+                              !memcmp(out[0][1], out[1][1], na * sizeof(float)));
+        for (int i = 0; i < 4; i++) free(out[i / 2][i % 2]);
+    }
     if (bf16) {
         gpu->set_matmul_precision(0);
         if (saved_env) setenv("HYLA_ROUTER_MMA", saved_env, 1);
@@ -1050,6 +1071,7 @@ int main(int argc, char **argv) {
      * sequence, channels not multiples of 16 */
     if (want("lte_router")) test_lte_router_in(1, 70, 2, 64, 0.1f, 1);
     if (want("lte_router")) test_lte_router_in(2, 300, 2, 64, 0.1f, 1);
+    if (want("lte_router")) test_lte_router_in(4, 1000, 16, 64, 0.1f, 1); /* the 0.4B heads: persistent blocks */
     if (want("lte_router")) test_lte_router_in(1, 2, 2, 8, 0.1f, 1);
     if (want("lte_router")) test_lte_router_in(3, 130, 2, 24, 0.0f, 1);
     if (want("lte_router")) test_lte_router_in(10, 40, 2, 16, 0.1f, 1);
