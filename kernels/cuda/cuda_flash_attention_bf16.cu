@@ -221,9 +221,17 @@ template <int D, int M> constexpr size_t fwd_smem_bytes() {
     return query_rows_bytes<D, M>() + sizeof(bf16) * 4 * TILE_ELEMS<D>;
 }
 
+// Lazy rescaling (LAZY): a row keeps its reference maximum m until a tile's maximum exceeds it
+// by more than LAZY_SLACK (in log2 units: probabilities up to 2^8, which fp32 sums and bf16 P
+// hold without loss: bf16's precision is relative), so the accumulator's rescale by corr, 64
+// multiplies a thread and tile, runs only when some row's maximum jumps by 256x — after a row's
+// first tiles, almost never. Any reference gives the same O = sum p v / sum p and lse = m +
+// log2 l; only the roundings move.
+constexpr float LAZY_SLACK = 8.0f;
+
 // O and lse of QROWS queries (one head) over their key tiles (cuda_flash_common.cuh); o_h: O's
 // bf16 copy beside it where the model holds O (the output projection's operand), else NULL.
-template <int D, int M>
+template <int D, int M, bool LAZY>
 __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, bf16 *o_h, float *lse, const bf16 *q,
                                                           const bf16 *k, const bf16 *v, flash_shape s) {
     extern __shared__ __align__(16) unsigned char smem[];
@@ -274,7 +282,8 @@ __global__ void __launch_bounds__(THREADS) mma_fwd_kernel(float *o, bf16 *o_h, f
                 float mx = -INFINITY;
 #pragma unroll
                 for (int n = 0; n < 8; n++) mx = fmaxf(mx, fmaxf(sc[mt][n][2 * r], sc[mt][n][2 * r + 1]));
-                const float m_new = fmaxf(m[mt][r], quad_max(mx) * c);
+                const float tile_max = quad_max(mx) * c;
+                const float m_new = LAZY && tile_max <= m[mt][r] + LAZY_SLACK ? m[mt][r] : fmaxf(m[mt][r], tile_max);
                 const float base = m_new == -INFINITY ? 0.0f : m_new; // a row with nothing visible yet
                 corr[mt][r] = exp2_approx(m[mt][r] - base);          // 0 while m was -inf
                 float sum = 0.0f;
@@ -697,12 +706,23 @@ bool dkdv2() {
     return on;
 }
 
-template <int D, int M>
-void fwd_dm(float *o, bf16 *o_h, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const flash_shape &s) {
-    allow((const void *)mma_fwd_kernel<D, M>, fwd_smem_bytes<D, M>());
-    mma_fwd_kernel<D, M><<<dim3((s.L + QROWS<M> - 1) / QROWS<M>, s.B * s.Hq), THREADS, fwd_smem_bytes<D, M>()>>>(
+// The forward's lazy rescaling (mma_fwd_kernel): HYLA_ATTN_LAZY_RESCALE=1 / 0,
+// LAZY_RESCALE_BY_DEFAULT otherwise: off until a GPU run has checked and timed it (ctest
+// emu.attn runs it on the CPU within the bound).
+constexpr bool LAZY_RESCALE_BY_DEFAULT = false;
+bool lazy_rescale() { return cuda_switch("HYLA_ATTN_LAZY_RESCALE", LAZY_RESCALE_BY_DEFAULT); }
+
+template <int D, int M, bool LAZY>
+void fwd_launch(float *o, bf16 *o_h, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const flash_shape &s) {
+    allow((const void *)mma_fwd_kernel<D, M, LAZY>, fwd_smem_bytes<D, M>());
+    mma_fwd_kernel<D, M, LAZY><<<dim3((s.L + QROWS<M> - 1) / QROWS<M>, s.B * s.Hq), THREADS, fwd_smem_bytes<D, M>()>>>(
         o, o_h, lse, q, k, v, s);
     CUDA_LAUNCH_CHECK();
+}
+template <int D, int M>
+void fwd_dm(float *o, bf16 *o_h, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const flash_shape &s) {
+    if (lazy_rescale()) fwd_launch<D, M, true>(o, o_h, lse, q, k, v, s);
+    else fwd_launch<D, M, false>(o, o_h, lse, q, k, v, s);
 }
 
 template <int D> void fwd_d(float *o, float *lse, const float *q, const float *k, const float *v, const flash_shape &s) {

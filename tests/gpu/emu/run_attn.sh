@@ -39,11 +39,12 @@ if [ $# -eq 0 ]; then
          1 400 2 2 128 50 0.7
 fi
 status=0 # every shape runs; any above the bound fails the script
-# In bf16 each shape runs three times: as the environment says (the defaults: two m-tiles of
+# In bf16 each shape runs four times: as the environment says (the defaults: two m-tiles of
 # 16 rows per warp at head dim 64 in the forward and dq kernels, mma_dkdv2_kernel for dk / dv,
 # dq 32 keys at a time, q, k, v held in bf16); with HYLA_ATTN_TWO_MTILES flipped (within the
 # bound: with windows, 128-query blocks start their key tiles elsewhere, so P V sums in other
-# groups); with HYLA_ATTN_DKDV2, HYLA_ATTN_DQ2 and HYLA_HOLD_COPIES flipped, whose outputs must
+# groups); with HYLA_ATTN_LAZY_RESCALE flipped (within the bound: another reference maximum,
+# other roundings); with HYLA_ATTN_DKDV2, HYLA_ATTN_DQ2 and HYLA_HOLD_COPIES flipped, whose outputs must
 # be the first run's bits (dk / dv laid out in other blocks, dq 64 keys at a time: every sum in
 # the same order; q, k, v rounded by the op: the same roundings). o is held after the forward
 # pass, its copy written by the forward kernel (HYLA_COPIES_AT_SOURCE, on here unless the
@@ -51,6 +52,7 @@ status=0 # every shape runs; any above the bound fails the script
 # in the other run off with the holds.
 export HYLA_COPIES_AT_SOURCE=${HYLA_COPIES_AT_SOURCE:-1}
 two=$(( ${HYLA_ATTN_TWO_MTILES:-1} == 0 )) dkdv2=$(( ${HYLA_ATTN_DKDV2:-1} == 0 )) dq2=$(( ${HYLA_ATTN_DQ2:-1} == 0 )) hold=$(( ${HYLA_HOLD_COPIES:-1} == 0 ))
+lazy=$(( ${HYLA_ATTN_LAZY_RESCALE:-0} == 0 )) # the forward's lazy rescaling flipped: within the bound
 src=$(( HYLA_COPIES_AT_SOURCE == 0 ))
 while [ $# -ge 7 ]; do
   EMU_ATTN_DUMP="$work/first.bin" OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" || status=1
@@ -59,6 +61,8 @@ while [ $# -ge 7 ]; do
       out=$(HYLA_ATTN_TWO_MTILES=$two OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
       printf '%s\n' "$out" | sed "s/^/two m-tiles $two: /"
     fi
+    out=$(HYLA_ATTN_LAZY_RESCALE=$lazy OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
+    printf '%s\n' "$out" | sed "s/^/lazy rescale $lazy: /"
     out=$(EMU_ATTN_DUMP="$work/other.bin" HYLA_ATTN_DKDV2=$dkdv2 HYLA_ATTN_DQ2=$dq2 HYLA_HOLD_COPIES=$hold \
             HYLA_COPIES_AT_SOURCE=$src OMP_NUM_THREADS=1 "$work/emu" "$1" "$2" "$3" "$4" "$5" "$6" "$7" 2>&1) || status=1
     printf '%s\n' "$out" | sed "s/^/dkdv2 $dkdv2 dq2 $dq2 hold $hold: /"
