@@ -23,7 +23,7 @@ set -euo pipefail
 # mma_emu.h, the precision switch as router_emu.cpp's flag
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async \
   --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' --replace "cuda_matmul_bf16()=>emu_router_bf16" \
-  cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu cuda_lte_router_fixed.cu cuda_lte_router_plan.cu cuda_lte_router.cuh \
+  cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu cuda_lte_router_fixed.cu cuda_lte_router_fixed.cuh cuda_lte_router_plan.cu cuda_lte_router.cuh \
   cuda_lte_router_plan.cuh cuda_column_sum.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,router_emu.cpp} "$work/"
 emu_compile router_emu
