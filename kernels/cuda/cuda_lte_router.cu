@@ -41,13 +41,18 @@ static bool mma_on(bool backward) {
     return atoi(e) == 1 || !strcmp(e, backward ? "bwd" : "fwd");
 }
 
-// HYLA_ROUTER_FIXED=1 runs the forward at the papers' shape on its own kernel
-// (cuda_lte_router_fixed.cu: every dimension a constant, a head's weights kept in shared memory
-// by persistent blocks) where the tensor-core form would run, =0 on the fused kernels; unset,
-// FIXED_BY_DEFAULT decides: off until a GPU run has checked and timed it (the emulation, ctest
-// emu.router, checks it gives the fused kernels' bits).
-static const bool FIXED_BY_DEFAULT = false;
-static bool fixed_on(void) { return cuda_switch("HYLA_ROUTER_FIXED", FIXED_BY_DEFAULT); }
+// HYLA_ROUTER_FIXED=1 runs the router at the papers' shape on its own kernels
+// (cuda_lte_router_fixed.cu, _fixed_bwd.cu: every dimension a constant, a head's weights kept in
+// shared memory by a block for all its tiles) both ways where the tensor-core form would run,
+// =fwd / =bwd one way only, =0 on the fused kernels; unset, FIXED_BY_DEFAULT decides: off until
+// a GPU run has checked and timed them (the emulation, ctest emu.router, checks them against the
+// fused kernels' bits: the forward's all, the backward's dk and dv).
+static const char *const FIXED_BY_DEFAULT = "0";
+static bool fixed_on(bool backward) {
+    const char *e = getenv("HYLA_ROUTER_FIXED");
+    if (!e || !*e) e = FIXED_BY_DEFAULT;
+    return atoi(e) == 1 || !strcmp(e, backward ? "bwd" : "fwd");
+}
 
 // The rows (sequences) are independent problems (ops_lte.h): the forward launches up to
 // ROUTER_ROWS of them at once (the model's micro-batch in one launch: at B 1 a launch's 560
@@ -87,7 +92,7 @@ static void cuda_lte_router_fwd(float *score, float *acts, const float *k, const
         shape, B, L, p, keys, FWD_ROWS,
         [&](const router_rows &at, const router_dims &r) {
             const bool mma = mma_on(false);
-            if (mma && fixed_on() && fixed::forward(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, r))
+            if (mma && fixed_on(false) && fixed::forward(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, r))
                 return true;
             return fused::forward(score + at.tokens, acts + at.acts, k + at.kv, v + at.kv, params, r, mma);
         },
@@ -104,8 +109,13 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
     by_row_groups(
         shape, B, L, p, keys, BWD_ROWS,
         [&](const router_rows &at, const router_dims &r) {
+            const bool mma = mma_on(true);
+            if (mma && fixed_on(true) &&
+                fixed::backward(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,
+                                acts + at.acts, r))
+                return true;
             return fused::backward(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,
-                                   acts + at.acts, r, mma_on(true), stage);
+                                   acts + at.acts, r, mma, stage);
         },
         [&](const router_rows &at, const router_dims &r) {
             taps_router_bwd(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,

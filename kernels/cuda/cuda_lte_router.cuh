@@ -130,11 +130,13 @@ bool backward(float *dk, float *dv, float *dparams, const float *dscore, const f
               const float *params, const float *acts, const router_dims &r, bool mma, weight_stage &stage);
 } // namespace fused
 
-// The forward at the papers' shape (cuda_lte_router_fixed.cu: head dim 64, convs 128 -> 64 -> 32
-// -> 16, kernel 3, dilation 2), tf32 products as the fused kernels' tensor-core form: false,
-// having done nothing, for any other shape.
+// Forward and backward at the papers' shape (cuda_lte_router_fixed.cu, _fixed_bwd.cu: head dim
+// 64, convs 128 -> 64 -> 32 -> 16, kernel 3, dilation 2), as the fused kernels' tensor-core form:
+// false, having done nothing, for any other shape.
 namespace fixed {
 bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r);
+bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
+              const float *params, const float *acts, const router_dims &r);
 } // namespace fixed
 
 #endif

@@ -62,6 +62,7 @@ void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alph
 #include "cuda_lte_router_plan.cpp"
 #include "cuda_lte_router_fused.cpp"
 #include "cuda_lte_router_fixed.cpp"
+#include "cuda_lte_router_fixed_bwd.cpp"
 #include "cuda_lte_router.cpp"
 
 extern "C" {
@@ -511,16 +512,26 @@ int main(int argc, char **argv) {
             printf("  FAIL: the fixed-shape forward differs from the tensor-core form's bits\n"), bad++;
         if (!took && !(std::isnan(s1[0]) && std::isnan(a1[0])))
             printf("  FAIL: the fixed-shape forward wrote where it declined\n"), bad++;
-        if (took) {
-            outputs fx;
+        if (took) { // both ways through the switch: the forward's bits, the backward's dk and dv bits,
+                    // its parameter gradients (other tiles: another order of sums) within the bounds
+            outputs fx, fx2;
             emu_router_bf16 = true;
             setenv("HYLA_ROUTER_MMA", "1", 1), setenv("HYLA_ROUTER_FIXED", "1", 1);
             run(fx);
+            run(fx2);
             unsetenv("HYLA_ROUTER_MMA"), unsetenv("HYLA_ROUTER_FIXED");
             emu_router_bf16 = false;
-            if (!(bits(fx.score, mma.score) && bits(fx.acts, mma.acts) && bits(fx.dk, mma.dk) && bits(fx.dparams, mma.dparams)))
-                printf("  FAIL: HYLA_ROUTER_FIXED=1 differs from the tensor-core form's bits\n"), bad++;
-            printf("  fixed-shape forward: the tensor-core form's bits\n");
+            if (!(bits(fx.score, mma.score) && bits(fx.acts, mma.acts)))
+                printf("  FAIL: HYLA_ROUTER_FIXED=1: the forward differs from the tensor-core form's bits\n"), bad++;
+            if (!(bits(fx.dk, mma.dk) && bits(fx.dv, mma.dv)))
+                printf("  FAIL: HYLA_ROUTER_FIXED=1: dk, dv differ from the tensor-core form's bits\n"), bad++;
+            compare("fixed bwd vs fp64", fx, exact, groups, MMA_BOUND, &worst_bf16, &inherent);
+            compare("fixed bwd vs form's ops", fx, rounded, groups, SAME_OPS_BOUND, &worst_same);
+            printf("  fixed-shape dparams vs the tensor-core form's: %.2e\n", rel(fx.dparams, mma.dparams));
+            if (!(rel(fx.dparams, mma.dparams) < 1e-4))
+                printf("  FAIL: the fixed-shape dparams are more than 1e-4 from the tensor-core form's\n"), bad++;
+            reproducible("fixed", fx, fx2);
+            printf("  fixed-shape kernels: the tensor-core form's bits (forward; dk, dv)\n");
         }
     }
     // the tensor-core form really ran: its operand rounding shows against the CUDA-core form

@@ -23,7 +23,7 @@ set -euo pipefail
 # mma_emu.h, the precision switch as router_emu.cpp's flag
 python3 "$root/tests/gpu/emu/cuda_to_cpp.py" "$root/kernels/cuda" "$work" --cp-async \
   --replace '#include "cuda_mma.cuh"=>#include "mma_emu.h"' --replace "cuda_matmul_bf16()=>emu_router_bf16" \
-  cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu cuda_lte_router_fixed.cu cuda_lte_router_fixed.cuh cuda_lte_router_plan.cu cuda_lte_router.cuh \
+  cuda_lte_router.cu cuda_lte_router_taps.cu cuda_lte_router_fused.cu cuda_lte_router_fixed.cu cuda_lte_router_fixed_bwd.cu cuda_lte_router_fixed.cuh cuda_lte_router_plan.cu cuda_lte_router.cuh \
   cuda_lte_router_plan.cuh cuda_column_sum.cuh
 cp "$root/tests/gpu/emu/"{emu.h,emu_check.h,mma_emu.h,cp_async_emu.h,router_emu.cpp} "$work/"
 emu_compile router_emu
@@ -33,6 +33,7 @@ g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op
   "$build/libhyla_op_shapes.a" "$build/libhyla_common.a" -lopenblas -fopenmp -lm -o "$work/emu"
 # Default shapes (B L H d p kernels dilations sms fused):
 #   the 0.4B head (d 64, kernels 3,3,3, dilations 2,2,2) at L 300: several tiles both ways, and
+#     (sms 16) the fixed-shape backward's segments of 2 tiles, three a row;
 #     blocks of 2 backward tiles in 2 segments (sms 4: slots added to across tiles, reduced over
 #     segments); p 0 at L 37, B 3 (one partial tile); L 5, shorter than the receptive field's
 #     halo (12); test_cuda_ops' L 2;
@@ -47,7 +48,7 @@ g++ -pthread router_emu.o "$build/CMakeFiles/hyla_cpu_ops_f32.dir/kernels/cpu/op
 # one and two passes, n-tiles not filling the last warp column (d 100), channels not multiples
 # of 16 (zero past them), k-steps past the channels, rows past the tile, slots of several tiles.
 if [ $# -eq 0 ]; then
-  set -- 2 300 2 64 0.1 3,3,3 2,2,2 4 1   3 37 2 64 0 3,3,3 2,2,2 2 1   1 5 3 64 0.1 3,3,3 2,2,2 2 1 \
+  set -- 2 300 2 64 0.1 3,3,3 2,2,2 4 1   2 300 2 64 0.1 3,3,3 2,2,2 16 1   3 37 2 64 0 3,3,3 2,2,2 2 1   1 5 3 64 0.1 3,3,3 2,2,2 2 1 \
          1 2 2 8 0.1 3,3,3 2,2,2 2 1   2 400 2 16 0.1 5,3 1,3 2 1   1 600 2 24 0.1 2,4,3,3 1,2,1,3 1 1 \
          2 300 3 8 0.1 3,3,3 2,2,2 2 1   2 50 2 5 0.1 3,3,3 2,2,2 2 1   1 150 1 100 0.1 3,3,3 2,2,2 1 1 \
          1 40 1 128 0.1 5,3 1,1 2 1   2 90 2 16 0.1 3 2 2 1 \

@@ -1,0 +1,301 @@
+// CUDA: the LTE router's backward at the papers' shape (cuda_lte_router_fixed.cuh), in bf16 mode:
+// the fused kernels' tensor-core backward (cuda_lte_router_fused.cu, bwd_kernel<true>) with every
+// dimension a constant and one head's weights (staged for the input gradients) kept in shared
+// memory by a block for all its tiles. The input-gradient products take the same tf32 operands
+// in the same order of sums, so dk and dv are the fused form's bits; the weight gradients take
+// the same bf16 operands over other tiles (another order of sums).
+//
+// A block does a segment of consecutive 64-token tiles of one (row, head). A tile, from the
+// projection down: dz and da_3 (the gradient at conv 2's pre-activation) for the tile's tokens
+// and the backward halo (76 rows: tokens t0 - 6 .. t0 + 69), then per conv l = 2, 1, 0 the input
+// gradient as a product over 80, 80, 64 rows (times the dropout mask and silu'(a_l), it is
+// da_l; for conv 0, times the mask, it is added onto dk, dv for the tile's own tokens), and the
+// weight gradient over the tile's own rows (da_{l+1} (x) conv l's dropped-out input, both as
+// bf16 copies, ldmatrix .trans and m16n8k16 products). Parameter gradients go into the block's
+// slot of a stream-ordered scratch (the first tile writes, the next ones add; no atomics);
+// reduce_kernel adds the slots of a head in a fixed order into dparams.
+#include <cuda_pipeline.h>
+
+#include "backend_cuda.h"
+#include "cuda_lte_router_fixed.cuh"
+
+namespace fixed {
+
+using hyla_mma::bf16;
+
+constexpr int BT = 64;                 // own tokens a backward tile
+constexpr int PROWS = 80;              // rows of conv 2's and conv 1's input-gradient products (>= BT + 8)
+// da_l (l = 1 .. 3): its row j is token t0 - first(l) + j; the rows the next product's kept
+// outputs read are valid(l) (76, 72, 68); the rest are zero.
+__host__ __device__ constexpr int first(int l) { return REACH * l; }
+__host__ __device__ constexpr int valid(int l) { return BT + 2 * first(l); }
+// Rows held of da_3, da_2 (what an 80-row product reads: + 4) and da_1 (what conv 1's writes).
+constexpr int HELD3 = PROWS + 2 * REACH, HELD2 = PROWS + 2 * REACH, HELD1 = PROWS;
+constexpr int XROWS = BT + 2 * REACH;  // rows of a conv's input that its weight gradient reads
+__host__ __device__ constexpr int bstride(int c) { return (c + 15) / 16 * 16 + 8; } // bf16 rows (bf16_stride)
+
+// Shared memory (floats): W | da_3 | da_2 | da_1 | dz | G (the projection weight's terms) |
+// Pb, Xb (bf16 operands of a weight gradient).
+constexpr int AT_D3 = W_HEAD, AT_D2 = AT_D3 + HELD3 * stride(chan(3)), AT_D1 = AT_D2 + HELD2 * stride(chan(2));
+constexpr int AT_DZ = AT_D1 + HELD1 * stride(chan(1)), AT_G = AT_DZ + HELD3, AT_PB = AT_G + BT * stride(chan(3));
+constexpr int AT_XB = AT_PB + BT * bstride(chan(1)) / 2, BWD_FLOATS = AT_XB + XROWS * bstride(chan(0)) / 2;
+constexpr size_t BWD_SMEM = sizeof(float) * (size_t)BWD_FLOATS;
+
+// A block's slot: conv l's weight gradient as warp tiles of 2 m-tiles (16 output channels) x 4
+// n-tiles (8 input channels) of one tap, C fragments in order ((m 4 + n) 32 + lane) 4 + element;
+// then the biases, the projection's weights and bias.
+constexpr int DW_MT = 2, DW_NT = 4, DW_TILE = DW_MT * DW_NT * 128;
+__host__ __device__ constexpr int m_tiles(int l) { return (chan(l + 1) + 15) / 16; }
+__host__ __device__ constexpr int m_blocks(int l) { return (m_tiles(l) + DW_MT - 1) / DW_MT; }
+__host__ __device__ constexpr int n_blocks(int l) { return chan(l) / 8 / DW_NT; }
+__host__ __device__ constexpr int dw_tiles(int l) { return TAPS * m_blocks(l) * n_blocks(l); }
+__host__ __device__ constexpr int slot_w(int l) { return l == 0 ? 0 : slot_w(l - 1) + dw_tiles(l - 1) * DW_TILE; }
+__host__ __device__ constexpr int slot_b(int l) { return l == 0 ? slot_w(N_CONVS) : slot_b(l - 1) + chan(l); }
+constexpr int SLOT_PW = slot_b(N_CONVS), SLOT_PB = SLOT_PW + chan(N_CONVS), SLOT = SLOT_PB + 4;
+
+// The sum of M[i * stride] over rows i < BT in four interleaved partial sums (fused::column_sum's
+// order).
+__device__ inline float column_sum(const float *M, int stride_) {
+    float s[4] = {0, 0, 0, 0};
+    for (int i = 0; i < BT; i += 4)
+#pragma unroll
+        for (int q = 0; q < 4; q++) s[q] += M[(i + q) * stride_];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+__device__ inline void add_partial(float *entry, float s, bool first_tile) { *entry = first_tile ? s : *entry + s; }
+
+// dz and da_3 for tokens t0 - 6 .. t0 + 69 (rows past them zero), the projection's weight terms
+// dz silu(a_3) of the own rows into G (fused::projection_backward).
+__device__ void projection_backward(float *D3, float *G, float *dz, const router_dims &r, const float *dscore,
+                                    const float *acts, const float *params, int b, int h, int t0) {
+    constexpr int C3 = chan(3), S3 = stride(C3);
+    for (int i = threadIdx.x; i < HELD3; i += THREADS) {
+        const int t = t0 - first(3) + i;
+        float g = 0;
+        if (i < valid(3) && t >= 0 && t < r.L) {
+            const float s = sig(acts[act_of(r, N_CONVS + 1, b, t, h)]);
+            g = dscore[token_pos(r, b, t, h)] * s * (1.0f - s);
+        }
+        dz[i] = g;
+    }
+    __syncthreads();
+    const float *w = params + r.pw + (size_t)h * C3;
+    for (int e = threadIdx.x; e < HELD3 * (C3 / 4); e += THREADS) {
+        const int i = e / (C3 / 4), c0 = 4 * (e % (C3 / 4)), t = t0 - first(3) + i;
+        float da[4] = {0, 0, 0, 0}, gw[4] = {0, 0, 0, 0};
+        if (i < valid(3) && t >= 0 && t < r.L) {
+            const float4 a4 = load4(acts + act_of(r, N_CONVS, b, t, h) + c0);
+            const float a[4] = {a4.x, a4.y, a4.z, a4.w};
+#pragma unroll
+            for (int q = 0; q < 4; q++) da[q] = dz[i] * w[c0 + q] * silu_grad(a[q]), gw[q] = dz[i] * silu(a[q]);
+        }
+        store4(D3 + i * S3 + c0, da);
+        if (i >= first(3) && i < first(3) + BT) store4(G + (i - first(3)) * S3 + c0, gw);
+    }
+}
+
+// Conv l's input gradient over the rows of da_l (l >= 1: times conv l's dropout mask and silu'(a_l)
+// into Dl, rows past valid(l) zero; l = 0: times the mask, added onto dk, dv for the tile's own
+// tokens), from A = da_{l+1}: warp tiles of MT m-tiles x NT n-tiles, WM warps down the rows.
+template <int L, int MT, int NT, int WM>
+__device__ void input_gradient(float *Dl, float *dk, float *dv, const float *A, const float *W, const float *acts,
+                               const router_dims &r, int b, int h, int t0) {
+    constexpr int K = chan(L + 1), N = chan(L), NTT = N / 8, WN = NTT / NT;
+    static_assert(WN * NT == NTT && WM * WN <= WARPS, "warp tiles cover the channels");
+    const int warp = threadIdx.x / 32;
+    if (warp >= WM * WN) return; // (whole warps: no barrier below)
+    const int row0 = warp / WN * 16 * MT, nt0 = warp % WN * NT;
+    float acc[MT][NT][4];
+    warp_product<K, NTT, stride(K), MT, NT, true, false>(acc, A, W + w_at(L), row0, nt0);
+    for_each_quad(acc, row0, nt0, [&](int row, int n0, const float (&g)[4]) {
+        const int t = t0 - first(L) + row;
+        float x[4] = {g[0], g[1], g[2], g[3]};
+        if (L == 0) { // rows = the tile's own tokens
+            if (t >= r.L) return;
+            keep_quad(x, r, 0, b, t, h, n0, 4);
+            const size_t pos = token_pos(r, b, t, h);
+            float *p = n0 < D ? dk + pos * D + n0 : dv + pos * D + n0 - D;
+            const float4 o = load4(p);
+            const float s[4] = {o.x + x[0], o.y + x[1], o.z + x[2], o.w + x[3]};
+            store4(p, s);
+            return;
+        }
+        float da[4] = {0, 0, 0, 0};
+        if (row < valid(L) && t >= 0 && t < r.L) {
+            const float4 a4 = load4(acts + act_of(r, L, b, t, h) + n0);
+            const float a[4] = {a4.x, a4.y, a4.z, a4.w};
+            keep_quad(x, r, L, b, t, h, n0, 4);
+#pragma unroll
+            for (int q = 0; q < 4; q++) da[q] = x[q] * silu_grad(a[q]);
+        }
+        store4(Dl + row * stride(N) + n0, da);
+    });
+}
+
+__device__ inline void store_bf16x4(bf16 *p, const float (&x)[4]) {
+    *reinterpret_cast<uint2 *>(p) = make_uint2(hyla_mma::pack(x[0], x[1]), hyla_mma::pack(x[2], x[3]));
+}
+// The bf16 operands of conv l's weight gradient: da_{l+1}'s own rows (from Dn) into Pb, conv l's
+// dropped-out input at tokens t0 - 2 .. t0 + 65 (k, v or silu(a_l), zero outside the sequence)
+// into Xb (fused::load_input_bf16 and rows_to_bf16).
+template <int L>
+__device__ void stage_operands(bf16 *Pb, bf16 *Xb, const float *Dn, const router_dims &r, int b, int h, int t0,
+                               const float *k, const float *v, const float *acts) {
+    constexpr int CO = chan(L + 1), CI = chan(L);
+    for (int e = threadIdx.x; e < BT * (CO / 4); e += THREADS) {
+        const int row = e / (CO / 4), c0 = 4 * (e % (CO / 4));
+        const float4 p = load4(Dn + (first(L + 1) + row) * stride(CO) + c0);
+        store_bf16x4(Pb + row * bstride(CO) + c0, {p.x, p.y, p.z, p.w});
+    }
+    for (int e = threadIdx.x; e < XROWS * (CI / 4); e += THREADS) {
+        const int row = e / (CI / 4), c0 = 4 * (e % (CI / 4)), t = t0 - REACH + row;
+        float x[4] = {0, 0, 0, 0};
+        if (t >= 0 && t < r.L) {
+            const size_t pos = token_pos(r, b, t, h);
+            const float4 u = load4(L > 0 ? acts + act_of(r, L, b, t, h) + c0 : c0 < D ? k + pos * D + c0 : v + pos * D + c0 - D);
+            x[0] = u.x, x[1] = u.y, x[2] = u.z, x[3] = u.w;
+            if (L > 0)
+#pragma unroll
+                for (int q = 0; q < 4; q++) x[q] = silu(x[q]);
+            keep_quad(x, r, L, b, t, h, c0, 4);
+        }
+        store_bf16x4(Xb + row * bstride(CI) + c0, x);
+    }
+}
+
+// Conv l's weight and bias gradients over the tile's own rows into the slot (fused::
+// weight_partials_mma and bias_partials): dW[co][ci][i] = sum over rows of Pb[row][co]
+// Xb[row + DIL i][ci], a warp tile (tap, m-block, n-block) at a time.
+template <int L>
+__device__ void weight_partials(float *slot, const bf16 *Pb, const bf16 *Xb, const float *Dn, bool first_tile) {
+    using namespace hyla_mma;
+    constexpr int CO = chan(L + 1), CI = chan(L), MT = m_tiles(L), MB = m_blocks(L), NB = n_blocks(L);
+    constexpr int PS = bstride(CO), XS = bstride(CI);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int a_row = (lane & 7) + 8 * (lane >> 4), a_col = 8 * ((lane >> 3) & 1), b_row = lane & 15, b_col = 8 * (lane >> 4);
+    for (int wt = warp; wt < dw_tiles(L); wt += WARPS) {
+        const int i = wt / (MB * NB), mt0 = wt / NB % MB * DW_MT, nt0 = wt % NB * DW_NT;
+        float acc[DW_MT][DW_NT][4];
+#pragma unroll
+        for (int m = 0; m < DW_MT; m++)
+#pragma unroll
+            for (int n = 0; n < DW_NT; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0;
+        const bf16 *pa = Pb + a_row * PS + 16 * mt0 + a_col, *xb = Xb + (DIL * i + b_row) * XS + 8 * nt0 + b_col;
+#pragma unroll
+        for (int s = 0; s < BT / 16; s++) {
+            uint32_t a[DW_MT][4];
+#pragma unroll
+            for (int m = 0; m < DW_MT; m++)
+                if (mt0 + m < MT) ldsm_x4_trans(a[m][0], a[m][1], a[m][2], a[m][3], pa + 16 * s * PS + 16 * m);
+#pragma unroll
+            for (int np = 0; np < DW_NT / 2; np++) {
+                uint32_t b0, b1, b2, b3;
+                ldsm_x4_trans(b0, b1, b2, b3, xb + 16 * s * XS + 16 * np);
+#pragma unroll
+                for (int m = 0; m < DW_MT; m++)
+                    if (mt0 + m < MT) mma(acc[m][2 * np], a[m], b0, b1), mma(acc[m][2 * np + 1], a[m], b2, b3);
+            }
+        }
+        float4 *out = reinterpret_cast<float4 *>(slot + slot_w(L) + wt * DW_TILE) + lane;
+#pragma unroll
+        for (int m = 0; m < DW_MT; m++)
+#pragma unroll
+            for (int n = 0; n < DW_NT; n++) {
+                float4 o = first_tile ? make_float4(0, 0, 0, 0) : out[(m * DW_NT + n) * 32];
+                o.x += acc[m][n][0], o.y += acc[m][n][1], o.z += acc[m][n][2], o.w += acc[m][n][3];
+                out[(m * DW_NT + n) * 32] = o;
+            }
+    }
+    for (int co = threadIdx.x; co < CO; co += THREADS)
+        add_partial(slot + slot_b(L) + co, column_sum(Dn + first(L + 1) * stride(CO) + co, stride(CO)), first_tile);
+}
+
+// Blocks (segment, head, row): tiles seg tps .. of the row's tiles.
+__global__ void __launch_bounds__(THREADS, 1)
+    bwd_kernel(float *dk, float *dv, float *partial, const float *dscore, const float *k, const float *v,
+               const float *params, const float *acts, const float *wt, const __grid_constant__ router_dims r, int tps,
+               int segs) {
+    extern __shared__ __align__(16) float smem[];
+    float *W = smem, *D3 = smem + AT_D3, *D2 = smem + AT_D2, *D1 = smem + AT_D1, *dz = smem + AT_DZ, *G = smem + AT_G;
+    bf16 *Pb = reinterpret_cast<bf16 *>(smem + AT_PB), *Xb = reinterpret_cast<bf16 *>(smem + AT_XB);
+    const int seg = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tiles = (r.L + BT - 1) / BT;
+    float *slot = partial + (((size_t)b * r.H + h) * segs + seg) * SLOT;
+    load_weights(W, wt, h);
+    for (int tile = seg * tps; tile < min(tiles, (seg + 1) * tps); tile++) {
+        const bool first_tile = tile == seg * tps;
+        const int t0 = tile * BT;
+        __syncthreads(); // the previous tile is done with every buffer
+        projection_backward(D3, G, dz, r, dscore, acts, params, b, h, t0);
+        __pipeline_wait_prior(0); // the weights (first tile)
+        __syncthreads();
+        for (int j = threadIdx.x; j <= chan(3); j += THREADS) // the projection's weight and bias
+            add_partial(slot + (j < chan(3) ? SLOT_PW + j : SLOT_PB),
+                        j < chan(3) ? column_sum(G + j, stride(chan(3))) : column_sum(dz + first(3), 1), first_tile);
+        for (int e = threadIdx.x; e < 2 * REACH * stride(chan(2)); e += THREADS) D2[PROWS * stride(chan(2)) + e] = 0.0f;
+        input_gradient<2, 1, 4, 5>(D2, dk, dv, D3, W, acts, r, b, h, t0);
+        stage_operands<2>(Pb, Xb, D3, r, b, h, t0, k, v, acts);
+        __syncthreads();
+        weight_partials<2>(slot, Pb, Xb, D3, first_tile);
+        input_gradient<1, 5, 1, 1>(D1, dk, dv, D2, W, acts, r, b, h, t0);
+        __syncthreads();
+        stage_operands<1>(Pb, Xb, D2, r, b, h, t0, k, v, acts);
+        __syncthreads();
+        weight_partials<1>(slot, Pb, Xb, D2, first_tile);
+        input_gradient<0, 2, 4, 2>(nullptr, dk, dv, D1, W, acts, r, b, h, t0);
+        __syncthreads();
+        stage_operands<0>(Pb, Xb, D1, r, b, h, t0, k, v, acts);
+        __syncthreads();
+        weight_partials<0>(slot, Pb, Xb, D1, first_tile);
+    }
+}
+
+// The parameter that slot entry o of head h sums, or -1 (padding of the warp tiles).
+__device__ long long slot_param(const router_dims &r, int o, int h) {
+    for (int l = 0; l < N_CONVS; l++) {
+        const int cout = chan(l + 1), cin = chan(l);
+        if (o >= slot_w(l) && o < slot_w(l) + dw_tiles(l) * DW_TILE) {
+            const int rel = o - slot_w(l), wt = rel / DW_TILE, mn = rel % DW_TILE / 128, lane = rel % 128 / 4, e = rel % 4;
+            const int i = wt / (m_blocks(l) * n_blocks(l)), mb = wt / n_blocks(l) % m_blocks(l), nb = wt % n_blocks(l);
+            const int co = (mb * DW_MT + mn / DW_NT) * 16 + lane / 4 + 8 * (e / 2);
+            const int ci = (nb * DW_NT + mn % DW_NT) * 8 + 2 * (lane % 4) + e % 2;
+            if (co >= cout) return -1;
+            return (long long)(r.w[l] + (((size_t)h * cout + co) * cin + ci) * TAPS + i);
+        }
+        if (o >= slot_b(l) && o < slot_b(l) + cout) return (long long)(r.b[l] + (size_t)h * cout + (o - slot_b(l)));
+    }
+    if (o >= SLOT_PW && o < SLOT_PW + chan(N_CONVS)) return (long long)(r.pw + (size_t)h * chan(N_CONVS) + (o - SLOT_PW));
+    return o == SLOT_PB ? (long long)(r.pb + h) : -1;
+}
+
+// dparams += the slots of head h, summed over row and segment in that order.
+__global__ void reduce_kernel(float *dparams, const float *partial, const __grid_constant__ router_dims r, int segs) {
+    const int o = blockIdx.x * blockDim.x + threadIdx.x, h = blockIdx.y;
+    if (o >= SLOT) return;
+    const long long at = slot_param(r, o, h);
+    if (at < 0) return;
+    float s = 0;
+    for (int b = 0; b < r.B; b++)
+        for (int seg = 0; seg < segs; seg++) s += partial[(((size_t)b * r.H + h) * segs + seg) * SLOT + o];
+    dparams[at] += s;
+}
+
+bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
+              const float *params, const float *acts, const router_dims &r) {
+    if (r.B < 1 || r.L < 1 || !matches(r)) return false;
+    float *wt = staged<true>(params, r);
+    // about one block an SM (its shared memory): segments of consecutive tiles
+    const int tiles = (r.L + BT - 1) / BT, want = sm_count() / (r.H * r.B);
+    const int tps = (tiles + (want < 1 ? 1 : want) - 1) / (want < 1 ? 1 : want), segs = (tiles + tps - 1) / tps;
+    float *partial = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(float) * (size_t)SLOT * r.B * r.H * segs, 0));
+    CUDA_CHECK(cudaFuncSetAttribute(bwd_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)BWD_SMEM));
+    bwd_kernel<<<dim3(segs, r.H, r.B), THREADS, BWD_SMEM>>>(dk, dv, partial, dscore, k, v, params, acts, wt, r, tps, segs);
+    CUDA_LAUNCH_CHECK();
+    reduce_kernel<<<dim3(blocks_for(SLOT, 256), r.H), 256>>>(dparams, partial, r, segs);
+    CUDA_LAUNCH_CHECK();
+    CUDA_CHECK(cudaFreeAsync(partial, 0));
+    CUDA_CHECK(cudaFreeAsync(wt, 0));
+    return true;
+}
+
+} // namespace fixed
