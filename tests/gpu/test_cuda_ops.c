@@ -567,26 +567,35 @@ static void test_lte_router_in(int B, int L, int H, int d, float p, int bf16) {
                  mode, B, L, H, d);
         check_true(label, same);
     }
-    if (bf16 && d == 64) { /* the forward at the papers' shape on its own kernel (HYLA_ROUTER_FIXED,
-                              * cuda_lte_router_fixed.cu) and on the fused tensor-core form: the same bits */
+    if (bf16 && d == 64) { /* the router at the papers' shape on its own kernels (HYLA_ROUTER_FIXED,
+                              * cuda_lte_router_fixed*.cu) and on the fused tensor-core form: the same
+                              * forward bits, the same dk and dv bits, dparams within 1e-4 (other tiles) */
         const char *fx = getenv("HYLA_ROUTER_FIXED");
         char *saved_fx = fx ? strdup(fx) : NULL;
-        float *out[2][2];
+        float *out[2][5];
+        const size_t n[5] = {ns, na, nkv, nkv, np};
         for (int on = 0; on < 2; on++) {
             setenv("HYLA_ROUTER_FIXED", on ? "1" : "0", 1);
-            float *s3 = gpu->alloc(ns * sizeof(float)), *a3 = gpu->alloc(na * sizeof(float));
-            gpu->lte_router_fwd(s3, a3, k.d, v.d, params.d, &shape, B, L, p, key);
-            out[on][0] = back(s3, ns), out[on][1] = back(a3, na);
-            gpu->free(s3), gpu->free(a3);
+            float *dev[5];
+            for (int i = 0; i < 5; i++) dev[i] = gpu->alloc(n[i] * sizeof(float));
+            for (int i = 2; i < 5; i++) gpu->zero(dev[i], n[i] * sizeof(float));
+            gpu->lte_router_fwd(dev[0], dev[1], k.d, v.d, params.d, &shape, B, L, p, key);
+            gpu->lte_router_bwd(dev[2], dev[3], dev[4], dscore.d, k.d, v.d, params.d, dev[1], &shape, B, L, p, key);
+            for (int i = 0; i < 5; i++) out[on][i] = back(dev[i], n[i]), gpu->free(dev[i]);
         }
         if (saved_fx) setenv("HYLA_ROUTER_FIXED", saved_fx, 1);
         else unsetenv("HYLA_ROUTER_FIXED");
         free(saved_fx);
-        snprintf(label, sizeof label, "lte_router_fwd bf16 B=%d L=%d H=%d: the fixed-shape kernel gives the fused form's bits",
+        int same = 1;
+        for (int i = 0; i < 4; i++) same &= !memcmp(out[0][i], out[1][i], n[i] * sizeof(float));
+        snprintf(label, sizeof label,
+                 "lte_router bf16 B=%d L=%d H=%d: the fixed-shape kernels give the fused form's bits (score, acts, dk, dv)",
                  B, L, H);
-        check_true(label, !memcmp(out[0][0], out[1][0], ns * sizeof(float)) &&
-                              !memcmp(out[0][1], out[1][1], na * sizeof(float)));
-        for (int i = 0; i < 4; i++) free(out[i / 2][i % 2]);
+        check_true(label, same);
+        snprintf(label, sizeof label, "lte_router_bwd bf16 B=%d L=%d H=%d: fixed-shape dparams against the fused form's",
+                 B, L, H);
+        check_le(label, rel_err_f32(out[1][4], out[0][4], np), 1e-4);
+        for (int i = 0; i < 10; i++) free(out[i / 5][i % 5]);
     }
     if (bf16) {
         gpu->set_matmul_precision(0);
