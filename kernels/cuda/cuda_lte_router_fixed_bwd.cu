@@ -38,8 +38,39 @@ __host__ __device__ constexpr int bstride(int c) { return (c + 15) / 16 * 16 + 8
 // Pb, Xb (bf16 operands of a weight gradient).
 constexpr int AT_D3 = W_HEAD, AT_D2 = AT_D3 + HELD3 * stride(chan(3)), AT_D1 = AT_D2 + HELD2 * stride(chan(2));
 constexpr int AT_DZ = AT_D1 + HELD1 * stride(chan(1)), AT_G = AT_DZ + HELD3, AT_PB = AT_G + BT * stride(chan(3));
-constexpr int AT_XB = AT_PB + BT * bstride(chan(1)) / 2, BWD_FLOATS = AT_XB + XROWS * bstride(chan(0)) / 2;
+constexpr int AT_XB = AT_PB + BT * bstride(chan(1)) / 2, AT_M = AT_XB + XROWS * bstride(chan(0)) / 2;
+
+// Conv l's input dropout masks, worked out once a tile for both of their uses (the input
+// gradient's epilogue and the weight gradient's operand: each draw is ~20 instructions, and
+// the two cover the same tokens but for the halos): a byte each (1 kept) for tokens t0 -
+// mfirst(l) on, mrows(l) rows (the union of both uses' rows), channels chan(l).
+__host__ __device__ constexpr int mfirst(int l) { return REACH * (l > 1 ? l : 1); }
+__host__ __device__ constexpr int mrows(int l) { return BT + 2 * mfirst(l); }
+__host__ __device__ constexpr int m_at(int l) { return l == 0 ? 0 : m_at(l - 1) + mrows(l - 1) * chan(l - 1) / 4; }
+constexpr int BWD_FLOATS = AT_M + m_at(N_CONVS);
 constexpr size_t BWD_SMEM = sizeof(float) * (size_t)BWD_FLOATS;
+static_assert(BWD_SMEM <= 227 * 1024, "one block an SM");
+
+// Conv L's masks into M (rows outside the sequence are never read).
+template <int L> __device__ void draw_masks(uint8_t *M, const router_dims &r, int b, int h, int t0) {
+    constexpr int C = chan(L);
+    for (int e = threadIdx.x; e < mrows(L) * (C / 4); e += THREADS) {
+        const int row = e / (C / 4), c0 = 4 * (e % (C / 4)), t = t0 - mfirst(L) + row;
+        if (t < 0 || t >= r.L) continue;
+        uint64_t z = hyla_rng_counter(r.key[b][L], drop_index(r, L, t, h, c0));
+        uint32_t m = 0;
+#pragma unroll
+        for (int q = 0; q < 4; q++, z += HYLA_RNG_STEP) m |= (uint32_t)((uint32_t)(hyla_mix64(z) >> 40) >= r.keep_min) << 8 * q;
+        *reinterpret_cast<uint32_t *>(M + row * C + c0) = m;
+    }
+}
+// x times its masks (keep_quad's factors: 1 / (1 - p) kept, 0 dropped; nothing without dropout).
+__device__ inline void apply_masks(float (&x)[4], const uint8_t *m, const router_dims &r) {
+    if (!(r.p > 0)) return;
+    const uint32_t bits = *reinterpret_cast<const uint32_t *>(m);
+#pragma unroll
+    for (int q = 0; q < 4; q++) x[q] *= (bits >> 8 * q & 0xff) ? r.keep_scale : 0.0f;
+}
 
 // A block's slot: conv l's weight gradient as warp tiles of 2 m-tiles (16 output channels) x 4
 // n-tiles (8 input channels) of one tap, C fragments in order ((m 4 + n) 32 + lane) 4 + element;
@@ -98,8 +129,8 @@ __device__ void projection_backward(float *D3, float *G, float *dz, const router
 // into Dl, rows past valid(l) zero; l = 0: times the mask, added onto dk, dv for the tile's own
 // tokens), from A = da_{l+1}: warp tiles of MT m-tiles x NT n-tiles, WM warps down the rows.
 template <int L, int MT, int NT, int WM>
-__device__ void input_gradient(float *Dl, float *dk, float *dv, const float *A, const float *W, const float *acts,
-                               const router_dims &r, int b, int h, int t0) {
+__device__ void input_gradient(float *Dl, float *dk, float *dv, const float *A, const float *W, const uint8_t *M,
+                               const float *acts, const router_dims &r, int b, int h, int t0) {
     constexpr int K = chan(L + 1), N = chan(L), NTT = N / 8, WN = NTT / NT;
     static_assert(WN * NT == NTT && WM * WN <= WARPS, "warp tiles cover the channels");
     const int warp = threadIdx.x / 32;
@@ -112,7 +143,7 @@ __device__ void input_gradient(float *Dl, float *dk, float *dv, const float *A, 
         float x[4] = {g[0], g[1], g[2], g[3]};
         if (L == 0) { // rows = the tile's own tokens
             if (t >= r.L) return;
-            keep_quad(x, r, 0, b, t, h, n0, 4);
+            apply_masks(x, M + (t - t0 + mfirst(0)) * N + n0, r);
             const size_t pos = token_pos(r, b, t, h);
             float *p = n0 < D ? dk + pos * D + n0 : dv + pos * D + n0 - D;
             const float4 o = load4(p);
@@ -124,7 +155,7 @@ __device__ void input_gradient(float *Dl, float *dk, float *dv, const float *A, 
         if (row < valid(L) && t >= 0 && t < r.L) {
             const float4 a4 = load4(acts + act_of(r, L, b, t, h) + n0);
             const float a[4] = {a4.x, a4.y, a4.z, a4.w};
-            keep_quad(x, r, L, b, t, h, n0, 4);
+            apply_masks(x, M + (t - t0 + mfirst(L)) * N + n0, r);
 #pragma unroll
             for (int q = 0; q < 4; q++) da[q] = x[q] * silu_grad(a[q]);
         }
@@ -139,8 +170,8 @@ __device__ inline void store_bf16x4(bf16 *p, const float (&x)[4]) {
 // dropped-out input at tokens t0 - 2 .. t0 + 65 (k, v or silu(a_l), zero outside the sequence)
 // into Xb (fused::load_input_bf16 and rows_to_bf16).
 template <int L>
-__device__ void stage_operands(bf16 *Pb, bf16 *Xb, const float *Dn, const router_dims &r, int b, int h, int t0,
-                               const float *k, const float *v, const float *acts) {
+__device__ void stage_operands(bf16 *Pb, bf16 *Xb, const float *Dn, const uint8_t *M, const router_dims &r, int b, int h,
+                               int t0, const float *k, const float *v, const float *acts) {
     constexpr int CO = chan(L + 1), CI = chan(L);
     for (int e = threadIdx.x; e < BT * (CO / 4); e += THREADS) {
         const int row = e / (CO / 4), c0 = 4 * (e % (CO / 4));
@@ -157,7 +188,7 @@ __device__ void stage_operands(bf16 *Pb, bf16 *Xb, const float *Dn, const router
             if (L > 0)
 #pragma unroll
                 for (int q = 0; q < 4; q++) x[q] = silu(x[q]);
-            keep_quad(x, r, L, b, t, h, c0, 4);
+            apply_masks(x, M + (t - t0 + mfirst(L)) * CI + c0, r);
         }
         store_bf16x4(Xb + row * bstride(CI) + c0, x);
     }
@@ -218,13 +249,17 @@ __global__ void __launch_bounds__(THREADS, 1)
     extern __shared__ __align__(16) float smem[];
     float *W = smem, *D3 = smem + AT_D3, *D2 = smem + AT_D2, *D1 = smem + AT_D1, *dz = smem + AT_DZ, *G = smem + AT_G;
     bf16 *Pb = reinterpret_cast<bf16 *>(smem + AT_PB), *Xb = reinterpret_cast<bf16 *>(smem + AT_XB);
+    uint8_t *M[N_CONVS];
+    for (int l = 0; l < N_CONVS; l++) M[l] = reinterpret_cast<uint8_t *>(smem + AT_M + m_at(l));
     const int seg = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tiles = (r.L + BT - 1) / BT;
     float *slot = partial + (((size_t)b * r.H + h) * segs + seg) * SLOT;
+    const bool dropout = r.p > 0;
     load_weights(W, wt, h);
     for (int tile = seg * tps; tile < min(tiles, (seg + 1) * tps); tile++) {
         const bool first_tile = tile == seg * tps;
         const int t0 = tile * BT;
         __syncthreads(); // the previous tile is done with every buffer
+        if (dropout) draw_masks<2>(M[2], r, b, h, t0), draw_masks<1>(M[1], r, b, h, t0);
         projection_backward(D3, G, dz, r, dscore, acts, params, b, h, t0);
         __pipeline_wait_prior(0); // the weights (first tile)
         __syncthreads();
@@ -232,18 +267,19 @@ __global__ void __launch_bounds__(THREADS, 1)
             add_partial(slot + (j < chan(3) ? SLOT_PW + j : SLOT_PB),
                         j < chan(3) ? column_sum(G + j, stride(chan(3))) : column_sum(dz + first(3), 1), first_tile);
         for (int e = threadIdx.x; e < 2 * REACH * stride(chan(2)); e += THREADS) D2[PROWS * stride(chan(2)) + e] = 0.0f;
-        input_gradient<2, 1, 4, 5>(D2, dk, dv, D3, W, acts, r, b, h, t0);
-        stage_operands<2>(Pb, Xb, D3, r, b, h, t0, k, v, acts);
+        input_gradient<2, 1, 4, 5>(D2, dk, dv, D3, W, M[2], acts, r, b, h, t0);
+        stage_operands<2>(Pb, Xb, D3, M[2], r, b, h, t0, k, v, acts);
         __syncthreads();
         weight_partials<2>(slot, Pb, Xb, D3, first_tile);
-        input_gradient<1, 5, 1, 1>(D1, dk, dv, D2, W, acts, r, b, h, t0);
+        input_gradient<1, 5, 1, 1>(D1, dk, dv, D2, W, M[1], acts, r, b, h, t0);
         __syncthreads();
-        stage_operands<1>(Pb, Xb, D2, r, b, h, t0, k, v, acts);
+        stage_operands<1>(Pb, Xb, D2, M[1], r, b, h, t0, k, v, acts);
+        if (dropout) draw_masks<0>(M[0], r, b, h, t0);
         __syncthreads();
         weight_partials<1>(slot, Pb, Xb, D2, first_tile);
-        input_gradient<0, 2, 4, 2>(nullptr, dk, dv, D1, W, acts, r, b, h, t0);
+        input_gradient<0, 2, 4, 2>(nullptr, dk, dv, D1, W, M[0], acts, r, b, h, t0);
         __syncthreads();
-        stage_operands<0>(Pb, Xb, D1, r, b, h, t0, k, v, acts);
+        stage_operands<0>(Pb, Xb, D1, M[0], r, b, h, t0, k, v, acts);
         __syncthreads();
         weight_partials<0>(slot, Pb, Xb, D1, first_tile);
     }
