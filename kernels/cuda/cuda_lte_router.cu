@@ -44,10 +44,13 @@ static bool mma_on(bool backward) {
 // HYLA_ROUTER_FIXED=1 runs the router at the papers' shape on its own kernels
 // (cuda_lte_router_fixed.cu, _fixed_bwd.cu: every dimension a constant, a head's weights kept in
 // shared memory by a block for all its tiles) both ways where the tensor-core form would run,
-// =fwd / =bwd one way only, =0 on the fused kernels; unset, FIXED_BY_DEFAULT decides: off until
-// a GPU run has checked and timed them (the emulation, ctest emu.router, checks them against the
-// fused kernels' bits: the forward's all, the backward's dk and dv).
-static const char *const FIXED_BY_DEFAULT = "0";
+// =fwd / =bwd one way only, =0 on the fused kernels; unset, FIXED_BY_DEFAULT decides: on since
+// its H100 run (2026-12-08, docs/gpu-runs/2026-12-08-h100: test_cuda_ops lte_router with the
+// fused form's bits, memcheck clean; the router's kernel bench 0.573 -> 0.457 ms forward, 1.809
+// -> 1.633 forward + backward; laLTE 182.2 -> 179.7 ms a step). The emulation (ctest
+// emu.router) checks them against the fused kernels' bits: the forward's all, the backward's dk
+// and dv.
+static const char *const FIXED_BY_DEFAULT = "1";
 static bool fixed_on(bool backward) {
     const char *e = getenv("HYLA_ROUTER_FIXED");
     if (!e || !*e) e = FIXED_BY_DEFAULT;

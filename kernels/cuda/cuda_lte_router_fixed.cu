@@ -36,15 +36,24 @@ constexpr size_t SMEM = sizeof(float) * (size_t)(W_HEAD + X_FLOATS);
 // Conv 0's dropped-out input (k then v of each token, zero outside the sequence) as tf32 values
 // into X, rows 0 .. IN_ROWS - 1 = tokens t0 - 6 .. t0 + 125.
 __device__ void load_input(float *X, const router_dims &r, int b, int h, int t0, const float *k, const float *v) {
-    constexpr int QUADS = chan(0) / 4;
-#pragma unroll 4
-    for (int e = threadIdx.x; e < IN_ROWS * QUADS; e += THREADS) {
-        const int row = e / QUADS, c0 = 4 * (e % QUADS), t = t0 - before(0) + row;
-        float x[4] = {0, 0, 0, 0};
-        if (t >= 0 && t < r.L) {
+    constexpr int QUADS = chan(0) / 4, PER = (IN_ROWS * QUADS + THREADS - 1) / THREADS;
+    // every load of the thread first (~17 float4 in flight: the masks' draws wait for none)
+    float4 u[PER];
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int e = threadIdx.x + j * THREADS, row = e / QUADS, c0 = 4 * (e % QUADS), t = t0 - before(0) + row;
+        u[j] = make_float4(0, 0, 0, 0);
+        if (e < IN_ROWS * QUADS && t >= 0 && t < r.L) {
             const size_t pos = token_pos(r, b, t, h);
-            const float4 u = load4(c0 < D ? k + pos * D + c0 : v + pos * D + c0 - D);
-            x[0] = u.x, x[1] = u.y, x[2] = u.z, x[3] = u.w;
+            u[j] = load4(c0 < D ? k + pos * D + c0 : v + pos * D + c0 - D);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int e = threadIdx.x + j * THREADS, row = e / QUADS, c0 = 4 * (e % QUADS), t = t0 - before(0) + row;
+        if (e >= IN_ROWS * QUADS) break;
+        float x[4] = {u[j].x, u[j].y, u[j].z, u[j].w};
+        if (t >= 0 && t < r.L) {
             keep_quad(x, r, 0, b, t, h, c0, 4);
             for (int q = 0; q < 4; q++) x[q] = __uint_as_float(hyla_mma::to_tf32(x[q]));
         }
@@ -63,20 +72,25 @@ __device__ void conv(float *X, const float *W, float *acts, const float *params,
     constexpr int K = chan(L), N = chan(L + 1), NTT = N / 8, CBW = NTT / NT, SO = stride(N);
     static_assert(CBW * NT == NTT && (WARPS / CBW) * 16 * MT == ROWS, "warp tiles cover the product");
     const int warp = threadIdx.x / 32, nt0 = warp % CBW * NT, row0 = warp / CBW * 16 * MT;
+    const float *bias = params + r.b[L] + (size_t)h * N;
+    float4 bias4[NT]; // this thread's channels' biases, loaded while the product runs
+#pragma unroll
+    for (int n = 0; n < NT; n++) bias4[n] = load4(bias + quad_col(nt0 + n));
     float acc[MT][NT][4];
     warp_product<K, NTT, stride(K), MT, NT, false, true>(acc, X, W + w_at(L), row0, nt0);
     __syncthreads(); // every warp has read X: the output goes over it
     // Rows of this conv's output that the next step's kept outputs read (conv 0: all 128, conv
     // 1: 124, conv 2: the tile's own 120); the rest, and rows outside the sequence, are zero.
     constexpr int NEEDED = ROWS - 2 * REACH * L;
-    const float *bias = params + r.b[L] + (size_t)h * N;
-    for_each_quad(acc, row0, nt0, [&](int row, int n0, const float (&a)[4]) {
+    for_each_quad(acc, row0, nt0, [&](int i, int row, int n0, const float (&a)[4]) {
         const int t = t0 - before(L + 1) + row;
         float u[4] = {0, 0, 0, 0};
         if (row < NEEDED && t >= 0 && t < r.L) {
+            const float4 bq = bias4[i % NT];
+            const float bb[4] = {bq.x, bq.y, bq.z, bq.w};
             float pre[4];
 #pragma unroll
-            for (int q = 0; q < 4; q++) pre[q] = a[q] + bias[n0 + q], u[q] = silu(pre[q]);
+            for (int q = 0; q < 4; q++) pre[q] = a[q] + bb[q], u[q] = silu(pre[q]);
             if (L + 1 < N_CONVS) {
                 keep_quad(u, r, L + 1, b, t, h, n0, 4);
 #pragma unroll

@@ -109,12 +109,14 @@ __device__ inline void warp_product(float (&acc)[MT][NT][4], const float *A, con
         }
     }
 }
-// The warp tile's C fragments 4 neighbouring channels of a row at a time: f(row, n0, a[4]). In a
-// C fragment lane 4 g + tig holds channels 2 tig, 2 tig + 1 of rows g and g + 8; the lanes of a
-// pair swap halves (run_product_mma's epilogue).
+// The warp tile's C fragments 4 neighbouring channels of a row at a time: f(i, row, n0, a[4]),
+// i = m NT + n (a constant once unrolled: for the caller's per-quad registers). In a C fragment
+// lane 4 g + tig holds channels 2 tig, 2 tig + 1 of rows g and g + 8; the lanes of a pair swap
+// halves (run_product_mma's epilogue). The channels of quad n: quad_col(nt0 + n).
+__device__ inline int quad_col(int nt) { return 8 * nt + 4 * (threadIdx.x % 4 / 2); }
 template <int MT, int NT, class F>
 __device__ inline void for_each_quad(const float (&acc)[MT][NT][4], int row0, int nt0, F f) {
-    const int lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+    const int lane = threadIdx.x % 32, g = lane / 4;
     const bool odd = lane & 1;
 #pragma unroll
     for (int m = 0; m < MT; m++)
@@ -124,7 +126,7 @@ __device__ inline void for_each_quad(const float (&acc)[MT][NT][4], int row0, in
             const float x = __shfl_xor_sync(0xffffffffu, odd ? c[0] : c[2], 1);
             const float y = __shfl_xor_sync(0xffffffffu, odd ? c[1] : c[3], 1);
             const float a[4] = {odd ? x : c[0], odd ? y : c[1], odd ? c[2] : x, odd ? c[3] : y};
-            f(row0 + 16 * m + mma_row(g) + (odd ? 8 : 0), 8 * (nt0 + n) + 4 * (tig / 2), a);
+            f(m * NT + n, row0 + 16 * m + mma_row(g) + (odd ? 8 : 0), quad_col(nt0 + n), a);
         }
 }
 

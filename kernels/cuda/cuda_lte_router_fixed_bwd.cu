@@ -138,29 +138,52 @@ __device__ void input_gradient(float *Dl, float *dk, float *dv, const float *A, 
     const int row0 = warp / WN * 16 * MT, nt0 = warp % WN * NT;
     float acc[MT][NT][4];
     warp_product<K, NTT, stride(K), MT, NT, true, false>(acc, A, W + w_at(L), row0, nt0);
-    for_each_quad(acc, row0, nt0, [&](int row, int n0, const float (&g)[4]) {
-        const int t = t0 - first(L) + row;
-        float x[4] = {g[0], g[1], g[2], g[3]};
+    // the quads' gradients and places first, then every load (a_l, or dk / dv's values) at once,
+    // then the element steps: the loads wait for memory together
+    constexpr int Q = MT * NT;
+    float gq[Q][4];
+    int rows[Q], cols[Q];
+    for_each_quad(acc, row0, nt0, [&](int i, int row, int n0, const float (&g)[4]) {
+        rows[i] = row, cols[i] = n0;
+#pragma unroll
+        for (int q = 0; q < 4; q++) gq[i][q] = g[q];
+    });
+    float4 in[Q];
+#pragma unroll
+    for (int i = 0; i < Q; i++) {
+        const int t = t0 - first(L) + rows[i];
+        in[i] = make_float4(0, 0, 0, 0);
+        if (L == 0) {
+            if (t < r.L) {
+                const size_t pos = token_pos(r, b, t, h);
+                in[i] = load4(cols[i] < D ? dk + pos * D + cols[i] : dv + pos * D + cols[i] - D);
+            }
+        } else if (rows[i] < valid(L) && t >= 0 && t < r.L) {
+            in[i] = load4(acts + act_of(r, L, b, t, h) + cols[i]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < Q; i++) {
+        const int row = rows[i], n0 = cols[i], t = t0 - first(L) + row;
+        float *x = gq[i];
         if (L == 0) { // rows = the tile's own tokens
-            if (t >= r.L) return;
-            apply_masks(x, M + (t - t0 + mfirst(0)) * N + n0, r);
+            if (t >= r.L) continue;
+            apply_masks(gq[i], M + (t - t0 + mfirst(0)) * N + n0, r);
             const size_t pos = token_pos(r, b, t, h);
             float *p = n0 < D ? dk + pos * D + n0 : dv + pos * D + n0 - D;
-            const float4 o = load4(p);
-            const float s[4] = {o.x + x[0], o.y + x[1], o.z + x[2], o.w + x[3]};
+            const float s[4] = {in[i].x + x[0], in[i].y + x[1], in[i].z + x[2], in[i].w + x[3]};
             store4(p, s);
-            return;
+            continue;
         }
         float da[4] = {0, 0, 0, 0};
         if (row < valid(L) && t >= 0 && t < r.L) {
-            const float4 a4 = load4(acts + act_of(r, L, b, t, h) + n0);
-            const float a[4] = {a4.x, a4.y, a4.z, a4.w};
-            apply_masks(x, M + (t - t0 + mfirst(L)) * N + n0, r);
+            const float a[4] = {in[i].x, in[i].y, in[i].z, in[i].w};
+            apply_masks(gq[i], M + (t - t0 + mfirst(L)) * N + n0, r);
 #pragma unroll
             for (int q = 0; q < 4; q++) da[q] = x[q] * silu_grad(a[q]);
         }
         store4(Dl + row * stride(N) + n0, da);
-    });
+    }
 }
 
 __device__ inline void store_bf16x4(bf16 *p, const float (&x)[4]) {
@@ -178,13 +201,24 @@ __device__ void stage_operands(bf16 *Pb, bf16 *Xb, const float *Dn, const uint8_
         const float4 p = load4(Dn + (first(L + 1) + row) * stride(CO) + c0);
         store_bf16x4(Pb + row * bstride(CO) + c0, {p.x, p.y, p.z, p.w});
     }
-    for (int e = threadIdx.x; e < XROWS * (CI / 4); e += THREADS) {
-        const int row = e / (CI / 4), c0 = 4 * (e % (CI / 4)), t = t0 - REACH + row;
+    constexpr int PER = (XROWS * (CI / 4) + THREADS - 1) / THREADS;
+    float4 u[PER]; // every load of the thread first, then the element steps
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int e = threadIdx.x + j * THREADS, row = e / (CI / 4), c0 = 4 * (e % (CI / 4)), t = t0 - REACH + row;
+        u[j] = make_float4(0, 0, 0, 0);
+        if (e < XROWS * (CI / 4) && t >= 0 && t < r.L) {
+            const size_t pos = token_pos(r, b, t, h);
+            u[j] = load4(L > 0 ? acts + act_of(r, L, b, t, h) + c0 : c0 < D ? k + pos * D + c0 : v + pos * D + c0 - D);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        const int e = threadIdx.x + j * THREADS, row = e / (CI / 4), c0 = 4 * (e % (CI / 4)), t = t0 - REACH + row;
+        if (e >= XROWS * (CI / 4)) break;
         float x[4] = {0, 0, 0, 0};
         if (t >= 0 && t < r.L) {
-            const size_t pos = token_pos(r, b, t, h);
-            const float4 u = load4(L > 0 ? acts + act_of(r, L, b, t, h) + c0 : c0 < D ? k + pos * D + c0 : v + pos * D + c0 - D);
-            x[0] = u.x, x[1] = u.y, x[2] = u.z, x[3] = u.w;
+            x[0] = u[j].x, x[1] = u[j].y, x[2] = u[j].z, x[3] = u[j].w;
             if (L > 0)
 #pragma unroll
                 for (int q = 0; q < 4; q++) x[q] = silu(x[q]);

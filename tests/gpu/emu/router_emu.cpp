@@ -486,10 +486,10 @@ int main(int argc, char **argv) {
     // shape does not fit it; the per-tap form where neither does)
     outputs mma;
     emu_router_bf16 = true;
-    setenv("HYLA_ROUTER_MMA", "1", 1);
+    setenv("HYLA_ROUTER_MMA", "1", 1), setenv("HYLA_ROUTER_FIXED", "0", 1); // the fused kernels' form
     run(mma);
     run(again);
-    unsetenv("HYLA_ROUTER_MMA");
+    unsetenv("HYLA_ROUTER_MMA"), unsetenv("HYLA_ROUTER_FIXED");
     emu_router_bf16 = false;
     // the form's operands: the convs' and the input gradients' tf32, the weight gradients' bf16
     const unsigned form_ops = (mma_fwd ? R_FWD_TF32 : 0) | (mma_bwd ? R_DX_TF32 | R_DW_DA | R_DW_X : 0);
