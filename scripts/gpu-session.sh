@@ -51,8 +51,8 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now: HYLA_ROUTER_FIXED=1
-# HYLA_ATTN_LAZY_RESCALE=1 (docs/cuda.md); unset or NEW_PATHS="" tests none.
+# timings and ncu run them switched on as well. Waiting now: HYLA_ATTN_LAZY_RESCALE=1 (checked,
+# no gain measured: docs/cuda.md); unset or NEW_PATHS="" tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)
 want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})
