@@ -191,15 +191,18 @@ static void cuda_lte_ste_bwd(float *dscore, const float *dv, const float *v, int
     row_dots(dscore, dv, v, (size_t)B * L * H, d);
 }
 
-// Per head (one block each): sum of relu(score) and the kept share over positions j < L -
-// margin, each thread over a fixed stride of positions, then a fixed tree: deterministic.
-enum { L1_THREADS = 256 };
-__global__ void lte_l1_sums_kernel(double *relu_sum, float *kept_fraction, const float *score, int B, int L, int H,
-                                   int len) {
+// Per head and chunk of its B len positions j < L - margin (a block each: H x L1_CHUNKS blocks,
+// where one block a head left all but 16 SMs idle, 37 us a call at the 0.4B shape): the sum of
+// relu(score) and the count kept, each thread over a fixed stride of positions, then a fixed
+// tree; the total kernel adds the chunks in order: deterministic.
+enum { L1_THREADS = 256, L1_CHUNKS = 32 };
+__global__ void lte_l1_sums_kernel(double *partial, const float *score, int B, int L, int H, int len) {
     __shared__ double rs_part[L1_THREADS], kept_part[L1_THREADS];
-    const int h = blockIdx.x;
+    const int h = blockIdx.x, chunk = blockIdx.y;
+    const size_t n = (size_t)B * len, per = (n + L1_CHUNKS - 1) / L1_CHUNKS;
+    const size_t e0 = chunk * per, e1 = e0 + per < n ? e0 + per : n;
     double rs = 0, kept = 0;
-    for (size_t e = threadIdx.x; e < (size_t)B * len; e += L1_THREADS) {
+    for (size_t e = e0 + threadIdx.x; e < e1; e += L1_THREADS) {
         const size_t b = e / len, j = e % len;
         const float s = score[(b * L + j) * H + h];
         if (s > 0) rs += s, kept += 1;
@@ -212,25 +215,33 @@ __global__ void lte_l1_sums_kernel(double *relu_sum, float *kept_fraction, const
         __syncthreads();
     }
     if (threadIdx.x > 0) return;
-    relu_sum[h] = rs_part[0];
-    if (kept_fraction) kept_fraction[h] = len > 0 ? (float)(kept_part[0] / ((double)B * len)) : 0.0f;
+    partial[((size_t)h * L1_CHUNKS + chunk) * 2] = rs_part[0];
+    partial[((size_t)h * L1_CHUNKS + chunk) * 2 + 1] = kept_part[0];
 }
-// The loss term summed over the heads in order by one thread, into the device accumulator.
-__global__ void lte_l1_total_kernel(double *l1_acc, const double *relu_sum, const float *lambda, float coef, int H) {
+// The chunks of each head in order, its kept share, and the loss term summed over the heads in
+// order, by one thread, into the device accumulator.
+__global__ void lte_l1_total_kernel(double *l1_acc, float *kept_fraction, const double *partial, const float *lambda,
+                                    float coef, int H, double count) {
     double total = 0;
-    for (int h = 0; h < H; h++) total += (double)lambda[h] * relu_sum[h];
+    for (int h = 0; h < H; h++) {
+        double rs = 0, kept = 0;
+        for (int c = 0; c < L1_CHUNKS; c++)
+            rs += partial[((size_t)h * L1_CHUNKS + c) * 2], kept += partial[((size_t)h * L1_CHUNKS + c) * 2 + 1];
+        if (kept_fraction) kept_fraction[h] = count > 0 ? (float)(kept / count) : 0.0f;
+        total += (double)lambda[h] * rs;
+    }
     *l1_acc += (double)(float)((double)coef * total);
 }
 static void cuda_lte_l1_fwd(double *l1_acc, float *kept_fraction, const float *score, const float *lambda, float coef,
                             int B, int L, int H, int margin) {
     const int len = L - margin > 0 ? L - margin : 0;
-    double *sums = NULL;
-    CUDA_CHECK(cudaMallocAsync((void **)&sums, sizeof(double) * (size_t)H, 0));
-    lte_l1_sums_kernel<<<H, L1_THREADS>>>(sums, kept_fraction, score, B, L, H, len);
+    double *partial = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&partial, sizeof(double) * 2 * (size_t)H * L1_CHUNKS, 0));
+    lte_l1_sums_kernel<<<dim3(H, L1_CHUNKS), L1_THREADS>>>(partial, score, B, L, H, len);
     CUDA_LAUNCH_CHECK();
-    lte_l1_total_kernel<<<1, 1>>>(l1_acc, sums, lambda, coef, H);
+    lte_l1_total_kernel<<<1, 1>>>(l1_acc, kept_fraction, partial, lambda, coef, H, (double)B * len);
     CUDA_LAUNCH_CHECK();
-    CUDA_CHECK(cudaFreeAsync(sums, 0));
+    CUDA_CHECK(cudaFreeAsync(partial, 0));
 }
 
 __global__ void lte_l1_bwd_kernel(float *dscore, const float *score, const float *lambda, float coef, int B, int L,
