@@ -108,14 +108,15 @@ static void cuda_lte_router_bwd(float *dk, float *dv, float *dparams, const floa
                                 const float *v, const float *params, const float *acts,
                                 const struct hyla_lte_router_shape *shape, int B, int L, float p,
                                 const uint64_t *keys) {
-    fused::weight_stage stage; // the rows' launches share one staging of the weights
+    fused::weight_stage stage; // the rows' launches share one staging of the weights (each form)
+    fixed::bwd_stage fixed_stage;
     by_row_groups(
         shape, B, L, p, keys, BWD_ROWS,
         [&](const router_rows &at, const router_dims &r) {
             const bool mma = mma_on(true);
             if (mma && fixed_on(true) &&
                 fixed::backward(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,
-                                acts + at.acts, r))
+                                acts + at.acts, r, fixed_stage))
                 return true;
             return fused::backward(dk + at.kv, dv + at.kv, dparams, dscore + at.tokens, k + at.kv, v + at.kv, params,
                                    acts + at.acts, r, mma, stage);

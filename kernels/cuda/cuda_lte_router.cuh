@@ -135,8 +135,17 @@ bool backward(float *dk, float *dv, float *dparams, const float *dscore, const f
 // false, having done nothing, for any other shape.
 namespace fixed {
 bool forward(float *score, float *acts, const float *k, const float *v, const float *params, const router_dims &r);
+// The backward's staged weights, made by an op call's first row launch and kept for the others
+// (they depend on the parameters and the heads only), freed at its end.
+struct bwd_stage {
+    float *wt = nullptr;
+    bwd_stage() = default;
+    bwd_stage(const bwd_stage &) = delete;
+    bwd_stage &operator=(const bwd_stage &) = delete;
+    ~bwd_stage();
+};
 bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
-              const float *params, const float *acts, const router_dims &r);
+              const float *params, const float *acts, const router_dims &r, bwd_stage &stage);
 } // namespace fixed
 
 #endif

@@ -349,10 +349,15 @@ __global__ void reduce_kernel(float *dparams, const float *partial, const __grid
     dparams[at] += s;
 }
 
+bwd_stage::~bwd_stage() {
+    if (wt) CUDA_CHECK(cudaFreeAsync(wt, 0)); // after the launches queued
+}
+
 bool backward(float *dk, float *dv, float *dparams, const float *dscore, const float *k, const float *v,
-              const float *params, const float *acts, const router_dims &r) {
+              const float *params, const float *acts, const router_dims &r, bwd_stage &stage) {
     if (r.B < 1 || r.L < 1 || !matches(r)) return false;
-    float *wt = staged<true>(params, r);
+    if (!stage.wt) stage.wt = staged<true>(params, r);
+    const float *wt = stage.wt;
     // about one block an SM (its shared memory): segments of consecutive tiles
     const int tiles = (r.L + BT - 1) / BT, want = sm_count() / (r.H * r.B);
     const int tps = (tiles + (want < 1 ? 1 : want) - 1) / (want < 1 ? 1 : want), segs = (tiles + tps - 1) / tps;
@@ -364,7 +369,6 @@ bool backward(float *dk, float *dv, float *dparams, const float *dscore, const f
     reduce_kernel<<<dim3(blocks_for(SLOT, 256), r.H), 256>>>(dparams, partial, r, segs);
     CUDA_LAUNCH_CHECK();
     CUDA_CHECK(cudaFreeAsync(partial, 0));
-    CUDA_CHECK(cudaFreeAsync(wt, 0));
     return true;
 }
 
