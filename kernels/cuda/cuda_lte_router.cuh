@@ -95,6 +95,8 @@ __device__ static inline float conv_input(const struct router_dims &r, int l, co
 // l, hyla_rng_u64, has its top 24 bits >= keep_min. The key and the first element's counter are
 // worked out once; the next channel's counter is the previous one's plus HYLA_RNG_STEP (the
 // dropout draws were a quarter of the kernels' instructions, Nsight Compute).
+// Whether the draw of counter z keeps its element (its top 24 bits >= keep_min).
+__device__ static inline bool kept(uint64_t z, uint32_t keep_min) { return (uint32_t)(hyla_mix64(z) >> 40) >= keep_min; }
 __device__ static inline void keep_quad(float (&x)[4], const router_dims &r, int l, int b, int t, int h, int c0, int n) {
     if (!(r.p > 0)) return;
     uint64_t z = hyla_rng_counter(r.key[b][l], drop_index(r, l, t, h, c0));
@@ -102,7 +104,7 @@ __device__ static inline void keep_quad(float (&x)[4], const router_dims &r, int
     const float keep_scale = r.keep_scale;
 #pragma unroll
     for (int q = 0; q < 4; q++, z += HYLA_RNG_STEP)
-        if (q < n) x[q] *= (uint32_t)(hyla_mix64(z) >> 40) >= keep_min ? keep_scale : 0.0f;
+        if (q < n) x[q] *= kept(z, keep_min) ? keep_scale : 0.0f;
 }
 __device__ static inline size_t token_pos(const router_dims &r, int b, int t, int h) { return ((size_t)b * r.L + t) * r.H + h; }
 __device__ static inline float4 load4(const float *p) { return *reinterpret_cast<const float4 *>(p); }

@@ -13,7 +13,9 @@
 // weight gradient over the tile's own rows (da_{l+1} (x) conv l's dropped-out input, both as
 // bf16 copies, ldmatrix .trans and m16n8k16 products). Parameter gradients go into the block's
 // slot of a stream-ordered scratch (the first tile writes, the next ones add; no atomics);
-// reduce_kernel adds the slots of a head in a fixed order into dparams.
+// reduce_kernel adds the slots of a head in a fixed order into dparams. Each conv input's dropout
+// masks are drawn once a tile (draw_masks) for both of their uses, and each thread issues a
+// step's global loads (acts, k, v, dk / dv) together before their element steps.
 #include <cuda_pipeline.h>
 
 #include "backend_cuda.h"
@@ -35,7 +37,7 @@ constexpr int XROWS = BT + 2 * REACH;  // rows of a conv's input that its weight
 __host__ __device__ constexpr int bstride(int c) { return (c + 15) / 16 * 16 + 8; } // bf16 rows (bf16_stride)
 
 // Shared memory (floats): W | da_3 | da_2 | da_1 | dz | G (the projection weight's terms) |
-// Pb, Xb (bf16 operands of a weight gradient).
+// Pb, Xb (bf16 operands of a weight gradient) | the masks (bytes, below).
 constexpr int AT_D3 = W_HEAD, AT_D2 = AT_D3 + HELD3 * stride(chan(3)), AT_D1 = AT_D2 + HELD2 * stride(chan(2));
 constexpr int AT_DZ = AT_D1 + HELD1 * stride(chan(1)), AT_G = AT_DZ + HELD3, AT_PB = AT_G + BT * stride(chan(3));
 constexpr int AT_XB = AT_PB + BT * bstride(chan(1)) / 2, AT_M = AT_XB + XROWS * bstride(chan(0)) / 2;
@@ -60,7 +62,7 @@ template <int L> __device__ void draw_masks(uint8_t *M, const router_dims &r, in
         uint64_t z = hyla_rng_counter(r.key[b][L], drop_index(r, L, t, h, c0));
         uint32_t m = 0;
 #pragma unroll
-        for (int q = 0; q < 4; q++, z += HYLA_RNG_STEP) m |= (uint32_t)((uint32_t)(hyla_mix64(z) >> 40) >= r.keep_min) << 8 * q;
+        for (int q = 0; q < 4; q++, z += HYLA_RNG_STEP) m |= (uint32_t)kept(z, r.keep_min) << 8 * q;
         *reinterpret_cast<uint32_t *>(M + row * C + c0) = m;
     }
 }
