@@ -111,6 +111,21 @@ __device__ static inline float4 load4(const float *p) { return *reinterpret_cast
 __device__ static inline void store4(float *p, const float (&v)[4]) {
     *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
 }
+// The sum of M[i * stride] over rows i < rows, in four interleaved partial sums (a fixed order).
+__device__ static inline float column_total(const float *M, int stride, int rows) {
+    float s[4] = {0, 0, 0, 0};
+    int i = 0;
+    for (; i + 4 <= rows; i += 4)
+        for (int q = 0; q < 4; q++) s[q] += M[(size_t)(i + q) * stride];
+    for (; i < rows; i++) s[0] += M[(size_t)i * stride];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+// A block's slot entry: written by its first tile, added to by the next ones.
+__device__ static inline void add_partial(float *entry, float s, bool first) { *entry = first ? s : *entry + s; }
+
+__device__ static inline void store_bf16x4(hyla_mma::bf16 *p, const float (&x)[4]) {
+    *reinterpret_cast<uint2 *>(p) = make_uint2(hyla_mma::pack(x[0], x[1]), hyla_mma::pack(x[2], x[3]));
+}
 // Tile row of fragment row g in the tensor-core products (cuda_lte_router_fused.cu explains).
 __device__ static inline int mma_row(int g) { return 4 * (g % 2) + g / 2; }
 

@@ -86,17 +86,6 @@ __host__ __device__ constexpr int slot_w(int l) { return l == 0 ? 0 : slot_w(l -
 __host__ __device__ constexpr int slot_b(int l) { return l == 0 ? slot_w(N_CONVS) : slot_b(l - 1) + chan(l); }
 constexpr int SLOT_PW = slot_b(N_CONVS), SLOT_PB = SLOT_PW + chan(N_CONVS), SLOT = SLOT_PB + 4;
 
-// The sum of M[i * stride] over rows i < BT in four interleaved partial sums (fused::column_sum's
-// order).
-__device__ inline float column_sum(const float *M, int stride_) {
-    float s[4] = {0, 0, 0, 0};
-    for (int i = 0; i < BT; i += 4)
-#pragma unroll
-        for (int q = 0; q < 4; q++) s[q] += M[(i + q) * stride_];
-    return (s[0] + s[1]) + (s[2] + s[3]);
-}
-__device__ inline void add_partial(float *entry, float s, bool first_tile) { *entry = first_tile ? s : *entry + s; }
-
 // dz and da_3 for tokens t0 - 6 .. t0 + 69 (rows past them zero), the projection's weight terms
 // dz silu(a_3) of the own rows into G (fused::projection_backward).
 __device__ void projection_backward(float *D3, float *G, float *dz, const router_dims &r, const float *dscore,
@@ -188,9 +177,6 @@ __device__ void input_gradient(float *Dl, float *dk, float *dv, const float *A, 
     }
 }
 
-__device__ inline void store_bf16x4(bf16 *p, const float (&x)[4]) {
-    *reinterpret_cast<uint2 *>(p) = make_uint2(hyla_mma::pack(x[0], x[1]), hyla_mma::pack(x[2], x[3]));
-}
 // The bf16 operands of conv l's weight gradient: da_{l+1}'s own rows (from Dn) into Pb, conv l's
 // dropped-out input at tokens t0 - 2 .. t0 + 65 (k, v or silu(a_l), zero outside the sequence)
 // into Xb (fused::load_input_bf16 and rows_to_bf16).
@@ -274,7 +260,7 @@ __device__ void weight_partials(float *slot, const bf16 *Pb, const bf16 *Xb, con
             }
     }
     for (int co = threadIdx.x; co < CO; co += THREADS)
-        add_partial(slot + slot_b(L) + co, column_sum(Dn + first(L + 1) * stride(CO) + co, stride(CO)), first_tile);
+        add_partial(slot + slot_b(L) + co, column_total(Dn + first(L + 1) * stride(CO) + co, stride(CO), BT), first_tile);
 }
 
 // Blocks (segment, head, row): tiles seg tps .. of the row's tiles.
@@ -301,7 +287,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         __syncthreads();
         for (int j = threadIdx.x; j <= chan(3); j += THREADS) // the projection's weight and bias
             add_partial(slot + (j < chan(3) ? SLOT_PW + j : SLOT_PB),
-                        j < chan(3) ? column_sum(G + j, stride(chan(3))) : column_sum(dz + first(3), 1), first_tile);
+                        j < chan(3) ? column_total(G + j, stride(chan(3)), BT) : column_total(dz + first(3), 1, BT), first_tile);
         for (int e = threadIdx.x; e < 2 * REACH * stride(chan(2)); e += THREADS) D2[PROWS * stride(chan(2)) + e] = 0.0f;
         input_gradient<2, 1, 4, 5>(D2, dk, dv, D3, W, M[2], acts, r, b, h, t0);
         stage_operands<2>(Pb, Xb, D3, M[2], r, b, h, t0, k, v, acts);

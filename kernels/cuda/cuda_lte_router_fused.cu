@@ -540,24 +540,12 @@ __device__ void projection_backward(float *P, float *G, float *dz, const bwd_pla
     }
 }
 
-// The sum of M[i * stride] over rows i < rows, in four interleaved partial sums (a fixed order).
-__device__ inline float column_sum(const float *M, int stride, int rows) {
-    float s[4] = {0, 0, 0, 0};
-    int i = 0;
-    for (; i + 4 <= rows; i += 4)
-        for (int q = 0; q < 4; q++) s[q] += M[(size_t)(i + q) * stride];
-    for (; i < rows; i++) s[0] += M[(size_t)i * stride];
-    return (s[0] + s[1]) + (s[2] + s[3]);
-}
-// A block's slot entry: written by its first tile, added to by the next ones.
-__device__ inline void add_partial(float *entry, float s, bool first) { *entry = first ? s : *entry + s; }
-
 // The projection's weight and bias gradients over the tile's own rows (G, dz from above).
 __device__ void projection_partials(float *slot, const float *G, const float *dz, const bwd_plan &pl, bool first) {
     const int c = pl.r.c[pl.r.n];
     for (int j = threadIdx.x; j <= c; j += THREADS) {
-        if (j < c) add_partial(slot + pl.slot_pw + j, column_sum(G + j, row_stride(c), pl.T), first);
-        else add_partial(slot + pl.slot_pb, column_sum(dz + pl.hb[pl.r.n], 1, pl.T), first);
+        if (j < c) add_partial(slot + pl.slot_pw + j, column_total(G + j, row_stride(c), pl.T), first);
+        else add_partial(slot + pl.slot_pb, column_total(dz + pl.hb[pl.r.n], 1, pl.T), first);
     }
 }
 
@@ -646,7 +634,7 @@ __device__ void weight_partials(float *slot, const float *P, const float *X, con
 __device__ void bias_partials(float *slot, const float *P, const bwd_plan &pl, int l, bool first) {
     const int c = pl.r.c[l + 1], ps = row_stride(c);
     for (int co = threadIdx.x; co < c; co += THREADS)
-        add_partial(slot + pl.slot_b[l] + co, column_sum(P + (size_t)pl.hb[l + 1] * ps + co, ps, pl.T), first);
+        add_partial(slot + pl.slot_b[l] + co, column_total(P + (size_t)pl.hb[l + 1] * ps + co, ps, pl.T), first);
 }
 
 // ---- the weight gradient on the tensor cores (bf16 mode) ----
@@ -655,9 +643,6 @@ __device__ void bias_partials(float *slot, const float *P, const bwd_plan &pl, i
 // fragments load with ldmatrix .trans. The copies: da's own rows into Pb (zero to a multiple of
 // 16 rows and channels), conv l's dropped-out input into Xb (the same rows as X, zero after).
 
-__device__ inline void store_bf16x4(hyla_mma::bf16 *p, const float (&x)[4]) {
-    *reinterpret_cast<uint2 *>(p) = make_uint2(hyla_mma::pack(x[0], x[1]), hyla_mma::pack(x[2], x[3]));
-}
 // Conv l's dropped-out input at tokens t_first .. t_first + rows - 1 as bf16 into Xb (stride
 // bf16_stride(c)), zero to `held` rows and to a multiple of 16 channels (load_input's values).
 __device__ void load_input_bf16(hyla_mma::bf16 *Xb, const router_dims &r, int l, int b, int h, int t_first, int rows,
