@@ -209,6 +209,13 @@ bool use_fwd2(void);
 // HYLA_GDR_PREP2: prep_kernel in a form of four blocks per SM with its loads in flight at once;
 // the same bits (cuda_gdr_chunk_fwd.cu). Read at every call, as use_fwd2.
 bool use_prep2(void);
+// HYLA_GDR_STATE3: the state chains, forward (F5) and backward (B2-B3), with the state in
+// registers, a warp per 16 value columns (cuda_gdr_chunk_state3.cu); the same bits as the
+// shared-memory forms. Read at every call, as use_fwd2.
+bool use_state3(void);
+void launch_state_fwd3(const scratch &s, float *final_state, const float *S0, const dims &d);
+void launch_state_bwd3(bf16 *gend, bf16 *dd, float *dS0, const scratch &s, const bf16 *dob, const float *ddl,
+                       const float *dS_final, const dims &d);
 
 } // namespace gdrc
 

@@ -1226,7 +1226,8 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     CUDA_CHECK(cudaMallocAsync((void **)&gend, sizeof(bf16) * nc * d.dkp * d.dvp, 0));
     local_kernel<<<dim3(d.nt, B * H), THREADS, LOCAL_SMEM>>>(ddl, dob, s, q, k, dout, d);
     CUDA_LAUNCH_CHECK();
-    if (use_fwd2()) {
+    if (use_state3()) launch_state_bwd3(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    else if (use_fwd2()) {
         static bool ready2 = false;
         if (!ready2) allow_smem(state_bwd2_kernel<BV2>, state_bwd2_smem<BV2>()), ready2 = true;
         state_bwd2_kernel<BV2><<<dim3(B * H, d.dvp / BV2), THREADS, state_bwd2_smem<BV2>()>>>(gend, dd, dS0, s, dob, ddl,

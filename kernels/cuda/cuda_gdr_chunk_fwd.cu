@@ -783,6 +783,7 @@ constexpr bool FWD2_BY_DEFAULT = true;
 bool use_fwd2(void) { return cuda_switch("HYLA_GDR_FWD2", FWD2_BY_DEFAULT); }
 
 void launch_state_fwd(const scratch &s, float *final_state, const float *S0, const dims &d) {
+    if (use_state3()) return launch_state_fwd3(s, final_state, S0, d);
     if (use_fwd2()) {
         static bool ready2 = false;
         if (!ready2) allow_smem(state_fwd2_kernel<BV2>, state_fwd2_smem<BV2>()), ready2 = true;

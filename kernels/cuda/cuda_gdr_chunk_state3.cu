@@ -1,0 +1,372 @@
+// CUDA: the chunked gated delta rule's two sequential chains with the state in registers
+// (HYLA_GDR_STATE3): F5, the state H_n forward over the chunks, and B2-B3, the state gradient
+// G backward over them (MODEL.md §3.4-3.5; the shared-memory forms are state_fwd2_kernel and
+// state_bwd2_kernel, cuda_gdr_chunk_fwd.cu / _bwd.cu).
+//
+// Why: those forms keep the state in fp32 shared memory and run each chunk's two or three
+// small products as WMMA tiles spread over 8 warps, with a barrier between every step: a
+// chunk's step is a chain of shared-memory round trips, ~4.6 us, 64 of them one after another
+// (296 and 395 us a call at the 0.4B shape, H100). Here each warp owns 16 value columns of one
+// (batch, head) and keeps that slice of the state transposed, H^T (16 x dk), as fp32
+// mma.m16n8k16 C fragments. Transposed, every product of the chain takes its register operand
+// as the A fragment straight from C fragments (two neighbouring n-tiles packed to bf16, as
+// FlashAttention-2 feeds P to P V), and its shared operand by ldmatrix:
+//   forward   Delta^T = U^T + H^T (-W)^T        B[k][n] = -W[n][k]   (rows of -W)
+//             H^T <- e^{gam_last} H^T + Delta^T Ke                    (rows of Ke, transposed)
+//   backward  ddelta^T = ddl^T + G^T Ke^T       (rows of Ke)
+//             G^T <- e^{gam_last} G^T + dO^T Qs + ddelta^T (-W)      (rows of Qs, -W, transposed)
+// The only barrier a chunk is the one that hands the block's warps the next chunk's operands
+// (-W, Ke, Qs: one copy in shared memory for the block's warps, by cp.async one chunk ahead).
+// The states (or G at the chunk ends) and Delta (or ddelta) go to the scratch in its [row][value]
+// layout through a small staging tile per warp.
+//
+// The same bits as the shared-memory forms: every product starts from zero and sums over k in
+// ascending 16-steps (the mma instructions WMMA's tiles are made of, in the same order), and is
+// then added to its fp32 partner the way their WMMA accumulation adds it (acc + 1 prod); the
+// decay's multiply is rounded on its own (__fmul_rn: no fused multiply-add with the sum).
+// ctest emu.gdr_chunk compares the bits.
+#include "backend_cuda.h"
+#include "cuda_gdr_chunk.cuh"
+#include "cuda_mma.cuh"
+#include "cuda_switch.h"
+
+namespace gdrc {
+namespace {
+
+constexpr int SLICE = 16;        // value columns a warp: the 16 rows of its transposed state
+constexpr int LST = SLICE + 8;   // row stride (bf16) of a warp's staging tile: 48-byte rows
+constexpr int KG = 8;            // n-tiles of the state a group (64 keys): the sums' registers
+
+// rows x cols (cols a multiple of 8 / 4) from global (row stride lds) into shared (ld ldd) by
+// cp.async, 16 bytes a copy, over the block's NT threads; the caller commits and waits.
+template <int NT> __device__ void copy_rows_bf16(bf16 *dst, int ldd, const bf16 *src, size_t lds, int rows, int cols) {
+    const int per_row = cols / 8;
+    for (int e = threadIdx.x; e < rows * per_row; e += NT) {
+        const int r = e / per_row, c = (e % per_row) * 8;
+        __pipeline_memcpy_async(dst + (size_t)r * ldd + c, src + (size_t)r * lds + c, 16);
+    }
+}
+template <int NT> __device__ void copy_rows_f32(float *dst, int ldd, const float *src, size_t lds, int rows, int cols) {
+    const int per_row = cols / 4;
+    for (int e = threadIdx.x; e < rows * per_row; e += NT) {
+        const int r = e / per_row, c = (e % per_row) * 4;
+        __pipeline_memcpy_async(dst + (size_t)r * ldd + c, src + (size_t)r * lds + c, 16);
+    }
+}
+
+// Lane 4 g + t holds, of a 16-row C fragment set c[n-tile][e], row g + 8 (e / 2) and column
+// 8 n-tile + 2 t + e % 2.
+__device__ inline int frag_row(int e) { return (threadIdx.x % 32) / 4 + 8 * (e / 2); }
+__device__ inline int frag_col(int nt, int e) { return 8 * nt + 2 * (threadIdx.x % 4) + e % 2; }
+
+// The A fragments (bf16) of C fragments: k-step ks = n-tiles 2 ks, 2 ks + 1.
+template <int NTL> __device__ inline void pack_a(uint32_t (&a)[NTL / 2][4], const float (&c)[NTL][4]) {
+#pragma unroll
+    for (int ks = 0; ks < NTL / 2; ks++) {
+        a[ks][0] = hyla_mma::pack(c[2 * ks][0], c[2 * ks][1]);
+        a[ks][1] = hyla_mma::pack(c[2 * ks][2], c[2 * ks][3]);
+        a[ks][2] = hyla_mma::pack(c[2 * ks + 1][0], c[2 * ks + 1][1]);
+        a[ks][3] = hyla_mma::pack(c[2 * ks + 1][2], c[2 * ks + 1][3]);
+    }
+}
+
+// A transposed slice (C fragments: rows the warp's 16 value columns) rounded to bf16 into the
+// warp's staging tile in the scratch's layout, st[column][value]; then (after __syncwarp)
+// store_slice moves the tile's `rows` rows to dst (row stride ld), 16 bytes a copy.
+template <int NTL> __device__ inline void stage_transposed(bf16 *st, const float (&c)[NTL][4]) {
+#pragma unroll
+    for (int nt = 0; nt < NTL; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) st[frag_col(nt, e) * LST + frag_row(e)] = __float2bfloat16(c[nt][e]);
+}
+__device__ inline void store_slice(bf16 *dst, size_t ld, const bf16 *st, int rows) {
+    for (int e = threadIdx.x % 32; e < 2 * rows; e += 32) {
+        const int r = e / 2, half = e % 2;
+        *(uint4 *)(dst + (size_t)r * ld + 8 * half) = *(const uint4 *)(st + r * LST + 8 * half);
+    }
+}
+
+// out (16 x 64) = A (16 x 16 KT, fragments) X^T, X a shared [64][LDH] tile of rows of length
+// 16 KT (out's columns are X's rows): B[k][n] = X[n][k] by ldmatrix, from zero, k ascending.
+template <int KT> __device__ inline void product_xt(float (&out)[8][4], const uint32_t (&a)[KT][4], const bf16 *X) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int nt = 0; nt < 8; nt++) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.0f;
+    const bf16 *p = X + ((lane & 7) + 8 * (lane >> 4)) * LDH + 8 * ((lane >> 3) & 1);
+#pragma unroll
+    for (int ks = 0; ks < KT; ks++)
+#pragma unroll
+        for (int np = 0; np < 4; np++) { // n-tiles 2 np, 2 np + 1: X's rows 16 np ..
+            uint32_t b0, b1, b2, b3;
+            hyla_mma::ldsm_x4(b0, b1, b2, b3, p + 16 * np * LDH + 16 * ks);
+            hyla_mma::mma(out[2 * np], a[ks], b0, b1);
+            hyla_mma::mma(out[2 * np + 1], a[ks], b2, b3);
+        }
+}
+
+// out (16 x 8 N) = A (16 x 64, fragments) X[:, 64 kg ..], X a shared [64][LDH] tile read as
+// [k = its rows][n = its columns], n-tiles 8 kg .. 8 kg + N - 1: from zero, k ascending.
+template <int N> __device__ inline void product_x(float (&out)[KG][4], const uint32_t (&a)[4][4], const bf16 *X, int kg) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int nt = 0; nt < N; nt++) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.0f;
+    const bf16 *base = X + (lane & 15) * LDH + 8 * (lane >> 4) + 64 * kg;
+#pragma unroll
+    for (int ks = 0; ks < 4; ks++)
+#pragma unroll
+        for (int nn = 0; nn < N / 2; nn++) {
+            uint32_t b0, b1, b2, b3;
+            hyla_mma::ldsm_x4_trans(b0, b1, b2, b3, base + 16 * ks * LDH + 16 * nn);
+            hyla_mma::mma(out[2 * nn], a[ks], b0, b1);
+            hyla_mma::mma(out[2 * nn + 1], a[ks], b2, b3);
+        }
+}
+
+// s (the transposed state's n-tiles) += A X as acc + 1 prod adds it, a group of 64 keys at a time.
+template <int NTL> __device__ inline void add_product_x(float (&s)[NTL][4], const uint32_t (&a)[4][4], const bf16 *X) {
+#pragma unroll
+    for (int kg = 0; kg * KG < NTL; kg++) {
+        constexpr int FULL = KG;
+        float p[KG][4];
+        if (NTL - kg * KG >= FULL) product_x<FULL>(p, a, X, kg);
+        else product_x<(NTL % KG ? NTL % KG : KG)>(p, a, X, kg);
+#pragma unroll
+        for (int i = 0; i < KG; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                if (kg * KG + i < NTL) s[kg * KG + i][e] = s[kg * KG + i][e] + p[i][e];
+    }
+}
+
+// The state's slice (C fragments, value rows jw + frag_row, key columns frag_col) from or to a
+// [B H][dk][dv] fp32 tensor; the padding (keys >= dk, values >= dv) is zero.
+template <int NTL> __device__ inline void load_state(float (&s)[NTL][4], const float *src, int jw, const dims &d) {
+#pragma unroll
+    for (int nt = 0; nt < NTL; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = frag_col(nt, e), j = jw + frag_row(e);
+            s[nt][e] = src && i < d.dk && j < d.dv ? src[(size_t)i * d.dv + j] : 0.0f;
+        }
+}
+template <int NTL> __device__ inline void store_state(float *dst, const float (&s)[NTL][4], int jw, const dims &d) {
+#pragma unroll
+    for (int nt = 0; nt < NTL; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int i = frag_col(nt, e), j = jw + frag_row(e);
+            if (i < d.dk && j < d.dv) dst[(size_t)i * d.dv + j] = s[nt][e];
+        }
+}
+
+template <int NTL> __device__ inline void scale_state(float (&s)[NTL][4], float a) {
+#pragma unroll
+    for (int nt = 0; nt < NTL; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[nt][e] = __fmul_rn(s[nt][e], a);
+}
+
+// Shared memory of a block of NW warps: the chunk operands' double buffers, the value slices'
+// double buffers (fp32 U or ddl; with dO the backward's bf16 ones too), the warps' staging tiles.
+template <int NW> constexpr size_t slice_f32() { return carve_size(sizeof(float) * 2 * CH * (SLICE * NW + 4)); }
+template <int NW> constexpr size_t slice_bf16() { return carve_size(sizeof(bf16) * 2 * CH * (SLICE * NW + 8)); }
+template <int NW> constexpr size_t staging() { return carve_size(sizeof(bf16) * NW * (DMAX + CH) * LST); }
+template <int NW> constexpr size_t fwd3_smem() {
+    return 2 * carve_size(sizeof(bf16) * 2 * CH * LDH) + slice_f32<NW>() + staging<NW>();
+}
+template <int NW> constexpr size_t bwd3_smem() {
+    return 3 * carve_size(sizeof(bf16) * 2 * CH * LDH) + slice_bf16<NW>() + slice_f32<NW>() + staging<NW>();
+}
+static_assert(bwd3_smem<4>() <= 227 * 1024, "the backward's block fits an SM");
+
+// F5 for (b, h) = blockIdx.x, value columns 16 NW blockIdx.y .. (16 a warp), chunks in order:
+// writes the states H_n entering each chunk and Delta; the final state when asked.
+template <int KT, int NW>
+__global__ void __launch_bounds__(NW * 32) state_fwd3_kernel(scratch s, float *final_state, const float *S0, dims d) {
+    constexpr int NT = NW * 32, NTL = 2 * KT, LU = SLICE * NW + 4;
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Wn0 = sc.take<bf16>(2 * CH * LDH), *Ke0 = sc.take<bf16>(2 * CH * LDH);
+    float *U0 = sc.take<float>(2 * CH * LU);
+    bf16 *stage = sc.take<bf16>(NW * (DMAX + CH) * LST);
+    const int warp = threadIdx.x / 32, bh = blockIdx.x, jb = blockIdx.y * SLICE * NW, jw = jb + SLICE * warp;
+    const int dkp = d.dkp, dvp = d.dvp, nt = d.nt;
+    bf16 *stS = stage + warp * (DMAX + CH) * LST, *stD = stS + DMAX * LST;
+    auto fetch = [&](int n, int x) {
+        const size_t cb = (size_t)bh * nt + n;
+        copy_rows_bf16<NT>(Wn0 + x * CH * LDH, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+        copy_rows_bf16<NT>(Ke0 + x * CH * LDH, LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+        copy_rows_f32<NT>(U0 + x * CH * LU, LU, s.u + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
+        __pipeline_commit();
+    };
+    float h[NTL][4]; // H^T: value rows jw + frag_row, key columns frag_col
+    load_state(h, S0 ? S0 + (size_t)bh * d.dk * d.dv : nullptr, jw, d);
+    fetch(0, 0);
+    for (int n = 0; n < nt; n++) {
+        const int x = n & 1;
+        const size_t cb = (size_t)bh * nt + n;
+        const float glast = s.gcum[cb * CH + CH - 1];
+        __pipeline_wait_prior(0);
+        __syncthreads(); // chunk n's operands in place; buffer x ^ 1 free
+        if (n + 1 < nt) fetch(n + 1, x ^ 1);
+        uint32_t a[KT][4]; // H_n in bf16
+        pack_a(a, h);
+        __syncwarp(); // the staging tiles' last copies are done
+        stage_transposed(stS, h);
+        float dl[8][4]; // Delta^T = U^T + H^T (-W)^T
+        product_xt<KT>(dl, a, Wn0 + x * CH * LDH);
+        const float *u = U0 + x * CH * LU + SLICE * warp;
+#pragma unroll
+        for (int c = 0; c < 8; c++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dl[c][e] = u[frag_col(c, e) * LU + frag_row(e)] + dl[c][e];
+        uint32_t ad[4][4]; // Delta in bf16
+        pack_a(ad, dl);
+        stage_transposed(stD, dl);
+        __syncwarp();
+        store_slice(s.states + cb * dkp * dvp + jw, dvp, stS, dkp);
+        store_slice(s.delta + cb * CH * dvp + jw, dvp, stD, CH);
+        scale_state(h, expf(glast));
+        add_product_x(h, ad, Ke0 + x * CH * LDH); // H^T += Delta^T Ke
+    }
+    if (final_state) store_state(final_state + (size_t)bh * d.dk * d.dv, h, jw, d);
+}
+
+// B2-B3 for (b, h) = blockIdx.x, value columns 16 NW blockIdx.y .. (16 a warp), chunks in
+// reverse: writes G_end (the gradient of the state after each chunk) and ddelta; dS0 when asked.
+template <int KT, int NW>
+__global__ void __launch_bounds__(NW * 32) state_bwd3_kernel(bf16 *gend, bf16 *dd, float *dS0, scratch s,
+                                                             const bf16 *dob, const float *ddl, const float *dS_final,
+                                                             dims d) {
+    constexpr int NT = NW * 32, NTL = 2 * KT, LF = SLICE * NW + 4, LO = SLICE * NW + 8;
+    extern __shared__ __align__(128) char smem[];
+    smem_carver sc{smem};
+    bf16 *Ke0 = sc.take<bf16>(2 * CH * LDH), *Qs0 = sc.take<bf16>(2 * CH * LDH), *Wn0 = sc.take<bf16>(2 * CH * LDH);
+    bf16 *Ob0 = sc.take<bf16>(2 * CH * LO);
+    float *Db0 = sc.take<float>(2 * CH * LF);
+    bf16 *stage = sc.take<bf16>(NW * (DMAX + CH) * LST);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, bh = blockIdx.x;
+    const int jb = blockIdx.y * SLICE * NW, jw = jb + SLICE * warp, dkp = d.dkp, dvp = d.dvp, nt = d.nt;
+    bf16 *stG = stage + warp * (DMAX + CH) * LST, *stD = stG + DMAX * LST;
+    auto fetch = [&](int n, int x) {
+        const size_t cb = (size_t)bh * nt + n;
+        copy_rows_bf16<NT>(Ke0 + x * CH * LDH, LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+        copy_rows_bf16<NT>(Qs0 + x * CH * LDH, LDH, s.qs + cb * CH * dkp, dkp, CH, dkp);
+        copy_rows_bf16<NT>(Wn0 + x * CH * LDH, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+        copy_rows_bf16<NT>(Ob0 + x * CH * LO, LO, dob + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
+        copy_rows_f32<NT>(Db0 + x * CH * LF, LF, ddl + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
+        __pipeline_commit();
+    };
+    float G[NTL][4]; // G^T: value rows jw + frag_row, key columns frag_col
+    load_state(G, dS_final ? dS_final + (size_t)bh * d.dk * d.dv : nullptr, jw, d);
+    fetch(nt - 1, 0);
+    for (int n = nt - 1; n >= 0; n--) {
+        const int x = (nt - 1 - n) & 1;
+        const size_t cb = (size_t)bh * nt + n;
+        const float glast = s.gcum[cb * CH + CH - 1];
+        __pipeline_wait_prior(0);
+        __syncthreads(); // chunk n's operands in place; buffer x ^ 1 free
+        if (n > 0) fetch(n - 1, x ^ 1);
+        uint32_t a[KT][4]; // G in bf16
+        pack_a(a, G);
+        __syncwarp(); // the staging tiles' last copies are done
+        stage_transposed(stG, G);
+        float dl[8][4]; // ddelta^T = ddl^T + G^T Ke^T
+        product_xt<KT>(dl, a, Ke0 + x * CH * LDH);
+        const float *db = Db0 + x * CH * LF + SLICE * warp;
+#pragma unroll
+        for (int c = 0; c < 8; c++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) dl[c][e] = db[frag_col(c, e) * LF + frag_row(e)] + dl[c][e];
+        uint32_t ad[4][4]; // ddelta in bf16
+        pack_a(ad, dl);
+        stage_transposed(stD, dl);
+        __syncwarp();
+        store_slice(gend + cb * dkp * dvp + jw, dvp, stG, dkp);
+        store_slice(dd + cb * CH * dvp + jw, dvp, stD, CH);
+        // dO^T's A fragments: the slice [64 rows][16 values] read transposed
+        uint32_t ao[4][4];
+        const bf16 *ob = Ob0 + x * CH * LO + SLICE * warp + ((lane & 7) + 8 * (lane >> 4)) * LO + 8 * ((lane >> 3) & 1);
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) hyla_mma::ldsm_x4_trans(ao[ks][0], ao[ks][1], ao[ks][2], ao[ks][3], ob + 16 * ks * LO);
+        scale_state(G, expf(glast));
+        add_product_x(G, ao, Qs0 + x * CH * LDH); // + scale (e^gam Q)^T dO
+        add_product_x(G, ad, Wn0 + x * CH * LDH); // - W^T ddelta
+    }
+    if (dS0) store_state(dS0 + (size_t)bh * d.dk * d.dv, G, jw, d);
+}
+
+template <typename K> void allow_smem(K kernel, size_t bytes) {
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+}
+
+// Four warps a block where the value columns come in 64s (the block's warps share one copy of
+// the chunk operands: half the traffic of two), else two; HYLA_GDR_STATE3_WARPS=2 forces two.
+int warps_for(const dims &d) {
+    const char *e = getenv("HYLA_GDR_STATE3_WARPS");
+    const int want = e && *e ? atoi(e) : 4;
+    return want == 4 && d.dvp % (4 * SLICE) == 0 ? 4 : 2;
+}
+
+template <int KT, int NW> void fwd3(const scratch &s, float *final_state, const float *S0, const dims &d) {
+    static bool ready = false;
+    if (!ready) allow_smem(state_fwd3_kernel<KT, NW>, fwd3_smem<NW>()), ready = true;
+    state_fwd3_kernel<KT, NW><<<dim3(d.B * d.H, d.dvp / (SLICE * NW)), NW * 32, fwd3_smem<NW>()>>>(s, final_state, S0, d);
+    CUDA_LAUNCH_CHECK();
+}
+template <int KT, int NW>
+void bwd3(bf16 *gend, bf16 *dd, float *dS0, const scratch &s, const bf16 *dob, const float *ddl, const float *dS_final,
+          const dims &d) {
+    static bool ready = false;
+    if (!ready) allow_smem(state_bwd3_kernel<KT, NW>, bwd3_smem<NW>()), ready = true;
+    state_bwd3_kernel<KT, NW><<<dim3(d.B * d.H, d.dvp / (SLICE * NW)), NW * 32, bwd3_smem<NW>()>>>(gend, dd, dS0, s, dob,
+                                                                                                 ddl, dS_final, d);
+    CUDA_LAUNCH_CHECK();
+}
+
+// The kernels by key tiles (dkp / 16: the state's registers are sized at compile time).
+template <int NW> void fwd3_by_keys(const scratch &s, float *final_state, const float *S0, const dims &d) {
+    switch (d.dkp / 16) {
+    case 1: return fwd3<1, NW>(s, final_state, S0, d);
+    case 2: return fwd3<2, NW>(s, final_state, S0, d);
+    case 3: return fwd3<3, NW>(s, final_state, S0, d);
+    case 4: return fwd3<4, NW>(s, final_state, S0, d);
+    case 5: return fwd3<5, NW>(s, final_state, S0, d);
+    case 6: return fwd3<6, NW>(s, final_state, S0, d);
+    case 7: return fwd3<7, NW>(s, final_state, S0, d);
+    default: return fwd3<8, NW>(s, final_state, S0, d);
+    }
+}
+template <int NW>
+void bwd3_by_keys(bf16 *gend, bf16 *dd, float *dS0, const scratch &s, const bf16 *dob, const float *ddl,
+                  const float *dS_final, const dims &d) {
+    switch (d.dkp / 16) {
+    case 1: return bwd3<1, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    case 2: return bwd3<2, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    case 3: return bwd3<3, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    case 4: return bwd3<4, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    case 5: return bwd3<5, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    case 6: return bwd3<6, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    case 7: return bwd3<7, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    default: return bwd3<8, NW>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    }
+}
+
+} // namespace
+
+// Off until a GPU run has checked and timed it; HYLA_GDR_STATE3=1 / 0 chooses.
+constexpr bool STATE3_BY_DEFAULT = false;
+bool use_state3(void) { return cuda_switch("HYLA_GDR_STATE3", STATE3_BY_DEFAULT); }
+
+void launch_state_fwd3(const scratch &s, float *final_state, const float *S0, const dims &d) {
+    if (warps_for(d) == 4) fwd3_by_keys<4>(s, final_state, S0, d);
+    else fwd3_by_keys<2>(s, final_state, S0, d);
+}
+
+void launch_state_bwd3(bf16 *gend, bf16 *dd, float *dS0, const scratch &s, const bf16 *dob, const float *ddl,
+                       const float *dS_final, const dims &d) {
+    if (warps_for(d) == 4) bwd3_by_keys<4>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    else bwd3_by_keys<2>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+}
+
+} // namespace gdrc
