@@ -214,6 +214,10 @@ bool use_prep2(void);
 // shared-memory forms. Read at every call, as use_fwd2.
 bool use_state3(void);
 void launch_state_fwd3(const scratch &s, float *final_state, const float *S0, const dims &d);
+// HYLA_GDR_OUT3: the output (F6) with every product on register fragments, a warp per 16 rows
+// of a chunk (cuda_gdr_chunk_out3.cu); the same bits as out2_kernel. Read at every call.
+bool use_out3(void);
+void launch_out3(float *o, const scratch &s, const float *q, const float *k, const dims &d);
 void launch_state_bwd3(bf16 *gend, bf16 *dd, float *dS0, const scratch &s, const bf16 *dob, const float *ddl,
                        const float *dS_final, const dims &d);
 

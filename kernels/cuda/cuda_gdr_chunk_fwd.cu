@@ -798,6 +798,7 @@ void launch_state_fwd(const scratch &s, float *final_state, const float *S0, con
 }
 
 void launch_out(float *o, const scratch &s, const float *q, const float *k, const dims &d) {
+    if (use_out3()) return launch_out3(o, s, q, k, d);
     if (use_fwd2()) {
         static bool ready2 = false;
         if (!ready2) allow_smem(out2_kernel, OUT2_SMEM), ready2 = true;

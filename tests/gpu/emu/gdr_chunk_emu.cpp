@@ -10,8 +10,9 @@
 // form once more with grads_dk's restructured kernel (HYLA_GDR_DK2=1), with and without `saved`,
 // whose outputs must be the same bits as grads_dk_kernel's (a difference fails). Then the state
 // chains with the state in registers (HYLA_GDR_STATE3=1, four warps a block where the value
-// columns allow, and two: HYLA_GDR_STATE3_WARPS=2) on the default forms: every output, gradient
-// and saved quantity the same bits as the shared-memory chains' (a difference fails).
+// columns allow, and two: HYLA_GDR_STATE3_WARPS=2), and the output kernel on register fragments
+// (HYLA_GDR_OUT3=1), on the default forms: every output, gradient and saved quantity the same
+// bits as the default kernels' (a difference fails).
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient, bit 2:
 // close keys). Close keys (one direction per run plus 0.3 noise, beta in [0.9, 1], gates near 0)
 // make I + A nearly singular, so that the fp32 rounding inside the inversion reaches T's bf16
@@ -56,10 +57,11 @@ int main(int argc, char **argv) {
     // (HYLA_GDR_PREP2, forward and backward): the outputs without `saved` and with it, each
     // through both forms of the backward's last step; and `saved` itself
     struct form_out { std::vector<std::vector<float>> got, kept, got2, kept2, got3, kept3; std::vector<float> saved; };
-    auto run_form = [&](const char *fwd2, const char *prep2, const char *state3_warps = nullptr) {
+    auto run_form = [&](const char *fwd2, const char *prep2, const char *state3_warps = nullptr, const char *out3 = "0") {
         setenv("HYLA_GDR_FWD2", fwd2, 1);
         setenv("HYLA_GDR_PREP2", prep2, 1);
         setenv("HYLA_GDR_STATE3", state3_warps ? "1" : "0", 1);
+        setenv("HYLA_GDR_OUT3", out3, 1);
         if (state3_warps) setenv("HYLA_GDR_STATE3_WARPS", state3_warps, 1);
         form_out f;
         f.got = got, f.kept = got;
@@ -83,12 +85,13 @@ int main(int argc, char **argv) {
         unsetenv("HYLA_GDR_PREP2");
         unsetenv("HYLA_GDR_STATE3");
         unsetenv("HYLA_GDR_STATE3_WARPS");
+        unsetenv("HYLA_GDR_OUT3");
         f.saved = std::move(saved);
         return f;
     };
     for (int i = 0; i < 8; i++) got[i].assign(sizes[i], NAN); // outputs NaN-filled: an element left unwritten shows
     const form_out f0 = run_form("0", "0"), f1 = run_form("1", "0"), p0 = run_form("0", "1"), p1 = run_form("1", "1");
-    const form_out r4 = run_form("1", "1", "4"), r2 = run_form("1", "1", "2");
+    const form_out r4 = run_form("1", "1", "4"), r2 = run_form("1", "1", "2"), o3 = run_form("1", "1", nullptr, "1");
     unsetenv("HYLA_GDR_GRADS2");
     unsetenv("HYLA_GDR_DK2");
     const char *names[8] = {"o", "final", "dq", "dk", "dv", "dbeta", "dg", "dS0"};
@@ -159,15 +162,16 @@ int main(int argc, char **argv) {
     };
     bad += !same_saved("prep2=1 against prep2=0 (the forward's saved chunk quantities)", p0.saved, f0.saved);
     bad += !same_saved("prep2=1 fwd2=1 against prep2=0 fwd2=0 (saved chunk quantities)", p1.saved, f0.saved);
-    // the state chains in registers against the shared-memory ones (a difference fails)
-    const form_out *regs[2] = {&r4, &r2};
-    const char *reg_names[2] = {"state3=1 (4 warps where the columns allow)", "state3=1 (2 warps)"};
-    for (int i = 0; i < 2; i++) {
+    // the state chains in registers against the shared-memory ones, and the output kernel on
+    // register fragments against out2 (a difference fails)
+    const form_out *regs[3] = {&r4, &r2, &o3};
+    const char *reg_names[3] = {"state3=1 (4 warps where the columns allow)", "state3=1 (2 warps)", "out3=1"};
+    for (int i = 0; i < 3; i++) {
         char what[4][128];
-        snprintf(what[0], sizeof what[0], "%s against state3=0 (o, final, grads2=0)", reg_names[i]);
-        snprintf(what[1], sizeof what[1], "%s against state3=0 (saved, grads2=1)", reg_names[i]);
-        snprintf(what[2], sizeof what[2], "%s against state3=0 (grads2=1 dk2=1)", reg_names[i]);
-        snprintf(what[3], sizeof what[3], "%s against state3=0 (saved chunk quantities)", reg_names[i]);
+        snprintf(what[0], sizeof what[0], "%s against the defaults (o, final, grads2=0)", reg_names[i]);
+        snprintf(what[1], sizeof what[1], "%s against the defaults (saved, grads2=1)", reg_names[i]);
+        snprintf(what[2], sizeof what[2], "%s against the defaults (grads2=1 dk2=1)", reg_names[i]);
+        snprintf(what[3], sizeof what[3], "%s against the defaults (saved chunk quantities)", reg_names[i]);
         bad += !compare(what[0], regs[i]->got, p1.got, 0);
         bad += !compare(what[1], regs[i]->kept2, p1.kept2, 0);
         bad += !compare(what[2], regs[i]->got3, p1.got3, 0);
