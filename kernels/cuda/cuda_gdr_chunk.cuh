@@ -218,6 +218,11 @@ void launch_state_fwd3(const scratch &s, float *final_state, const float *S0, co
 // of a chunk (cuda_gdr_chunk_out3.cu); the same bits as out2_kernel. Read at every call.
 bool use_out3(void);
 void launch_out3(float *o, const scratch &s, const float *q, const float *k, const dims &d);
+// HYLA_GDR_LOCAL2: the backward's intra-chunk term ddl (B2) on register fragments, a warp per 16
+// keys of a chunk (cuda_gdr_chunk_local2.cu); the same bits as local_kernel. Read at every call.
+bool use_local2(void);
+void launch_local2(float *ddl, bf16 *dob, const scratch &s, const float *q, const float *k, const float *dout,
+                   const dims &d);
 void launch_state_bwd3(bf16 *gend, bf16 *dd, float *dS0, const scratch &s, const bf16 *dob, const float *ddl,
                        const float *dS_final, const dims &d);
 

@@ -1224,8 +1224,11 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     CUDA_CHECK(cudaMallocAsync((void **)&dob, sizeof(bf16) * cv, 0));
     CUDA_CHECK(cudaMallocAsync((void **)&dd, sizeof(bf16) * cv, 0));
     CUDA_CHECK(cudaMallocAsync((void **)&gend, sizeof(bf16) * nc * d.dkp * d.dvp, 0));
-    local_kernel<<<dim3(d.nt, B * H), THREADS, LOCAL_SMEM>>>(ddl, dob, s, q, k, dout, d);
-    CUDA_LAUNCH_CHECK();
+    if (use_local2()) launch_local2(ddl, dob, s, q, k, dout, d);
+    else {
+        local_kernel<<<dim3(d.nt, B * H), THREADS, LOCAL_SMEM>>>(ddl, dob, s, q, k, dout, d);
+        CUDA_LAUNCH_CHECK();
+    }
     if (use_state3()) launch_state_bwd3(gend, dd, dS0, s, dob, ddl, dS_final, d);
     else if (use_fwd2()) {
         static bool ready2 = false;

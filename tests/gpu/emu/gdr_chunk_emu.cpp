@@ -11,7 +11,7 @@
 // whose outputs must be the same bits as grads_dk_kernel's (a difference fails). Then the state
 // chains with the state in registers (HYLA_GDR_STATE3=1, four warps a block where the value
 // columns allow, and two: HYLA_GDR_STATE3_WARPS=2), and the output kernel on register fragments
-// (HYLA_GDR_OUT3=1), on the default forms: every output, gradient and saved quantity the same
+// (HYLA_GDR_OUT3=1) and the backward's intra-chunk term on them (HYLA_GDR_LOCAL2=1), on the default forms: every output, gradient and saved quantity the same
 // bits as the default kernels' (a difference fails).
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient, bit 2:
 // close keys). Close keys (one direction per run plus 0.3 noise, beta in [0.9, 1], gates near 0)
@@ -57,11 +57,13 @@ int main(int argc, char **argv) {
     // (HYLA_GDR_PREP2, forward and backward): the outputs without `saved` and with it, each
     // through both forms of the backward's last step; and `saved` itself
     struct form_out { std::vector<std::vector<float>> got, kept, got2, kept2, got3, kept3; std::vector<float> saved; };
-    auto run_form = [&](const char *fwd2, const char *prep2, const char *state3_warps = nullptr, const char *out3 = "0") {
+    auto run_form = [&](const char *fwd2, const char *prep2, const char *state3_warps = nullptr, const char *out3 = "0",
+                        const char *local2 = "0") {
         setenv("HYLA_GDR_FWD2", fwd2, 1);
         setenv("HYLA_GDR_PREP2", prep2, 1);
         setenv("HYLA_GDR_STATE3", state3_warps ? "1" : "0", 1);
         setenv("HYLA_GDR_OUT3", out3, 1);
+        setenv("HYLA_GDR_LOCAL2", local2, 1);
         if (state3_warps) setenv("HYLA_GDR_STATE3_WARPS", state3_warps, 1);
         form_out f;
         f.got = got, f.kept = got;
@@ -86,12 +88,14 @@ int main(int argc, char **argv) {
         unsetenv("HYLA_GDR_STATE3");
         unsetenv("HYLA_GDR_STATE3_WARPS");
         unsetenv("HYLA_GDR_OUT3");
+        unsetenv("HYLA_GDR_LOCAL2");
         f.saved = std::move(saved);
         return f;
     };
     for (int i = 0; i < 8; i++) got[i].assign(sizes[i], NAN); // outputs NaN-filled: an element left unwritten shows
     const form_out f0 = run_form("0", "0"), f1 = run_form("1", "0"), p0 = run_form("0", "1"), p1 = run_form("1", "1");
     const form_out r4 = run_form("1", "1", "4"), r2 = run_form("1", "1", "2"), o3 = run_form("1", "1", nullptr, "1");
+    const form_out l2 = run_form("1", "1", nullptr, "0", "1");
     unsetenv("HYLA_GDR_GRADS2");
     unsetenv("HYLA_GDR_DK2");
     const char *names[8] = {"o", "final", "dq", "dk", "dv", "dbeta", "dg", "dS0"};
@@ -163,10 +167,10 @@ int main(int argc, char **argv) {
     bad += !same_saved("prep2=1 against prep2=0 (the forward's saved chunk quantities)", p0.saved, f0.saved);
     bad += !same_saved("prep2=1 fwd2=1 against prep2=0 fwd2=0 (saved chunk quantities)", p1.saved, f0.saved);
     // the state chains in registers against the shared-memory ones, and the output kernel on
-    // register fragments against out2 (a difference fails)
-    const form_out *regs[3] = {&r4, &r2, &o3};
-    const char *reg_names[3] = {"state3=1 (4 warps where the columns allow)", "state3=1 (2 warps)", "out3=1"};
-    for (int i = 0; i < 3; i++) {
+    // register fragments against out2, ddl's against local_kernel (a difference fails)
+    const form_out *regs[4] = {&r4, &r2, &o3, &l2};
+    const char *reg_names[4] = {"state3=1 (4 warps where the columns allow)", "state3=1 (2 warps)", "out3=1", "local2=1"};
+    for (int i = 0; i < 4; i++) {
         char what[4][128];
         snprintf(what[0], sizeof what[0], "%s against the defaults (o, final, grads2=0)", reg_names[i]);
         snprintf(what[1], sizeof what[1], "%s against the defaults (saved, grads2=1)", reg_names[i]);
