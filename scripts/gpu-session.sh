@@ -51,8 +51,9 @@ want ops && ops all $TEST_GROUPS
 # NEW_PATHS: the environment switches of paths that wait for a GPU run to become the defaults
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
-# timings and ncu run them switched on as well. Waiting now: HYLA_ATTN_LAZY_RESCALE=1 (checked,
-# no gain measured: docs/cuda.md); unset or NEW_PATHS="" tests none.
+# timings and ncu run them switched on as well. Waiting now: HYLA_GDR_STATE3=1, HYLA_GDR_OUT3=1,
+# HYLA_GDR_LOCAL2=1 (never run on a GPU yet), HYLA_ATTN_LAZY_RESCALE=1 (checked, no gain
+# measured): docs/cuda.md; unset or NEW_PATHS="" tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)
 want ops && [ -n "$new_paths" ] && (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; ops new-paths ${NEW_PATHS_GROUPS:-})
@@ -102,7 +103,7 @@ save
 # and its SASS page (every instruction with its executions and warp-stall samples, the place in
 # the code where the warps wait; scripts/ncu-stalls.py sums it, scripts/ncu-lines.py maps it to
 # the .cu file's lines). ncu's own CUDA page printed the file without metrics on the GPU host.
-want ncu-kernels && for pair in ${NCU_KERNELS:-bwd_kernel:lte_router mma_dq_kernel:attention mma_dkdv_kernel:attention grads_dk_kernel:gdr}; do
+want ncu-kernels && for pair in ${NCU_KERNELS:-grads_dk2_kernel:gdr mma_dkdv2_kernel:attention mma_dq_kernel:attention bwd_kernel:lte_router}; do
   (export ${new_paths:-HYLA_NO_NEW_PATHS=1}; name=ncu-full-${pair%%:*}
    timeout -s INT ${NCU_KERNEL_TIMEOUT:-60} "$ncu" --set full --import-source no -k "regex:^${pair%%:*}$" -c 1 -f -o "$out/$name" \
      ./gpu-carry/hyla bench kernels --backend cuda --precision bf16 --only ${pair##*:} --seconds 0.01 >"$out/$name.log" 2>&1
