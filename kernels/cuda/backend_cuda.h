@@ -47,6 +47,8 @@ bool cuda_matmul_bf16(void);
 void cuda_gemm_batched(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                        long long stride_a, const float *b, int ldb, long long stride_b, float beta, float *c, int ldc,
                        long long stride_c, int batch);
+/* Inside the CUDA backend: l2norm_bwd (cuda_gdn_parts.cu); dx may be dy. */
+void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim);
 #endif
 
 #endif

@@ -477,7 +477,7 @@ static void cuda_shortconv_silu_l2norm_fwd(float *y, float *rstd, const float *x
     else shortconv_l2norm_fwd_kernel<HYLA_SHORTCONV_MAX_WIDTH><<<p.grid, THREADS>>>(y, rstd, x, w, p, L, C, kw, eps);
     CUDA_LAUNCH_CHECK();
 }
-static void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim) {
+void cuda_l2norm_bwd(float *dx, const float *dy, const float *y, const float *rstd, int rows, int dim) {
     if (rows <= 0) return;
     l2norm_bwd_kernel<<<row_blocks(rows), 32 * ROW_WARPS>>>(dx, dy, y, rstd, rows, dim);
     CUDA_LAUNCH_CHECK();

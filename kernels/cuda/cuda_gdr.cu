@@ -381,7 +381,8 @@ void cuda_gdr_chunk_fwd_bf16(float *o, float *final_state, const float *q, const
 void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
                              const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
                              const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd,
-                             const float *saved);
+                             const float *saved, const float *rq, const float *rk);
+bool cuda_gdr_chunk_l2norm_fusable(void);
 size_t cuda_gdr_chunk_saved_floats_bf16(int B, int L, int H, int dk, int dv);
 
 namespace {
@@ -422,8 +423,29 @@ void gdr_chunk_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, flo
                    const float *saved) {
     if (use_chunked(dkd, dvd))
         cuda_gdr_chunk_bwd_bf16(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd,
-                                dvd, use_saved() ? saved : NULL);
+                                dvd, use_saved() ? saved : NULL, NULL, NULL);
     else cuda_gdr_bwd(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd, dvd);
+}
+
+// HYLA_GDR_L2_FUSED=1: the chunked backward's last kernels (grads_dq, grads_dk2) take q's and
+// k's L2-norm backward into their final row passes, l2norm_bwd's operations in its order (the
+// same bits), so that the norms' own pass (read dq, q, write dq; the same for k: ~384 MB a
+// layer at the 0.4B shape) goes. Off until a GPU run has checked and timed it; off, or where
+// the kernels cannot (the recurrence, the older grads forms), the three ops run.
+constexpr bool L2_FUSED_BY_DEFAULT = false;
+void gdr_chunk_l2norm_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
+                          const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
+                          const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd,
+                          const float *saved, const float *q_rstd, const float *k_rstd) {
+    if (use_chunked(dkd, dvd) && cuda_switch("HYLA_GDR_L2_FUSED", L2_FUSED_BY_DEFAULT) &&
+        cuda_gdr_chunk_l2norm_fusable()) {
+        cuda_gdr_chunk_bwd_bf16(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd,
+                                dvd, use_saved() ? saved : NULL, q_rstd, k_rstd);
+        return;
+    }
+    gdr_chunk_bwd(dq, dk, dv, dbeta, dg, dS0, dout, dS_final, q, k, v, beta, g, S0, scale, B, L, H, dkd, dvd, saved);
+    cuda_l2norm_bwd(dq, dq, q, q_rstd, B * L * H, dkd);
+    cuda_l2norm_bwd(dk, dk, k, k_rstd, B * L * H, dkd);
 }
 
 } // namespace
@@ -432,4 +454,5 @@ extern "C" void cuda_register_gdr(struct hyla_backend *t) {
     t->gdr_recurrent_fwd = cuda_gdr_fwd, t->gdr_recurrent_bwd = cuda_gdr_bwd;
     t->gdr_chunk_fwd = gdr_chunk_fwd, t->gdr_chunk_bwd = gdr_chunk_bwd;
     t->gdr_chunk_saved_floats = gdr_chunk_saved_floats;
+    t->gdr_chunk_l2norm_bwd = gdr_chunk_l2norm_bwd;
 }

@@ -24,6 +24,20 @@ __device__ inline float warp_total(float x) {
     return x;
 }
 
+// One row of l2norm_bwd (cuda_gdn_parts.cu's l2norm_bwd_kernel) by this warp, the same
+// operations in the same order: dot = sum of dy y over lane i = lane, lane + 32, ..., then the
+// warp's tree; dx = r (dy - dot y). dy(i) gives the incoming gradient (the delta rule's own dq
+// or dk, not stored first); y the normalised row (the delta rule's q or k input); dx may be
+// where dy came from (each lane reads its elements before it writes them).
+template <typename DY>
+__device__ inline void l2norm_rows_bwd(float *dx, DY dy, const float *y, float r, int dim) {
+    const int lane = threadIdx.x % 32;
+    float dot = 0;
+    for (int i = lane; i < dim; i += 32) dot += dy(i) * y[i];
+    dot = warp_total(dot);
+    for (int i = lane; i < dim; i += 32) dx[i] = r * (dy(i) - dot * y[i]);
+}
+
 constexpr size_t LOCAL_SMEM = 3 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(float) * WARPS * 256) +
                               carve_size(sizeof(bf16) * CH * LDS) + carve_size(sizeof(float) * CH);
 
@@ -529,7 +543,7 @@ __device__ void mma_in_place(float *C, int ldc, const bf16 *A, int lda, const bf
 // grads_dk_kernel to go on from. P is not kept: its epilogue combines it with Q K^T at once.
 __global__ void __launch_bounds__(THREADS, 2) grads_dq_kernel(float *dq, float *dk, float *dg, scratch s,
                                                               const bf16 *dob, const float *q, const float *k,
-                                                              dims d) {
+                                                              const float *rq, dims d) {
     extern __shared__ __align__(128) char smem[];
     smem_carver sc{smem};
     bf16 *Qh = sc.take<bf16>(CH * LDH), *Kh = sc.take<bf16>(CH * LDH), *Ob = sc.take<bf16>(CH * LDH);
@@ -618,6 +632,17 @@ __global__ void __launch_bounds__(THREADS, 2) grads_dq_kernel(float *dq, float *
     }
     mma<false, false>(F2, LDF, HS, LDS, Kh, LDH, CH, dkp, CH, 1.0f, true);
     __syncthreads();
+    if (rq) { // dq through q's L2 norm (rq: 1/|q_raw|), as l2norm_bwd would take it: q_raw's gradient
+        for (int m = 0; m < ROWS_PER_WARP; m++) {
+            const int r = warp + WARPS * m;
+            if (r >= c) break;
+            float *out = dq + (row0 + (size_t)r * d.H) * d.dk;
+            // (__fmul_rn: dq's value as the store below rounds it, whatever the compiler fuses after)
+            l2norm_rows_bwd(out, [&](int i) { return __fmul_rn(scale, F2[r * LDF + i]); }, qc + (size_t)r * sk,
+                            rq[row0 + (size_t)r * d.H], d.dk);
+        }
+        return;
+    }
     for (int e = tid; e < c * d.dk; e += THREADS) {
         const int r = e / d.dk, i = e % d.dk;
         dq[(row0 + (size_t)r * d.H) * d.dk + i] = scale * F2[r * LDF + i];
@@ -926,7 +951,7 @@ constexpr int U_VEC = CH * DMAX / 4 / THREADS, W_VEC = CH * DMAX / 8 / THREADS; 
 __global__ void __launch_bounds__(THREADS, 2) grads_dk2_kernel(float *dk, float *dv, float *dbeta, float *dg,
                                                                scratch s, const bf16 *gend, const bf16 *dd,
                                                                const float *k, const float *v, const float *beta,
-                                                               dims d) {
+                                                               const float *rk, dims d) {
     extern __shared__ __align__(128) char smem[];
     smem_carver sc{smem};
     bf16 *X = sc.take<bf16>(DMAX * LDH), *Y = sc.take<bf16>(DMAX * LDH);
@@ -1157,6 +1182,16 @@ __global__ void __launch_bounds__(THREADS, 2) grads_dk2_kernel(float *dk, float 
         }
     }
     if (tid < c) dbeta[row0 + (size_t)tid * d.H] = dbs[tid];
+    if (rk) { // dk through k's L2 norm (rk: 1/|k_raw|), as l2norm_bwd would take it
+        for (int m = 0; m < ROWS_PER_WARP; m++) {
+            const int r = warp + WARPS * m;
+            if (r >= c) break;
+            float *out = dk + (row0 + (size_t)r * d.H) * d.dk;
+            l2norm_rows_bwd(out, [&](int i) { return F[r * LDF + i]; }, k + (row0 + (size_t)r * d.H) * d.dk,
+                            rk[row0 + (size_t)r * d.H], d.dk);
+        }
+        return;
+    }
 #pragma unroll
     for (int m = 0; m < ROWS_PER_WARP; m++) {
         const int r = warp + WARPS * m;
@@ -1187,12 +1222,19 @@ bool use_grads2(void) { return cuda_switch("HYLA_GDR_GRADS2", GRADS2_BY_DEFAULT)
 } // namespace
 } // namespace gdrc
 
+// Whether the backward's kernels can take q's and k's L2-norm backward into their last steps
+// (rq, rk below): the two-kernel grads step with grads_dk2 (the defaults).
+bool cuda_gdr_chunk_l2norm_fusable(void) { return gdrc::use_grads2() && gdrc::use_dk2(); }
+
 // The backend's gdr_chunk_bwd in bf16 mode (dk, dv <= 128; cuda_gdr.cu chooses). `saved`: what
 // the forward of the same inputs kept (B1 done), or NULL (B1 runs the forward's kernels again).
+// rq, rk (only where cuda_gdr_chunk_l2norm_fusable()): q and k are L2-normalised rows, these
+// their 1/norms, and dq, dk are written through the norms' backward (the raw q's and k's
+// gradients), as l2norm_bwd after this function would write them; NULL: dq, dk as they are.
 void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dS0, const float *dout,
                              const float *dS_final, const float *q, const float *k, const float *v, const float *beta,
                              const float *g, const float *S0, float scale, int B, int L, int H, int dkd, int dvd,
-                             const float *saved) {
+                             const float *saved, const float *rq, const float *rk) {
     using namespace gdrc;
     if (B * H == 0) return;
     const size_t s_bytes = sizeof(float) * B * H * dkd * dvd;
@@ -1238,12 +1280,13 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     } else state_bwd_kernel<<<dim3(B * H, d.dvp / BV), THREADS, STATE_SMEM>>>(gend, dd, dS0, s, dob, ddl, dS_final, d);
     CUDA_LAUNCH_CHECK();
     if (use_grads2()) { // dk and dg carry the first kernel's partial sums to the second
-        grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM>>>(dq, dk, dg, s, dob, q, k, d);
+        grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM>>>(dq, dk, dg, s, dob, q, k, rq, d);
         CUDA_LAUNCH_CHECK();
         if (use_dk2()) {
             static bool ready3 = false;
             if (!ready3) allow_smem(grads_dk2_kernel, GRADS_DK2_SMEM), ready3 = true;
-            grads_dk2_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DK2_SMEM>>>(dk, dv, dbeta, dg, s, gend, dd, k, v, beta, d);
+            grads_dk2_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DK2_SMEM>>>(dk, dv, dbeta, dg, s, gend, dd, k, v, beta,
+                                                                             rk, d);
         } else grads_dk_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DK_SMEM>>>(dk, dv, dbeta, dg, s, gend, dd, k, v, beta, d);
     } else grads_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_SMEM>>>(dq, dk, dv, dbeta, dg, s, dob, gend, dd, q, k, v, beta, d);
     CUDA_LAUNCH_CHECK();

@@ -726,6 +726,52 @@ static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) 
     gdr_case_free(&c);
 }
 
+/* gdr_chunk_l2norm_bwd (the delta rule's backward with q's and k's L2-norm backward, in place)
+ * in bf16 mode: against the CPU's three ops (gdr_chunk_bwd, l2norm_bwd twice) within 1e-2, and
+ * the same bits as the GPU's own three ops; with HYLA_GDR_L2_FUSED=1 the norms run inside the
+ * delta rule's last kernels, otherwise as the three ops. */
+static void test_gdr_l2norm_bf16(int B, int L, int H, int dk, int dv) {
+    if (!gpu->gdr_chunk_l2norm_bwd) return;
+    struct gdr_case c = gdr_case_make(B, L, H, dk, dv);
+    const size_t ng = (size_t)B * L * H;
+    struct pair rq = rand_pair(ng, 0.5f, 2.0f), rk = rand_pair(ng, 0.5f, 2.0f);
+    cpu_f32_gdr_chunk_bwd(c.dq.h, c.dk.h, c.dv.h, c.db.h, c.dg.h, c.dS0.h, c.dO.h, NULL, c.q.h, c.k.h, c.v.h, c.beta.h,
+                          c.g.h, NULL, c.scale, B, L, H, dk, dv, NULL);
+    cpu_f32_l2norm_bwd(c.dq.h, c.dq.h, c.q.h, rq.h, (int)ng, dk);
+    cpu_f32_l2norm_bwd(c.dk.h, c.dk.h, c.k.h, rk.h, (int)ng, dk);
+    gpu->set_matmul_precision(1);
+    const size_t n_saved = gpu->gdr_chunk_saved_floats(B, L, H, dk, dv);
+    float *saved = n_saved ? gpu->alloc(n_saved * sizeof(float)) : NULL;
+    gpu->gdr_chunk_fwd(c.o.d, NULL, c.q.d, c.k.d, c.v.d, c.beta.d, c.g.d, NULL, c.scale, B, L, H, dk, dv, saved);
+    gpu->gdr_chunk_l2norm_bwd(c.dq.d, c.dk.d, c.dv.d, c.db.d, c.dg.d, c.dS0.d, c.dO.d, NULL, c.q.d, c.k.d, c.v.d,
+                              c.beta.d, c.g.d, NULL, c.scale, B, L, H, dk, dv, saved, rq.d, rk.d);
+    struct pair outs[] = {c.dq, c.dk, c.dv, c.db, c.dg};
+    const char *names[] = {"dq (raw)", "dk (raw)", "dv", "dbeta", "dg"};
+    float *fused[5];
+    char label[200];
+    for (int i = 0; i < 5; i++) {
+        fused[i] = back(outs[i].d, outs[i].n);
+        snprintf(label, sizeof label, "gdr_chunk_l2norm_bwd in bf16 B=%d L=%d H=%d dk=%d dv=%d (fused: %s): %s", B, L, H,
+                 dk, dv, getenv("HYLA_GDR_L2_FUSED") ? getenv("HYLA_GDR_L2_FUSED") : "default", names[i]);
+        check_le(label, rel_err_f32(fused[i], outs[i].h, outs[i].n), 1e-2);
+    }
+    gpu->gdr_chunk_bwd(c.dq.d, c.dk.d, c.dv.d, c.db.d, c.dg.d, c.dS0.d, c.dO.d, NULL, c.q.d, c.k.d, c.v.d, c.beta.d,
+                       c.g.d, NULL, c.scale, B, L, H, dk, dv, saved);
+    gpu->l2norm_bwd(c.dq.d, c.dq.d, c.q.d, rq.d, (int)ng, dk);
+    gpu->l2norm_bwd(c.dk.d, c.dk.d, c.k.d, rk.d, (int)ng, dk);
+    for (int i = 0; i < 5; i++) {
+        float *three = back(outs[i].d, outs[i].n);
+        snprintf(label, sizeof label, "gdr_chunk_l2norm_bwd in bf16: %s the same bits as the GPU's three ops", names[i]);
+        check_bitwise_equal(label, fused[i], three, outs[i].n * sizeof(float));
+        free(three), free(fused[i]);
+    }
+    gpu->set_matmul_precision(0);
+    if (saved) gpu->free(saved);
+    struct pair norms[] = {rq, rk};
+    free_pairs(norms, 2);
+    gdr_case_free(&c);
+}
+
 /* NSA against the CPU twin: o, the saved tensors, block_idx (identical), dq, dk, dv, dgate_logits;
  * then a second run with reuse_block_idx = 1 must give the same bits (no atomics). bf16: the
  * window branch's products on the tensor cores, within 1e-2. */
@@ -1096,6 +1142,8 @@ int main(int argc, char **argv) {
     if (want("gdr") && chunked_on) test_gdr_bf16(1, 130, 3, 40, 24, 1);
     if (want("gdr") && chunked_on) test_gdr_bf16(2, 200, 2, 64, 64, 0);
     if (want("gdr") && chunked_on) test_gdr_bf16(1, 300, 2, 128, 128, 1);
+    if (want("gdr") && chunked_on) test_gdr_l2norm_bf16(2, 130, 2, 40, 24);
+    if (want("gdr") && chunked_on) test_gdr_l2norm_bf16(1, 300, 2, 128, 128);
     if (want("gdr") && chunked_on) test_gdr_bf16(1, 64, 1, 128, 128, 0);
     if (want("gdr") && chunked_on) test_gdr_bf16(2, 1000, 2, 128, 128, 1);
     if (want("nsa")) test_nsa(2, 40, 4, 2, 8, 4, 4, 5);

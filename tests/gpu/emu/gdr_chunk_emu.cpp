@@ -26,7 +26,7 @@ void cpu_f32_gdr_chunk_fwd(float *, float *, const float *, const float *, const
 void cpu_f32_gdr_chunk_bwd(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int, const float *);
 }
 void cuda_gdr_chunk_fwd_bf16(float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int, float *);
-void cuda_gdr_chunk_bwd_bf16(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int, const float *);
+void cuda_gdr_chunk_bwd_bf16(float *, float *, float *, float *, float *, float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, const float *, float, int, int, int, int, int, const float *, const float *, const float *);
 size_t cuda_gdr_chunk_saved_floats_bf16(int, int, int, int, int);
 static unsigned long long st = 1;
 static float rnd(float lo, float hi) { st = st * 6364136223846793005ULL + 1442695040888963407ULL; return lo + (hi - lo) * ((st >> 40) / 16777216.0f); }
@@ -51,7 +51,7 @@ int main(int argc, char **argv) {
     auto backward = [&](std::vector<std::vector<float>> &out, const char *grads2, const float *sv, const char *dk2 = "0") {
         setenv("HYLA_GDR_GRADS2", grads2, 1);
         setenv("HYLA_GDR_DK2", dk2, 1);
-        cuda_gdr_chunk_bwd_bf16(out[2].data(), out[3].data(), out[4].data(), out[5].data(), out[6].data(), out[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, sv);
+        cuda_gdr_chunk_bwd_bf16(out[2].data(), out[3].data(), out[4].data(), out[5].data(), out[6].data(), out[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, sv, nullptr, nullptr);
     };
     // one form of the forward's output and state kernels (HYLA_GDR_FWD2) and prep kernel
     // (HYLA_GDR_PREP2, forward and backward): the outputs without `saved` and with it, each
@@ -180,6 +180,45 @@ int main(int argc, char **argv) {
         bad += !compare(what[1], regs[i]->kept2, p1.kept2, 0);
         bad += !compare(what[2], regs[i]->got3, p1.got3, 0);
         bad += !same_saved(what[3], regs[i]->saved, p1.saved);
+    }
+    // q's and k's L2-norm backward taken into grads_dq / grads_dk2 (rq, rk): the same bits as
+    // the unfused kernels followed by l2norm_bwd (cuda_gdn_parts.cu's kernel, its order written
+    // out here: a lane's every 32nd term, then the warp's xor tree; dx = r (dy - dot y)), with
+    // saved and without (a difference fails)
+    {
+        auto l2norm_bwd = [&](std::vector<float> &dx, const std::vector<float> &y, const std::vector<float> &r) {
+            for (size_t row = 0; row < ng; row++) {
+                float *x = dx.data() + row * dk;
+                const float *yr = y.data() + row * dk;
+                float part[32];
+                for (int lane = 0; lane < 32; lane++) {
+                    part[lane] = 0;
+                    for (int i = lane; i < dk; i += 32) part[lane] += x[i] * yr[i];
+                }
+                for (int o = 16; o > 0; o /= 2) {
+                    float next[32];
+                    for (int lane = 0; lane < 32; lane++) next[lane] = part[lane] + part[lane ^ o];
+                    memcpy(part, next, sizeof part);
+                }
+                const float dot = part[0];
+                for (int i = 0; i < dk; i++) x[i] = r[row] * (x[i] - dot * yr[i]);
+            }
+        };
+        const auto rq = rv(ng, 0.5f, 2.0f), rk = rv(ng, 0.5f, 2.0f);
+        setenv("HYLA_GDR_GRADS2", "1", 1), setenv("HYLA_GDR_DK2", "1", 1);
+        for (int with_saved = 0; with_saved < 2; with_saved++) {
+            const form_out &f = p1; // the default forms
+            std::vector<std::vector<float>> fused = f.got3, plain = with_saved ? f.kept3 : f.got3;
+            for (int i = 2; i < 8; i++) fused[i].assign(sizes[i], NAN);
+            setenv("HYLA_GDR_FWD2", "1", 1), setenv("HYLA_GDR_PREP2", "1", 1); // the forms p1 ran (without saved: B1 runs them)
+            cuda_gdr_chunk_bwd_bf16(fused[2].data(), fused[3].data(), fused[4].data(), fused[5].data(), fused[6].data(), fused[7].data(), dO.data(), ds, q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, with_saved ? f.saved.data() : nullptr, rq.data(), rk.data());
+            unsetenv("HYLA_GDR_FWD2"), unsetenv("HYLA_GDR_PREP2");
+            l2norm_bwd(plain[2], q, rq);
+            l2norm_bwd(plain[3], k, rk);
+            bad += !compare(with_saved ? "l2 norms fused against grads2=1 dk2=1 + l2norm_bwd (saved)"
+                                       : "l2 norms fused against grads2=1 dk2=1 + l2norm_bwd", fused, plain, 2);
+        }
+        unsetenv("HYLA_GDR_GRADS2"), unsetenv("HYLA_GDR_DK2");
     }
     return bad ? 1 : 0;
 }
