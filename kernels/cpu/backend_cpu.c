@@ -26,6 +26,19 @@ static void cpu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                 alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* gdr_chunk_bwd, then l2norm_bwd of dq and dk in place (backend.h): the three ops, so that the
+ * model's path for backends that fuse them runs on the CPU too. */
+static void cpu_gdr_chunk_l2norm_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dinitial_state,
+                                     const float *dout, const float *dfinal_state, const float *q, const float *k,
+                                     const float *v, const float *beta, const float *g, const float *initial_state,
+                                     float scale, int B, int L, int H, int dim_k, int dim_v, const float *saved,
+                                     const float *q_rstd, const float *k_rstd) {
+    cpu_f32_gdr_chunk_bwd(dq, dk, dv, dbeta, dg, dinitial_state, dout, dfinal_state, q, k, v, beta, g, initial_state,
+                          scale, B, L, H, dim_k, dim_v, saved);
+    cpu_f32_l2norm_bwd(dq, dq, q, q_rstd, B * L * H, dim_k); /* in place: a row's dot before its writes */
+    cpu_f32_l2norm_bwd(dk, dk, k, k_rstd, B * L * H, dim_k);
+}
+
 static const struct hyla_backend cpu_backend = {
     .name = "cpu",
     .alloc = cpu_alloc,
@@ -38,6 +51,7 @@ static const struct hyla_backend cpu_backend = {
     .round_to_bf16 = cpu_round_to_bf16,
     .widen_bf16 = cpu_widen_bf16,
     .gemm = cpu_gemm,
+    .gdr_chunk_l2norm_bwd = cpu_gdr_chunk_l2norm_bwd,
 #define HYLA_OP(ret, name, args) .name = cpu_f32_##name,
 #define REAL float
 #include "../ops/all_ops.h"

@@ -757,18 +757,20 @@ static void test_gdr_l2norm_bf16(int B, int L, int H, int dk, int dv) {
     }
     gpu->gdr_chunk_bwd(c.dq.d, c.dk.d, c.dv.d, c.db.d, c.dg.d, c.dS0.d, c.dO.d, NULL, c.q.d, c.k.d, c.v.d, c.beta.d,
                        c.g.d, NULL, c.scale, B, L, H, dk, dv, saved);
-    gpu->l2norm_bwd(c.dq.d, c.dq.d, c.q.d, rq.d, (int)ng, dk);
-    gpu->l2norm_bwd(c.dk.d, c.dk.d, c.k.d, rk.d, (int)ng, dk);
+    struct pair dq_raw = zero_pair(c.dq.n), dk_raw = zero_pair(c.dk.n); /* out of place, as the model ran them */
+    gpu->l2norm_bwd(dq_raw.d, c.dq.d, c.q.d, rq.d, (int)ng, dk);
+    gpu->l2norm_bwd(dk_raw.d, c.dk.d, c.k.d, rk.d, (int)ng, dk);
+    const float *three_ops[] = {dq_raw.d, dk_raw.d, c.dv.d, c.db.d, c.dg.d};
     for (int i = 0; i < 5; i++) {
-        float *three = back(outs[i].d, outs[i].n);
+        float *three = back(three_ops[i], outs[i].n);
         snprintf(label, sizeof label, "gdr_chunk_l2norm_bwd in bf16: %s the same bits as the GPU's three ops", names[i]);
         check_bitwise_equal(label, fused[i], three, outs[i].n * sizeof(float));
         free(three), free(fused[i]);
     }
     gpu->set_matmul_precision(0);
     if (saved) gpu->free(saved);
-    struct pair norms[] = {rq, rk};
-    free_pairs(norms, 2);
+    struct pair norms[] = {rq, rk, dq_raw, dk_raw};
+    free_pairs(norms, 4);
     gdr_case_free(&c);
 }
 
