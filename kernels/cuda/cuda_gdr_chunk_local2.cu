@@ -13,6 +13,7 @@
 // emu.gdr_chunk compares the bits.
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
+#include "cuda_gdr_chunk_frag.cuh"
 #include "cuda_mma.cuh"
 #include "cuda_switch.h"
 
@@ -47,17 +48,8 @@ __global__ void __launch_bounds__(LTHREADS, 4) local2_kernel(float *ddl, bf16 *d
     const size_t sk = (size_t)d.H * d.dk;
     // this warp's keys as A fragments, from device memory (in flight while Q and dO are staged)
     const int j_lo = 16 * warp + g, j_hi = j_lo + 8;
-    auto k_at = [&](int r, int i) { return r < c && i < d.dk ? k[(row0 + (size_t)r * d.H) * d.dk + i] : 0.0f; };
     uint32_t ak[KS_MAX][4];
-#pragma unroll
-    for (int ks = 0; ks < KS_MAX; ks++) {
-        if (ks >= kt) break;
-        const int i = 16 * ks + 2 * t;
-        ak[ks][0] = hyla_mma::pack(k_at(j_lo, i), k_at(j_lo, i + 1));
-        ak[ks][1] = hyla_mma::pack(k_at(j_hi, i), k_at(j_hi, i + 1));
-        ak[ks][2] = hyla_mma::pack(k_at(j_lo, i + 8), k_at(j_lo, i + 9));
-        ak[ks][3] = hyla_mma::pack(k_at(j_hi, i + 8), k_at(j_hi, i + 9));
-    }
+    rows_to_a(ak, k + row0 * d.dk, sk, 16 * warp, c, d.dk, kt);
     if (tid < CH) gc[tid] = s.gcum[cb * CH + tid];
     rows_to_bf16(Qh, q + row0 * d.dk, sk, c, d.dk, dkp);
     rows_to_bf16(Oh, dout + row0 * d.dv, (size_t)d.H * d.dv, c, d.dv, dvp);

@@ -14,6 +14,7 @@
 // accumulators add them. ctest emu.gdr_chunk compares the bits.
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
+#include "cuda_gdr_chunk_frag.cuh"
 #include "cuda_mma.cuh"
 #include "cuda_switch.h"
 
@@ -53,17 +54,13 @@ __global__ void __launch_bounds__(OTHREADS, 3) out3_kernel(float *o, scratch s, 
     }
     // this warp's rows of Q (bf16) and Qs as A fragments, from device memory
     const int r_lo = 16 * warp + g, r_hi = r_lo + 8;
-    auto q_at = [&](int r, int i) { return r < c && i < d.dk ? q[(row0 + (size_t)r * d.H) * d.dk + i] : 0.0f; };
     uint32_t aq[KS_MAX][4], as[KS_MAX][4];
+    rows_to_a(aq, q + row0 * d.dk, (size_t)d.H * d.dk, 16 * warp, c, d.dk, kt);
     const bf16 *qs = s.qs + cb * CH * dkp;
 #pragma unroll
     for (int ks = 0; ks < KS_MAX; ks++) {
         if (ks >= kt) break;
         const int i = 16 * ks + 2 * t;
-        aq[ks][0] = hyla_mma::pack(q_at(r_lo, i), q_at(r_lo, i + 1));
-        aq[ks][1] = hyla_mma::pack(q_at(r_hi, i), q_at(r_hi, i + 1));
-        aq[ks][2] = hyla_mma::pack(q_at(r_lo, i + 8), q_at(r_lo, i + 9));
-        aq[ks][3] = hyla_mma::pack(q_at(r_hi, i + 8), q_at(r_hi, i + 9));
         as[ks][0] = *(const uint32_t *)(qs + r_lo * dkp + i), as[ks][1] = *(const uint32_t *)(qs + r_hi * dkp + i);
         as[ks][2] = *(const uint32_t *)(qs + r_lo * dkp + i + 8);
         as[ks][3] = *(const uint32_t *)(qs + r_hi * dkp + i + 8);
