@@ -60,50 +60,23 @@ __global__ void __launch_bounds__(LTHREADS, 4) local2_kernel(float *ddl, bf16 *d
     }
     // S^T = K Q^T (16 keys x 64 queries): B[k][n] = Q[n][k], Q's rows by ldmatrix
     float st[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) st[nt][0] = st[nt][1] = st[nt][2] = st[nt][3] = 0.0f;
-    const bf16 *pq = Qh + ((lane & 7) + 8 * (lane >> 4)) * LDH + 8 * ((lane >> 3) & 1);
-#pragma unroll
-    for (int ks = 0; ks < KS_MAX; ks++) {
-        if (ks >= kt) break;
-#pragma unroll
-        for (int np = 0; np < 4; np++) {
-            uint32_t b0, b1, b2, b3;
-            hyla_mma::ldsm_x4(b0, b1, b2, b3, pq + 16 * np * LDH + 16 * ks);
-            hyla_mma::mma(st[2 * np], ak[ks], b0, b1);
-            hyla_mma::mma(st[2 * np + 1], ak[ks], b2, b3);
-        }
-    }
+    product_xt(st, ak, Qh, kt);
     // P^T = scale (Q K^T ⊙ E)^T, causal (query r >= key j), as bf16 A fragments over the queries
     uint32_t ap[4][4];
     {
         const float g_lo = gc[j_lo], g_hi = gc[j_hi];
-        auto p_at = [&](int nt, int e) {
+        pack_a(ap, [&](int nt, int e) {
             const int j = e < 2 ? j_lo : j_hi, r = 8 * nt + 2 * t + (e & 1);
             return j <= r ? d.scale * st[nt][e] * expf(gc[r] - (e < 2 ? g_lo : g_hi)) : 0.0f;
-        };
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            ap[ks][0] = hyla_mma::pack(p_at(2 * ks, 0), p_at(2 * ks, 1));
-            ap[ks][1] = hyla_mma::pack(p_at(2 * ks, 2), p_at(2 * ks, 3));
-            ap[ks][2] = hyla_mma::pack(p_at(2 * ks + 1, 0), p_at(2 * ks + 1, 1));
-            ap[ks][3] = hyla_mma::pack(p_at(2 * ks + 1, 2), p_at(2 * ks + 1, 3));
-        }
+        });
     }
     // ddl = P^T dO (16 x dvp), an n-tile pair at a time: B from dO's rows, transposed by ldmatrix
-    const bf16 *po = Oh + (lane & 15) * LDH + 8 * (lane >> 4);
     float *out = ddl + cb * CH * dvp;
 #pragma unroll
     for (int nn = 0; nn < DMAX / 16; nn++) {
         if (nn >= vt) break;
-        float pv[2][4] = {};
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            uint32_t b0, b1, b2, b3;
-            hyla_mma::ldsm_x4_trans(b0, b1, b2, b3, po + 16 * ks * LDH + 16 * nn);
-            hyla_mma::mma(pv[0], ap[ks], b0, b1);
-            hyla_mma::mma(pv[1], ap[ks], b2, b3);
-        }
+        float pv[2][4];
+        product_x<2>(pv, ap, Oh, 16 * nn);
 #pragma unroll
         for (int half = 0; half < 2; half++) {
             const int col = 16 * nn + 8 * half + 2 * t;

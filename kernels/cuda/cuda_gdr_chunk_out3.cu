@@ -69,35 +69,15 @@ __global__ void __launch_bounds__(OTHREADS, 3) out3_kernel(float *o, scratch s, 
     __syncthreads();
     // S = Q K^T (16 x 64): B[k][n] = K[n][k], K's rows by ldmatrix
     float sc4[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; nt++) sc4[nt][0] = sc4[nt][1] = sc4[nt][2] = sc4[nt][3] = 0.0f;
-    const bf16 *pk = Kh + ((lane & 7) + 8 * (lane >> 4)) * LDH + 8 * ((lane >> 3) & 1);
-#pragma unroll
-    for (int ks = 0; ks < KS_MAX; ks++) {
-        if (ks >= kt) break;
-#pragma unroll
-        for (int np = 0; np < 4; np++) {
-            uint32_t b0, b1, b2, b3;
-            hyla_mma::ldsm_x4(b0, b1, b2, b3, pk + 16 * np * LDH + 16 * ks);
-            hyla_mma::mma(sc4[2 * np], aq[ks], b0, b1);
-            hyla_mma::mma(sc4[2 * np + 1], aq[ks], b2, b3);
-        }
-    }
+    product_xt(sc4, aq, Kh, kt);
     // P = scale (Q K^T ⊙ E), causal, as bf16 A fragments (k-step ks: key columns 16 ks ..)
     uint32_t ap[4][4];
     {
         const float g_lo = gc[r_lo], g_hi = gc[r_hi];
-        auto p_at = [&](int nt, int e) {
+        pack_a(ap, [&](int nt, int e) {
             const int r = e < 2 ? r_lo : r_hi, j = 8 * nt + 2 * t + (e & 1);
             return j <= r ? d.scale * sc4[nt][e] * expf((e < 2 ? g_lo : g_hi) - gc[j]) : 0.0f;
-        };
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            ap[ks][0] = hyla_mma::pack(p_at(2 * ks, 0), p_at(2 * ks, 1));
-            ap[ks][1] = hyla_mma::pack(p_at(2 * ks, 2), p_at(2 * ks, 3));
-            ap[ks][2] = hyla_mma::pack(p_at(2 * ks + 1, 0), p_at(2 * ks + 1, 1));
-            ap[ks][3] = hyla_mma::pack(p_at(2 * ks + 1, 2), p_at(2 * ks + 1, 3));
-        }
+        });
     }
     // Qs H_n (16 x dvp): B from H_n's rows [key][value], transposed by ldmatrix
     float qh[NT_MAX][4];
@@ -117,19 +97,12 @@ __global__ void __launch_bounds__(OTHREADS, 3) out3_kernel(float *o, scratch s, 
         }
     }
     // P Delta, an n-tile pair at a time, and O = (0 + Qs H_n) + P Delta out
-    const bf16 *pd = Dh + (lane & 15) * LDH + 8 * (lane >> 4);
     const bool pairs = d.dv % 2 == 0;
 #pragma unroll
     for (int nn = 0; nn < NT_MAX / 2; nn++) {
         if (nn >= vt) break;
-        float pv[2][4] = {};
-#pragma unroll
-        for (int ks = 0; ks < 4; ks++) {
-            uint32_t b0, b1, b2, b3;
-            hyla_mma::ldsm_x4_trans(b0, b1, b2, b3, pd + 16 * ks * LDH + 16 * nn);
-            hyla_mma::mma(pv[0], ap[ks], b0, b1);
-            hyla_mma::mma(pv[1], ap[ks], b2, b3);
-        }
+        float pv[2][4];
+        product_x<2>(pv, ap, Dh, 16 * nn);
 #pragma unroll
         for (int half = 0; half < 2; half++) {
             const int nt = 2 * nn + half, j = 8 * nt + 2 * t;

@@ -27,6 +27,7 @@
 // ctest emu.gdr_chunk compares the bits.
 #include "backend_cuda.h"
 #include "cuda_gdr_chunk.cuh"
+#include "cuda_gdr_chunk_frag.cuh"
 #include "cuda_mma.cuh"
 #include "cuda_switch.h"
 
@@ -60,14 +61,8 @@ __device__ inline int frag_row(int e) { return (threadIdx.x % 32) / 4 + 8 * (e /
 __device__ inline int frag_col(int nt, int e) { return 8 * nt + 2 * (threadIdx.x % 4) + e % 2; }
 
 // The A fragments (bf16) of C fragments: k-step ks = n-tiles 2 ks, 2 ks + 1.
-template <int NTL> __device__ inline void pack_a(uint32_t (&a)[NTL / 2][4], const float (&c)[NTL][4]) {
-#pragma unroll
-    for (int ks = 0; ks < NTL / 2; ks++) {
-        a[ks][0] = hyla_mma::pack(c[2 * ks][0], c[2 * ks][1]);
-        a[ks][1] = hyla_mma::pack(c[2 * ks][2], c[2 * ks][3]);
-        a[ks][2] = hyla_mma::pack(c[2 * ks + 1][0], c[2 * ks + 1][1]);
-        a[ks][3] = hyla_mma::pack(c[2 * ks + 1][2], c[2 * ks + 1][3]);
-    }
+template <int NTL> __device__ inline void pack_c(uint32_t (&a)[NTL / 2][4], const float (&c)[NTL][4]) {
+    pack_a(a, [&](int nt, int e) { return c[nt][e]; });
 }
 
 // A transposed slice (C fragments: rows the warp's 16 value columns) rounded to bf16 into the
@@ -86,55 +81,23 @@ __device__ inline void store_slice(bf16 *dst, size_t ld, const bf16 *st, int row
     }
 }
 
-// out (16 x 64) = A (16 x 16 KT, fragments) X^T, X a shared [64][LDH] tile of rows of length
-// 16 KT (out's columns are X's rows): B[k][n] = X[n][k] by ldmatrix, from zero, k ascending.
-template <int KT> __device__ inline void product_xt(float (&out)[8][4], const uint32_t (&a)[KT][4], const bf16 *X) {
-    const int lane = threadIdx.x % 32;
+// s's n-tiles first .. first + N - 1 += A X[:, 8 first ..] as acc + 1 prod adds it.
+template <int N, int NTL>
+__device__ inline void add_product_group(float (&s)[NTL][4], const uint32_t (&a)[4][4], const bf16 *X, int first) {
+    float p[N][4];
+    product_x<N>(p, a, X, 8 * first);
 #pragma unroll
-    for (int nt = 0; nt < 8; nt++) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.0f;
-    const bf16 *p = X + ((lane & 7) + 8 * (lane >> 4)) * LDH + 8 * ((lane >> 3) & 1);
+    for (int i = 0; i < N; i++)
 #pragma unroll
-    for (int ks = 0; ks < KT; ks++)
-#pragma unroll
-        for (int np = 0; np < 4; np++) { // n-tiles 2 np, 2 np + 1: X's rows 16 np ..
-            uint32_t b0, b1, b2, b3;
-            hyla_mma::ldsm_x4(b0, b1, b2, b3, p + 16 * np * LDH + 16 * ks);
-            hyla_mma::mma(out[2 * np], a[ks], b0, b1);
-            hyla_mma::mma(out[2 * np + 1], a[ks], b2, b3);
-        }
+        for (int e = 0; e < 4; e++) s[first + i][e] = s[first + i][e] + p[i][e];
 }
-
-// out (16 x 8 N) = A (16 x 64, fragments) X[:, 64 kg ..], X a shared [64][LDH] tile read as
-// [k = its rows][n = its columns], n-tiles 8 kg .. 8 kg + N - 1: from zero, k ascending.
-template <int N> __device__ inline void product_x(float (&out)[KG][4], const uint32_t (&a)[4][4], const bf16 *X, int kg) {
-    const int lane = threadIdx.x % 32;
-#pragma unroll
-    for (int nt = 0; nt < N; nt++) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.0f;
-    const bf16 *base = X + (lane & 15) * LDH + 8 * (lane >> 4) + 64 * kg;
-#pragma unroll
-    for (int ks = 0; ks < 4; ks++)
-#pragma unroll
-        for (int nn = 0; nn < N / 2; nn++) {
-            uint32_t b0, b1, b2, b3;
-            hyla_mma::ldsm_x4_trans(b0, b1, b2, b3, base + 16 * ks * LDH + 16 * nn);
-            hyla_mma::mma(out[2 * nn], a[ks], b0, b1);
-            hyla_mma::mma(out[2 * nn + 1], a[ks], b2, b3);
-        }
-}
-
-// s (the transposed state's n-tiles) += A X as acc + 1 prod adds it, a group of 64 keys at a time.
+// s (the transposed state's n-tiles) += A X, a group of 64 keys (KG n-tiles) at a time: the
+// sums' registers for one group, not for all of the state.
 template <int NTL> __device__ inline void add_product_x(float (&s)[NTL][4], const uint32_t (&a)[4][4], const bf16 *X) {
 #pragma unroll
     for (int kg = 0; kg * KG < NTL; kg++) {
-        constexpr int FULL = KG;
-        float p[KG][4];
-        if (NTL - kg * KG >= FULL) product_x<FULL>(p, a, X, kg);
-        else product_x<(NTL % KG ? NTL % KG : KG)>(p, a, X, kg);
-#pragma unroll
-        for (int i = 0; i < KG; i++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                if (kg * KG + i < NTL) s[kg * KG + i][e] = s[kg * KG + i][e] + p[i][e];
+        if (NTL - kg * KG >= KG) add_product_group<KG>(s, a, X, kg * KG);
+        else add_product_group<NTL % KG ? NTL % KG : KG>(s, a, X, kg * KG);
     }
 }
 
@@ -164,6 +127,31 @@ template <int NTL> __device__ inline void scale_state(float (&s)[NTL][4], float 
     for (int nt = 0; nt < NTL; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) s[nt][e] = __fmul_rn(s[nt][e], a);
+}
+
+// The step both chains begin a chunk with, for this warp's slice: the state S (H_n, or G at the
+// chunk's end), transposed in registers, rounded to bf16; D^T = F^T + S^T X^T (F: the chunk's
+// fp32 [64][ldf] slice of U or ddl; X: -W or Ke, rows of the shared [64][LDH] tile), as
+// acc + 1 prod adds it; D's A fragments into ad; S (dkp rows) and D (64 rows) to s_out and
+// d_out (row stride dvp) through the warp's staging tiles stS, stD.
+template <int KT>
+__device__ inline void chain_step(uint32_t (&ad)[4][4], const float (&st)[2 * KT][4], const bf16 *X, const float *f,
+                                  int ldf, bf16 *stS, bf16 *stD, bf16 *s_out, bf16 *d_out, int dkp, int dvp) {
+    uint32_t a[KT][4];
+    pack_c(a, st);
+    __syncwarp(); // the staging tiles' last copies are done
+    stage_transposed(stS, st);
+    float dl[8][4];
+    product_xt<KT>(dl, a, X, KT);
+#pragma unroll
+    for (int c = 0; c < 8; c++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dl[c][e] = f[frag_col(c, e) * ldf + frag_row(e)] + dl[c][e];
+    pack_c(ad, dl);
+    stage_transposed(stD, dl);
+    __syncwarp();
+    store_slice(s_out, dvp, stS, dkp);
+    store_slice(d_out, dvp, stD, CH);
 }
 
 // Shared memory of a block of NW warps: the chunk operands' double buffers, the value slices'
@@ -209,23 +197,9 @@ __global__ void __launch_bounds__(NW * 32) state_fwd3_kernel(scratch s, float *f
         __pipeline_wait_prior(0);
         __syncthreads(); // chunk n's operands in place; buffer x ^ 1 free
         if (n + 1 < nt) fetch(n + 1, x ^ 1);
-        uint32_t a[KT][4]; // H_n in bf16
-        pack_a(a, h);
-        __syncwarp(); // the staging tiles' last copies are done
-        stage_transposed(stS, h);
-        float dl[8][4]; // Delta^T = U^T + H^T (-W)^T
-        product_xt<KT>(dl, a, Wn0 + x * CH * LDH);
-        const float *u = U0 + x * CH * LU + SLICE * warp;
-#pragma unroll
-        for (int c = 0; c < 8; c++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) dl[c][e] = u[frag_col(c, e) * LU + frag_row(e)] + dl[c][e];
-        uint32_t ad[4][4]; // Delta in bf16
-        pack_a(ad, dl);
-        stage_transposed(stD, dl);
-        __syncwarp();
-        store_slice(s.states + cb * dkp * dvp + jw, dvp, stS, dkp);
-        store_slice(s.delta + cb * CH * dvp + jw, dvp, stD, CH);
+        uint32_t ad[4][4]; // Delta = U + (-W) H_n in bf16; H_n and Delta out
+        chain_step<KT>(ad, h, Wn0 + x * CH * LDH, U0 + x * CH * LU + SLICE * warp, LU, stS, stD,
+                       s.states + cb * dkp * dvp + jw, s.delta + cb * CH * dvp + jw, dkp, dvp);
         scale_state(h, expf(glast));
         add_product_x(h, ad, Ke0 + x * CH * LDH); // H^T += Delta^T Ke
     }
@@ -267,23 +241,9 @@ __global__ void __launch_bounds__(NW * 32) state_bwd3_kernel(bf16 *gend, bf16 *d
         __pipeline_wait_prior(0);
         __syncthreads(); // chunk n's operands in place; buffer x ^ 1 free
         if (n > 0) fetch(n - 1, x ^ 1);
-        uint32_t a[KT][4]; // G in bf16
-        pack_a(a, G);
-        __syncwarp(); // the staging tiles' last copies are done
-        stage_transposed(stG, G);
-        float dl[8][4]; // ddelta^T = ddl^T + G^T Ke^T
-        product_xt<KT>(dl, a, Ke0 + x * CH * LDH);
-        const float *db = Db0 + x * CH * LF + SLICE * warp;
-#pragma unroll
-        for (int c = 0; c < 8; c++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) dl[c][e] = db[frag_col(c, e) * LF + frag_row(e)] + dl[c][e];
-        uint32_t ad[4][4]; // ddelta in bf16
-        pack_a(ad, dl);
-        stage_transposed(stD, dl);
-        __syncwarp();
-        store_slice(gend + cb * dkp * dvp + jw, dvp, stG, dkp);
-        store_slice(dd + cb * CH * dvp + jw, dvp, stD, CH);
+        uint32_t ad[4][4]; // ddelta = ddl + Ke G in bf16; G (at the chunk's end) and ddelta out
+        chain_step<KT>(ad, G, Ke0 + x * CH * LDH, Db0 + x * CH * LF + SLICE * warp, LF, stG, stD,
+                       gend + cb * dkp * dvp + jw, dd + cb * CH * dvp + jw, dkp, dvp);
         // dO^T's A fragments: the slice [64 rows][16 values] read transposed
         uint32_t ao[4][4];
         const bf16 *ob = Ob0 + x * CH * LO + SLICE * warp + ((lane & 7) + 8 * (lane >> 4)) * LO + 8 * ((lane >> 3) & 1);
