@@ -52,7 +52,7 @@ want ops && ops all $TEST_GROUPS
 # (docs/cuda.md, "Switched off until a GPU run"), e.g. NEW_PATHS="HYLA_X=1 HYLA_Y=0"; with it,
 # the op tests (NEW_PATHS_GROUPS, default all), laLTE's training, the sanitizers, the kernel
 # timings and ncu run them switched on as well. Waiting now: HYLA_GDR_STATE3=1, HYLA_GDR_OUT3=1,
-# HYLA_GDR_LOCAL2=1, HYLA_GDR_L2_FUSED=1 (never run on a GPU yet), HYLA_ATTN_LAZY_RESCALE=1 (checked, no gain
+# HYLA_GDR_LOCAL2=1, HYLA_GDR_L2_FUSED=1, HYLA_GDR_OVERLAP=1 (never run on a GPU yet), HYLA_ATTN_LAZY_RESCALE=1 (checked, no gain
 # measured): docs/cuda.md; unset or NEW_PATHS="" tests none.
 new_paths=${NEW_PATHS-}
 # (`export` of nothing would print the environment: with no paths, a harmless variable instead)

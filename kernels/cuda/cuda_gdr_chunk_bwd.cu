@@ -1212,6 +1212,28 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
+// HYLA_GDR_OVERLAP=1: grads_dq on a second stream beside the backward's state chain (read at
+// every call). Off until a GPU run has checked and timed it: it pays where the chain leaves SMs
+// free (HYLA_GDR_STATE3's 64 blocks at the 0.4B shape), not beside state_bwd2's 256.
+constexpr bool OVERLAP_BY_DEFAULT = false;
+bool use_overlap(void) { return cuda_switch("HYLA_GDR_OVERLAP", OVERLAP_BY_DEFAULT); }
+// The process's second stream (non-blocking: it does not wait for the legacy default stream on
+// its own) and the two events that fork it from stream 0 and join it back, made once.
+struct side_stream {
+    cudaStream_t stream;
+    cudaEvent_t fork, join;
+};
+const side_stream &the_side_stream(void) {
+    static side_stream side = [] {
+        side_stream s{};
+        CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+        CUDA_CHECK(cudaEventCreateWithFlags(&s.fork, cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&s.join, cudaEventDisableTiming));
+        return s;
+    }();
+    return side;
+}
+
 // The grads step as two kernels (grads_dq_kernel, grads_dk_kernel) or one (grads_kernel); the
 // same bits either way. Read at every call, so that a test can run both forms in one process.
 // Two kernels by default since their GPU run (H100, 2026-12-07, docs/gpu-runs/2026-12-07c-h100/; grads 19.1 -> 15.9 ms a
@@ -1271,6 +1293,17 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
         local_kernel<<<dim3(d.nt, B * H), THREADS, LOCAL_SMEM>>>(ddl, dob, s, q, k, dout, d);
         CUDA_LAUNCH_CHECK();
     }
+    // grads_dq needs nothing of the state chain: with HYLA_GDR_OVERLAP it runs on a second stream
+    // beside it (the chain holds one block an SM on a few SMs), joined before grads_dk
+    const bool overlap = use_grads2() && use_overlap();
+    if (overlap) {
+        const side_stream &side = the_side_stream();
+        CUDA_CHECK(cudaEventRecord(side.fork, 0));
+        CUDA_CHECK(cudaStreamWaitEvent(side.stream, side.fork, 0));
+        grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM, side.stream>>>(dq, dk, dg, s, dob, q, k, rq, d);
+        CUDA_LAUNCH_CHECK();
+        CUDA_CHECK(cudaEventRecord(side.join, side.stream));
+    }
     if (use_state3()) launch_state_bwd3(gend, dd, dS0, s, dob, ddl, dS_final, d);
     else if (use_fwd2()) {
         static bool ready2 = false;
@@ -1280,8 +1313,11 @@ void cuda_gdr_chunk_bwd_bf16(float *dq, float *dk, float *dv, float *dbeta, floa
     } else state_bwd_kernel<<<dim3(B * H, d.dvp / BV), THREADS, STATE_SMEM>>>(gend, dd, dS0, s, dob, ddl, dS_final, d);
     CUDA_LAUNCH_CHECK();
     if (use_grads2()) { // dk and dg carry the first kernel's partial sums to the second
-        grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM>>>(dq, dk, dg, s, dob, q, k, rq, d);
-        CUDA_LAUNCH_CHECK();
+        if (overlap) CUDA_CHECK(cudaStreamWaitEvent(0, the_side_stream().join, 0));
+        else {
+            grads_dq_kernel<<<dim3(d.nt, B * H), THREADS, GRADS_DQ_SMEM>>>(dq, dk, dg, s, dob, q, k, rq, d);
+            CUDA_LAUNCH_CHECK();
+        }
         if (use_dk2()) {
             static bool ready3 = false;
             if (!ready3) allow_smem(grads_dk2_kernel, GRADS_DK2_SMEM), ready3 = true;

@@ -185,6 +185,15 @@ inline int cudaFreeAsync(void *p, int) { free(p); return 0; }
 inline int cudaMemcpyAsync(void *d, const void *s, size_t n, int, int) { memcpy(d, s, n); return 0; }
 inline int cudaMemsetAsync(void *d, int v, size_t n, int) { memset(d, v, n); return 0; }
 template <class K> inline int cudaFuncSetAttribute(K, int, int) { return 0; }
+// Streams and events: the emulation runs every launch at once, in the order queued, which is
+// one of the orders the events allow.
+typedef int cudaStream_t;
+typedef int cudaEvent_t;
+enum { cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2 };
+inline int cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { *s = 1; return 0; }
+inline int cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { *e = 1; return 0; }
+inline int cudaEventRecord(cudaEvent_t, cudaStream_t) { return 0; }
+inline int cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return 0; }
 #define CUDA_CHECK(x) (void)(x)
 #define CUDA_LAUNCH_CHECK() (void)0
 static inline unsigned blocks_for(size_t n, unsigned threads) { return (unsigned)((n + threads - 1) / threads); }
@@ -270,6 +279,7 @@ template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, F f) {
     }
 }
 template <class F> void emu_launch(dim3 grid, dim3 block, F f) { emu_launch(grid, block, 0, f); }
+template <class F> void emu_launch(dim3 grid, dim3 block, size_t smem, cudaStream_t, F f) { emu_launch(grid, block, smem, f); }
 namespace nvcuda {
 namespace wmma {
 struct row_major {};

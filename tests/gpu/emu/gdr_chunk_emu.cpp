@@ -10,9 +10,10 @@
 // form once more with grads_dk's restructured kernel (HYLA_GDR_DK2=1), with and without `saved`,
 // whose outputs must be the same bits as grads_dk_kernel's (a difference fails). Then the state
 // chains with the state in registers (HYLA_GDR_STATE3=1, four warps a block where the value
-// columns allow, and two: HYLA_GDR_STATE3_WARPS=2), and the output kernel on register fragments
-// (HYLA_GDR_OUT3=1) and the backward's intra-chunk term on them (HYLA_GDR_LOCAL2=1), on the default forms: every output, gradient and saved quantity the same
-// bits as the default kernels' (a difference fails).
+// columns allow, with grads_dq on a second stream: HYLA_GDR_OVERLAP=1; and two warps:
+// HYLA_GDR_STATE3_WARPS=2), the output kernel on register fragments (HYLA_GDR_OUT3=1) and the
+// backward's intra-chunk term on them (HYLA_GDR_LOCAL2=1), on the default forms: every output,
+// gradient and saved quantity the same bits as the default kernels' (a difference fails).
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient, bit 2:
 // close keys). Close keys (one direction per run plus 0.3 noise, beta in [0.9, 1], gates near 0)
 // make I + A nearly singular, so that the fp32 rounding inside the inversion reaches T's bf16
@@ -65,6 +66,8 @@ int main(int argc, char **argv) {
         setenv("HYLA_GDR_OUT3", out3, 1);
         setenv("HYLA_GDR_LOCAL2", local2, 1);
         if (state3_warps) setenv("HYLA_GDR_STATE3_WARPS", state3_warps, 1);
+        // the 4-warp chains with grads_dq on the second stream (in the emulation: in queue order)
+        setenv("HYLA_GDR_OVERLAP", state3_warps && !strcmp(state3_warps, "4") ? "1" : "0", 1);
         form_out f;
         f.got = got, f.kept = got;
         cuda_gdr_chunk_fwd_bf16(f.got[0].data(), f.got[1].data(), q.data(), k.data(), v.data(), beta.data(), g.data(), s0, scale, B, L, H, dk, dv, nullptr);
@@ -87,6 +90,7 @@ int main(int argc, char **argv) {
         unsetenv("HYLA_GDR_PREP2");
         unsetenv("HYLA_GDR_STATE3");
         unsetenv("HYLA_GDR_STATE3_WARPS");
+        unsetenv("HYLA_GDR_OVERLAP");
         unsetenv("HYLA_GDR_OUT3");
         unsetenv("HYLA_GDR_LOCAL2");
         f.saved = std::move(saved);
@@ -169,7 +173,7 @@ int main(int argc, char **argv) {
     // the state chains in registers against the shared-memory ones, and the output kernel on
     // register fragments against out2, ddl's against local_kernel (a difference fails)
     const form_out *regs[4] = {&r4, &r2, &o3, &l2};
-    const char *reg_names[4] = {"state3=1 (4 warps where the columns allow)", "state3=1 (2 warps)", "out3=1", "local2=1"};
+    const char *reg_names[4] = {"state3=1 (4 warps where the columns allow; overlap=1)", "state3=1 (2 warps)", "out3=1", "local2=1"};
     for (int i = 0; i < 4; i++) {
         char what[4][128];
         snprintf(what[0], sizeof what[0], "%s against the defaults (o, final, grads2=0)", reg_names[i]);
