@@ -774,6 +774,63 @@ static void test_gdr_l2norm_bf16(int B, int L, int H, int dk, int dv) {
     gdr_case_free(&c);
 }
 
+/* The delta rule's kernel forms that replace default kernels one for one, each switched on
+ * alone against the defaults (all switched off): every output and gradient the same bits, with
+ * `saved` (the model's way). The emulation finds them equal on the CPU (emu.gdr_chunk); this is
+ * the same check on the GPU's own tensor cores and memory. */
+static void test_gdr_forms_bf16(int B, int L, int H, int dk, int dv) {
+    static const struct {
+        const char *name, *value;
+        int with_state3; /* a form of the register chains: HYLA_GDR_STATE3=1 as well */
+    } forms[] = {{"HYLA_GDR_STATE3", "1", 0}, {"HYLA_GDR_STATE3_WARPS", "2", 1}, {"HYLA_GDR_OVERLAP", "1", 1},
+                 {"HYLA_GDR_OUT3", "1", 0},   {"HYLA_GDR_LOCAL2", "1", 0}};
+    enum { FORMS = sizeof forms / sizeof forms[0] };
+    char *kept[FORMS]; /* the caller's settings (NEW_PATHS), off here, back at the end */
+    for (int i = 0; i < FORMS; i++) {
+        const char *e = getenv(forms[i].name);
+        kept[i] = e ? strdup(e) : NULL;
+        unsetenv(forms[i].name);
+    }
+    struct gdr_case c = gdr_case_make(B, L, H, dk, dv);
+    gpu->set_matmul_precision(1);
+    const size_t n_saved = gpu->gdr_chunk_saved_floats(B, L, H, dk, dv);
+    float *saved = n_saved ? gpu->alloc(n_saved * sizeof(float)) : NULL;
+    struct pair outs[] = {c.o, c.S, c.dq, c.dk, c.dv, c.db, c.dg, c.dS0};
+    const char *out_names[] = {"o", "final state", "dq", "dk", "dv", "dbeta", "dg", "dinitial_state"};
+    float *base[8];
+    for (int f = -1; f < FORMS; f++) { /* -1: the defaults */
+        if (f >= 0) {
+            setenv(forms[f].name, forms[f].value, 1);
+            if (forms[f].with_state3) setenv("HYLA_GDR_STATE3", "1", 1);
+        }
+        gpu->gdr_chunk_fwd(c.o.d, c.S.d, c.q.d, c.k.d, c.v.d, c.beta.d, c.g.d, c.S0.d, c.scale, B, L, H, dk, dv, saved);
+        gpu->gdr_chunk_bwd(c.dq.d, c.dk.d, c.dv.d, c.db.d, c.dg.d, c.dS0.d, c.dO.d, c.dS.d, c.q.d, c.k.d, c.v.d,
+                           c.beta.d, c.g.d, c.S0.d, c.scale, B, L, H, dk, dv, saved);
+        for (int i = 0; i < 8; i++) {
+            float *got = back(outs[i].d, outs[i].n);
+            if (f < 0) {
+                base[i] = got;
+                continue;
+            }
+            char label[200];
+            snprintf(label, sizeof label, "gated delta rule bf16 B=%d L=%d H=%d dk=%d dv=%d, %s=%s%s: %s, the defaults' bits",
+                     B, L, H, dk, dv, forms[f].name, forms[f].value, forms[f].with_state3 ? " (and STATE3)" : "",
+                     out_names[i]);
+            check_bitwise_equal(label, got, base[i], outs[i].n * sizeof(float));
+            free(got);
+        }
+        for (int i = 0; i < FORMS; i++) unsetenv(forms[i].name);
+    }
+    for (int i = 0; i < 8; i++) free(base[i]);
+    for (int i = 0; i < FORMS; i++) {
+        if (kept[i]) setenv(forms[i].name, kept[i], 1);
+        free(kept[i]);
+    }
+    gpu->set_matmul_precision(0);
+    if (saved) gpu->free(saved);
+    gdr_case_free(&c);
+}
+
 /* NSA against the CPU twin: o, the saved tensors, block_idx (identical), dq, dk, dv, dgate_logits;
  * then a second run with reuse_block_idx = 1 must give the same bits (no atomics). bf16: the
  * window branch's products on the tensor cores, within 1e-2. */
@@ -1145,6 +1202,9 @@ int main(int argc, char **argv) {
     if (want("gdr") && chunked_on) test_gdr_bf16(2, 200, 2, 64, 64, 0);
     if (want("gdr") && chunked_on) test_gdr_bf16(1, 300, 2, 128, 128, 1);
     if (want("gdr") && chunked_on) test_gdr_l2norm_bf16(2, 130, 2, 40, 24);
+    if (want("gdr") && chunked_on) test_gdr_forms_bf16(2, 130, 2, 40, 24);
+    if (want("gdr") && chunked_on) test_gdr_forms_bf16(1, 200, 3, 128, 128);
+    if (want("gdr") && chunked_on) test_gdr_forms_bf16(1, 70, 1, 33, 20);
     if (want("gdr") && chunked_on) test_gdr_l2norm_bf16(1, 300, 2, 128, 128);
     if (want("gdr") && chunked_on) test_gdr_bf16(1, 64, 1, 128, 128, 0);
     if (want("gdr") && chunked_on) test_gdr_bf16(2, 1000, 2, 128, 128, 1);
