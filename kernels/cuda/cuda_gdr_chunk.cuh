@@ -134,18 +134,20 @@ __device__ void mma_apply(const bf16 *A, int lda, const bf16 *Bm, int ldb, int M
 }
 
 // rows x cols bf16 (cols a multiple of 8) from global (row stride lds) into shared (ld ldd),
-// 16 bytes at a time through cp.async; the caller commits and waits.
+// 16 bytes at a time through cp.async, over a block of NT threads; the caller commits and waits.
+template <int NT = THREADS>
 __device__ inline void copy_async_bf16(bf16 *dst, int ldd, const bf16 *src, size_t lds, int rows, int cols) {
     const int per_row = cols / 8;
-    for (int e = threadIdx.x; e < rows * per_row; e += THREADS) {
+    for (int e = threadIdx.x; e < rows * per_row; e += NT) {
         const int r = e / per_row, c = (e % per_row) * 8;
         __pipeline_memcpy_async(dst + (size_t)r * ldd + c, src + (size_t)r * lds + c, 16);
     }
 }
 // The same for fp32 (cols a multiple of 4).
+template <int NT = THREADS>
 __device__ inline void copy_async_f32(float *dst, int ldd, const float *src, size_t lds, int rows, int cols) {
     const int per_row = cols / 4;
-    for (int e = threadIdx.x; e < rows * per_row; e += THREADS) {
+    for (int e = threadIdx.x; e < rows * per_row; e += NT) {
         const int r = e / per_row, c = (e % per_row) * 4;
         __pipeline_memcpy_async(dst + (size_t)r * ldd + c, src + (size_t)r * lds + c, 16);
     }
@@ -156,10 +158,11 @@ __device__ inline void copy_async_wait() {
 }
 
 // One chunk of a [B, L, H, width] tensor into bf16 shared memory, rows c..63 and columns
-// width..wpad-1 zero, each row multiplied by f[r] (f NULL: 1).
+// width..wpad-1 zero, each row multiplied by f[r] (f NULL: 1), over a block of NT threads.
+template <int NT = THREADS>
 __device__ inline void load_rows_bf16(bf16 *dst, int ld, const float *src, size_t row_stride, int c, int width,
                                       int wpad, const float *f = nullptr) {
-    for (int e = threadIdx.x; e < CH * wpad; e += THREADS) {
+    for (int e = threadIdx.x; e < CH * wpad; e += NT) {
         const int r = e / wpad, i = e % wpad;
         float x = 0.0f;
         if (r < c && i < width) x = src[(size_t)r * row_stride + i] * (f ? f[r] : 1.0f);

@@ -25,15 +25,6 @@ constexpr int KS_MAX = DMAX / 16;
 
 constexpr size_t LOCAL2_SMEM = 2 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(float) * CH);
 
-// rows x wpad of a [B, L, H, width] tensor's chunk (row stride rs) into bf16 shared rows,
-// zeros past c rows and width columns.
-__device__ inline void rows_to_bf16(bf16 *dst, const float *src, size_t rs, int c, int width, int wpad) {
-    for (int e = threadIdx.x; e < CH * wpad; e += LTHREADS) {
-        const int r = e / wpad, i = e % wpad;
-        dst[r * LDH + i] = __float2bfloat16(r < c && i < width ? src[(size_t)r * rs + i] : 0.0f);
-    }
-}
-
 // B2's intra-chunk part for chunk blockIdx.x of (b, h) = blockIdx.y; also dO as padded bf16.
 __global__ void __launch_bounds__(LTHREADS, 4) local2_kernel(float *ddl, bf16 *dob, scratch s, const float *q,
                                                             const float *k, const float *dout, dims d) {
@@ -51,8 +42,8 @@ __global__ void __launch_bounds__(LTHREADS, 4) local2_kernel(float *ddl, bf16 *d
     uint32_t ak[KS_MAX][4];
     rows_to_a(ak, k + row0 * d.dk, sk, 16 * warp, c, d.dk, kt);
     if (tid < CH) gc[tid] = s.gcum[cb * CH + tid];
-    rows_to_bf16(Qh, q + row0 * d.dk, sk, c, d.dk, dkp);
-    rows_to_bf16(Oh, dout + row0 * d.dv, (size_t)d.H * d.dv, c, d.dv, dvp);
+    load_rows_bf16<LTHREADS>(Qh, LDH, q + row0 * d.dk, sk, c, d.dk, dkp);
+    load_rows_bf16<LTHREADS>(Oh, LDH, dout + row0 * d.dv, (size_t)d.H * d.dv, c, d.dv, dvp);
     __syncthreads();
     for (int e = tid; e < CH * (dvp / 8); e += LTHREADS) { // dO in bf16, padded, for the later kernels
         const int r = e / (dvp / 8), col = e % (dvp / 8) * 8;

@@ -38,20 +38,11 @@ __global__ void __launch_bounds__(OTHREADS, 3) out3_kernel(float *o, scratch s, 
     const int t0 = n * CH, c = min(CH, d.L - t0), dkp = d.dkp, dvp = d.dvp, kt = dkp / 16, vt = dvp / 16;
     const size_t cb = (size_t)bh * d.nt + n, row0 = ((size_t)b * d.L + t0) * d.H + h;
     // H_n and Delta by cp.async; K converted to bf16 on its way in (zeros past the chunk and dk)
-    for (int e = tid; e < dkp * (dvp / 8); e += OTHREADS) {
-        const int r = e / (dvp / 8), col = e % (dvp / 8) * 8;
-        __pipeline_memcpy_async(Sh + r * LDH + col, s.states + cb * dkp * dvp + (size_t)r * dvp + col, 16);
-    }
-    for (int e = tid; e < CH * (dvp / 8); e += OTHREADS) {
-        const int r = e / (dvp / 8), col = e % (dvp / 8) * 8;
-        __pipeline_memcpy_async(Dh + r * LDH + col, s.delta + cb * CH * dvp + (size_t)r * dvp + col, 16);
-    }
+    copy_async_bf16<OTHREADS>(Sh, LDH, s.states + cb * dkp * dvp, dvp, dkp, dvp);
+    copy_async_bf16<OTHREADS>(Dh, LDH, s.delta + cb * CH * dvp, dvp, CH, dvp);
     __pipeline_commit();
     if (tid < CH) gc[tid] = s.gcum[cb * CH + tid];
-    for (int e = tid; e < CH * dkp; e += OTHREADS) {
-        const int r = e / dkp, i = e % dkp;
-        Kh[r * LDH + i] = __float2bfloat16(r < c && i < d.dk ? k[(row0 + (size_t)r * d.H) * d.dk + i] : 0.0f);
-    }
+    load_rows_bf16<OTHREADS>(Kh, LDH, k + row0 * d.dk, (size_t)d.H * d.dk, c, d.dk, dkp);
     // this warp's rows of Q (bf16) and Qs as A fragments, from device memory
     const int r_lo = 16 * warp + g, r_hi = r_lo + 8;
     uint32_t aq[KS_MAX][4], as[KS_MAX][4];

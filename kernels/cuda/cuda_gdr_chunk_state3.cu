@@ -38,23 +38,6 @@ constexpr int SLICE = 16;        // value columns a warp: the 16 rows of its tra
 constexpr int LST = SLICE + 8;   // row stride (bf16) of a warp's staging tile: 48-byte rows
 constexpr int KG = 8;            // n-tiles of the state a group (64 keys): the sums' registers
 
-// rows x cols (cols a multiple of 8 / 4) from global (row stride lds) into shared (ld ldd) by
-// cp.async, 16 bytes a copy, over the block's NT threads; the caller commits and waits.
-template <int NT> __device__ void copy_rows_bf16(bf16 *dst, int ldd, const bf16 *src, size_t lds, int rows, int cols) {
-    const int per_row = cols / 8;
-    for (int e = threadIdx.x; e < rows * per_row; e += NT) {
-        const int r = e / per_row, c = (e % per_row) * 8;
-        __pipeline_memcpy_async(dst + (size_t)r * ldd + c, src + (size_t)r * lds + c, 16);
-    }
-}
-template <int NT> __device__ void copy_rows_f32(float *dst, int ldd, const float *src, size_t lds, int rows, int cols) {
-    const int per_row = cols / 4;
-    for (int e = threadIdx.x; e < rows * per_row; e += NT) {
-        const int r = e / per_row, c = (e % per_row) * 4;
-        __pipeline_memcpy_async(dst + (size_t)r * ldd + c, src + (size_t)r * lds + c, 16);
-    }
-}
-
 // Lane 4 g + t holds, of a 16-row C fragment set c[n-tile][e], row g + 8 (e / 2) and column
 // 8 n-tile + 2 t + e % 2.
 __device__ inline int frag_row(int e) { return (threadIdx.x % 32) / 4 + 8 * (e / 2); }
@@ -182,9 +165,9 @@ __global__ void __launch_bounds__(NW * 32) state_fwd3_kernel(scratch s, float *f
     bf16 *stS = stage + warp * (DMAX + CH) * LST, *stD = stS + DMAX * LST;
     auto fetch = [&](int n, int x) {
         const size_t cb = (size_t)bh * nt + n;
-        copy_rows_bf16<NT>(Wn0 + x * CH * LDH, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
-        copy_rows_bf16<NT>(Ke0 + x * CH * LDH, LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
-        copy_rows_f32<NT>(U0 + x * CH * LU, LU, s.u + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
+        copy_async_bf16<NT>(Wn0 + x * CH * LDH, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16<NT>(Ke0 + x * CH * LDH, LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_f32<NT>(U0 + x * CH * LU, LU, s.u + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
         __pipeline_commit();
     };
     float h[NTL][4]; // H^T: value rows jw + frag_row, key columns frag_col
@@ -224,11 +207,11 @@ __global__ void __launch_bounds__(NW * 32) state_bwd3_kernel(bf16 *gend, bf16 *d
     bf16 *stG = stage + warp * (DMAX + CH) * LST, *stD = stG + DMAX * LST;
     auto fetch = [&](int n, int x) {
         const size_t cb = (size_t)bh * nt + n;
-        copy_rows_bf16<NT>(Ke0 + x * CH * LDH, LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
-        copy_rows_bf16<NT>(Qs0 + x * CH * LDH, LDH, s.qs + cb * CH * dkp, dkp, CH, dkp);
-        copy_rows_bf16<NT>(Wn0 + x * CH * LDH, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
-        copy_rows_bf16<NT>(Ob0 + x * CH * LO, LO, dob + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
-        copy_rows_f32<NT>(Db0 + x * CH * LF, LF, ddl + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
+        copy_async_bf16<NT>(Ke0 + x * CH * LDH, LDH, s.ke + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16<NT>(Qs0 + x * CH * LDH, LDH, s.qs + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16<NT>(Wn0 + x * CH * LDH, LDH, s.wn + cb * CH * dkp, dkp, CH, dkp);
+        copy_async_bf16<NT>(Ob0 + x * CH * LO, LO, dob + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
+        copy_async_f32<NT>(Db0 + x * CH * LF, LF, ddl + cb * CH * dvp + jb, dvp, CH, SLICE * NW);
         __pipeline_commit();
     };
     float G[NTL][4]; // G^T: value rows jw + frag_row, key columns frag_col
