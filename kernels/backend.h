@@ -55,11 +55,11 @@ struct hyla_backend {
      * keeps nothing; its backward recomputes). In the current matmul precision. */
     size_t (*gdr_chunk_saved_floats)(int B, int L, int H, int dim_k, int dim_v);
 
-    /* Optional (NULL: the model runs the three ops). gdr_chunk_bwd, then l2norm_bwd of its dq
-     * and dk in place: the GDN's q and k enter the delta rule as rows of dim_k normalised to
-     * unit length, and q_rstd, k_rstd ([B L H]) are their 1/norms from the forward. dq, dk end
-     * as the gradients of the rows before the norm, the same bits as the three ops give; a
-     * backend may take the norms' backward into its own last steps (no pass of their own). */
+    /* gdr_chunk_bwd, then l2norm_bwd of its dq and dk in place (the GDN's backward calls this):
+     * the GDN's q and k enter the delta rule as rows of dim_k normalised to unit length, and
+     * q_rstd, k_rstd ([B L H]) are their 1/norms from the forward. dq, dk end as the gradients
+     * of the rows before the norm, the same bits as the three ops give; a backend may take the
+     * norms' backward into its own last steps (no pass of their own). */
     void (*gdr_chunk_l2norm_bwd)(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dinitial_state,
                                  const float *dout, const float *dfinal_state, const float *q, const float *k,
                                  const float *v, const float *beta, const float *g, const float *initial_state,

@@ -103,15 +103,10 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
                           layer_param(m, layer, L->o_norm), a->ro, N * H, dv);
     hold_activation(m, S[3], (size_t)N * VD);
 
-    /* the delta rule: S1 = dqn, S4 = dkn, S5 = dv, S6 = dbeta, S7 = dg; where the backend has the
-     * fused form, S1 and S4 are already through the L2 norms' backward (the raw rows' gradients) */
-    const int l2_fused = be->gdr_chunk_l2norm_bwd != NULL;
-    if (l2_fused)
-        be->gdr_chunk_l2norm_bwd(S[1], S[4], S[5], S[6], S[7], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g,
-                                 NULL, 1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv, a->gdr_saved, a->rq, a->rk);
-    else
-        be->gdr_chunk_bwd(S[1], S[4], S[5], S[6], S[7], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
-                          1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv, a->gdr_saved);
+    /* the delta rule and q's and k's L2 norms: S1 = d qbar after the convolution (the gradient of
+     * q before its norm), S4 = the same for k, S5 = dv, S6 = dbeta, S7 = dg */
+    be->gdr_chunk_l2norm_bwd(S[1], S[4], S[5], S[6], S[7], NULL, S[2], NULL, a->qn, a->kn, a->v, a->beta, a->g, NULL,
+                             1.0f / sqrtf((float)dk), m->B, m->T, H, dk, dv, a->gdr_saved, a->rq, a->rk);
 
     /* gates (the logits' gradients [N, 2H] in S2, a row [d a | d b]) and their one projection:
      * dh written */
@@ -121,23 +116,14 @@ void gdn_backward(struct hyla_model *m, int layer, const float *dy, float *dh) {
                       layer_param(m, layer, L->dt_bias), N, H);
     be->linear_bwd(dh, layer_grad(m, layer, L->a_proj), NULL, dablog, h, layer_param(m, layer, L->a_proj), N, D, 2 * H);
 
-    /* L2 norms (unless fused above) and convolutions: d qbar, d kbar, S6 = d vbar. Unfused: the
-     * norms' output in S2, d qbar in S1, d kbar in S4; fused: d qbar in S2, d kbar in S1 */
-    float *dpre_q = S[1], *dpre_k = S[4], *dqbar = S[2], *dkbar = S[1];
-    if (!l2_fused) {
-        be->l2norm_bwd(S[2], S[1], a->qn, a->rq, N * H, dk);
-        dpre_q = S[2], dqbar = S[1];
-    }
+    /* convolutions: S2 = d qbar, S1 = d kbar (S1 free once q's has read it), S6 = d vbar */
+    float *dqbar = S[2], *dkbar = S[1];
     expect_activation(m, dqbar, (size_t)N * KD);
-    be->shortconv_silu_bwd(dqbar, layer_grad(m, layer, L->q_conv), dpre_q, a->qbar, layer_param(m, layer, L->q_conv),
+    be->shortconv_silu_bwd(dqbar, layer_grad(m, layer, L->q_conv), S[1], a->qbar, layer_param(m, layer, L->q_conv),
                            m->B, m->T, KD, kw);
     hold_activation(m, dqbar, (size_t)N * KD);
-    if (!l2_fused) {
-        be->l2norm_bwd(S[2], S[4], a->kn, a->rk, N * H, dk);
-        dpre_k = S[2], dkbar = S[4];
-    }
     expect_activation(m, dkbar, (size_t)N * KD);
-    be->shortconv_silu_bwd(dkbar, layer_grad(m, layer, L->k_conv), dpre_k, a->kbar, layer_param(m, layer, L->k_conv),
+    be->shortconv_silu_bwd(dkbar, layer_grad(m, layer, L->k_conv), S[4], a->kbar, layer_param(m, layer, L->k_conv),
                            m->B, m->T, KD, kw);
     hold_activation(m, dkbar, (size_t)N * KD);
     expect_activation(m, S[6], (size_t)N * VD);

@@ -26,8 +26,7 @@ static void cpu_gemm(int trans_a, int trans_b, int m, int n, int k, float alpha,
                 alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-/* gdr_chunk_bwd, then l2norm_bwd of dq and dk in place (backend.h): the three ops, so that the
- * model's path for backends that fuse them runs on the CPU too. */
+/* gdr_chunk_bwd, then l2norm_bwd of dq and dk in place (backend.h): the three ops. */
 static void cpu_gdr_chunk_l2norm_bwd(float *dq, float *dk, float *dv, float *dbeta, float *dg, float *dinitial_state,
                                      const float *dout, const float *dfinal_state, const float *q, const float *k,
                                      const float *v, const float *beta, const float *g, const float *initial_state,

@@ -731,6 +731,7 @@ static void test_gdr_bf16(int B, int L, int H, int dk, int dv, int with_states) 
  * the same bits as the GPU's own three ops; with HYLA_GDR_L2_FUSED=1 the norms run inside the
  * delta rule's last kernels, otherwise as the three ops. */
 static void test_gdr_l2norm_bf16(int B, int L, int H, int dk, int dv) {
+    check_true("the CUDA backend has gdr_chunk_l2norm_bwd", gpu->gdr_chunk_l2norm_bwd != NULL);
     if (!gpu->gdr_chunk_l2norm_bwd) return;
     struct gdr_case c = gdr_case_make(B, L, H, dk, dv);
     const size_t ng = (size_t)B * L * H;
