@@ -58,6 +58,8 @@ struct scratch {
     float *u;         // [cb][64][dvp] U = T diag(beta) V
     bf16 *delta;      // [cb][64][dvp] Delta = U - W H_n
     bf16 *states;     // [cb][dkp][dvp] H_n, the state entering chunk n
+    bf16 *p;          // [cb][64][64] P = scale (Q K^T ⊙ E), causal, by the output kernel where the
+                      // forward saves (the backward's local term reads it, not q and k); else NULL
 };
 
 // Carves 128-byte-aligned buffers out of dynamic shared memory.

@@ -33,18 +33,19 @@ scratch alloc_scratch(const dims &d, bool with_t) {
     return s;
 }
 
-// The pieces of `saved`, in alloc_scratch's order, each rounded up to 128 bytes.
+// The pieces of `saved`, in alloc_scratch's order (and P), each rounded up to 128 bytes.
 namespace {
+constexpr int PIECES = 9;
 struct saved_layout {
-    size_t at[8], total; // byte offsets of gcum, wn, ke, qs, t, u, delta, states
+    size_t at[PIECES], total; // byte offsets of gcum, wn, ke, qs, t, u, delta, states, p
 };
 saved_layout layout_of(const dims &d) {
     const size_t nc = (size_t)d.B * d.H * d.nt, ck = nc * CH * d.dkp, cv = nc * CH * d.dvp;
-    const size_t bytes[8] = {sizeof(float) * nc * CH, sizeof(bf16) * ck, sizeof(bf16) * ck, sizeof(bf16) * ck,
-                             sizeof(bf16) * nc * CH * CH, sizeof(float) * cv, sizeof(bf16) * cv,
-                             sizeof(bf16) * nc * d.dkp * d.dvp};
+    const size_t bytes[PIECES] = {sizeof(float) * nc * CH, sizeof(bf16) * ck, sizeof(bf16) * ck, sizeof(bf16) * ck,
+                                  sizeof(bf16) * nc * CH * CH, sizeof(float) * cv, sizeof(bf16) * cv,
+                                  sizeof(bf16) * nc * d.dkp * d.dvp, sizeof(bf16) * nc * CH * CH};
     saved_layout l{};
-    for (int i = 0; i < 8; i++) l.at[i] = l.total, l.total += carve_size(bytes[i]);
+    for (int i = 0; i < PIECES; i++) l.at[i] = l.total, l.total += carve_size(bytes[i]);
     return l;
 }
 } // namespace
@@ -55,7 +56,8 @@ scratch carve_saved(float *base, const dims &d) {
     const saved_layout l = layout_of(d);
     char *p = (char *)base;
     return scratch{(float *)(p + l.at[0]), (bf16 *)(p + l.at[1]), (bf16 *)(p + l.at[2]), (bf16 *)(p + l.at[3]),
-                   (bf16 *)(p + l.at[4]), (float *)(p + l.at[5]), (bf16 *)(p + l.at[6]), (bf16 *)(p + l.at[7])};
+                   (bf16 *)(p + l.at[4]), (float *)(p + l.at[5]), (bf16 *)(p + l.at[6]), (bf16 *)(p + l.at[7]),
+                   (bf16 *)(p + l.at[8])};
 }
 
 void free_scratch(scratch &s) {
@@ -542,6 +544,15 @@ __global__ void __launch_bounds__(THREADS) state_fwd_kernel(scratch s, float *fi
         }
 }
 
+// P (a shared [64][LDS] bf16 tile) to the forward's `saved`, [64][64], 16 bytes a copy: the
+// backward's local term reads it instead of forming it from q and k again (launch_local2).
+__device__ inline void save_p(bf16 *dst, const bf16 *Ph) {
+    for (int e = threadIdx.x; e < CH * CH / 8; e += THREADS) {
+        const int r = e / (CH / 8), j = e % (CH / 8) * 8;
+        *(uint4 *)(dst + r * CH + j) = *(const uint4 *)(Ph + r * LDS + j);
+    }
+}
+
 constexpr size_t OUT_SMEM = 4 * carve_size(sizeof(bf16) * CH * LDH) + carve_size(sizeof(bf16) * DMAX * LDH) +
                             carve_size(sizeof(float) * WARPS * 256) + carve_size(sizeof(bf16) * CH * LDS) +
                             carve_size(sizeof(float) * CH);
@@ -572,6 +583,7 @@ __global__ void __launch_bounds__(THREADS) out_kernel(float *o, scratch s, const
         Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * x * expf(gc[r] - gc[j]) : 0.0f); // scale (Q K^T ⊙ E), causal
     });
     __syncthreads();
+    if (s.p) save_p(s.p + cb * CH * CH, Ph);
     mma<false, false>(Of, LDF, Qs, LDH, Sh, LDH, CH, dvp, dkp);
     __syncthreads();
     mma<false, false>(Of, LDF, Ph, LDS, Dh, LDH, CH, dvp, CH, 1.0f, true);
@@ -698,6 +710,7 @@ __global__ void __launch_bounds__(THREADS, 2) out2_kernel(float *o, scratch s, c
         Ph[r * LDS + j] = __float2bfloat16(j <= r ? d.scale * x * expf(gc[r] - gc[j]) : 0.0f); // scale (Q K^T ⊙ E), causal
     });
     __syncthreads(); // Q is dead
+    if (s.p) save_p(s.p + cb * CH * CH, Ph);
     if (dkp > CH) copy_async_bf16(Sh + CH * LDH, LDH, hn + CH * dvp, dvp, dkp - CH, dvp);
     __pipeline_commit();
     const int tn = dvp / 16, tiles = (CH / 16) * tn;

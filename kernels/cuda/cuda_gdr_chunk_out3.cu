@@ -70,6 +70,15 @@ __global__ void __launch_bounds__(OTHREADS, 3) out3_kernel(float *o, scratch s, 
             return j <= r ? d.scale * sc4[nt][e] * expf((e < 2 ? g_lo : g_hi) - gc[j]) : 0.0f;
         });
     }
+    if (s.p) { // P to the forward's `saved` for the backward's local term (as out2 saves it)
+        uint32_t *p = (uint32_t *)(s.p + cb * CH * CH);
+#pragma unroll
+        for (int ks = 0; ks < 4; ks++) {
+            const int j = 16 * ks + 2 * t;
+            p[(r_lo * CH + j) / 2] = ap[ks][0], p[(r_hi * CH + j) / 2] = ap[ks][1];
+            p[(r_lo * CH + j + 8) / 2] = ap[ks][2], p[(r_hi * CH + j + 8) / 2] = ap[ks][3];
+        }
+    }
     // Qs H_n (16 x dvp): B from H_n's rows [key][value], transposed by ldmatrix
     float qh[NT_MAX][4];
 #pragma unroll

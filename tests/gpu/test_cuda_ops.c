@@ -776,21 +776,25 @@ static void test_gdr_l2norm_bf16(int B, int L, int H, int dk, int dv) {
 }
 
 /* The delta rule's kernel forms that replace default kernels one for one, each switched on
- * alone against the defaults (all switched off): every output and gradient the same bits, with
- * `saved` (the model's way). The emulation finds them equal on the CPU (emu.gdr_chunk); this is
+ * (alone, or with the one it works with) against the defaults (all switched off): every output
+ * and gradient the same bits, with `saved` (the model's way; local2 then reads the P that the
+ * output kernel saved). The emulation finds them equal on the CPU (emu.gdr_chunk); this is
  * the same check on the GPU's own tensor cores and memory. */
 static void test_gdr_forms_bf16(int B, int L, int H, int dk, int dv) {
     static const struct {
-        const char *name, *value;
-        int with_state3; /* a form of the register chains: HYLA_GDR_STATE3=1 as well */
-    } forms[] = {{"HYLA_GDR_STATE3", "1", 0}, {"HYLA_GDR_STATE3_WARPS", "2", 1}, {"HYLA_GDR_OVERLAP", "1", 1},
-                 {"HYLA_GDR_OUT3", "1", 0},   {"HYLA_GDR_LOCAL2", "1", 0}};
+        const char *name, *value, *also; /* also: a switch set to 1 with it (NULL: none) */
+    } forms[] = {{"HYLA_GDR_STATE3", "1", NULL},  {"HYLA_GDR_STATE3_WARPS", "2", "HYLA_GDR_STATE3"},
+                 {"HYLA_GDR_OVERLAP", "1", "HYLA_GDR_STATE3"}, {"HYLA_GDR_OUT3", "1", NULL},
+                 {"HYLA_GDR_LOCAL2", "1", NULL}, {"HYLA_GDR_OUT3", "1", "HYLA_GDR_LOCAL2"}};
     enum { FORMS = sizeof forms / sizeof forms[0] };
-    char *kept[FORMS]; /* the caller's settings (NEW_PATHS), off here, back at the end */
-    for (int i = 0; i < FORMS; i++) {
-        const char *e = getenv(forms[i].name);
+    static const char *const switches[] = {"HYLA_GDR_STATE3", "HYLA_GDR_STATE3_WARPS", "HYLA_GDR_OVERLAP",
+                                           "HYLA_GDR_OUT3", "HYLA_GDR_LOCAL2"};
+    enum { SWITCHES = sizeof switches / sizeof switches[0] };
+    char *kept[SWITCHES]; /* the caller's settings (NEW_PATHS), off here, back at the end */
+    for (int i = 0; i < SWITCHES; i++) {
+        const char *e = getenv(switches[i]);
         kept[i] = e ? strdup(e) : NULL;
-        unsetenv(forms[i].name);
+        unsetenv(switches[i]);
     }
     struct gdr_case c = gdr_case_make(B, L, H, dk, dv);
     gpu->set_matmul_precision(1);
@@ -802,7 +806,7 @@ static void test_gdr_forms_bf16(int B, int L, int H, int dk, int dv) {
     for (int f = -1; f < FORMS; f++) { /* -1: the defaults */
         if (f >= 0) {
             setenv(forms[f].name, forms[f].value, 1);
-            if (forms[f].with_state3) setenv("HYLA_GDR_STATE3", "1", 1);
+            if (forms[f].also) setenv(forms[f].also, "1", 1);
         }
         gpu->gdr_chunk_fwd(c.o.d, c.S.d, c.q.d, c.k.d, c.v.d, c.beta.d, c.g.d, c.S0.d, c.scale, B, L, H, dk, dv, saved);
         gpu->gdr_chunk_bwd(c.dq.d, c.dk.d, c.dv.d, c.db.d, c.dg.d, c.dS0.d, c.dO.d, c.dS.d, c.q.d, c.k.d, c.v.d,
@@ -814,17 +818,17 @@ static void test_gdr_forms_bf16(int B, int L, int H, int dk, int dv) {
                 continue;
             }
             char label[200];
-            snprintf(label, sizeof label, "gated delta rule bf16 B=%d L=%d H=%d dk=%d dv=%d, %s=%s%s: %s, the defaults' bits",
-                     B, L, H, dk, dv, forms[f].name, forms[f].value, forms[f].with_state3 ? " (and STATE3)" : "",
-                     out_names[i]);
+            snprintf(label, sizeof label, "gated delta rule bf16 B=%d L=%d H=%d dk=%d dv=%d, %s=%s%s%s: %s, the defaults' bits",
+                     B, L, H, dk, dv, forms[f].name, forms[f].value, forms[f].also ? " and " : "",
+                     forms[f].also ? forms[f].also : "", out_names[i]);
             check_bitwise_equal(label, got, base[i], outs[i].n * sizeof(float));
             free(got);
         }
-        for (int i = 0; i < FORMS; i++) unsetenv(forms[i].name);
+        for (int i = 0; i < SWITCHES; i++) unsetenv(switches[i]);
     }
     for (int i = 0; i < 8; i++) free(base[i]);
-    for (int i = 0; i < FORMS; i++) {
-        if (kept[i]) setenv(forms[i].name, kept[i], 1);
+    for (int i = 0; i < SWITCHES; i++) {
+        if (kept[i]) setenv(switches[i], kept[i], 1);
         free(kept[i]);
     }
     gpu->set_matmul_precision(0);

@@ -11,8 +11,9 @@
 // whose outputs must be the same bits as grads_dk_kernel's (a difference fails). Then the state
 // chains with the state in registers (HYLA_GDR_STATE3=1, four warps a block where the value
 // columns allow, with grads_dq on a second stream: HYLA_GDR_OVERLAP=1; and two warps:
-// HYLA_GDR_STATE3_WARPS=2), the output kernel on register fragments (HYLA_GDR_OUT3=1) and the
-// backward's intra-chunk term on them (HYLA_GDR_LOCAL2=1), on the default forms: every output,
+// HYLA_GDR_STATE3_WARPS=2), the output kernel on register fragments (HYLA_GDR_OUT3=1, with
+// the backward's local term reading the P it saves) and that term alone (HYLA_GDR_LOCAL2=1: P
+// saved by out2, or formed again without `saved`), on the default forms: every output,
 // gradient and saved quantity the same bits as the default kernels' (a difference fails).
 // Arguments: B L H dk dv states (bit 0: an initial state, bit 1: a final-state gradient, bit 2:
 // close keys). Close keys (one direction per run plus 0.3 noise, beta in [0.9, 1], gates near 0)
@@ -98,7 +99,7 @@ int main(int argc, char **argv) {
     };
     for (int i = 0; i < 8; i++) got[i].assign(sizes[i], NAN); // outputs NaN-filled: an element left unwritten shows
     const form_out f0 = run_form("0", "0"), f1 = run_form("1", "0"), p0 = run_form("0", "1"), p1 = run_form("1", "1");
-    const form_out r4 = run_form("1", "1", "4"), r2 = run_form("1", "1", "2"), o3 = run_form("1", "1", nullptr, "1");
+    const form_out r4 = run_form("1", "1", "4"), r2 = run_form("1", "1", "2"), o3 = run_form("1", "1", nullptr, "1", "1");
     const form_out l2 = run_form("1", "1", nullptr, "0", "1");
     unsetenv("HYLA_GDR_GRADS2");
     unsetenv("HYLA_GDR_DK2");
@@ -173,7 +174,7 @@ int main(int argc, char **argv) {
     // the state chains in registers against the shared-memory ones, and the output kernel on
     // register fragments against out2, ddl's against local_kernel (a difference fails)
     const form_out *regs[4] = {&r4, &r2, &o3, &l2};
-    const char *reg_names[4] = {"state3=1 (4 warps where the columns allow; overlap=1)", "state3=1 (2 warps)", "out3=1", "local2=1"};
+    const char *reg_names[4] = {"state3=1 (4 warps where the columns allow; overlap=1)", "state3=1 (2 warps)", "out3=1 local2=1 (local2 reads out3's P)", "local2=1 (reads out2's P)"};
     for (int i = 0; i < 4; i++) {
         char what[4][128];
         snprintf(what[0], sizeof what[0], "%s against the defaults (o, final, grads2=0)", reg_names[i]);
