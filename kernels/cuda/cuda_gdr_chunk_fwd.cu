@@ -849,6 +849,9 @@ void cuda_gdr_chunk_fwd_bf16(float *o, float *final_state, const float *q, const
         return;
     }
     scratch s = saved ? carve_saved(saved, d) : alloc_scratch(d, false);
+    // P is saved only for local2, which reads it (HYLA_GDR_LOCAL2: the same setting forward and
+    // backward; until its GPU run the default path writes nothing new)
+    if (!use_local2()) s.p = nullptr;
     launch_prep(s, q, k, v, beta, g, d);
     launch_state_fwd(s, final_state, S0, d);
     launch_out(o, s, q, k, d);
