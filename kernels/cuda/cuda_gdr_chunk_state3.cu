@@ -243,13 +243,17 @@ template <typename K> void allow_smem(K kernel, size_t bytes) {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
 }
 
-// Four warps a block where the value columns come in 64s (the block's warps share one copy of
-// the chunk operands: half the traffic of two), else two; HYLA_GDR_STATE3_WARPS=2 forces two.
-int warps_for(const dims &d) {
+// Warps a block: four where the value columns come in 64s (the block's warps share one copy of
+// the chunk operands: half the traffic of two), else two. HYLA_GDR_STATE3_WARPS=2 forces two;
+// =8 gives the forward eight where the columns come in 128s (one block a (batch, head): a
+// quarter of two's traffic, on a quarter of the SMs; the backward's operands do not fit eight).
+int warps_for(const dims &d, bool forward) {
     const char *e = getenv("HYLA_GDR_STATE3_WARPS");
     const int want = e && *e ? atoi(e) : 4;
-    return want == 4 && d.dvp % (4 * SLICE) == 0 ? 4 : 2;
+    if (want == 8 && forward && d.dvp % (8 * SLICE) == 0) return 8;
+    return want >= 4 && d.dvp % (4 * SLICE) == 0 ? 4 : 2;
 }
+static_assert(fwd3_smem<8>() <= 227 * 1024, "the forward's 8-warp block fits an SM");
 
 template <int KT, int NW> void fwd3(const scratch &s, float *final_state, const float *S0, const dims &d) {
     static bool ready = false;
@@ -302,13 +306,15 @@ constexpr bool STATE3_BY_DEFAULT = false;
 bool use_state3(void) { return cuda_switch("HYLA_GDR_STATE3", STATE3_BY_DEFAULT); }
 
 void launch_state_fwd3(const scratch &s, float *final_state, const float *S0, const dims &d) {
-    if (warps_for(d) == 4) fwd3_by_keys<4>(s, final_state, S0, d);
+    const int warps = warps_for(d, true);
+    if (warps == 8) fwd3_by_keys<8>(s, final_state, S0, d);
+    else if (warps == 4) fwd3_by_keys<4>(s, final_state, S0, d);
     else fwd3_by_keys<2>(s, final_state, S0, d);
 }
 
 void launch_state_bwd3(bf16 *gend, bf16 *dd, float *dS0, const scratch &s, const bf16 *dob, const float *ddl,
                        const float *dS_final, const dims &d) {
-    if (warps_for(d) == 4) bwd3_by_keys<4>(gend, dd, dS0, s, dob, ddl, dS_final, d);
+    if (warps_for(d, false) == 4) bwd3_by_keys<4>(gend, dd, dS0, s, dob, ddl, dS_final, d);
     else bwd3_by_keys<2>(gend, dd, dS0, s, dob, ddl, dS_final, d);
 }
 

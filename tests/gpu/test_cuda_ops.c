@@ -784,6 +784,7 @@ static void test_gdr_forms_bf16(int B, int L, int H, int dk, int dv) {
     static const struct {
         const char *name, *value, *also; /* also: a switch set to 1 with it (NULL: none) */
     } forms[] = {{"HYLA_GDR_STATE3", "1", NULL},  {"HYLA_GDR_STATE3_WARPS", "2", "HYLA_GDR_STATE3"},
+                 {"HYLA_GDR_STATE3_WARPS", "8", "HYLA_GDR_STATE3"},
                  {"HYLA_GDR_OVERLAP", "1", "HYLA_GDR_STATE3"}, {"HYLA_GDR_OUT3", "1", NULL},
                  {"HYLA_GDR_LOCAL2", "1", NULL}, {"HYLA_GDR_OUT3", "1", "HYLA_GDR_LOCAL2"}};
     enum { FORMS = sizeof forms / sizeof forms[0] };

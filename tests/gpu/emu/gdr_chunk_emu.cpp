@@ -10,8 +10,8 @@
 // form once more with grads_dk's restructured kernel (HYLA_GDR_DK2=1), with and without `saved`,
 // whose outputs must be the same bits as grads_dk_kernel's (a difference fails). Then the state
 // chains with the state in registers (HYLA_GDR_STATE3=1, four warps a block where the value
-// columns allow, with grads_dq on a second stream: HYLA_GDR_OVERLAP=1; and two warps:
-// HYLA_GDR_STATE3_WARPS=2), the output kernel on register fragments (HYLA_GDR_OUT3=1, with
+// columns allow, with grads_dq on a second stream: HYLA_GDR_OVERLAP=1; two warps:
+// HYLA_GDR_STATE3_WARPS=2; eight in the forward: =8), the output kernel on register fragments (HYLA_GDR_OUT3=1, with
 // the backward's local term reading the P it saves) and that term alone (HYLA_GDR_LOCAL2=1: P
 // saved by out2, or formed again without `saved`), on the default forms: every output,
 // gradient and saved quantity the same bits as the default kernels' (a difference fails).
@@ -99,7 +99,7 @@ int main(int argc, char **argv) {
     };
     for (int i = 0; i < 8; i++) got[i].assign(sizes[i], NAN); // outputs NaN-filled: an element left unwritten shows
     const form_out f0 = run_form("0", "0"), f1 = run_form("1", "0"), p0 = run_form("0", "1"), p1 = run_form("1", "1");
-    const form_out r4 = run_form("1", "1", "4"), r2 = run_form("1", "1", "2"), o3 = run_form("1", "1", nullptr, "1", "1");
+    const form_out r4 = run_form("1", "1", "4"), r2 = run_form("1", "1", "2"), r8 = run_form("1", "1", "8"), o3 = run_form("1", "1", nullptr, "1", "1");
     const form_out l2 = run_form("1", "1", nullptr, "0", "1");
     unsetenv("HYLA_GDR_GRADS2");
     unsetenv("HYLA_GDR_DK2");
@@ -180,9 +180,11 @@ int main(int argc, char **argv) {
     bad += !same_saved("prep2=1 fwd2=1 against prep2=0 fwd2=0 (saved chunk quantities)", p1.saved, f0.saved);
     // the state chains in registers against the shared-memory ones, and the output kernel on
     // register fragments against out2, ddl's against local_kernel (a difference fails)
-    const form_out *regs[4] = {&r4, &r2, &o3, &l2};
-    const char *reg_names[4] = {"state3=1 (4 warps where the columns allow; overlap=1)", "state3=1 (2 warps)", "out3=1 local2=1 (local2 reads out3's P)", "local2=1 (reads out2's P)"};
-    for (int i = 0; i < 4; i++) {
+    const form_out *regs[5] = {&r4, &r2, &r8, &o3, &l2};
+    const char *reg_names[5] = {"state3=1 (4 warps where the columns allow; overlap=1)", "state3=1 (2 warps)",
+                                "state3=1 (8 warps forward where the columns allow)",
+                                "out3=1 local2=1 (local2 reads out3's P)", "local2=1 (reads out2's P)"};
+    for (int i = 0; i < 5; i++) {
         char what[4][128];
         snprintf(what[0], sizeof what[0], "%s against the defaults (o, final, grads2=0)", reg_names[i]);
         snprintf(what[1], sizeof what[1], "%s against the defaults (saved, grads2=1)", reg_names[i]);
